@@ -1,0 +1,113 @@
+#include "common/config.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+
+#include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+
+extern char** environ;
+
+namespace sidecar {
+namespace {
+
+absl::Status SetFlag(absl::string_view name, absl::string_view value,
+                     absl::string_view source) {
+  absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+  if (flag == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": unknown setting \"", name, "\""));
+  }
+  std::string error;
+  if (!flag->ParseFrom(value, &error)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": bad value \"", value, "\" for ", name, ": ", error));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ApplyConfigFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("cannot read config file ", path));
+  }
+  std::string line;
+  int lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    absl::string_view l = line;
+    if (size_t hash = l.find('#'); hash != absl::string_view::npos) {
+      l = l.substr(0, hash);
+    }
+    l = absl::StripAsciiWhitespace(l);
+    if (l.empty()) continue;
+    size_t eq = l.find('=');
+    if (eq == absl::string_view::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":", lineno, ": expected \"name = value\""));
+    }
+    absl::string_view name = absl::StripAsciiWhitespace(l.substr(0, eq));
+    absl::string_view value = absl::StripAsciiWhitespace(l.substr(eq + 1));
+    if (absl::Status s = SetFlag(name, value, absl::StrCat(path, ":", lineno));
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ApplyEnvironment() {
+  constexpr absl::string_view kPrefix = "SIDECAR_";
+  for (char** e = environ; *e != nullptr; ++e) {
+    absl::string_view kv = *e;
+    if (!absl::StartsWith(kv, kPrefix)) continue;
+    size_t eq = kv.find('=');
+    if (eq == absl::string_view::npos) continue;
+    std::string name =
+        absl::AsciiStrToLower(kv.substr(kPrefix.size(), eq - kPrefix.size()));
+    if (name == "config") continue;
+    // Variables for other programs may share the prefix: only known flags.
+    if (absl::FindCommandLineFlag(name) == nullptr) continue;
+    if (absl::Status s =
+            SetFlag(name, kv.substr(eq + 1),
+                    absl::StrCat("environment ", kv.substr(0, eq)));
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::vector<char*> ParseConfig(int argc, char** argv, const char* usage) {
+  absl::SetProgramUsageMessage(usage);
+  std::string config_path;
+  if (const char* env = std::getenv("SIDECAR_CONFIG")) config_path = env;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view a = argv[i];
+    if (absl::ConsumePrefix(&a, "--config=")) config_path = std::string(a);
+  }
+  absl::Status s;
+  if (!config_path.empty()) s = ApplyConfigFile(config_path);
+  if (s.ok()) s = ApplyEnvironment();
+  if (!s.ok()) {
+    std::cerr << argv[0] << ": " << s.message() << "\n";
+    std::exit(2);
+  }
+  // --config is consumed above; drop it so Abseil does not reject it.
+  std::vector<char*> args;
+  for (int i = 0; i < argc; ++i) {
+    if (absl::string_view(argv[i]).substr(0, 9) == "--config=") continue;
+    args.push_back(argv[i]);
+  }
+  return absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+}
+
+}  // namespace sidecar

@@ -1,0 +1,440 @@
+#include "services/availability/availability_service.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/transport.h"
+#include "google/protobuf/util/time_util.h"
+#include "services/availability/ranking.h"
+
+namespace sidecar::availability {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+grpc::Status Invalid(std::string msg) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::move(msg));
+}
+
+grpc::Status TooMany(absl::string_view what, size_t n) {
+  return grpc::Status(
+      grpc::StatusCode::RESOURCE_EXHAUSTED,
+      absl::StrCat(n, " ", what, " in one call; at most ", kMaxBatch,
+                   " are accepted: split the request into batches"));
+}
+
+void SetTime(absl::Time t, google::protobuf::Timestamp* out) {
+  if (t == absl::InfinitePast() || t == absl::UnixEpoch()) return;
+  *out = TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
+}
+
+// Keys of a request, validated and checked for duplicates.
+absl::StatusOr<std::vector<SidecarKey>> ParseKeys(
+    const google::protobuf::RepeatedPtrField<v1::SidecarKey>& keys,
+    bool reject_duplicates) {
+  std::vector<SidecarKey> out;
+  out.reserve(keys.size());
+  absl::flat_hash_set<SidecarKey> seen;
+  for (int i = 0; i < keys.size(); ++i) {
+    absl::StatusOr<SidecarKey> k = KeyFromProto(keys[i]);
+    if (!k.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("keys[", i, "]: ", k.status().message()));
+    }
+    if (reject_duplicates && !seen.insert(*k).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "keys[", i, "]: ", KeyDebugString(*k), " appears twice"));
+    }
+    out.push_back(std::move(*k));
+  }
+  return out;
+}
+
+std::string PageToken(const SidecarKey& k) { return FormatSidecarUri(k); }
+
+}  // namespace
+
+AvailabilityService::AvailabilityService(Deps deps) : d_(std::move(deps)) {}
+
+bool AvailabilityService::LocalFilePresent(const SidecarKey& key, uint64_t size,
+                                           std::string* path) const {
+  *path = absl::StrCat(d_.sidecar_root, "/", RelativePath(key));
+  struct stat st;
+  if (::stat(path->c_str(), &st) != 0) return false;
+  return S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) == size;
+}
+
+grpc::Status AvailabilityService::GetDevice(grpc::ServerContext*,
+                                            const v1::GetDeviceRequest*,
+                                            v1::DeviceInfo* resp) {
+  v1::Hello self = d_.peers->SelfHello();
+  resp->set_device_id(d_.store->identity().device_id.ToString());
+  resp->set_generation(d_.store->identity().generation);
+  resp->set_max_seq(d_.inventory->max_seq());
+  resp->set_name(self.name());
+  resp->set_peer_address(self.peer_address());
+  resp->set_transfer_address(self.transfer_address());
+  if (auto v = d_.cache->View(d_.cache->self_id())) {
+    resp->set_local_ready(v->live_count);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status AvailabilityService::Register(grpc::ServerContext*,
+                                           const v1::RegisterRequest* req,
+                                           v1::RegisterResponse* resp) {
+  if (static_cast<size_t>(req->sidecars_size()) > kMaxBatch) {
+    return TooMany("sidecars", req->sidecars_size());
+  }
+  std::vector<LocalRecord> records;
+  records.reserve(req->sidecars_size());
+  absl::flat_hash_set<SidecarKey> seen;
+  for (int i = 0; i < req->sidecars_size(); ++i) {
+    const v1::LocalSidecar& s = req->sidecars(i);
+    absl::StatusOr<SidecarKey> key = KeyFromProto(s.key());
+    if (!key.ok()) {
+      return Invalid(
+          absl::StrCat("sidecars[", i, "].key: ", key.status().message()));
+    }
+    if (!seen.insert(*key).second) {
+      return Invalid(absl::StrCat("sidecars[", i, "]: ", KeyDebugString(*key),
+                                  " appears twice in the batch"));
+    }
+    LocalRecord r;
+    r.key = std::move(*key);
+    r.size = s.size();
+    r.status = s.status();
+    r.generator_version = s.generator_version();
+    if (!s.sha256().empty()) {
+      absl::StatusOr<Sha256Digest> d = DigestFromBytes(s.sha256());
+      if (!d.ok()) {
+        return Invalid(
+            absl::StrCat("sidecars[", i, "].sha256: ", d.status().message()));
+      }
+      r.sha256 = *d;
+    }
+    if (absl::Status st = LocalInventory::ValidateRecord(r); !st.ok()) {
+      return Invalid(absl::StrCat("sidecars[", i, "]: ", st.message()));
+    }
+    records.push_back(std::move(r));
+  }
+  absl::StatusOr<LocalInventory::RegisterResult> r =
+      d_.inventory->Register(std::move(records));
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  resp->set_registered(r->registered);
+  resp->set_advertised_changes(r->changes);
+  resp->set_max_seq(r->max_seq);
+  return grpc::Status::OK;
+}
+
+grpc::Status AvailabilityService::Remove(grpc::ServerContext*,
+                                         const v1::RemoveRequest* req,
+                                         v1::RemoveResponse* resp) {
+  if (static_cast<size_t>(req->keys_size()) > kMaxBatch) {
+    return TooMany("keys", req->keys_size());
+  }
+  absl::StatusOr<std::vector<SidecarKey>> keys =
+      ParseKeys(req->keys(), /*reject_duplicates=*/true);
+  if (!keys.ok()) return ToGrpcStatus(keys.status());
+  absl::StatusOr<LocalInventory::RemoveResult> r =
+      d_.inventory->Remove(std::move(*keys));
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  resp->set_removed(r->removed);
+  resp->set_not_found(r->not_found);
+  resp->set_max_seq(r->max_seq);
+  return grpc::Status::OK;
+}
+
+grpc::Status AvailabilityService::ListLocal(grpc::ServerContext*,
+                                            const v1::ListLocalRequest* req,
+                                            v1::ListLocalResponse* resp) {
+  uint32_t limit = req->page_size() == 0 ? 1000 : req->page_size();
+  if (limit > kMaxBatch) {
+    return Invalid(absl::StrCat("page_size ", limit, " is above ", kMaxBatch));
+  }
+  std::optional<SidecarKey> after;
+  if (!req->page_token().empty()) {
+    absl::StatusOr<SidecarKey> k = ParseSidecarUri(req->page_token());
+    if (!k.ok()) {
+      return Invalid(
+          "page_token is not one this service handed out; start "
+          "again with an empty token");
+    }
+    after = *k;
+  }
+  std::optional<v1::SidecarStatus> status;
+  if (req->status() != v1::SIDECAR_STATUS_UNSPECIFIED) {
+    if (!v1::SidecarStatus_IsValid(req->status())) {
+      return Invalid("status filter is not a known status");
+    }
+    status = req->status();
+  }
+  absl::StatusOr<std::vector<LocalRecord>> rows =
+      d_.store->List(after, limit, status);
+  if (!rows.ok()) return ToGrpcStatus(rows.status());
+  for (const LocalRecord& r : *rows) {
+    v1::LocalSidecar* s = resp->add_sidecars();
+    KeyToProto(r.key, s->mutable_key());
+    s->set_size(r.size);
+    if (r.sha256) s->set_sha256(std::string(DigestBytes(*r.sha256)));
+    s->set_status(r.status);
+    s->set_generator_version(r.generator_version);
+    s->set_relative_path(RelativePath(r.key));
+    SetTime(r.created_at, s->mutable_created_at());
+    SetTime(r.updated_at, s->mutable_updated_at());
+  }
+  if (rows->size() == limit) {
+    resp->set_next_page_token(PageToken(rows->back().key));
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status AvailabilityService::WhoHas(grpc::ServerContext*,
+                                         const v1::WhoHasRequest* req,
+                                         v1::WhoHasResponse* resp) {
+  if (static_cast<size_t>(req->keys_size()) > kMaxBatch) {
+    return TooMany("keys", req->keys_size());
+  }
+  absl::StatusOr<std::vector<SidecarKey>> keys =
+      ParseKeys(req->keys(), /*reject_duplicates=*/false);
+  if (!keys.ok()) return ToGrpcStatus(keys.status());
+  std::vector<std::optional<EntryKey>> ekeys;
+  ekeys.reserve(keys->size());
+  for (const SidecarKey& k : *keys) {
+    absl::StatusOr<EntryKey> ek = ToEntryKey(k);
+    ekeys.push_back(ek.ok() ? std::optional<EntryKey>(*ek) : std::nullopt);
+  }
+  std::vector<PeerCache::OriginView> views = d_.cache->Views();
+  std::vector<std::vector<PeerCache::Hit>> hits;
+  PeerCache::Lookup(views, ekeys, &hits);
+  absl::flat_hash_map<Uuid, DeviceStats> stats = d_.peers->Stats();
+
+  absl::flat_hash_map<Uuid, uint32_t> device_index;
+  auto device_ref = [&](const Uuid& id, const OriginInfo* info) -> uint32_t {
+    auto [it, inserted] = device_index.try_emplace(
+        id, static_cast<uint32_t>(resp->devices_size()));
+    if (!inserted) return it->second;
+    v1::DeviceRef* d = resp->add_devices();
+    d->set_device_id(id.ToString());
+    bool local = id == d_.cache->self_id();
+    d->set_is_local(local);
+    if (info) {
+      d->set_transfer_address(info->transfer_address);
+      d->set_name(info->name);
+    }
+    if (local) {
+      d->set_online(true);
+    } else if (auto s = stats.find(id); s != stats.end()) {
+      d->set_online(s->second.online);
+      SetTime(s->second.last_contact, d->mutable_last_seen());
+      d->set_rtt_micros(
+          static_cast<uint32_t>(absl::ToInt64Microseconds(s->second.rtt)));
+      d->set_throughput_bytes_per_sec(
+          static_cast<uint64_t>(s->second.throughput));
+    }
+    return it->second;
+  };
+
+  std::vector<std::vector<PeerManager::DirectAnswer>> direct;
+  if (req->query_peers()) {
+    std::vector<SidecarKey> unknown;
+    for (size_t i = 0; i < keys->size(); ++i) {
+      if (hits[i].empty()) unknown.push_back((*keys)[i]);
+    }
+    if (!unknown.empty()) {
+      std::vector<std::vector<PeerManager::DirectAnswer>> answers;
+      d_.peers->QueryPeers(unknown, &answers);
+      direct.resize(keys->size());
+      size_t j = 0;
+      for (size_t i = 0; i < keys->size(); ++i) {
+        if (hits[i].empty()) direct[i] = std::move(answers[j++]);
+      }
+    }
+  }
+  resp->mutable_results()->Reserve(keys->size());
+  for (size_t i = 0; i < keys->size(); ++i) {
+    v1::KeyHolders* kh = resp->add_results();
+    for (const PeerCache::Hit& h : hits[i]) {
+      v1::Holder* holder = kh->add_holders();
+      holder->set_device(device_ref(h.origin->info.device_id, &h.origin->info));
+      holder->set_size(h.entry->size());
+      holder->set_sha256(std::string(DigestBytes(h.entry->sha256)));
+    }
+    if (!direct.empty()) {
+      for (const auto& a : direct[i]) {
+        auto view = d_.cache->View(a.device);
+        v1::Holder* holder = kh->add_holders();
+        holder->set_device(device_ref(a.device, view ? &view->info : nullptr));
+        holder->set_size(a.size);
+        holder->set_sha256(std::string(DigestBytes(a.sha256)));
+      }
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status AvailabilityService::Resolve(grpc::ServerContext*,
+                                          const v1::ResolveRequest* req,
+                                          v1::ResolveResponse* resp) {
+  absl::StatusOr<SidecarKey> key = KeyFromProto(req->key());
+  if (!key.ok()) {
+    return Invalid(absl::StrCat("key: ", key.status().message()));
+  }
+  v1::ResolveMode mode = req->mode();
+  if (!v1::ResolveMode_IsValid(mode)) {
+    return Invalid("mode must be local-only, fetch-only or fetch-or-generate");
+  }
+  if (mode == v1::RESOLVE_MODE_UNSPECIFIED) {
+    mode = v1::RESOLVE_MODE_FETCH_OR_GENERATE;
+  }
+  resp->set_relative_path(RelativePath(*key));
+  absl::StatusOr<EntryKey> ek = ToEntryKey(*key);
+  if (!ek.ok()) return ToGrpcStatus(ek.status());
+
+  std::string local_note;
+  if (std::optional<Entry> self = d_.cache->FindSelf(*ek);
+      self && !self->removed()) {
+    std::string path;
+    if (LocalFilePresent(*key, self->size(), &path)) {
+      resp->set_outcome(v1::ResolveResponse::OUTCOME_LOCAL);
+      resp->set_local_path(path);
+      resp->set_size(self->size());
+      resp->set_sha256(std::string(DigestBytes(self->sha256)));
+      resp->set_reason("a ready local copy is present");
+      return grpc::Status::OK;
+    }
+    local_note = absl::StrCat("registered as ready here but ", path,
+                              " is missing or has the wrong size; ");
+  }
+
+  auto generate = [&](std::string why) {
+    bool gen = mode != v1::RESOLVE_MODE_FETCH_ONLY;
+    resp->set_outcome(gen ? v1::ResolveResponse::OUTCOME_GENERATE
+                          : v1::ResolveResponse::OUTCOME_UNAVAILABLE);
+    resp->set_reason(absl::StrCat(local_note, why));
+    return grpc::Status::OK;
+  };
+  if (mode == v1::RESOLVE_MODE_LOCAL_ONLY) {
+    return generate("no ready local copy and the mode is local-only");
+  }
+
+  struct Holder {
+    Uuid device;
+    OriginInfo info;
+    uint64_t size;
+    Sha256Digest sha;
+  };
+  std::vector<Holder> holders;
+  std::vector<PeerCache::OriginView> views = d_.cache->Views();
+  std::vector<std::vector<PeerCache::Hit>> hits;
+  std::optional<EntryKey> opt = *ek;
+  PeerCache::Lookup(views, absl::MakeConstSpan(&opt, 1), &hits);
+  for (const PeerCache::Hit& h : hits[0]) {
+    if (h.origin->info.device_id == d_.cache->self_id()) continue;
+    holders.push_back({h.origin->info.device_id, h.origin->info,
+                       h.entry->size(), h.entry->sha256});
+  }
+  if (holders.empty() && req->query_peers()) {
+    std::vector<std::vector<PeerManager::DirectAnswer>> answers;
+    d_.peers->QueryPeers({*key}, &answers);
+    for (const auto& a : answers[0]) {
+      auto view = d_.cache->View(a.device);
+      holders.push_back(
+          {a.device, view ? view->info : OriginInfo{}, a.size, a.sha256});
+    }
+  }
+  if (holders.empty()) {
+    return generate("no known device has it");
+  }
+  absl::flat_hash_map<Uuid, DeviceStats> stats = d_.peers->Stats();
+  std::vector<Candidate> candidates;
+  for (const Holder& h : holders) {
+    Candidate c;
+    c.device = h.device;
+    c.size = h.size;
+    if (auto it = stats.find(h.device); it != stats.end()) {
+      c.online = it->second.online;
+      c.rtt = it->second.rtt;
+      c.throughput = it->second.throughput;
+      c.demoted = it->second.demoted;
+    }
+    candidates.push_back(c);
+  }
+  std::vector<size_t> order = RankSources(candidates);
+  if (order.empty()) {
+    std::vector<std::string> names;
+    for (const Holder& h : holders) {
+      names.push_back(h.info.name.empty() ? h.device.ToString() : h.info.name);
+    }
+    return generate(
+        absl::StrCat("its holders are offline: ", absl::StrJoin(names, ", ")));
+  }
+  resp->set_outcome(v1::ResolveResponse::OUTCOME_REMOTE);
+  for (size_t i : order) {
+    const Holder& h = holders[i];
+    v1::Source* s = resp->add_sources();
+    s->set_device_id(h.device.ToString());
+    s->set_transfer_address(h.info.transfer_address);
+    s->set_name(h.info.name);
+    s->set_size(h.size);
+    s->set_sha256(std::string(DigestBytes(h.sha)));
+    s->set_rtt_micros(
+        static_cast<uint32_t>(absl::ToInt64Microseconds(candidates[i].rtt)));
+    s->set_throughput_bytes_per_sec(
+        static_cast<uint64_t>(candidates[i].throughput));
+  }
+  resp->set_reason(
+      absl::StrCat(local_note, order.size(), " online device(s) have it"));
+  return grpc::Status::OK;
+}
+
+grpc::ServerWriteReactor<v1::AvailabilityEvent>* AvailabilityService::Watch(
+    grpc::CallbackServerContext*, const v1::WatchRequest* req) {
+  return d_.hub->Open(*req);
+}
+
+grpc::Status AvailabilityService::ListPeers(grpc::ServerContext*,
+                                            const v1::ListPeersRequest*,
+                                            v1::ListPeersResponse* resp) {
+  for (const PeerStatus& p : d_.peers->List()) {
+    v1::PeerInfo* out = resp->add_peers();
+    out->set_peer_address(p.address);
+    out->set_transfer_address(p.transfer_address);
+    out->set_name(p.name);
+    out->set_online(p.online);
+    out->set_configured(p.configured);
+    SetTime(p.last_contact, out->mutable_last_contact());
+    out->set_rtt_micros(
+        static_cast<uint32_t>(absl::ToInt64Microseconds(p.rtt)));
+    out->set_last_error(p.last_error);
+    out->set_throughput_bytes_per_sec(static_cast<uint64_t>(p.throughput));
+    if (p.device_id) {
+      out->set_device_id(p.device_id->ToString());
+      if (auto v = d_.cache->View(*p.device_id)) {
+        out->set_sidecars(v->live_count);
+        out->set_generation(v->state.generation);
+        out->set_max_seq(v->state.max_seq);
+      }
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status AvailabilityService::ReportTransfer(
+    grpc::ServerContext*, const v1::ReportTransferRequest* req,
+    v1::ReportTransferResponse*) {
+  absl::StatusOr<Uuid> id = Uuid::Parse(req->device_id());
+  if (!id.ok()) {
+    return Invalid(absl::StrCat("device_id: ", id.status().message()));
+  }
+  d_.peers->ReportTransfer(*id, req->bytes(),
+                           absl::Microseconds(req->duration_micros()),
+                           req->ok(), req->corrupt());
+  return grpc::Status::OK;
+}
+
+}  // namespace sidecar::availability

@@ -1,0 +1,62 @@
+// AvailabilityService: the local API (availability.proto) for the application
+// on this device and for its transfer service. Unary methods are synchronous
+// (they may wait on PostgreSQL); Watch is a callback stream fed by WatchHub.
+#ifndef SIDECAR_SERVICES_AVAILABILITY_AVAILABILITY_SERVICE_H_
+#define SIDECAR_SERVICES_AVAILABILITY_AVAILABILITY_SERVICE_H_
+
+#include <string>
+
+#include "services/availability/inventory_store.h"
+#include "services/availability/local_inventory.h"
+#include "services/availability/peer_cache.h"
+#include "services/availability/peer_manager.h"
+#include "services/availability/watch_hub.h"
+#include "sidecar/v1/availability.grpc.pb.h"
+
+namespace sidecar::availability {
+
+class AvailabilityService final
+    : public v1::Availability::WithCallbackMethod_Watch<
+          v1::Availability::Service> {
+ public:
+  struct Deps {
+    InventoryStore* store;
+    LocalInventory* inventory;
+    PeerCache* cache;
+    PeerManager* peers;
+    WatchHub* hub;
+    std::string sidecar_root;  // absolute or relative to the working dir
+  };
+  explicit AvailabilityService(Deps deps);
+
+  grpc::Status GetDevice(grpc::ServerContext*, const v1::GetDeviceRequest*,
+                         v1::DeviceInfo*) override;
+  grpc::Status Register(grpc::ServerContext*, const v1::RegisterRequest*,
+                        v1::RegisterResponse*) override;
+  grpc::Status Remove(grpc::ServerContext*, const v1::RemoveRequest*,
+                      v1::RemoveResponse*) override;
+  grpc::Status ListLocal(grpc::ServerContext*, const v1::ListLocalRequest*,
+                         v1::ListLocalResponse*) override;
+  grpc::Status WhoHas(grpc::ServerContext*, const v1::WhoHasRequest*,
+                      v1::WhoHasResponse*) override;
+  grpc::Status Resolve(grpc::ServerContext*, const v1::ResolveRequest*,
+                       v1::ResolveResponse*) override;
+  grpc::ServerWriteReactor<v1::AvailabilityEvent>* Watch(
+      grpc::CallbackServerContext*, const v1::WatchRequest*) override;
+  grpc::Status ListPeers(grpc::ServerContext*, const v1::ListPeersRequest*,
+                         v1::ListPeersResponse*) override;
+  grpc::Status ReportTransfer(grpc::ServerContext*,
+                              const v1::ReportTransferRequest*,
+                              v1::ReportTransferResponse*) override;
+
+ private:
+  // Whether the file of a READY local entry is present with its size.
+  bool LocalFilePresent(const SidecarKey& key, uint64_t size,
+                        std::string* path) const;
+
+  Deps d_;
+};
+
+}  // namespace sidecar::availability
+
+#endif  // SIDECAR_SERVICES_AVAILABILITY_AVAILABILITY_SERVICE_H_

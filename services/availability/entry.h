@@ -1,0 +1,96 @@
+// Entry: one sidecar as an origin device advertises it, packed into 64 bytes.
+// The peer cache holds millions of these, so every byte counts.
+#ifndef SIDECAR_SERVICES_AVAILABILITY_ENTRY_H_
+#define SIDECAR_SERVICES_AVAILABILITY_ENTRY_H_
+
+#include <cstdint>
+#include <cstring>
+#include <tuple>
+
+#include "absl/status/statusor.h"
+#include "common/sha256.h"
+#include "common/sidecar_key.h"
+#include "common/uuid.h"
+
+namespace sidecar::availability {
+
+inline constexpr uint64_t kMaxEntrySize = (uint64_t{1} << 40) - 1;  // 1 TiB
+inline constexpr uint64_t kMaxSeq = (uint64_t{1} << 48) - 1;
+
+struct Entry {
+  Uuid content;         // 16
+  Sha256Digest sha256;  // 32
+  uint64_t size_bits;   // size:40 | kind:8 | format:8 | removed:8
+  uint64_t seq_bits;    // seq:48 | variant id:16
+
+  static Entry Make(const Uuid& content, Kind kind, Format format,
+                    uint16_t variant, uint64_t size, const Sha256Digest& sha,
+                    uint64_t seq, bool removed) {
+    Entry e;
+    e.content = content;
+    e.sha256 = sha;
+    e.size_bits = (size & kMaxEntrySize) |
+                  (uint64_t{static_cast<uint8_t>(kind)} << 40) |
+                  (uint64_t{static_cast<uint8_t>(format)} << 48) |
+                  (uint64_t{removed ? 1u : 0u} << 56);
+    e.seq_bits = (seq & kMaxSeq) | (uint64_t{variant} << 48);
+    return e;
+  }
+
+  uint64_t size() const { return size_bits & kMaxEntrySize; }
+  Kind kind() const { return static_cast<Kind>((size_bits >> 40) & 0xff); }
+  Format format() const {
+    return static_cast<Format>((size_bits >> 48) & 0xff);
+  }
+  bool removed() const { return (size_bits >> 56) & 1; }
+  uint64_t seq() const { return seq_bits & kMaxSeq; }
+  uint16_t variant() const { return static_cast<uint16_t>(seq_bits >> 48); }
+};
+static_assert(sizeof(Entry) == 64, "cache entries must stay at 64 bytes");
+
+// The part of an entry that identifies its sidecar, in cache sort order.
+struct EntryKey {
+  Uuid content;
+  uint8_t kind;
+  uint8_t format;
+  uint16_t variant;
+
+  static EntryKey Of(const Entry& e) {
+    return {e.content, static_cast<uint8_t>(e.kind()),
+            static_cast<uint8_t>(e.format()), e.variant()};
+  }
+  auto operator<=>(const EntryKey&) const = default;
+  bool operator==(const EntryKey&) const = default;
+};
+
+// Order of the cache: content, kind, format, variant id (as EntryKey).
+inline uint32_t KeyTail(const Entry& e) {
+  return uint32_t{static_cast<uint8_t>(e.kind())} << 24 |
+         uint32_t{static_cast<uint8_t>(e.format())} << 16 | e.variant();
+}
+inline uint32_t KeyTail(const EntryKey& k) {
+  return uint32_t{k.kind} << 24 | uint32_t{k.format} << 16 | k.variant;
+}
+inline bool KeyLess(const Entry& a, const Entry& b) {
+  int c = std::memcmp(a.content.bytes.data(), b.content.bytes.data(), 16);
+  if (c != 0) return c < 0;
+  return KeyTail(a) < KeyTail(b);
+}
+inline bool KeyLess(const Entry& a, const EntryKey& b) {
+  int c = std::memcmp(a.content.bytes.data(), b.content.bytes.data(), 16);
+  if (c != 0) return c < 0;
+  return KeyTail(a) < KeyTail(b);
+}
+inline bool KeyEqual(const Entry& a, const EntryKey& b) {
+  return a.content == b.content && KeyTail(a) == KeyTail(b);
+}
+
+// Converts a validated key to an EntryKey, interning its variant.
+absl::StatusOr<EntryKey> ToEntryKey(const SidecarKey& key);
+// The full key of an entry.
+SidecarKey KeyOf(const Entry& e);
+SidecarKey KeyOf(const EntryKey& k);
+
+}  // namespace sidecar::availability
+
+#endif  // SIDECAR_SERVICES_AVAILABILITY_ENTRY_H_

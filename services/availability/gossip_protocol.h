@@ -1,0 +1,96 @@
+// The pure logic of anti-entropy gossip (Scuttlebutt reconciliation with a
+// snapshot fallback): digests, what to send for each origin, and the
+// columnar encoding of entry batches. No I/O here; see peer_service.h (the
+// answering side) and peer_manager.h (the asking side).
+#ifndef SIDECAR_SERVICES_AVAILABILITY_GOSSIP_PROTOCOL_H_
+#define SIDECAR_SERVICES_AVAILABILITY_GOSSIP_PROTOCOL_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "google/protobuf/repeated_ptr_field.h"
+#include "services/availability/entry.h"
+#include "services/availability/origin_table.h"
+#include "sidecar/v1/peer.pb.h"
+
+namespace sidecar::availability {
+
+inline constexpr size_t kMaxDigestOrigins = 1024;
+inline constexpr uint32_t kDefaultMessageBytes = 1 << 20;
+inline constexpr uint32_t kMinMessageBytes = 64 << 10;
+inline constexpr uint32_t kMaxMessageBytesLimit = 4 << 20;
+
+// What a device knows of one origin.
+struct DigestEntry {
+  Uuid origin;
+  uint64_t generation = 0;
+  uint64_t max_seq = 0;
+};
+
+// Validates a received digest: at most kMaxDigestOrigins, 16-byte ids, no
+// duplicates. INVALID_ARGUMENT / RESOURCE_EXHAUSTED otherwise.
+absl::StatusOr<std::vector<DigestEntry>> DigestFromProto(
+    const google::protobuf::RepeatedPtrField<v1::OriginDigest>& proto);
+void DigestToProto(absl::Span<const DigestEntry> digest,
+                   google::protobuf::RepeatedPtrField<v1::OriginDigest>* out);
+
+// What the answering side knows of one origin.
+struct OriginState {
+  uint64_t generation = 0;
+  uint64_t max_seq = 0;
+  uint64_t floor_seq = 0;  // deltas are complete only above this seq
+  uint64_t entry_count = 0;
+};
+
+enum class SendPlan { kNothing, kDelta, kSnapshot };
+
+// Decides what to send an asker whose digest says `remote` (nullptr: the
+// asker has never heard of the origin) about an origin we know as `local`.
+//  - we know nothing of the origin but its address (generation 0): nothing;
+//  - asker unaware, or behind a reset (older generation): snapshot, even an
+//    empty one, so the asker learns the generation;
+//  - asker on a newer generation than ours: nothing (we are the stale one);
+//  - same generation: nothing if the asker is up to date, snapshot if it is
+//    below our floor (compacted history), deltas otherwise.
+SendPlan PlanSend(const OriginState& local, const DigestEntry* remote);
+
+// Whether an asker's digest entry shows something we lack (so we should pull
+// from the asker in turn). `local` is nullptr if we do not know the origin.
+bool RemoteIsAhead(const OriginState* local, const DigestEntry& remote);
+
+// Deltas larger than this fraction of the table go as a snapshot instead:
+// a key-ordered snapshot is cheaper to apply than a seq-ordered delta.
+inline bool DeltaBetterAsSnapshot(size_t delta_count, size_t entry_count) {
+  return delta_count > 4096 && delta_count * 2 > entry_count;
+}
+
+// Entries that fit one message of `max_message_bytes` (about 64 bytes each
+// on the wire, with headroom).
+size_t EntriesPerMessage(uint32_t max_message_bytes);
+// Clamps a requested message bound to [kMinMessageBytes,
+// kMaxMessageBytesLimit].
+uint32_t ClampMessageBytes(uint32_t requested);
+
+// Fills the entry columns of `batch` from `entries` (not the header fields).
+void EncodeEntries(absl::Span<const Entry> entries, v1::EntryBatch* batch);
+
+// Appends the entries of `batch` to `out` after validating every column:
+// consistent lengths, known kinds and formats, safe variant names, sizes and
+// seqs in range, seqs not above `max_seq`. On error nothing is appended and
+// the status (INVALID_ARGUMENT) says what was wrong.
+absl::Status DecodeEntries(const v1::EntryBatch& batch, uint64_t max_seq,
+                           std::vector<Entry>* out);
+
+// Validates a Hello from the wire: 16-byte non-nil device id, bounded
+// address and name lengths.
+absl::Status ValidateHello(const v1::Hello& hello);
+
+OriginInfo OriginInfoFromProto(const v1::OriginInfo& proto, const Uuid& id);
+void OriginInfoToProto(const OriginInfo& info, uint64_t generation,
+                       v1::OriginInfo* proto);
+
+}  // namespace sidecar::availability
+
+#endif  // SIDECAR_SERVICES_AVAILABILITY_GOSSIP_PROTOCOL_H_

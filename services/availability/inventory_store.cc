@@ -1,0 +1,547 @@
+#include "services/availability/inventory_store.h"
+
+#include <limits>
+#include <string>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/log.h"
+#include "common/pg/connection.h"
+#include "common/pg/migrate.h"
+#include "services/availability/migrations.h"
+
+namespace sidecar::availability {
+namespace {
+
+// How long one call keeps retrying after losing the connection.
+constexpr absl::Duration kRetryTimeout = absl::Seconds(5);
+
+constexpr char kNowMicros[] =
+    "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint";
+
+constexpr char kRecordColumns[] =
+    "content_uuid, kind, variant, format, size, sha256, status, "
+    "generator_version, (extract(epoch FROM created_at) * 1000000)::bigint, "
+    "(extract(epoch FROM updated_at) * 1000000)::bigint";
+
+constexpr char kUpsertSql[] = R"sql(
+INSERT INTO sidecars AS s (content_uuid, kind, variant, format, size, sha256,
+                           status, relative_path, generator_version)
+SELECT t.u, t.k, t.v, t.f, t.sz, decode(t.h, 'hex'), t.st, t.p, t.g
+FROM unnest($1::uuid[], $2::smallint[], $3::text[], $4::smallint[],
+            $5::bigint[], $6::text[], $7::smallint[], $8::text[], $9::text[])
+     AS t(u, k, v, f, sz, h, st, p, g)
+ON CONFLICT (content_uuid, kind, variant, format) DO UPDATE SET
+  size = EXCLUDED.size, sha256 = EXCLUDED.sha256, status = EXCLUDED.status,
+  relative_path = EXCLUDED.relative_path,
+  generator_version = EXCLUDED.generator_version, updated_at = now())sql";
+
+constexpr char kDeleteSql[] = R"sql(
+DELETE FROM sidecars s
+USING unnest($1::uuid[], $2::smallint[], $3::text[], $4::smallint[])
+      AS t(u, k, v, f)
+WHERE s.content_uuid = t.u AND s.kind = t.k AND s.variant = t.v
+  AND s.format = t.f)sql";
+
+constexpr char kAppendChangesSql[] = R"sql(
+INSERT INTO change_log (seq, content_uuid, kind, variant, format, removed,
+                        size, sha256)
+SELECT t.q, t.u, t.k, t.v, t.f, t.r, t.sz, decode(t.h, 'hex')
+FROM unnest($1::bigint[], $2::uuid[], $3::smallint[], $4::text[],
+            $5::smallint[], $6::bool[], $7::bigint[], $8::text[])
+     AS t(q, u, k, v, f, r, sz, h))sql";
+
+// Latest change per key. The sort runs in memory with the session's
+// work_mem raised for it (see LoadAdvertised).
+constexpr char kLoadAdvertisedSql[] = R"sql(
+SELECT DISTINCT ON (content_uuid, kind, variant, format)
+       seq, content_uuid, kind, variant, format, removed, size, sha256
+FROM change_log
+ORDER BY content_uuid, kind, variant, format, seq DESC)sql";
+
+constexpr char kResetIdentitySql[] =
+    "UPDATE device_identity SET generation = "
+    "greatest((extract(epoch FROM clock_timestamp()) * 1000000)::bigint, "
+    "generation + 1) RETURNING device_id, generation";
+
+constexpr char kRewriteLogSql[] = R"sql(
+INSERT INTO change_log (seq, content_uuid, kind, variant, format, removed,
+                        size, sha256)
+SELECT row_number() OVER (ORDER BY content_uuid, kind, variant, format),
+       content_uuid, kind, variant, format, false, size, sha256
+FROM sidecars WHERE status = 2)sql";
+
+std::string ListSql(bool after, bool status) {
+  std::string sql = absl::StrCat("SELECT ", kRecordColumns, " FROM sidecars");
+  // With a status the (status, key...) index serves both the filter and the
+  // keyset condition; the leading status keeps the row comparison indexable.
+  if (status && after) {
+    absl::StrAppend(&sql,
+                    " WHERE status = $2 AND (status, content_uuid, kind, "
+                    "variant, format) > ($2, $3, $4, $5, $6)");
+  } else if (status) {
+    absl::StrAppend(&sql, " WHERE status = $2");
+  } else if (after) {
+    absl::StrAppend(&sql,
+                    " WHERE (content_uuid, kind, variant, format) > "
+                    "($2, $3, $4, $5)");
+  }
+  absl::StrAppend(&sql,
+                  " ORDER BY content_uuid, kind, variant, format LIMIT $1");
+  return sql;
+}
+
+// Parses the columns of kRecordColumns starting at `col`.
+absl::StatusOr<SidecarKey> KeyFromRow(const pg::Result& r, int row, int col) {
+  SidecarKey key;
+  absl::StatusOr<Uuid> uuid = Uuid::Parse(r.Get(row, col));
+  if (!uuid.ok()) return uuid.status();
+  key.content = *uuid;
+  absl::StatusOr<int64_t> kind = r.GetInt64(row, col + 1);
+  if (!kind.ok()) return kind.status();
+  key.kind = static_cast<Kind>(*kind);
+  key.variant = std::string(r.Get(row, col + 2));
+  absl::StatusOr<int64_t> format = r.GetInt64(row, col + 3);
+  if (!format.ok()) return format.status();
+  key.format = static_cast<Format>(*format);
+  return key;
+}
+
+absl::StatusOr<Sha256Digest> DigestFromBytea(absl::string_view text) {
+  if (text.size() != 66 || text.substr(0, 2) != "\\x") {
+    return absl::InternalError("sha256 column is not 32 bytes in hex format");
+  }
+  return DigestFromHex(text.substr(2));
+}
+
+absl::StatusOr<LocalRecord> RecordFromRow(const pg::Result& r, int row) {
+  LocalRecord rec;
+  absl::StatusOr<SidecarKey> key = KeyFromRow(r, row, 0);
+  if (!key.ok()) return key.status();
+  rec.key = std::move(*key);
+  absl::StatusOr<int64_t> size = r.GetInt64(row, 4);
+  if (!size.ok()) return size.status();
+  rec.size = static_cast<uint64_t>(*size);
+  if (!r.IsNull(row, 5)) {
+    absl::StatusOr<Sha256Digest> d = DigestFromBytea(r.Get(row, 5));
+    if (!d.ok()) return d.status();
+    rec.sha256 = *d;
+  }
+  absl::StatusOr<int64_t> status = r.GetInt64(row, 6);
+  if (!status.ok()) return status.status();
+  rec.status = static_cast<v1::SidecarStatus>(*status);
+  rec.generator_version = std::string(r.Get(row, 7));
+  absl::StatusOr<int64_t> created = r.GetInt64(row, 8);
+  if (!created.ok()) return created.status();
+  absl::StatusOr<int64_t> updated = r.GetInt64(row, 9);
+  if (!updated.ok()) return updated.status();
+  rec.created_at = absl::FromUnixMicros(*created);
+  rec.updated_at = absl::FromUnixMicros(*updated);
+  return rec;
+}
+
+absl::Status ValidateKey(const SidecarKey& key, const char* what,
+                         size_t index) {
+  absl::Status s = ValidateKindFormat(key.kind, key.format);
+  if (s.ok()) s = ValidateVariant(key.variant);
+  if (s.ok()) return s;
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, "[", index, "]: ", s.message()));
+}
+
+constexpr uint64_t kMaxBigint =
+    static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+
+// Parameters of one Apply, built once and reused by every retry.
+struct ApplyParams {
+  pg::Params upserts;  // empty if none
+  pg::Params removes;
+  pg::Params changes;
+  uint32_t upsert_count = 0;
+  uint32_t remove_count = 0;
+};
+
+absl::StatusOr<ApplyParams> BuildApplyParams(
+    absl::Span<const LocalRecord> upserts, absl::Span<const SidecarKey> removes,
+    absl::Span<const ChangeRecord> changes) {
+  ApplyParams out;
+  // A key upserted twice keeps its last record (ON CONFLICT may not touch a
+  // row twice in one statement).
+  absl::flat_hash_set<SidecarKey> seen;
+  std::vector<const LocalRecord*> unique;
+  unique.reserve(upserts.size());
+  for (size_t i = upserts.size(); i-- > 0;) {
+    const LocalRecord& rec = upserts[i];
+    if (absl::Status s = ValidateKey(rec.key, "upserts", i); !s.ok()) return s;
+    if (rec.status == v1::SIDECAR_STATUS_UNSPECIFIED ||
+        !v1::SidecarStatus_IsValid(rec.status)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("upserts[", i, "]: status ", rec.status,
+                       " is not pending, ready or failed"));
+    }
+    if (rec.status == v1::SIDECAR_STATUS_READY && !rec.sha256.has_value()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("upserts[", i, "] (", KeyDebugString(rec.key),
+                       "): a READY sidecar needs its sha256"));
+    }
+    if (rec.size > kMaxBigint) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("upserts[", i, "]: size ", rec.size, " is too large"));
+    }
+    if (seen.insert(rec.key).second) unique.push_back(&rec);
+  }
+  if (!unique.empty()) {
+    pg::ArrayBuilder u, k, v, f, sz, h, st, p, g;
+    for (auto it = unique.rbegin(); it != unique.rend(); ++it) {
+      const LocalRecord& rec = **it;
+      u.Add(rec.key.content.ToString());
+      k.AddInt(rec.key.kind);
+      v.Add(rec.key.variant);
+      f.AddInt(rec.key.format);
+      sz.AddInt(static_cast<int64_t>(rec.size));
+      if (rec.sha256.has_value()) {
+        h.Add(DigestToHex(*rec.sha256));
+      } else {
+        h.AddNull();
+      }
+      st.AddInt(rec.status);
+      p.Add(RelativePath(rec.key));
+      g.Add(rec.generator_version);
+    }
+    out.upserts = {u.Finish(), k.Finish(),  v.Finish(), f.Finish(), sz.Finish(),
+                   h.Finish(), st.Finish(), p.Finish(), g.Finish()};
+    out.upsert_count = static_cast<uint32_t>(unique.size());
+  }
+
+  seen.clear();
+  pg::ArrayBuilder ru, rk, rv, rf;
+  for (size_t i = 0; i < removes.size(); ++i) {
+    const SidecarKey& key = removes[i];
+    if (absl::Status s = ValidateKey(key, "removes", i); !s.ok()) return s;
+    if (!seen.insert(key).second) continue;
+    ru.Add(key.content.ToString());
+    rk.AddInt(key.kind);
+    rv.Add(key.variant);
+    rf.AddInt(key.format);
+  }
+  out.remove_count = static_cast<uint32_t>(seen.size());
+  if (out.remove_count > 0) {
+    out.removes = {ru.Finish(), rk.Finish(), rv.Finish(), rf.Finish()};
+  }
+
+  if (!changes.empty()) {
+    pg::ArrayBuilder q, u, k, v, f, r, sz, h;
+    for (size_t i = 0; i < changes.size(); ++i) {
+      const ChangeRecord& c = changes[i];
+      if (absl::Status s = ValidateKey(c.key, "changes", i); !s.ok()) return s;
+      if (c.seq == 0 || c.seq > kMaxBigint || c.size > kMaxBigint) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("changes[", i, "]: seq must be 1..2^63-1 (is ", c.seq,
+                         ") and size below 2^63"));
+      }
+      q.AddInt(static_cast<int64_t>(c.seq));
+      u.Add(c.key.content.ToString());
+      k.AddInt(c.key.kind);
+      v.Add(c.key.variant);
+      f.AddInt(c.key.format);
+      r.AddBool(c.removed);
+      sz.AddInt(static_cast<int64_t>(c.size));
+      if (c.removed) {
+        h.AddNull();
+      } else {
+        h.Add(DigestToHex(c.sha256));
+      }
+    }
+    out.changes = {q.Finish(), u.Finish(), k.Finish(),  v.Finish(),
+                   f.Finish(), r.Finish(), sz.Finish(), h.Finish()};
+  }
+  return out;
+}
+
+class PgInventoryStore final : public InventoryStore {
+ public:
+  PgInventoryStore(std::unique_ptr<pg::Connection> conn,
+                   DeviceIdentity identity)
+      : conn_(std::move(conn)), identity_(identity) {}
+
+  // Not synchronized with ResetChangeLog (the reference is to a member it
+  // rewrites); callers read it at start-up or from the same thread.
+  const DeviceIdentity& identity() const override { return identity_; }
+
+  absl::Status LoadAdvertised(
+      const std::function<void(const ChangeRecord&)>& fn) override;
+  absl::StatusOr<uint64_t> MaxSeq() override;
+  absl::StatusOr<ApplyResult> Apply(
+      absl::Span<const LocalRecord> upserts,
+      absl::Span<const SidecarKey> removes,
+      absl::Span<const ChangeRecord> changes) override;
+  absl::StatusOr<std::vector<LocalRecord>> List(
+      const std::optional<SidecarKey>& after, uint32_t limit,
+      std::optional<v1::SidecarStatus> status) override;
+  absl::StatusOr<std::optional<LocalRecord>> Get(
+      const SidecarKey& key) override;
+  absl::StatusOr<DeviceIdentity> ResetChangeLog() override;
+
+ private:
+  absl::Mutex mu_;
+  const std::unique_ptr<pg::Connection> conn_ ABSL_GUARDED_BY(mu_);
+  DeviceIdentity identity_;  // written by ResetChangeLog with mu_ held
+};
+
+absl::Status PgInventoryStore::LoadAdvertised(
+    const std::function<void(const ChangeRecord&)>& fn) {
+  absl::MutexLock lock(&mu_);
+  bool delivered = false;
+  return conn_->RunTransaction(
+      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
+        // Once rows went to `fn`, a retry would deliver them twice.
+        if (delivered) {
+          return absl::UnavailableError(
+              "lost the PostgreSQL connection while loading the change log; "
+              "start again");
+        }
+        if (auto r = conn.Exec("SET LOCAL work_mem = '256MB'"); !r.ok()) {
+          return r.status();
+        }
+        ChangeRecord c;
+        return conn.StreamParams(
+            kLoadAdvertisedSql, {},
+            [&](const pg::Result& r, int row) -> absl::Status {
+              absl::StatusOr<int64_t> seq = r.GetInt64(row, 0);
+              if (!seq.ok()) return seq.status();
+              c.seq = static_cast<uint64_t>(*seq);
+              absl::StatusOr<SidecarKey> key = KeyFromRow(r, row, 1);
+              if (!key.ok()) return key.status();
+              c.key = std::move(*key);
+              c.removed = r.Get(row, 5) == "t";
+              absl::StatusOr<int64_t> size = r.GetInt64(row, 6);
+              if (!size.ok()) return size.status();
+              c.size = static_cast<uint64_t>(*size);
+              c.sha256 = {};
+              if (!r.IsNull(row, 7)) {
+                absl::StatusOr<Sha256Digest> d = DigestFromBytea(r.Get(row, 7));
+                if (!d.ok()) return d.status();
+                c.sha256 = *d;
+              }
+              delivered = true;
+              fn(c);
+              return absl::OkStatus();
+            });
+      });
+}
+
+absl::StatusOr<uint64_t> PgInventoryStore::MaxSeq() {
+  absl::MutexLock lock(&mu_);
+  uint64_t out = 0;
+  absl::Status s = conn_->RunWithRetry(
+      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
+        absl::StatusOr<pg::Result> r = conn.ExecPrepared("max_seq", {});
+        if (!r.ok()) return r.status();
+        absl::StatusOr<int64_t> v = r->GetInt64(0, 0);
+        if (!v.ok()) return v.status();
+        out = static_cast<uint64_t>(*v);
+        return absl::OkStatus();
+      });
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<InventoryStore::ApplyResult> PgInventoryStore::Apply(
+    absl::Span<const LocalRecord> upserts, absl::Span<const SidecarKey> removes,
+    absl::Span<const ChangeRecord> changes) {
+  absl::StatusOr<ApplyParams> params =
+      BuildApplyParams(upserts, removes, changes);
+  if (!params.ok()) return params.status();
+  absl::MutexLock lock(&mu_);
+  ApplyResult result;
+  absl::Status s = conn_->RunTransaction(
+      kRetryTimeout, [&](pg::Connection& conn, int attempt) -> absl::Status {
+        result = ApplyResult();
+        if (!params->upserts.empty()) {
+          absl::StatusOr<pg::Result> r =
+              conn.ExecPrepared("upsert", params->upserts);
+          if (!r.ok()) return r.status();
+          result.upserted = static_cast<uint32_t>(r->affected_rows());
+        }
+        if (!params->removes.empty()) {
+          absl::StatusOr<pg::Result> r =
+              conn.ExecPrepared("delete", params->removes);
+          if (!r.ok()) return r.status();
+          result.removed = static_cast<uint32_t>(r->affected_rows());
+          result.not_found = params->remove_count - result.removed;
+        }
+        if (!params->changes.empty()) {
+          // A retry after a lost COMMIT may find this batch already logged
+          // (the commit went through); the rows are then identical.
+          absl::StatusOr<pg::Result> r = conn.ExecPrepared(
+              attempt == 0 ? "append_changes" : "append_changes_retry",
+              params->changes);
+          if (!r.ok()) return r.status();
+        }
+        return absl::OkStatus();
+      });
+  if (!s.ok()) return s;
+  return result;
+}
+
+absl::StatusOr<std::vector<LocalRecord>> PgInventoryStore::List(
+    const std::optional<SidecarKey>& after, uint32_t limit,
+    std::optional<v1::SidecarStatus> status) {
+  std::string name =
+      absl::StrCat("list", after ? "_after" : "", status ? "_status" : "");
+  pg::Params params = {std::to_string(limit)};
+  if (status) params.push_back(std::to_string(*status));
+  if (after) {
+    params.push_back(after->content.ToString());
+    params.push_back(std::to_string(after->kind));
+    params.push_back(after->variant);
+    params.push_back(std::to_string(after->format));
+  }
+  absl::MutexLock lock(&mu_);
+  std::vector<LocalRecord> out;
+  absl::Status s = conn_->RunWithRetry(
+      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
+        out.clear();
+        absl::StatusOr<pg::Result> r = conn.ExecPrepared(name, params);
+        if (!r.ok()) return r.status();
+        out.reserve(r->rows());
+        for (int row = 0; row < r->rows(); ++row) {
+          absl::StatusOr<LocalRecord> rec = RecordFromRow(*r, row);
+          if (!rec.ok()) return rec.status();
+          out.push_back(std::move(*rec));
+        }
+        return absl::OkStatus();
+      });
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<std::optional<LocalRecord>> PgInventoryStore::Get(
+    const SidecarKey& key) {
+  pg::Params params = {key.content.ToString(), std::to_string(key.kind),
+                       key.variant, std::to_string(key.format)};
+  absl::MutexLock lock(&mu_);
+  std::optional<LocalRecord> out;
+  absl::Status s = conn_->RunWithRetry(
+      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
+        out.reset();
+        absl::StatusOr<pg::Result> r = conn.ExecPrepared("get", params);
+        if (!r.ok()) return r.status();
+        if (r->rows() == 0) return absl::OkStatus();
+        absl::StatusOr<LocalRecord> rec = RecordFromRow(*r, 0);
+        if (!rec.ok()) return rec.status();
+        out = std::move(*rec);
+        return absl::OkStatus();
+      });
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<DeviceIdentity> PgInventoryStore::ResetChangeLog() {
+  absl::MutexLock lock(&mu_);
+  DeviceIdentity next;
+  absl::Status s = conn_->RunTransaction(
+      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
+        absl::StatusOr<pg::Result> r = conn.Exec(kResetIdentitySql);
+        if (!r.ok()) return r.status();
+        if (r->rows() != 1) {
+          return absl::InternalError("device_identity has no row");
+        }
+        absl::StatusOr<Uuid> id = Uuid::Parse(r->Get(0, 0));
+        if (!id.ok()) return id.status();
+        absl::StatusOr<int64_t> gen = r->GetInt64(0, 1);
+        if (!gen.ok()) return gen.status();
+        next = {*id, static_cast<uint64_t>(*gen)};
+        if (auto t = conn.Exec("TRUNCATE change_log"); !t.ok()) {
+          return t.status();
+        }
+        return conn.Exec(kRewriteLogSql).status();
+      });
+  if (!s.ok()) return s;
+  identity_ = next;
+  SC_LOG(INFO) << "change log reset; generation " << next.generation;
+  return next;
+}
+
+absl::StatusOr<DeviceIdentity> LoadIdentity(pg::Connection& conn) {
+  DeviceIdentity out;
+  absl::Status s = conn.RunTransaction(
+      kRetryTimeout, [&](pg::Connection& c, int) -> absl::Status {
+        // Two processes starting at once both insert; one row wins.
+        absl::StatusOr<pg::Result> r = c.ExecParams(
+            absl::StrCat("INSERT INTO device_identity (device_id, generation) "
+                         "VALUES ($1::uuid, ",
+                         kNowMicros, ") ON CONFLICT (singleton) DO NOTHING"),
+            {Uuid::Random().ToString()});
+        if (!r.ok()) return r.status();
+        r = c.Exec("SELECT device_id, generation FROM device_identity");
+        if (!r.ok()) return r.status();
+        if (r->rows() != 1) {
+          return absl::InternalError("device_identity has no row");
+        }
+        absl::StatusOr<Uuid> id = Uuid::Parse(r->Get(0, 0));
+        if (!id.ok()) return id.status();
+        absl::StatusOr<int64_t> gen = r->GetInt64(0, 1);
+        if (!gen.ok()) return gen.status();
+        out = {*id, static_cast<uint64_t>(*gen)};
+        return absl::OkStatus();
+      });
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::Status PrepareStatements(pg::Connection& conn) {
+  const std::pair<std::string, std::string> statements[] = {
+      {"upsert", kUpsertSql},
+      {"delete", kDeleteSql},
+      {"append_changes", kAppendChangesSql},
+      {"append_changes_retry",
+       absl::StrCat(kAppendChangesSql, " ON CONFLICT (seq) DO NOTHING")},
+      {"max_seq", "SELECT coalesce(max(seq), 0) FROM change_log"},
+      {"get", absl::StrCat("SELECT ", kRecordColumns,
+                           " FROM sidecars WHERE content_uuid = $1 AND "
+                           "kind = $2 AND variant = $3 AND format = $4")},
+      {"list", ListSql(false, false)},
+      {"list_after", ListSql(true, false)},
+      {"list_status", ListSql(false, true)},
+      {"list_after_status", ListSql(true, true)},
+  };
+  for (const auto& [name, sql] : statements) {
+    if (absl::Status s = conn.Prepare(name, sql); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<InventoryStore>> InventoryStore::Open(
+    const std::string& conninfo, absl::Duration connect_timeout) {
+  pg::ConnectOptions options;
+  options.connect_timeout = connect_timeout;
+  options.attempt_timeout = std::min(connect_timeout, absl::Seconds(5));
+  options.application_name = "sidecar-availability";
+  absl::StatusOr<std::unique_ptr<pg::Connection>> conn =
+      pg::Connection::Open(conninfo, options);
+  if (!conn.ok()) return conn.status();
+  absl::Status s =
+      (*conn)->RunWithRetry(connect_timeout, [](pg::Connection& c, int) {
+        return pg::ApplyMigrations(c, Migrations(), kMigrationLockKey);
+      });
+  if (!s.ok()) return s;
+  absl::StatusOr<DeviceIdentity> identity = LoadIdentity(**conn);
+  if (!identity.ok()) return identity.status();
+  s = (*conn)->RunWithRetry(connect_timeout, [](pg::Connection& c, int) {
+    return PrepareStatements(c);
+  });
+  if (!s.ok()) return s;
+  SC_LOG(INFO) << "inventory store open: device "
+               << identity->device_id.ToString() << " generation "
+               << identity->generation;
+  return std::make_unique<PgInventoryStore>(std::move(*conn), *identity);
+}
+
+}  // namespace sidecar::availability

@@ -1,0 +1,112 @@
+// InventoryStore: this device's own sidecars and its append-only change log,
+// persisted in PostgreSQL. Schema is applied by versioned migrations on Open.
+//
+// The store is deliberately dumb about gossip: the caller (LocalInventory)
+// decides which writes change what is advertised and assigns change-log
+// sequence numbers; the store persists a batch atomically. Thread-safe: calls
+// are serialized on one connection.
+#ifndef SIDECAR_SERVICES_AVAILABILITY_INVENTORY_STORE_H_
+#define SIDECAR_SERVICES_AVAILABILITY_INVENTORY_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "common/sha256.h"
+#include "common/sidecar_key.h"
+#include "common/uuid.h"
+
+namespace sidecar::availability {
+
+// One local sidecar as the application registers it.
+struct LocalRecord {
+  SidecarKey key;
+  uint64_t size = 0;
+  std::optional<Sha256Digest> sha256;  // required when status is READY
+  v1::SidecarStatus status = v1::SIDECAR_STATUS_PENDING;
+  std::string generator_version;
+  // Filled by the store on reads; ignored on writes.
+  absl::Time created_at;
+  absl::Time updated_at;
+};
+
+// One change-log row: key became advertised (READY, with size and checksum)
+// or was withdrawn (removed = true).
+struct ChangeRecord {
+  uint64_t seq = 0;
+  SidecarKey key;
+  bool removed = false;
+  uint64_t size = 0;
+  Sha256Digest sha256{};
+};
+
+struct DeviceIdentity {
+  Uuid device_id;
+  // Changes whenever the change log is reset; larger is newer.
+  uint64_t generation = 0;
+};
+
+class InventoryStore {
+ public:
+  // Connects to `conninfo` (libpq syntax), retrying until `connect_timeout`
+  // passes; applies pending migrations; loads the identity, creating a new
+  // device id and generation on the first start.
+  static absl::StatusOr<std::unique_ptr<InventoryStore>> Open(
+      const std::string& conninfo, absl::Duration connect_timeout);
+
+  virtual ~InventoryStore() = default;
+
+  virtual const DeviceIdentity& identity() const = 0;
+
+  // Calls `fn` once per key that has a change-log entry, with its latest
+  // change (READY entries and tombstones), in unspecified order. Used once at
+  // start-up to rebuild the in-memory advertised state; must handle 6M rows
+  // in seconds (stream with single-row mode or a cursor; never materialize
+  // everything twice).
+  virtual absl::Status LoadAdvertised(
+      const std::function<void(const ChangeRecord&)>& fn) = 0;
+
+  // Highest sequence number in the change log (0 if empty).
+  virtual absl::StatusOr<uint64_t> MaxSeq() = 0;
+
+  struct ApplyResult {
+    uint32_t upserted = 0;
+    uint32_t removed = 0;    // rows that existed and were deleted
+    uint32_t not_found = 0;  // removes of keys that had no row
+  };
+  // In one transaction: upserts `upserts` (insert, or update everything but
+  // created_at), deletes the rows of `removes`, and appends `changes` to the
+  // change log. All or nothing. If the connection was lost (server restart)
+  // it reconnects and retries the whole transaction, bounded by a deadline
+  // of a few seconds, then fails with UNAVAILABLE. Batches of 10,000 must
+  // take well under a second.
+  virtual absl::StatusOr<ApplyResult> Apply(
+      absl::Span<const LocalRecord> upserts,
+      absl::Span<const SidecarKey> removes,
+      absl::Span<const ChangeRecord> changes) = 0;
+
+  // Local sidecars in key order (content uuid, kind, variant, format),
+  // strictly after `after` if given, at most `limit`, optionally only those
+  // with `status`.
+  virtual absl::StatusOr<std::vector<LocalRecord>> List(
+      const std::optional<SidecarKey>& after, uint32_t limit,
+      std::optional<v1::SidecarStatus> status) = 0;
+
+  // One local sidecar, or nullopt.
+  virtual absl::StatusOr<std::optional<LocalRecord>> Get(
+      const SidecarKey& key) = 0;
+
+  // Starts a new generation: deletes the change log and rewrites it as one
+  // entry per READY sidecar, seq 1..n. Returns the new identity.
+  virtual absl::StatusOr<DeviceIdentity> ResetChangeLog() = 0;
+};
+
+}  // namespace sidecar::availability
+
+#endif  // SIDECAR_SERVICES_AVAILABILITY_INVENTORY_STORE_H_

@@ -1,0 +1,147 @@
+#include "services/availability/local_inventory.h"
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+
+namespace sidecar::availability {
+
+LocalInventory::LocalInventory(InventoryStore* store, PeerCache* cache,
+                               std::function<void()> on_change)
+    : store_(store), cache_(cache), on_change_(std::move(on_change)) {}
+
+absl::Status LocalInventory::Load() {
+  absl::MutexLock lock(&write_mu_);
+  std::vector<Entry> entries;
+  absl::Status bad = absl::OkStatus();
+  absl::Status s = store_->LoadAdvertised([&](const ChangeRecord& c) {
+    absl::StatusOr<EntryKey> k = ToEntryKey(c.key);
+    if (!k.ok()) {
+      bad = k.status();
+      return;
+    }
+    entries.push_back(Entry::Make(c.key.content, c.key.kind, c.key.format,
+                                  k->variant, c.size, c.sha256, c.seq,
+                                  c.removed));
+  });
+  if (!s.ok()) return s;
+  if (!bad.ok()) return bad;
+  absl::StatusOr<uint64_t> max_seq = store_->MaxSeq();
+  if (!max_seq.ok()) return max_seq.status();
+  max_seq_ = *max_seq;
+  size_t n = entries.size();
+  cache_->InitSelf(store_->identity().generation, max_seq_, std::move(entries));
+  SC_LOG(INFO) << "loaded " << n << " advertised entries, max seq " << max_seq_;
+  return absl::OkStatus();
+}
+
+absl::Status LocalInventory::ValidateRecord(const LocalRecord& r) {
+  const std::string where = KeyDebugString(r.key);
+  if (r.status != v1::SIDECAR_STATUS_PENDING &&
+      r.status != v1::SIDECAR_STATUS_READY &&
+      r.status != v1::SIDECAR_STATUS_FAILED) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": status must be pending, ready or failed"));
+  }
+  if (r.status == v1::SIDECAR_STATUS_READY && !r.sha256.has_value()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where,
+                     ": a READY sidecar needs its 32-byte sha256 so that peers "
+                     "can verify what they fetch"));
+  }
+  if (r.size > kMaxEntrySize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": size ", r.size, " exceeds the 1 TiB limit"));
+  }
+  if (r.generator_version.size() > 128) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": generator_version is longer than 128 bytes"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LocalInventory::RegisterResult> LocalInventory::Register(
+    std::vector<LocalRecord> records) {
+  RegisterResult result;
+  std::vector<ChangeRecord> changes;
+  std::vector<Entry> entries;
+  absl::MutexLock lock(&write_mu_);
+  uint64_t seq = max_seq_;
+  for (const LocalRecord& r : records) {
+    absl::StatusOr<EntryKey> k = ToEntryKey(r.key);
+    if (!k.ok()) return k.status();
+    std::optional<Entry> cur = cache_->FindSelf(*k);
+    bool live = cur.has_value() && !cur->removed();
+    bool ready = r.status == v1::SIDECAR_STATUS_READY;
+    bool change = false;
+    ChangeRecord c;
+    c.key = r.key;
+    if (ready) {
+      change = !live || cur->size() != r.size || cur->sha256 != *r.sha256;
+      c.size = r.size;
+      c.sha256 = *r.sha256;
+    } else {
+      change = live;  // withdrawn: no longer ready
+      c.removed = true;
+    }
+    if (!change) continue;
+    c.seq = ++seq;
+    entries.push_back(Entry::Make(r.key.content, r.key.kind, r.key.format,
+                                  k->variant, c.size, c.sha256, c.seq,
+                                  c.removed));
+    changes.push_back(std::move(c));
+  }
+  absl::StatusOr<InventoryStore::ApplyResult> applied =
+      store_->Apply(records, {}, changes);
+  if (!applied.ok()) return applied.status();
+  result.registered = applied->upserted;
+  result.changes = static_cast<uint32_t>(changes.size());
+  if (!changes.empty()) {
+    max_seq_ = seq;
+    cache_->ApplySelf(std::move(entries), seq);
+  }
+  result.max_seq = max_seq_;
+  if (result.changes > 0 && on_change_) on_change_();
+  return result;
+}
+
+absl::StatusOr<LocalInventory::RemoveResult> LocalInventory::Remove(
+    std::vector<SidecarKey> keys) {
+  RemoveResult result;
+  std::vector<ChangeRecord> changes;
+  std::vector<Entry> entries;
+  absl::MutexLock lock(&write_mu_);
+  uint64_t seq = max_seq_;
+  for (const SidecarKey& key : keys) {
+    absl::StatusOr<EntryKey> k = ToEntryKey(key);
+    if (!k.ok()) return k.status();
+    std::optional<Entry> cur = cache_->FindSelf(*k);
+    if (!cur.has_value() || cur->removed()) continue;
+    ChangeRecord c;
+    c.key = key;
+    c.removed = true;
+    c.seq = ++seq;
+    entries.push_back(Entry::Make(key.content, key.kind, key.format, k->variant,
+                                  0, c.sha256, c.seq, true));
+    changes.push_back(std::move(c));
+  }
+  absl::StatusOr<InventoryStore::ApplyResult> applied =
+      store_->Apply({}, keys, changes);
+  if (!applied.ok()) return applied.status();
+  result.removed = applied->removed;
+  result.not_found = applied->not_found;
+  if (!changes.empty()) {
+    max_seq_ = seq;
+    cache_->ApplySelf(std::move(entries), seq);
+  }
+  result.max_seq = max_seq_;
+  if (!changes.empty() && on_change_) on_change_();
+  return result;
+}
+
+uint64_t LocalInventory::max_seq() const {
+  absl::MutexLock lock(&write_mu_);
+  return max_seq_;
+}
+
+}  // namespace sidecar::availability

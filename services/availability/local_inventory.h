@@ -1,0 +1,68 @@
+// LocalInventory: registers and removes this device's sidecars. It decides
+// which writes change what is advertised (READY with a new size or checksum,
+// or leaving READY), numbers those changes, persists them with the rows in
+// one transaction, and only then updates the in-memory own origin, so the
+// cache never advertises what the database does not hold.
+#ifndef SIDECAR_SERVICES_AVAILABILITY_LOCAL_INVENTORY_H_
+#define SIDECAR_SERVICES_AVAILABILITY_LOCAL_INVENTORY_H_
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "services/availability/inventory_store.h"
+#include "services/availability/peer_cache.h"
+
+namespace sidecar::availability {
+
+inline constexpr size_t kMaxBatch = 10000;
+
+class LocalInventory {
+ public:
+  // `on_change` runs after each write that changed what is advertised
+  // (e.g. to schedule a prompt gossip round). Pointers must outlive this.
+  LocalInventory(InventoryStore* store, PeerCache* cache,
+                 std::function<void()> on_change);
+
+  // Rebuilds the own origin in the cache from the database. Call once.
+  absl::Status Load();
+
+  struct RegisterResult {
+    uint32_t registered = 0;
+    uint32_t changes = 0;
+    uint64_t max_seq = 0;
+  };
+  // REQUIRES: records validated (ValidateRecord), no key twice, at most
+  // kMaxBatch.
+  absl::StatusOr<RegisterResult> Register(std::vector<LocalRecord> records);
+
+  struct RemoveResult {
+    uint32_t removed = 0;
+    uint32_t not_found = 0;
+    uint64_t max_seq = 0;
+  };
+  // REQUIRES: keys valid, no key twice, at most kMaxBatch.
+  absl::StatusOr<RemoveResult> Remove(std::vector<SidecarKey> keys);
+
+  uint64_t max_seq() const;
+
+  // Checks one record as received over the API: READY needs a 32-byte
+  // checksum; size at most 1 TiB; generator_version at most 128 bytes.
+  static absl::Status ValidateRecord(const LocalRecord& r);
+
+ private:
+  InventoryStore* const store_;
+  PeerCache* const cache_;
+  const std::function<void()> on_change_;
+  // Serializes writes so that change-log seqs commit in order: a peer that
+  // has seen seq n has seen everything below n.
+  mutable absl::Mutex write_mu_;
+  uint64_t max_seq_ ABSL_GUARDED_BY(write_mu_) = 0;
+};
+
+}  // namespace sidecar::availability
+
+#endif  // SIDECAR_SERVICES_AVAILABILITY_LOCAL_INVENTORY_H_

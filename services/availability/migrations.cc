@@ -1,0 +1,54 @@
+#include "services/availability/migrations.h"
+
+namespace sidecar::availability {
+namespace {
+
+// Key columns compare like SidecarKey: uuid bytewise, kind and format as
+// numbers, variant bytewise (COLLATE "C"), so SQL order equals C++ order.
+constexpr pg::Migration kMigrations[] = {
+    {1, "initial schema", R"sql(
+CREATE TABLE device_identity (
+  singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+  device_id uuid NOT NULL,
+  generation bigint NOT NULL CHECK (generation > 0),
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE sidecars (
+  content_uuid uuid NOT NULL,
+  kind smallint NOT NULL,
+  variant text COLLATE "C" NOT NULL,
+  format smallint NOT NULL,
+  size bigint NOT NULL CHECK (size >= 0),
+  sha256 bytea CHECK (sha256 IS NULL OR length(sha256) = 32),
+  status smallint NOT NULL,
+  relative_path text NOT NULL,
+  generator_version text NOT NULL DEFAULT '',
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (content_uuid, kind, variant, format),
+  CHECK (status <> 2 OR sha256 IS NOT NULL)
+);
+-- List(status = X) walks this in key order.
+CREATE INDEX sidecars_status_key ON sidecars
+  (status, content_uuid, kind, variant, format);
+
+CREATE TABLE change_log (
+  seq bigint PRIMARY KEY CHECK (seq > 0),
+  content_uuid uuid NOT NULL,
+  kind smallint NOT NULL,
+  variant text COLLATE "C" NOT NULL,
+  format smallint NOT NULL,
+  removed boolean NOT NULL,
+  size bigint NOT NULL DEFAULT 0,
+  sha256 bytea CHECK (sha256 IS NULL OR length(sha256) = 32),
+  at timestamptz NOT NULL DEFAULT now()
+);
+)sql"},
+};
+
+}  // namespace
+
+absl::Span<const pg::Migration> Migrations() { return kMigrations; }
+
+}  // namespace sidecar::availability

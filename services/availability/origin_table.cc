@@ -1,0 +1,108 @@
+#include "services/availability/origin_table.h"
+
+#include <algorithm>
+
+namespace sidecar::availability {
+
+OriginTable::OriginTable(OriginInfo info, uint64_t generation)
+    : info_(std::move(info)),
+      generation_(generation),
+      entries_(std::make_shared<const Entries>()) {}
+
+void OriginTable::UpdateInfo(const OriginInfo& info) {
+  if (!info.peer_address.empty()) info_.peer_address = info.peer_address;
+  if (!info.transfer_address.empty()) {
+    info_.transfer_address = info.transfer_address;
+  }
+  if (!info.name.empty()) info_.name = info.name;
+}
+
+const Entry* OriginTable::Find(const EntryKey& key) const {
+  const Entries& v = *entries_;
+  auto it = std::lower_bound(
+      v.begin(), v.end(), key,
+      [](const Entry& e, const EntryKey& k) { return KeyLess(e, k); });
+  if (it != v.end() && KeyEqual(*it, key)) return &*it;
+  return nullptr;
+}
+
+void OriginTable::SortAndDedupe(std::vector<Entry>* entries) {
+  std::sort(entries->begin(), entries->end(),
+            [](const Entry& a, const Entry& b) {
+              if (KeyLess(a, b)) return true;
+              if (KeyLess(b, a)) return false;
+              return a.seq() > b.seq();  // newest first within a key
+            });
+  auto same_key = [](const Entry& a, const Entry& b) {
+    return !KeyLess(a, b) && !KeyLess(b, a);
+  };
+  entries->erase(std::unique(entries->begin(), entries->end(), same_key),
+                 entries->end());
+}
+
+void OriginTable::ApplyDelta(std::vector<Entry> batch, uint64_t up_to_seq,
+                             std::vector<Entry>* changed) {
+  max_seq_ = std::max(max_seq_, up_to_seq);
+  if (batch.empty()) return;
+  SortAndDedupe(&batch);
+  const Entries& old = *entries_;
+  auto merged = std::make_shared<Entries>();
+  merged->reserve(old.size() + batch.size());
+  auto a = old.begin();
+  auto b = batch.begin();
+  while (a != old.end() || b != batch.end()) {
+    if (b == batch.end() || (a != old.end() && KeyLess(*a, *b))) {
+      merged->push_back(*a++);
+      continue;
+    }
+    if (a == old.end() || KeyLess(*b, *a)) {  // new key
+      if (!b->removed()) {
+        ++live_count_;
+        if (changed) changed->push_back(*b);
+      }
+      max_seq_ = std::max(max_seq_, b->seq());
+      merged->push_back(*b++);
+      continue;
+    }
+    // Same key: the newer change wins.
+    if (b->seq() > a->seq()) {
+      bool was_live = !a->removed(), is_live = !b->removed();
+      live_count_ += is_live;
+      live_count_ -= was_live;
+      bool differs =
+          was_live != is_live ||
+          (is_live && (a->size() != b->size() || a->sha256 != b->sha256));
+      if (differs && changed) changed->push_back(*b);
+      max_seq_ = std::max(max_seq_, b->seq());
+      merged->push_back(*b);
+    } else {
+      merged->push_back(*a);
+    }
+    ++a;
+    ++b;
+  }
+  entries_ = std::move(merged);
+}
+
+void OriginTable::Replace(uint64_t generation, uint64_t max_seq,
+                          uint64_t floor_seq,
+                          std::shared_ptr<const Entries> sorted) {
+  generation_ = generation;
+  max_seq_ = max_seq;
+  floor_seq_ = floor_seq;
+  live_count_ = 0;
+  for (const Entry& e : *sorted) live_count_ += !e.removed();
+  entries_ = std::move(sorted);
+}
+
+std::vector<Entry> OriginTable::Since(const Entries& entries, uint64_t since) {
+  std::vector<Entry> out;
+  for (const Entry& e : entries) {
+    if (e.seq() > since) out.push_back(e);
+  }
+  std::sort(out.begin(), out.end(),
+            [](const Entry& a, const Entry& b) { return a.seq() < b.seq(); });
+  return out;
+}
+
+}  // namespace sidecar::availability

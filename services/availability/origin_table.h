@@ -1,0 +1,77 @@
+// OriginTable: everything known here about what one origin device advertises:
+// its entries sorted by key (tombstones included, so deltas can be relayed),
+// its generation, the highest change-log seq applied and the floor below
+// which deltas can no longer be served.
+//
+// Entries live in an immutable, shared vector: readers (gossip senders,
+// lookups) take a reference and need no lock while they read; writers build a
+// new vector and swap it in. Not thread-safe itself; PeerCache serializes.
+#ifndef SIDECAR_SERVICES_AVAILABILITY_ORIGIN_TABLE_H_
+#define SIDECAR_SERVICES_AVAILABILITY_ORIGIN_TABLE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "services/availability/entry.h"
+
+namespace sidecar::availability {
+
+using Entries = std::vector<Entry>;
+
+// How to reach an origin; travels with its entries.
+struct OriginInfo {
+  Uuid device_id;
+  std::string peer_address;
+  std::string transfer_address;
+  std::string name;
+};
+
+class OriginTable {
+ public:
+  OriginTable(OriginInfo info, uint64_t generation);
+
+  const OriginInfo& info() const { return info_; }
+  // Keeps non-empty fields of `info` (addresses change; ids do not).
+  void UpdateInfo(const OriginInfo& info);
+
+  uint64_t generation() const { return generation_; }
+  uint64_t max_seq() const { return max_seq_; }
+  uint64_t floor_seq() const { return floor_seq_; }
+  uint64_t live_count() const { return live_count_; }
+  size_t entry_count() const { return entries_->size(); }
+  std::shared_ptr<const Entries> entries() const { return entries_; }
+
+  // The entry for `key` (live or tombstone), or nullptr.
+  const Entry* Find(const EntryKey& key) const;
+
+  // Merges `batch` (any order; several entries per key allowed) into the
+  // table: per key the highest seq wins, and an entry older than what is
+  // here is ignored. max_seq becomes max(max_seq, up_to_seq). Appends to
+  // `changed` (if not null) the entries that changed what is advertised.
+  void ApplyDelta(std::vector<Entry> batch, uint64_t up_to_seq,
+                  std::vector<Entry>* changed);
+
+  // Replaces everything with `sorted` (sorted by KeyLess, one entry per key).
+  void Replace(uint64_t generation, uint64_t max_seq, uint64_t floor_seq,
+               std::shared_ptr<const Entries> sorted);
+
+  // Entries of `entries` with seq > since, in ascending seq order.
+  static std::vector<Entry> Since(const Entries& entries, uint64_t since);
+
+  // Sorts by key and keeps one entry per key (the highest seq).
+  static void SortAndDedupe(std::vector<Entry>* entries);
+
+ private:
+  OriginInfo info_;
+  uint64_t generation_;
+  uint64_t max_seq_ = 0;
+  uint64_t floor_seq_ = 0;
+  uint64_t live_count_ = 0;
+  std::shared_ptr<const Entries> entries_;
+};
+
+}  // namespace sidecar::availability
+
+#endif  // SIDECAR_SERVICES_AVAILABILITY_ORIGIN_TABLE_H_

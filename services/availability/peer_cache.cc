@@ -1,0 +1,194 @@
+#include "services/availability/peer_cache.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+
+namespace sidecar::availability {
+
+PeerCache::PeerCache(OriginInfo self, WatchHub* hub)
+    : self_id_(self.device_id), hub_(hub) {
+  absl::MutexLock lock(&mu_);
+  origins_.emplace(self_id_, std::make_unique<OriginTable>(std::move(self), 0));
+}
+
+OriginTable* PeerCache::FindOrCreate(const OriginInfo& info,
+                                     uint64_t generation) {
+  auto it = origins_.find(info.device_id);
+  if (it == origins_.end()) {
+    it = origins_
+             .emplace(info.device_id,
+                      std::make_unique<OriginTable>(info, generation))
+             .first;
+  } else {
+    it->second->UpdateInfo(info);
+  }
+  return it->second.get();
+}
+
+void PeerCache::InitSelf(uint64_t generation, uint64_t max_seq,
+                         std::vector<Entry> entries) {
+  OriginTable::SortAndDedupe(&entries);
+  auto sorted = std::make_shared<const Entries>(std::move(entries));
+  absl::MutexLock lock(&mu_);
+  origins_.at(self_id_)->Replace(generation, max_seq, 0, std::move(sorted));
+}
+
+void PeerCache::ApplySelf(std::vector<Entry> changes, uint64_t up_to_seq) {
+  std::vector<Entry> changed;
+  {
+    absl::MutexLock lock(&mu_);
+    origins_.at(self_id_)->ApplyDelta(std::move(changes), up_to_seq,
+                                      hub_ ? &changed : nullptr);
+  }
+  if (hub_) hub_->PublishEntries(self_id_, /*is_local=*/true, changed);
+}
+
+std::optional<Entry> PeerCache::FindSelf(const EntryKey& key) const {
+  std::shared_ptr<const Entries> entries;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    entries = origins_.at(self_id_)->entries();
+  }
+  auto it = std::lower_bound(
+      entries->begin(), entries->end(), key,
+      [](const Entry& e, const EntryKey& k) { return KeyLess(e, k); });
+  if (it != entries->end() && KeyEqual(*it, key)) return *it;
+  return std::nullopt;
+}
+
+absl::Status PeerCache::ApplyRemoteDelta(const OriginInfo& info,
+                                         uint64_t generation,
+                                         uint64_t up_to_seq,
+                                         std::vector<Entry> batch) {
+  if (info.device_id == self_id_) return absl::OkStatus();
+  std::vector<Entry> changed;
+  {
+    absl::MutexLock lock(&mu_);
+    OriginTable* t = FindOrCreate(info, generation);
+    if (t->generation() != generation) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "deltas for origin ", info.device_id.ToString(), " generation ",
+          generation, " but generation ", t->generation(),
+          " is cached; a snapshot is needed first"));
+    }
+    t->ApplyDelta(std::move(batch), up_to_seq, hub_ ? &changed : nullptr);
+  }
+  if (hub_) hub_->PublishEntries(info.device_id, /*is_local=*/false, changed);
+  return absl::OkStatus();
+}
+
+absl::Status PeerCache::ReplaceRemote(const OriginInfo& info,
+                                      uint64_t generation, uint64_t max_seq,
+                                      uint64_t floor_seq,
+                                      std::vector<Entry> entries) {
+  if (info.device_id == self_id_) return absl::OkStatus();
+  // Snapshots usually arrive in key order already; sorting is the fallback
+  // for custom variants whose ids differ between processes.
+  if (!std::is_sorted(
+          entries.begin(), entries.end(),
+          [](const Entry& a, const Entry& b) { return KeyLess(a, b); })) {
+    OriginTable::SortAndDedupe(&entries);
+  }
+  auto sorted = std::make_shared<const Entries>(std::move(entries));
+  {
+    absl::MutexLock lock(&mu_);
+    OriginTable* t = FindOrCreate(info, generation);
+    if (t->generation() > generation) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "snapshot of origin ", info.device_id.ToString(), " generation ",
+          generation, " is older than the cached generation ",
+          t->generation()));
+    }
+    if (t->generation() == generation && t->max_seq() > max_seq) {
+      return absl::OkStatus();  // we already know more; keep it
+    }
+    t->Replace(generation, max_seq, floor_seq, std::move(sorted));
+  }
+  if (hub_) {
+    v1::AvailabilityEvent ev;
+    ev.set_type(v1::AvailabilityEvent::TYPE_RESET);
+    ev.set_device_id(info.device_id.ToString());
+    hub_->Publish(ev);
+  }
+  return absl::OkStatus();
+}
+
+void PeerCache::NoteOrigin(const OriginInfo& info) {
+  if (info.device_id.IsNil()) return;
+  absl::MutexLock lock(&mu_);
+  auto it = origins_.find(info.device_id);
+  if (it == origins_.end()) {
+    origins_.emplace(info.device_id, std::make_unique<OriginTable>(info, 0));
+  } else {
+    it->second->UpdateInfo(info);
+  }
+}
+
+std::vector<DigestEntry> PeerCache::Digest() const {
+  absl::ReaderMutexLock lock(&mu_);
+  std::vector<DigestEntry> out;
+  out.reserve(origins_.size());
+  for (const auto& [id, t] : origins_) {
+    if (t->max_seq() == 0 && t->entry_count() == 0 && t->generation() == 0) {
+      continue;  // only addresses known so far
+    }
+    out.push_back({id, t->generation(), t->max_seq()});
+  }
+  return out;
+}
+
+namespace {
+PeerCache::OriginView MakeView(const OriginTable& t) {
+  PeerCache::OriginView v;
+  v.info = t.info();
+  v.state = {t.generation(), t.max_seq(), t.floor_seq(), t.entry_count()};
+  v.live_count = t.live_count();
+  v.entries = t.entries();
+  return v;
+}
+}  // namespace
+
+std::optional<PeerCache::OriginView> PeerCache::View(const Uuid& origin) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = origins_.find(origin);
+  if (it == origins_.end()) return std::nullopt;
+  return MakeView(*it->second);
+}
+
+std::vector<PeerCache::OriginView> PeerCache::Views() const {
+  absl::ReaderMutexLock lock(&mu_);
+  std::vector<OriginView> out;
+  out.reserve(origins_.size());
+  for (const auto& [id, t] : origins_) out.push_back(MakeView(*t));
+  return out;
+}
+
+void PeerCache::Lookup(absl::Span<const OriginView> views,
+                       absl::Span<const std::optional<EntryKey>> keys,
+                       std::vector<std::vector<Hit>>* hits) {
+  hits->assign(keys.size(), {});
+  for (const OriginView& v : views) {
+    const Entries& es = *v.entries;
+    if (es.empty()) continue;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (!keys[i]) continue;
+      auto it = std::lower_bound(
+          es.begin(), es.end(), *keys[i],
+          [](const Entry& e, const EntryKey& k) { return KeyLess(e, k); });
+      if (it != es.end() && KeyEqual(*it, *keys[i]) && !it->removed()) {
+        (*hits)[i].push_back({&v, &*it});
+      }
+    }
+  }
+}
+
+size_t PeerCache::TotalEntries() const {
+  absl::ReaderMutexLock lock(&mu_);
+  size_t n = 0;
+  for (const auto& [id, t] : origins_) n += t->entry_count();
+  return n;
+}
+
+}  // namespace sidecar::availability

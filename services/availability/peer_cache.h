@@ -1,0 +1,95 @@
+// PeerCache: what every known origin device advertises, this device included,
+// held in memory (about 64 bytes per entry) and rebuilt from gossip after a
+// restart. The own origin is fed by LocalInventory; remote origins by gossip.
+//
+// Thread-safe. Lookups copy shared pointers to the immutable entry vectors
+// under a reader lock and then search without any lock.
+#ifndef SIDECAR_SERVICES_AVAILABILITY_PEER_CACHE_H_
+#define SIDECAR_SERVICES_AVAILABILITY_PEER_CACHE_H_
+
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "services/availability/gossip_protocol.h"
+#include "services/availability/origin_table.h"
+#include "services/availability/watch_hub.h"
+
+namespace sidecar::availability {
+
+class PeerCache {
+ public:
+  // `hub` (may be null) receives change events; it must outlive the cache.
+  PeerCache(OriginInfo self, WatchHub* hub);
+
+  const Uuid& self_id() const { return self_id_; }
+
+  // Installs the own origin's state as loaded from the database.
+  void InitSelf(uint64_t generation, uint64_t max_seq,
+                std::vector<Entry> entries);
+  // Applies local changes (already persisted) to the own origin.
+  void ApplySelf(std::vector<Entry> changes, uint64_t up_to_seq);
+  // The own origin's entry for `key`, or nullptr-equivalent nullopt.
+  std::optional<Entry> FindSelf(const EntryKey& key) const;
+
+  // Applies deltas received about a remote origin. Ignored (OK) when the
+  // origin is this device, or when `generation` is not the one cached
+  // (a snapshot must come first). Publishes ADDED/REMOVED events.
+  absl::Status ApplyRemoteDelta(const OriginInfo& info, uint64_t generation,
+                                uint64_t up_to_seq, std::vector<Entry> batch);
+
+  // Replaces all that is known of a remote origin with a snapshot. Ignored
+  // when the origin is this device or the cached generation is newer.
+  // `entries` need not be sorted. Publishes one RESET event.
+  absl::Status ReplaceRemote(const OriginInfo& info, uint64_t generation,
+                             uint64_t max_seq, uint64_t floor_seq,
+                             std::vector<Entry> entries);
+
+  // Notes addresses of an origin (from Hello messages), creating an empty
+  // record if unknown so it can be contacted and listed.
+  void NoteOrigin(const OriginInfo& info);
+
+  // (origin, generation, max_seq) for every origin with any state.
+  std::vector<DigestEntry> Digest() const;
+
+  struct OriginView {
+    OriginInfo info;
+    OriginState state;
+    uint64_t live_count = 0;
+    std::shared_ptr<const Entries> entries;
+  };
+  std::optional<OriginView> View(const Uuid& origin) const;
+  std::vector<OriginView> Views() const;
+
+  struct Hit {
+    const OriginView* origin;
+    const Entry* entry;
+  };
+  // For each key, the live entries of every origin that has it. `views` must
+  // come from Views() and outlive the returned hits.
+  static void Lookup(absl::Span<const OriginView> views,
+                     absl::Span<const std::optional<EntryKey>> keys,
+                     std::vector<std::vector<Hit>>* hits);
+
+  // Total entries held (tombstones included) across all origins.
+  size_t TotalEntries() const;
+
+ private:
+  OriginTable* FindOrCreate(const OriginInfo& info, uint64_t generation)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const Uuid self_id_;
+  WatchHub* const hub_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<Uuid, std::unique_ptr<OriginTable>> origins_
+      ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace sidecar::availability
+
+#endif  // SIDECAR_SERVICES_AVAILABILITY_PEER_CACHE_H_

@@ -1,0 +1,535 @@
+#include "services/availability/peer_manager.h"
+
+#include <algorithm>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/transport.h"
+
+namespace sidecar::availability {
+namespace {
+
+// Deltas are applied in slices of this many entries so a long stream does
+// not hold everything in memory before anything is visible.
+constexpr size_t kApplySlice = 1 << 18;
+
+// Least time between two pulls from one peer that the peer itself caused
+// (by showing it is ahead): a bound on gossip storms.
+constexpr absl::Duration kMinRoundGap = absl::Milliseconds(50);
+
+OriginInfo InfoFromHello(const v1::Hello& h) {
+  OriginInfo info;
+  info.device_id = Uuid::FromBytes(h.device_id()).value_or(Uuid{});
+  info.peer_address = h.peer_address();
+  info.transfer_address = h.transfer_address();
+  info.name = h.name();
+  return info;
+}
+
+}  // namespace
+
+struct PeerManager::Peer {
+  std::string address;
+  bool configured = false;
+  std::unique_ptr<v1::Peer::Stub> stub;
+  std::optional<Uuid> device_id;
+  std::string name;
+  std::string transfer_address;
+  bool online = false;
+  bool retired = false;     // a duplicate of another peer; its worker ends
+  bool need_round = false;  // a pull failed; pull again at next contact
+  absl::Time last_contact = absl::InfinitePast();
+  absl::Duration rtt = absl::ZeroDuration();
+  std::string last_error;
+  absl::Time next_ping;
+  absl::Time next_round;
+  absl::Time prompt_at = absl::InfiniteFuture();
+  absl::Time last_round = absl::InfinitePast();
+  grpc::ClientContext* active = nullptr;  // call in flight, for Stop()
+  absl::CondVar cv;
+  std::thread thread;
+};
+
+PeerManager::PeerManager(PeerManagerOptions options, PeerCache* cache,
+                         WatchHub* hub, v1::Hello self)
+    : options_(std::move(options)), cache_(cache), hub_(hub) {
+  absl::MutexLock lock(&mu_);
+  self_ = std::move(self);
+  for (const std::string& address : options_.peers) {
+    if (FindByAddressLocked(address) == nullptr) AddPeerLocked(address, true);
+  }
+}
+
+PeerManager::~PeerManager() { Stop(); }
+
+PeerManager::Peer* PeerManager::FindByAddressLocked(
+    const std::string& address) {
+  for (auto& p : peers_)
+    if (p->address == address) return p.get();
+  return nullptr;
+}
+
+bool PeerManager::KnowsDeviceLocked(const Uuid& id) {
+  for (auto& p : peers_)
+    if (!p->retired && p->device_id == id) return true;
+  return false;
+}
+
+PeerManager::Peer* PeerManager::AddPeerLocked(const std::string& address,
+                                              bool configured) {
+  if (stopping_ || address.empty() || address == self_.peer_address()) {
+    return nullptr;
+  }
+  if (peers_.size() >= options_.max_peers) {
+    SC_LOG(WARNING) << "not adding peer " << address << ": already "
+                    << peers_.size() << " peers (max_peers)";
+    return nullptr;
+  }
+  auto p = std::make_unique<Peer>();
+  p->address = address;
+  p->configured = configured;
+  p->stub = v1::Peer::NewStub(MakeChannel(address));
+  absl::Time now = absl::Now();
+  p->next_ping = now;
+  p->next_round = now;  // pull at once: catch up after our own restart
+  Peer* raw = p.get();
+  peers_.push_back(std::move(p));
+  if (started_) raw->thread = std::thread([this, raw] { Run(raw); });
+  SC_LOG(INFO) << (configured ? "peer " : "learned peer ") << address;
+  return raw;
+}
+
+void PeerManager::Start() {
+  absl::MutexLock lock(&mu_);
+  if (started_) return;
+  started_ = true;
+  for (auto& p : peers_) {
+    Peer* raw = p.get();
+    raw->thread = std::thread([this, raw] { Run(raw); });
+  }
+}
+
+void PeerManager::Stop() {
+  std::vector<std::thread> threads;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    for (auto& p : peers_) {
+      if (p->active != nullptr) p->active->TryCancel();
+      p->cv.SignalAll();
+      if (p->thread.joinable()) threads.push_back(std::move(p->thread));
+    }
+  }
+  for (std::thread& t : threads) t.join();
+}
+
+absl::Duration PeerManager::NextRoundDelay() {
+  thread_local absl::BitGen gen;
+  double j = options_.gossip_jitter;
+  double f = j > 0 ? absl::Uniform(gen, 1.0 - j, 1.0 + j) : 1.0;
+  return options_.gossip_interval * f;
+}
+
+void PeerManager::Run(Peer* p) {
+  absl::MutexLock lock(&mu_);
+  while (!stopping_ && !p->retired) {
+    absl::Time now = absl::Now();
+    absl::Time due = std::min({p->next_ping, p->next_round, p->prompt_at});
+    if (now < due) {
+      p->cv.WaitWithDeadline(&mu_, due);
+      continue;
+    }
+    bool round = now >= p->next_round || now >= p->prompt_at;
+    if (round) {
+      p->last_round = now;
+      p->prompt_at = absl::InfiniteFuture();
+      p->next_round = now + NextRoundDelay();
+    }
+    p->next_ping = now + options_.ping_interval;
+    v1::Hello hello;
+    absl::Duration rtt = absl::ZeroDuration();
+    mu_.Unlock();
+    absl::Status s = round ? DoExchange(p, &hello) : DoPing(p, &hello, &rtt);
+    mu_.Lock();
+    if (round && !s.ok()) p->need_round = true;
+    if (round && s.ok()) p->need_round = false;
+    RecordResult(p, s, hello, rtt);
+    if (round && s.ok() && options_.contact_learned_peers) {
+      mu_.Unlock();
+      AddLearnedPeers();
+      mu_.Lock();
+    }
+  }
+}
+
+absl::Status PeerManager::DoPing(Peer* p, v1::Hello* their_hello,
+                                 absl::Duration* rtt) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, options_.rpc_timeout);
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::CancelledError("stopping");
+    p->active = &ctx;
+  }
+  v1::PingRequest req;
+  *req.mutable_from() = SelfHello();
+  v1::PingResponse resp;
+  absl::Time start = absl::Now();
+  grpc::Status s = p->stub->Ping(&ctx, req, &resp);
+  *rtt = absl::Now() - start;
+  {
+    absl::MutexLock lock(&mu_);
+    p->active = nullptr;
+  }
+  if (!s.ok()) return FromGrpcStatus(s);
+  *their_hello = resp.self();
+  return absl::OkStatus();
+}
+
+absl::Status PeerManager::DoExchange(Peer* p, v1::Hello* their_hello) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, options_.exchange_timeout);
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::CancelledError("stopping");
+    p->active = &ctx;
+  }
+  v1::ExchangeRequest req;
+  *req.mutable_from() = SelfHello();
+  DigestToProto(cache_->Digest(), req.mutable_digest());
+  req.set_max_message_bytes(options_.max_message_bytes);
+  std::unique_ptr<grpc::ClientReader<v1::ExchangeResponse>> reader =
+      p->stub->Exchange(&ctx, req);
+
+  struct Pending {
+    OriginInfo info;
+    uint64_t generation = 0;
+    uint64_t up_to_seq = 0;
+    uint64_t floor_seq = 0;
+    std::vector<Entry> entries;
+  };
+  absl::flat_hash_map<Uuid, Pending> deltas;
+  absl::flat_hash_map<Uuid, Pending> snapshots;
+  absl::Status failure = absl::OkStatus();
+  bool learned = false;  // anything applied: tell our other peers
+  auto flush_delta = [&](const Uuid& id) {
+    auto it = deltas.find(id);
+    if (it == deltas.end()) return;
+    Pending& d = it->second;
+    learned = true;
+    absl::Status s = cache_->ApplyRemoteDelta(d.info, d.generation, d.up_to_seq,
+                                              std::move(d.entries));
+    if (!s.ok()) SC_LOG(WARNING) << "from " << p->address << ": " << s;
+    deltas.erase(it);
+  };
+
+  v1::ExchangeResponse msg;
+  while (failure.ok() && reader->Read(&msg)) {
+    if (msg.has_summary()) {
+      *their_hello = msg.summary().self();
+      continue;
+    }
+    const v1::EntryBatch& b = msg.batch();
+    absl::StatusOr<Uuid> origin = Uuid::FromBytes(b.origin().device_id());
+    if (!origin.ok() || origin->IsNil()) {
+      failure = absl::InvalidArgumentError("batch without a valid origin id");
+      break;
+    }
+    if (*origin == cache_->self_id()) continue;  // our own, relayed back
+    OriginInfo info = OriginInfoFromProto(b.origin(), *origin);
+    uint64_t gen = b.origin().generation();
+    if (b.up_to_seq() > kMaxSeq) {
+      failure = absl::InvalidArgumentError("batch up_to_seq out of range");
+      break;
+    }
+    if (b.mode() == v1::EntryBatch::MODE_DELTA) {
+      auto it = deltas.find(*origin);
+      if (it != deltas.end() && it->second.generation != gen) {
+        flush_delta(*origin);
+        it = deltas.end();
+      }
+      if (it == deltas.end()) {
+        it = deltas.emplace(*origin, Pending{info, gen, 0, 0, {}}).first;
+      }
+      failure = DecodeEntries(b, b.up_to_seq(), &it->second.entries);
+      if (!failure.ok()) break;
+      it->second.up_to_seq = b.up_to_seq();
+      if (it->second.entries.size() >= kApplySlice) flush_delta(*origin);
+    } else if (b.mode() == v1::EntryBatch::MODE_SNAPSHOT) {
+      if (b.first()) {
+        snapshots[*origin] =
+            Pending{info, gen, b.up_to_seq(), b.floor_seq(), {}};
+      }
+      auto it = snapshots.find(*origin);
+      if (it == snapshots.end() || it->second.generation != gen) {
+        failure =
+            absl::InvalidArgumentError("snapshot part without its first part");
+        break;
+      }
+      failure = DecodeEntries(b, b.up_to_seq(), &it->second.entries);
+      if (!failure.ok()) break;
+      if (b.last()) {
+        Pending& s = it->second;
+        learned = true;
+        absl::Status st =
+            cache_->ReplaceRemote(s.info, s.generation, b.up_to_seq(),
+                                  b.floor_seq(), std::move(s.entries));
+        if (!st.ok()) SC_LOG(WARNING) << "from " << p->address << ": " << st;
+        snapshots.erase(it);
+      }
+    } else {
+      failure = absl::InvalidArgumentError("batch of unknown mode");
+    }
+  }
+  // What arrived completely is a consistent prefix: keep it. Partial
+  // snapshots are dropped.
+  std::vector<Uuid> ids;
+  for (auto& [id, d] : deltas) ids.push_back(id);
+  for (const Uuid& id : ids) flush_delta(id);
+  if (!failure.ok()) ctx.TryCancel();
+  grpc::Status s = reader->Finish();
+  SC_LOG(DEBUG) << "exchange with " << p->address << ": " << s.error_code()
+                << " " << s.error_message();
+  {
+    absl::MutexLock lock(&mu_);
+    p->active = nullptr;
+  }
+  // Gossip on: our digest is now ahead of our other peers', and a prompt
+  // round lets them see it and pull (A -> B -> C without A and C talking).
+  if (learned) RequestPromptRound();
+  if (!failure.ok()) {
+    SC_LOG(WARNING) << "exchange with " << p->address
+                    << " sent bad data: " << failure;
+    return failure;
+  }
+  return FromGrpcStatus(s);
+}
+
+void PeerManager::RecordResult(Peer* p, const absl::Status& s,
+                               const v1::Hello& hello, absl::Duration rtt) {
+  absl::Time now = absl::Now();
+  if (!s.ok()) {
+    if (s.code() == absl::StatusCode::kCancelled && stopping_) return;
+    p->last_error = std::string(s.message());
+    if (p->online && now - p->last_contact >= options_.offline_after) {
+      p->online = false;
+      SC_LOG(INFO) << "peer " << p->address << " is offline: " << s.message();
+      if (hub_ && p->device_id) {
+        v1::AvailabilityEvent ev;
+        ev.set_type(v1::AvailabilityEvent::TYPE_OFFLINE);
+        ev.set_device_id(p->device_id->ToString());
+        hub_->Publish(ev);
+      }
+    }
+    return;
+  }
+  if (ValidateHello(hello).ok()) {
+    Uuid id = *Uuid::FromBytes(hello.device_id());
+    if (id == cache_->self_id()) {
+      SC_LOG(WARNING) << "peer " << p->address << " is this device; ignoring";
+      p->retired = true;
+      return;
+    }
+    p->device_id = id;
+    p->name = hello.name();
+    p->transfer_address = hello.transfer_address();
+    cache_->NoteOrigin(InfoFromHello(hello));
+    for (auto& q : peers_) {
+      if (q.get() != p && !q->configured && !q->retired && q->device_id == id) {
+        q->retired = true;  // learned alias of a configured peer
+        q->cv.Signal();
+      }
+    }
+  }
+  p->last_contact = now;
+  p->last_error.clear();
+  if (rtt > absl::ZeroDuration()) {
+    p->rtt = p->rtt == absl::ZeroDuration() ? rtt : p->rtt * 0.7 + rtt * 0.3;
+  }
+  if (!p->online) {
+    p->online = true;
+    SC_LOG(INFO) << "peer " << p->address << " is online";
+    p->prompt_at = std::min(p->prompt_at, now);  // catch up now
+    if (hub_ && p->device_id) {
+      v1::AvailabilityEvent ev;
+      ev.set_type(v1::AvailabilityEvent::TYPE_ONLINE);
+      ev.set_device_id(p->device_id->ToString());
+      hub_->Publish(ev);
+    }
+  }
+  if (p->need_round) p->prompt_at = std::min(p->prompt_at, now);
+}
+
+void PeerManager::AddLearnedPeers() {
+  std::vector<PeerCache::OriginView> views = cache_->Views();
+  absl::MutexLock lock(&mu_);
+  for (const PeerCache::OriginView& v : views) {
+    if (v.info.device_id == cache_->self_id() || v.info.peer_address.empty()) {
+      continue;
+    }
+    if (KnowsDeviceLocked(v.info.device_id)) continue;
+    if (FindByAddressLocked(v.info.peer_address) != nullptr) continue;
+    if (Peer* p = AddPeerLocked(v.info.peer_address, false)) {
+      p->device_id = v.info.device_id;
+      p->name = v.info.name;
+    }
+  }
+}
+
+v1::Hello PeerManager::SelfHello() const {
+  absl::MutexLock lock(&mu_);
+  return self_;
+}
+
+void PeerManager::SetSelfPeerAddress(const std::string& address) {
+  absl::MutexLock lock(&mu_);
+  self_.set_peer_address(address);
+}
+
+void PeerManager::OnInboundHello(const v1::Hello& hello, bool caller_is_ahead) {
+  OriginInfo info = InfoFromHello(hello);
+  if (info.device_id.IsNil() || info.device_id == cache_->self_id()) return;
+  cache_->NoteOrigin(info);
+  absl::MutexLock lock(&mu_);
+  Peer* p = nullptr;
+  for (auto& q : peers_) {
+    if (!q->retired && q->device_id == info.device_id) p = q.get();
+  }
+  if (p == nullptr && !hello.peer_address().empty()) {
+    p = FindByAddressLocked(hello.peer_address());
+    if (p == nullptr) {
+      p = AddPeerLocked(hello.peer_address(), false);
+      if (p != nullptr) p->device_id = info.device_id;
+    }
+  }
+  if (p != nullptr && caller_is_ahead) {
+    // Pull soon, but never in a tight loop with one peer.
+    absl::Time at = std::max(absl::Now(), p->last_round + kMinRoundGap);
+    if (at < p->prompt_at) {
+      p->prompt_at = at;
+      p->cv.Signal();
+    }
+  }
+}
+
+void PeerManager::RequestPromptRound() {
+  absl::MutexLock lock(&mu_);
+  absl::Time due = absl::Now() + options_.prompt_delay;
+  for (auto& p : peers_) {
+    if (p->retired) continue;
+    if (p->prompt_at > due) {
+      p->prompt_at = due;
+      p->cv.Signal();
+    }
+  }
+}
+
+std::vector<PeerStatus> PeerManager::List() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<PeerStatus> out;
+  for (const auto& p : peers_) {
+    if (p->retired) continue;
+    PeerStatus s;
+    s.address = p->address;
+    s.device_id = p->device_id;
+    s.name = p->name;
+    s.transfer_address = p->transfer_address;
+    s.configured = p->configured;
+    s.online = p->online;
+    s.last_contact = p->last_contact;
+    s.rtt = p->rtt;
+    s.last_error = p->last_error;
+    if (p->device_id) {
+      auto it = transfer_stats_.find(*p->device_id);
+      if (it != transfer_stats_.end()) s.throughput = it->second.throughput;
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+absl::flat_hash_map<Uuid, DeviceStats> PeerManager::Stats() const {
+  absl::MutexLock lock(&mu_);
+  absl::flat_hash_map<Uuid, DeviceStats> out;
+  for (const auto& p : peers_) {
+    if (p->retired || !p->device_id) continue;
+    DeviceStats& d = out[*p->device_id];
+    // A device reachable at any of its addresses is online.
+    d.online = d.online || p->online;
+    d.last_contact = std::max(d.last_contact, p->last_contact);
+    if (p->online && (d.rtt == absl::ZeroDuration() || p->rtt < d.rtt)) {
+      d.rtt = p->rtt;
+    }
+  }
+  absl::Time now = absl::Now();
+  for (const auto& [id, t] : transfer_stats_) {
+    auto it = out.find(id);
+    if (it != out.end()) it->second.throughput = t.throughput;
+  }
+  for (const auto& [id, until] : demoted_until_) {
+    auto it = out.find(id);
+    if (it != out.end() && until > now) it->second.demoted = true;
+  }
+  return out;
+}
+
+void PeerManager::ReportTransfer(const Uuid& device, uint64_t bytes,
+                                 absl::Duration duration, bool ok,
+                                 bool corrupt) {
+  absl::MutexLock lock(&mu_);
+  if (corrupt) {
+    demoted_until_[device] = absl::Now() + absl::Minutes(10);
+  }
+  if (!ok || duration <= absl::ZeroDuration() || bytes == 0) return;
+  double sample = static_cast<double>(bytes) / absl::ToDoubleSeconds(duration);
+  DeviceStats& s = transfer_stats_[device];
+  s.throughput = s.throughput == 0 ? sample : 0.7 * s.throughput + 0.3 * sample;
+}
+
+void PeerManager::QueryPeers(const std::vector<SidecarKey>& keys,
+                             std::vector<std::vector<DirectAnswer>>* answers) {
+  answers->assign(keys.size(), {});
+  struct Target {
+    v1::Peer::Stub* stub;
+    Uuid device;
+  };
+  std::vector<Target> targets;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& p : peers_) {
+      if (!p->retired && p->online && p->device_id) {
+        targets.push_back({p->stub.get(), *p->device_id});
+      }
+    }
+  }
+  v1::HasKeysRequest req;
+  *req.mutable_from() = SelfHello();
+  for (const SidecarKey& k : keys) KeyToProto(k, req.add_keys());
+  std::vector<v1::HasKeysResponse> responses(targets.size());
+  std::vector<grpc::Status> statuses(targets.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < targets.size(); ++i) {
+    threads.emplace_back([&, i] {
+      grpc::ClientContext ctx;
+      SetDeadline(&ctx, options_.rpc_timeout);
+      statuses[i] = targets[i].stub->HasKeys(&ctx, req, &responses[i]);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (size_t i = 0; i < targets.size(); ++i) {
+    if (!statuses[i].ok() ||
+        responses[i].entries_size() != static_cast<int>(keys.size())) {
+      continue;
+    }
+    for (size_t k = 0; k < keys.size(); ++k) {
+      const auto& e = responses[i].entries(k);
+      if (!e.has()) continue;
+      absl::StatusOr<Sha256Digest> sha = DigestFromBytes(e.sha256());
+      if (!sha.ok()) continue;
+      (*answers)[k].push_back({targets[i].device, e.size(), *sha});
+    }
+  }
+}
+
+}  // namespace sidecar::availability

@@ -1,0 +1,143 @@
+// PeerManager: the asking side of gossip and failure detection.
+//
+// Every peer (configured by address, or learned from gossip and inbound
+// calls) has a worker thread that
+//   - pings it every ping_interval (round-trip, liveness),
+//   - pulls from it (Exchange) every gossip_interval with jitter, soon after
+//     it comes online, and prompt_delay after a local change (debounced) or
+//     when the peer showed it is ahead of us.
+// A peer with no successful contact for offline_after is marked offline and
+// no longer offered as a source; its next successful contact brings it back.
+// Every call has a deadline; every loop waits on a condition with a deadline
+// and ends at Stop().
+#ifndef SIDECAR_SERVICES_AVAILABILITY_PEER_MANAGER_H_
+#define SIDECAR_SERVICES_AVAILABILITY_PEER_MANAGER_H_
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "services/availability/peer_cache.h"
+#include "services/availability/peer_directory.h"
+#include "services/availability/watch_hub.h"
+#include "sidecar/v1/peer.grpc.pb.h"
+
+namespace sidecar::availability {
+
+struct PeerManagerOptions {
+  std::vector<std::string> peers;  // configured addresses
+  absl::Duration gossip_interval = absl::Minutes(5);
+  double gossip_jitter = 0.2;  // +- fraction of the interval
+  absl::Duration prompt_delay = absl::Milliseconds(500);
+  absl::Duration ping_interval = absl::Seconds(5);
+  absl::Duration offline_after = absl::Seconds(20);
+  absl::Duration rpc_timeout = absl::Seconds(5);
+  absl::Duration exchange_timeout = absl::Seconds(120);
+  bool contact_learned_peers = true;
+  uint32_t max_message_bytes = 0;  // 0: protocol default
+  size_t max_peers = 64;
+};
+
+// What is known of a device's reachability and speed, for ranking.
+struct DeviceStats {
+  bool online = false;
+  absl::Time last_contact = absl::InfinitePast();
+  absl::Duration rtt = absl::ZeroDuration();
+  double throughput = 0;  // bytes/s, EWMA of reported transfers
+  bool demoted = false;
+};
+
+struct PeerStatus {
+  std::string address;
+  std::optional<Uuid> device_id;
+  std::string name;
+  std::string transfer_address;
+  bool configured = false;
+  bool online = false;
+  absl::Time last_contact = absl::InfinitePast();
+  absl::Duration rtt = absl::ZeroDuration();
+  std::string last_error;
+  double throughput = 0;
+};
+
+class PeerManager : public PeerDirectory {
+ public:
+  // Pointers must outlive the manager.
+  PeerManager(PeerManagerOptions options, PeerCache* cache, WatchHub* hub,
+              v1::Hello self);
+  ~PeerManager() override;
+
+  // Sets the address peers should call us at (known once the server has
+  // bound its port).
+  void SetSelfPeerAddress(const std::string& address);
+
+  // Starts the workers of the configured peers.
+  void Start();
+  // Stops and joins every worker; in-flight calls end at their deadlines
+  // or are cancelled.
+  void Stop();
+
+  // Pull from every online peer prompt_delay from now (debounced: changes
+  // within the window share one round), so they see our digest and pull.
+  void RequestPromptRound();
+
+  // PeerDirectory:
+  v1::Hello SelfHello() const override;
+  void OnInboundHello(const v1::Hello& hello, bool caller_is_ahead) override;
+
+  std::vector<PeerStatus> List() const;
+  // Stats of every device known by id, for ranking and answers.
+  absl::flat_hash_map<Uuid, DeviceStats> Stats() const;
+
+  // Feedback from the transfer service.
+  void ReportTransfer(const Uuid& device, uint64_t bytes,
+                      absl::Duration duration, bool ok, bool corrupt);
+
+  struct DirectAnswer {
+    Uuid device;
+    uint64_t size = 0;
+    Sha256Digest sha256{};
+  };
+  // Asks every online peer "which of these keys do you have?" in parallel,
+  // each call bounded by rpc_timeout. answers[i] lists who has keys[i].
+  void QueryPeers(const std::vector<SidecarKey>& keys,
+                  std::vector<std::vector<DirectAnswer>>* answers);
+
+ private:
+  struct Peer;
+  // REQUIRES: mu_ held.
+  Peer* AddPeerLocked(const std::string& address, bool configured)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Peer* FindByAddressLocked(const std::string& address)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool KnowsDeviceLocked(const Uuid& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Run(Peer* p);
+  // Both run without mu_ held; return OK or why the call failed.
+  absl::Status DoPing(Peer* p, v1::Hello* their_hello, absl::Duration* rtt);
+  absl::Status DoExchange(Peer* p, v1::Hello* their_hello);
+  void RecordResult(Peer* p, const absl::Status& s, const v1::Hello& hello,
+                    absl::Duration rtt) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AddLearnedPeers();
+  absl::Duration NextRoundDelay();
+
+  const PeerManagerOptions options_;
+  PeerCache* const cache_;
+  WatchHub* const hub_;
+
+  mutable absl::Mutex mu_;
+  v1::Hello self_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<Peer>> peers_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<Uuid, DeviceStats> transfer_stats_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<Uuid, absl::Time> demoted_until_ ABSL_GUARDED_BY(mu_);
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace sidecar::availability
+
+#endif  // SIDECAR_SERVICES_AVAILABILITY_PEER_MANAGER_H_

@@ -1,0 +1,204 @@
+#include "services/availability/peer_service.h"
+
+#include <deque>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/transport.h"
+#include "services/availability/local_inventory.h"
+
+namespace sidecar::availability {
+namespace {
+
+// One origin's part of an Exchange answer.
+struct Outgoing {
+  PeerCache::OriginView view;
+  bool snapshot = false;
+  std::vector<Entry> deltas;  // when !snapshot, ascending seq
+};
+
+class ExchangeReactor final
+    : public grpc::ServerWriteReactor<v1::ExchangeResponse> {
+ public:
+  ExchangeReactor(std::deque<Outgoing> work, v1::Summary summary,
+                  uint32_t max_message_bytes)
+      : work_(std::move(work)),
+        summary_(std::move(summary)),
+        per_message_(EntriesPerMessage(max_message_bytes)) {
+    NextOrFinish();
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "peer went away"));
+      return;
+    }
+    NextOrFinish();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  // Encodes the next message (CPU only, no waiting) and starts its write.
+  void NextOrFinish() {
+    while (!work_.empty()) {
+      Outgoing& o = work_.front();
+      const Entries& all = *o.view.entries;
+      size_t total = o.snapshot ? all.size() : o.deltas.size();
+      if (pos_ > 0 && pos_ >= total) {
+        work_.pop_front();
+        pos_ = 0;
+        continue;
+      }
+      size_t n = std::min(per_message_, total - pos_);
+      msg_.Clear();
+      v1::EntryBatch* b = msg_.mutable_batch();
+      OriginInfoToProto(o.view.info, o.view.state.generation,
+                        b->mutable_origin());
+      if (o.snapshot) {
+        b->set_mode(v1::EntryBatch::MODE_SNAPSHOT);
+        b->set_first(pos_ == 0);
+        b->set_last(pos_ + n == total);
+        b->set_up_to_seq(o.view.state.max_seq);
+        b->set_floor_seq(o.view.state.floor_seq);
+        EncodeEntries(absl::MakeConstSpan(all).subspan(pos_, n), b);
+      } else {
+        b->set_mode(v1::EntryBatch::MODE_DELTA);
+        bool last = pos_ + n == total;
+        b->set_up_to_seq(last ? o.view.state.max_seq
+                              : o.deltas[pos_ + n - 1].seq());
+        EncodeEntries(absl::MakeConstSpan(o.deltas).subspan(pos_, n), b);
+      }
+      pos_ += n;
+      if (total == 0) pos_ = 1;  // an empty snapshot is one message
+      StartWrite(&msg_);
+      return;
+    }
+    if (!summary_sent_) {
+      summary_sent_ = true;
+      msg_.Clear();
+      *msg_.mutable_summary() = summary_;
+      StartWrite(&msg_);
+      return;
+    }
+    Finish(grpc::Status::OK);
+  }
+
+  std::deque<Outgoing> work_;
+  v1::Summary summary_;
+  const size_t per_message_;
+  size_t pos_ = 0;
+  bool summary_sent_ = false;
+  v1::ExchangeResponse msg_;
+};
+
+}  // namespace
+
+PeerService::PeerService(PeerCache* cache, PeerDirectory* directory)
+    : cache_(cache), directory_(directory) {}
+
+grpc::Status PeerService::Ping(grpc::ServerContext* ctx,
+                               const v1::PingRequest* req,
+                               v1::PingResponse* resp) {
+  if (req->has_from()) {
+    if (absl::Status s = ValidateHello(req->from()); !s.ok())
+      return ToGrpcStatus(s);
+    directory_->OnInboundHello(req->from(), false);
+  }
+  *resp->mutable_self() = directory_->SelfHello();
+  return grpc::Status::OK;
+}
+
+grpc::Status PeerService::HasKeys(grpc::ServerContext* ctx,
+                                  const v1::HasKeysRequest* req,
+                                  v1::HasKeysResponse* resp) {
+  if (static_cast<size_t>(req->keys_size()) > kMaxBatch) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("HasKeys takes at most ", kMaxBatch,
+                                     " keys; split the request"));
+  }
+  for (int i = 0; i < req->keys_size(); ++i) {
+    absl::StatusOr<SidecarKey> key = KeyFromProto(req->keys(i));
+    if (!key.ok()) {
+      return grpc::Status(
+          grpc::StatusCode::INVALID_ARGUMENT,
+          absl::StrCat("keys[", i, "]: ", key.status().message()));
+    }
+    v1::HasKeysResponse::Entry* out = resp->add_entries();
+    absl::StatusOr<EntryKey> ek = ToEntryKey(*key);
+    if (!ek.ok()) continue;
+    std::optional<Entry> e = cache_->FindSelf(*ek);
+    if (e && !e->removed()) {
+      out->set_has(true);
+      out->set_size(e->size());
+      out->set_sha256(std::string(DigestBytes(e->sha256)));
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::ServerWriteReactor<v1::ExchangeResponse>* PeerService::Exchange(
+    grpc::CallbackServerContext* ctx, const v1::ExchangeRequest* req) {
+  absl::Status bad = ValidateHello(req->from());
+  absl::StatusOr<std::vector<DigestEntry>> digest =
+      bad.ok() ? DigestFromProto(req->digest())
+               : absl::StatusOr<std::vector<DigestEntry>>(bad);
+  if (!digest.ok()) {
+    class Reject final : public grpc::ServerWriteReactor<v1::ExchangeResponse> {
+     public:
+      explicit Reject(grpc::Status s) { Finish(std::move(s)); }
+      void OnDone() override { delete this; }
+    };
+    return new Reject(ToGrpcStatus(digest.status()));
+  }
+  absl::flat_hash_map<Uuid, const DigestEntry*> theirs;
+  for (const DigestEntry& d : *digest) theirs[d.origin] = &d;
+
+  std::vector<PeerCache::OriginView> views = cache_->Views();
+  absl::flat_hash_set<Uuid> known;
+  for (const auto& v : views) known.insert(v.info.device_id);
+  Uuid caller = *Uuid::FromBytes(req->from().device_id());
+  std::deque<Outgoing> work;
+  bool caller_ahead = false;
+  for (PeerCache::OriginView& v : views) {
+    auto it = theirs.find(v.info.device_id);
+    const DigestEntry* remote = it == theirs.end() ? nullptr : it->second;
+    if (remote != nullptr && RemoteIsAhead(&v.state, *remote)) {
+      caller_ahead = true;
+    }
+    if (v.info.device_id == caller) continue;  // it knows itself best
+    SendPlan plan = PlanSend(v.state, remote);
+    if (plan == SendPlan::kNothing) continue;
+    Outgoing o;
+    o.view = std::move(v);
+    if (plan == SendPlan::kDelta) {
+      o.deltas = OriginTable::Since(*o.view.entries, remote->max_seq);
+      if (DeltaBetterAsSnapshot(o.deltas.size(), o.view.entries->size())) {
+        o.deltas.clear();
+        plan = SendPlan::kSnapshot;
+      }
+    }
+    o.snapshot = plan == SendPlan::kSnapshot;
+    work.push_back(std::move(o));
+  }
+  // Origins the caller knows and we do not at all.
+  for (const DigestEntry& d : *digest) {
+    if (d.origin != cache_->self_id() && !known.contains(d.origin) &&
+        RemoteIsAhead(nullptr, d)) {
+      caller_ahead = true;
+    }
+  }
+  directory_->OnInboundHello(req->from(), caller_ahead);
+  SC_LOG(DEBUG) << "exchange from " << req->from().peer_address() << ": "
+                << digest->size() << " origins in digest, sending "
+                << work.size() << " origins, caller ahead: " << caller_ahead;
+
+  v1::Summary summary;
+  *summary.mutable_self() = directory_->SelfHello();
+  DigestToProto(cache_->Digest(), summary.mutable_digest());
+  return new ExchangeReactor(std::move(work), std::move(summary),
+                             req->max_message_bytes());
+}
+
+}  // namespace sidecar::availability

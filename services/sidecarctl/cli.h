@@ -1,0 +1,130 @@
+// The command-line machinery of sidecarctl: the command table, argument
+// parsing against it, usage text, exit codes, and the context every command
+// runs in (where the services are, how long to wait, where to write).
+//
+// A command is a CommandSpec; a group of commands (availability now, transfer
+// later) is a function returning a vector of them, and main() concatenates
+// the groups. Command-specific options are ordinary Abseil flags, listed by
+// name in the spec so that a flag given to the wrong command is a usage
+// error rather than silently ignored.
+#ifndef SIDECAR_SERVICES_SIDECARCTL_CLI_H_
+#define SIDECAR_SERVICES_SIDECARCTL_CLI_H_
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "sidecar/v1/availability.grpc.pb.h"
+
+namespace sidecar::ctl {
+
+inline constexpr char kProgram[] = "sidecarctl";
+
+// Process exit status of sidecarctl.
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitRpcError = 1,  // a call failed (service unreachable, refused, ...)
+  kExitUsage = 2,     // bad command line or bad input (URI, file, batch line)
+};
+
+// Everything a command needs. Reads the global flags (--availability,
+// --timeout) when constructed, so construct it after ParseCommandLine.
+// Not thread-safe.
+class CommandContext {
+ public:
+  CommandContext(std::ostream& out, std::ostream& err);
+
+  std::ostream& out() { return out_; }
+  std::ostream& err() { return err_; }
+
+  // --availability, else $SIDECAR_AVAILABILITY, else "localhost:7100".
+  const std::string& availability_address() const { return availability_; }
+  // --timeout: the deadline of every unary call.
+  absl::Duration timeout() const { return timeout_; }
+
+  // A stub for the availability service, made on first use.
+  v1::Availability::Stub& availability();
+  // Sets the --timeout deadline on `ctx`.
+  void SetCallDeadline(grpc::ClientContext* ctx) const;
+
+  // Prints "sidecarctl: <message>" to err() and returns kExitUsage.
+  int UsageError(absl::string_view message);
+  // Prints "sidecarctl: <what>: <described error>" to err(), wording
+  // UNAVAILABLE and DEADLINE_EXCEEDED as advice, and returns kExitRpcError.
+  int AvailabilityError(absl::string_view what, const grpc::Status& status);
+
+ private:
+  std::ostream& out_;
+  std::ostream& err_;
+  std::string availability_;
+  absl::Duration timeout_;
+  std::unique_ptr<v1::Availability::Stub> availability_stub_;
+};
+
+struct CommandSpec {
+  using RunFn =
+      std::function<int(CommandContext& ctx, const std::vector<std::string>&)>;
+  static constexpr int kUnlimited = -1;
+
+  std::string name = {};      // "who-has"
+  std::string synopsis = {};  // arguments, e.g. "URI..."
+  std::string summary = {};   // one line for the command list
+  std::string details = {};   // more lines for "sidecarctl help <command>"
+  // Names of the Abseil flags this command accepts beyond the global ones.
+  std::vector<std::string> flags = {};
+  int min_args = 0;
+  int max_args = 0;  // or kUnlimited
+  // The command runs until interrupted: SIGINT and SIGTERM are blocked in
+  // every thread before any channel exists, for an InterruptWatcher to take.
+  bool wants_signals = false;
+  RunFn run;  // returns an ExitCode
+};
+
+struct Invocation {
+  const CommandSpec* command = nullptr;  // null with help: the program's usage
+  std::vector<std::string> args;         // positional arguments after it
+  bool help = false;                     // print usage, run nothing
+};
+
+// Parses argv against `commands`. Flags may come before or after the command
+// name, as --name=value, --name value, and for booleans also --name and
+// --noname; "--" ends the flags. "help [COMMAND]", --help and -h ask for
+// usage. On success every given flag has been set. A usage error is
+// INVALID_ARGUMENT with a message for a person.
+absl::StatusOr<Invocation> ParseCommandLine(
+    int argc, char** argv, const std::vector<CommandSpec>& commands);
+
+// The program's usage: synopsis, global flags, one line per command.
+void PrintUsage(std::ostream& out, const std::vector<CommandSpec>& commands);
+// One command's usage with its flags, their defaults and help.
+void PrintCommandUsage(std::ostream& out, const CommandSpec& command);
+
+// While alive, a thread waits for SIGINT or SIGTERM (which the caller must
+// have blocked, see CommandSpec::wants_signals) and calls `on_interrupt`
+// once from that thread when one arrives.
+class InterruptWatcher {
+ public:
+  explicit InterruptWatcher(std::function<void()> on_interrupt);
+  ~InterruptWatcher();
+  InterruptWatcher(const InterruptWatcher&) = delete;
+  InterruptWatcher& operator=(const InterruptWatcher&) = delete;
+
+  bool interrupted() const { return interrupted_.load(); }
+
+ private:
+  std::function<void()> on_interrupt_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> interrupted_{false};
+  std::thread thread_;
+};
+
+}  // namespace sidecar::ctl
+
+#endif  // SIDECAR_SERVICES_SIDECARCTL_CLI_H_

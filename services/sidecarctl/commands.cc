@@ -1,0 +1,676 @@
+#include "services/sidecarctl/commands.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <set>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "common/sha256.h"
+#include "common/sidecar_key.h"
+#include "services/sidecarctl/format.h"
+
+ABSL_FLAG(std::string, file, "",
+          "register: the sidecar's file, to compute its size and SHA-256");
+ABSL_FLAG(std::string, status, "",
+          "register: ready|pending|failed (default ready); "
+          "ls: only this status (default any)");
+ABSL_FLAG(std::string, generator, "",
+          "register: version of the generator that made the sidecar");
+ABSL_FLAG(std::string, batch, "",
+          "register: file of \"URI SIZE SHA256HEX\" lines to register in bulk");
+ABSL_FLAG(int64_t, limit, 0, "ls: show at most this many (0: all)");
+ABSL_FLAG(std::string, mode, "fetch-or-generate",
+          "resolve: local-only|fetch-only|fetch-or-generate");
+ABSL_FLAG(bool, query_peers, false,
+          "ask online peers directly about keys no known device holds");
+ABSL_FLAG(int64_t, count, 0, "watch: stop after this many events (0: never)");
+ABSL_FLAG(bool, local, false,
+          "watch: changes of this device's own sidecars (with neither "
+          "--local nor --remote: both)");
+ABSL_FLAG(bool, remote, false, "watch: changes learned about peers");
+
+namespace sidecar::ctl {
+namespace {
+
+using Args = std::vector<std::string>;
+
+std::string UriOf(const v1::SidecarKey& proto) {
+  absl::StatusOr<SidecarKey> key = KeyFromProto(proto);
+  if (!key.ok())
+    return absl::StrCat("<invalid key: ", key.status().message(), ">");
+  return FormatSidecarUri(*key);
+}
+
+std::string StatusName(v1::SidecarStatus s) {
+  switch (s) {
+    case v1::SIDECAR_STATUS_READY:
+      return "ready";
+    case v1::SIDECAR_STATUS_PENDING:
+      return "pending";
+    case v1::SIDECAR_STATUS_FAILED:
+      return "failed";
+    default:
+      return "?";
+  }
+}
+
+std::string DeviceLabel(absl::string_view name, absl::string_view id) {
+  if (name.empty()) return ShortId(id);
+  return absl::StrCat(name, " (", ShortId(id), ")");
+}
+
+// Parses every URI or reports the first bad one. Returns kExitOk on success.
+int ParseUris(CommandContext& ctx, const Args& uris,
+              std::vector<v1::SidecarKey>* keys) {
+  for (const std::string& uri : uris) {
+    absl::StatusOr<SidecarKey> key = ParseSidecarUri(uri);
+    if (!key.ok()) return ctx.UsageError(key.status().message());
+    KeyToProto(*key, &keys->emplace_back());
+  }
+  return kExitOk;
+}
+
+// ---- device ---------------------------------------------------------------
+
+int RunDevice(CommandContext& ctx, const Args&) {
+  grpc::ClientContext cc;
+  ctx.SetCallDeadline(&cc);
+  v1::DeviceInfo d;
+  grpc::Status s = ctx.availability().GetDevice(&cc, {}, &d);
+  if (!s.ok()) return ctx.AvailabilityError("device", s);
+  PrintTable(ctx.out(), {
+                            {"device id", d.device_id()},
+                            {"name", d.name()},
+                            {"peer address", d.peer_address()},
+                            {"transfer address", d.transfer_address()},
+                            {"generation", absl::StrCat(d.generation())},
+                            {"change log max seq", absl::StrCat(d.max_seq())},
+                            {"ready sidecars", absl::StrCat(d.local_ready())},
+                        });
+  return kExitOk;
+}
+
+// ---- register -------------------------------------------------------------
+
+// Sends one Register call; on failure prints the error.
+int SendRegister(CommandContext& ctx, const v1::RegisterRequest& req,
+                 v1::RegisterResponse* resp) {
+  grpc::ClientContext cc;
+  ctx.SetCallDeadline(&cc);
+  grpc::Status s = ctx.availability().Register(&cc, req, resp);
+  if (!s.ok()) return ctx.AvailabilityError("register", s);
+  return kExitOk;
+}
+
+int RegisterBatch(CommandContext& ctx, const std::string& path,
+                  v1::SidecarStatus status, const std::string& generator) {
+  // Pass 1 checks every line, so that a typo does not leave half a batch.
+  uint64_t total = 0;
+  {
+    std::ifstream in(path);
+    if (!in)
+      return ctx.UsageError(absl::StrCat("cannot read batch file ", path));
+    std::string line;
+    int lineno = 0;
+    v1::LocalSidecar scratch;
+    while (std::getline(in, line)) {
+      ++lineno;
+      absl::StatusOr<bool> used = ParseBatchLine(line, &scratch);
+      if (!used.ok()) {
+        return ctx.UsageError(
+            absl::StrCat(path, ":", lineno, ": ", used.status().message()));
+      }
+      if (*used) ++total;
+    }
+  }
+  if (total == 0)
+    return ctx.UsageError(absl::StrCat(path, ": no sidecars in it"));
+
+  // Pass 2 sends them, kMaxKeysPerCall at a time; each call is atomic.
+  std::ifstream in(path);
+  std::string line;
+  v1::RegisterRequest req;
+  uint64_t sent = 0, changes = 0, max_seq = 0;
+  auto flush = [&]() -> int {
+    v1::RegisterResponse resp;
+    if (int rc = SendRegister(ctx, req, &resp); rc != kExitOk) {
+      ctx.err() << kProgram << ": " << sent << " of " << total
+                << " sidecars were registered before this failure\n";
+      return rc;
+    }
+    sent += req.sidecars_size();
+    changes += resp.advertised_changes();
+    max_seq = resp.max_seq();
+    req.clear_sidecars();
+    if (total > static_cast<uint64_t>(kMaxKeysPerCall)) {
+      ctx.out() << "  registered " << sent << "/" << total << "\n";
+    }
+    return kExitOk;
+  };
+  while (std::getline(in, line)) {
+    v1::LocalSidecar* s = req.add_sidecars();
+    absl::StatusOr<bool> used = ParseBatchLine(line, s);
+    if (!used.ok() || !*used) {
+      req.mutable_sidecars()->RemoveLast();
+      continue;
+    }
+    s->set_status(status);
+    s->set_generator_version(generator);
+    if (req.sidecars_size() == kMaxKeysPerCall) {
+      if (int rc = flush(); rc != kExitOk) return rc;
+    }
+  }
+  if (req.sidecars_size() > 0) {
+    if (int rc = flush(); rc != kExitOk) return rc;
+  }
+  ctx.out() << "registered " << sent << " sidecars from " << path << " as "
+            << StatusName(status) << " (" << changes
+            << " change-log entries, max seq " << max_seq << ")\n";
+  return kExitOk;
+}
+
+int RunRegister(CommandContext& ctx, const Args& args) {
+  std::string status_name = absl::GetFlag(FLAGS_status);
+  absl::StatusOr<v1::SidecarStatus> status =
+      ParseStatusName(status_name.empty() ? "ready" : status_name, false);
+  if (!status.ok()) return ctx.UsageError(status.status().message());
+  const std::string generator = absl::GetFlag(FLAGS_generator);
+  const std::string file = absl::GetFlag(FLAGS_file);
+  const std::string batch = absl::GetFlag(FLAGS_batch);
+
+  if (!batch.empty()) {
+    if (!args.empty() || !file.empty()) {
+      return ctx.UsageError(
+          "give either URI --file=PATH or --batch=FILE, not both");
+    }
+    return RegisterBatch(ctx, batch, *status, generator);
+  }
+  if (args.size() != 1) {
+    return ctx.UsageError(
+        "usage: sidecarctl register URI --file=PATH, or register "
+        "--batch=FILE");
+  }
+  absl::StatusOr<SidecarKey> key = ParseSidecarUri(args[0]);
+  if (!key.ok()) return ctx.UsageError(key.status().message());
+
+  v1::RegisterRequest req;
+  v1::LocalSidecar* s = req.add_sidecars();
+  KeyToProto(*key, s->mutable_key());
+  s->set_status(*status);
+  s->set_generator_version(generator);
+  if (file.empty()) {
+    if (*status == v1::SIDECAR_STATUS_READY) {
+      return ctx.UsageError(
+          "a ready sidecar needs its size and checksum: give --file=PATH "
+          "(or --status=pending / --status=failed)");
+    }
+  } else {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(file, ec)) {
+      return ctx.UsageError(absl::StrCat(file, ": not a readable file"));
+    }
+    uintmax_t size = std::filesystem::file_size(file, ec);
+    if (ec) {
+      return ctx.UsageError(absl::StrCat(file, ": ", ec.message()));
+    }
+    absl::StatusOr<Sha256Digest> digest = Sha256OfFile(file);
+    if (!digest.ok()) {
+      return ctx.UsageError(
+          absl::StrCat(file, ": ", digest.status().message()));
+    }
+    s->set_size(size);
+    s->set_sha256(std::string(DigestBytes(*digest)));
+  }
+
+  v1::RegisterResponse resp;
+  if (int rc = SendRegister(ctx, req, &resp); rc != kExitOk) return rc;
+  ctx.out() << "registered " << FormatSidecarUri(*key) << " as "
+            << StatusName(*status);
+  if (!file.empty()) {
+    ctx.out() << ": " << HumanBytes(s->size()) << ", sha256 "
+              << ShortSha(s->sha256());
+  }
+  ctx.out() << "\n  layout path: " << RelativePath(*key)
+            << "\n  change log: " << resp.advertised_changes()
+            << " new entries, max seq " << resp.max_seq() << "\n";
+  return kExitOk;
+}
+
+// ---- remove ---------------------------------------------------------------
+
+int RunRemove(CommandContext& ctx, const Args& args) {
+  std::vector<v1::SidecarKey> keys;
+  if (int rc = ParseUris(ctx, args, &keys); rc != kExitOk) return rc;
+  uint64_t removed = 0, not_found = 0;
+  for (size_t i = 0; i < keys.size(); i += kMaxKeysPerCall) {
+    v1::RemoveRequest req;
+    size_t end = std::min(keys.size(), i + kMaxKeysPerCall);
+    for (size_t j = i; j < end; ++j) *req.add_keys() = keys[j];
+    grpc::ClientContext cc;
+    ctx.SetCallDeadline(&cc);
+    v1::RemoveResponse resp;
+    grpc::Status s = ctx.availability().Remove(&cc, req, &resp);
+    if (!s.ok()) {
+      if (removed > 0) {
+        ctx.err() << kProgram << ": " << removed
+                  << " sidecars were removed before this failure\n";
+      }
+      return ctx.AvailabilityError("remove", s);
+    }
+    removed += resp.removed();
+    not_found += resp.not_found();
+  }
+  ctx.out() << "removed " << removed << " sidecar" << (removed == 1 ? "" : "s");
+  if (not_found > 0) {
+    ctx.out() << "; " << not_found << " " << (not_found == 1 ? "was" : "were")
+              << " not registered on this device";
+  }
+  ctx.out() << "\n";
+  return kExitOk;
+}
+
+// ---- ls -------------------------------------------------------------------
+
+int RunLs(CommandContext& ctx, const Args&) {
+  absl::StatusOr<v1::SidecarStatus> status =
+      ParseStatusName(absl::GetFlag(FLAGS_status), true);
+  if (!status.ok()) return ctx.UsageError(status.status().message());
+  const int64_t limit = absl::GetFlag(FLAGS_limit);
+  if (limit < 0) return ctx.UsageError("--limit must be 0 (all) or more");
+
+  constexpr char kRow[] = "%-8s  %10s  %-8s  %-12s  %s\n";
+  ctx.out() << absl::StrFormat(kRow, "STATUS", "SIZE", "SHA256", "GENERATOR",
+                               "URI");
+  int64_t shown = 0;
+  std::string token;
+  bool more = false;
+  do {
+    v1::ListLocalRequest req;
+    int64_t page = 1000;
+    if (limit > 0) page = std::min<int64_t>(page, limit - shown);
+    req.set_page_size(static_cast<uint32_t>(page));
+    req.set_page_token(token);
+    req.set_status(*status);
+    grpc::ClientContext cc;
+    ctx.SetCallDeadline(&cc);
+    v1::ListLocalResponse resp;
+    grpc::Status s = ctx.availability().ListLocal(&cc, req, &resp);
+    if (!s.ok()) return ctx.AvailabilityError("ls", s);
+    for (const v1::LocalSidecar& sc : resp.sidecars()) {
+      if (limit > 0 && shown >= limit) break;
+      ctx.out() << absl::StrFormat(
+          kRow, StatusName(sc.status()), HumanBytes(sc.size()),
+          ShortSha(sc.sha256()),
+          sc.generator_version().empty() ? "-" : sc.generator_version(),
+          UriOf(sc.key()));
+      ++shown;
+    }
+    token = resp.next_page_token();
+    more = !token.empty();
+  } while (more && (limit == 0 || shown < limit));
+  ctx.out() << shown << " sidecar" << (shown == 1 ? "" : "s");
+  if (more) ctx.out() << " shown; more exist (raise --limit)";
+  ctx.out() << "\n";
+  return kExitOk;
+}
+
+// ---- who-has --------------------------------------------------------------
+
+int RunWhoHas(CommandContext& ctx, const Args& args) {
+  std::vector<v1::SidecarKey> keys;
+  if (int rc = ParseUris(ctx, args, &keys); rc != kExitOk) return rc;
+  for (size_t i = 0; i < keys.size(); i += kMaxKeysPerCall) {
+    v1::WhoHasRequest req;
+    req.set_query_peers(absl::GetFlag(FLAGS_query_peers));
+    size_t end = std::min(keys.size(), i + kMaxKeysPerCall);
+    for (size_t j = i; j < end; ++j) *req.add_keys() = keys[j];
+    grpc::ClientContext cc;
+    ctx.SetCallDeadline(&cc);
+    v1::WhoHasResponse resp;
+    grpc::Status s = ctx.availability().WhoHas(&cc, req, &resp);
+    if (!s.ok()) return ctx.AvailabilityError("who-has", s);
+    for (size_t j = i; j < end; ++j) {
+      ctx.out() << UriOf(keys[j]) << "\n";
+      const int r = static_cast<int>(j - i);
+      if (r >= resp.results_size() || resp.results(r).holders().empty()) {
+        ctx.out() << "  no device is known to hold it\n";
+        continue;
+      }
+      std::vector<std::vector<std::string>> rows = {
+          {"  DEVICE", "STATE", "RTT", "SIZE", "SHA256"}};
+      std::set<std::string> checksums;
+      for (const v1::Holder& h : resp.results(r).holders()) {
+        checksums.insert(h.sha256());
+        std::vector<std::string> row;
+        if (h.device() < static_cast<uint32_t>(resp.devices_size())) {
+          const v1::DeviceRef& d = resp.devices(h.device());
+          row = {absl::StrCat("  ", DeviceLabel(d.name(), d.device_id())),
+                 d.is_local() ? "this device"
+                              : (d.online() ? "online" : "offline"),
+                 Rtt(d.rtt_micros())};
+        } else {
+          row = {"  ?", "?", "-"};
+        }
+        row.push_back(HumanBytes(h.size()));
+        row.push_back(ShortSha(h.sha256()));
+        rows.push_back(std::move(row));
+      }
+      PrintTable(ctx.out(), rows);
+      if (checksums.size() > 1) {
+        ctx.out() << "  note: the holders disagree on its checksum\n";
+      }
+    }
+  }
+  return kExitOk;
+}
+
+// ---- resolve --------------------------------------------------------------
+
+int RunResolve(CommandContext& ctx, const Args& args) {
+  absl::StatusOr<v1::ResolveMode> mode =
+      ParseResolveMode(absl::GetFlag(FLAGS_mode));
+  if (!mode.ok()) return ctx.UsageError(mode.status().message());
+  absl::StatusOr<SidecarKey> key = ParseSidecarUri(args[0]);
+  if (!key.ok()) return ctx.UsageError(key.status().message());
+
+  v1::ResolveRequest req;
+  KeyToProto(*key, req.mutable_key());
+  req.set_mode(*mode);
+  req.set_query_peers(absl::GetFlag(FLAGS_query_peers));
+  grpc::ClientContext cc;
+  ctx.SetCallDeadline(&cc);
+  v1::ResolveResponse resp;
+  grpc::Status s = ctx.availability().Resolve(&cc, req, &resp);
+  if (!s.ok()) return ctx.AvailabilityError("resolve", s);
+
+  std::string outcome(absl::StripPrefix(
+      v1::ResolveResponse::Outcome_Name(resp.outcome()), "OUTCOME_"));
+  std::vector<std::vector<std::string>> rows = {{"  outcome", outcome}};
+  if (!resp.reason().empty()) rows.push_back({"  reason", resp.reason()});
+  if (!resp.relative_path().empty()) {
+    rows.push_back({"  layout path", resp.relative_path()});
+  }
+  if (resp.outcome() == v1::ResolveResponse::OUTCOME_LOCAL) {
+    rows.push_back({"  local file", resp.local_path()});
+    rows.push_back({"  size", HumanBytes(resp.size())});
+    rows.push_back({"  sha256", Hex(resp.sha256())});
+  }
+  ctx.out() << FormatSidecarUri(*key) << "\n";
+  PrintTable(ctx.out(), rows);
+  if (!resp.sources().empty()) {
+    ctx.out() << "  sources, best first:\n";
+    std::vector<std::vector<std::string>> src = {
+        {"    #", "DEVICE", "TRANSFER ADDRESS", "RTT", "THROUGHPUT", "SIZE",
+         "SHA256"}};
+    int n = 0;
+    for (const v1::Source& so : resp.sources()) {
+      src.push_back(
+          {absl::StrCat("    ", ++n), DeviceLabel(so.name(), so.device_id()),
+           so.transfer_address().empty() ? "-" : so.transfer_address(),
+           Rtt(so.rtt_micros()), Throughput(so.throughput_bytes_per_sec()),
+           HumanBytes(so.size()), ShortSha(so.sha256())});
+    }
+    PrintTable(ctx.out(), src);
+  }
+  return kExitOk;
+}
+
+// ---- peers ----------------------------------------------------------------
+
+int RunPeers(CommandContext& ctx, const Args&) {
+  grpc::ClientContext cc;
+  ctx.SetCallDeadline(&cc);
+  v1::ListPeersResponse resp;
+  grpc::Status s = ctx.availability().ListPeers(&cc, {}, &resp);
+  if (!s.ok()) return ctx.AvailabilityError("peers", s);
+  if (resp.peers().empty()) {
+    ctx.out() << "no peers known (give the service --peers=HOST:PORT,...)\n";
+    return kExitOk;
+  }
+  const absl::Time now = absl::Now();
+  std::vector<std::vector<std::string>> rows = {
+      {"NAME", "DEVICE", "PEER ADDRESS", "STATE", "FROM", "RTT", "SIDECARS",
+       "LAST CONTACT", "LAST ERROR"}};
+  for (const v1::PeerInfo& p : resp.peers()) {
+    rows.push_back({p.name().empty() ? "?" : p.name(), ShortId(p.device_id()),
+                    p.peer_address(), p.online() ? "online" : "offline",
+                    p.configured() ? "config" : "gossip", Rtt(p.rtt_micros()),
+                    absl::StrCat(p.sidecars()), Ago(p.last_contact(), now),
+                    p.last_error().empty() ? "-" : p.last_error()});
+  }
+  PrintTable(ctx.out(), rows);
+  return kExitOk;
+}
+
+// ---- watch ----------------------------------------------------------------
+
+// Names of devices by id, learned from GetDevice and ListPeers.
+class DeviceNames {
+ public:
+  explicit DeviceNames(CommandContext& ctx) : ctx_(ctx) {}
+
+  // Looks the device up; asks the service again (once per unknown id) when
+  // it is not known yet.
+  std::string Label(const std::string& id) {
+    auto it = names_.find(id);
+    if (it == names_.end() && asked_.insert(id).second) {
+      Refresh();
+      it = names_.find(id);
+    }
+    return DeviceLabel(it == names_.end() ? "" : it->second, id);
+  }
+
+  // Best effort: errors leave the map as it was.
+  void Refresh() {
+    grpc::ClientContext cc;
+    ctx_.SetCallDeadline(&cc);
+    v1::ListPeersResponse resp;
+    if (ctx_.availability().ListPeers(&cc, {}, &resp).ok()) {
+      for (const v1::PeerInfo& p : resp.peers()) {
+        if (!p.device_id().empty()) names_[p.device_id()] = p.name();
+      }
+    }
+  }
+
+  void Add(const std::string& id, const std::string& name) {
+    names_[id] = name;
+  }
+
+ private:
+  CommandContext& ctx_;
+  absl::flat_hash_map<std::string, std::string> names_;
+  std::set<std::string> asked_;
+};
+
+int RunWatch(CommandContext& ctx, const Args&) {
+  const int64_t count = absl::GetFlag(FLAGS_count);
+  if (count < 0)
+    return ctx.UsageError("--count must be 0 (never stop) or more");
+
+  // Also checks that the service is there before settling into the stream.
+  DeviceNames names(ctx);
+  {
+    grpc::ClientContext cc;
+    ctx.SetCallDeadline(&cc);
+    v1::DeviceInfo self;
+    grpc::Status s = ctx.availability().GetDevice(&cc, {}, &self);
+    if (!s.ok()) return ctx.AvailabilityError("watch", s);
+    names.Add(self.device_id(), self.name());
+    names.Refresh();
+    ctx.err() << "watching " << DeviceLabel(self.name(), self.device_id())
+              << " at " << ctx.availability_address()
+              << (count > 0 ? absl::StrCat(" for ", count, " events")
+                            : std::string(" (Ctrl-C stops)"))
+              << "\n";
+  }
+
+  v1::WatchRequest req;
+  req.set_include_local(absl::GetFlag(FLAGS_local));
+  req.set_include_remote(absl::GetFlag(FLAGS_remote));
+  grpc::ClientContext cc;  // no deadline: runs until stopped
+  InterruptWatcher interrupt([&cc] { cc.TryCancel(); });
+  std::unique_ptr<grpc::ClientReader<v1::AvailabilityEvent>> reader =
+      ctx.availability().Watch(&cc, req);
+  v1::AvailabilityEvent ev;
+  int64_t seen = 0;
+  bool done = false;
+  while (!done && reader->Read(&ev)) {
+    std::string type(absl::StripPrefix(
+        v1::AvailabilityEvent::Type_Name(ev.type()), "TYPE_"));
+    std::string line = absl::StrFormat(
+        "%s  %-7s  %s",
+        absl::FormatTime("%H:%M:%E3S", absl::Now(), absl::LocalTimeZone()),
+        type, names.Label(ev.device_id()));
+    if (ev.is_local()) absl::StrAppend(&line, " [this device]");
+    if (ev.type() == v1::AvailabilityEvent::TYPE_ADDED ||
+        ev.type() == v1::AvailabilityEvent::TYPE_REMOVED) {
+      absl::StrAppend(&line, "  ", UriOf(ev.key()));
+    }
+    if (ev.type() == v1::AvailabilityEvent::TYPE_ADDED) {
+      absl::StrAppend(&line, "  ", HumanBytes(ev.size()), "  ",
+                      ShortSha(ev.sha256()));
+    }
+    if (ev.type() == v1::AvailabilityEvent::TYPE_RESET) {
+      absl::StrAppend(&line, "  (everything known of it was replaced)");
+    }
+    ctx.out() << line << std::endl;
+    if (count > 0 && ++seen >= count) {
+      done = true;
+      cc.TryCancel();
+    }
+  }
+  grpc::Status s = reader->Finish();
+  if (done || interrupt.interrupted()) return kExitOk;
+  if (s.ok()) {
+    ctx.err() << kProgram << ": the service ended the stream\n";
+    return kExitOk;
+  }
+  return ctx.AvailabilityError("watch", s);
+}
+
+}  // namespace
+
+absl::StatusOr<v1::SidecarStatus> ParseStatusName(absl::string_view name,
+                                                  bool allow_any) {
+  std::string n = absl::AsciiStrToLower(name);
+  if (n == "ready") return v1::SIDECAR_STATUS_READY;
+  if (n == "pending") return v1::SIDECAR_STATUS_PENDING;
+  if (n == "failed") return v1::SIDECAR_STATUS_FAILED;
+  if (allow_any && (n.empty() || n == "any")) {
+    return v1::SIDECAR_STATUS_UNSPECIFIED;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown status \"", name, "\"; use ready, pending or failed",
+      allow_any ? " (or any)" : ""));
+}
+
+absl::StatusOr<v1::ResolveMode> ParseResolveMode(absl::string_view name) {
+  std::string n = absl::AsciiStrToLower(name);
+  if (n == "local-only") return v1::RESOLVE_MODE_LOCAL_ONLY;
+  if (n == "fetch-only") return v1::RESOLVE_MODE_FETCH_ONLY;
+  if (n == "fetch-or-generate") return v1::RESOLVE_MODE_FETCH_OR_GENERATE;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown mode \"", name,
+                   "\"; use local-only, fetch-only or fetch-or-generate"));
+}
+
+absl::StatusOr<bool> ParseBatchLine(absl::string_view line,
+                                    v1::LocalSidecar* out) {
+  absl::string_view l = absl::StripAsciiWhitespace(line);
+  if (l.empty() || l[0] == '#') return false;
+  std::vector<absl::string_view> f =
+      absl::StrSplit(l, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+  if (f.size() != 3) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expected \"URI SIZE SHA256HEX\", found ", f.size(), " fields"));
+  }
+  absl::StatusOr<SidecarKey> key = ParseSidecarUri(std::string(f[0]));
+  if (!key.ok()) return key.status();
+  uint64_t size = 0;
+  if (!absl::SimpleAtoi(f[1], &size)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("size \"", f[1], "\" is not a whole number of bytes"));
+  }
+  absl::StatusOr<Sha256Digest> digest = DigestFromHex(std::string(f[2]));
+  if (!digest.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sha256 \"", f[2].substr(0, 80), "\" is not 64 hex digits"));
+  }
+  out->Clear();
+  KeyToProto(*key, out->mutable_key());
+  out->set_size(size);
+  out->set_sha256(std::string(DigestBytes(*digest)));
+  return true;
+}
+
+std::vector<CommandSpec> AvailabilityCommands() {
+  std::vector<CommandSpec> c;
+  c.push_back({.name = "device",
+               .summary = "show this device: id, name, addresses, change log",
+               .run = RunDevice});
+  c.push_back(
+      {.name = "register",
+       .synopsis = "URI --file=PATH [--status=S] [--generator=V] | "
+                   "--batch=FILE",
+       .summary = "record local sidecars (READY ones are advertised to peers)",
+       .details =
+           "With URI and --file, computes the file's size and SHA-256 and "
+           "records it.\nWith --batch, reads lines \"URI SIZE SHA256HEX\" "
+           "('#' comments allowed), checks\nthem all, then registers them "
+           "10,000 per call (each call is atomic).",
+       .flags = {"file", "status", "generator", "batch"},
+       .max_args = 1,
+       .run = RunRegister});
+  c.push_back({.name = "remove",
+               .synopsis = "URI...",
+               .summary = "forget local sidecars (peers learn they are gone)",
+               .min_args = 1,
+               .max_args = CommandSpec::kUnlimited,
+               .run = RunRemove});
+  c.push_back({.name = "ls",
+               .synopsis = "[--status=S] [--limit=N]",
+               .summary = "list this device's sidecars in key order",
+               .flags = {"status", "limit"},
+               .run = RunLs});
+  c.push_back({.name = "who-has",
+               .synopsis = "URI... [--query_peers]",
+               .summary = "show which devices hold each sidecar",
+               .flags = {"query_peers"},
+               .min_args = 1,
+               .max_args = CommandSpec::kUnlimited,
+               .run = RunWhoHas});
+  c.push_back(
+      {.name = "resolve",
+       .synopsis = "URI [--mode=M] [--query_peers]",
+       .summary = "decide how to get a sidecar: LOCAL, REMOTE, GENERATE",
+       .details = "Modes: local-only (LOCAL or GENERATE), fetch-only (LOCAL, "
+                  "REMOTE or UNAVAILABLE),\nfetch-or-generate (the default).",
+       .flags = {"mode", "query_peers"},
+       .min_args = 1,
+       .max_args = 1,
+       .run = RunResolve});
+  c.push_back({.name = "peers",
+               .summary = "list known peers: configured and learned by gossip",
+               .run = RunPeers});
+  c.push_back({.name = "watch",
+               .synopsis = "[--count=N] [--local] [--remote]",
+               .summary = "print availability changes as they happen",
+               .flags = {"count", "local", "remote"},
+               .wants_signals = true,
+               .run = RunWatch});
+  return c;
+}
+
+}  // namespace sidecar::ctl

@@ -1,0 +1,40 @@
+// sidecarctl's commands for the availability service (device, register,
+// remove, ls, who-has, resolve, peers, watch), and the input parsers they
+// share. Each command prints its results to ctx.out(), its errors to
+// ctx.err(), and returns an ExitCode.
+#ifndef SIDECAR_SERVICES_SIDECARCTL_COMMANDS_H_
+#define SIDECAR_SERVICES_SIDECARCTL_COMMANDS_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "services/sidecarctl/cli.h"
+#include "sidecar/v1/availability.pb.h"
+
+namespace sidecar::ctl {
+
+// Most sidecars one Register, Remove or WhoHas call may carry.
+inline constexpr int kMaxKeysPerCall = 10000;
+
+// The availability commands, in the order the usage lists them.
+std::vector<CommandSpec> AvailabilityCommands();
+
+// "ready", "pending", "failed" (any case) to the enum; "" and "any" to
+// UNSPECIFIED when `allow_any`. Anything else is INVALID_ARGUMENT.
+absl::StatusOr<v1::SidecarStatus> ParseStatusName(absl::string_view name,
+                                                  bool allow_any);
+// "local-only", "fetch-only", "fetch-or-generate" to the enum.
+absl::StatusOr<v1::ResolveMode> ParseResolveMode(absl::string_view name);
+
+// Parses one line of a --batch file, "URI SIZE SHA256HEX" separated by
+// spaces or tabs, into `out` (key, size, sha256; status and generator are
+// left alone). Returns false for a line to skip (blank or '#' comment);
+// INVALID_ARGUMENT saying what is wrong with the line otherwise.
+absl::StatusOr<bool> ParseBatchLine(absl::string_view line,
+                                    v1::LocalSidecar* out);
+
+}  // namespace sidecar::ctl
+
+#endif  // SIDECAR_SERVICES_SIDECARCTL_COMMANDS_H_

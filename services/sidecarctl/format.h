@@ -1,0 +1,53 @@
+// Text formatting for sidecarctl's output: tables, sizes, durations, short
+// identifiers, and RPC errors worded so that a person can act on them.
+#ifndef SIDECAR_SERVICES_SIDECARCTL_FORMAT_H_
+#define SIDECAR_SERVICES_SIDECARCTL_FORMAT_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <cstdint>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "google/protobuf/timestamp.pb.h"
+
+namespace sidecar::ctl {
+
+// "UNAVAILABLE", "NOT_FOUND", ... as google.rpc.Code spells them.
+absl::string_view StatusCodeName(grpc::StatusCode code);
+
+// One line (no trailing newline) describing a failed call of `service` at
+// `address`. UNAVAILABLE says the service cannot be reached and asks whether
+// it runs; DEADLINE_EXCEEDED names the timeout; anything else is
+// "CODE_NAME: message".
+std::string DescribeRpcError(const grpc::Status& status,
+                             absl::string_view service,
+                             absl::string_view address, absl::Duration timeout);
+
+// First 8 characters of a device id ("3f2a1b4c"); the whole id if shorter,
+// "?" if empty.
+std::string ShortId(absl::string_view device_id);
+// First 8 hex digits of a raw digest ("1a2b3c4d"); "-" if empty.
+std::string ShortSha(absl::string_view raw_sha256);
+// Full lowercase hex of raw bytes.
+std::string Hex(absl::string_view raw);
+// "812 B", "45.1 KiB", "3.2 MiB", "1.5 GiB".
+std::string HumanBytes(uint64_t bytes);
+// "0.42 ms", "12 ms"; "-" for 0 (not measured).
+std::string Rtt(uint32_t micros);
+// "12.5 MiB/s"; "-" for 0 (not measured).
+std::string Throughput(uint64_t bytes_per_sec);
+// "4s ago", "3m ago", "2h ago", "5d ago"; "never" for an unset timestamp.
+std::string Ago(const google::protobuf::Timestamp& ts, absl::Time now);
+
+// Writes rows as left-aligned columns separated by two spaces. The first row
+// is the header. Trailing spaces are not written.
+void PrintTable(std::ostream& out,
+                const std::vector<std::vector<std::string>>& rows);
+
+}  // namespace sidecar::ctl
+
+#endif  // SIDECAR_SERVICES_SIDECARCTL_FORMAT_H_

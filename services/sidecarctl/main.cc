@@ -1,0 +1,37 @@
+// sidecarctl: a command-line client of the sidecar-sync services.
+//
+//   sidecarctl [--availability=HOST:PORT] [--timeout=5s] COMMAND [ARGS...]
+//
+// Exit status: 0 ok, 1 a call failed, 2 usage or input error.
+#include <iostream>
+#include <vector>
+
+#include "common/transport.h"
+#include "services/sidecarctl/cli.h"
+#include "services/sidecarctl/commands.h"
+
+int main(int argc, char** argv) {
+  using namespace sidecar::ctl;  // NOLINT(build/namespaces)
+  // Command groups; the transfer commands will be appended here.
+  std::vector<CommandSpec> commands = AvailabilityCommands();
+
+  absl::StatusOr<Invocation> inv = ParseCommandLine(argc, argv, commands);
+  if (!inv.ok()) {
+    std::cerr << kProgram << ": " << inv.status().message() << "\n"
+              << "run \"" << kProgram << " help\" for usage\n";
+    return kExitUsage;
+  }
+  if (inv->help) {
+    if (inv->command != nullptr) {
+      PrintCommandUsage(std::cout, *inv->command);
+    } else {
+      PrintUsage(std::cout, commands);
+    }
+    return kExitOk;
+  }
+  // Before any gRPC thread exists, so that every thread inherits the mask.
+  if (inv->command->wants_signals) sidecar::BlockShutdownSignals();
+
+  CommandContext ctx(std::cout, std::cerr);
+  return inv->command->run(ctx, inv->args);
+}

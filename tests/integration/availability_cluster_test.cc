@@ -1,0 +1,595 @@
+// Three devices A, B, C on loopback, each a real sidecar-availability process
+// with its own database on a real PostgreSQL: A <-> B <-> C, where A and C
+// never talk. The seed's test_cross_device_sidecar_availability, in spirit.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/sha256.h"
+#include "common/sidecar_key.h"
+#include "common/transport.h"
+#include "tests/support/availability_process.h"
+#include "tests/support/pg_server.h"
+
+namespace sidecar::testing {
+namespace {
+
+using v1::ResolveResponse;
+
+std::string TempDir() {
+  std::string t = "/tmp/sidecar-cluster-XXXXXX";
+  char* d = mkdtemp(t.data());
+  return d ? std::string(d) : "/tmp";
+}
+
+// Polls `cond` every 20 ms until true or `timeout`; returns how long it took.
+std::optional<absl::Duration> WaitFor(const std::function<bool()>& cond,
+                                      absl::Duration timeout) {
+  absl::Time start = absl::Now();
+  while (absl::Now() - start < timeout) {
+    if (cond()) return absl::Now() - start;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return std::nullopt;
+}
+
+struct Sidecar {
+  v1::SidecarKey key;
+  std::string bytes;
+};
+
+Sidecar MakeSidecar(int i, const char* variant = "grid@2x") {
+  Sidecar s;
+  s.key.set_content_uuid(Uuid::Random().ToString());
+  s.key.set_kind(v1::SIDECAR_KIND_THUMB);
+  s.key.set_variant(variant);
+  s.key.set_format(v1::SIDECAR_FORMAT_WEBP);
+  s.bytes = absl::StrCat("RIFF....WEBPVP8L thumbnail ", i, " ",
+                         std::string(1000 + i, 'x'));
+  return s;
+}
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    pg_ = new PgServer();
+    absl::Status s = pg_->Start();
+    ASSERT_TRUE(s.ok()) << s;
+  }
+  static void TearDownTestSuite() {
+    delete pg_;
+    pg_ = nullptr;
+  }
+
+  void SetUp() override { dir_ = TempDir(); }
+  void TearDown() override {
+    devices_.clear();
+    if (HasFailure()) {
+      std::cerr << "logs kept in " << dir_ << "\n";
+      return;
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  AvailabilityProcess* AddDevice(const std::string& name,
+                                 std::map<std::string, std::string> flags) {
+    flags.emplace("ping_interval", "200ms");
+    flags.emplace("offline_after", "1s");
+    flags.emplace("prompt_delay", "100ms");
+    flags.emplace("gossip_interval", "5m");  // prompt rounds must do the work
+    flags.emplace("rpc_timeout", "1s");
+    flags.emplace("verbose", "true");
+    auto p = AvailabilityProcess::Create(
+        AVAILABILITY_BIN, pg_, dir_,
+        {absl::StrCat(
+             name, "_",
+             ::testing::UnitTest::GetInstance()->current_test_info()->name()),
+         {},
+         flags});
+    EXPECT_TRUE(p.ok()) << p.status();
+    devices_.push_back(std::move(*p));
+    return devices_.back().get();
+  }
+
+  // A <-> B <-> C; A and C have no address of each other and do not contact
+  // devices learned through gossip.
+  void StartLine(bool c_contacts_learned = false) {
+    a_ = AddDevice("a", {{"contact_learned_peers", "false"}});
+    b_ = AddDevice("b", {});
+    c_ = AddDevice("c", {{"contact_learned_peers",
+                          c_contacts_learned ? "true" : "false"}});
+    a_->set_peers({b_->address()});
+    b_->set_peers({a_->address(), c_->address()});
+    c_->set_peers({b_->address()});
+    for (auto* d : {a_, b_, c_}) ASSERT_TRUE(d->Start().ok()) << d->log_path();
+    a_id_ = DeviceId(a_);
+    b_id_ = DeviceId(b_);
+    c_id_ = DeviceId(c_);
+  }
+
+  std::string DeviceId(AvailabilityProcess* d) {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    v1::DeviceInfo info;
+    grpc::Status s = d->api()->GetDevice(&ctx, {}, &info);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return info.device_id();
+  }
+
+  // Writes the file under the device's root and registers it READY.
+  void Publish(AvailabilityProcess* d, const std::vector<Sidecar>& sidecars) {
+    v1::RegisterRequest req;
+    for (const Sidecar& s : sidecars) {
+      auto key = KeyFromProto(s.key);
+      ASSERT_TRUE(key.ok());
+      std::filesystem::path path =
+          std::filesystem::path(d->sidecar_root()) / RelativePath(*key);
+      std::filesystem::create_directories(path.parent_path());
+      std::ofstream(path, std::ios::binary) << s.bytes;
+      v1::LocalSidecar* l = req.add_sidecars();
+      *l->mutable_key() = s.key;
+      l->set_size(s.bytes.size());
+      l->set_sha256(std::string(DigestBytes(Sha256Of(s.bytes))));
+      l->set_status(v1::SIDECAR_STATUS_READY);
+      l->set_generator_version("test-1");
+    }
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(10));
+    v1::RegisterResponse resp;
+    grpc::Status st = d->api()->Register(&ctx, req, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    EXPECT_EQ(resp.registered(), sidecars.size());
+  }
+
+  v1::WhoHasResponse WhoHas(AvailabilityProcess* d,
+                            const std::vector<Sidecar>& sidecars) {
+    v1::WhoHasRequest req;
+    for (const Sidecar& s : sidecars) *req.add_keys() = s.key;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    v1::WhoHasResponse resp;
+    grpc::Status st = d->api()->WhoHas(&ctx, req, &resp);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return resp;
+  }
+
+  // Device ids holding key i, per the response.
+  static std::vector<std::string> Holders(const v1::WhoHasResponse& r, int i) {
+    std::vector<std::string> out;
+    if (i >= r.results_size()) return out;
+    for (const auto& h : r.results(i).holders()) {
+      out.push_back(r.devices(h.device()).device_id());
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  bool AllHeldBy(AvailabilityProcess* d, const std::vector<Sidecar>& s,
+                 const std::string& id) {
+    v1::WhoHasResponse r = WhoHas(d, s);
+    for (size_t i = 0; i < s.size(); ++i) {
+      auto h = Holders(r, i);
+      if (std::find(h.begin(), h.end(), id) == h.end()) return false;
+    }
+    return true;
+  }
+
+  ResolveResponse Resolve(
+      AvailabilityProcess* d, const v1::SidecarKey& key,
+      v1::ResolveMode mode = v1::RESOLVE_MODE_FETCH_OR_GENERATE) {
+    v1::ResolveRequest req;
+    *req.mutable_key() = key;
+    req.set_mode(mode);
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    ResolveResponse resp;
+    grpc::Status st = d->api()->Resolve(&ctx, req, &resp);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return resp;
+  }
+
+  std::optional<v1::PeerInfo> PeerEntry(AvailabilityProcess* d,
+                                        const std::string& id) {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    v1::ListPeersResponse resp;
+    if (!d->api()->ListPeers(&ctx, {}, &resp).ok()) return std::nullopt;
+    for (const auto& p : resp.peers()) {
+      if (p.device_id() == id) return p;
+    }
+    return std::nullopt;
+  }
+
+  static PgServer* pg_;
+  std::string dir_;
+  std::vector<std::unique_ptr<AvailabilityProcess>> devices_;
+  AvailabilityProcess *a_ = nullptr, *b_ = nullptr, *c_ = nullptr;
+  std::string a_id_, b_id_, c_id_;
+};
+
+PgServer* ClusterTest::pg_ = nullptr;
+
+TEST_F(ClusterTest, UpdatesSpreadPromptlyAndTransitively) {
+  StartLine();
+  std::vector<Sidecar> s = {MakeSidecar(1), MakeSidecar(2),
+                            MakeSidecar(3, "detail@2x")};
+  // Let the first rounds (at start-up) settle so the next ones are prompt
+  // rounds caused by the registration, not start-up catch-up.
+  absl::SleepFor(absl::Milliseconds(500));
+  Publish(a_, s);
+
+  // B learns within one prompt round (prompt_delay 100 ms; the periodic
+  // round is 5 minutes away).
+  auto b_time =
+      WaitFor([&] { return AllHeldBy(b_, s, a_id_); }, absl::Seconds(3));
+  ASSERT_TRUE(b_time.has_value()) << "B never learned A's sidecars";
+  // C learns through B alone.
+  auto c_time =
+      WaitFor([&] { return AllHeldBy(c_, s, a_id_); }, absl::Seconds(3));
+  ASSERT_TRUE(c_time.has_value()) << "C never learned A's sidecars via B";
+  std::cerr << "B learned after " << *b_time << ", C after " << *c_time << "\n";
+
+  // Exact answers at C: one holder, A, with the right size and checksum.
+  v1::WhoHasResponse r = WhoHas(c_, s);
+  ASSERT_EQ(r.results_size(), 3);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(r.results(i).holders_size(), 1);
+    const v1::Holder& h = r.results(i).holders(0);
+    EXPECT_EQ(r.devices(h.device()).device_id(), a_id_);
+    EXPECT_EQ(h.size(), s[i].bytes.size());
+    EXPECT_EQ(h.sha256(), std::string(DigestBytes(Sha256Of(s[i].bytes))));
+  }
+  // A and C never talked: neither lists the other as a peer.
+  EXPECT_FALSE(PeerEntry(a_, c_id_).has_value());
+  EXPECT_FALSE(PeerEntry(c_, a_id_).has_value());
+
+  // Resolution: A has it locally, B fetches from A, C cannot reach A.
+  ResolveResponse at_a = Resolve(a_, s[0].key);
+  EXPECT_EQ(at_a.outcome(), ResolveResponse::OUTCOME_LOCAL);
+  EXPECT_EQ(at_a.local_path(),
+            absl::StrCat(a_->sidecar_root(), "/",
+                         RelativePath(*KeyFromProto(s[0].key))));
+  ResolveResponse at_b = Resolve(b_, s[0].key);
+  ASSERT_EQ(at_b.outcome(), ResolveResponse::OUTCOME_REMOTE) << at_b.reason();
+  ASSERT_EQ(at_b.sources_size(), 1);
+  EXPECT_EQ(at_b.sources(0).device_id(), a_id_);
+  EXPECT_EQ(at_b.sources(0).transfer_address(),
+            absl::StrCat("127.0.0.1:", a_->port() + 1));
+  EXPECT_EQ(at_b.sources(0).sha256(),
+            std::string(DigestBytes(Sha256Of(s[0].bytes))));
+  ResolveResponse at_c = Resolve(c_, s[0].key);
+  EXPECT_EQ(at_c.outcome(), ResolveResponse::OUTCOME_GENERATE);
+  EXPECT_NE(at_c.reason().find("offline"), std::string::npos) << at_c.reason();
+  EXPECT_EQ(Resolve(c_, s[0].key, v1::RESOLVE_MODE_FETCH_ONLY).outcome(),
+            ResolveResponse::OUTCOME_UNAVAILABLE);
+  EXPECT_EQ(Resolve(b_, s[0].key, v1::RESOLVE_MODE_LOCAL_ONLY).outcome(),
+            ResolveResponse::OUTCOME_GENERATE);
+  Sidecar unknown = MakeSidecar(9);
+  EXPECT_EQ(Resolve(b_, unknown.key).outcome(),
+            ResolveResponse::OUTCOME_GENERATE);
+
+  // A removal spreads the same way.
+  {
+    v1::RemoveRequest req;
+    *req.add_keys() = s[1].key;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    v1::RemoveResponse resp;
+    ASSERT_TRUE(a_->api()->Remove(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.removed(), 1u);
+  }
+  auto gone = WaitFor([&] { return Holders(WhoHas(c_, {s[1]}), 0).empty(); },
+                      absl::Seconds(3));
+  EXPECT_TRUE(gone.has_value()) << "C still lists A for a removed sidecar";
+  EXPECT_EQ(Holders(WhoHas(c_, {s[0]}), 0), std::vector<std::string>{a_id_});
+}
+
+TEST_F(ClusterTest, LearnedDeviceIsContactedAndOffered) {
+  StartLine(/*c_contacts_learned=*/true);
+  std::vector<Sidecar> s = {MakeSidecar(1)};
+  Publish(a_, s);
+  // C learns of A through B, then contacts A at its advertised address.
+  auto t = WaitFor(
+      [&] {
+        ResolveResponse r = Resolve(c_, s[0].key);
+        return r.outcome() == ResolveResponse::OUTCOME_REMOTE &&
+               r.sources_size() == 1 && r.sources(0).device_id() == a_id_;
+      },
+      absl::Seconds(5));
+  ASSERT_TRUE(t.has_value());
+  auto p = PeerEntry(c_, a_id_);
+  ASSERT_TRUE(p.has_value());
+  EXPECT_FALSE(p->configured());
+  EXPECT_TRUE(p->online());
+}
+
+TEST_F(ClusterTest, RestartsKeepInventoryAndPeersRelearn) {
+  StartLine();
+  std::vector<Sidecar> s = {MakeSidecar(1), MakeSidecar(2)};
+  Publish(a_, s);
+  ASSERT_TRUE(
+      WaitFor([&] { return AllHeldBy(c_, s, a_id_); }, absl::Seconds(5)));
+  grpc::ClientContext c1;
+  v1::DeviceInfo before;
+  ASSERT_TRUE(a_->api()->GetDevice(&c1, {}, &before).ok());
+
+  // A restarts (graceful): same identity, same generation, inventory intact.
+  EXPECT_EQ(a_->Stop(), 0) << "graceful shutdown should exit 0";
+  ASSERT_TRUE(a_->Start().ok());
+  grpc::ClientContext c2;
+  v1::DeviceInfo after;
+  ASSERT_TRUE(a_->api()->GetDevice(&c2, {}, &after).ok());
+  EXPECT_EQ(after.device_id(), before.device_id());
+  EXPECT_EQ(after.generation(), before.generation());
+  EXPECT_EQ(after.max_seq(), before.max_seq());
+  EXPECT_EQ(after.local_ready(), 2u);
+  EXPECT_EQ(Resolve(a_, s[0].key).outcome(), ResolveResponse::OUTCOME_LOCAL);
+  // Peers are not confused: B keeps exactly what it had of A (same
+  // generation, no reset), and C too.
+  auto pb = PeerEntry(b_, a_id_);
+  ASSERT_TRUE(pb.has_value());
+  EXPECT_EQ(pb->generation(), before.generation());
+  EXPECT_EQ(pb->max_seq(), before.max_seq());
+  EXPECT_EQ(pb->sidecars(), 2u);
+  EXPECT_EQ(Holders(WhoHas(c_, s), 0), std::vector<std::string>{a_id_});
+
+  // B restarts hard; its cache is gone and it re-learns from its peers.
+  b_->Kill();
+  ASSERT_TRUE(b_->Start().ok());
+  auto relearn =
+      WaitFor([&] { return AllHeldBy(b_, s, a_id_); }, absl::Seconds(5));
+  ASSERT_TRUE(relearn.has_value()) << "B did not re-learn after restart";
+  std::cerr << "B re-learned after restart in " << *relearn << "\n";
+  // A new registration after both restarts still spreads to C.
+  std::vector<Sidecar> more = {MakeSidecar(3)};
+  Publish(a_, more);
+  EXPECT_TRUE(
+      WaitFor([&] { return AllHeldBy(c_, more, a_id_); }, absl::Seconds(5)));
+}
+
+TEST_F(ClusterTest, StoppedDeviceGoesOfflineAndComesBack) {
+  StartLine();
+  std::vector<Sidecar> s = {MakeSidecar(1)};
+  Publish(a_, s);
+  ASSERT_TRUE(
+      WaitFor([&] { return AllHeldBy(b_, s, a_id_); }, absl::Seconds(5)));
+  ASSERT_EQ(Resolve(b_, s[0].key).outcome(), ResolveResponse::OUTCOME_REMOTE);
+
+  a_->Kill();
+  absl::Time killed = absl::Now();
+  auto offline = WaitFor(
+      [&] {
+        auto p = PeerEntry(b_, a_id_);
+        return p.has_value() && !p->online();
+      },
+      absl::Seconds(5));
+  ASSERT_TRUE(offline.has_value()) << "B never marked A offline";
+  std::cerr << "B marked A offline " << absl::Now() - killed
+            << " after the kill\n";
+  // No longer offered as a source; still known as a holder, shown offline.
+  ResolveResponse r = Resolve(b_, s[0].key);
+  EXPECT_EQ(r.outcome(), ResolveResponse::OUTCOME_GENERATE);
+  EXPECT_NE(r.reason().find("offline"), std::string::npos) << r.reason();
+  v1::WhoHasResponse w = WhoHas(b_, s);
+  ASSERT_EQ(w.results(0).holders_size(), 1);
+  EXPECT_FALSE(w.devices(w.results(0).holders(0).device()).online());
+
+  ASSERT_TRUE(a_->Start().ok());
+  auto back = WaitFor(
+      [&] {
+        return Resolve(b_, s[0].key).outcome() ==
+               ResolveResponse::OUTCOME_REMOTE;
+      },
+      absl::Seconds(5));
+  EXPECT_TRUE(back.has_value()) << "A never came back at B";
+}
+
+TEST_F(ClusterTest, SurvivesPostgresRestart) {
+  StartLine();
+  std::vector<Sidecar> s = {MakeSidecar(1)};
+  Publish(a_, s);
+  ASSERT_TRUE(
+      WaitFor([&] { return AllHeldBy(b_, s, a_id_); }, absl::Seconds(5)));
+  ASSERT_TRUE(pg_->Stop().ok());
+  // While the database is down, answers come from memory.
+  EXPECT_EQ(Resolve(a_, s[0].key).outcome(), ResolveResponse::OUTCOME_LOCAL);
+  EXPECT_TRUE(AllHeldBy(b_, s, a_id_));
+  ASSERT_TRUE(pg_->Restart().ok());
+  // Writes work again without restarting the service.
+  std::vector<Sidecar> more = {MakeSidecar(2)};
+  Publish(a_, more);
+  EXPECT_TRUE(
+      WaitFor([&] { return AllHeldBy(c_, more, a_id_); }, absl::Seconds(5)));
+  // And everything is still there after a service restart on top.
+  a_->Stop();
+  ASSERT_TRUE(a_->Start().ok());
+  EXPECT_EQ(Resolve(a_, more[0].key).outcome(), ResolveResponse::OUTCOME_LOCAL);
+  EXPECT_EQ(Resolve(a_, s[0].key).outcome(), ResolveResponse::OUTCOME_LOCAL);
+}
+
+TEST_F(ClusterTest, WatchStreamsRemoteChanges) {
+  StartLine();
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, absl::Seconds(10));
+  v1::WatchRequest req;
+  req.set_include_remote(true);
+  auto reader = b_->api()->Watch(&ctx, req);
+  absl::SleepFor(absl::Milliseconds(300));
+  std::vector<Sidecar> s = {MakeSidecar(1)};
+  Publish(a_, s);
+  v1::AvailabilityEvent ev;
+  bool got = false;
+  while (reader->Read(&ev)) {
+    if (ev.type() == v1::AvailabilityEvent::TYPE_ADDED &&
+        ev.device_id() == a_id_) {
+      EXPECT_EQ(ev.key().content_uuid(), s[0].key.content_uuid());
+      EXPECT_EQ(ev.size(), s[0].bytes.size());
+      EXPECT_FALSE(ev.is_local());
+      got = true;
+      break;
+    }
+    if (ev.type() == v1::AvailabilityEvent::TYPE_RESET &&
+        ev.device_id() == a_id_) {
+      // First contact after start: a snapshot; then the delta follows.
+      continue;
+    }
+  }
+  EXPECT_TRUE(got);
+  ctx.TryCancel();
+  reader->Finish();
+}
+
+TEST_F(ClusterTest, BadInputIsRejectedClearlyAndHarmlessly) {
+  StartLine();
+  auto expect_code = [&](v1::RegisterRequest req, grpc::StatusCode code,
+                         const char* words) {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    v1::RegisterResponse resp;
+    grpc::Status st = a_->api()->Register(&ctx, req, &resp);
+    EXPECT_EQ(st.error_code(), code) << st.error_message();
+    EXPECT_NE(st.error_message().find(words), std::string::npos)
+        << st.error_message();
+  };
+  Sidecar good = MakeSidecar(1);
+  auto one = [&](std::function<void(v1::LocalSidecar*)> edit) {
+    v1::RegisterRequest req;
+    v1::LocalSidecar* l = req.add_sidecars();
+    *l->mutable_key() = good.key;
+    l->set_size(good.bytes.size());
+    l->set_sha256(std::string(DigestBytes(Sha256Of(good.bytes))));
+    l->set_status(v1::SIDECAR_STATUS_READY);
+    edit(l);
+    return req;
+  };
+  expect_code(one([](auto* l) { l->mutable_key()->set_content_uuid("x"); }),
+              grpc::StatusCode::INVALID_ARGUMENT, "content_uuid");
+  expect_code(one([](auto* l) {
+                l->mutable_key()->set_kind(static_cast<v1::SidecarKind>(77));
+              }),
+              grpc::StatusCode::INVALID_ARGUMENT, "kind");
+  expect_code(one([](auto* l) { l->mutable_key()->set_variant("../../x"); }),
+              grpc::StatusCode::INVALID_ARGUMENT, "variant");
+  expect_code(one([](auto* l) {
+                l->mutable_key()->set_variant(std::string("a\0b", 3));
+              }),
+              grpc::StatusCode::INVALID_ARGUMENT, "control");
+  expect_code(one([](auto* l) { l->clear_sha256(); }),
+              grpc::StatusCode::INVALID_ARGUMENT, "sha256");
+  expect_code(one([](auto* l) { l->set_sha256("short"); }),
+              grpc::StatusCode::INVALID_ARGUMENT, "sha256");
+  {
+    v1::RegisterRequest dup = one([](auto*) {});
+    *dup.add_sidecars() = dup.sidecars(0);
+    expect_code(dup, grpc::StatusCode::INVALID_ARGUMENT, "twice");
+  }
+  {
+    v1::RegisterRequest big;
+    for (int i = 0; i < 10001; ++i) {
+      v1::LocalSidecar* l = big.add_sidecars();
+      *l->mutable_key() = MakeSidecar(i).key;
+      l->set_status(v1::SIDECAR_STATUS_PENDING);
+    }
+    expect_code(big, grpc::StatusCode::RESOURCE_EXHAUSTED, "at most 10000");
+  }
+  // WhoHas and ListLocal validate too.
+  {
+    v1::WhoHasRequest req;
+    *req.add_keys() = good.key;
+    req.add_keys()->set_content_uuid("nope");
+    grpc::ClientContext ctx;
+    v1::WhoHasResponse resp;
+    grpc::Status st = a_->api()->WhoHas(&ctx, req, &resp);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(st.error_message().find("keys[1]"), std::string::npos);
+  }
+  {
+    v1::ListLocalRequest req;
+    req.set_page_token("garbage");
+    grpc::ClientContext ctx;
+    v1::ListLocalResponse resp;
+    EXPECT_EQ(a_->api()->ListLocal(&ctx, req, &resp).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  // The peer API rejects malformed digests and hellos.
+  {
+    v1::ExchangeRequest req;
+    req.mutable_from()->set_device_id(std::string(16, '\1'));
+    req.add_digest()->set_device_id("short");
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    auto reader = a_->peer_api()->Exchange(&ctx, req);
+    v1::ExchangeResponse msg;
+    while (reader->Read(&msg)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    v1::ExchangeRequest req;  // no hello at all
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    auto reader = a_->peer_api()->Exchange(&ctx, req);
+    v1::ExchangeResponse msg;
+    while (reader->Read(&msg)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    v1::HasKeysRequest req;
+    *req.add_keys() = good.key;
+    req.mutable_keys(0)->set_variant("a/b");
+    grpc::ClientContext ctx;
+    v1::HasKeysResponse resp;
+    EXPECT_EQ(a_->peer_api()->HasKeys(&ctx, req, &resp).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  // Nothing was stored, nothing crashed, and good input still works.
+  ASSERT_TRUE(a_->running());
+  grpc::ClientContext ctx;
+  v1::DeviceInfo info;
+  ASSERT_TRUE(a_->api()->GetDevice(&ctx, {}, &info).ok());
+  EXPECT_EQ(info.max_seq(), 0u);
+  Publish(a_, {good});
+  EXPECT_TRUE(
+      WaitFor([&] { return AllHeldBy(b_, {good}, a_id_); }, absl::Seconds(5)));
+}
+
+TEST_F(ClusterTest, DirectQueryFindsWhatGossipHasNotYetCarried) {
+  // Long prompt delay: the direct query must answer before gossip does.
+  a_ = AddDevice("a", {{"prompt_delay", "1m"}});
+  b_ = AddDevice("b", {{"prompt_delay", "1m"}});
+  a_->set_peers({b_->address()});
+  b_->set_peers({a_->address()});
+  ASSERT_TRUE(a_->Start().ok());
+  ASSERT_TRUE(b_->Start().ok());
+  a_id_ = DeviceId(a_);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto p = PeerEntry(b_, a_id_);
+        return p && p->online();
+      },
+      absl::Seconds(5)));
+  absl::SleepFor(absl::Milliseconds(300));  // start-up rounds done
+  std::vector<Sidecar> s = {MakeSidecar(1)};
+  Publish(a_, s);
+  EXPECT_TRUE(Holders(WhoHas(b_, s), 0).empty());
+  v1::WhoHasRequest req;
+  *req.add_keys() = s[0].key;
+  req.set_query_peers(true);
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, absl::Seconds(5));
+  v1::WhoHasResponse resp;
+  ASSERT_TRUE(b_->api()->WhoHas(&ctx, req, &resp).ok());
+  EXPECT_EQ(Holders(resp, 0), std::vector<std::string>{a_id_});
+}
+
+}  // namespace
+}  // namespace sidecar::testing

@@ -1,0 +1,61 @@
+#include "services/availability/ranking.h"
+
+#include <gtest/gtest.h>
+
+namespace sidecar::availability {
+namespace {
+
+Uuid U(int n) {
+  Uuid u;
+  u.bytes[15] = static_cast<uint8_t>(n);
+  return u;
+}
+
+Candidate C(int id, bool online, int rtt_ms, double tput, uint64_t size) {
+  Candidate c;
+  c.device = U(id);
+  c.online = online;
+  c.rtt = absl::Milliseconds(rtt_ms);
+  c.throughput = tput;
+  c.size = size;
+  return c;
+}
+
+TEST(RankingTest, OfflineHoldersAreNeverOffered) {
+  std::vector<Candidate> c = {C(1, false, 1, 0, 10), C(2, true, 9, 0, 10)};
+  EXPECT_EQ(RankSources(c), std::vector<size_t>({1}));
+  c[1].online = false;
+  EXPECT_TRUE(RankSources(c).empty());
+}
+
+TEST(RankingTest, LowerRoundTripWinsWithoutThroughput) {
+  std::vector<Candidate> c = {C(1, true, 45, 0, 45000), C(2, true, 1, 0, 45000),
+                              C(3, true, 50, 0, 45000)};
+  EXPECT_EQ(RankSources(c), std::vector<size_t>({1, 0, 2}));
+}
+
+TEST(RankingTest, MeasuredThroughputDecidesLargeFiles) {
+  // The seed's scenario 2: MacBook 45 MB/s 2 ms, home server 110 MB/s 1 ms,
+  // cloud 10 MB/s 50 ms.
+  std::vector<Candidate> c = {C(1, true, 2, 45e6, 200e6),
+                              C(2, true, 1, 110e6, 200e6),
+                              C(3, true, 50, 10e6, 200e6)};
+  EXPECT_EQ(RankSources(c), std::vector<size_t>({1, 0, 2}));
+  // A high-latency but much faster link wins for a big file...
+  std::vector<Candidate> d = {C(1, true, 1, 5e6, 500e6),
+                              C(2, true, 40, 100e6, 500e6)};
+  EXPECT_EQ(RankSources(d)[0], 1u);
+  // ...but not for a tiny one.
+  d[0].size = d[1].size = 1000;
+  EXPECT_EQ(RankSources(d)[0], 0u);
+}
+
+TEST(RankingTest, DemotedGoesLastAndTiesAreDeterministic) {
+  std::vector<Candidate> c = {C(1, true, 1, 100e6, 10), C(2, true, 5, 1e6, 10),
+                              C(3, true, 5, 1e6, 10)};
+  c[0].demoted = true;
+  EXPECT_EQ(RankSources(c), std::vector<size_t>({1, 2, 0}));
+}
+
+}  // namespace
+}  // namespace sidecar::availability
