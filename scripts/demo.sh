@@ -49,9 +49,14 @@ as_pg_owner() {
   fi
 }
 
+# The script's own stdout and stderr: a signal may arrive while a command's
+# output is redirected to a log, and cleanup runs in that redirection.
+exec 8>&1 9>&2
+
 cleanup() {
   local rc=$?
   set +e
+  exec 1>&8 2>&9
   if [[ -n "$WATCH_PID" ]]; then
     kill -TERM "$WATCH_PID" 2>/dev/null
     wait "$WATCH_PID" 2>/dev/null
@@ -66,7 +71,9 @@ cleanup() {
   if [[ "$PG_STARTED" -eq 1 ]]; then
     as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1
   fi
-  if [[ $rc -ne 0 ]]; then
+  if [[ $rc -eq 0 ]]; then
+    say "all stopped; data and logs stay in .demo/"
+  else
     printf '\ndemo failed (exit %d); logs are in %s\n' "$rc" "$DEMO" >&2
   fi
   exit "$rc"
@@ -168,13 +175,15 @@ thumb_path() {
 
 rm -rf "$DEMO"
 mkdir -p "$DEMO"
-step "Building sidecar-sync (dependencies come from Debian's archive)"
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+  step "Building sidecar-sync (dependencies come from Debian's archive)"
   say "this takes a few minutes the first time; log: .demo/build.log"
   if ! scripts/build.sh sidecar-availability sidecarctl >"$DEMO/build.log" 2>&1; then
     tail -n 30 "$DEMO/build.log" >&2
     die "the build failed; log above (.demo/build.log)"
   fi
+else
+  step "Using the existing build (SKIP_BUILD=1)"
 fi
 [[ -x "$AVAILABILITY_BIN" ]] || die "missing $AVAILABILITY_BIN (build failed?)"
 [[ -x "$CTL_BIN" ]] || die "missing $CTL_BIN (build failed?)"
@@ -198,10 +207,11 @@ free_port PG_PORT
 as_pg_owner "$PG_BIN/initdb" -D "$PG_DIR/data" --username=postgres \
   --auth=trust --encoding=UTF8 --no-locale >"$DEMO/initdb.log" 2>&1 ||
   die "initdb failed; see $DEMO/initdb.log"
-as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
-  -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1" start >/dev/null ||
-  die "PostgreSQL did not start; see $PG_DIR/server.log"
+# Set before starting: a Ctrl-C while pg_ctl waits must still stop the server.
 PG_STARTED=1
+as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
+  -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1" start >/dev/null 8>&- 9>&- ||
+  die "PostgreSQL did not start; see $PG_DIR/server.log"
 for db in dev_a dev_b dev_c; do
   "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres "$db"
 done
@@ -296,7 +306,12 @@ ctl desktop ls
 
 # ---- 5. the news spreads -----------------------------------------------------
 
-step "The laptop learns of them from the desktop, the server from the laptop"
+step "The news spreads: to the laptop, and through it to the server"
+say "each change starts a prompt gossip round (after --prompt_delay). The server"
+say "is configured with only the laptop, but gossip carries every device's"
+say "entries with its address, so the server hears of the desktop through the"
+say "laptop; once it has, it talks to the desktop directly too, and news may"
+say "then reach it either way."
 LAST_URI="${URIS[${#URIS[@]} - 1]}"
 holds() { quiet_ctl "$1" who-has "$LAST_URI" | grep -q "desktop"; }
 wait_for 30 "the laptop knows" holds laptop
@@ -308,8 +323,10 @@ step "How each device would get the beach photo's grid thumbnail"
 ctl desktop resolve "${URIS[1]}"
 ctl laptop resolve "${URIS[1]}"
 ctl server resolve "${URIS[1]}"
-say "the server has never talked to the desktop, yet knows it holds the file:"
-say "entries travel with their origin's address (transitive gossip)."
+say "the server was never told about the desktop, yet would fetch from it:"
+say "it learned the desktop's address through the laptop and, since"
+say "--contact_learned_peers is on by default, now pings it itself to know"
+say "whether it is online (FROM gossip in its peer table below)."
 
 step "Peers as each device sees them"
 ctl laptop peers
@@ -335,7 +352,7 @@ desktop_offline() {
 wait_for 30 "the laptop marks the desktop offline" desktop_offline
 ctl laptop peers
 ctl laptop who-has "${URIS[1]}"
-say "its only holder is offline: resolve should now say GENERATE, and with"
+say "its only holder is offline, so resolve answers GENERATE, and with"
 say "--mode=fetch-only (never generate) UNAVAILABLE:"
 ctl laptop resolve "${URIS[1]}"
 ctl laptop resolve "${URIS[1]}" --mode=fetch-only

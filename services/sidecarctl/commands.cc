@@ -11,6 +11,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/flags/flag.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -71,11 +72,24 @@ std::string DeviceLabel(absl::string_view name, absl::string_view id) {
   return absl::StrCat(name, " (", ShortId(id), ")");
 }
 
+// ParseSidecarUri, with every error naming the URI: errors in the URI's
+// parts (e.g. a malformed UUID) come from key validation without it.
+absl::StatusOr<SidecarKey> ParseUri(absl::string_view uri) {
+  absl::StatusOr<SidecarKey> key = ParseSidecarUri(std::string(uri));
+  if (key.ok() ||
+      absl::StartsWith(key.status().message(), "malformed sidecar URI")) {
+    return key;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("malformed sidecar URI \"", uri.substr(0, 200),
+                   "\": ", key.status().message()));
+}
+
 // Parses every URI or reports the first bad one. Returns kExitOk on success.
 int ParseUris(CommandContext& ctx, const Args& uris,
               std::vector<v1::SidecarKey>* keys) {
   for (const std::string& uri : uris) {
-    absl::StatusOr<SidecarKey> key = ParseSidecarUri(uri);
+    absl::StatusOr<SidecarKey> key = ParseUri(uri);
     if (!key.ok()) return ctx.UsageError(key.status().message());
     KeyToProto(*key, &keys->emplace_back());
   }
@@ -202,7 +216,7 @@ int RunRegister(CommandContext& ctx, const Args& args) {
         "usage: sidecarctl register URI --file=PATH, or register "
         "--batch=FILE");
   }
-  absl::StatusOr<SidecarKey> key = ParseSidecarUri(args[0]);
+  absl::StatusOr<SidecarKey> key = ParseUri(args[0]);
   if (!key.ok()) return ctx.UsageError(key.status().message());
 
   v1::RegisterRequest req;
@@ -243,8 +257,9 @@ int RunRegister(CommandContext& ctx, const Args& args) {
               << ShortSha(s->sha256());
   }
   ctx.out() << "\n  layout path: " << RelativePath(*key)
-            << "\n  change log: " << resp.advertised_changes()
-            << " new entries, max seq " << resp.max_seq() << "\n";
+            << "\n  change log: " << resp.advertised_changes() << " new "
+            << (resp.advertised_changes() == 1 ? "entry" : "entries")
+            << ", max seq " << resp.max_seq() << "\n";
   return kExitOk;
 }
 
@@ -290,9 +305,11 @@ int RunLs(CommandContext& ctx, const Args&) {
   const int64_t limit = absl::GetFlag(FLAGS_limit);
   if (limit < 0) return ctx.UsageError("--limit must be 0 (all) or more");
 
-  constexpr char kRow[] = "%-8s  %10s  %-8s  %-12s  %s\n";
-  ctx.out() << absl::StrFormat(kRow, "STATUS", "SIZE", "SHA256", "GENERATOR",
-                               "URI");
+  // Printed a page at a time (a device may hold millions of sidecars); the
+  // header goes with the first page so that its widths fit the rows.
+  std::vector<std::vector<std::string>> rows = {
+      {"STATUS", "SIZE", "SHA256", "GENERATOR", "URI"}};
+  std::vector<size_t> width;
   int64_t shown = 0;
   std::string token;
   bool more = false;
@@ -310,13 +327,15 @@ int RunLs(CommandContext& ctx, const Args&) {
     if (!s.ok()) return ctx.AvailabilityError("ls", s);
     for (const v1::LocalSidecar& sc : resp.sidecars()) {
       if (limit > 0 && shown >= limit) break;
-      ctx.out() << absl::StrFormat(
-          kRow, StatusName(sc.status()), HumanBytes(sc.size()),
-          ShortSha(sc.sha256()),
-          sc.generator_version().empty() ? "-" : sc.generator_version(),
-          UriOf(sc.key()));
+      rows.push_back(
+          {StatusName(sc.status()), HumanBytes(sc.size()),
+           ShortSha(sc.sha256()),
+           sc.generator_version().empty() ? "-" : sc.generator_version(),
+           UriOf(sc.key())});
       ++shown;
     }
+    PrintTablePart(ctx.out(), rows, &width);
+    rows.clear();
     token = resp.next_page_token();
     more = !token.empty();
   } while (more && (limit == 0 || shown < limit));
@@ -382,7 +401,7 @@ int RunResolve(CommandContext& ctx, const Args& args) {
   absl::StatusOr<v1::ResolveMode> mode =
       ParseResolveMode(absl::GetFlag(FLAGS_mode));
   if (!mode.ok()) return ctx.UsageError(mode.status().message());
-  absl::StatusOr<SidecarKey> key = ParseSidecarUri(args[0]);
+  absl::StatusOr<SidecarKey> key = ParseUri(args[0]);
   if (!key.ok()) return ctx.UsageError(key.status().message());
 
   v1::ResolveRequest req;
@@ -596,7 +615,7 @@ absl::StatusOr<bool> ParseBatchLine(absl::string_view line,
     return absl::InvalidArgumentError(absl::StrCat(
         "expected \"URI SIZE SHA256HEX\", found ", f.size(), " fields"));
   }
-  absl::StatusOr<SidecarKey> key = ParseSidecarUri(std::string(f[0]));
+  absl::StatusOr<SidecarKey> key = ParseUri(f[0]);
   if (!key.ok()) return key.status();
   uint64_t size = 0;
   if (!absl::SimpleAtoi(f[1], &size)) {

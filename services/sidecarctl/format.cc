@@ -124,10 +124,16 @@ std::string Ago(const google::protobuf::Timestamp& ts, absl::Time now) {
 void PrintTable(std::ostream& out,
                 const std::vector<std::vector<std::string>>& rows) {
   std::vector<size_t> width;
+  PrintTablePart(out, rows, &width);
+}
+
+void PrintTablePart(std::ostream& out,
+                    const std::vector<std::vector<std::string>>& rows,
+                    std::vector<size_t>* width) {
   for (const auto& row : rows) {
-    if (row.size() > width.size()) width.resize(row.size(), 0);
+    if (row.size() > width->size()) width->resize(row.size(), 0);
     for (size_t i = 0; i < row.size(); ++i) {
-      width[i] = std::max(width[i], row[i].size());
+      (*width)[i] = std::max((*width)[i], row[i].size());
     }
   }
   for (const auto& row : rows) {
@@ -135,7 +141,7 @@ void PrintTable(std::ostream& out,
     for (size_t i = 0; i < row.size(); ++i) {
       if (i > 0) line.append(2, ' ');
       line += row[i];
-      if (i + 1 < row.size()) line.append(width[i] - row[i].size(), ' ');
+      if (i + 1 < row.size()) line.append((*width)[i] - row[i].size(), ' ');
     }
     while (!line.empty() && line.back() == ' ') line.pop_back();
     out << line << "\n";

@@ -47,6 +47,12 @@ std::string Ago(const google::protobuf::Timestamp& ts, absl::Time now);
 // is the header. Trailing spaces are not written.
 void PrintTable(std::ostream& out,
                 const std::vector<std::vector<std::string>>& rows);
+// The same for a table printed a part at a time: `width` (empty at first,
+// kept between calls) is widened to fit `rows` before they are written, so
+// the parts line up unless a later part has a wider cell.
+void PrintTablePart(std::ostream& out,
+                    const std::vector<std::vector<std::string>>& rows,
+                    std::vector<size_t>* width);
 
 }  // namespace sidecar::ctl
 
