@@ -7,8 +7,10 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 
@@ -88,24 +90,36 @@ absl::Status ApplyEnvironment() {
 
 std::vector<char*> ParseConfig(int argc, char** argv, const char* usage) {
   absl::SetProgramUsageMessage(usage);
+  // --help lists the project's flags (Abseil's default shows only flags
+  // defined in a file named after the binary).
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "services/") ||
+           absl::StrContains(file, "common/");
+  };
+  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage_config);
   std::string config_path;
   if (const char* env = std::getenv("SIDECAR_CONFIG")) config_path = env;
+  // --config=FILE or --config FILE; consumed here, Abseil never sees it.
+  std::vector<char*> args = {argv[0]};
   for (int i = 1; i < argc; ++i) {
     absl::string_view a = argv[i];
-    if (absl::ConsumePrefix(&a, "--config=")) config_path = std::string(a);
+    if (absl::ConsumePrefix(&a, "--config=")) {
+      config_path = std::string(a);
+    } else if (a == "--config" && i + 1 < argc) {
+      config_path = argv[++i];
+    } else {
+      args.push_back(argv[i]);
+    }
   }
   absl::Status s;
   if (!config_path.empty()) s = ApplyConfigFile(config_path);
   if (s.ok()) s = ApplyEnvironment();
   if (!s.ok()) {
+    // Exit 1, as Abseil does for a bad value on the command line.
     std::cerr << argv[0] << ": " << s.message() << "\n";
-    std::exit(2);
-  }
-  // --config is consumed above; drop it so Abseil does not reject it.
-  std::vector<char*> args;
-  for (int i = 0; i < argc; ++i) {
-    if (absl::string_view(argv[i]).substr(0, 9) == "--config=") continue;
-    args.push_back(argv[i]);
+    std::exit(1);
   }
   return absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
 }

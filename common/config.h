@@ -2,8 +2,8 @@
 //
 // Every Abseil flag of the binary can also be set by the environment variable
 // SIDECAR_<FLAG_NAME_UPPERCASE> or by a line "flag_name = value" in the file
-// named by --config (or SIDECAR_CONFIG). Precedence: command line, then
-// environment, then config file, then the flag's default.
+// named by --config=FILE / --config FILE (or SIDECAR_CONFIG). Precedence:
+// command line, then environment, then config file, then the flag's default.
 #ifndef SIDECAR_COMMON_CONFIG_H_
 #define SIDECAR_COMMON_CONFIG_H_
 
@@ -15,7 +15,7 @@
 namespace sidecar {
 
 // Parses argv (after applying the config file and environment). On a bad
-// value prints a message naming its source and exits with status 2.
+// value prints a message naming its source and exits with status 1.
 // Returns positional arguments (argv[0] first).
 std::vector<char*> ParseConfig(int argc, char** argv, const char* usage);
 

@@ -31,6 +31,10 @@ class LogMessage {
   LogLevel level_;
   std::ostringstream stream_;
 };
+// Turns `stream << ...` into void so both arms of SC_LOG's ?: agree.
+struct LogVoidify {
+  void operator&(std::ostream&) {}
+};
 }  // namespace internal
 
 }  // namespace sidecar
@@ -40,10 +44,14 @@ class LogMessage {
 #define SC_LOG_LEVEL_WARNING ::sidecar::LogLevel::kWarning
 #define SC_LOG_LEVEL_ERROR ::sidecar::LogLevel::kError
 
-#define SC_LOG(level)                                                         \
-  if (SC_LOG_LEVEL_##level < ::sidecar::MinLogLevel()) {                      \
-  } else                                                                      \
-    ::sidecar::internal::LogMessage(SC_LOG_LEVEL_##level, __FILE__, __LINE__) \
-        .stream()
+// An expression, not an if-statement, so that `if (x) SC_LOG(INFO) << y;
+// else ...` means what it says.
+#define SC_LOG(level)                                                       \
+  (SC_LOG_LEVEL_##level < ::sidecar::MinLogLevel())                         \
+      ? (void)0                                                             \
+      : ::sidecar::internal::LogVoidify() &                                 \
+            ::sidecar::internal::LogMessage(SC_LOG_LEVEL_##level, __FILE__, \
+                                            __LINE__)                       \
+                .stream()
 
 #endif  // SIDECAR_COMMON_LOG_H_

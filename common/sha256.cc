@@ -12,9 +12,19 @@
 #include "absl/strings/str_cat.h"
 
 namespace sidecar {
+namespace {
+// OpenSSL 3 looks the algorithm up on every EVP_sha256() init; fetch it once.
+const EVP_MD* Sha256Md() {
+  static const EVP_MD* md = [] {
+    const EVP_MD* m = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    return m != nullptr ? m : EVP_sha256();
+  }();
+  return md;
+}
+}  // namespace
 
 Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
-  EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr);
+  EVP_DigestInit_ex(ctx_, Sha256Md(), nullptr);
 }
 
 Sha256::~Sha256() {
@@ -42,14 +52,14 @@ Sha256Digest Sha256::Finish() {
   Sha256Digest d;
   unsigned int len = 0;
   EVP_DigestFinal_ex(ctx_, d.data(), &len);
-  EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr);
+  EVP_DigestInit_ex(ctx_, Sha256Md(), nullptr);
   return d;
 }
 
 Sha256Digest Sha256Of(absl::string_view data) {
   Sha256Digest d;
   unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), d.data(), &len, EVP_sha256(), nullptr);
+  EVP_Digest(data.data(), data.size(), d.data(), &len, Sha256Md(), nullptr);
   return d;
 }
 

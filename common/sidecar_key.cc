@@ -190,7 +190,9 @@ absl::StatusOr<SidecarKey> ParseSidecarUri(absl::string_view uri) {
   if (!fmt) return bad("unknown file extension");
   proto.set_format(*fmt);
   proto.set_variant(std::string(parts[2].substr(0, dot)));
-  return KeyFromProto(proto);
+  absl::StatusOr<SidecarKey> key = KeyFromProto(proto);
+  if (!key.ok()) return bad(key.status().message());
+  return key;
 }
 
 }  // namespace sidecar

@@ -193,9 +193,21 @@ grpc::Status AvailabilityService::ListLocal(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status AvailabilityService::WhoHas(grpc::ServerContext*,
+grpc::Status AvailabilityService::WhoHas(grpc::ServerContext* ctx,
                                          const v1::WhoHasRequest* req,
                                          v1::WhoHasResponse* resp) {
+  absl::Time start = absl::Now();
+  grpc::Status st = WhoHasImpl(req, resp);
+  // Time spent in the handler, for clients and benchmarks that want to tell
+  // server work from transport.
+  ctx->AddTrailingMetadata(
+      "server-micros",
+      std::to_string(absl::ToInt64Microseconds(absl::Now() - start)));
+  return st;
+}
+
+grpc::Status AvailabilityService::WhoHasImpl(const v1::WhoHasRequest* req,
+                                             v1::WhoHasResponse* resp) {
   if (static_cast<size_t>(req->keys_size()) > kMaxBatch) {
     return TooMany("keys", req->keys_size());
   }
@@ -204,13 +216,16 @@ grpc::Status AvailabilityService::WhoHas(grpc::ServerContext*,
   if (!keys.ok()) return ToGrpcStatus(keys.status());
   std::vector<std::optional<EntryKey>> ekeys;
   ekeys.reserve(keys->size());
-  for (const SidecarKey& k : *keys) {
-    absl::StatusOr<EntryKey> ek = ToEntryKey(k);
-    ekeys.push_back(ek.ok() ? std::optional<EntryKey>(*ek) : std::nullopt);
-  }
+  for (const SidecarKey& k : *keys) ekeys.push_back(FindEntryKey(k));
   std::vector<PeerCache::OriginView> views = d_.cache->Views();
-  std::vector<std::vector<PeerCache::Hit>> hits;
-  PeerCache::Lookup(views, ekeys, &hits);
+  const size_t nv = views.size();
+  std::vector<const Entry*> found;
+  PeerCache::Lookup(views, ekeys, &found);
+  auto held = [&](size_t i) {
+    for (size_t v = 0; v < nv; ++v)
+      if (found[i * nv + v] != nullptr) return true;
+    return false;
+  };
   absl::flat_hash_map<Uuid, DeviceStats> stats = d_.peers->Stats();
 
   absl::flat_hash_map<Uuid, uint32_t> device_index;
@@ -243,7 +258,7 @@ grpc::Status AvailabilityService::WhoHas(grpc::ServerContext*,
   if (req->query_peers()) {
     std::vector<SidecarKey> unknown;
     for (size_t i = 0; i < keys->size(); ++i) {
-      if (hits[i].empty()) unknown.push_back((*keys)[i]);
+      if (!held(i)) unknown.push_back((*keys)[i]);
     }
     if (!unknown.empty()) {
       std::vector<std::vector<PeerManager::DirectAnswer>> answers;
@@ -251,18 +266,20 @@ grpc::Status AvailabilityService::WhoHas(grpc::ServerContext*,
       direct.resize(keys->size());
       size_t j = 0;
       for (size_t i = 0; i < keys->size(); ++i) {
-        if (hits[i].empty()) direct[i] = std::move(answers[j++]);
+        if (!held(i)) direct[i] = std::move(answers[j++]);
       }
     }
   }
   resp->mutable_results()->Reserve(keys->size());
   for (size_t i = 0; i < keys->size(); ++i) {
     v1::KeyHolders* kh = resp->add_results();
-    for (const PeerCache::Hit& h : hits[i]) {
+    for (size_t v = 0; v < nv; ++v) {
+      const Entry* e = found[i * nv + v];
+      if (e == nullptr) continue;
       v1::Holder* holder = kh->add_holders();
-      holder->set_device(device_ref(h.origin->info.device_id, &h.origin->info));
-      holder->set_size(h.entry->size());
-      holder->set_sha256(std::string(DigestBytes(h.entry->sha256)));
+      holder->set_device(device_ref(views[v].info.device_id, &views[v].info));
+      holder->set_size(e->size());
+      holder->set_sha256(DigestBytes(e->sha256).data(), 32);
     }
     if (!direct.empty()) {
       for (const auto& a : direct[i]) {
@@ -292,12 +309,12 @@ grpc::Status AvailabilityService::Resolve(grpc::ServerContext*,
     mode = v1::RESOLVE_MODE_FETCH_OR_GENERATE;
   }
   resp->set_relative_path(RelativePath(*key));
-  absl::StatusOr<EntryKey> ek = ToEntryKey(*key);
-  if (!ek.ok()) return ToGrpcStatus(ek.status());
+  std::optional<EntryKey> ek = FindEntryKey(*key);
 
   std::string local_note;
-  if (std::optional<Entry> self = d_.cache->FindSelf(*ek);
-      self && !self->removed()) {
+  std::optional<Entry> self;
+  if (ek) self = d_.cache->FindSelf(*ek);
+  if (self && !self->removed()) {
     std::string path;
     if (LocalFilePresent(*key, self->size(), &path)) {
       resp->set_outcome(v1::ResolveResponse::OUTCOME_LOCAL);
@@ -330,14 +347,17 @@ grpc::Status AvailabilityService::Resolve(grpc::ServerContext*,
   };
   std::vector<Holder> holders;
   std::vector<PeerCache::OriginView> views = d_.cache->Views();
-  std::vector<std::vector<PeerCache::Hit>> hits;
-  std::optional<EntryKey> opt = *ek;
-  PeerCache::Lookup(views, absl::MakeConstSpan(&opt, 1), &hits);
-  for (const PeerCache::Hit& h : hits[0]) {
-    if (h.origin->info.device_id == d_.cache->self_id()) continue;
-    holders.push_back({h.origin->info.device_id, h.origin->info,
-                       h.entry->size(), h.entry->sha256});
+  std::vector<const Entry*> found;
+  PeerCache::Lookup(views, absl::MakeConstSpan(&ek, 1), &found);
+  for (size_t v = 0; v < views.size(); ++v) {
+    const Entry* e = found[v];
+    if (e == nullptr || views[v].info.device_id == d_.cache->self_id()) {
+      continue;
+    }
+    holders.push_back(
+        {views[v].info.device_id, views[v].info, e->size(), e->sha256});
   }
+
   if (holders.empty() && req->query_peers()) {
     std::vector<std::vector<PeerManager::DirectAnswer>> answers;
     d_.peers->QueryPeers({*key}, &answers);

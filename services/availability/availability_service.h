@@ -37,6 +37,7 @@ class AvailabilityService final
                       v1::RemoveResponse*) override;
   grpc::Status ListLocal(grpc::ServerContext*, const v1::ListLocalRequest*,
                          v1::ListLocalResponse*) override;
+  // Adds trailing metadata "server-micros": time spent in the handler.
   grpc::Status WhoHas(grpc::ServerContext*, const v1::WhoHasRequest*,
                       v1::WhoHasResponse*) override;
   grpc::Status Resolve(grpc::ServerContext*, const v1::ResolveRequest*,
@@ -50,6 +51,8 @@ class AvailabilityService final
                               v1::ReportTransferResponse*) override;
 
  private:
+  grpc::Status WhoHasImpl(const v1::WhoHasRequest* req,
+                          v1::WhoHasResponse* resp);
   // Whether the file of a READY local entry is present with its size.
   bool LocalFilePresent(const SidecarKey& key, uint64_t size,
                         std::string* path) const;

@@ -11,6 +11,13 @@ absl::StatusOr<EntryKey> ToEntryKey(const SidecarKey& key) {
                   static_cast<uint8_t>(key.format), *v};
 }
 
+std::optional<EntryKey> FindEntryKey(const SidecarKey& key) {
+  std::optional<uint16_t> v = VariantDict::Global().Find(key.variant);
+  if (!v) return std::nullopt;
+  return EntryKey{key.content, static_cast<uint8_t>(key.kind),
+                  static_cast<uint8_t>(key.format), *v};
+}
+
 SidecarKey KeyOf(const EntryKey& k) {
   SidecarKey key;
   key.content = k.content;

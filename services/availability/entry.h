@@ -5,7 +5,9 @@
 
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <tuple>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "common/sha256.h"
@@ -71,14 +73,22 @@ inline uint32_t KeyTail(const Entry& e) {
 inline uint32_t KeyTail(const EntryKey& k) {
   return uint32_t{k.kind} << 24 | uint32_t{k.format} << 16 | k.variant;
 }
+// The content id as two big-endian words, so comparisons are two integer
+// compares instead of a call to memcmp.
+inline std::pair<uint64_t, uint64_t> ContentWords(const Uuid& u) {
+  uint64_t hi, lo;
+  std::memcpy(&hi, u.bytes.data(), 8);
+  std::memcpy(&lo, u.bytes.data() + 8, 8);
+  return {__builtin_bswap64(hi), __builtin_bswap64(lo)};
+}
 inline bool KeyLess(const Entry& a, const Entry& b) {
-  int c = std::memcmp(a.content.bytes.data(), b.content.bytes.data(), 16);
-  if (c != 0) return c < 0;
+  auto wa = ContentWords(a.content), wb = ContentWords(b.content);
+  if (wa != wb) return wa < wb;
   return KeyTail(a) < KeyTail(b);
 }
 inline bool KeyLess(const Entry& a, const EntryKey& b) {
-  int c = std::memcmp(a.content.bytes.data(), b.content.bytes.data(), 16);
-  if (c != 0) return c < 0;
+  auto wa = ContentWords(a.content), wb = ContentWords(b.content);
+  if (wa != wb) return wa < wb;
   return KeyTail(a) < KeyTail(b);
 }
 inline bool KeyEqual(const Entry& a, const EntryKey& b) {
@@ -87,6 +97,9 @@ inline bool KeyEqual(const Entry& a, const EntryKey& b) {
 
 // Converts a validated key to an EntryKey, interning its variant.
 absl::StatusOr<EntryKey> ToEntryKey(const SidecarKey& key);
+// As ToEntryKey, but without adding to the variant dictionary: nullopt if the
+// variant was never seen (then no cache entry can match).
+std::optional<EntryKey> FindEntryKey(const SidecarKey& key);
 // The full key of an entry.
 SidecarKey KeyOf(const Entry& e);
 SidecarKey KeyOf(const EntryKey& k);

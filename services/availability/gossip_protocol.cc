@@ -142,8 +142,8 @@ absl::Status DecodeEntries(const v1::EntryBatch& batch, uint64_t max_seq,
     if (!id.ok()) return id.status();
     variant_ids.push_back(*id);
   }
+  // No reserve here: growing geometrically keeps many appends linear.
   const size_t start = out->size();
-  out->reserve(start + n);
   const char* uuids = batch.uuids().data();
   const char* shas = batch.sha256s().data();
   for (size_t i = 0; i < n; ++i) {

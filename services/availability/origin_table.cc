@@ -7,7 +7,7 @@ namespace sidecar::availability {
 OriginTable::OriginTable(OriginInfo info, uint64_t generation)
     : info_(std::move(info)),
       generation_(generation),
-      entries_(std::make_shared<const Entries>()) {}
+      entries_(std::make_shared<const EntrySet>()) {}
 
 void OriginTable::UpdateInfo(const OriginInfo& info) {
   if (!info.peer_address.empty()) info_.peer_address = info.peer_address;
@@ -18,12 +18,7 @@ void OriginTable::UpdateInfo(const OriginInfo& info) {
 }
 
 const Entry* OriginTable::Find(const EntryKey& key) const {
-  const Entries& v = *entries_;
-  auto it = std::lower_bound(
-      v.begin(), v.end(), key,
-      [](const Entry& e, const EntryKey& k) { return KeyLess(e, k); });
-  if (it != v.end() && KeyEqual(*it, key)) return &*it;
-  return nullptr;
+  return entries_->Find(key);
 }
 
 void OriginTable::SortAndDedupe(std::vector<Entry>* entries) {
@@ -45,8 +40,9 @@ void OriginTable::ApplyDelta(std::vector<Entry> batch, uint64_t up_to_seq,
   max_seq_ = std::max(max_seq_, up_to_seq);
   if (batch.empty()) return;
   SortAndDedupe(&batch);
-  const Entries& old = *entries_;
-  auto merged = std::make_shared<Entries>();
+  const Entries& old = entries_->entries();
+  Entries merged_entries;
+  Entries* merged = &merged_entries;
   merged->reserve(old.size() + batch.size());
   auto a = old.begin();
   auto b = batch.begin();
@@ -81,18 +77,17 @@ void OriginTable::ApplyDelta(std::vector<Entry> batch, uint64_t up_to_seq,
     ++a;
     ++b;
   }
-  entries_ = std::move(merged);
+  entries_ = std::make_shared<const EntrySet>(std::move(merged_entries));
 }
 
 void OriginTable::Replace(uint64_t generation, uint64_t max_seq,
-                          uint64_t floor_seq,
-                          std::shared_ptr<const Entries> sorted) {
+                          uint64_t floor_seq, Entries sorted) {
   generation_ = generation;
   max_seq_ = max_seq;
   floor_seq_ = floor_seq;
   live_count_ = 0;
-  for (const Entry& e : *sorted) live_count_ += !e.removed();
-  entries_ = std::move(sorted);
+  for (const Entry& e : sorted) live_count_ += !e.removed();
+  entries_ = std::make_shared<const EntrySet>(std::move(sorted));
 }
 
 std::vector<Entry> OriginTable::Since(const Entries& entries, uint64_t since) {

@@ -3,7 +3,7 @@
 // its generation, the highest change-log seq applied and the floor below
 // which deltas can no longer be served.
 //
-// Entries live in an immutable, shared vector: readers (gossip senders,
+// Entries live in an immutable, shared EntrySet: readers (gossip senders,
 // lookups) take a reference and need no lock while they read; writers build a
 // new vector and swap it in. Not thread-safe itself; PeerCache serializes.
 #ifndef SIDECAR_SERVICES_AVAILABILITY_ORIGIN_TABLE_H_
@@ -14,11 +14,9 @@
 #include <string>
 #include <vector>
 
-#include "services/availability/entry.h"
+#include "services/availability/entry_set.h"
 
 namespace sidecar::availability {
-
-using Entries = std::vector<Entry>;
 
 // How to reach an origin; travels with its entries.
 struct OriginInfo {
@@ -41,7 +39,7 @@ class OriginTable {
   uint64_t floor_seq() const { return floor_seq_; }
   uint64_t live_count() const { return live_count_; }
   size_t entry_count() const { return entries_->size(); }
-  std::shared_ptr<const Entries> entries() const { return entries_; }
+  std::shared_ptr<const EntrySet> entries() const { return entries_; }
 
   // The entry for `key` (live or tombstone), or nullptr.
   const Entry* Find(const EntryKey& key) const;
@@ -55,7 +53,7 @@ class OriginTable {
 
   // Replaces everything with `sorted` (sorted by KeyLess, one entry per key).
   void Replace(uint64_t generation, uint64_t max_seq, uint64_t floor_seq,
-               std::shared_ptr<const Entries> sorted);
+               Entries sorted);
 
   // Entries of `entries` with seq > since, in ascending seq order.
   static std::vector<Entry> Since(const Entries& entries, uint64_t since);
@@ -69,7 +67,7 @@ class OriginTable {
   uint64_t max_seq_ = 0;
   uint64_t floor_seq_ = 0;
   uint64_t live_count_ = 0;
-  std::shared_ptr<const Entries> entries_;
+  std::shared_ptr<const EntrySet> entries_;
 };
 
 }  // namespace sidecar::availability

@@ -1,5 +1,7 @@
 #include "services/availability/peer_cache.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -30,9 +32,8 @@ OriginTable* PeerCache::FindOrCreate(const OriginInfo& info,
 void PeerCache::InitSelf(uint64_t generation, uint64_t max_seq,
                          std::vector<Entry> entries) {
   OriginTable::SortAndDedupe(&entries);
-  auto sorted = std::make_shared<const Entries>(std::move(entries));
   absl::MutexLock lock(&mu_);
-  origins_.at(self_id_)->Replace(generation, max_seq, 0, std::move(sorted));
+  origins_.at(self_id_)->Replace(generation, max_seq, 0, std::move(entries));
 }
 
 void PeerCache::ApplySelf(std::vector<Entry> changes, uint64_t up_to_seq) {
@@ -46,16 +47,14 @@ void PeerCache::ApplySelf(std::vector<Entry> changes, uint64_t up_to_seq) {
 }
 
 std::optional<Entry> PeerCache::FindSelf(const EntryKey& key) const {
-  std::shared_ptr<const Entries> entries;
+  std::shared_ptr<const EntrySet> entries;
   {
     absl::ReaderMutexLock lock(&mu_);
     entries = origins_.at(self_id_)->entries();
   }
-  auto it = std::lower_bound(
-      entries->begin(), entries->end(), key,
-      [](const Entry& e, const EntryKey& k) { return KeyLess(e, k); });
-  if (it != entries->end() && KeyEqual(*it, key)) return *it;
-  return std::nullopt;
+  const Entry* e = entries->Find(key);
+  if (e == nullptr) return std::nullopt;
+  return *e;
 }
 
 absl::Status PeerCache::ApplyRemoteDelta(const OriginInfo& info,
@@ -91,7 +90,6 @@ absl::Status PeerCache::ReplaceRemote(const OriginInfo& info,
           [](const Entry& a, const Entry& b) { return KeyLess(a, b); })) {
     OriginTable::SortAndDedupe(&entries);
   }
-  auto sorted = std::make_shared<const Entries>(std::move(entries));
   {
     absl::MutexLock lock(&mu_);
     OriginTable* t = FindOrCreate(info, generation);
@@ -104,8 +102,11 @@ absl::Status PeerCache::ReplaceRemote(const OriginInfo& info,
     if (t->generation() == generation && t->max_seq() > max_seq) {
       return absl::OkStatus();  // we already know more; keep it
     }
-    t->Replace(generation, max_seq, floor_seq, std::move(sorted));
+    t->Replace(generation, max_seq, floor_seq, std::move(entries));
   }
+  // Receiving a large snapshot leaves many freed message buffers in malloc's
+  // arenas; hand them back so the process's footprint is the cache itself.
+  malloc_trim(0);
   if (hub_) {
     v1::AvailabilityEvent ev;
     ev.set_type(v1::AvailabilityEvent::TYPE_RESET);
@@ -167,19 +168,16 @@ std::vector<PeerCache::OriginView> PeerCache::Views() const {
 
 void PeerCache::Lookup(absl::Span<const OriginView> views,
                        absl::Span<const std::optional<EntryKey>> keys,
-                       std::vector<std::vector<Hit>>* hits) {
-  hits->assign(keys.size(), {});
-  for (const OriginView& v : views) {
-    const Entries& es = *v.entries;
-    if (es.empty()) continue;
+                       std::vector<const Entry*>* found) {
+  const size_t nv = views.size();
+  found->assign(keys.size() * nv, nullptr);
+  std::vector<const Entry*> column(keys.size());
+  for (size_t v = 0; v < nv; ++v) {
+    if (views[v].entries->empty()) continue;
+    views[v].entries->FindMany(keys, column.data());
     for (size_t i = 0; i < keys.size(); ++i) {
-      if (!keys[i]) continue;
-      auto it = std::lower_bound(
-          es.begin(), es.end(), *keys[i],
-          [](const Entry& e, const EntryKey& k) { return KeyLess(e, k); });
-      if (it != es.end() && KeyEqual(*it, *keys[i]) && !it->removed()) {
-        (*hits)[i].push_back({&v, &*it});
-      }
+      const Entry* e = column[i];
+      if (e != nullptr && !e->removed()) (*found)[i * nv + v] = e;
     }
   }
 }

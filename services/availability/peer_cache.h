@@ -61,20 +61,17 @@ class PeerCache {
     OriginInfo info;
     OriginState state;
     uint64_t live_count = 0;
-    std::shared_ptr<const Entries> entries;
+    std::shared_ptr<const EntrySet> entries;
   };
   std::optional<OriginView> View(const Uuid& origin) const;
   std::vector<OriginView> Views() const;
 
-  struct Hit {
-    const OriginView* origin;
-    const Entry* entry;
-  };
-  // For each key, the live entries of every origin that has it. `views` must
-  // come from Views() and outlive the returned hits.
+  // Looks every key up in every view. Afterwards found[i * views.size() + v]
+  // is the live entry of views[v] for keys[i], or nullptr. `views` must come
+  // from Views() and outlive the use of `found`.
   static void Lookup(absl::Span<const OriginView> views,
                      absl::Span<const std::optional<EntryKey>> keys,
-                     std::vector<std::vector<Hit>>* hits);
+                     std::vector<const Entry*>* found);
 
   // Total entries held (tombstones included) across all origins.
   size_t TotalEntries() const;

@@ -14,6 +14,9 @@ namespace {
 // not hold everything in memory before anything is visible.
 constexpr size_t kApplySlice = 1 << 18;
 
+// Upper bound of the allocation a snapshot's size hint can cause.
+constexpr uint64_t kMaxSnapshotReserve = 50'000'000;
+
 // Least time between two pulls from one peer that the peer itself caused
 // (by showing it is ahead): a bound on gossip storms.
 constexpr absl::Duration kMinRoundGap = absl::Milliseconds(50);
@@ -146,7 +149,8 @@ void PeerManager::Run(Peer* p) {
       p->prompt_at = absl::InfiniteFuture();
       p->next_round = now + NextRoundDelay();
     }
-    p->next_ping = now + options_.ping_interval;
+    // Rounds do not push pings back: pings keep measuring round-trip.
+    if (!round) p->next_ping = now + options_.ping_interval;
     v1::Hello hello;
     absl::Duration rtt = absl::ZeroDuration();
     mu_.Unlock();
@@ -258,8 +262,12 @@ absl::Status PeerManager::DoExchange(Peer* p, v1::Hello* their_hello) {
       if (it->second.entries.size() >= kApplySlice) flush_delta(*origin);
     } else if (b.mode() == v1::EntryBatch::MODE_SNAPSHOT) {
       if (b.first()) {
-        snapshots[*origin] =
-            Pending{info, gen, b.up_to_seq(), b.floor_seq(), {}};
+        Pending& fresh = snapshots[*origin];
+        fresh = Pending{info, gen, b.up_to_seq(), b.floor_seq(), {}};
+        // Allocate once; the hint is bounded so a peer cannot make us
+        // reserve absurd amounts.
+        fresh.entries.reserve(
+            std::min<uint64_t>(b.snapshot_entries(), kMaxSnapshotReserve));
       }
       auto it = snapshots.find(*origin);
       if (it == snapshots.end() || it->second.generation != gen) {

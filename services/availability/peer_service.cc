@@ -44,7 +44,7 @@ class ExchangeReactor final
   void NextOrFinish() {
     while (!work_.empty()) {
       Outgoing& o = work_.front();
-      const Entries& all = *o.view.entries;
+      const Entries& all = o.view.entries->entries();
       size_t total = o.snapshot ? all.size() : o.deltas.size();
       if (pos_ > 0 && pos_ >= total) {
         work_.pop_front();
@@ -59,6 +59,7 @@ class ExchangeReactor final
       if (o.snapshot) {
         b->set_mode(v1::EntryBatch::MODE_SNAPSHOT);
         b->set_first(pos_ == 0);
+        if (pos_ == 0) b->set_snapshot_entries(total);
         b->set_last(pos_ + n == total);
         b->set_up_to_seq(o.view.state.max_seq);
         b->set_floor_seq(o.view.state.floor_seq);
@@ -126,8 +127,8 @@ grpc::Status PeerService::HasKeys(grpc::ServerContext* ctx,
           absl::StrCat("keys[", i, "]: ", key.status().message()));
     }
     v1::HasKeysResponse::Entry* out = resp->add_entries();
-    absl::StatusOr<EntryKey> ek = ToEntryKey(*key);
-    if (!ek.ok()) continue;
+    std::optional<EntryKey> ek = FindEntryKey(*key);
+    if (!ek) continue;
     std::optional<Entry> e = cache_->FindSelf(*ek);
     if (e && !e->removed()) {
       out->set_has(true);
@@ -173,7 +174,7 @@ grpc::ServerWriteReactor<v1::ExchangeResponse>* PeerService::Exchange(
     Outgoing o;
     o.view = std::move(v);
     if (plan == SendPlan::kDelta) {
-      o.deltas = OriginTable::Since(*o.view.entries, remote->max_seq);
+      o.deltas = OriginTable::Since(o.view.entries->entries(), remote->max_seq);
       if (DeltaBetterAsSnapshot(o.deltas.size(), o.view.entries->size())) {
         o.deltas.clear();
         plan = SendPlan::kSnapshot;

@@ -58,6 +58,13 @@ absl::StatusOr<uint16_t> VariantDict::Intern(absl::string_view name) {
   return id;
 }
 
+std::optional<uint16_t> VariantDict::Find(absl::string_view name) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = ids_.find(name);
+  if (it == ids_.end()) return std::nullopt;
+  return it->second;
+}
+
 size_t VariantDict::size() const {
   absl::MutexLock lock(&mu_);
   return next_;

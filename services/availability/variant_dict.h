@@ -5,6 +5,7 @@
 #define SIDECAR_SERVICES_AVAILABILITY_VARIANT_DICT_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,10 @@ class VariantDict {
   // variant (ValidateVariant). RESOURCE_EXHAUSTED once 65,536 distinct
   // variants exist.
   absl::StatusOr<uint16_t> Intern(absl::string_view name);
+
+  // The id of `name` if it is known; never adds. Lookups of keys from
+  // requests use this, so queries cannot fill the dictionary.
+  std::optional<uint16_t> Find(absl::string_view name) const;
 
   // The name of an id returned by Intern. Lock-free: ids are only handed out
   // after their name is stored, and names are never moved or freed.

@@ -48,6 +48,9 @@ class AvailabilityProcess {
   int port() const { return port_; }
   const std::string& sidecar_root() const { return root_; }
   const std::string& log_path() const { return log_; }
+  const std::string& conninfo() const { return conninfo_; }
+  // The process id while running, else -1.
+  int pid() const { return child_ ? child_->pid() : -1; }
   const std::string& name() const { return options_.name; }
   void set_peers(std::vector<std::string> peers) {
     options_.peers = std::move(peers);

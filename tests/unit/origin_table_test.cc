@@ -65,11 +65,11 @@ TEST(OriginTableTest, DuplicateKeysInOneBatchKeepHighestSeq) {
 TEST(OriginTableTest, SinceReturnsAscendingSeq) {
   OriginTable t({U(1000)}, 1);
   t.ApplyDelta({E(5, 4), E(1, 2), E(9, 6), E(2, 1)}, 6, nullptr);
-  std::vector<Entry> d = OriginTable::Since(*t.entries(), 2);
+  std::vector<Entry> d = OriginTable::Since(t.entries()->entries(), 2);
   ASSERT_EQ(d.size(), 2u);
   EXPECT_EQ(d[0].seq(), 4u);
   EXPECT_EQ(d[1].seq(), 6u);
-  EXPECT_TRUE(OriginTable::Since(*t.entries(), 6).empty());
+  EXPECT_TRUE(OriginTable::Since(t.entries()->entries(), 6).empty());
 }
 
 TEST(PeerCacheTest, LookupFindsLiveHoldersOnly) {
@@ -88,12 +88,19 @@ TEST(PeerCacheTest, LookupFindsLiveHoldersOnly) {
   auto views = cache.Views();
   std::vector<std::optional<EntryKey>> keys = {K(100), K(101), K(103),
                                                std::nullopt};
-  std::vector<std::vector<PeerCache::Hit>> hits;
-  PeerCache::Lookup(views, keys, &hits);
-  EXPECT_EQ(hits[0].size(), 2u);
-  EXPECT_TRUE(hits[1].empty());
-  EXPECT_TRUE(hits[2].empty());
-  EXPECT_TRUE(hits[3].empty());
+  std::vector<const Entry*> found;
+  PeerCache::Lookup(views, keys, &found);
+  ASSERT_EQ(found.size(), keys.size() * views.size());
+  auto holders = [&](size_t i) {
+    int n = 0;
+    for (size_t v = 0; v < views.size(); ++v)
+      n += found[i * views.size() + v] != nullptr;
+    return n;
+  };
+  EXPECT_EQ(holders(0), 2);
+  EXPECT_EQ(holders(1), 0);  // withdrawn
+  EXPECT_EQ(holders(2), 0);  // relayed entry about ourselves was ignored
+  EXPECT_EQ(holders(3), 0);
 
   auto digest = cache.Digest();
   ASSERT_EQ(digest.size(), 2u);
@@ -115,9 +122,44 @@ TEST(PeerCacheTest, SnapshotOutOfOrderIsSorted) {
   auto v = cache.View(U(2));
   ASSERT_TRUE(v.has_value());
   EXPECT_TRUE(std::is_sorted(
-      v->entries->begin(), v->entries->end(),
+      v->entries->entries().begin(), v->entries->entries().end(),
       [](const Entry& a, const Entry& b) { return KeyLess(a, b); }));
   EXPECT_EQ(v->live_count, 3u);
+}
+
+TEST(EntrySetTest, FindsEveryKeyAndNoOther) {
+  for (int n : {0, 1, 7, 100, 5000}) {
+    std::vector<Entry> v;
+    for (int i = 0; i < n; ++i) {
+      Entry e = E(i, i + 1);
+      e.content = Uuid::Random();  // spread over the buckets
+      v.push_back(e);
+    }
+    OriginTable::SortAndDedupe(&v);
+    EntrySet set(v);
+    for (const Entry& e : v) {
+      const Entry* f = set.Find(EntryKey::Of(e));
+      ASSERT_NE(f, nullptr);
+      EXPECT_EQ(f->seq(), e.seq());
+    }
+    for (int i = 0; i < 100; ++i) {
+      Entry e = E(1, 1);
+      e.content = Uuid::Random();
+      EXPECT_EQ(set.Find(EntryKey::Of(e)), nullptr);
+    }
+    // FindMany agrees with Find, including absent and nullopt keys.
+    std::vector<std::optional<EntryKey>> keys;
+    for (const Entry& e : v) keys.push_back(EntryKey::Of(e));
+    keys.push_back(std::nullopt);
+    Entry absent = E(1, 1);
+    absent.content = Uuid::Random();
+    keys.push_back(EntryKey::Of(absent));
+    std::vector<const Entry*> out(keys.size());
+    set.FindMany(keys, out.data());
+    for (size_t i = 0; i < v.size(); ++i) EXPECT_EQ(out[i], set.Find(*keys[i]));
+    EXPECT_EQ(out[v.size()], nullptr);
+    EXPECT_EQ(out[v.size() + 1], nullptr);
+  }
 }
 
 }  // namespace

@@ -1,0 +1,64 @@
+#include "services/availability/entry_set.h"
+
+#include <algorithm>
+
+namespace sidecar::availability {
+
+EntrySet::EntrySet(Entries sorted) : entries_(std::move(sorted)) {
+  // About eight entries per bucket; at most 2^18 buckets (1 MiB).
+  size_t n = entries_.size();
+  while (bits_ < 18 && (size_t{8} << bits_) < n) ++bits_;
+  const uint32_t buckets = uint32_t{1} << bits_;
+  starts_.assign(buckets + 1, static_cast<uint32_t>(n));
+  uint32_t next = 0;  // first bucket not yet started
+  for (uint32_t i = 0; i < n; ++i) {
+    uint32_t b = Bucket(entries_[i].content);
+    while (next <= b) starts_[next++] = i;
+  }
+}
+
+uint32_t EntrySet::Bucket(const Uuid& u) const {
+  if (bits_ == 0) return 0;
+  uint32_t top = uint32_t{u.bytes[0]} << 24 | uint32_t{u.bytes[1]} << 16 |
+                 uint32_t{u.bytes[2]} << 8 | u.bytes[3];
+  return top >> (32 - bits_);
+}
+
+const Entry* EntrySet::Find(const EntryKey& key) const {
+  uint32_t b = Bucket(key.content);
+  auto first = entries_.begin() + starts_[b];
+  auto last = entries_.begin() + starts_[b + 1];
+  auto it = std::lower_bound(
+      first, last, key,
+      [](const Entry& e, const EntryKey& k) { return KeyLess(e, k); });
+  if (it != last && KeyEqual(*it, key)) return &*it;
+  return nullptr;
+}
+
+void EntrySet::FindMany(absl::Span<const std::optional<EntryKey>> keys,
+                        const Entry** out) const {
+  constexpr size_t kGroup = 16;
+  uint32_t bucket[kGroup];
+  for (size_t base = 0; base < keys.size(); base += kGroup) {
+    const size_t n = std::min(kGroup, keys.size() - base);
+    for (size_t j = 0; j < n; ++j) {
+      const auto& k = keys[base + j];
+      bucket[j] = k ? Bucket(k->content) : 0;
+      __builtin_prefetch(&starts_[bucket[j]]);
+    }
+    for (size_t j = 0; j < n; ++j) {
+      uint32_t first = starts_[bucket[j]];
+      if (first < entries_.size()) {
+        const char* p = reinterpret_cast<const char*>(&entries_[first]);
+        __builtin_prefetch(p);
+        __builtin_prefetch(p + 256);
+      }
+    }
+    for (size_t j = 0; j < n; ++j) {
+      const auto& k = keys[base + j];
+      out[base + j] = k ? Find(*k) : nullptr;
+    }
+  }
+}
+
+}  // namespace sidecar::availability
