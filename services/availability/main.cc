@@ -60,6 +60,9 @@ ABSL_FLAG(uint32_t, max_message_bytes, 0,
           "bound of one gossip message (0: 1 MiB; clamped to 64 KiB..4 MiB)");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
           "on SIGTERM, how long in-flight calls may finish");
+ABSL_FLAG(bool, reset_change_log, false,
+          "at start-up, compact the change log into a new generation (peers "
+          "then take a snapshot instead of deltas)");
 ABSL_FLAG(bool, verbose, false, "log debug messages");
 
 namespace sidecar::availability {
@@ -100,6 +103,14 @@ int Main() {
   if (!store.ok()) {
     SC_LOG(ERROR) << "cannot open the inventory database: " << store.status();
     return 1;
+  }
+  if (absl::GetFlag(FLAGS_reset_change_log)) {
+    absl::StatusOr<DeviceIdentity> reset = (*store)->ResetChangeLog();
+    if (!reset.ok()) {
+      SC_LOG(ERROR) << "cannot reset the change log: " << reset.status();
+      return 1;
+    }
+    SC_LOG(INFO) << "change log reset: new generation " << reset->generation;
   }
   const DeviceIdentity& id = (*store)->identity();
   SC_LOG(INFO) << "device " << id.device_id.ToString() << " generation "

@@ -13,6 +13,7 @@
 #include "common/sha256.h"
 #include "common/sidecar_key.h"
 #include "common/transport.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/support/availability_process.h"
 #include "tests/support/pg_server.h"
 
@@ -560,6 +561,74 @@ TEST_F(ClusterTest, BadInputIsRejectedClearlyAndHarmlessly) {
   Publish(a_, {good});
   EXPECT_TRUE(
       WaitFor([&] { return AllHeldBy(b_, {good}, a_id_); }, absl::Seconds(5)));
+}
+
+TEST_F(ClusterTest, ChangeLogResetIsToldApartFromAStaleCopy) {
+  StartLine();
+  std::vector<Sidecar> s = {MakeSidecar(1), MakeSidecar(2), MakeSidecar(3)};
+  Publish(a_, s);
+  {
+    v1::RemoveRequest req;
+    *req.add_keys() = s[2].key;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    v1::RemoveResponse resp;
+    ASSERT_TRUE(a_->api()->Remove(&ctx, req, &resp).ok());
+  }
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto p = PeerEntry(b_, a_id_);
+        return p && p->max_seq() == 4 && AllHeldBy(c_, {s[0], s[1]}, a_id_);
+      },
+      absl::Seconds(5)));
+  uint64_t old_gen = PeerEntry(b_, a_id_)->generation();
+
+  // A compacts its log into a new generation: two entries, seq 1..2.
+  a_->Stop();
+  std::map<std::string, std::string> flags = {{"reset_change_log", "true"}};
+  ASSERT_TRUE(a_->StartWithExtraFlags(flags).ok());
+  grpc::ClientContext ctx;
+  v1::DeviceInfo info;
+  ASSERT_TRUE(a_->api()->GetDevice(&ctx, {}, &info).ok());
+  EXPECT_EQ(info.device_id(), a_id_);
+  EXPECT_GT(info.generation(), old_gen);
+  EXPECT_EQ(info.max_seq(), 2u);
+
+  // B moves to the new generation (a snapshot, since its copy is of an
+  // older one) although its max_seq of 4 is above A's new 2.
+  auto moved = WaitFor(
+      [&] {
+        auto p = PeerEntry(b_, a_id_);
+        return p && p->generation() == info.generation() && p->max_seq() == 2;
+      },
+      absl::Seconds(5));
+  EXPECT_TRUE(moved.has_value()) << "B kept the stale copy";
+  // Answers are the same as before the reset, everywhere.
+  for (AvailabilityProcess* d : {b_, c_}) {
+    v1::WhoHasResponse r = WhoHas(d, s);
+    EXPECT_EQ(Holders(r, 0), std::vector<std::string>{a_id_});
+    EXPECT_EQ(Holders(r, 1), std::vector<std::string>{a_id_});
+    EXPECT_TRUE(Holders(r, 2).empty());
+  }
+  // And new changes flow on the new generation, to C through B too (C would
+  // refuse deltas of a generation it does not hold).
+  std::vector<Sidecar> more = {MakeSidecar(4)};
+  Publish(a_, more);
+  EXPECT_TRUE(
+      WaitFor([&] { return AllHeldBy(c_, more, a_id_); }, absl::Seconds(5)));
+}
+
+TEST_F(ClusterTest, HealthServiceReportsServing) {
+  a_ = AddDevice("a", {});
+  ASSERT_TRUE(a_->Start().ok());
+  auto stub = grpc::health::v1::Health::NewStub(MakeChannel(a_->address()));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, absl::Seconds(5));
+  grpc::health::v1::HealthCheckRequest req;
+  grpc::health::v1::HealthCheckResponse resp;
+  ASSERT_TRUE(stub->Check(&ctx, req, &resp).ok());
+  EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  EXPECT_EQ(a_->Stop(), 0);
 }
 
 TEST_F(ClusterTest, DirectQueryFindsWhatGossipHasNotYetCarried) {

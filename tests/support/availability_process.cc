@@ -41,7 +41,8 @@ AvailabilityProcess::~AvailabilityProcess() {
   if (child_) child_->Kill();
 }
 
-absl::Status AvailabilityProcess::Start() {
+absl::Status AvailabilityProcess::StartWithExtraFlags(
+    const std::map<std::string, std::string>& extra) {
   ::unlink(port_file_.c_str());
   std::vector<std::string> argv = {
       binary_,
@@ -53,9 +54,10 @@ absl::Status AvailabilityProcess::Start() {
       absl::StrCat("--peers=", absl::StrJoin(options_.peers, ",")),
       absl::StrCat("--transfer_address=127.0.0.1:", port_ + 1),
   };
-  for (const auto& [k, v] : options_.flags) {
+  std::map<std::string, std::string> flags = options_.flags;
+  for (const auto& [k, v] : extra) flags[k] = v;
+  for (const auto& [k, v] : flags)
     argv.push_back(absl::StrCat("--", k, "=", v));
-  }
   absl::StatusOr<ChildProcess> c = ChildProcess::Spawn(argv, {}, log_);
   if (!c.ok()) return c.status();
   child_ = std::move(*c);

@@ -37,7 +37,10 @@ class AvailabilityProcess {
   ~AvailabilityProcess();
 
   // Starts the process and waits until it serves (port file written).
-  absl::Status Start();
+  absl::Status Start() { return StartWithExtraFlags({}); }
+  // As Start, adding `flags` for this run only.
+  absl::Status StartWithExtraFlags(
+      const std::map<std::string, std::string>& flags);
   // SIGTERM and wait (graceful); returns the exit status.
   int Stop();
   // SIGKILL.
