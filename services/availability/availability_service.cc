@@ -193,6 +193,30 @@ grpc::Status AvailabilityService::ListLocal(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
+grpc::Status AvailabilityService::GetLocal(grpc::ServerContext*,
+                                           const v1::GetLocalRequest* req,
+                                           v1::GetLocalResponse* resp) {
+  if (static_cast<size_t>(req->keys_size()) > kMaxBatch) {
+    return TooMany("keys", req->keys_size());
+  }
+  absl::StatusOr<std::vector<SidecarKey>> keys =
+      ParseKeys(req->keys(), /*reject_duplicates=*/false);
+  if (!keys.ok()) return ToGrpcStatus(keys.status());
+  resp->mutable_entries()->Reserve(keys->size());
+  for (const SidecarKey& k : *keys) {
+    v1::GetLocalResponse::Entry* out = resp->add_entries();
+    std::optional<EntryKey> ek = FindEntryKey(k);
+    std::optional<Entry> e;
+    if (ek) e = d_.cache->FindSelf(*ek);
+    if (!e || e->removed()) continue;
+    out->set_ready(true);
+    out->set_size(e->size());
+    out->set_sha256(DigestBytes(e->sha256).data(), 32);
+    out->set_relative_path(RelativePath(k));
+  }
+  return grpc::Status::OK;
+}
+
 grpc::Status AvailabilityService::WhoHas(grpc::ServerContext* ctx,
                                          const v1::WhoHasRequest* req,
                                          v1::WhoHasResponse* resp) {

@@ -38,6 +38,8 @@ class AvailabilityService final
   grpc::Status ListLocal(grpc::ServerContext*, const v1::ListLocalRequest*,
                          v1::ListLocalResponse*) override;
   // Adds trailing metadata "server-micros": time spent in the handler.
+  grpc::Status GetLocal(grpc::ServerContext*, const v1::GetLocalRequest*,
+                        v1::GetLocalResponse*) override;
   grpc::Status WhoHas(grpc::ServerContext*, const v1::WhoHasRequest*,
                       v1::WhoHasResponse*) override;
   grpc::Status Resolve(grpc::ServerContext*, const v1::ResolveRequest*,
