@@ -1,0 +1,97 @@
+#include "services/transfer/availability_client.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/transport.h"
+
+namespace sidecar::transfer {
+namespace {
+
+absl::Status Explain(const grpc::Status& s, const std::string& address,
+                     absl::string_view what) {
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+      s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return absl::UnavailableError(
+        absl::StrCat(what, ": cannot reach the availability service at ",
+                     address, " (is it running?): ", s.error_message()));
+  }
+  return FromGrpcStatus(s);
+}
+
+}  // namespace
+
+AvailabilityClient::AvailabilityClient(const std::string& address,
+                                       absl::Duration timeout)
+    : address_(address),
+      timeout_(timeout),
+      stub_(v1::Availability::NewStub(MakeChannel(address))) {}
+
+absl::StatusOr<Resolution> AvailabilityClient::Resolve(const SidecarKey& key,
+                                                       v1::ResolveMode mode) {
+  v1::ResolveRequest req;
+  KeyToProto(key, req.mutable_key());
+  req.set_mode(mode);
+  req.set_query_peers(true);
+  v1::ResolveResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, timeout_);
+  grpc::Status s = stub_->Resolve(&ctx, req, &resp);
+  if (!s.ok()) return Explain(s, address_, "resolve");
+  Resolution r;
+  r.outcome = resp.outcome();
+  r.local_path = resp.local_path();
+  r.reason = resp.reason();
+  for (const v1::Source& src : resp.sources()) {
+    absl::StatusOr<Sha256Digest> sha = DigestFromBytes(src.sha256());
+    if (!sha.ok()) continue;
+    FetchSource f;
+    f.device_id = src.device_id();
+    f.name = src.name();
+    f.transfer_address = src.transfer_address();
+    f.size = src.size();
+    f.sha256 = *sha;
+    f.throughput = static_cast<double>(src.throughput_bytes_per_sec());
+    f.rtt = absl::Microseconds(src.rtt_micros());
+    if (f.transfer_address.empty()) continue;  // cannot be dialed
+    r.sources.push_back(std::move(f));
+  }
+  return r;
+}
+
+absl::Status AvailabilityClient::RegisterReady(
+    const SidecarKey& key, uint64_t size, const Sha256Digest& sha256,
+    const std::string& generator_version) {
+  v1::RegisterRequest req;
+  v1::LocalSidecar* l = req.add_sidecars();
+  KeyToProto(key, l->mutable_key());
+  l->set_size(size);
+  l->set_sha256(DigestBytes(sha256).data(), 32);
+  l->set_status(v1::SIDECAR_STATUS_READY);
+  l->set_generator_version(generator_version);
+  v1::RegisterResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, timeout_);
+  grpc::Status s = stub_->Register(&ctx, req, &resp);
+  if (!s.ok()) return Explain(s, address_, "register fetched sidecar");
+  return absl::OkStatus();
+}
+
+void AvailabilityClient::ReportTransfer(const std::string& device_id,
+                                        uint64_t bytes, absl::Duration duration,
+                                        bool ok, bool corrupt) {
+  v1::ReportTransferRequest req;
+  req.set_device_id(device_id);
+  req.set_bytes(bytes);
+  req.set_duration_micros(absl::ToInt64Microseconds(duration));
+  req.set_ok(ok);
+  req.set_corrupt(corrupt);
+  v1::ReportTransferResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, timeout_);
+  grpc::Status s = stub_->ReportTransfer(&ctx, req, &resp);
+  if (!s.ok()) {
+    SC_LOG(WARNING) << "could not report transfer stats: " << s.error_message();
+  }
+}
+
+}  // namespace sidecar::transfer

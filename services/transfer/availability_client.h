@@ -1,0 +1,67 @@
+// AvailabilityClient: what the transfer service asks of the availability
+// service on the same device: where to fetch a sidecar from, to record a
+// fetched sidecar as READY (so it is gossiped and this device becomes a
+// source), and how transfers from each device went (for ranking).
+#ifndef SIDECAR_SERVICES_TRANSFER_AVAILABILITY_CLIENT_H_
+#define SIDECAR_SERVICES_TRANSFER_AVAILABILITY_CLIENT_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/sha256.h"
+#include "common/sidecar_key.h"
+#include "sidecar/v1/availability.grpc.pb.h"
+
+namespace sidecar::transfer {
+
+struct FetchSource {
+  std::string device_id;
+  std::string name;
+  std::string transfer_address;
+  uint64_t size = 0;
+  Sha256Digest sha256{};
+  double throughput = 0;  // bytes/s measured by earlier transfers; 0 unknown
+  absl::Duration rtt = absl::ZeroDuration();
+};
+
+struct Resolution {
+  v1::ResolveResponse::Outcome outcome =
+      v1::ResolveResponse::OUTCOME_UNSPECIFIED;
+  std::string local_path;
+  std::vector<FetchSource> sources;  // best first
+  std::string reason;
+};
+
+class AvailabilityClient {
+ public:
+  // `address`: the local availability service. Every call has `timeout`.
+  AvailabilityClient(const std::string& address, absl::Duration timeout);
+
+  // Resolve with `mode`; UNAVAILABLE with an actionable message when the
+  // availability service cannot be reached.
+  absl::StatusOr<Resolution> Resolve(const SidecarKey& key,
+                                     v1::ResolveMode mode);
+
+  // Registers a fetched sidecar as READY.
+  absl::Status RegisterReady(const SidecarKey& key, uint64_t size,
+                             const Sha256Digest& sha256,
+                             const std::string& generator_version);
+
+  // Reports a transfer's outcome (best effort; errors are logged only).
+  void ReportTransfer(const std::string& device_id, uint64_t bytes,
+                      absl::Duration duration, bool ok, bool corrupt);
+
+  v1::Availability::Stub* stub() { return stub_.get(); }
+
+ private:
+  std::string address_;
+  absl::Duration timeout_;
+  std::unique_ptr<v1::Availability::Stub> stub_;
+};
+
+}  // namespace sidecar::transfer
+
+#endif  // SIDECAR_SERVICES_TRANSFER_AVAILABILITY_CLIENT_H_

@@ -1,0 +1,608 @@
+#include "services/transfer/fetcher.h"
+
+#include <algorithm>
+#include <deque>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/log.h"
+#include "common/transport.h"
+
+namespace sidecar::transfer {
+
+struct Fetcher::Attempt {
+  Job job;
+  uint64_t size = 0;
+  Sha256Digest expected{};
+  std::atomic<bool> cancelled{false};
+  std::atomic<uint64_t> verified{0};
+  absl::Time started = absl::Now();
+  absl::Time last_publish = absl::InfinitePast();
+  uint64_t bytes_at_last_publish = 0;
+  double rate = 0;
+
+  absl::Mutex mu;
+  // Streams in flight and when each last delivered bytes (watchdog).
+  absl::flat_hash_map<grpc::ClientContext*, absl::Time> streams
+      ABSL_GUARDED_BY(mu);
+  std::vector<std::string> sources ABSL_GUARDED_BY(mu);
+};
+
+namespace {
+
+// Progress is made durable (fdatasync + job row) every this many bytes.
+constexpr uint64_t kCheckpointBytes = 2ull << 20;
+
+std::string SourceName(const FetchSource& s) {
+  return s.name.empty()
+             ? s.device_id
+             : absl::StrCat(s.name, " (", s.device_id.substr(0, 8), ")");
+}
+
+}  // namespace
+
+Fetcher::Fetcher(FetcherOptions options, JobStore* jobs, StoreWriter* store,
+                 AvailabilityClient* availability, RateLimiter* limiter,
+                 JobEvents* events)
+    : options_(std::move(options)),
+      jobs_(jobs),
+      store_(store),
+      availability_(availability),
+      limiter_(limiter),
+      events_(events) {}
+
+Fetcher::~Fetcher() { Stop(); }
+
+void Fetcher::Start() {
+  for (int i = 0; i < options_.workers; ++i) {
+    threads_.emplace_back([this] { WorkerLoop(); });
+  }
+  threads_.emplace_back([this] { WatchdogLoop(); });
+}
+
+void Fetcher::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_ && threads_.empty()) return;
+    stopping_ = true;
+    for (auto& [id, a] : running_) {
+      absl::MutexLock alock(&a->mu);
+      for (auto& [ctx, t] : a->streams) ctx->TryCancel();
+    }
+    wake_.SignalAll();
+  }
+  for (std::thread& t : threads_) t.join();
+  threads_.clear();
+}
+
+void Fetcher::Wake() {
+  absl::MutexLock lock(&mu_);
+  woken_ = true;
+  wake_.SignalAll();
+}
+
+absl::Duration Fetcher::Backoff(int attempts) {
+  thread_local absl::BitGen gen;
+  absl::Duration d = options_.initial_backoff;
+  for (int i = 1; i < attempts && d < options_.max_backoff; ++i) d *= 2;
+  d = std::min(d, options_.max_backoff);
+  return d * absl::Uniform(gen, 0.5, 1.5);
+}
+
+void Fetcher::WorkerLoop() {
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
+    }
+    absl::StatusOr<std::optional<Job>> job = jobs_->ClaimNext(absl::Now());
+    if (job.ok() && job->has_value()) {
+      RunJob(std::move(**job));
+      continue;
+    }
+    if (!job.ok()) SC_LOG(WARNING) << "claiming a job: " << job.status();
+    // Sleep until woken, the next retry is due, or a second has passed (a
+    // bound that also covers jobs created by other processes).
+    absl::Time until = absl::Now() + absl::Seconds(1);
+    if (absl::StatusOr<std::optional<absl::Time>> next = jobs_->NextWakeup();
+        next.ok() && next->has_value()) {
+      until = std::min(until, **next);
+    }
+    absl::MutexLock lock(&mu_);
+    while (!stopping_ && !woken_ && absl::Now() < until) {
+      wake_.WaitWithDeadline(&mu_, until);
+    }
+    woken_ = false;
+  }
+}
+
+void Fetcher::WatchdogLoop() {
+  absl::MutexLock lock(&mu_);
+  while (!stopping_) {
+    wake_.WaitWithTimeout(&mu_, absl::Milliseconds(250));
+    absl::Time now = absl::Now();
+    for (auto& [id, a] : running_) {
+      absl::MutexLock alock(&a->mu);
+      for (auto& [ctx, last] : a->streams) {
+        if (now - last > options_.stall_timeout) {
+          SC_LOG(WARNING) << "job " << id << ": source stalled for "
+                          << options_.stall_timeout << ", cancelling";
+          ctx->TryCancel();
+          last = absl::InfiniteFuture();  // cancel once
+        }
+      }
+    }
+  }
+}
+
+v1::JobStatus Fetcher::StatusOf(const Job& job) const {
+  v1::JobStatus s;
+  s.set_job_id(job.id);
+  KeyToProto(job.key, s.mutable_key());
+  s.set_state(job.state);
+  s.set_priority(job.priority);
+  s.set_size(job.expected_size.value_or(0));
+  s.set_bytes_verified(job.bytes_verified);
+  s.set_attempts(job.attempts);
+  s.set_last_error(job.last_error);
+  s.set_reason(job.reason);
+  s.set_error_code(job.error_code);
+  if (job.state == v1::JOB_STATE_DONE) {
+    s.set_local_path(store_->FinalPath(job.key));
+  }
+  absl::MutexLock lock(&mu_);
+  if (auto it = progress_.find(job.id); it != progress_.end()) {
+    s.set_bytes_verified(
+        std::max<uint64_t>(s.bytes_verified(), it->second.bytes_verified));
+    s.set_bytes_per_sec(static_cast<uint64_t>(it->second.rate));
+    for (const auto& src : it->second.sources) s.add_current_sources(src);
+  }
+  return s;
+}
+
+void Fetcher::PublishProgress(Attempt* a, bool force) {
+  absl::Time now = absl::Now();
+  uint64_t v = a->verified.load();
+  std::vector<std::string> sources;
+  {
+    absl::MutexLock alock(&a->mu);
+    if (!force && now - a->last_publish < options_.progress_interval) return;
+    double dt = absl::ToDoubleSeconds(now - a->last_publish);
+    if (a->last_publish != absl::InfinitePast() && dt > 0) {
+      a->rate = static_cast<double>(v - a->bytes_at_last_publish) / dt;
+    }
+    a->last_publish = now;
+    a->bytes_at_last_publish = v;
+    sources = a->sources;
+  }
+  Job j = a->job;
+  j.state = v1::JOB_STATE_RUNNING;
+  j.bytes_verified = v;
+  j.expected_size = a->size;
+  {
+    absl::MutexLock lock(&mu_);
+    progress_[j.id] = {v, a->rate, sources};
+  }
+  events_->Publish(StatusOf(j));
+}
+
+void Fetcher::RunJob(Job job) {
+  Attempt a;
+  a.job = job;
+  a.verified = job.bytes_verified;
+  {
+    absl::MutexLock lock(&mu_);
+    running_[job.id] = &a;
+  }
+  auto finish = [&](v1::JobState state, const std::string& reason,
+                    absl::StatusCode code) {
+    absl::Status s =
+        jobs_->Finish(job.id, state, reason, static_cast<int>(code)).status();
+    if (!s.ok()) SC_LOG(WARNING) << "job " << job.id << ": " << s;
+    if (state != v1::JOB_STATE_DONE) (void)store_->Discard(job.id);
+  };
+
+  absl::Status result;
+  std::string done_reason;
+  absl::StatusOr<Resolution> r =
+      availability_->Resolve(job.key, v1::RESOLVE_MODE_FETCH_ONLY);
+  if (!r.ok()) {
+    result = r.status();
+  } else if (r->outcome == v1::ResolveResponse::OUTCOME_LOCAL) {
+    finish(v1::JOB_STATE_DONE, "already present locally",
+           absl::StatusCode::kOk);
+    result = absl::OkStatus();
+    done_reason = "local";
+  } else if (r->sources.empty()) {
+    result = absl::UnavailableError(
+        absl::StrCat("no online device has it (", r->reason, ")"));
+  } else {
+    // Holders must agree on the content; the best-ranked one decides and
+    // holders of another version are left out.
+    std::vector<FetchSource> sources;
+    for (const FetchSource& s : r->sources) {
+      if (s.sha256 == r->sources[0].sha256 && s.size == r->sources[0].size) {
+        sources.push_back(s);
+      }
+    }
+    a.size = sources[0].size;
+    a.expected = sources[0].sha256;
+    if (job.expected_sha256.has_value() && *job.expected_sha256 != a.expected) {
+      a.verified = 0;  // a different version than the bytes we kept
+    }
+    absl::Status space = store_->CheckSpace(
+        a.size - std::min<uint64_t>(a.size, a.verified.load()),
+        options_.min_free_bytes);
+    if (!space.ok()) {
+      finish(v1::JOB_STATE_GENERATE, std::string(space.message()),
+             space.code());
+      done_reason = "space";
+      result = absl::OkStatus();
+    } else {
+      (void)jobs_->UpdateProgress(job.id, a.verified.load(), a.size,
+                                  a.expected);
+      PublishProgress(&a, true);
+      bool multi = a.size >= options_.multi_source_min_bytes &&
+                   sources.size() >= 2 && options_.max_sources >= 2;
+      result = multi ? FetchMulti(&a, sources) : FetchSingle(&a, sources);
+      if (result.ok()) done_reason = "fetched";
+    }
+  }
+
+  bool stopping;
+  {
+    absl::MutexLock lock(&mu_);
+    running_.erase(job.id);
+    progress_.erase(job.id);
+    stopping = stopping_;
+  }
+  if (a.cancelled) {
+    // Cancel() records the final state.
+  } else if (result.ok()) {
+    if (done_reason == "fetched") {
+      // Finished in Commit.
+    }
+  } else if (stopping) {
+    // Resumable: back to the queue at the next start.
+    (void)jobs_->ScheduleRetry(job.id, absl::Now(), "interrupted by shutdown");
+  } else if (static_cast<int>(job.attempts) >= options_.max_attempts) {
+    finish(v1::JOB_STATE_GENERATE,
+           absl::StrCat(
+               "fetch failed ", job.attempts,
+               " times; generate locally. Last error: ", result.message()),
+           result.code());
+  } else {
+    absl::Time at = absl::Now() + Backoff(job.attempts);
+    (void)jobs_->ScheduleRetry(job.id, at, std::string(result.message()));
+  }
+  if (absl::StatusOr<std::optional<Job>> j = jobs_->Get(job.id);
+      j.ok() && j->has_value()) {
+    events_->Publish(StatusOf(**j));
+  }
+}
+
+absl::Status Fetcher::FetchSingle(Attempt* a,
+                                  const std::vector<FetchSource>& sources) {
+  absl::Status last = absl::UnavailableError("no source tried");
+  for (const FetchSource& src : sources) {
+    if (a->cancelled) return absl::CancelledError("cancelled");
+    (void)jobs_->AddSourceTried(a->job.id, src.device_id);
+    {
+      absl::MutexLock alock(&a->mu);
+      a->sources = {src.device_id};
+    }
+    uint64_t resume = a->verified.load();
+    absl::StatusOr<PartFile> opened =
+        store_->OpenPart(a->job.id, a->size, resume);
+    if (!opened.ok()) return opened.status();
+    auto part = std::make_unique<PartFile>(std::move(*opened));
+    Sha256 hasher = part->TakePrefixHash();
+    resume = part->resumed_bytes();
+    a->verified = resume;
+    uint64_t received = 0;
+    bool corrupt = false;
+    absl::Time start = absl::Now();
+    absl::Status s = ReadRange(a, src, resume, a->size - resume, part.get(),
+                               &hasher, &received, &corrupt);
+    (void)part->Sync();
+    (void)jobs_->UpdateProgress(a->job.id, a->verified.load(), a->size,
+                                a->expected);
+    availability_->ReportTransfer(src.device_id, received, absl::Now() - start,
+                                  s.ok(), corrupt);
+    if (corrupt) (void)jobs_->AddDemoted(a->job.id, src.device_id);
+    if (s.ok()) {
+      Sha256Digest digest = hasher.Finish();
+      if (digest == a->expected) {
+        part.reset();
+        return Commit(a, src, &digest);
+      }
+      // Every chunk matched its checksum yet the whole does not: the
+      // source holds other bytes than it advertises.
+      availability_->ReportTransfer(src.device_id, 0, absl::ZeroDuration(),
+                                    false, /*corrupt=*/true);
+      (void)jobs_->AddDemoted(a->job.id, src.device_id);
+      s = absl::DataLossError(absl::StrCat(
+          SourceName(src), " sent bytes whose SHA-256 ", DigestToHex(digest),
+          " differs from the advertised ", DigestToHex(a->expected)));
+      part.reset();
+      (void)store_->Discard(a->job.id);
+      a->verified = 0;
+      (void)jobs_->UpdateProgress(a->job.id, 0, a->size, a->expected);
+    }
+    SC_LOG(WARNING) << "job " << a->job.id << " from " << SourceName(src)
+                    << ": " << s;
+    last = absl::Status(s.code(),
+                        absl::StrCat(SourceName(src), ": ", s.message()));
+    if (s.code() == absl::StatusCode::kCancelled && a->cancelled) return s;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return last;
+    }
+  }
+  return last;
+}
+
+absl::Status Fetcher::FetchMulti(Attempt* a,
+                                 const std::vector<FetchSource>& all) {
+  std::vector<FetchSource> sources(
+      all.begin(),
+      all.begin() + std::min<size_t>(all.size(), options_.max_sources));
+  const uint64_t piece = options_.piece_bytes;
+  const size_t pieces = (a->size + piece - 1) / piece;
+  // Resume: pieces of the verified prefix are kept.
+  uint64_t keep = a->verified.load() / piece * piece;
+  absl::StatusOr<PartFile> opened = store_->OpenPart(a->job.id, a->size, keep);
+  if (!opened.ok()) return opened.status();
+  auto part = std::make_unique<PartFile>(std::move(*opened));
+  keep = part->resumed_bytes() / piece * piece;
+  std::vector<char> done(pieces, 0);
+  for (size_t i = 0; i < keep / piece; ++i) done[i] = 1;
+
+  absl::Mutex mu;
+  std::deque<size_t> todo;
+  for (size_t i = keep / piece; i < pieces; ++i) todo.push_back(i);
+  absl::Status last = absl::OkStatus();
+  auto contiguous = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    size_t i = 0;
+    while (i < pieces && done[i]) ++i;
+    return std::min<uint64_t>(a->size, i * piece);
+  };
+  {
+    absl::MutexLock alock(&a->mu);
+    a->sources.clear();
+    for (const auto& s : sources) a->sources.push_back(s.device_id);
+  }
+  std::vector<std::thread> workers;
+  for (const FetchSource& src : sources) {
+    (void)jobs_->AddSourceTried(a->job.id, src.device_id);
+    workers.emplace_back([&, src] {
+      absl::Time start = absl::Now();
+      uint64_t total = 0;
+      bool corrupt = false;
+      absl::Status s;
+      while (!a->cancelled) {
+        size_t idx;
+        {
+          absl::MutexLock lock(&mu);
+          if (todo.empty()) break;
+          idx = todo.front();
+          todo.pop_front();
+        }
+        uint64_t off = idx * piece;
+        uint64_t len = std::min<uint64_t>(piece, a->size - off);
+        uint64_t received = 0;
+        s = ReadRange(a, src, off, len, part.get(), nullptr, &received,
+                      &corrupt);
+        total += received;
+        absl::MutexLock lock(&mu);
+        if (!s.ok()) {
+          todo.push_front(idx);  // another source takes it
+          last = absl::Status(s.code(),
+                              absl::StrCat(SourceName(src), ": ", s.message()));
+          break;
+        }
+        done[idx] = 1;
+        uint64_t prefix = contiguous();
+        if (prefix > a->verified.load()) {
+          a->verified = prefix;
+          (void)part->Sync();
+          (void)jobs_->UpdateProgress(a->job.id, prefix, a->size, a->expected);
+        }
+      }
+      availability_->ReportTransfer(src.device_id, total, absl::Now() - start,
+                                    s.ok(), corrupt);
+    });
+  }
+  for (std::thread& t : workers) t.join();
+  (void)part->Sync();
+  bool complete;
+  {
+    absl::MutexLock lock(&mu);
+    complete = std::all_of(done.begin(), done.end(), [](char c) { return c; });
+    a->verified = contiguous();
+  }
+  (void)jobs_->UpdateProgress(a->job.id, a->verified.load(), a->size,
+                              a->expected);
+  if (a->cancelled) return absl::CancelledError("cancelled");
+  if (!complete) return last.ok() ? absl::UnavailableError("incomplete") : last;
+  part.reset();
+  absl::Status c = Commit(a, sources[0], nullptr);
+  if (c.code() != absl::StatusCode::kDataLoss) return c;
+  // Pieces from several sources do not add up to the advertised file, and
+  // which source lied cannot be told: fetch whole files one source at a
+  // time, where each is checked on its own.
+  SC_LOG(WARNING) << "job " << a->job.id << ": " << c
+                  << "; retrying one source at a time";
+  (void)store_->Discard(a->job.id);
+  a->verified = 0;
+  return FetchSingle(a, sources);
+}
+
+absl::Status Fetcher::ReadRange(Attempt* a, const FetchSource& src,
+                                uint64_t offset, uint64_t length,
+                                PartFile* part, Sha256* hasher,
+                                uint64_t* received, bool* corrupt) {
+  v1::TransferPeer::Stub* stub;
+  {
+    absl::MutexLock lock(&mu_);
+    auto& s = stubs_[src.transfer_address];
+    if (!s) s = v1::TransferPeer::NewStub(MakeChannel(src.transfer_address));
+    stub = s.get();
+  }
+  grpc::ClientContext ctx;
+  // Generous for the size (at least 256 KiB/s); stalls are caught sooner by
+  // the watchdog.
+  SetDeadline(&ctx,
+              absl::Seconds(30) +
+                  absl::Seconds(static_cast<double>(length) / (256 << 10)));
+  {
+    absl::MutexLock alock(&a->mu);
+    a->streams[&ctx] = absl::Now();
+  }
+  v1::ReadRequest req;
+  KeyToProto(a->job.key, req.mutable_key());
+  req.set_offset(offset);
+  req.set_length(length);
+  req.set_chunk_bytes(options_.chunk_bytes);
+  std::unique_ptr<grpc::ClientReader<v1::ReadChunk>> reader =
+      stub->Read(&ctx, req);
+  v1::ReadChunk chunk;
+  uint64_t next = offset;
+  uint64_t checkpoint = offset;
+  const uint64_t end = offset + length;
+  bool first = true;
+  std::string problem;
+  while (reader->Read(&chunk)) {
+    {
+      absl::MutexLock alock(&a->mu);
+      a->streams[&ctx] = absl::Now();
+    }
+    if (first) {
+      first = false;
+      if (chunk.file_size() != a->size ||
+          chunk.file_sha256() != DigestBytes(a->expected)) {
+        problem = "it holds another version of the sidecar than advertised";
+        break;
+      }
+    }
+    const std::string& data = chunk.data();
+    if (chunk.offset() != next || next + data.size() > end) {
+      problem = absl::StrCat("it sent bytes at ", chunk.offset(), "+",
+                             data.size(), " when ", next, " was expected");
+      break;
+    }
+    if (DigestBytes(Sha256Of(data)) != chunk.chunk_sha256()) {
+      problem = absl::StrCat("the chunk at ", next, " failed its checksum");
+      break;
+    }
+    limiter_->Acquire(data.size());
+    if (absl::Status w = part->WriteAt(next, data); !w.ok()) {
+      ctx.TryCancel();
+      reader->Finish();
+      absl::MutexLock alock(&a->mu);
+      a->streams.erase(&ctx);
+      return w;
+    }
+    next += data.size();
+    *received += data.size();
+    if (hasher != nullptr) {
+      hasher->Update(data);
+      a->verified = next;
+      // Checkpoint: what is synced and recorded survives a crash of this
+      // process; the next attempt resumes there.
+      if (next - checkpoint >= kCheckpointBytes) {
+        (void)part->Sync();
+        (void)jobs_->UpdateProgress(a->job.id, next, a->size, a->expected);
+        checkpoint = next;
+      }
+    }
+    PublishProgress(a, false);
+  }
+  if (!problem.empty()) {
+    *corrupt = true;
+    ctx.TryCancel();
+  }
+  grpc::Status st = reader->Finish();
+  {
+    absl::MutexLock alock(&a->mu);
+    a->streams.erase(&ctx);
+  }
+  if (!problem.empty()) {
+    return absl::DataLossError(
+        absl::StrCat("bad data from ", SourceName(src), ": ", problem));
+  }
+  if (!st.ok()) return FromGrpcStatus(st);
+  if (next != end) {
+    return absl::UnavailableError(absl::StrCat(
+        "stream from ", SourceName(src), " ended at ", next, " of ", end));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Fetcher::Commit(Attempt* a, const FetchSource& from,
+                             const Sha256Digest* streamed_digest) {
+  absl::Status s =
+      streamed_digest != nullptr
+          ? store_
+                ->CommitVerified(a->job.id, a->job.key, *streamed_digest,
+                                 a->expected, a->size)
+                .status()
+          : store_->Commit(a->job.id, a->job.key, a->expected).status();
+  if (!s.ok()) return s;
+  // Registered READY so it is advertised: this device becomes a source.
+  absl::Status reg;
+  for (int i = 0; i < 3; ++i) {
+    reg = availability_->RegisterReady(
+        a->job.key, a->size, a->expected,
+        absl::StrCat("fetched from ", SourceName(from)));
+    if (reg.ok()) break;
+    absl::SleepFor(absl::Milliseconds(200) * (i + 1));
+  }
+  if (!reg.ok()) return reg;
+  a->verified = a->size;
+  (void)jobs_->UpdateProgress(a->job.id, a->size, a->size, a->expected);
+  absl::Status f =
+      jobs_
+          ->Finish(a->job.id, v1::JOB_STATE_DONE,
+                   absl::StrCat("fetched from ", SourceName(from), " in ",
+                                absl::FormatDuration(absl::Now() - a->started)),
+                   0)
+          .status();
+  if (!f.ok()) SC_LOG(WARNING) << "job " << a->job.id << ": " << f;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::JobState> Fetcher::Cancel(const std::string& job_id) {
+  absl::StatusOr<std::optional<Job>> job = jobs_->Get(job_id);
+  if (!job.ok()) return job.status();
+  if (!job->has_value()) {
+    return absl::NotFoundError(absl::StrCat("no job ", job_id));
+  }
+  if (IsFinal((*job)->state)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job_id, " already ended (",
+                     v1::JobState_Name((*job)->state), ")"));
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto it = running_.find(job_id); it != running_.end()) {
+      Attempt* a = it->second;
+      a->cancelled = true;
+      absl::MutexLock alock(&a->mu);
+      for (auto& [ctx, t] : a->streams) ctx->TryCancel();
+    }
+  }
+  absl::Status s =
+      jobs_->Finish(job_id, v1::JOB_STATE_CANCELLED, "cancelled by request", 1)
+          .status();
+  if (!s.ok()) return s;
+  (void)store_->Discard(job_id);
+  if (absl::StatusOr<std::optional<Job>> j = jobs_->Get(job_id);
+      j.ok() && j->has_value()) {
+    events_->Publish(StatusOf(**j));
+  }
+  return v1::JOB_STATE_CANCELLED;
+}
+
+}  // namespace sidecar::transfer

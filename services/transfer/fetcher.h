@@ -1,0 +1,127 @@
+// Fetcher: runs fetch jobs. Workers claim runnable jobs from the JobStore
+// (highest priority first) and run one attempt each:
+//
+//   1. ask the availability service for sources, best first;
+//   2. small and medium sidecars come from one source at a time, streamed
+//      from the bytes already verified (resume), with failover to the next
+//      source on error, stall or a chunk that fails its checksum;
+//      large ones (>= multi_source_min_bytes, several sources) come from up
+//      to max_sources holders at once: the file is cut into pieces and each
+//      source takes the next missing piece when it finishes one, so faster
+//      holders carry more of the file and the fetch uses their summed rate;
+//   3. the whole-file SHA-256 advertised by the availability service is
+//      checked before commit; the StoreWriter renames the verified file into
+//      the layout atomically; the sidecar is registered READY;
+//   4. transfer statistics go back to the availability service, and a source
+//      that sent corrupt bytes is reported (and so demoted in ranking).
+//
+// An attempt that fails on every source is retried with exponential backoff
+// and jitter, at most max_attempts times; then the job ends in GENERATE with
+// the reason. Every RPC has a deadline; a stream that stops delivering bytes
+// for stall_timeout is cancelled.
+#ifndef SIDECAR_SERVICES_TRANSFER_FETCHER_H_
+#define SIDECAR_SERVICES_TRANSFER_FETCHER_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "services/transfer/availability_client.h"
+#include "services/transfer/job_events.h"
+#include "services/transfer/job_store.h"
+#include "services/transfer/rate_limiter.h"
+#include "services/transfer/store_writer.h"
+#include "sidecar/v1/transfer.grpc.pb.h"
+
+namespace sidecar::transfer {
+
+struct FetcherOptions {
+  int workers = 3;
+  int max_attempts = 5;
+  absl::Duration initial_backoff = absl::Milliseconds(200);
+  absl::Duration max_backoff = absl::Seconds(30);
+  uint64_t multi_source_min_bytes = 32ull << 20;
+  uint64_t piece_bytes = 4ull << 20;
+  int max_sources = 3;
+  uint32_t chunk_bytes = 0;  // 0: the server's choice
+  absl::Duration stall_timeout = absl::Seconds(10);
+  absl::Duration progress_interval = absl::Milliseconds(250);
+  uint64_t min_free_bytes = 64ull << 20;
+};
+
+class Fetcher {
+ public:
+  // Pointers must outlive the fetcher.
+  Fetcher(FetcherOptions options, JobStore* jobs, StoreWriter* store,
+          AvailabilityClient* availability, RateLimiter* limiter,
+          JobEvents* events);
+  ~Fetcher();
+
+  // Starts the workers and the stall watchdog.
+  void Start();
+  // Cancels running attempts (their jobs stay resumable) and joins.
+  void Stop();
+  // A job became runnable.
+  void Wake();
+
+  // Cancels a job: a running attempt stops, partial data is deleted, the
+  // job ends CANCELLED. NOT_FOUND for an unknown job; FAILED_PRECONDITION if
+  // it already ended.
+  absl::StatusOr<v1::JobState> Cancel(const std::string& job_id);
+
+  // Status of a job for the API: stored state plus live progress.
+  v1::JobStatus StatusOf(const Job& job) const;
+
+ private:
+  struct Attempt;  // one running job
+  struct Progress {
+    uint64_t bytes_verified = 0;
+    double rate = 0;
+    std::vector<std::string> sources;
+  };
+
+  void WorkerLoop();
+  void WatchdogLoop();
+  // Runs one attempt of `job` and records its outcome in the store.
+  void RunJob(Job job);
+  // Returns OK when committed; otherwise why the attempt failed.
+  absl::Status FetchSingle(Attempt* a, const std::vector<FetchSource>& sources);
+  absl::Status FetchMulti(Attempt* a, const std::vector<FetchSource>& sources);
+  // Streams [offset, offset+length) of the sidecar from `src` into `part`;
+  // with `hasher`, also feeds it in order. Sets *corrupt when a chunk failed
+  // its checksum or the source sent what was not asked for.
+  absl::Status ReadRange(Attempt* a, const FetchSource& src, uint64_t offset,
+                         uint64_t length, PartFile* part, Sha256* hasher,
+                         uint64_t* received, bool* corrupt);
+  absl::Status Commit(Attempt* a, const FetchSource& from,
+                      const Sha256Digest* streamed_digest);
+  void PublishProgress(Attempt* a, bool force);
+  absl::Duration Backoff(int attempts);
+
+  const FetcherOptions options_;
+  JobStore* const jobs_;
+  StoreWriter* const store_;
+  AvailabilityClient* const availability_;
+  RateLimiter* const limiter_;
+  JobEvents* const events_;
+
+  mutable absl::Mutex mu_;
+  absl::CondVar wake_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool woken_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_map<std::string, Attempt*> running_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, Progress> progress_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::unique_ptr<v1::TransferPeer::Stub>>
+      stubs_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace sidecar::transfer
+
+#endif  // SIDECAR_SERVICES_TRANSFER_FETCHER_H_

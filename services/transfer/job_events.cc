@@ -1,0 +1,125 @@
+#include "services/transfer/job_events.h"
+
+#include <optional>
+
+namespace sidecar::transfer {
+
+bool IsFinal(v1::JobState state) {
+  return state == v1::JOB_STATE_DONE || state == v1::JOB_STATE_GENERATE ||
+         state == v1::JOB_STATE_CANCELLED;
+}
+
+class JobEvents::Watcher : public grpc::ServerWriteReactor<v1::JobStatus> {
+ public:
+  Watcher(JobEvents* hub, std::string job_id)
+      : hub_(hub), job_id_(std::move(job_id)) {}
+
+  const std::string& job_id() const { return job_id_; }
+
+  // StartWrite and Finish are called under mu_; gRPC runs the reactions on
+  // its own threads, never inline.
+  void Push(const v1::JobStatus& s) {
+    absl::MutexLock lock(&mu_);
+    if (done_sending_) return;
+    if (writing_) {
+      pending_ = s;  // coalesce: only the newest matters
+      return;
+    }
+    WriteLocked(s);
+  }
+
+  void End(grpc::Status status) {
+    absl::MutexLock lock(&mu_);
+    if (finished_) return;
+    finished_ = done_sending_ = true;
+    Finish(std::move(status));
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (finished_) return;
+    if (!ok) {
+      finished_ = done_sending_ = true;
+      Finish(grpc::Status::CANCELLED);
+      return;
+    }
+    if (IsFinal(current_.state())) {
+      finished_ = done_sending_ = true;
+      Finish(grpc::Status::OK);
+      return;
+    }
+    if (pending_) {
+      v1::JobStatus next = std::move(*pending_);
+      pending_.reset();
+      WriteLocked(next);
+    }
+  }
+
+  void OnCancel() override { End(grpc::Status::CANCELLED); }
+
+  void OnDone() override {
+    hub_->Remove(this);
+    delete this;
+  }
+
+ private:
+  void WriteLocked(const v1::JobStatus& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    current_ = s;
+    writing_ = true;
+    StartWrite(&current_);
+  }
+
+  JobEvents* hub_;
+  const std::string job_id_;
+  absl::Mutex mu_;
+  v1::JobStatus current_ ABSL_GUARDED_BY(mu_);
+  std::optional<v1::JobStatus> pending_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_sending_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+JobEvents::~JobEvents() { Shutdown(); }
+
+grpc::ServerWriteReactor<v1::JobStatus>* JobEvents::Open(
+    const v1::JobStatus& current) {
+  auto* w = new Watcher(this, current.job_id());
+  absl::MutexLock lock(&mu_);
+  by_job_[current.job_id()].insert(w);
+  if (shut_down_) {
+    w->End(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "the transfer service is shutting down"));
+  } else {
+    w->Push(current);
+  }
+  return w;
+}
+
+void JobEvents::Publish(const v1::JobStatus& status) {
+  absl::MutexLock lock(&mu_);
+  auto it = by_job_.find(status.job_id());
+  if (it == by_job_.end()) return;
+  for (Watcher* w : it->second) w->Push(status);
+}
+
+void JobEvents::Remove(Watcher* w) {
+  absl::MutexLock lock(&mu_);
+  auto it = by_job_.find(w->job_id());
+  if (it == by_job_.end()) return;
+  it->second.erase(w);
+  if (it->second.empty()) by_job_.erase(it);
+}
+
+void JobEvents::Shutdown() {
+  absl::MutexLock lock(&mu_);
+  shut_down_ = true;
+  for (auto& [id, set] : by_job_) {
+    for (Watcher* w : set) {
+      w->End(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "the transfer service is shutting down"));
+    }
+  }
+}
+
+}  // namespace sidecar::transfer

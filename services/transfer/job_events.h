@@ -1,0 +1,48 @@
+// JobEvents: fans job status out to WatchJob streams. Progress is coalesced:
+// a slow watcher sees the latest status, never a backlog. A stream ends
+// after it has sent a final state (DONE, GENERATE, CANCELLED).
+#ifndef SIDECAR_SERVICES_TRANSFER_JOB_EVENTS_H_
+#define SIDECAR_SERVICES_TRANSFER_JOB_EVENTS_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
+#include "sidecar/v1/transfer.pb.h"
+
+namespace sidecar::transfer {
+
+bool IsFinal(v1::JobState state);
+
+class JobEvents {
+ public:
+  JobEvents() = default;
+  ~JobEvents();
+
+  // A reactor for one WatchJob call that first sends `current` (and ends at
+  // once if it is final). Owned by gRPC.
+  grpc::ServerWriteReactor<v1::JobStatus>* Open(const v1::JobStatus& current);
+
+  // Sends `status` to the watchers of its job.
+  void Publish(const v1::JobStatus& status);
+
+  // Ends every stream with UNAVAILABLE (shutting down).
+  void Shutdown();
+
+ private:
+  class Watcher;
+  void Remove(Watcher* w);
+
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, absl::flat_hash_set<Watcher*>> by_job_
+      ABSL_GUARDED_BY(mu_);
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace sidecar::transfer
+
+#endif  // SIDECAR_SERVICES_TRANSFER_JOB_EVENTS_H_

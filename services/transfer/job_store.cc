@@ -1,0 +1,658 @@
+#include "services/transfer/job_store.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/log.h"
+#include "common/pg/connection.h"
+#include "common/pg/migrate.h"
+#include "common/uuid.h"
+#include "services/transfer/job_migrations.h"
+
+namespace sidecar::transfer {
+namespace {
+
+// How long one call keeps retrying after losing the connection.
+constexpr absl::Duration kRetryTimeout = absl::Seconds(5);
+
+constexpr uint32_t kDefaultListLimit = 100;
+constexpr uint32_t kMaxListLimit = 1000;
+
+// Column order read by JobFromRow.
+constexpr char kJobColumns[] =
+    "id, content_uuid, kind, variant, format, priority, state, attempts, "
+    "(extract(epoch FROM next_attempt_at) * 1000000)::bigint, "
+    "expected_size, expected_sha256, bytes_verified, sources_tried, demoted, "
+    "last_error, reason, error_code, "
+    "(extract(epoch FROM created_at) * 1000000)::bigint, "
+    "(extract(epoch FROM updated_at) * 1000000)::bigint, "
+    "(extract(epoch FROM finished_at) * 1000000)::bigint";
+
+constexpr char kActive[] = "state IN (1, 2, 3)";
+
+// A timestamptz from a parameter holding Unix microseconds (exact, unlike
+// to_timestamp's double).
+std::string TimeParam(int n) {
+  return absl::StrCat("('epoch'::timestamptz + $", n,
+                      "::bigint * interval '1 microsecond')");
+}
+
+// Unix microseconds, clamped to what timestamptz holds.
+std::string TimeArg(absl::Time t) {
+  constexpr int64_t kLimit = 9'000'000'000'000'000;  // ~ year 287,000
+  return std::to_string(std::clamp(absl::ToUnixMicros(t), -kLimit, kLimit));
+}
+
+// Parses the text output of a one-dimensional text[] ("{a,\"b c\"}").
+absl::StatusOr<std::vector<std::string>> ParseTextArray(
+    absl::string_view text) {
+  auto malformed = [&] {
+    return absl::InternalError(
+        absl::StrCat("malformed text[] value from PostgreSQL: ", text));
+  };
+  std::vector<std::string> out;
+  if (text.size() < 2 || text.front() != '{' || text.back() != '}') {
+    return malformed();
+  }
+  absl::string_view body = text.substr(1, text.size() - 2);
+  size_t i = 0;
+  if (body.empty()) return out;
+  while (true) {
+    std::string element;
+    if (i < body.size() && body[i] == '"') {
+      ++i;
+      while (true) {
+        if (i >= body.size()) return malformed();
+        char c = body[i++];
+        if (c == '"') break;
+        if (c == '\\') {
+          if (i >= body.size()) return malformed();
+          c = body[i++];
+        }
+        element.push_back(c);
+      }
+    } else {
+      size_t end = body.find(',', i);
+      if (end == absl::string_view::npos) end = body.size();
+      element = std::string(body.substr(i, end - i));
+      // Our arrays never hold NULL; an unquoted NULL would be one.
+      if (element == "NULL") return malformed();
+      i = end;
+    }
+    out.push_back(std::move(element));
+    if (i == body.size()) break;
+    if (body[i] != ',') return malformed();
+    ++i;
+  }
+  return out;
+}
+
+absl::StatusOr<Sha256Digest> DigestFromBytea(absl::string_view text) {
+  if (text.size() != 66 || text.substr(0, 2) != "\\x") {
+    return absl::InternalError(
+        "expected_sha256 column is not 32 bytes in hex format");
+  }
+  return DigestFromHex(text.substr(2));
+}
+
+absl::StatusOr<std::optional<absl::Time>> OptionalTime(const pg::Result& r,
+                                                       int row, int col) {
+  if (r.IsNull(row, col)) return std::optional<absl::Time>();
+  absl::StatusOr<int64_t> v = r.GetInt64(row, col);
+  if (!v.ok()) return v.status();
+  return std::optional<absl::Time>(absl::FromUnixMicros(*v));
+}
+
+absl::StatusOr<Job> JobFromRow(const pg::Result& r, int row) {
+  Job job;
+  job.id = std::string(r.Get(row, 0));
+  absl::StatusOr<Uuid> content = Uuid::Parse(r.Get(row, 1));
+  if (!content.ok()) return content.status();
+  job.key.content = *content;
+  int64_t ints[4];  // kind, format, priority, state
+  const int int_cols[4] = {2, 4, 5, 6};
+  for (int i = 0; i < 4; ++i) {
+    absl::StatusOr<int64_t> v = r.GetInt64(row, int_cols[i]);
+    if (!v.ok()) return v.status();
+    ints[i] = *v;
+  }
+  job.key.kind = static_cast<Kind>(ints[0]);
+  job.key.variant = std::string(r.Get(row, 3));
+  job.key.format = static_cast<Format>(ints[1]);
+  job.priority = static_cast<v1::Priority>(ints[2]);
+  job.state = static_cast<v1::JobState>(ints[3]);
+  absl::StatusOr<int64_t> attempts = r.GetInt64(row, 7);
+  if (!attempts.ok()) return attempts.status();
+  job.attempts = static_cast<uint32_t>(*attempts);
+  absl::StatusOr<std::optional<absl::Time>> next = OptionalTime(r, row, 8);
+  if (!next.ok()) return next.status();
+  job.next_attempt_at = *next;
+  if (!r.IsNull(row, 9)) {
+    absl::StatusOr<int64_t> size = r.GetInt64(row, 9);
+    if (!size.ok()) return size.status();
+    job.expected_size = static_cast<uint64_t>(*size);
+  }
+  if (!r.IsNull(row, 10)) {
+    absl::StatusOr<Sha256Digest> d = DigestFromBytea(r.Get(row, 10));
+    if (!d.ok()) return d.status();
+    job.expected_sha256 = *d;
+  }
+  absl::StatusOr<int64_t> verified = r.GetInt64(row, 11);
+  if (!verified.ok()) return verified.status();
+  job.bytes_verified = static_cast<uint64_t>(*verified);
+  absl::StatusOr<std::vector<std::string>> tried =
+      ParseTextArray(r.Get(row, 12));
+  if (!tried.ok()) return tried.status();
+  job.sources_tried = std::move(*tried);
+  absl::StatusOr<std::vector<std::string>> demoted =
+      ParseTextArray(r.Get(row, 13));
+  if (!demoted.ok()) return demoted.status();
+  job.demoted = std::move(*demoted);
+  job.last_error = std::string(r.Get(row, 14));
+  job.reason = std::string(r.Get(row, 15));
+  absl::StatusOr<int64_t> code = r.GetInt64(row, 16);
+  if (!code.ok()) return code.status();
+  job.error_code = static_cast<int32_t>(*code);
+  absl::StatusOr<int64_t> created = r.GetInt64(row, 17);
+  if (!created.ok()) return created.status();
+  job.created_at = absl::FromUnixMicros(*created);
+  absl::StatusOr<int64_t> updated = r.GetInt64(row, 18);
+  if (!updated.ok()) return updated.status();
+  job.updated_at = absl::FromUnixMicros(*updated);
+  absl::StatusOr<std::optional<absl::Time>> finished = OptionalTime(r, row, 19);
+  if (!finished.ok()) return finished.status();
+  job.finished_at = *finished;
+  return job;
+}
+
+// The canonical form of a job id, or nullopt if it is not a UUID.
+std::optional<std::string> CanonicalId(absl::string_view id) {
+  absl::StatusOr<Uuid> u = Uuid::Parse(id);
+  if (!u.ok()) return std::nullopt;
+  return u->ToString();
+}
+
+absl::Status NoSuchJob(absl::string_view id) {
+  return absl::NotFoundError(absl::StrCat("no transfer job ", id));
+}
+
+absl::Status PrepareStatements(pg::Connection& conn) {
+  const std::string returning = absl::StrCat(" RETURNING ", kJobColumns);
+  const std::pair<std::string, std::string> statements[] = {
+      {"create",
+       absl::StrCat("INSERT INTO transfer_jobs (id, content_uuid, kind, "
+                    "variant, format, priority, state) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, 1) "
+                    "ON CONFLICT (content_uuid, kind, variant, format) WHERE ",
+                    kActive, " DO NOTHING", returning)},
+      {"create_existing",
+       absl::StrCat("UPDATE transfer_jobs SET priority = greatest(priority, "
+                    "$5::smallint), updated_at = CASE WHEN priority < $5 THEN "
+                    "clock_timestamp() ELSE updated_at END "
+                    "WHERE content_uuid = $1 AND kind = $2 AND variant = $3 "
+                    "AND format = $4 AND ",
+                    kActive, returning)},
+      {"get", absl::StrCat("SELECT ", kJobColumns,
+                           " FROM transfer_jobs WHERE id = $1")},
+      {"state", "SELECT state FROM transfer_jobs WHERE id = $1"},
+      {"state_for_update",
+       "SELECT state FROM transfer_jobs WHERE id = $1 FOR UPDATE"},
+      {"list_all", absl::StrCat("SELECT ", kJobColumns,
+                                " FROM transfer_jobs ORDER BY created_at "
+                                "DESC, id DESC LIMIT $1")},
+      {"list_active",
+       absl::StrCat("SELECT ", kJobColumns, " FROM transfer_jobs WHERE ",
+                    kActive, " ORDER BY created_at DESC, id DESC LIMIT $1")},
+      {"active_ids",
+       absl::StrCat("SELECT id FROM transfer_jobs WHERE ", kActive)},
+      {"claim",
+       absl::StrCat(
+           "UPDATE transfer_jobs SET state = 2, attempts = attempts + 1, "
+           "next_attempt_at = NULL, claim_token = $2, "
+           "updated_at = clock_timestamp() "
+           "WHERE state IN (1, 3) AND id = (SELECT id FROM transfer_jobs "
+           "WHERE state = 1 OR (state = 3 AND next_attempt_at <= ",
+           TimeParam(1),
+           ") ORDER BY priority DESC, created_at, id LIMIT 1 "
+           "FOR UPDATE SKIP LOCKED)",
+           returning)},
+      {"claimed_by", absl::StrCat("SELECT ", kJobColumns,
+                                  " FROM transfer_jobs WHERE claim_token = $1 "
+                                  "AND state = 2")},
+      {"progress",
+       absl::StrCat("UPDATE transfer_jobs SET bytes_verified = $2, "
+                    "expected_size = coalesce($3::bigint, expected_size), "
+                    "expected_sha256 = coalesce(decode($4::text, 'hex'), "
+                    "expected_sha256), updated_at = clock_timestamp() "
+                    "WHERE id = $1 AND ",
+                    kActive)},
+      {"add_source",
+       absl::StrCat("UPDATE transfer_jobs SET sources_tried = CASE WHEN "
+                    "$2::text = ANY(sources_tried) THEN sources_tried ELSE "
+                    "array_append(sources_tried, $2::text) END, "
+                    "updated_at = clock_timestamp() WHERE id = $1 AND ",
+                    kActive)},
+      {"add_demoted",
+       absl::StrCat("UPDATE transfer_jobs SET demoted = CASE WHEN "
+                    "$2::text = ANY(demoted) THEN demoted ELSE "
+                    "array_append(demoted, $2::text) END, "
+                    "updated_at = clock_timestamp() WHERE id = $1 AND ",
+                    kActive)},
+      {"retry", absl::StrCat("UPDATE transfer_jobs SET state = 3, "
+                             "next_attempt_at = ",
+                             TimeParam(2),
+                             ", last_error = $3, claim_token = NULL, "
+                             "updated_at = clock_timestamp() "
+                             "WHERE id = $1 AND ",
+                             kActive)},
+      {"finish",
+       absl::StrCat("UPDATE transfer_jobs SET state = $2, reason = $3, "
+                    "error_code = $4, next_attempt_at = NULL, "
+                    "claim_token = NULL, finished_at = clock_timestamp(), "
+                    "updated_at = clock_timestamp() WHERE id = $1",
+                    returning)},
+      {"requeue",
+       "UPDATE transfer_jobs SET state = 1, claim_token = NULL, "
+       "updated_at = clock_timestamp() WHERE state = 2"},
+      {"next_wakeup",
+       "SELECT (extract(epoch FROM min(next_attempt_at)) * 1000000)::bigint "
+       "FROM transfer_jobs WHERE state = 3"},
+      {"prune", absl::StrCat("DELETE FROM transfer_jobs WHERE state >= 4 AND "
+                             "finished_at < ",
+                             TimeParam(1))},
+  };
+  for (const auto& [name, sql] : statements) {
+    if (absl::Status s = conn.Prepare(name, sql); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+class PgJobStore final : public JobStore {
+ public:
+  explicit PgJobStore(std::unique_ptr<pg::Connection> conn)
+      : conn_(std::move(conn)) {}
+
+  absl::StatusOr<Job> Create(const SidecarKey& key,
+                             v1::Priority priority) override;
+  absl::StatusOr<std::optional<Job>> Get(absl::string_view id) override;
+  absl::StatusOr<std::vector<Job>> List(bool active_only,
+                                        uint32_t limit) override;
+  absl::StatusOr<std::vector<std::string>> ActiveIds() override;
+  absl::StatusOr<std::optional<Job>> ClaimNext(absl::Time now) override;
+  absl::Status UpdateProgress(
+      absl::string_view id, uint64_t bytes_verified,
+      std::optional<uint64_t> expected_size,
+      const std::optional<Sha256Digest>& expected_sha256) override;
+  absl::Status AddSourceTried(absl::string_view id,
+                              absl::string_view device_id) override;
+  absl::Status AddDemoted(absl::string_view id,
+                          absl::string_view device_id) override;
+  absl::Status ScheduleRetry(absl::string_view id, absl::Time next_attempt_at,
+                             absl::string_view last_error) override;
+  absl::StatusOr<Job> Finish(absl::string_view id, v1::JobState state,
+                             absl::string_view reason,
+                             int32_t error_code) override;
+  absl::StatusOr<uint64_t> RequeueRunning() override;
+  absl::StatusOr<std::optional<absl::Time>> NextWakeup() override;
+  absl::StatusOr<uint64_t> PruneFinished(absl::Time before) override;
+
+ private:
+  // Runs prepared statement `name` (an UPDATE of one active job, params[0]
+  // its canonical id); if it touched no row, says why: NOT_FOUND or
+  // FAILED_PRECONDITION.
+  absl::Status UpdateActive(absl::string_view id, const std::string& name,
+                            pg::Params params) ABSL_LOCKS_EXCLUDED(mu_);
+  // A list of jobs from prepared statement `name`.
+  absl::StatusOr<std::vector<Job>> Query(const std::string& name,
+                                         const pg::Params& params)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  absl::Mutex mu_;
+  const std::unique_ptr<pg::Connection> conn_ ABSL_GUARDED_BY(mu_);
+};
+
+// Why an update of job `id` touched no row; `conn` is in use by the caller.
+absl::Status WhyNotActive(pg::Connection& conn, const std::string& id) {
+  absl::StatusOr<pg::Result> r = conn.ExecPrepared("state", {id});
+  if (!r.ok()) return r.status();
+  if (r->rows() == 0) return NoSuchJob(id);
+  absl::StatusOr<int64_t> state = r->GetInt64(0, 0);
+  if (!state.ok()) return state.status();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "transfer job ", id,
+      " has ended: ", v1::JobState_Name(static_cast<v1::JobState>(*state))));
+}
+
+absl::Status PgJobStore::UpdateActive(absl::string_view id,
+                                      const std::string& name,
+                                      pg::Params params) {
+  std::optional<std::string> canonical = CanonicalId(id);
+  if (!canonical) return NoSuchJob(id);
+  params.insert(params.begin(), *canonical);
+  absl::MutexLock lock(&mu_);
+  return conn_->RunWithRetry(
+      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
+        absl::StatusOr<pg::Result> r = conn.ExecPrepared(name, params);
+        if (!r.ok()) return r.status();
+        if (r->affected_rows() > 0) return absl::OkStatus();
+        return WhyNotActive(conn, *canonical);
+      });
+}
+
+absl::StatusOr<std::vector<Job>> PgJobStore::Query(const std::string& name,
+                                                   const pg::Params& params) {
+  absl::MutexLock lock(&mu_);
+  std::vector<Job> out;
+  absl::Status s = conn_->RunWithRetry(
+      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
+        out.clear();
+        absl::StatusOr<pg::Result> r = conn.ExecPrepared(name, params);
+        if (!r.ok()) return r.status();
+        out.reserve(r->rows());
+        for (int row = 0; row < r->rows(); ++row) {
+          absl::StatusOr<Job> job = JobFromRow(*r, row);
+          if (!job.ok()) return job.status();
+          out.push_back(std::move(*job));
+        }
+        return absl::OkStatus();
+      });
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<Job> PgJobStore::Create(const SidecarKey& key,
+                                       v1::Priority priority) {
+  absl::Status valid = ValidateKindFormat(key.kind, key.format);
+  if (valid.ok()) valid = ValidateVariant(key.variant);
+  if (!valid.ok()) return valid;
+  if (key.content.IsNil()) {
+    return absl::InvalidArgumentError("content uuid must not be nil");
+  }
+  if (priority == v1::PRIORITY_UNSPECIFIED) priority = v1::PRIORITY_NORMAL;
+  if (!v1::Priority_IsValid(priority)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("priority ", static_cast<int>(priority), " is unknown"));
+  }
+  // The id is chosen here so that a retry after a lost COMMIT finds the job
+  // it created (as the active job of the key) instead of making another.
+  const std::string id = Uuid::Random().ToString();
+  const pg::Params key_params = {
+      key.content.ToString(), std::to_string(key.kind), key.variant,
+      std::to_string(key.format), std::to_string(priority)};
+  pg::Params insert_params = {id};
+  insert_params.insert(insert_params.end(), key_params.begin(),
+                       key_params.end());
+  absl::MutexLock lock(&mu_);
+  Job out;
+  absl::Status s = conn_->RunTransaction(
+      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
+        // The active job may end between the failed insert and the update;
+        // then the insert succeeds the next time round.
+        for (int round = 0; round < 3; ++round) {
+          absl::StatusOr<pg::Result> r =
+              conn.ExecPrepared("create", insert_params);
+          if (!r.ok()) return r.status();
+          if (r->rows() == 0) {
+            r = conn.ExecPrepared("create_existing", key_params);
+            if (!r.ok()) return r.status();
+          }
+          if (r->rows() == 1) {
+            absl::StatusOr<Job> job = JobFromRow(*r, 0);
+            if (!job.ok()) return job.status();
+            out = std::move(*job);
+            return absl::OkStatus();
+          }
+        }
+        return absl::AbortedError(
+            absl::StrCat("could not create a job for ", KeyDebugString(key),
+                         ": its active job kept changing; try again"));
+      });
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<std::optional<Job>> PgJobStore::Get(absl::string_view id) {
+  std::optional<std::string> canonical = CanonicalId(id);
+  if (!canonical) return std::optional<Job>();
+  absl::StatusOr<std::vector<Job>> jobs = Query("get", {*canonical});
+  if (!jobs.ok()) return jobs.status();
+  if (jobs->empty()) return std::optional<Job>();
+  return std::optional<Job>(std::move(jobs->front()));
+}
+
+absl::StatusOr<std::vector<Job>> PgJobStore::List(bool active_only,
+                                                  uint32_t limit) {
+  if (limit == 0) limit = kDefaultListLimit;
+  limit = std::min(limit, kMaxListLimit);
+  return Query(active_only ? "list_active" : "list_all",
+               {std::to_string(limit)});
+}
+
+absl::StatusOr<std::vector<std::string>> PgJobStore::ActiveIds() {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> out;
+  absl::Status s = conn_->RunWithRetry(
+      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
+        out.clear();
+        absl::StatusOr<pg::Result> r = conn.ExecPrepared("active_ids", {});
+        if (!r.ok()) return r.status();
+        out.reserve(r->rows());
+        for (int row = 0; row < r->rows(); ++row) {
+          out.emplace_back(r->Get(row, 0));
+        }
+        return absl::OkStatus();
+      });
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<std::optional<Job>> PgJobStore::ClaimNext(absl::Time now) {
+  const std::string token = Uuid::Random().ToString();
+  const pg::Params params = {TimeArg(now), token};
+  absl::MutexLock lock(&mu_);
+  std::optional<Job> out;
+  absl::Status s = conn_->RunTransaction(
+      kRetryTimeout, [&](pg::Connection& conn, int attempt) -> absl::Status {
+        out.reset();
+        absl::StatusOr<pg::Result> r;
+        if (attempt > 0) {
+          // The first attempt's COMMIT may have gone through.
+          r = conn.ExecPrepared("claimed_by", {token});
+          if (!r.ok()) return r.status();
+        }
+        if (attempt == 0 || r->rows() == 0) {
+          r = conn.ExecPrepared("claim", params);
+          if (!r.ok()) return r.status();
+        }
+        if (r->rows() == 0) return absl::OkStatus();
+        absl::StatusOr<Job> job = JobFromRow(*r, 0);
+        if (!job.ok()) return job.status();
+        out = std::move(*job);
+        return absl::OkStatus();
+      });
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::Status PgJobStore::UpdateProgress(
+    absl::string_view id, uint64_t bytes_verified,
+    std::optional<uint64_t> expected_size,
+    const std::optional<Sha256Digest>& expected_sha256) {
+  constexpr uint64_t kMaxBigint = INT64_MAX;
+  if (bytes_verified > kMaxBigint ||
+      (expected_size && *expected_size > kMaxBigint)) {
+    return absl::InvalidArgumentError("sizes must be below 2^63");
+  }
+  pg::Params params = {std::to_string(bytes_verified)};
+  params.push_back(expected_size ? pg::Param(std::to_string(*expected_size))
+                                 : std::nullopt);
+  params.push_back(expected_sha256 ? pg::Param(DigestToHex(*expected_sha256))
+                                   : std::nullopt);
+  return UpdateActive(id, "progress", std::move(params));
+}
+
+absl::Status PgJobStore::AddSourceTried(absl::string_view id,
+                                        absl::string_view device_id) {
+  return UpdateActive(id, "add_source", {std::string(device_id)});
+}
+
+absl::Status PgJobStore::AddDemoted(absl::string_view id,
+                                    absl::string_view device_id) {
+  return UpdateActive(id, "add_demoted", {std::string(device_id)});
+}
+
+absl::Status PgJobStore::ScheduleRetry(absl::string_view id,
+                                       absl::Time next_attempt_at,
+                                       absl::string_view last_error) {
+  return UpdateActive(id, "retry",
+                      {TimeArg(next_attempt_at), std::string(last_error)});
+}
+
+absl::StatusOr<Job> PgJobStore::Finish(absl::string_view id, v1::JobState state,
+                                       absl::string_view reason,
+                                       int32_t error_code) {
+  if (!IsFinalState(state)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a job cannot finish in state ", v1::JobState_IsValid(state)
+                                             ? v1::JobState_Name(state)
+                                             : std::to_string(state)));
+  }
+  std::optional<std::string> canonical = CanonicalId(id);
+  if (!canonical) return NoSuchJob(id);
+  const pg::Params params = {*canonical, std::to_string(state),
+                             std::string(reason), std::to_string(error_code)};
+  absl::MutexLock lock(&mu_);
+  Job out;
+  absl::Status s = conn_->RunTransaction(
+      kRetryTimeout, [&](pg::Connection& conn, int attempt) -> absl::Status {
+        absl::StatusOr<pg::Result> r =
+            conn.ExecPrepared("state_for_update", {*canonical});
+        if (!r.ok()) return r.status();
+        if (r->rows() == 0) return NoSuchJob(*canonical);
+        absl::StatusOr<int64_t> current = r->GetInt64(0, 0);
+        if (!current.ok()) return current.status();
+        const auto now_state = static_cast<v1::JobState>(*current);
+        bool finished_before = false;
+        if (IsFinalState(now_state)) {
+          // After a lost COMMIT the first attempt may have finished it.
+          if (attempt == 0 || now_state != state) {
+            return absl::FailedPreconditionError(absl::StrCat(
+                "transfer job ", *canonical,
+                " has already ended: ", v1::JobState_Name(now_state)));
+          }
+          finished_before = true;
+        }
+        r = finished_before ? conn.ExecPrepared("get", {*canonical})
+                            : conn.ExecPrepared("finish", params);
+        if (!r.ok()) return r.status();
+        if (r->rows() != 1) return NoSuchJob(*canonical);
+        absl::StatusOr<Job> job = JobFromRow(*r, 0);
+        if (!job.ok()) return job.status();
+        out = std::move(*job);
+        return absl::OkStatus();
+      });
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<uint64_t> PgJobStore::RequeueRunning() {
+  absl::MutexLock lock(&mu_);
+  uint64_t out = 0;
+  absl::Status s = conn_->RunWithRetry(
+      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
+        absl::StatusOr<pg::Result> r = conn.ExecPrepared("requeue", {});
+        if (!r.ok()) return r.status();
+        out = r->affected_rows();
+        return absl::OkStatus();
+      });
+  if (!s.ok()) return s;
+  if (out > 0) SC_LOG(INFO) << "requeued " << out << " interrupted jobs";
+  return out;
+}
+
+absl::StatusOr<std::optional<absl::Time>> PgJobStore::NextWakeup() {
+  absl::MutexLock lock(&mu_);
+  std::optional<absl::Time> out;
+  absl::Status s = conn_->RunWithRetry(
+      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
+        absl::StatusOr<pg::Result> r = conn.ExecPrepared("next_wakeup", {});
+        if (!r.ok()) return r.status();
+        absl::StatusOr<std::optional<absl::Time>> t = OptionalTime(*r, 0, 0);
+        if (!t.ok()) return t.status();
+        out = *t;
+        return absl::OkStatus();
+      });
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<uint64_t> PgJobStore::PruneFinished(absl::Time before) {
+  absl::MutexLock lock(&mu_);
+  uint64_t out = 0;
+  absl::Status s = conn_->RunWithRetry(
+      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
+        absl::StatusOr<pg::Result> r =
+            conn.ExecPrepared("prune", {TimeArg(before)});
+        if (!r.ok()) return r.status();
+        out = r->affected_rows();
+        return absl::OkStatus();
+      });
+  if (!s.ok()) return s;
+  return out;
+}
+
+}  // namespace
+
+bool IsActiveState(v1::JobState state) {
+  return state == v1::JOB_STATE_QUEUED || state == v1::JOB_STATE_RUNNING ||
+         state == v1::JOB_STATE_WAITING_RETRY;
+}
+
+bool IsFinalState(v1::JobState state) {
+  return state == v1::JOB_STATE_DONE || state == v1::JOB_STATE_GENERATE ||
+         state == v1::JOB_STATE_CANCELLED;
+}
+
+absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(
+    const std::string& conninfo, absl::Duration connect_timeout) {
+  pg::ConnectOptions options;
+  options.connect_timeout = connect_timeout;
+  options.attempt_timeout = std::min(connect_timeout, absl::Seconds(5));
+  options.application_name = "sidecar-transfer";
+  absl::StatusOr<std::unique_ptr<pg::Connection>> conn =
+      pg::Connection::Open(conninfo, options);
+  if (!conn.ok()) return conn.status();
+  absl::Status s =
+      (*conn)->RunWithRetry(connect_timeout, [](pg::Connection& c, int) {
+        return pg::ApplyMigrations(c, JobMigrations(), kJobMigrationLockKey);
+      });
+  if (!s.ok()) return s;
+  // Another service's migrations in the same database would have made ours
+  // look applied.
+  s = (*conn)->RunWithRetry(connect_timeout, [](pg::Connection& c, int) {
+    absl::StatusOr<pg::Result> r =
+        c.Exec("SELECT to_regclass('transfer_jobs') IS NOT NULL");
+    if (!r.ok()) return r.status();
+    absl::StatusOr<bool> exists = r->GetBool(0, 0);
+    if (!exists.ok()) return exists.status();
+    if (*exists) return absl::OkStatus();
+    return absl::FailedPreconditionError(
+        "the database has schema migrations but no transfer_jobs table: it "
+        "belongs to another service; give the transfer service its own "
+        "database");
+  });
+  if (!s.ok()) return s;
+  s = (*conn)->RunWithRetry(connect_timeout, [](pg::Connection& c, int) {
+    return PrepareStatements(c);
+  });
+  if (!s.ok()) return s;
+  return std::make_unique<PgJobStore>(std::move(*conn));
+}
+
+}  // namespace sidecar::transfer

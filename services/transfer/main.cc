@@ -1,0 +1,181 @@
+// sidecar-transfer: serves this device's sidecars to peers and fetches
+// missing ones from them, verified, resumable and retried.
+#include <filesystem>
+#include <string>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "common/thread_pool.h"
+#include "common/transport.h"
+#include "services/transfer/availability_client.h"
+#include "services/transfer/fetcher.h"
+#include "services/transfer/job_events.h"
+#include "services/transfer/job_store.h"
+#include "services/transfer/local_index.h"
+#include "services/transfer/peer_server.h"
+#include "services/transfer/policy.h"
+#include "services/transfer/rate_limiter.h"
+#include "services/transfer/store_writer.h"
+#include "services/transfer/transfer_service.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:7200",
+          "host:port to serve the local and peer APIs on (port 0: any)");
+ABSL_FLAG(std::string, port_file, "",
+          "if set, write the bound port here once serving");
+ABSL_FLAG(std::string, db, "",
+          "PostgreSQL connection string (libpq) of the transfer job database");
+ABSL_FLAG(absl::Duration, db_connect_timeout, absl::Seconds(30),
+          "how long to wait for PostgreSQL at start-up");
+ABSL_FLAG(std::string, sidecar_root, "./sidecars",
+          "directory holding this device's sidecars (the same as the "
+          "availability service's)");
+ABSL_FLAG(std::string, availability, "127.0.0.1:7100",
+          "host:port of this device's availability service");
+ABSL_FLAG(absl::Duration, rpc_timeout, absl::Seconds(5),
+          "deadline of calls to the availability service");
+ABSL_FLAG(int, workers, 3, "fetch jobs run at once");
+ABSL_FLAG(int, max_attempts, 5, "attempts of a job before it ends in GENERATE");
+ABSL_FLAG(absl::Duration, retry_initial_backoff, absl::Milliseconds(200),
+          "wait before the second attempt; doubles per attempt, with jitter");
+ABSL_FLAG(absl::Duration, retry_max_backoff, absl::Seconds(30),
+          "longest wait between attempts");
+ABSL_FLAG(uint64_t, multi_source_min_bytes, 32ull << 20,
+          "sidecars this large are fetched from several holders at once");
+ABSL_FLAG(uint64_t, piece_bytes, 4ull << 20,
+          "piece size of multi-source fetches");
+ABSL_FLAG(int, max_sources, 3, "holders used at once by one fetch");
+ABSL_FLAG(uint32_t, chunk_bytes, 0,
+          "chunk size asked of peers (0: the serving side's choice)");
+ABSL_FLAG(absl::Duration, stall_timeout, absl::Seconds(10),
+          "a source that sends nothing this long is abandoned");
+ABSL_FLAG(double, bandwidth_limit, 0,
+          "bytes per second all fetches may use together (0: unlimited)");
+ABSL_FLAG(uint64_t, min_free_bytes, 64ull << 20,
+          "a fetch that would leave less free space on the store fails");
+ABSL_FLAG(std::string, strategy, "prefer-fetch",
+          "prefer-fetch, generate-cheap or unmetered-only");
+ABSL_FLAG(bool, metered, false,
+          "this device is on a metered link (see --strategy)");
+ABSL_FLAG(std::string, cheap_kinds, "thumb",
+          "kinds generated locally under --strategy=generate-cheap");
+ABSL_FLAG(int, io_threads, 4, "threads reading files for peers");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
+          "on SIGTERM, how long in-flight calls may finish");
+ABSL_FLAG(bool, verbose, false, "log debug messages");
+
+namespace sidecar::transfer {
+namespace {
+
+int Main() {
+  SetLogTag("transfer");
+  if (absl::GetFlag(FLAGS_verbose)) SetMinLogLevel(LogLevel::kDebug);
+  if (absl::GetFlag(FLAGS_db).empty()) {
+    SC_LOG(ERROR) << "--db (or SIDECAR_DB) is required: a PostgreSQL "
+                     "connection string for the transfer jobs";
+    return 2;
+  }
+  absl::StatusOr<FetchPolicy> policy = FetchPolicy::Make(
+      absl::GetFlag(FLAGS_strategy), absl::GetFlag(FLAGS_metered),
+      absl::GetFlag(FLAGS_cheap_kinds));
+  if (!policy.ok()) {
+    SC_LOG(ERROR) << policy.status();
+    return 2;
+  }
+  std::error_code ec;
+  std::filesystem::path root =
+      std::filesystem::absolute(absl::GetFlag(FLAGS_sidecar_root), ec);
+  std::filesystem::create_directories(root, ec);
+
+  absl::StatusOr<std::unique_ptr<JobStore>> jobs = JobStore::Open(
+      absl::GetFlag(FLAGS_db), absl::GetFlag(FLAGS_db_connect_timeout));
+  if (!jobs.ok()) {
+    SC_LOG(ERROR) << "cannot open the job database: " << jobs.status();
+    return 1;
+  }
+  if (absl::StatusOr<uint64_t> n = (*jobs)->RequeueRunning(); n.ok() && *n) {
+    SC_LOG(INFO) << *n << " interrupted job(s) will resume";
+  }
+  absl::StatusOr<std::unique_ptr<StoreWriter>> store =
+      StoreWriter::Open(root.string());
+  if (!store.ok()) {
+    SC_LOG(ERROR) << "cannot use the sidecar root: " << store.status();
+    return 1;
+  }
+  // Partial files of jobs that no longer exist (crash between commit and
+  // bookkeeping, cancelled jobs) are removed; active jobs resume from theirs.
+  if (absl::StatusOr<std::vector<std::string>> active = (*jobs)->ActiveIds();
+      active.ok()) {
+    absl::flat_hash_set<std::string> ids(active->begin(), active->end());
+    absl::StatusOr<uint64_t> removed = (*store)->CleanupStray(ids);
+    if (removed.ok() && *removed > 0) {
+      SC_LOG(INFO) << "removed " << *removed << " stray partial file(s)";
+    }
+  }
+
+  AvailabilityClient availability(absl::GetFlag(FLAGS_availability),
+                                  absl::GetFlag(FLAGS_rpc_timeout));
+  LocalIndex index(absl::GetFlag(FLAGS_availability));
+  ThreadPool pool(ThreadPoolOptions{absl::GetFlag(FLAGS_io_threads)});
+  PeerServer peer_api(&index, root.string(), &pool);
+
+  RateLimiter limiter(absl::GetFlag(FLAGS_bandwidth_limit));
+  JobEvents events;
+  FetcherOptions fo;
+  fo.workers = absl::GetFlag(FLAGS_workers);
+  fo.max_attempts = absl::GetFlag(FLAGS_max_attempts);
+  fo.initial_backoff = absl::GetFlag(FLAGS_retry_initial_backoff);
+  fo.max_backoff = absl::GetFlag(FLAGS_retry_max_backoff);
+  fo.multi_source_min_bytes = absl::GetFlag(FLAGS_multi_source_min_bytes);
+  fo.piece_bytes = absl::GetFlag(FLAGS_piece_bytes);
+  fo.max_sources = absl::GetFlag(FLAGS_max_sources);
+  fo.chunk_bytes = absl::GetFlag(FLAGS_chunk_bytes);
+  fo.stall_timeout = absl::GetFlag(FLAGS_stall_timeout);
+  fo.min_free_bytes = absl::GetFlag(FLAGS_min_free_bytes);
+  Fetcher fetcher(fo, jobs->get(), store->get(), &availability, &limiter,
+                  &events);
+  TransferService local_api(jobs->get(), &fetcher, &availability, &events,
+                            *policy);
+
+  ServerHost host(absl::GetFlag(FLAGS_listen));
+  host.AddService(&local_api);
+  host.AddService(&peer_api);
+  if (absl::Status s = host.Start(); !s.ok()) {
+    SC_LOG(ERROR) << s;
+    return 1;
+  }
+  fetcher.Start();
+  SC_LOG(INFO) << "serving on port " << host.port() << ", sidecar root "
+               << root.string() << ", availability at "
+               << absl::GetFlag(FLAGS_availability);
+  if (std::string pf = absl::GetFlag(FLAGS_port_file); !pf.empty()) {
+    if (absl::Status s = WritePortFile(pf, host.port()); !s.ok()) {
+      SC_LOG(ERROR) << s;
+      return 1;
+    }
+  }
+  int sig = host.WaitForShutdownSignal();
+  absl::Duration drain = absl::GetFlag(FLAGS_drain_timeout);
+  SC_LOG(INFO) << "signal " << sig << ": not serving, draining for up to "
+               << drain;
+  host.SetServing(false);
+  events.Shutdown();
+  fetcher.Stop();  // running jobs stay resumable
+  host.Shutdown(drain);
+  SC_LOG(INFO) << "stopped";
+  return 0;
+}
+
+}  // namespace
+}  // namespace sidecar::transfer
+
+int main(int argc, char** argv) {
+  sidecar::BlockShutdownSignals();
+  sidecar::ParseConfig(argc, argv,
+                       "sidecar-transfer: moves sidecars between a person's "
+                       "devices");
+  return sidecar::transfer::Main();
+}

@@ -1,0 +1,625 @@
+#include "services/transfer/peer_server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <deque>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/log.h"
+#include "common/sha256.h"
+#include "common/sidecar_key.h"
+
+namespace sidecar::transfer {
+namespace {
+
+// Headroom for a BatchReadItem's fields besides its data.
+constexpr size_t kItemHeadroomBytes = 64 << 10;
+
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  ~UniqueFd() {
+    if (fd_ >= 0) close(fd_);
+  }
+  UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  UniqueFd& operator=(UniqueFd&& o) noexcept {
+    if (this != &o) {
+      if (fd_ >= 0) close(fd_);
+      fd_ = std::exchange(o.fd_, -1);
+    }
+    return *this;
+  }
+  int get() const { return fd_; }
+
+ private:
+  int fd_ = -1;
+};
+
+std::string SidecarPath(const std::string& root, const SidecarKey& key) {
+  return absl::StrCat(root, "/", RelativePath(key));
+}
+
+absl::Status NotReady(const SidecarKey& key) {
+  return absl::NotFoundError(
+      absl::StrCat(KeyDebugString(key), " is not ready on this device"));
+}
+
+// Opens the local copy of `key` and checks it against its record: a regular
+// file, not reached through a final symlink, of the registered size.
+absl::StatusOr<UniqueFd> OpenChecked(const std::string& root,
+                                     const SidecarKey& key,
+                                     const LocalSidecarInfo& info) {
+  const std::string path = SidecarPath(root, key);
+  int raw;
+  do {
+    raw = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  } while (raw < 0 && errno == EINTR);
+  if (raw < 0) {
+    int err = errno;
+    if (err == ENOENT || err == ENOTDIR) {
+      return absl::DataLossError(absl::StrCat(
+          "local copy of ", KeyDebugString(key), " is missing (registered ",
+          info.size, " bytes; expected at ", path, ")"));
+    }
+    if (err == ELOOP) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("local copy of ", KeyDebugString(key),
+                       " is a symbolic link; it is not served"));
+    }
+    return absl::InternalError(absl::StrCat("cannot open the local copy of ",
+                                            KeyDebugString(key), ": ",
+                                            strerror(err)));
+  }
+  UniqueFd fd(raw);
+  struct stat st;
+  if (fstat(fd.get(), &st) != 0) {
+    return absl::InternalError(absl::StrCat("cannot stat the local copy of ",
+                                            KeyDebugString(key), ": ",
+                                            strerror(errno)));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("local copy of ", KeyDebugString(key),
+                     " is not a regular file; it is not served"));
+  }
+  if (static_cast<uint64_t>(st.st_size) != info.size) {
+    return absl::DataLossError(absl::StrCat(
+        "local copy of ", KeyDebugString(key), " is damaged (size ", st.st_size,
+        ", registered ", info.size, ")"));
+  }
+  return fd;
+}
+
+// Reads exactly `n` bytes at `offset` into `out` (resized to n). DATA_LOSS
+// if the file ends first (it shrank since it was checked).
+absl::Status ReadExactly(int fd, uint64_t offset, size_t n,
+                         const SidecarKey& key, std::string* out) {
+  out->resize(n);
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r =
+        pread(fd, out->data() + got, n - got, static_cast<off_t>(offset + got));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return absl::InternalError(absl::StrCat("cannot read the local copy of ",
+                                              KeyDebugString(key), ": ",
+                                              strerror(errno)));
+    }
+    if (r == 0) {
+      return absl::DataLossError(absl::StrCat(
+          "local copy of ", KeyDebugString(key), " is damaged (it ends at ",
+          offset + got, ", shorter than registered)"));
+    }
+    got += static_cast<size_t>(r);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ChecksumMismatch(const SidecarKey& key) {
+  return absl::DataLossError(
+      absl::StrCat("local copy of ", KeyDebugString(key),
+                   " does not match its registered checksum"));
+}
+
+size_t MaxItemBytes(size_t max_message_bytes) {
+  size_t m = std::min<size_t>(max_message_bytes, kMaxMessageBytes);
+  return m > kItemHeadroomBytes ? m - kItemHeadroomBytes : 0;
+}
+
+}  // namespace
+
+uint32_t EffectiveChunkBytes(uint32_t requested, uint32_t default_bytes) {
+  uint32_t want = requested != 0 ? requested : default_bytes;
+  if (want == 0) want = kDefaultChunkBytes;
+  return std::clamp(want, kMinChunkBytes, kMaxChunkBytes);
+}
+
+// Reactor lifetime, for both reactors: every pool task holds a count
+// (pending_), and the reactor deletes itself when OnDone has run and no task
+// is outstanding, whichever comes last. At any time a Read is in exactly one
+// of: a pool task queued or running, a write in flight, or finished; so the
+// per-call fields below mu_ are only touched by one thread at a time (handed
+// over through the pool's queue or gRPC's completion).
+class PeerServer::ReadReactor : public grpc::ServerWriteReactor<v1::ReadChunk> {
+ public:
+  ReadReactor(PeerServer* server, const v1::ReadRequest& req)
+      : server_(server), req_(req) {
+    absl::StatusOr<SidecarKey> key = KeyFromProto(req_.key());
+    if (!key.ok()) {
+      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrCat("bad key: ", key.status().message())));
+      return;
+    }
+    key_ = *std::move(key);
+    chunk_bytes_ = EffectiveChunkBytes(req_.chunk_bytes(),
+                                       server_->options_.default_chunk_bytes);
+    RunOnPool(&ReadReactor::Open);
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "write failed"));
+      return;
+    }
+    if (Cancelled()) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+      return;
+    }
+    RunOnPool(&ReadReactor::ReadNext);
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+  }
+
+  void OnDone() override {
+    bool last;
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+      last = pending_ == 0;
+    }
+    if (last) delete this;
+  }
+
+ private:
+  void RunOnPool(void (ReadReactor::*step)()) {
+    {
+      absl::MutexLock lock(&mu_);
+      ++pending_;
+    }
+    server_->pool_->Schedule([this, step] {
+      (this->*step)();
+      Release();
+    });
+  }
+
+  void Release() {
+    bool last;
+    {
+      absl::MutexLock lock(&mu_);
+      last = --pending_ == 0 && done_;
+    }
+    if (last) delete this;
+  }
+
+  bool Cancelled() {
+    absl::MutexLock lock(&mu_);
+    return cancelled_;
+  }
+
+  void Fail(const absl::Status& s) { Finish(ToGrpcStatus(s)); }
+
+  // Pool: looks the key up, opens and checks the file, then reads the first
+  // chunk.
+  void Open() {
+    if (Cancelled()) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+      return;
+    }
+    absl::StatusOr<std::optional<LocalSidecarInfo>> info =
+        server_->index_->LookupOne(key_);
+    if (!info.ok()) return Fail(info.status());
+    if (!info->has_value()) return Fail(NotReady(key_));
+    registered_ = (*info)->sha256;
+    size_ = (*info)->size;
+    absl::StatusOr<UniqueFd> fd = OpenChecked(server_->root_, key_, **info);
+    if (!fd.ok()) {
+      if (absl::IsDataLoss(fd.status())) {
+        SC_LOG(WARNING) << fd.status().message();
+      }
+      return Fail(fd.status());
+    }
+    fd_ = *std::move(fd);
+    const uint64_t offset = req_.offset();
+    const uint64_t length = req_.length();
+    if (offset > size_) {
+      return Fail(absl::OutOfRangeError(
+          absl::StrCat("offset ", offset, " is past the end of ",
+                       KeyDebugString(key_), " (", size_, " bytes)")));
+    }
+    if (length > size_ - offset) {
+      return Fail(absl::OutOfRangeError(absl::StrCat(
+          "offset ", offset, " + length ", length, " is past the end of ",
+          KeyDebugString(key_), " (", size_, " bytes)")));
+    }
+    next_ = offset;
+    end_ = length == 0 ? size_ : offset + length;
+    whole_file_ = offset == 0 && end_ == size_;
+    if (end_ - next_ > chunk_bytes_) {
+      posix_fadvise(fd_.get(), static_cast<off_t>(next_),
+                    static_cast<off_t>(end_ - next_), POSIX_FADV_SEQUENTIAL);
+    }
+    first_ = true;
+    ReadNext();
+  }
+
+  // Pool: reads and hashes the next chunk and writes it; the last chunk
+  // goes with the final status.
+  void ReadNext() {
+    if (Cancelled()) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+      return;
+    }
+    const size_t n =
+        static_cast<size_t>(std::min<uint64_t>(chunk_bytes_, end_ - next_));
+    msg_.Clear();
+    msg_.set_offset(next_);
+    if (first_) {
+      msg_.set_file_size(size_);
+      msg_.set_file_sha256(DigestBytes(registered_).data(), 32);
+      first_ = false;
+    }
+    std::string* data = msg_.mutable_data();
+    if (absl::Status s = ReadExactly(fd_.get(), next_, n, key_, data);
+        !s.ok()) {
+      SC_LOG(WARNING) << s.message();
+      return Fail(s);
+    }
+    Sha256Digest chunk_sha = Sha256Of(*data);
+    msg_.set_chunk_sha256(DigestBytes(chunk_sha).data(), 32);
+    if (whole_file_) whole_.Update(*data);
+    next_ += n;
+    if (next_ < end_) {
+      StartWrite(&msg_);
+      return;
+    }
+    if (whole_file_ && whole_.Finish() != registered_) {
+      absl::Status s = ChecksumMismatch(key_);
+      SC_LOG(WARNING) << s.message();
+      return Fail(s);
+    }
+    StartWriteAndFinish(&msg_, grpc::WriteOptions(), grpc::Status::OK);
+  }
+
+  PeerServer* const server_;
+  const v1::ReadRequest req_;
+
+  absl::Mutex mu_;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  int pending_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // Touched by one step at a time (see the class comment).
+  SidecarKey key_;
+  uint32_t chunk_bytes_ = 0;
+  UniqueFd fd_;
+  uint64_t size_ = 0;
+  Sha256Digest registered_{};
+  uint64_t next_ = 0;
+  uint64_t end_ = 0;
+  bool first_ = true;
+  bool whole_file_ = false;
+  Sha256 whole_;
+  v1::ReadChunk msg_;
+};
+
+// BatchRead: one pool task looks every key up, then up to batch_read_ahead
+// items are read on the pool at a time while finished ones are written, one
+// write in flight. Items go out in the order they are read.
+class PeerServer::BatchReactor
+    : public grpc::ServerWriteReactor<v1::BatchReadItem> {
+ public:
+  BatchReactor(PeerServer* server, const v1::BatchReadRequest& req)
+      : server_(server) {
+    if (static_cast<size_t>(req.keys_size()) > kMaxBatchReadKeys) {
+      Finish(grpc::Status(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          absl::StrCat("BatchRead takes at most ", kMaxBatchReadKeys,
+                       " keys; got ", req.keys_size(), ": split the call")));
+      return;
+    }
+    keys_.assign(req.keys().begin(), req.keys().end());
+    {
+      absl::MutexLock lock(&mu_);
+      ++pending_;
+    }
+    server_->pool_->Schedule([this] {
+      LookUp();
+      Release();
+    });
+  }
+
+  void OnWriteDone(bool ok) override {
+    Plan plan;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      bytes_ahead_ -= writing_bytes_;
+      writing_bytes_ = 0;
+      if (!ok) cancelled_ = true;
+      plan = PumpLocked();
+    }
+    Execute(std::move(plan));
+  }
+
+  void OnCancel() override {
+    Plan plan;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      plan = PumpLocked();
+    }
+    Execute(std::move(plan));
+  }
+
+  void OnDone() override {
+    bool last;
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+      last = pending_ == 0;
+    }
+    if (last) delete this;
+  }
+
+ private:
+  struct Todo {
+    uint32_t index;
+    SidecarKey key;
+    LocalSidecarInfo info;
+  };
+  // What to do after releasing mu_: gRPC operations are never started with
+  // it held.
+  struct Plan {
+    std::vector<Todo> reads;
+    bool write = false;
+    std::optional<grpc::Status> finish;
+  };
+
+  void Release() {
+    bool last;
+    {
+      absl::MutexLock lock(&mu_);
+      last = --pending_ == 0 && done_;
+    }
+    if (last) delete this;
+  }
+
+  // Pool: validates the keys and looks them all up at once.
+  void LookUp() {
+    std::deque<v1::BatchReadItem> errors;
+    std::vector<SidecarKey> valid;
+    std::vector<uint32_t> valid_index;
+    valid.reserve(keys_.size());
+    valid_index.reserve(keys_.size());
+    for (size_t i = 0; i < keys_.size(); ++i) {
+      absl::StatusOr<SidecarKey> key = KeyFromProto(keys_[i]);
+      if (!key.ok()) {
+        errors.push_back(
+            ErrorItem(i, absl::InvalidArgumentError(absl::StrCat(
+                             "bad key: ", key.status().message()))));
+        continue;
+      }
+      valid.push_back(*std::move(key));
+      valid_index.push_back(static_cast<uint32_t>(i));
+    }
+    keys_.clear();
+    keys_.shrink_to_fit();
+    absl::StatusOr<std::vector<std::optional<LocalSidecarInfo>>> infos;
+    if (!valid.empty()) infos = server_->index_->Lookup(valid);
+    std::deque<Todo> todo;
+    if (!valid.empty() && infos.ok()) {
+      for (size_t j = 0; j < valid.size(); ++j) {
+        const std::optional<LocalSidecarInfo>& info = (*infos)[j];
+        if (!info) {
+          errors.push_back(ErrorItem(valid_index[j], NotReady(valid[j])));
+        } else if (info->size > server_->max_item_bytes_) {
+          errors.push_back(ErrorItem(
+              valid_index[j], absl::FailedPreconditionError(absl::StrCat(
+                                  KeyDebugString(valid[j]), " is ", info->size,
+                                  " bytes, more than BatchRead sends (",
+                                  server_->max_item_bytes_,
+                                  "): use Read for large sidecars"))));
+        } else {
+          todo.push_back(
+              Todo{valid_index[j], std::move(valid[j]), std::move(*info)});
+        }
+      }
+    }
+    Plan plan;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!valid.empty() && !infos.ok()) {
+        if (!finished_ && !writing_) {
+          finished_ = true;
+          plan.finish = ToGrpcStatus(infos.status());
+        }
+      } else {
+        ready_ = std::move(errors);
+        todo_ = std::move(todo);
+        looked_up_ = true;
+        plan = PumpLocked();
+      }
+    }
+    Execute(std::move(plan));
+  }
+
+  // Pool: reads one item whole and checks it against its record.
+  void ReadItem(const Todo& t) {
+    v1::BatchReadItem item;
+    bool skip;
+    {
+      absl::MutexLock lock(&mu_);
+      skip = cancelled_;
+    }
+    if (!skip) {
+      item.set_index(t.index);
+      absl::StatusOr<UniqueFd> fd = OpenChecked(server_->root_, t.key, t.info);
+      absl::Status s = fd.status();
+      if (s.ok()) {
+        s = ReadExactly(fd->get(), 0, t.info.size, t.key, item.mutable_data());
+      }
+      if (s.ok() && Sha256Of(item.data()) != t.info.sha256) {
+        s = ChecksumMismatch(t.key);
+      }
+      if (s.ok()) {
+        item.set_sha256(DigestBytes(t.info.sha256).data(), 32);
+      } else {
+        if (absl::IsDataLoss(s)) SC_LOG(WARNING) << s.message();
+        item = ErrorItem(t.index, s);
+      }
+    }
+    Plan plan;
+    {
+      absl::MutexLock lock(&mu_);
+      --reads_in_flight_;
+      if (skip) {
+        bytes_ahead_ -= t.info.size;
+      } else {
+        // Its bytes stay counted until its write completes.
+        ready_bytes_.push_back(t.info.size);
+        ready_read_.push_back(std::move(item));
+      }
+      plan = PumpLocked();
+    }
+    Execute(std::move(plan));
+  }
+
+  static v1::BatchReadItem ErrorItem(size_t index, const absl::Status& s) {
+    v1::BatchReadItem item;
+    item.set_index(static_cast<uint32_t>(index));
+    item.set_status_code(static_cast<int32_t>(s.code()));
+    item.set_status_message(std::string(s.message()));
+    return item;
+  }
+
+  // Decides what to start next; the caller executes the plan after
+  // releasing mu_.
+  Plan PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    Plan plan;
+    if (finished_) return plan;
+    if (cancelled_) {
+      if (!writing_) {
+        finished_ = true;
+        plan.finish = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+      }
+      return plan;
+    }
+    if (!looked_up_) return plan;
+    const PeerServerOptions& o = server_->options_;
+    const size_t max_ahead =
+        static_cast<size_t>(std::max(1, o.batch_read_ahead));
+    while (!todo_.empty() &&
+           reads_in_flight_ + ready_read_.size() + (writing_ ? 1 : 0) <
+               max_ahead &&
+           (bytes_ahead_ == 0 || bytes_ahead_ + todo_.front().info.size <=
+                                     o.batch_read_ahead_bytes)) {
+      bytes_ahead_ += todo_.front().info.size;
+      ++reads_in_flight_;
+      ++pending_;
+      plan.reads.push_back(std::move(todo_.front()));
+      todo_.pop_front();
+    }
+    if (writing_) return plan;
+    // Items read first (they hold memory), then errors.
+    if (!ready_read_.empty()) {
+      writing_msg_ = std::move(ready_read_.front());
+      ready_read_.pop_front();
+      writing_bytes_ = ready_bytes_.front();
+      ready_bytes_.pop_front();
+      writing_ = true;
+      plan.write = true;
+    } else if (!ready_.empty()) {
+      writing_msg_ = std::move(ready_.front());
+      ready_.pop_front();
+      writing_bytes_ = 0;
+      writing_ = true;
+      plan.write = true;
+    } else if (todo_.empty() && reads_in_flight_ == 0) {
+      finished_ = true;
+      plan.finish = grpc::Status::OK;
+    }
+    return plan;
+  }
+
+  void Execute(Plan plan) {
+    for (Todo& t : plan.reads) {
+      // pending_ was counted by PumpLocked.
+      server_->pool_->Schedule([this, t = std::move(t)] {
+        ReadItem(t);
+        Release();
+      });
+    }
+    if (plan.write) StartWrite(&writing_msg_);
+    if (plan.finish) Finish(*std::move(plan.finish));
+  }
+
+  PeerServer* const server_;
+  std::vector<v1::SidecarKey> keys_;  // the request's; until looked up
+
+  absl::Mutex mu_;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool looked_up_ ABSL_GUARDED_BY(mu_) = false;
+  int pending_ ABSL_GUARDED_BY(mu_) = 0;
+  // Items not to be read from disk (errors), ready to write.
+  std::deque<v1::BatchReadItem> ready_ ABSL_GUARDED_BY(mu_);
+  // Items read from disk, ready to write, and their sizes.
+  std::deque<v1::BatchReadItem> ready_read_ ABSL_GUARDED_BY(mu_);
+  std::deque<uint64_t> ready_bytes_ ABSL_GUARDED_BY(mu_);
+  std::deque<Todo> todo_ ABSL_GUARDED_BY(mu_);
+  size_t reads_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  // Bytes of items being read, ready, or being written.
+  uint64_t bytes_ahead_ ABSL_GUARDED_BY(mu_) = 0;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t writing_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // The message being written; only replaced while !writing_.
+  v1::BatchReadItem writing_msg_;
+};
+
+PeerServer::PeerServer(LocalIndex* index, std::string sidecar_root,
+                       ThreadPool* pool, PeerServerOptions options)
+    : index_(index),
+      root_(std::move(sidecar_root)),
+      pool_(pool),
+      options_(options),
+      max_item_bytes_(MaxItemBytes(options.max_batch_message_bytes)) {}
+
+PeerServer::~PeerServer() = default;
+
+grpc::ServerWriteReactor<v1::ReadChunk>* PeerServer::Read(
+    grpc::CallbackServerContext* ctx, const v1::ReadRequest* req) {
+  return new ReadReactor(this, *req);
+}
+
+grpc::ServerWriteReactor<v1::BatchReadItem>* PeerServer::BatchRead(
+    grpc::CallbackServerContext* ctx, const v1::BatchReadRequest* req) {
+  return new BatchReactor(this, *req);
+}
+
+}  // namespace sidecar::transfer

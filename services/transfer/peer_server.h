@@ -1,0 +1,94 @@
+// PeerServer: the TransferPeer service, what other devices call to read this
+// device's READY sidecars (protos/sidecar/v1/transfer.proto).
+//
+//   ThreadPool pool({.threads = 4});
+//   LocalIndex index(availability_address);
+//   PeerServer peer(&index, sidecar_root, &pool, {});
+//   ServerHost host(listen);
+//   host.AddService(&peer);
+//
+// Rules, for both calls:
+//  - a key is validated (KeyFromProto) and its file is always
+//    root + "/" + RelativePath(key): never a path from the wire or from the
+//    availability service;
+//  - only sidecars READY in the LocalIndex are served (NOT_FOUND "... is not
+//    ready on this device" otherwise), and only if the file is a regular
+//    file (not followed through a final symlink) of the registered size
+//    (DATA_LOSS otherwise);
+//  - Read checks each chunk's SHA-256 into the message and, when it streams
+//    a whole file, the whole file's hash: a mismatch with the registered
+//    checksum ends the call with DATA_LOSS instead of the last chunk;
+//  - BatchRead hashes every item and answers DATA_LOSS for a mismatch.
+//
+// Disk I/O, hashing and LocalIndex lookups run on the ThreadPool; gRPC
+// reactions never block. Destruction order: shut down the server hosting
+// this service, then destroy the ThreadPool (which runs what is left of the
+// reactors' tasks), then this object, then the LocalIndex.
+#ifndef SIDECAR_SERVICES_TRANSFER_PEER_SERVER_H_
+#define SIDECAR_SERVICES_TRANSFER_PEER_SERVER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "common/thread_pool.h"
+#include "common/transport.h"
+#include "services/transfer/local_index.h"
+#include "sidecar/v1/transfer.grpc.pb.h"
+
+namespace sidecar::transfer {
+
+inline constexpr uint32_t kMinChunkBytes = 64 << 10;
+inline constexpr uint32_t kMaxChunkBytes = 1 << 20;
+// Chosen by tests/bench/chunk_size_bench.cc (loopback, SHA-NI).
+inline constexpr uint32_t kDefaultChunkBytes = 256 << 10;
+inline constexpr size_t kMaxBatchReadKeys = 10000;
+
+struct PeerServerOptions {
+  // Chunk size of a Read that asks for 0 (clamped to 64 KiB..1 MiB).
+  uint32_t default_chunk_bytes = kDefaultChunkBytes;
+  // Bound of one BatchRead message. A BatchReadItem carries one whole file,
+  // so items larger than this less 64 KiB of headroom are answered
+  // FAILED_PRECONDITION ("use Read"). At most kMaxMessageBytes (16 MiB, what
+  // both ends accept).
+  size_t max_batch_message_bytes = kMaxMessageBytes;
+  // Per BatchRead call: items read ahead of the network (read or being
+  // read, not yet written), and their total bytes (at least one item).
+  int batch_read_ahead = 8;
+  size_t batch_read_ahead_bytes = 16 << 20;
+};
+
+// The chunk size a Read with `requested` chunk_bytes gets.
+uint32_t EffectiveChunkBytes(uint32_t requested, uint32_t default_bytes);
+
+class PeerServer : public v1::TransferPeer::CallbackService {
+ public:
+  // Does not take ownership; `index` and `pool` must outlive the server's
+  // calls (see the destruction order above).
+  PeerServer(LocalIndex* index, std::string sidecar_root, ThreadPool* pool,
+             PeerServerOptions options = {});
+  ~PeerServer() override;
+
+  grpc::ServerWriteReactor<v1::ReadChunk>* Read(
+      grpc::CallbackServerContext* ctx, const v1::ReadRequest* req) override;
+  grpc::ServerWriteReactor<v1::BatchReadItem>* BatchRead(
+      grpc::CallbackServerContext* ctx,
+      const v1::BatchReadRequest* req) override;
+
+  // Largest sidecar BatchRead sends.
+  size_t max_batch_item_bytes() const { return max_item_bytes_; }
+
+ private:
+  class ReadReactor;
+  class BatchReactor;
+
+  LocalIndex* const index_;
+  const std::string root_;
+  ThreadPool* const pool_;
+  const PeerServerOptions options_;
+  const size_t max_item_bytes_;
+};
+
+}  // namespace sidecar::transfer
+
+#endif  // SIDECAR_SERVICES_TRANSFER_PEER_SERVER_H_

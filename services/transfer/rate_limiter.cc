@@ -1,0 +1,39 @@
+#include "services/transfer/rate_limiter.h"
+
+#include <algorithm>
+
+#include "absl/time/clock.h"
+
+namespace sidecar::transfer {
+
+RateLimiter::RateLimiter(double bytes_per_sec)
+    : rate_(bytes_per_sec), tokens_(bytes_per_sec), last_(absl::Now()) {}
+
+void RateLimiter::RefillLocked(absl::Time now) {
+  tokens_ =
+      std::min(rate_, tokens_ + rate_ * absl::ToDoubleSeconds(now - last_));
+  last_ = now;
+}
+
+absl::Duration RateLimiter::WouldWait(uint64_t bytes) {
+  if (rate_ <= 0) return absl::ZeroDuration();
+  absl::MutexLock lock(&mu_);
+  RefillLocked(absl::Now());
+  double missing = static_cast<double>(bytes) - tokens_;
+  return missing <= 0 ? absl::ZeroDuration() : absl::Seconds(missing / rate_);
+}
+
+void RateLimiter::Acquire(uint64_t bytes) {
+  if (rate_ <= 0) return;
+  absl::Duration wait;
+  {
+    absl::MutexLock lock(&mu_);
+    RefillLocked(absl::Now());
+    tokens_ -= static_cast<double>(bytes);  // may go into debt
+    wait =
+        tokens_ >= 0 ? absl::ZeroDuration() : absl::Seconds(-tokens_ / rate_);
+  }
+  if (wait > absl::ZeroDuration()) absl::SleepFor(wait);
+}
+
+}  // namespace sidecar::transfer

@@ -1,0 +1,480 @@
+#include "services/transfer/store_writer.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/log.h"
+#include "common/uuid.h"
+
+namespace sidecar::transfer {
+namespace {
+
+constexpr absl::string_view kPartSuffix = ".part";
+constexpr size_t kReadBufferBytes = 1 << 20;
+
+absl::Status ErrnoStatus(int err, absl::string_view what) {
+  std::string msg = absl::StrCat(what, ": ", strerror(err));
+  switch (err) {
+    case ENOENT:
+      return absl::NotFoundError(msg);
+    case ENOSPC:
+    case EDQUOT:
+      return absl::ResourceExhaustedError(msg);
+    default:
+      return absl::InternalError(msg);
+  }
+}
+
+// Closes a descriptor on scope exit.
+class FdCloser {
+ public:
+  explicit FdCloser(int fd) : fd_(fd) {}
+  ~FdCloser() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  FdCloser(const FdCloser&) = delete;
+  FdCloser& operator=(const FdCloser&) = delete;
+
+ private:
+  int fd_;
+};
+
+// The canonical (lowercase) form of a job id; INVALID_ARGUMENT unless it is
+// a UUID, which also keeps it a safe file name.
+absl::StatusOr<std::string> CanonicalJobId(absl::string_view job_id) {
+  absl::StatusOr<Uuid> u = Uuid::Parse(job_id);
+  if (!u.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("job id \"", job_id, "\" is not a UUID"));
+  }
+  return u->ToString();
+}
+
+absl::Status ValidateKey(const SidecarKey& key) {
+  absl::Status s = ValidateKindFormat(key.kind, key.format);
+  if (s.ok()) s = ValidateVariant(key.variant);
+  if (s.ok() && key.content.IsNil()) {
+    s = absl::InvalidArgumentError("content uuid must not be nil");
+  }
+  return s;
+}
+
+absl::Status FsyncDir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus(errno, absl::StrCat("cannot open ", dir));
+  FdCloser closer(fd);
+  if (::fsync(fd) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("cannot sync directory ", dir));
+  }
+  return absl::OkStatus();
+}
+
+std::string Dirname(const std::string& path) {
+  size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+// mkdir -p; every directory it creates is made durable by syncing its
+// parent.
+absl::Status MakeDirs(const std::string& dir) {
+  struct stat st;
+  if (::stat(dir.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) return absl::OkStatus();
+    return absl::FailedPreconditionError(
+        absl::StrCat(dir, " exists and is not a directory"));
+  }
+  std::string parent = Dirname(dir);
+  if (parent != dir) {
+    if (absl::Status s = MakeDirs(parent); !s.ok()) return s;
+  }
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    return ErrnoStatus(errno, absl::StrCat("cannot create directory ", dir));
+  }
+  return FsyncDir(parent);
+}
+
+// pwrite of all of `data`, retrying short writes and EINTR.
+absl::Status WriteAll(int fd, uint64_t offset, absl::string_view data,
+                      const std::string& path) {
+  while (!data.empty()) {
+    ssize_t n =
+        ::pwrite(fd, data.data(), data.size(), static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, absl::StrCat("cannot write ", path));
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+    offset += static_cast<uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+// Feeds bytes [0, length) of `fd` to `hash`. DATA_LOSS if the file is
+// shorter.
+absl::Status HashPrefix(int fd, uint64_t length, Sha256& hash,
+                        const std::string& path) {
+  std::vector<char> buf(std::min<uint64_t>(kReadBufferBytes, length));
+  uint64_t offset = 0;
+  while (offset < length) {
+    size_t want =
+        static_cast<size_t>(std::min<uint64_t>(buf.size(), length - offset));
+    ssize_t n = ::pread(fd, buf.data(), want, static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, absl::StrCat("cannot read ", path));
+    }
+    if (n == 0) {
+      return absl::DataLossError(absl::StrCat(path, " ended at ", offset,
+                                              " bytes, expected ", length));
+    }
+    hash.Update(absl::string_view(buf.data(), static_cast<size_t>(n)));
+    offset += static_cast<uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+std::string HumanBytes(uint64_t n) {
+  constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  if (n < 1024) return absl::StrCat(n, " B");
+  double v = static_cast<double>(n);
+  int unit = 0;
+  while (v >= 1024 && unit < 5) {
+    v /= 1024;
+    ++unit;
+  }
+  return absl::StrFormat("%.1f %s", v, kUnits[unit]);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- PartFile
+
+PartFile::PartFile(int fd, std::string path,
+                   std::optional<uint64_t> expected_size, uint64_t size,
+                   Sha256 prefix_hash)
+    : fd_(fd),
+      path_(std::move(path)),
+      expected_size_(expected_size),
+      size_(size),
+      resumed_bytes_(size),
+      prefix_hash_(std::move(prefix_hash)) {}
+
+PartFile::PartFile(PartFile&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)),
+      path_(std::move(other.path_)),
+      expected_size_(other.expected_size_),
+      size_(other.size_),
+      resumed_bytes_(other.resumed_bytes_),
+      prefix_hash_(std::move(other.prefix_hash_)) {}
+
+PartFile& PartFile::operator=(PartFile&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+    path_ = std::move(other.path_);
+    expected_size_ = other.expected_size_;
+    size_ = other.size_;
+    resumed_bytes_ = other.resumed_bytes_;
+    prefix_hash_ = std::move(other.prefix_hash_);
+  }
+  return *this;
+}
+
+PartFile::~PartFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+absl::Status PartFile::Append(absl::string_view data) {
+  return WriteAt(size_, data);
+}
+
+absl::Status PartFile::WriteAt(uint64_t offset, absl::string_view data) {
+  if (fd_ < 0) return absl::FailedPreconditionError("part file is closed");
+  const uint64_t end = offset + data.size();
+  if (end < offset || (expected_size_.has_value() && end > *expected_size_)) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "write of ", data.size(), " bytes at ", offset, " passes the end (",
+        expected_size_.value_or(0), " bytes) of ", path_));
+  }
+  if (absl::Status s = WriteAll(fd_, offset, data, path_); !s.ok()) return s;
+  size_ = std::max(size_, end);
+  return absl::OkStatus();
+}
+
+absl::Status PartFile::Sync() {
+  if (fd_ < 0) return absl::FailedPreconditionError("part file is closed");
+  if (::fdatasync(fd_) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("cannot sync ", path_));
+  }
+  return absl::OkStatus();
+}
+
+// ------------------------------------------------------------- StoreWriter
+
+StoreWriter::StoreWriter(std::string root)
+    : root_(std::move(root)),
+      incoming_(absl::StrCat(root_, "/", kIncomingDir)) {}
+
+absl::StatusOr<std::unique_ptr<StoreWriter>> StoreWriter::Open(
+    const std::string& root) {
+  if (root.empty()) {
+    return absl::InvalidArgumentError("the sidecar root must not be empty");
+  }
+  std::string trimmed = root;
+  while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
+  std::unique_ptr<StoreWriter> writer(new StoreWriter(std::move(trimmed)));
+  if (absl::Status s = MakeDirs(writer->incoming_); !s.ok()) return s;
+  return writer;
+}
+
+std::string StoreWriter::PartPath(absl::string_view job_id) const {
+  return absl::StrCat(incoming_, "/", job_id, kPartSuffix);
+}
+
+std::string StoreWriter::FinalPath(const SidecarKey& key) const {
+  return absl::StrCat(root_, "/", RelativePath(key));
+}
+
+absl::StatusOr<PartFile> StoreWriter::OpenPart(
+    absl::string_view job_id, std::optional<uint64_t> expected_size,
+    uint64_t resume_from) const {
+  absl::StatusOr<std::string> id = CanonicalJobId(job_id);
+  if (!id.ok()) return id.status();
+  const std::string path = PartPath(*id);
+  if (expected_size.has_value()) {
+    resume_from = std::min(resume_from, *expected_size);
+  }
+  int fd = -1;
+  uint64_t keep = 0;
+  Sha256 hash;
+  if (resume_from > 0) {
+    fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0 && errno != ENOENT) {
+      return ErrnoStatus(errno, absl::StrCat("cannot open ", path));
+    }
+    if (fd >= 0) {
+      struct stat st;
+      if (::fstat(fd, &st) != 0) {
+        absl::Status s = ErrnoStatus(errno, absl::StrCat("cannot stat ", path));
+        ::close(fd);
+        return s;
+      }
+      keep = std::min(resume_from, static_cast<uint64_t>(st.st_size));
+      absl::Status s;
+      if (::ftruncate(fd, static_cast<off_t>(keep)) != 0) {
+        s = ErrnoStatus(errno, absl::StrCat("cannot truncate ", path));
+      }
+      if (s.ok()) s = HashPrefix(fd, keep, hash, path);
+      if (!s.ok()) {
+        ::close(fd);
+        return s;
+      }
+    }
+  }
+  if (fd < 0) {
+    fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return ErrnoStatus(errno, absl::StrCat("cannot create ", path));
+  }
+  if (expected_size.has_value() && *expected_size > keep) {
+    // Reserve the space now (a full disk fails here, not midway), without
+    // changing the size. Filesystems without fallocate just skip it.
+    int err = ::fallocate(fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(keep),
+                          static_cast<off_t>(*expected_size - keep));
+    if (err != 0 && errno != EOPNOTSUPP && errno != ENOSYS) {
+      absl::Status s = ErrnoStatus(
+          errno, absl::StrCat("cannot reserve ", HumanBytes(*expected_size),
+                              " for ", path));
+      ::close(fd);
+      return s;
+    }
+  }
+  return PartFile(fd, path, expected_size, keep, std::move(hash));
+}
+
+absl::StatusOr<CommittedFile> StoreWriter::Commit(
+    absl::string_view job_id, const SidecarKey& key,
+    const Sha256Digest& expected_sha256) const {
+  return CommitImpl(job_id, key, std::nullopt, expected_sha256, std::nullopt);
+}
+
+absl::StatusOr<CommittedFile> StoreWriter::CommitVerified(
+    absl::string_view job_id, const SidecarKey& key,
+    const Sha256Digest& computed_sha256, const Sha256Digest& expected_sha256,
+    uint64_t expected_size) const {
+  return CommitImpl(job_id, key, computed_sha256, expected_sha256,
+                    expected_size);
+}
+
+absl::StatusOr<CommittedFile> StoreWriter::CommitImpl(
+    absl::string_view job_id, const SidecarKey& key,
+    const std::optional<Sha256Digest>& computed_sha256,
+    const Sha256Digest& expected_sha256,
+    std::optional<uint64_t> expected_size) const {
+  absl::StatusOr<std::string> id = CanonicalJobId(job_id);
+  if (!id.ok()) return id.status();
+  if (absl::Status s = ValidateKey(key); !s.ok()) return s;
+  const std::string part = PartPath(*id);
+  const std::string what =
+      absl::StrCat(KeyDebugString(key), " (job ", *id, ")");
+
+  CommittedFile out;
+  {
+    int fd = ::open(part.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      return ErrnoStatus(errno,
+                         absl::StrCat("no part file to commit for ", what));
+    }
+    FdCloser closer(fd);
+    // Durable before it becomes visible under its final name.
+    if (::fsync(fd) != 0) {
+      return ErrnoStatus(errno, absl::StrCat("cannot sync ", part));
+    }
+    struct stat st;
+    if (::fstat(fd, &st) != 0) {
+      return ErrnoStatus(errno, absl::StrCat("cannot stat ", part));
+    }
+    out.size = static_cast<uint64_t>(st.st_size);
+    absl::Status bad;
+    if (expected_size.has_value() && out.size != *expected_size) {
+      bad = absl::DataLossError(
+          absl::StrCat(what, ": received ", out.size, " bytes, expected ",
+                       *expected_size, "; the partial file was deleted"));
+    } else {
+      if (computed_sha256.has_value()) {
+        out.sha256 = *computed_sha256;
+      } else {
+        Sha256 hash;
+        if (absl::Status s = HashPrefix(fd, out.size, hash, part); !s.ok()) {
+          return s;
+        }
+        out.sha256 = hash.Finish();
+      }
+      if (out.sha256 != expected_sha256) {
+        bad = absl::DataLossError(absl::StrCat(
+            what, ": received bytes have SHA-256 ", DigestToHex(out.sha256),
+            ", expected ", DigestToHex(expected_sha256),
+            "; the partial file was deleted"));
+      }
+    }
+    if (!bad.ok()) {
+      if (::unlink(part.c_str()) != 0 && errno != ENOENT) {
+        SC_LOG(WARNING) << "cannot delete " << part << ": " << strerror(errno);
+      }
+      return bad;
+    }
+  }
+
+  out.path = FinalPath(key);
+  const std::string dir = Dirname(out.path);
+  if (absl::Status s = MakeDirs(dir); !s.ok()) return s;
+  if (::rename(part.c_str(), out.path.c_str()) != 0) {
+    return ErrnoStatus(errno,
+                       absl::StrCat("cannot move ", part, " to ", out.path));
+  }
+  if (absl::Status s = FsyncDir(dir); !s.ok()) return s;
+  if (absl::Status s = FsyncDir(incoming_); !s.ok()) {
+    // The file is in place and durable; a stale directory entry of the part
+    // is only something for CleanupStray.
+    SC_LOG(WARNING) << s.message();
+  }
+  return out;
+}
+
+absl::Status StoreWriter::Discard(absl::string_view job_id) const {
+  absl::StatusOr<std::string> id = CanonicalJobId(job_id);
+  if (!id.ok()) return id.status();
+  const std::string part = PartPath(*id);
+  if (::unlink(part.c_str()) != 0 && errno != ENOENT) {
+    return ErrnoStatus(errno, absl::StrCat("cannot delete ", part));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> StoreWriter::CleanupStray(
+    const absl::flat_hash_set<std::string>& active_job_ids) const {
+  absl::flat_hash_set<std::string> keep;
+  for (const std::string& id : active_job_ids) {
+    absl::StatusOr<std::string> canonical = CanonicalJobId(id);
+    if (canonical.ok()) keep.insert(absl::StrCat(*canonical, kPartSuffix));
+  }
+  DIR* dir = ::opendir(incoming_.c_str());
+  if (dir == nullptr) {
+    return ErrnoStatus(errno, absl::StrCat("cannot list ", incoming_));
+  }
+  std::vector<std::string> stray;
+  errno = 0;
+  while (struct dirent* e = ::readdir(dir)) {
+    absl::string_view name = e->d_name;
+    if (name == "." || name == "..") continue;
+    if (keep.contains(name)) continue;
+    stray.emplace_back(name);
+  }
+  int err = errno;
+  ::closedir(dir);
+  if (err != 0)
+    return ErrnoStatus(err, absl::StrCat("cannot list ", incoming_));
+
+  uint64_t removed = 0;
+  for (const std::string& name : stray) {
+    const std::string path = absl::StrCat(incoming_, "/", name);
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0) continue;  // gone meanwhile
+    if (S_ISDIR(st.st_mode)) {
+      SC_LOG(WARNING) << "leaving unexpected directory " << path;
+      continue;
+    }
+    if (::unlink(path.c_str()) != 0) {
+      if (errno == ENOENT) continue;
+      return ErrnoStatus(errno, absl::StrCat("cannot delete ", path));
+    }
+    SC_LOG(INFO) << "deleted stray " << path << " (" << HumanBytes(st.st_size)
+                 << ")";
+    ++removed;
+  }
+  return removed;
+}
+
+absl::StatusOr<uint64_t> StoreWriter::FreeBytes() const {
+  struct statvfs vfs;
+  if (::statvfs(root_.c_str(), &vfs) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("cannot statvfs ", root_));
+  }
+  return static_cast<uint64_t>(vfs.f_bavail) *
+         static_cast<uint64_t>(vfs.f_frsize);
+}
+
+absl::Status StoreWriter::CheckSpace(uint64_t size,
+                                     uint64_t min_free_bytes) const {
+  absl::StatusOr<uint64_t> free = FreeBytes();
+  if (!free.ok()) return free.status();
+  if (size > *free) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("fetching ", HumanBytes(size), " needs more than the ",
+                     HumanBytes(*free), " free on ", root_, "; at least ",
+                     HumanBytes(min_free_bytes), " must stay free"));
+  }
+  if (*free - size < min_free_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "fetching ", HumanBytes(size), " would leave ",
+        HumanBytes(*free - size), " free on ", root_, "; at least ",
+        HumanBytes(min_free_bytes), " must stay free"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace sidecar::transfer

@@ -1,0 +1,122 @@
+#include "services/transfer/transfer_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/transport.h"
+
+namespace sidecar::transfer {
+namespace {
+
+class Reject final : public grpc::ServerWriteReactor<v1::JobStatus> {
+ public:
+  explicit Reject(grpc::Status s) { Finish(std::move(s)); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+TransferService::TransferService(JobStore* jobs, Fetcher* fetcher,
+                                 AvailabilityClient* availability,
+                                 JobEvents* events, FetchPolicy policy)
+    : jobs_(jobs),
+      fetcher_(fetcher),
+      availability_(availability),
+      events_(events),
+      policy_(std::move(policy)) {}
+
+grpc::Status TransferService::Fetch(grpc::ServerContext*,
+                                    const v1::FetchRequest* req,
+                                    v1::FetchResponse* resp) {
+  if (req->keys_size() > kMaxFetchKeys) {
+    return grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat(req->keys_size(), " keys in one Fetch; at most ",
+                     kMaxFetchKeys, ": split the request"));
+  }
+  if (!v1::Priority_IsValid(req->priority())) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "priority must be prefetch, normal or interactive");
+  }
+  v1::Priority priority = req->priority() == v1::PRIORITY_UNSPECIFIED
+                              ? v1::PRIORITY_NORMAL
+                              : req->priority();
+  std::vector<SidecarKey> keys;
+  for (int i = 0; i < req->keys_size(); ++i) {
+    absl::StatusOr<SidecarKey> k = KeyFromProto(req->keys(i));
+    if (!k.ok()) {
+      return grpc::Status(
+          grpc::StatusCode::INVALID_ARGUMENT,
+          absl::StrCat("keys[", i, "]: ", k.status().message()));
+    }
+    keys.push_back(std::move(*k));
+  }
+  bool queued = false;
+  for (const SidecarKey& key : keys) {
+    v1::FetchResult* out = resp->add_results();
+    absl::StatusOr<Resolution> r =
+        availability_->Resolve(key, v1::RESOLVE_MODE_FETCH_OR_GENERATE);
+    if (!r.ok()) return ToGrpcStatus(r.status());
+    if (r->outcome == v1::ResolveResponse::OUTCOME_LOCAL) {
+      out->set_outcome(v1::FetchResult::OUTCOME_LOCAL);
+      out->set_local_path(r->local_path);
+      continue;
+    }
+    if (r->outcome != v1::ResolveResponse::OUTCOME_REMOTE ||
+        r->sources.empty()) {
+      out->set_outcome(v1::FetchResult::OUTCOME_GENERATE);
+      out->set_reason(r->reason.empty() ? "no online device has it"
+                                        : r->reason);
+      continue;
+    }
+    if (std::optional<std::string> why = policy_.GenerateInstead(key)) {
+      out->set_outcome(v1::FetchResult::OUTCOME_GENERATE);
+      out->set_reason(*why);
+      continue;
+    }
+    absl::StatusOr<Job> job = jobs_->Create(key, priority);
+    if (!job.ok()) return ToGrpcStatus(job.status());
+    out->set_outcome(v1::FetchResult::OUTCOME_QUEUED);
+    out->set_job_id(job->id);
+    queued = true;
+  }
+  if (queued) fetcher_->Wake();
+  return grpc::Status::OK;
+}
+
+grpc::ServerWriteReactor<v1::JobStatus>* TransferService::WatchJob(
+    grpc::CallbackServerContext*, const v1::WatchJobRequest* req) {
+  absl::StatusOr<std::optional<Job>> job = jobs_->Get(req->job_id());
+  if (!job.ok()) return new Reject(ToGrpcStatus(job.status()));
+  if (!job->has_value()) {
+    return new Reject(
+        grpc::Status(grpc::StatusCode::NOT_FOUND,
+                     absl::StrCat("no job \"", req->job_id().substr(0, 64),
+                                  "\"; list jobs to see their ids")));
+  }
+  return events_->Open(fetcher_->StatusOf(**job));
+}
+
+grpc::Status TransferService::Cancel(grpc::ServerContext*,
+                                     const v1::CancelRequest* req,
+                                     v1::CancelResponse* resp) {
+  absl::StatusOr<v1::JobState> s = fetcher_->Cancel(req->job_id());
+  if (!s.ok()) return ToGrpcStatus(s.status());
+  resp->set_state(*s);
+  return grpc::Status::OK;
+}
+
+grpc::Status TransferService::ListJobs(grpc::ServerContext*,
+                                       const v1::ListJobsRequest* req,
+                                       v1::ListJobsResponse* resp) {
+  uint32_t limit = req->limit() == 0 ? 100 : req->limit();
+  if (limit > 1000) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "limit must be at most 1000");
+  }
+  absl::StatusOr<std::vector<Job>> jobs =
+      jobs_->List(req->active_only(), limit);
+  if (!jobs.ok()) return ToGrpcStatus(jobs.status());
+  for (const Job& j : *jobs) *resp->add_jobs() = fetcher_->StatusOf(j);
+  return grpc::Status::OK;
+}
+
+}  // namespace sidecar::transfer

@@ -1,0 +1,47 @@
+// TransferService: the local API of the transfer service (Transfer in
+// transfer.proto): Fetch, WatchJob, Cancel, ListJobs.
+#ifndef SIDECAR_SERVICES_TRANSFER_TRANSFER_SERVICE_H_
+#define SIDECAR_SERVICES_TRANSFER_TRANSFER_SERVICE_H_
+
+#include "services/transfer/availability_client.h"
+#include "services/transfer/fetcher.h"
+#include "services/transfer/job_events.h"
+#include "services/transfer/job_store.h"
+#include "services/transfer/policy.h"
+#include "sidecar/v1/transfer.grpc.pb.h"
+
+namespace sidecar::transfer {
+
+inline constexpr int kMaxFetchKeys = 1000;
+
+class TransferService final
+    : public v1::Transfer::WithCallbackMethod_WatchJob<v1::Transfer::Service> {
+ public:
+  // Pointers must outlive the service.
+  TransferService(JobStore* jobs, Fetcher* fetcher,
+                  AvailabilityClient* availability, JobEvents* events,
+                  FetchPolicy policy);
+
+  // Per key: LOCAL, GENERATE (no online holder, or the device's strategy)
+  // or a queued job. Resolution happens now, so "nobody has it" is answered
+  // within the call's deadline.
+  grpc::Status Fetch(grpc::ServerContext*, const v1::FetchRequest*,
+                     v1::FetchResponse*) override;
+  grpc::ServerWriteReactor<v1::JobStatus>* WatchJob(
+      grpc::CallbackServerContext*, const v1::WatchJobRequest*) override;
+  grpc::Status Cancel(grpc::ServerContext*, const v1::CancelRequest*,
+                      v1::CancelResponse*) override;
+  grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest*,
+                        v1::ListJobsResponse*) override;
+
+ private:
+  JobStore* const jobs_;
+  Fetcher* const fetcher_;
+  AvailabilityClient* const availability_;
+  JobEvents* const events_;
+  const FetchPolicy policy_;
+};
+
+}  // namespace sidecar::transfer
+
+#endif  // SIDECAR_SERVICES_TRANSFER_TRANSFER_SERVICE_H_

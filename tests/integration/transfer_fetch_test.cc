@@ -1,0 +1,622 @@
+// Devices with both services as real processes on loopback, real
+// PostgreSQL, real gRPC: fetching sidecars between them, with real faults
+// (killed processes, corrupted bytes). The seed's
+// test_cross_device_sidecar_fetch, in spirit, and the transfer faults.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/sha256.h"
+#include "common/sidecar_key.h"
+#include "common/transport.h"
+#include "tests/support/availability_process.h"
+#include "tests/support/pg_server.h"
+#include "tests/support/tcp_proxy.h"
+#include "tests/support/transfer_process.h"
+
+namespace sidecar::testing {
+namespace {
+
+using v1::FetchResult;
+using v1::ResolveResponse;
+
+std::optional<absl::Duration> WaitFor(const std::function<bool()>& cond,
+                                      absl::Duration timeout) {
+  absl::Time start = absl::Now();
+  while (absl::Now() - start < timeout) {
+    if (cond()) return absl::Now() - start;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return std::nullopt;
+}
+
+void PutLe32(std::string* s, uint32_t v) {
+  for (int i = 0; i < 4; ++i) s->push_back(static_cast<char>(v >> (8 * i)));
+}
+
+// A valid WebP of about `size` bytes: a 1x1 lossless image in the extended
+// format, padded with an XMP metadata chunk (as a thumbnailer that embeds
+// metadata would write).
+std::string MakeWebp(size_t size, int seed) {
+  std::string vp8x;
+  vp8x.append("VP8X");
+  PutLe32(&vp8x, 10);
+  vp8x.append(std::string("\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00", 10));
+  std::string vp8l = "VP8L";
+  PutLe32(&vp8l, 13);
+  vp8l.append(std::string(
+      "\x2f\x00\x00\x00\x10\x07\x10\x11\x11\x88\x88\xfe\x07\x00", 14));
+  size_t fixed = 12 + vp8x.size() + vp8l.size() + 8;
+  size_t xmp_len = size > fixed ? size - fixed : 16;
+  xmp_len &= ~size_t{1};
+  std::string xmp = "XMP ";
+  PutLe32(&xmp, static_cast<uint32_t>(xmp_len));
+  std::mt19937 rng(seed);
+  for (size_t i = 0; i < xmp_len; ++i) xmp.push_back('a' + rng() % 26);
+  std::string body = "WEBP" + vp8x + vp8l + xmp;
+  std::string out = "RIFF";
+  PutLe32(&out, static_cast<uint32_t>(body.size()));
+  return out + body;
+}
+
+// Structural check of a WebP file: RIFF header and size, chunk sizes that
+// add up exactly, and an image chunk present.
+bool IsValidWebp(const std::string& b) {
+  auto le32 = [&](size_t at) {
+    return uint32_t(uint8_t(b[at])) | uint32_t(uint8_t(b[at + 1])) << 8 |
+           uint32_t(uint8_t(b[at + 2])) << 16 |
+           uint32_t(uint8_t(b[at + 3])) << 24;
+  };
+  if (b.size() < 20 || b.compare(0, 4, "RIFF") != 0 ||
+      b.compare(8, 4, "WEBP") != 0 || le32(4) != b.size() - 8) {
+    return false;
+  }
+  bool image = false;
+  size_t at = 12;
+  while (at + 8 <= b.size()) {
+    std::string fourcc = b.substr(at, 4);
+    size_t len = le32(at + 4);
+    image |= fourcc == "VP8L" || fourcc == "VP8 ";
+    at += 8 + len + (len & 1);
+  }
+  return at == b.size() && image;
+}
+
+std::string RandomBytes(size_t n, uint64_t seed) {
+  std::string s(n, '\0');
+  std::mt19937_64 rng(seed);
+  for (size_t i = 0; i + 8 <= n; i += 8) {
+    uint64_t v = rng();
+    std::memcpy(&s[i], &v, 8);
+  }
+  return s;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+struct Device {
+  std::string name;
+  std::unique_ptr<AvailabilityProcess> avail;
+  std::unique_ptr<TransferProcess> xfer;
+  std::unique_ptr<TcpProxy> proxy;  // in front of xfer, to count bytes
+  std::string id;
+};
+
+class TransferTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    pg_ = new PgServer();
+    absl::Status s = pg_->Start();
+    ASSERT_TRUE(s.ok()) << s;
+  }
+  static void TearDownTestSuite() {
+    delete pg_;
+    pg_ = nullptr;
+  }
+  void SetUp() override {
+    std::string t = "/tmp/sidecar-xfer-XXXXXX";
+    dir_ = mkdtemp(t.data());
+  }
+  void TearDown() override {
+    devices_.clear();
+    if (HasFailure()) {
+      std::cerr << "logs kept in " << dir_ << "\n";
+      return;
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  // Creates a device; peers are set by Wire() before Start().
+  Device* Add(const std::string& name,
+              std::map<std::string, std::string> xfer_flags = {}) {
+    auto d = std::make_unique<Device>();
+    std::string unique = absl::StrCat(
+        name, "_",
+        ::testing::UnitTest::GetInstance()->current_test_info()->line());
+    d->name = unique;
+    std::map<std::string, std::string> aflags = {{"ping_interval", "200ms"},
+                                                 {"offline_after", "1s"},
+                                                 {"prompt_delay", "50ms"},
+                                                 {"gossip_interval", "5m"},
+                                                 {"rpc_timeout", "1s"}};
+    auto a = AvailabilityProcess::Create(AVAILABILITY_BIN, pg_, dir_,
+                                         {unique, {}, aflags});
+    EXPECT_TRUE(a.ok()) << a.status();
+    d->avail = std::move(*a);
+    xfer_flags.emplace("retry_initial_backoff", "50ms");
+    xfer_flags.emplace("stall_timeout", "2s");
+    auto x = TransferProcess::Create(TRANSFER_BIN, pg_, dir_, unique,
+                                     d->avail->address(),
+                                     d->avail->sidecar_root(), xfer_flags);
+    EXPECT_TRUE(x.ok()) << x.status();
+    d->xfer = std::move(*x);
+    auto proxy = TcpProxy::Start("127.0.0.1", d->xfer->port());
+    EXPECT_TRUE(proxy.ok());
+    d->proxy = std::move(*proxy);
+    devices_.push_back(std::move(d));
+    return devices_.back().get();
+  }
+
+  void StartAll(const std::vector<std::pair<Device*, Device*>>& links) {
+    for (auto& d : devices_) {
+      std::vector<std::string> peers;
+      for (auto [x, y] : links) {
+        if (x == d.get()) peers.push_back(y->avail->address());
+        if (y == d.get()) peers.push_back(x->avail->address());
+      }
+      d->avail->set_peers(peers);
+    }
+    for (auto& d : devices_) StartDevice(d.get());
+  }
+
+  void StartDevice(Device* d) {
+    // Peers reach the transfer service through the counting proxy.
+    ASSERT_TRUE(
+        d->avail
+            ->StartWithExtraFlags({{"transfer_address", d->proxy->address()}})
+            .ok())
+        << ReadAll(d->avail->log_path());
+    ASSERT_TRUE(d->xfer->Start().ok());
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    v1::DeviceInfo info;
+    ASSERT_TRUE(d->avail->api()->GetDevice(&ctx, {}, &info).ok());
+    d->id = info.device_id();
+  }
+
+  v1::SidecarKey Publish(Device* d, const v1::SidecarKey& key,
+                         const std::string& bytes) {
+    auto k = KeyFromProto(key);
+    std::filesystem::path path =
+        std::filesystem::path(d->avail->sidecar_root()) / RelativePath(*k);
+    std::filesystem::create_directories(path.parent_path());
+    std::ofstream(path, std::ios::binary) << bytes;
+    v1::RegisterRequest req;
+    v1::LocalSidecar* l = req.add_sidecars();
+    *l->mutable_key() = key;
+    l->set_size(bytes.size());
+    l->set_sha256(std::string(DigestBytes(Sha256Of(bytes))));
+    l->set_status(v1::SIDECAR_STATUS_READY);
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(10));
+    v1::RegisterResponse resp;
+    EXPECT_TRUE(d->avail->api()->Register(&ctx, req, &resp).ok());
+    return key;
+  }
+
+  static v1::SidecarKey Key(v1::SidecarKind kind, const char* variant,
+                            v1::SidecarFormat format) {
+    v1::SidecarKey k;
+    k.set_content_uuid(Uuid::Random().ToString());
+    k.set_kind(kind);
+    k.set_variant(variant);
+    k.set_format(format);
+    return k;
+  }
+
+  ResolveResponse Resolve(Device* d, const v1::SidecarKey& key) {
+    v1::ResolveRequest req;
+    *req.mutable_key() = key;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    ResolveResponse resp;
+    EXPECT_TRUE(d->avail->api()->Resolve(&ctx, req, &resp).ok());
+    return resp;
+  }
+
+  bool KnowsRemote(Device* d, const v1::SidecarKey& key, size_t holders) {
+    ResolveResponse r = Resolve(d, key);
+    return r.outcome() == ResolveResponse::OUTCOME_REMOTE &&
+           static_cast<size_t>(r.sources_size()) >= holders;
+  }
+
+  FetchResult Fetch(Device* d, const v1::SidecarKey& key,
+                    grpc::Status* status = nullptr) {
+    v1::FetchRequest req;
+    *req.add_keys() = key;
+    req.set_priority(v1::PRIORITY_INTERACTIVE);
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(10));
+    v1::FetchResponse resp;
+    grpc::Status s = d->xfer->api()->Fetch(&ctx, req, &resp);
+    if (status) *status = s;
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp.results_size() ? resp.results(0) : FetchResult();
+  }
+
+  std::optional<v1::JobStatus> Job(Device* d, const std::string& id) {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    v1::ListJobsRequest req;
+    req.set_limit(1000);
+    v1::ListJobsResponse resp;
+    if (!d->xfer->api()->ListJobs(&ctx, req, &resp).ok()) return std::nullopt;
+    for (const auto& j : resp.jobs())
+      if (j.job_id() == id) return j;
+    return std::nullopt;
+  }
+
+  // Follows WatchJob until the job ends.
+  v1::JobStatus WaitJob(Device* d, const std::string& id,
+                        absl::Duration timeout) {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, timeout);
+    v1::WatchJobRequest req;
+    req.set_job_id(id);
+    auto reader = d->xfer->api()->WatchJob(&ctx, req);
+    v1::JobStatus s, last;
+    while (reader->Read(&s)) last = s;
+    reader->Finish();
+    return last;
+  }
+
+  static PgServer* pg_;
+  std::string dir_;
+  std::vector<std::unique_ptr<Device>> devices_;
+};
+
+PgServer* TransferTest::pg_ = nullptr;
+
+TEST_F(TransferTest, ThumbnailIsFetchedVerifiedAndThenServedOnward) {
+  Device* a = Add("a");
+  Device* b = Add("b");
+  Device* c = Add("c");
+  StartAll({{a, b}, {b, c}});
+  std::string webp = MakeWebp(45000, 1);
+  ASSERT_TRUE(IsValidWebp(webp));
+  v1::SidecarKey key = Publish(
+      a, Key(v1::SIDECAR_KIND_THUMB, "grid@2x", v1::SIDECAR_FORMAT_WEBP), webp);
+  ASSERT_TRUE(
+      WaitFor([&] { return KnowsRemote(b, key, 1); }, absl::Seconds(5)));
+  ResolveResponse r = Resolve(b, key);
+  ASSERT_EQ(r.sources(0).device_id(), a->id);
+
+  FetchResult f = Fetch(b, key);
+  ASSERT_EQ(f.outcome(), FetchResult::OUTCOME_QUEUED) << f.reason();
+  v1::JobStatus done = WaitJob(b, f.job_id(), absl::Seconds(20));
+  ASSERT_EQ(done.state(), v1::JOB_STATE_DONE) << done.last_error();
+  EXPECT_EQ(done.bytes_verified(), webp.size());
+  std::string got = ReadAll(done.local_path());
+  EXPECT_EQ(got, webp);
+  EXPECT_TRUE(IsValidWebp(got));
+  EXPECT_EQ(done.local_path(), absl::StrCat(b->avail->sidecar_root(), "/",
+                                            RelativePath(*KeyFromProto(key))));
+
+  ResolveResponse again = Resolve(b, key);
+  EXPECT_EQ(again.outcome(), ResolveResponse::OUTCOME_LOCAL);
+  // B is now a source too: C sees both A and B.
+  auto both = WaitFor(
+      [&] {
+        ResolveResponse rc = Resolve(c, key);
+        std::set<std::string> ids;
+        for (const auto& s : rc.sources()) ids.insert(s.device_id());
+        return ids.count(a->id) && ids.count(b->id);
+      },
+      absl::Seconds(5));
+  EXPECT_TRUE(both.has_value()) << "C never learned that B has it";
+  // Fetching again is a no-op.
+  EXPECT_EQ(Fetch(b, key).outcome(), FetchResult::OUTCOME_LOCAL);
+  // No partial files left behind.
+  std::filesystem::path incoming =
+      std::filesystem::path(b->avail->sidecar_root()) / ".incoming";
+  if (std::filesystem::exists(incoming)) {
+    EXPECT_TRUE(std::filesystem::is_empty(incoming));
+  }
+}
+
+TEST_F(TransferTest, NoHolderOnlineSaysGeneratePromptly) {
+  Device* a = Add("a");
+  Device* b = Add("b");
+  StartAll({{a, b}});
+  v1::SidecarKey key = Publish(
+      a, Key(v1::SIDECAR_KIND_THUMB, "grid@1x", v1::SIDECAR_FORMAT_WEBP),
+      MakeWebp(2000, 2));
+  ASSERT_TRUE(
+      WaitFor([&] { return KnowsRemote(b, key, 1); }, absl::Seconds(5)));
+  a->avail->Kill();
+  a->xfer->Kill();
+  ASSERT_TRUE(
+      WaitFor([&] { return !KnowsRemote(b, key, 1); }, absl::Seconds(5)));
+  absl::Time t = absl::Now();
+  FetchResult f = Fetch(b, key);
+  EXPECT_EQ(f.outcome(), FetchResult::OUTCOME_GENERATE);
+  EXPECT_NE(f.reason().find("offline"), std::string::npos) << f.reason();
+  EXPECT_LT(absl::Now() - t, absl::Seconds(2));
+  // A key nobody ever had: GENERATE as well.
+  FetchResult g =
+      Fetch(b, Key(v1::SIDECAR_KIND_OCR, "text", v1::SIDECAR_FORMAT_TEXT));
+  EXPECT_EQ(g.outcome(), FetchResult::OUTCOME_GENERATE);
+}
+
+TEST_F(TransferTest, SourceKilledMidTransferFailsOverAndResumes) {
+  // Slow the receiver down so the kill lands mid-transfer.
+  Device* a1 = Add("a1");
+  Device* a2 = Add("a2");
+  Device* b = Add("b", {{"bandwidth_limit", "25000000"},
+                        {"multi_source_min_bytes", "1000000000"}});
+  StartAll({{a1, b}, {a2, b}});
+  const size_t kSize = 40 << 20;
+  std::string bytes = RandomBytes(kSize, 7);
+  v1::SidecarKey key =
+      Key(v1::SIDECAR_KIND_PROXY, "proxy_scrub", v1::SIDECAR_FORMAT_MP4);
+  Publish(a1, key, bytes);
+  Publish(a2, key, bytes);
+  ASSERT_TRUE(
+      WaitFor([&] { return KnowsRemote(b, key, 2); }, absl::Seconds(5)));
+  FetchResult f = Fetch(b, key);
+  ASSERT_EQ(f.outcome(), FetchResult::OUTCOME_QUEUED);
+  // Wait until a quarter has arrived, then kill whichever source serves.
+  std::string serving;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto j = Job(b, f.job_id());
+        if (!j || j->bytes_verified() < kSize / 4 ||
+            j->current_sources_size() == 0) {
+          return false;
+        }
+        serving = j->current_sources(0);
+        return true;
+      },
+      absl::Seconds(20)));
+  Device* victim = serving == a1->id ? a1 : a2;
+  Device* other = victim == a1 ? a2 : a1;
+  victim->xfer->Kill();
+  victim->avail->Kill();
+  v1::JobStatus done = WaitJob(b, f.job_id(), absl::Seconds(60));
+  ASSERT_EQ(done.state(), v1::JOB_STATE_DONE) << done.last_error();
+  EXPECT_EQ(ReadAll(done.local_path()), bytes);
+  // The other holder resumed: it sent the rest, not the whole file again.
+  uint64_t from_victim = victim->proxy->bytes_down();
+  uint64_t from_other = other->proxy->bytes_down();
+  uint64_t resent = from_victim + from_other - kSize;
+  std::cerr << "from killed source " << from_victim << " B, from the other "
+            << from_other << " B, re-sent " << resent << " B of " << kSize
+            << "\n";
+  EXPECT_GT(from_victim, kSize / 5);
+  EXPECT_LT(from_other, kSize * 8 / 10);
+  EXPECT_LT(resent, kSize / 10);
+}
+
+TEST_F(TransferTest, ReceiverKilledMidFetchResumesAfterRestart) {
+  Device* a = Add("a");
+  Device* b = Add("b", {{"bandwidth_limit", "25000000"}});
+  StartAll({{a, b}});
+  const size_t kSize = 40 << 20;
+  std::string bytes = RandomBytes(kSize, 8);
+  v1::SidecarKey key =
+      Key(v1::SIDECAR_KIND_PROXY, "proxy_quick", v1::SIDECAR_FORMAT_MP4);
+  Publish(a, key, bytes);
+  ASSERT_TRUE(
+      WaitFor([&] { return KnowsRemote(b, key, 1); }, absl::Seconds(5)));
+  FetchResult f = Fetch(b, key);
+  ASSERT_EQ(f.outcome(), FetchResult::OUTCOME_QUEUED);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto j = Job(b, f.job_id());
+        return j && j->bytes_verified() > kSize / 3;
+      },
+      absl::Seconds(20)));
+  b->xfer->Kill();
+  ASSERT_TRUE(b->xfer->Start().ok());
+  v1::JobStatus done = WaitJob(b, f.job_id(), absl::Seconds(60));
+  ASSERT_EQ(done.state(), v1::JOB_STATE_DONE) << done.last_error();
+  EXPECT_EQ(ReadAll(done.local_path()), bytes);
+  uint64_t sent = a->proxy->bytes_down();
+  std::cerr << "source sent " << sent << " B for a " << kSize
+            << " B sidecar across the restart\n";
+  // Resumed, not restarted: a restart from zero would have sent at least
+  // the third already received again. What is re-sent is what was in
+  // flight or after the last checkpoint.
+  EXPECT_LT(sent, kSize + kSize / 4) << "the restart re-fetched too much";
+  // Nothing duplicated: one job, no stray partial files.
+  grpc::ClientContext ctx;
+  v1::ListJobsRequest lr;
+  v1::ListJobsResponse jobs;
+  ASSERT_TRUE(b->xfer->api()->ListJobs(&ctx, lr, &jobs).ok());
+  EXPECT_EQ(jobs.jobs_size(), 1);
+  std::filesystem::path incoming =
+      std::filesystem::path(b->avail->sidecar_root()) / ".incoming";
+  if (std::filesystem::exists(incoming)) {
+    EXPECT_TRUE(std::filesystem::is_empty(incoming));
+  }
+}
+
+TEST_F(TransferTest, CorruptBytesAreNeverCommitted) {
+  Device* bad = Add("bad");
+  Device* good = Add("good");
+  Device* b = Add("b");
+  StartAll({{bad, b}, {good, b}});
+  std::string bytes = RandomBytes(3 << 20, 9);
+  v1::SidecarKey key = Key(v1::SIDECAR_KIND_THUMBSTRIP, "thumbstrip_preview",
+                           v1::SIDECAR_FORMAT_WEBP);
+  Publish(bad, key, bytes);
+  // The bad holder's disk rots after registration: same size, other bytes.
+  {
+    std::string rotten = bytes;
+    rotten[rotten.size() / 2] ^= 0x5a;
+    std::ofstream(
+        bad->avail->sidecar_root() + "/" + RelativePath(*KeyFromProto(key)),
+        std::ios::binary | std::ios::trunc)
+        << rotten;
+  }
+  ASSERT_TRUE(
+      WaitFor([&] { return KnowsRemote(b, key, 1); }, absl::Seconds(5)));
+  // Only the bad holder: the job ends in GENERATE, DATA_LOSS, nothing
+  // committed.
+  FetchResult f = Fetch(b, key);
+  ASSERT_EQ(f.outcome(), FetchResult::OUTCOME_QUEUED);
+  v1::JobStatus failed = WaitJob(b, f.job_id(), absl::Seconds(60));
+  EXPECT_EQ(failed.state(), v1::JOB_STATE_GENERATE) << failed.last_error();
+  EXPECT_EQ(failed.error_code(), static_cast<int>(grpc::StatusCode::DATA_LOSS))
+      << failed.reason();
+  std::string final_path =
+      b->avail->sidecar_root() + "/" + RelativePath(*KeyFromProto(key));
+  EXPECT_FALSE(std::filesystem::exists(final_path));
+  EXPECT_NE(Resolve(b, key).outcome(), ResolveResponse::OUTCOME_LOCAL);
+
+  // An honest holder appears: the next fetch completes from it.
+  Publish(good, key, bytes);
+  ASSERT_TRUE(
+      WaitFor([&] { return KnowsRemote(b, key, 2); }, absl::Seconds(5)));
+  FetchResult f2 = Fetch(b, key);
+  ASSERT_EQ(f2.outcome(), FetchResult::OUTCOME_QUEUED);
+  v1::JobStatus done = WaitJob(b, f2.job_id(), absl::Seconds(60));
+  ASSERT_EQ(done.state(), v1::JOB_STATE_DONE) << done.last_error();
+  EXPECT_EQ(ReadAll(final_path), bytes);
+}
+
+TEST_F(TransferTest, LargeSidecarComesFromSeveralHoldersAtOnce) {
+  Device* h1 = Add("h1");
+  Device* h2 = Add("h2");
+  Device* h3 = Add("h3");
+  Device* b = Add(
+      "b", {{"multi_source_min_bytes", "8000000"}, {"piece_bytes", "1048576"}});
+  StartAll({{h1, b}, {h2, b}, {h3, b}});
+  const size_t kSize = 48 << 20;
+  std::string bytes = RandomBytes(kSize, 10);
+  v1::SidecarKey key =
+      Key(v1::SIDECAR_KIND_PROXY, "proxy_edit", v1::SIDECAR_FORMAT_MP4);
+  for (Device* h : {h1, h2, h3}) Publish(h, key, bytes);
+  ASSERT_TRUE(
+      WaitFor([&] { return KnowsRemote(b, key, 3); }, absl::Seconds(5)));
+  FetchResult f = Fetch(b, key);
+  ASSERT_EQ(f.outcome(), FetchResult::OUTCOME_QUEUED);
+  v1::JobStatus done = WaitJob(b, f.job_id(), absl::Seconds(60));
+  ASSERT_EQ(done.state(), v1::JOB_STATE_DONE) << done.last_error();
+  EXPECT_EQ(ReadAll(done.local_path()), bytes);
+  uint64_t total = 0;
+  for (Device* h : {h1, h2, h3}) {
+    std::cerr << h->name << " sent " << h->proxy->bytes_down() << " B\n";
+    EXPECT_GT(h->proxy->bytes_down(), kSize / 10) << h->name;
+    total += h->proxy->bytes_down();
+  }
+  EXPECT_LT(total, kSize + kSize / 10);
+}
+
+TEST_F(TransferTest, CancelStopsAndDeletesPartialData) {
+  Device* a = Add("a");
+  Device* b = Add("b", {{"bandwidth_limit", "10000000"}});
+  StartAll({{a, b}});
+  std::string bytes = RandomBytes(30 << 20, 11);
+  v1::SidecarKey key =
+      Key(v1::SIDECAR_KIND_PROXY, "proxy_ultra", v1::SIDECAR_FORMAT_MP4);
+  Publish(a, key, bytes);
+  ASSERT_TRUE(
+      WaitFor([&] { return KnowsRemote(b, key, 1); }, absl::Seconds(5)));
+  FetchResult f = Fetch(b, key);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto j = Job(b, f.job_id());
+        return j && j->bytes_verified() > 0;
+      },
+      absl::Seconds(10)));
+  grpc::ClientContext ctx;
+  v1::CancelRequest req;
+  req.set_job_id(f.job_id());
+  v1::CancelResponse resp;
+  ASSERT_TRUE(b->xfer->api()->Cancel(&ctx, req, &resp).ok());
+  EXPECT_EQ(resp.state(), v1::JOB_STATE_CANCELLED);
+  v1::JobStatus end = WaitJob(b, f.job_id(), absl::Seconds(10));
+  EXPECT_EQ(end.state(), v1::JOB_STATE_CANCELLED);
+  std::filesystem::path incoming =
+      std::filesystem::path(b->avail->sidecar_root()) / ".incoming";
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return !std::filesystem::exists(incoming) ||
+               std::filesystem::is_empty(incoming);
+      },
+      absl::Seconds(5)));
+  // Cancelling again, or an unknown job, says so.
+  grpc::ClientContext c2;
+  EXPECT_EQ(b->xfer->api()->Cancel(&c2, req, &resp).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  grpc::ClientContext c3;
+  req.set_job_id("nope");
+  EXPECT_EQ(b->xfer->api()->Cancel(&c3, req, &resp).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(TransferTest, BadRequestsDoNotDisturbOtherTransfers) {
+  Device* a = Add("a");
+  Device* b = Add("b", {{"bandwidth_limit", "40000000"}});
+  StartAll({{a, b}});
+  std::string bytes = RandomBytes(24 << 20, 12);
+  v1::SidecarKey key =
+      Key(v1::SIDECAR_KIND_PROXY, "proxy_scrub", v1::SIDECAR_FORMAT_MP4);
+  Publish(a, key, bytes);
+  ASSERT_TRUE(
+      WaitFor([&] { return KnowsRemote(b, key, 1); }, absl::Seconds(5)));
+  FetchResult f = Fetch(b, key);
+  ASSERT_EQ(f.outcome(), FetchResult::OUTCOME_QUEUED);
+  // Meanwhile, bad reads against the source.
+  auto read_status = [&](v1::ReadRequest req) {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    auto reader = a->xfer->peer_api()->Read(&ctx, req);
+    v1::ReadChunk c;
+    while (reader->Read(&c)) {
+    }
+    return reader->Finish();
+  };
+  v1::ReadRequest past;
+  *past.mutable_key() = key;
+  past.set_offset(bytes.size() + 1);
+  grpc::Status s1 = read_status(past);
+  EXPECT_EQ(s1.error_code(), grpc::StatusCode::OUT_OF_RANGE);
+  v1::ReadRequest unknown;
+  *unknown.mutable_key() =
+      Key(v1::SIDECAR_KIND_THUMB, "grid@2x", v1::SIDECAR_FORMAT_WEBP);
+  EXPECT_EQ(read_status(unknown).error_code(), grpc::StatusCode::NOT_FOUND);
+  v1::ReadRequest escape;
+  *escape.mutable_key() = key;
+  escape.mutable_key()->set_variant("../../../etc/passwd");
+  EXPECT_EQ(read_status(escape).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  // Bad local API input too.
+  v1::SidecarKey bad_key = key;
+  bad_key.set_content_uuid("nope");
+  v1::FetchRequest freq;
+  *freq.add_keys() = bad_key;
+  grpc::ClientContext fctx;
+  v1::FetchResponse fresp;
+  EXPECT_EQ(b->xfer->api()->Fetch(&fctx, freq, &fresp).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  v1::JobStatus done = WaitJob(b, f.job_id(), absl::Seconds(60));
+  ASSERT_EQ(done.state(), v1::JOB_STATE_DONE) << done.last_error();
+  EXPECT_EQ(ReadAll(done.local_path()), bytes);
+  EXPECT_EQ(done.attempts(), 1u);
+}
+
+}  // namespace
+}  // namespace sidecar::testing

@@ -1,0 +1,54 @@
+// TransferProcess: one device's transfer service as a real child process on
+// loopback, with its own job database on a shared PgServer, pointed at the
+// device's availability service and sidecar root.
+#ifndef SIDECAR_TESTS_SUPPORT_TRANSFER_PROCESS_H_
+#define SIDECAR_TESTS_SUPPORT_TRANSFER_PROCESS_H_
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "sidecar/v1/transfer.grpc.pb.h"
+#include "tests/support/pg_server.h"
+#include "tests/support/process.h"
+
+namespace sidecar::testing {
+
+class TransferProcess {
+ public:
+  // The port is fixed at construction (it is advertised by the device's
+  // availability service before this process starts).
+  static absl::StatusOr<std::unique_ptr<TransferProcess>> Create(
+      const std::string& binary, PgServer* pg, const std::string& dir,
+      const std::string& name, const std::string& availability_address,
+      const std::string& sidecar_root,
+      std::map<std::string, std::string> flags = {});
+  ~TransferProcess();
+
+  absl::Status Start(const std::map<std::string, std::string>& extra = {});
+  int Stop();
+  void Kill();
+  bool running();
+
+  const std::string& address() const { return address_; }
+  int port() const { return port_; }
+  const std::string& log_path() const { return log_; }
+  v1::Transfer::Stub* api() { return api_.get(); }
+  v1::TransferPeer::Stub* peer_api() { return peer_api_.get(); }
+
+ private:
+  TransferProcess() = default;
+  std::string binary_, conninfo_, dir_, log_, port_file_, address_;
+  std::string availability_, root_, name_;
+  int port_ = 0;
+  std::map<std::string, std::string> flags_;
+  std::optional<ChildProcess> child_;
+  std::unique_ptr<v1::Transfer::Stub> api_;
+  std::unique_ptr<v1::TransferPeer::Stub> peer_api_;
+};
+
+}  // namespace sidecar::testing
+
+#endif  // SIDECAR_TESTS_SUPPORT_TRANSFER_PROCESS_H_

@@ -1,0 +1,327 @@
+// StoreWriter on a temporary directory: part files, resume, commit, cleanup.
+#include "services/transfer/store_writer.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "common/uuid.h"
+#include "gtest/gtest.h"
+
+namespace sidecar::transfer {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string RandomBytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string out(n, '\0');
+  for (char& c : out) c = static_cast<char>(rng());
+  return out;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void WriteFile(const std::string& path, absl::string_view data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(data.data(), static_cast<std::streamsize>(data.size()));
+}
+
+SidecarKey TestKey() {
+  return SidecarKey{*Uuid::Parse("550e8400-e29b-41d4-a716-446655440000"),
+                    v1::SIDECAR_KIND_PROXY, "proxy_scrub",
+                    v1::SIDECAR_FORMAT_MP4};
+}
+
+class StoreWriterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (fs::temp_directory_path() / "store_writer_XXXXXX");
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    root_ = dir_ + "/sidecars";  // Open creates it
+    absl::StatusOr<std::unique_ptr<StoreWriter>> w = StoreWriter::Open(root_);
+    ASSERT_TRUE(w.ok()) << w.status();
+    writer_ = std::move(*w);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string dir_;
+  std::string root_;
+  std::unique_ptr<StoreWriter> writer_;
+};
+
+TEST_F(StoreWriterTest, OpenCreatesIncomingDirectory) {
+  EXPECT_TRUE(fs::is_directory(root_ + "/.incoming"));
+  EXPECT_EQ(writer_->PartPath("abc"), root_ + "/.incoming/abc.part");
+}
+
+TEST_F(StoreWriterTest, RejectsJobIdsThatAreNotUuids) {
+  for (const char* bad : {"", "../x", "abc", "a/b"}) {
+    absl::StatusOr<PartFile> part = writer_->OpenPart(bad, std::nullopt, 0);
+    EXPECT_EQ(part.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(writer_->Discard(bad).code(), absl::StatusCode::kInvalidArgument);
+  }
+}
+
+TEST_F(StoreWriterTest, ResumeKeepsExactlyThePrefixAndItsHash) {
+  const std::string id = Uuid::Random().ToString();
+  const std::string data = RandomBytes(3 * (1 << 20) + 12345, 1);
+  {
+    absl::StatusOr<PartFile> part = writer_->OpenPart(id, data.size(), 0);
+    ASSERT_TRUE(part.ok()) << part.status();
+    EXPECT_EQ(part->resumed_bytes(), 0u);
+    // Write more than will be kept: a resume drops the unverified tail.
+    ASSERT_TRUE(part->Append(data.substr(0, 2 * (1 << 20) + 999)).ok());
+    ASSERT_TRUE(part->Sync().ok());
+  }
+  const uint64_t keep = (1 << 20) + 777;  // not a buffer multiple
+  absl::StatusOr<PartFile> part = writer_->OpenPart(id, data.size(), keep);
+  ASSERT_TRUE(part.ok()) << part.status();
+  EXPECT_EQ(part->resumed_bytes(), keep);
+  EXPECT_EQ(part->Size(), keep);
+  EXPECT_EQ(fs::file_size(writer_->PartPath(id)), keep);
+  EXPECT_EQ(ReadFile(writer_->PartPath(id)), data.substr(0, keep));
+
+  // The re-computed state continues over the rest to the whole file's hash.
+  Sha256 resumed = part->TakePrefixHash();
+  const std::string rest = data.substr(keep);
+  ASSERT_TRUE(part->Append(rest).ok());
+  resumed.Update(rest);
+  const Sha256Digest whole = resumed.Finish();
+  EXPECT_EQ(DigestToHex(whole), DigestToHex(Sha256Of(data)));
+
+  absl::StatusOr<CommittedFile> done = writer_->CommitVerified(
+      id, TestKey(), whole, Sha256Of(data), data.size());
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(ReadFile(done->path), data);
+}
+
+TEST_F(StoreWriterTest, ResumedPrefixHashEqualsFreshHashOfPrefix) {
+  const std::string id = Uuid::Random().ToString();
+  const std::string data = RandomBytes(200000, 2);
+  {
+    absl::StatusOr<PartFile> part = writer_->OpenPart(id, std::nullopt, 0);
+    ASSERT_TRUE(part.ok());
+    ASSERT_TRUE(part->Append(data).ok());
+  }
+  for (uint64_t keep : {uint64_t{1}, uint64_t{65536}, uint64_t{150001}}) {
+    absl::StatusOr<PartFile> part = writer_->OpenPart(id, std::nullopt, keep);
+    ASSERT_TRUE(part.ok());
+    EXPECT_EQ(part->Size(), keep);
+    EXPECT_EQ(DigestToHex(part->TakePrefixHash().Finish()),
+              DigestToHex(Sha256Of(data.substr(0, keep))))
+        << keep;
+    // Restore the full part for the next (shorter) round.
+    ASSERT_TRUE(part->WriteAt(0, data).ok());
+  }
+}
+
+TEST_F(StoreWriterTest, ResumeBeyondPartOrWithoutPartKeepsWhatExists) {
+  const std::string id = Uuid::Random().ToString();
+  absl::StatusOr<PartFile> part = writer_->OpenPart(id, std::nullopt, 500);
+  ASSERT_TRUE(part.ok());
+  EXPECT_EQ(part->resumed_bytes(), 0u);  // nothing to resume
+  ASSERT_TRUE(part->Append("hello").ok());
+  absl::StatusOr<PartFile> again = writer_->OpenPart(id, std::nullopt, 500);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->resumed_bytes(), 5u);
+  EXPECT_EQ(DigestToHex(again->TakePrefixHash().Finish()),
+            DigestToHex(Sha256Of("hello")));
+  // resume_from 0 starts afresh.
+  absl::StatusOr<PartFile> fresh = writer_->OpenPart(id, std::nullopt, 0);
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_EQ(fresh->Size(), 0u);
+  EXPECT_EQ(fs::file_size(writer_->PartPath(id)), 0u);
+}
+
+TEST_F(StoreWriterTest, WriteAtRangesOutOfOrderThenCommit) {
+  const std::string id = Uuid::Random().ToString();
+  const std::string data = RandomBytes(1000000, 3);
+  absl::StatusOr<PartFile> part = writer_->OpenPart(id, data.size(), 0);
+  ASSERT_TRUE(part.ok());
+  // Four ranges from "different sources", last first.
+  const uint64_t cuts[] = {0, 262144, 500000, 777777, data.size()};
+  for (int r : {3, 1, 2, 0}) {
+    ASSERT_TRUE(
+        part->WriteAt(cuts[r], data.substr(cuts[r], cuts[r + 1] - cuts[r]))
+            .ok());
+  }
+  EXPECT_EQ(part->Size(), data.size());
+  // Past the expected size is refused.
+  EXPECT_EQ(part->WriteAt(data.size() - 1, "xy").code(),
+            absl::StatusCode::kOutOfRange);
+  ASSERT_TRUE(part->Sync().ok());
+  absl::StatusOr<CommittedFile> done =
+      writer_->Commit(id, TestKey(), Sha256Of(data));
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->size, data.size());
+  EXPECT_EQ(done->sha256, Sha256Of(data));
+  EXPECT_EQ(ReadFile(done->path), data);
+  EXPECT_FALSE(fs::exists(writer_->PartPath(id)));
+}
+
+TEST_F(StoreWriterTest, CommitCreatesLayoutPath) {
+  const std::string id = Uuid::Random().ToString();
+  absl::StatusOr<PartFile> part = writer_->OpenPart(id, std::nullopt, 0);
+  ASSERT_TRUE(part.ok());
+  ASSERT_TRUE(part->Append("proxy bytes").ok());
+  absl::StatusOr<CommittedFile> done =
+      writer_->Commit(id, TestKey(), Sha256Of("proxy bytes"));
+  ASSERT_TRUE(done.ok()) << done.status();
+  const std::string expected =
+      root_ +
+      "/content/55/0e/550e8400-e29b-41d4-a716-446655440000/proxies/"
+      "proxy_scrub.mp4";
+  EXPECT_EQ(done->path, expected);
+  EXPECT_EQ(writer_->FinalPath(TestKey()), expected);
+  EXPECT_EQ(ReadFile(expected), "proxy bytes");
+
+  // A second commit of the same key replaces the file atomically.
+  const std::string id2 = Uuid::Random().ToString();
+  absl::StatusOr<PartFile> part2 = writer_->OpenPart(id2, std::nullopt, 0);
+  ASSERT_TRUE(part2.ok());
+  ASSERT_TRUE(part2->Append("newer bytes").ok());
+  ASSERT_TRUE(writer_->Commit(id2, TestKey(), Sha256Of("newer bytes")).ok());
+  EXPECT_EQ(ReadFile(expected), "newer bytes");
+}
+
+TEST_F(StoreWriterTest, CommitWithWrongShaIsDataLossAndLeavesNothing) {
+  const std::string id = Uuid::Random().ToString();
+  absl::StatusOr<PartFile> part = writer_->OpenPart(id, std::nullopt, 0);
+  ASSERT_TRUE(part.ok());
+  ASSERT_TRUE(part->Append("corrupted bytes").ok());
+  const Sha256Digest expected = Sha256Of("the real bytes");
+  absl::StatusOr<CommittedFile> done = writer_->Commit(id, TestKey(), expected);
+  ASSERT_EQ(done.status().code(), absl::StatusCode::kDataLoss) << done.status();
+  EXPECT_NE(done.status().message().find(DigestToHex(expected)),
+            absl::string_view::npos)
+      << done.status();
+  EXPECT_NE(
+      done.status().message().find(DigestToHex(Sha256Of("corrupted bytes"))),
+      absl::string_view::npos)
+      << done.status();
+  EXPECT_FALSE(fs::exists(writer_->FinalPath(TestKey())));
+  EXPECT_FALSE(fs::exists(writer_->PartPath(id)));
+  // Nothing left to commit.
+  EXPECT_EQ(writer_->Commit(id, TestKey(), expected).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(StoreWriterTest, CommitVerifiedChecksDigestAndSize) {
+  const std::string data = "some sidecar bytes";
+  const Sha256Digest sha = Sha256Of(data);
+  auto write_part = [&](const std::string& id) {
+    absl::StatusOr<PartFile> part = writer_->OpenPart(id, std::nullopt, 0);
+    ASSERT_TRUE(part.ok());
+    ASSERT_TRUE(part->Append(data).ok());
+  };
+  // Digest computed while writing does not match the expected one.
+  std::string id = Uuid::Random().ToString();
+  write_part(id);
+  absl::StatusOr<CommittedFile> done = writer_->CommitVerified(
+      id, TestKey(), Sha256Of("other"), sha, data.size());
+  EXPECT_EQ(done.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_FALSE(fs::exists(writer_->PartPath(id)));
+  // Size on disk differs from the expected size.
+  id = Uuid::Random().ToString();
+  write_part(id);
+  done = writer_->CommitVerified(id, TestKey(), sha, sha, data.size() + 1);
+  EXPECT_EQ(done.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_FALSE(fs::exists(writer_->PartPath(id)));
+  EXPECT_FALSE(fs::exists(writer_->FinalPath(TestKey())));
+  // Both right.
+  id = Uuid::Random().ToString();
+  write_part(id);
+  done = writer_->CommitVerified(id, TestKey(), sha, sha, data.size());
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(ReadFile(writer_->FinalPath(TestKey())), data);
+}
+
+TEST_F(StoreWriterTest, CommitRejectsInvalidKey) {
+  const std::string id = Uuid::Random().ToString();
+  ASSERT_TRUE(writer_->OpenPart(id, std::nullopt, 0).ok());
+  SidecarKey bad = TestKey();
+  bad.variant = "../../escape";
+  EXPECT_EQ(writer_->Commit(id, bad, Sha256Of("")).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(fs::exists(writer_->PartPath(id)));
+}
+
+TEST_F(StoreWriterTest, CleanupStrayAfterCrashKeepsActiveParts) {
+  // A "crashed" process left parts of three jobs and some temp files.
+  const std::string active = Uuid::Random().ToString();
+  const std::string ended = Uuid::Random().ToString();
+  const std::string unknown = Uuid::Random().ToString();
+  for (const std::string& id : {active, ended, unknown}) {
+    absl::StatusOr<PartFile> part = writer_->OpenPart(id, std::nullopt, 0);
+    ASSERT_TRUE(part.ok());
+    ASSERT_TRUE(part->Append("partial").ok());
+  }
+  WriteFile(root_ + "/.incoming/x.tmp", "tmp");
+  WriteFile(root_ + "/.incoming/junk", "junk");
+  fs::create_directory(root_ + "/.incoming/subdir");
+
+  // Active ids may come in upper case; they name the same job.
+  std::string upper = active;
+  for (char& c : upper) c = static_cast<char>(std::toupper(c));
+  absl::StatusOr<uint64_t> removed = writer_->CleanupStray({upper});
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 4u);
+  EXPECT_TRUE(fs::exists(writer_->PartPath(active)));
+  EXPECT_FALSE(fs::exists(writer_->PartPath(ended)));
+  EXPECT_FALSE(fs::exists(writer_->PartPath(unknown)));
+  EXPECT_FALSE(fs::exists(root_ + "/.incoming/x.tmp"));
+  EXPECT_FALSE(fs::exists(root_ + "/.incoming/junk"));
+  EXPECT_TRUE(fs::exists(root_ + "/.incoming/subdir"));
+  // The surviving part resumes.
+  absl::StatusOr<PartFile> part = writer_->OpenPart(active, std::nullopt, 7);
+  ASSERT_TRUE(part.ok());
+  EXPECT_EQ(part->resumed_bytes(), 7u);
+  // Nothing more to remove.
+  removed = writer_->CleanupStray({active});
+  ASSERT_TRUE(removed.ok());
+  EXPECT_EQ(*removed, 0u);
+}
+
+TEST_F(StoreWriterTest, DiscardRemovesPart) {
+  const std::string id = Uuid::Random().ToString();
+  ASSERT_TRUE(writer_->OpenPart(id, std::nullopt, 0).ok());
+  EXPECT_TRUE(fs::exists(writer_->PartPath(id)));
+  EXPECT_TRUE(writer_->Discard(id).ok());
+  EXPECT_FALSE(fs::exists(writer_->PartPath(id)));
+  EXPECT_TRUE(writer_->Discard(id).ok());  // already gone: fine
+}
+
+TEST_F(StoreWriterTest, CheckSpace) {
+  absl::StatusOr<uint64_t> free = writer_->FreeBytes();
+  ASSERT_TRUE(free.ok()) << free.status();
+  EXPECT_GT(*free, 0u);
+  EXPECT_TRUE(writer_->CheckSpace(0, 0).ok());
+  EXPECT_TRUE(writer_->CheckSpace(1024, 0).ok());
+
+  absl::Status s = writer_->CheckSpace(1024, *free + (1 << 30));
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(s.message().find("would leave"), absl::string_view::npos) << s;
+  EXPECT_NE(s.message().find(root_), absl::string_view::npos) << s;
+  EXPECT_NE(s.message().find("must stay free"), absl::string_view::npos) << s;
+
+  s = writer_->CheckSpace(*free + (1ull << 40), 0);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+}
+
+}  // namespace
+}  // namespace sidecar::transfer
