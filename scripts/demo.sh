@@ -3,22 +3,27 @@
 #
 #   desktop <-> laptop <-> server      (desktop and server are not peers)
 #
-# Installs dependencies, builds, starts a private PostgreSQL (one database per
-# device) and three availability services, then uses sidecarctl to show the
-# desktop's new thumbnails becoming known on the laptop and, through the
-# laptop's gossip, on the server; how each device resolves them; and the
-# laptop noticing when the desktop goes away. Everything it starts is stopped
-# when it exits, also on failure or Ctrl-C. Data and logs stay in .demo/.
+# Installs dependencies, builds, starts a private PostgreSQL (two databases per
+# device: availability and transfer) and, per device, an availability and a
+# transfer service, then uses sidecarctl to show the desktop's new thumbnails
+# becoming known on the laptop and, through the laptop's gossip, on the
+# server; how each device resolves them; the laptop fetching one from the
+# desktop (verified, byte for byte); and the laptop noticing when the desktop
+# goes away. Everything it starts is stopped when it exits, also on failure
+# or Ctrl-C. Data and logs stay in .demo/.
 #
-# SKIP_BUILD=1 skips dependency installation and the build; AVAILABILITY_BIN
-# names another availability binary.
+# SKIP_BUILD=1 skips dependency installation and the build; AVAILABILITY_BIN,
+# TRANSFER_BIN and CTL_BIN name other binaries; DEMO_DIR another directory
+# for data and logs (default .demo; it is emptied first).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO="$(pwd)"
-DEMO="$REPO/.demo"
+DEMO="${DEMO_DIR:-$REPO/.demo}"
+SHOWN="${DEMO#"$REPO"/}"  # how the narration names it: .demo unless DEMO_DIR
 PG_BIN=/usr/lib/postgresql/15/bin
 AVAILABILITY_BIN="${AVAILABILITY_BIN:-$REPO/build/services/availability/sidecar-availability}"
-CTL_BIN="$REPO/build/services/sidecarctl/sidecarctl"
+TRANSFER_BIN="${TRANSFER_BIN:-$REPO/build/services/transfer/sidecar-transfer}"
+CTL_BIN="${CTL_BIN:-$REPO/build/services/sidecarctl/sidecarctl}"
 
 # ---- narration ---------------------------------------------------------------
 
@@ -36,7 +41,7 @@ die() {
 
 # ---- cleanup -----------------------------------------------------------------
 
-declare -A PID=()   # device name -> availability service pid
+declare -A PID=()   # "desktop", "desktop_xfer", ... -> service pid
 WATCH_PID=""
 PG_DIR=""
 PG_STARTED=0
@@ -72,7 +77,7 @@ cleanup() {
     as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1
   fi
   if [[ $rc -eq 0 ]]; then
-    say "all stopped; data and logs stay in .demo/"
+    say "all stopped; data and logs stay in $SHOWN/"
   else
     printf '\ndemo failed (exit %d); logs are in %s\n' "$rc" "$DEMO" >&2
   fi
@@ -104,13 +109,16 @@ free_port() {
 }
 
 declare -A ADDR=()  # device name -> host:port of its availability service
+declare -A XFER=()  # device name -> host:port of its transfer service
 
-# ctl DEVICE ARGS...: runs sidecarctl against DEVICE's service, showing it.
+# ctl DEVICE ARGS...: runs sidecarctl against DEVICE's services, showing it
+# (stdout indented; stderr, e.g. fetch progress, as it comes).
 ctl() {
   local device="$1"
   shift
   printf '%s[%s] $ sidecarctl %s%s\n' "$DIM" "$device" "$*" "$RESET"
-  "$CTL_BIN" --availability="${ADDR[$device]}" "$@" | sed 's/^/    /'
+  "$CTL_BIN" --availability="${ADDR[$device]}" --transfer="${XFER[$device]}" \
+    "$@" | sed -u 's/^/    /'
   return "${PIPESTATUS[0]}"
 }
 
@@ -118,7 +126,8 @@ ctl() {
 quiet_ctl() {
   local device="$1"
   shift
-  "$CTL_BIN" --availability="${ADDR[$device]}" "$@" 2>/dev/null
+  "$CTL_BIN" --availability="${ADDR[$device]}" --transfer="${XFER[$device]}" \
+    "$@" 2>/dev/null
 }
 
 # wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.2 s until it
@@ -138,16 +147,18 @@ wait_for() {
   say "($what after $(((now - start) / 1000)) ms)"
 }
 
-# Writes a real 1x1 WebP (extended format: a VP8L image plus an XMP chunk
-# carrying TEXT, so that every thumbnail has its own bytes) to FILE.
+# make_webp FILE TEXT [PAD]: writes a real 1x1 WebP (extended format: a VP8L
+# image plus an XMP chunk carrying TEXT, so that every thumbnail has its own
+# bytes, and PAD spaces, to make the file bigger) to FILE.
 le32() {
   local n="$1"
   printf '%b' "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x' $((n & 255)) \
     $(((n >> 8) & 255)) $(((n >> 16) & 255)) $(((n >> 24) & 255)))"
 }
 make_webp() {
-  local file="$1" text="$2"
-  local xmp="<x:xmpmeta xmlns:x=\"adobe:ns:meta/\"><!-- $text --></x:xmpmeta>"
+  local file="$1" text="$2" padding=""
+  [[ -n "${3:-}" ]] && printf -v padding '%*s' "$3" ''
+  local xmp="<x:xmpmeta xmlns:x=\"adobe:ns:meta/\"><!-- $text$padding --></x:xmpmeta>"
   local xlen=${#xmp} pad=""
   ((xlen % 2 == 1)) && pad=" "
   local riff=$((4 + 18 + 22 + 8 + xlen + ${#pad}))
@@ -177,21 +188,23 @@ rm -rf "$DEMO"
 mkdir -p "$DEMO"
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
   step "Building sidecar-sync (dependencies come from Debian's archive)"
-  say "this takes a few minutes the first time; log: .demo/build.log"
-  if ! scripts/build.sh sidecar-availability sidecarctl >"$DEMO/build.log" 2>&1; then
+  say "this takes a few minutes the first time; log: $SHOWN/build.log"
+  if ! scripts/build.sh sidecar-availability sidecar-transfer sidecarctl \
+    >"$DEMO/build.log" 2>&1; then
     tail -n 30 "$DEMO/build.log" >&2
-    die "the build failed; log above (.demo/build.log)"
+    die "the build failed; log above ($SHOWN/build.log)"
   fi
 else
   step "Using the existing build (SKIP_BUILD=1)"
 fi
 [[ -x "$AVAILABILITY_BIN" ]] || die "missing $AVAILABILITY_BIN (build failed?)"
+[[ -x "$TRANSFER_BIN" ]] || die "missing $TRANSFER_BIN (build failed?)"
 [[ -x "$CTL_BIN" ]] || die "missing $CTL_BIN (build failed?)"
-say "built $(basename "$AVAILABILITY_BIN") and $(basename "$CTL_BIN")"
+say "built $(basename "$AVAILABILITY_BIN"), $(basename "$TRANSFER_BIN") and $(basename "$CTL_BIN")"
 
 # ---- 2. PostgreSQL -----------------------------------------------------------
 
-step "Starting a private PostgreSQL with one database per device"
+step "Starting a private PostgreSQL with two databases per device"
 PG_DIR="$DEMO/pg"
 mkdir -p "$PG_DIR"
 if [[ "$(id -u)" -eq 0 ]]; then
@@ -212,20 +225,26 @@ PG_STARTED=1
 as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
   -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1" start >/dev/null 8>&- 9>&- ||
   die "PostgreSQL did not start; see $PG_DIR/server.log"
-for db in dev_a dev_b dev_c; do
+for db in dev_a dev_b dev_c xfer_desktop xfer_laptop xfer_server; do
   "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres "$db"
 done
 say "PostgreSQL 15 on 127.0.0.1:$PG_PORT with databases dev_a, dev_b, dev_c"
+say "(availability) and xfer_desktop, xfer_laptop, xfer_server (transfer jobs)"
 
 # ---- 3. three devices --------------------------------------------------------
 
-step "Starting the availability service of three devices"
+step "Starting the availability and transfer services of three devices"
 declare -A DB=([desktop]=dev_a [laptop]=dev_b [server]=dev_c)
 declare -A PEERS_OF=([desktop]="laptop" [laptop]="desktop server" [server]="laptop")
+# The laptop's fetches are held to 64 KiB/s, so that the fetch below takes a
+# few seconds and its progress can be seen.
+declare -A XFER_FLAGS=([laptop]="--bandwidth_limit=65536 --chunk_bytes=65536")
 port=""
 for device in desktop laptop server; do
   free_port port
   ADDR[$device]="127.0.0.1:$port"
+  free_port port
+  XFER[$device]="127.0.0.1:$port"
 done
 start_device() {
   local device="$1" peers="" p
@@ -245,26 +264,48 @@ start_device() {
     --prompt_delay=200ms \
     --ping_interval=1s \
     --offline_after=3s \
+    --transfer_address="${XFER[$device]}" \
     --port_file="$DEMO/$device/port" \
     >"$DEMO/$device.log" 2>&1 &
   PID[$device]=$!
+  rm -f "$DEMO/$device/xfer_port"
+  # shellcheck disable=SC2086  # XFER_FLAGS holds several flags
+  "$TRANSFER_BIN" \
+    --listen="${XFER[$device]}" \
+    --db="host=127.0.0.1 port=$PG_PORT dbname=xfer_$device user=postgres" \
+    --sidecar_root="$DEMO/$device/sidecars" \
+    --availability="${ADDR[$device]}" \
+    --port_file="$DEMO/$device/xfer_port" \
+    ${XFER_FLAGS[$device]:-} \
+    >"$DEMO/${device}_xfer.log" 2>&1 &
+  PID[${device}_xfer]=$!
+}
+# wait_started NAME PORT_FILE LOG: waits for a service to write its port file.
+wait_started() {
+  local name="$1" port_file="$2" log="$3"
+  for _ in $(seq 1 150); do
+    [[ -s "$port_file" ]] && return 0
+    if ! kill -0 "${PID[$name]}" 2>/dev/null; then
+      tail -n 20 "$log" >&2 || true
+      die "$name exited; log above ($log)"
+    fi
+    sleep 0.2
+  done
+  die "$name did not start in 30s (log: $log)"
 }
 for device in desktop laptop server; do
   start_device "$device"
 done
 for device in desktop laptop server; do
-  for _ in $(seq 1 150); do
-    [[ -s "$DEMO/$device/port" ]] && break
-    if ! kill -0 "${PID[$device]}" 2>/dev/null; then
-      tail -n 20 "$DEMO/$device.log" >&2 || true
-      die "the $device's service exited; log above ($DEMO/$device.log)"
-    fi
-    sleep 0.2
-  done
-  [[ -s "$DEMO/$device/port" ]] || die "the $device's service did not start in 30s"
-  say "$(printf '%-8s' "$device") listens on ${ADDR[$device]}, peers: ${PEERS_OF[$device]// /, }" \
-    "(database ${DB[$device]}, log .demo/$device.log)"
+  wait_started "$device" "$DEMO/$device/port" "$DEMO/$device.log"
+  wait_started "${device}_xfer" "$DEMO/$device/xfer_port" "$DEMO/${device}_xfer.log"
+  say "$(printf '%-8s' "$device") availability on ${ADDR[$device]}, peers: ${PEERS_OF[$device]// /, }" \
+    "(database ${DB[$device]}, log $SHOWN/$device.log)"
+  say "         transfer on ${XFER[$device]} (database xfer_$device," \
+    "log $SHOWN/${device}_xfer.log)${XFER_FLAGS[$device]:+, ${XFER_FLAGS[$device]}}"
 done
+say "each transfer service uses its device's sidecar root and availability"
+say "service; each availability service tells peers its transfer address."
 say "the periodic gossip round is every 5 minutes, so what follows travels by"
 say "prompt gossip (--prompt_delay=200ms after a change), not by that round."
 ctl desktop device
@@ -273,7 +314,7 @@ step "The server watches for availability changes (in the background)"
 "$CTL_BIN" --availability="${ADDR[server]}" watch --remote \
   >"$DEMO/server-watch.log" 2>&1 &
 WATCH_PID=$!
-say "\$ sidecarctl watch --remote  > .demo/server-watch.log"
+say "\$ sidecarctl watch --remote  > $SHOWN/server-watch.log"
 
 # ---- 4. the desktop makes thumbnails -----------------------------------------
 
@@ -284,15 +325,23 @@ PHOTOS=(
   "e0c4a9d8-5b6a-4f3e-9d2c-1b0a9f8e7d6c birthday.jpg"
 )
 URIS=()
+pad=$((256 * 1024))  # only the first grid@2x: the one fetched later
 for photo in "${PHOTOS[@]}"; do
   read -r uuid title <<<"$photo"
   for variant in icon@1x grid@2x; do
     rel="$(thumb_path "$uuid" "$variant")"
-    make_webp "$DEMO/desktop/sidecars/$rel" "$title $variant"
+    if [[ "$variant" == grid@2x ]]; then
+      make_webp "$DEMO/desktop/sidecars/$rel" "$title $variant" "$pad"
+      pad=""
+    else
+      make_webp "$DEMO/desktop/sidecars/$rel" "$title $variant"
+    fi
     URIS+=("sidecar://$uuid/thumbs/$variant.webp")
   done
 done
-say "wrote ${#URIS[@]} WebP files under .demo/desktop/sidecars/content/..."
+say "wrote ${#URIS[@]} WebP files under $SHOWN/desktop/sidecars/content/...;"
+say "the beach photo's grid@2x carries 256 KiB of padding in its XMP chunk so"
+say "that fetching it later takes long enough to watch."
 for uri in "${URIS[@]}"; do
   uuid="${uri#sidecar://}"
   uuid="${uuid%%/*}"
@@ -339,22 +388,60 @@ wait "$WATCH_PID" 2>/dev/null || true
 WATCH_PID=""
 sed 's/^/    /' "$DEMO/server-watch.log"
 
-# ---- 6. the desktop goes away ------------------------------------------------
+# ---- 6. the laptop fetches a thumbnail ---------------------------------------
+
+step "The laptop fetches the beach photo's grid thumbnail from the desktop"
+say "sidecarctl fetch asks the laptop's transfer service, which resolves the"
+say "sidecar (REMOTE: the desktop has it), queues a job, reads the file from the"
+say "desktop's transfer service, checks it against its SHA-256, renames it into"
+say "place and registers it READY with the laptop's availability service."
+say "Progress goes to stderr (a bar on a terminal, else a line a second; a job"
+say "the service runs in its batch lane for small kinds shows no byte count,"
+say "only its end); the laptop's --bandwidth_limit holds the transfer to 64 KiB/s"
+say "after a first second's burst:"
+ctl laptop fetch "${URIS[1]}" --priority=interactive ||
+  die "the fetch did not end DONE (exit $?)"
+rel="$(thumb_path "${PHOTOS[0]%% *}" grid@2x)"
+say "\$ cmp desktop/sidecars/$rel laptop/sidecars/$rel"
+cmp "$DEMO/desktop/sidecars/$rel" "$DEMO/laptop/sidecars/$rel" ||
+  die "the laptop's copy differs from the desktop's"
+say "identical: $(sha256sum "$DEMO/laptop/sidecars/$rel" | cut -c1-16)... on both, $(stat -c %s "$DEMO/laptop/sidecars/$rel") bytes"
+ctl laptop jobs
+say "the laptop now has it itself:"
+ctl laptop resolve "${URIS[1]}"
+say "and, since the laptop registered it READY, gossip tells the server that"
+say "both devices hold it:"
+both_hold() {
+  quiet_ctl server who-has "${URIS[1]}" |
+    awk '/desktop/ { d = 1 } /laptop/ { l = 1 } END { exit !(d && l) }'
+}
+wait_for 30 "the server knows the laptop has it too" both_hold
+ctl server who-has "${URIS[1]}"
+
+# ---- 7. the desktop goes away ------------------------------------------------
 
 step "The desktop shuts down"
-kill -TERM "${PID[desktop]}"
-wait "${PID[desktop]}" 2>/dev/null || true
-unset 'PID[desktop]'
-say "stopped; the laptop pings every 1s and marks a peer offline after 3s of silence"
+for name in desktop_xfer desktop; do
+  kill -TERM "${PID[$name]}"
+  wait "${PID[$name]}" 2>/dev/null || true
+  unset "PID[$name]"
+done
+say "stopped (both its services); the laptop pings every 1s and marks a peer"
+say "offline after 3s of silence"
 desktop_offline() {
   quiet_ctl laptop peers | awk '$1 == "desktop" && $4 == "offline" { found = 1 } END { exit !found }'
 }
 wait_for 30 "the laptop marks the desktop offline" desktop_offline
 ctl laptop peers
-ctl laptop who-has "${URIS[1]}"
+say "the beach photo's icon (the laptop did not fetch it):"
+ctl laptop who-has "${URIS[0]}"
 say "its only holder is offline, so resolve answers GENERATE, and with"
 say "--mode=fetch-only (never generate) UNAVAILABLE:"
-ctl laptop resolve "${URIS[1]}"
-ctl laptop resolve "${URIS[1]}" --mode=fetch-only
+ctl laptop resolve "${URIS[0]}"
+ctl laptop resolve "${URIS[0]}" --mode=fetch-only
+say "and the transfer service, asked to fetch it, says the same (exit 3):"
+rc=0
+ctl laptop fetch "${URIS[0]}" || rc=$?
+[[ $rc -eq 3 ]] || die "fetch of a sidecar only an offline device has exited $rc, not 3"
 
 step "Done: stopping the services and PostgreSQL"

@@ -321,6 +321,28 @@ grpc::Status AvailabilityService::WhoHasImpl(const v1::WhoHasRequest* req,
 grpc::Status AvailabilityService::Resolve(grpc::ServerContext*,
                                           const v1::ResolveRequest* req,
                                           v1::ResolveResponse* resp) {
+  return ResolveOne(*req, resp);
+}
+
+grpc::Status AvailabilityService::ResolveBatch(
+    grpc::ServerContext*, const v1::ResolveBatchRequest* req,
+    v1::ResolveBatchResponse* resp) {
+  if (static_cast<size_t>(req->requests_size()) > kMaxBatch) {
+    return TooMany("requests", req->requests_size());
+  }
+  for (int i = 0; i < req->requests_size(); ++i) {
+    grpc::Status s = ResolveOne(req->requests(i), resp->add_responses());
+    if (!s.ok()) {
+      return grpc::Status(s.error_code(), absl::StrCat("requests[", i, "].",
+                                                       s.error_message()));
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status AvailabilityService::ResolveOne(const v1::ResolveRequest& r,
+                                             v1::ResolveResponse* resp) {
+  const v1::ResolveRequest* req = &r;
   absl::StatusOr<SidecarKey> key = KeyFromProto(req->key());
   if (!key.ok()) {
     return Invalid(absl::StrCat("key: ", key.status().message()));

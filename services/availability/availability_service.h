@@ -44,6 +44,9 @@ class AvailabilityService final
                       v1::WhoHasResponse*) override;
   grpc::Status Resolve(grpc::ServerContext*, const v1::ResolveRequest*,
                        v1::ResolveResponse*) override;
+  grpc::Status ResolveBatch(grpc::ServerContext*,
+                            const v1::ResolveBatchRequest*,
+                            v1::ResolveBatchResponse*) override;
   grpc::ServerWriteReactor<v1::AvailabilityEvent>* Watch(
       grpc::CallbackServerContext*, const v1::WatchRequest*) override;
   grpc::Status ListPeers(grpc::ServerContext*, const v1::ListPeersRequest*,
@@ -53,6 +56,8 @@ class AvailabilityService final
                               v1::ReportTransferResponse*) override;
 
  private:
+  grpc::Status ResolveOne(const v1::ResolveRequest& req,
+                          v1::ResolveResponse* resp);
   grpc::Status WhoHasImpl(const v1::WhoHasRequest* req,
                           v1::WhoHasResponse* resp);
   // Whether the file of a READY local entry is present with its size.

@@ -1,11 +1,13 @@
 #include "services/sidecarctl/cli.h"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <ctime>
+#include <iostream>
 #include <utility>
 
 #include "absl/flags/commandlineflag.h"
@@ -20,6 +22,9 @@
 ABSL_FLAG(std::string, availability, "",
           "host:port of the availability service (default: "
           "$SIDECAR_AVAILABILITY, else localhost:7100)");
+ABSL_FLAG(std::string, transfer, "",
+          "host:port of the transfer service (default: $SIDECAR_TRANSFER, "
+          "else localhost:7200)");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(5),
           "deadline of each call, e.g. 5s, 500ms");
 
@@ -27,10 +32,20 @@ namespace sidecar::ctl {
 namespace {
 
 constexpr char kDefaultAvailability[] = "localhost:7100";
+constexpr char kDefaultTransfer[] = "localhost:7200";
 const std::vector<std::string>& GlobalFlags() {
   static const auto* flags =
-      new std::vector<std::string>{"availability", "timeout"};
+      new std::vector<std::string>{"availability", "transfer", "timeout"};
   return *flags;
+}
+
+// The flag's value, else the environment variable's, else `fallback`.
+std::string FlagOrEnv(const std::string& flag, const char* env_name,
+                      const char* fallback) {
+  if (!flag.empty()) return flag;
+  const char* env = std::getenv(env_name);
+  return (env != nullptr && *env != '\0') ? std::string(env)
+                                          : std::string(fallback);
 }
 
 struct RawFlag {
@@ -67,21 +82,27 @@ void PrintFlag(std::ostream& out, absl::string_view name) {
 }  // namespace
 
 CommandContext::CommandContext(std::ostream& out, std::ostream& err)
-    : out_(out), err_(err), timeout_(absl::GetFlag(FLAGS_timeout)) {
-  availability_ = absl::GetFlag(FLAGS_availability);
-  if (availability_.empty()) {
-    const char* env = std::getenv("SIDECAR_AVAILABILITY");
-    availability_ = (env != nullptr && *env != '\0')
-                        ? std::string(env)
-                        : std::string(kDefaultAvailability);
-  }
-}
+    : out_(out),
+      err_(err),
+      err_is_terminal_(&err == &std::cerr && isatty(STDERR_FILENO) == 1),
+      availability_(FlagOrEnv(absl::GetFlag(FLAGS_availability),
+                              "SIDECAR_AVAILABILITY", kDefaultAvailability)),
+      transfer_(FlagOrEnv(absl::GetFlag(FLAGS_transfer), "SIDECAR_TRANSFER",
+                          kDefaultTransfer)),
+      timeout_(absl::GetFlag(FLAGS_timeout)) {}
 
 v1::Availability::Stub& CommandContext::availability() {
   if (availability_stub_ == nullptr) {
     availability_stub_ = v1::Availability::NewStub(MakeChannel(availability_));
   }
   return *availability_stub_;
+}
+
+v1::Transfer::Stub& CommandContext::transfer() {
+  if (transfer_stub_ == nullptr) {
+    transfer_stub_ = v1::Transfer::NewStub(MakeChannel(transfer_));
+  }
+  return *transfer_stub_;
 }
 
 void CommandContext::SetCallDeadline(grpc::ClientContext* ctx) const {
@@ -98,6 +119,13 @@ int CommandContext::AvailabilityError(absl::string_view what,
   err_ << kProgram << ": " << what << ": "
        << DescribeRpcError(status, "availability", availability_, timeout_)
        << "\n";
+  return kExitRpcError;
+}
+
+int CommandContext::TransferError(absl::string_view what,
+                                  const grpc::Status& status) {
+  err_ << kProgram << ": " << what << ": "
+       << DescribeRpcError(status, "transfer", transfer_, timeout_) << "\n";
   return kExitRpcError;
 }
 
@@ -127,8 +155,10 @@ absl::StatusOr<Invocation> ParseCommandLine(
       f.name = std::string(a.substr(0, eq));
       f.value = std::string(a.substr(eq + 1));
       f.has_value = true;
+      std::replace(f.name.begin(), f.name.end(), '-', '_');
     } else {
       f.name = std::string(a);
+      std::replace(f.name.begin(), f.name.end(), '-', '_');
       if (IsBoolFlag(f.name)) {
         f.value = "true";
         f.has_value = true;
@@ -199,7 +229,8 @@ absl::StatusOr<Invocation> ParseCommandLine(
 
 void PrintUsage(std::ostream& out, const std::vector<CommandSpec>& commands) {
   out << "usage: " << kProgram << " [--availability=HOST:PORT] "
-      << "[--timeout=DURATION] COMMAND [ARGS...]\n\n"
+      << "[--transfer=HOST:PORT] [--timeout=DURATION]\n"
+      << "                  COMMAND [ARGS...]\n\n"
       << "Sidecars are named by URIs: "
       << "sidecar://{content_uuid}/{kind_dir}/{variant}.{ext}\n"
       << "e.g. sidecar://550e8400-e29b-41d4-a716-446655440000/thumbs/"
@@ -211,7 +242,8 @@ void PrintUsage(std::ostream& out, const std::vector<CommandSpec>& commands) {
   PrintTable(out, rows);
   out << "\nglobal flags:\n";
   for (const std::string& f : GlobalFlags()) PrintFlag(out, f);
-  out << "\nexit status: 0 ok, 1 a call failed, 2 usage or input error.\n"
+  out << "\nexit status: 0 ok, 1 a call failed, 2 usage or input error,\n"
+      << "3 fetch: some sidecar was not fetched (GENERATE or CANCELLED).\n"
       << "\"" << kProgram << " help COMMAND\" describes one command.\n";
 }
 

@@ -2,9 +2,8 @@
 // parsing against it, usage text, exit codes, and the context every command
 // runs in (where the services are, how long to wait, where to write).
 //
-// A command is a CommandSpec; a group of commands (availability now, transfer
-// later) is a function returning a vector of them, and main() concatenates
-// the groups. Command-specific options are ordinary Abseil flags, listed by
+// A command is a CommandSpec; a group of commands (availability, transfer) is
+// a function returning a vector of them, and main() concatenates the groups. Command-specific options are ordinary Abseil flags, listed by
 // name in the spec so that a flag given to the wrong command is a usage
 // error rather than silently ignored.
 #ifndef SIDECAR_SERVICES_SIDECARCTL_CLI_H_
@@ -22,6 +21,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "sidecar/v1/availability.grpc.pb.h"
+#include "sidecar/v1/transfer.grpc.pb.h"
 
 namespace sidecar::ctl {
 
@@ -32,10 +32,14 @@ enum ExitCode : int {
   kExitOk = 0,
   kExitRpcError = 1,  // a call failed (service unreachable, refused, ...)
   kExitUsage = 2,     // bad command line or bad input (URI, file, batch line)
+  // fetch: the calls worked, but some sidecar was not fetched (it ended
+  // GENERATE or CANCELLED): the caller should generate it.
+  kExitNotFetched = 3,
+  kExitInterrupted = 130,  // Ctrl-C or SIGTERM while following jobs
 };
 
 // Everything a command needs. Reads the global flags (--availability,
-// --timeout) when constructed, so construct it after ParseCommandLine.
+// --transfer, --timeout) when constructed, so construct it after ParseCommandLine.
 // Not thread-safe.
 class CommandContext {
  public:
@@ -43,14 +47,20 @@ class CommandContext {
 
   std::ostream& out() { return out_; }
   std::ostream& err() { return err_; }
+  // True if err() is std::cerr and stderr is a terminal (progress bars).
+  bool err_is_terminal() const { return err_is_terminal_; }
 
   // --availability, else $SIDECAR_AVAILABILITY, else "localhost:7100".
   const std::string& availability_address() const { return availability_; }
+  // --transfer, else $SIDECAR_TRANSFER, else "localhost:7200".
+  const std::string& transfer_address() const { return transfer_; }
   // --timeout: the deadline of every unary call.
   absl::Duration timeout() const { return timeout_; }
 
   // A stub for the availability service, made on first use.
   v1::Availability::Stub& availability();
+  // A stub for the transfer service, made on first use.
+  v1::Transfer::Stub& transfer();
   // Sets the --timeout deadline on `ctx`.
   void SetCallDeadline(grpc::ClientContext* ctx) const;
 
@@ -59,13 +69,18 @@ class CommandContext {
   // Prints "sidecarctl: <what>: <described error>" to err(), wording
   // UNAVAILABLE and DEADLINE_EXCEEDED as advice, and returns kExitRpcError.
   int AvailabilityError(absl::string_view what, const grpc::Status& status);
+  // The same for a call to the transfer service.
+  int TransferError(absl::string_view what, const grpc::Status& status);
 
  private:
   std::ostream& out_;
   std::ostream& err_;
+  const bool err_is_terminal_;
   std::string availability_;
+  std::string transfer_;
   absl::Duration timeout_;
   std::unique_ptr<v1::Availability::Stub> availability_stub_;
+  std::unique_ptr<v1::Transfer::Stub> transfer_stub_;
 };
 
 struct CommandSpec {
@@ -95,7 +110,8 @@ struct Invocation {
 
 // Parses argv against `commands`. Flags may come before or after the command
 // name, as --name=value, --name value, and for booleans also --name and
-// --noname; "--" ends the flags. "help [COMMAND]", --help and -h ask for
+// --noname; '-' in a flag's name is read as '_' (--no-wait is --no_wait);
+// "--" ends the flags. "help [COMMAND]", --help and -h ask for
 // usage. On success every given flag has been set. A usage error is
 // INVALID_ARGUMENT with a message for a person.
 absl::StatusOr<Invocation> ParseCommandLine(

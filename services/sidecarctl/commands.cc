@@ -31,7 +31,9 @@ ABSL_FLAG(std::string, generator, "",
           "register: version of the generator that made the sidecar");
 ABSL_FLAG(std::string, batch, "",
           "register: file of \"URI SIZE SHA256HEX\" lines to register in bulk");
-ABSL_FLAG(int64_t, limit, 0, "ls: show at most this many (0: all)");
+ABSL_FLAG(int64_t, limit, 0,
+          "ls: show at most this many (0: all); jobs: at most this many "
+          "(0: 100; at most 1000)");
 ABSL_FLAG(std::string, mode, "fetch-or-generate",
           "resolve: local-only|fetch-only|fetch-or-generate");
 ABSL_FLAG(bool, query_peers, false,
@@ -46,13 +48,6 @@ namespace sidecar::ctl {
 namespace {
 
 using Args = std::vector<std::string>;
-
-std::string UriOf(const v1::SidecarKey& proto) {
-  absl::StatusOr<SidecarKey> key = KeyFromProto(proto);
-  if (!key.ok())
-    return absl::StrCat("<invalid key: ", key.status().message(), ">");
-  return FormatSidecarUri(*key);
-}
 
 std::string StatusName(v1::SidecarStatus s) {
   switch (s) {
@@ -83,17 +78,6 @@ absl::StatusOr<SidecarKey> ParseUri(absl::string_view uri) {
   return absl::InvalidArgumentError(
       absl::StrCat("malformed sidecar URI \"", uri.substr(0, 200),
                    "\": ", key.status().message()));
-}
-
-// Parses every URI or reports the first bad one. Returns kExitOk on success.
-int ParseUris(CommandContext& ctx, const Args& uris,
-              std::vector<v1::SidecarKey>* keys) {
-  for (const std::string& uri : uris) {
-    absl::StatusOr<SidecarKey> key = ParseUri(uri);
-    if (!key.ok()) return ctx.UsageError(key.status().message());
-    KeyToProto(*key, &keys->emplace_back());
-  }
-  return kExitOk;
 }
 
 // ---- device ---------------------------------------------------------------
@@ -580,6 +564,23 @@ int RunWatch(CommandContext& ctx, const Args&) {
 }
 
 }  // namespace
+
+std::string UriOf(const v1::SidecarKey& proto) {
+  absl::StatusOr<SidecarKey> key = KeyFromProto(proto);
+  if (!key.ok())
+    return absl::StrCat("<invalid key: ", key.status().message(), ">");
+  return FormatSidecarUri(*key);
+}
+
+int ParseUris(CommandContext& ctx, const std::vector<std::string>& uris,
+              std::vector<v1::SidecarKey>* keys) {
+  for (const std::string& uri : uris) {
+    absl::StatusOr<SidecarKey> key = ParseUri(uri);
+    if (!key.ok()) return ctx.UsageError(key.status().message());
+    KeyToProto(*key, &keys->emplace_back());
+  }
+  return kExitOk;
+}
 
 absl::StatusOr<v1::SidecarStatus> ParseStatusName(absl::string_view name,
                                                   bool allow_any) {

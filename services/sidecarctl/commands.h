@@ -21,6 +21,13 @@ inline constexpr int kMaxKeysPerCall = 10000;
 // The availability commands, in the order the usage lists them.
 std::vector<CommandSpec> AvailabilityCommands();
 
+// The URI of a key, or "<invalid key: why>".
+std::string UriOf(const v1::SidecarKey& proto);
+// Parses every URI into `keys`, or reports the first bad one as a usage
+// error naming it. Returns kExitOk on success, else kExitUsage.
+int ParseUris(CommandContext& ctx, const std::vector<std::string>& uris,
+              std::vector<v1::SidecarKey>* keys);
+
 // "ready", "pending", "failed" (any case) to the enum; "" and "any" to
 // UNSPECIFIED when `allow_any`. Anything else is INVALID_ARGUMENT.
 absl::StatusOr<v1::SidecarStatus> ParseStatusName(absl::string_view name,

@@ -1,19 +1,24 @@
 // sidecarctl: a command-line client of the sidecar-sync services.
 //
-//   sidecarctl [--availability=HOST:PORT] [--timeout=5s] COMMAND [ARGS...]
+//   sidecarctl [--availability=HOST:PORT] [--transfer=HOST:PORT]
+//              [--timeout=5s] COMMAND [ARGS...]
 //
-// Exit status: 0 ok, 1 a call failed, 2 usage or input error.
+// Exit status: 0 ok, 1 a call failed, 2 usage or input error, 3 fetch: some
+// sidecar was not fetched (GENERATE or CANCELLED), 130 fetch interrupted.
 #include <iostream>
+#include <utility>
 #include <vector>
 
 #include "common/transport.h"
 #include "services/sidecarctl/cli.h"
 #include "services/sidecarctl/commands.h"
+#include "services/sidecarctl/transfer_commands.h"
 
 int main(int argc, char** argv) {
   using namespace sidecar::ctl;  // NOLINT(build/namespaces)
-  // Command groups; the transfer commands will be appended here.
+  // Command groups, in the order the usage lists them.
   std::vector<CommandSpec> commands = AvailabilityCommands();
+  for (CommandSpec& c : TransferCommands()) commands.push_back(std::move(c));
 
   absl::StatusOr<Invocation> inv = ParseCommandLine(argc, argv, commands);
   if (!inv.ok()) {

@@ -26,17 +26,9 @@ AvailabilityClient::AvailabilityClient(const std::string& address,
       timeout_(timeout),
       stub_(v1::Availability::NewStub(MakeChannel(address))) {}
 
-absl::StatusOr<Resolution> AvailabilityClient::Resolve(const SidecarKey& key,
-                                                       v1::ResolveMode mode) {
-  v1::ResolveRequest req;
-  KeyToProto(key, req.mutable_key());
-  req.set_mode(mode);
-  req.set_query_peers(true);
-  v1::ResolveResponse resp;
-  grpc::ClientContext ctx;
-  SetDeadline(&ctx, timeout_);
-  grpc::Status s = stub_->Resolve(&ctx, req, &resp);
-  if (!s.ok()) return Explain(s, address_, "resolve");
+namespace {
+
+Resolution FromProto(const v1::ResolveResponse& resp) {
   Resolution r;
   r.outcome = resp.outcome();
   r.local_path = resp.local_path();
@@ -56,6 +48,69 @@ absl::StatusOr<Resolution> AvailabilityClient::Resolve(const SidecarKey& key,
     r.sources.push_back(std::move(f));
   }
   return r;
+}
+
+constexpr size_t kBatch = 10000;
+
+}  // namespace
+
+absl::StatusOr<Resolution> AvailabilityClient::Resolve(const SidecarKey& key,
+                                                       v1::ResolveMode mode) {
+  v1::ResolveRequest req;
+  KeyToProto(key, req.mutable_key());
+  req.set_mode(mode);
+  req.set_query_peers(true);
+  v1::ResolveResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, timeout_);
+  grpc::Status s = stub_->Resolve(&ctx, req, &resp);
+  if (!s.ok()) return Explain(s, address_, "resolve");
+  return FromProto(resp);
+}
+
+absl::StatusOr<std::vector<Resolution>> AvailabilityClient::ResolveMany(
+    absl::Span<const SidecarKey> keys, v1::ResolveMode mode) {
+  std::vector<Resolution> out;
+  out.reserve(keys.size());
+  for (size_t base = 0; base < keys.size(); base += kBatch) {
+    v1::ResolveBatchRequest req;
+    for (size_t i = base; i < std::min(keys.size(), base + kBatch); ++i) {
+      v1::ResolveRequest* r = req.add_requests();
+      KeyToProto(keys[i], r->mutable_key());
+      r->set_mode(mode);
+    }
+    v1::ResolveBatchResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, timeout_ * 2);
+    grpc::Status s = stub_->ResolveBatch(&ctx, req, &resp);
+    if (!s.ok()) return Explain(s, address_, "resolve");
+    if (resp.responses_size() != req.requests_size()) {
+      return absl::InternalError("availability answered a different count");
+    }
+    for (const auto& r : resp.responses()) out.push_back(FromProto(r));
+  }
+  return out;
+}
+
+absl::Status AvailabilityClient::RegisterReadyMany(
+    absl::Span<const ReadyItem> items) {
+  for (size_t base = 0; base < items.size(); base += kBatch) {
+    v1::RegisterRequest req;
+    for (size_t i = base; i < std::min(items.size(), base + kBatch); ++i) {
+      v1::LocalSidecar* l = req.add_sidecars();
+      KeyToProto(items[i].key, l->mutable_key());
+      l->set_size(items[i].size);
+      l->set_sha256(DigestBytes(items[i].sha256).data(), 32);
+      l->set_status(v1::SIDECAR_STATUS_READY);
+      l->set_generator_version(items[i].generator_version);
+    }
+    v1::RegisterResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, timeout_ * 2);
+    grpc::Status s = stub_->Register(&ctx, req, &resp);
+    if (!s.ok()) return Explain(s, address_, "register fetched sidecars");
+  }
+  return absl::OkStatus();
 }
 
 absl::Status AvailabilityClient::RegisterReady(

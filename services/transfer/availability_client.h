@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "common/sha256.h"
 #include "common/sidecar_key.h"
 #include "sidecar/v1/availability.grpc.pb.h"
@@ -44,6 +45,19 @@ class AvailabilityClient {
   // availability service cannot be reached.
   absl::StatusOr<Resolution> Resolve(const SidecarKey& key,
                                      v1::ResolveMode mode);
+
+  // Resolve for many keys (any number; sent in batches). Answers in order.
+  absl::StatusOr<std::vector<Resolution>> ResolveMany(
+      absl::Span<const SidecarKey> keys, v1::ResolveMode mode);
+
+  struct ReadyItem {
+    SidecarKey key;
+    uint64_t size = 0;
+    Sha256Digest sha256{};
+    std::string generator_version;
+  };
+  // Registers many fetched sidecars as READY (sent in batches of 10,000).
+  absl::Status RegisterReadyMany(absl::Span<const ReadyItem> items);
 
   // Registers a fetched sidecar as READY.
   absl::Status RegisterReady(const SidecarKey& key, uint64_t size,

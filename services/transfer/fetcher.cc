@@ -58,6 +58,9 @@ void Fetcher::Start() {
   for (int i = 0; i < options_.workers; ++i) {
     threads_.emplace_back([this] { WorkerLoop(); });
   }
+  if (!options_.batch_kinds.empty() && options_.batch_max_jobs > 0) {
+    threads_.emplace_back([this] { BatchLoop(); });
+  }
   threads_.emplace_back([this] { WatchdogLoop(); });
 }
 
@@ -78,7 +81,7 @@ void Fetcher::Stop() {
 
 void Fetcher::Wake() {
   absl::MutexLock lock(&mu_);
-  woken_ = true;
+  ++wake_seq_;
   wake_.SignalAll();
 }
 
@@ -96,24 +99,213 @@ void Fetcher::WorkerLoop() {
       absl::MutexLock lock(&mu_);
       if (stopping_) return;
     }
-    absl::StatusOr<std::optional<Job>> job = jobs_->ClaimNext(absl::Now());
+    // New small jobs are the batch lane's.
+    absl::StatusOr<std::optional<Job>> job = jobs_->ClaimNext(
+        absl::Now(), options_.batch_max_jobs > 0
+                         ? absl::Span<const Kind>(options_.batch_kinds)
+                         : absl::Span<const Kind>());
     if (job.ok() && job->has_value()) {
       RunJob(std::move(**job));
       continue;
     }
     if (!job.ok()) SC_LOG(WARNING) << "claiming a job: " << job.status();
-    // Sleep until woken, the next retry is due, or a second has passed (a
-    // bound that also covers jobs created by other processes).
-    absl::Time until = absl::Now() + absl::Seconds(1);
-    if (absl::StatusOr<std::optional<absl::Time>> next = jobs_->NextWakeup();
-        next.ok() && next->has_value()) {
-      until = std::min(until, **next);
+    Idle();
+  }
+}
+
+void Fetcher::Idle() {
+  // A bound of one second also covers jobs created by other processes.
+  absl::Time until = absl::Now() + absl::Seconds(1);
+  if (absl::StatusOr<std::optional<absl::Time>> next = jobs_->NextWakeup();
+      next.ok() && next->has_value()) {
+    until = std::min(until, **next);
+  }
+  absl::MutexLock lock(&mu_);
+  const uint64_t seen = wake_seq_;
+  while (!stopping_ && wake_seq_ == seen && absl::Now() < until) {
+    wake_.WaitWithDeadline(&mu_, until);
+  }
+}
+
+void Fetcher::BatchLoop() {
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
     }
-    absl::MutexLock lock(&mu_);
-    while (!stopping_ && !woken_ && absl::Now() < until) {
-      wake_.WaitWithDeadline(&mu_, until);
+    absl::StatusOr<std::vector<Job>> jobs = jobs_->ClaimBatch(
+        absl::Now(), options_.batch_max_jobs, options_.batch_kinds);
+    if (jobs.ok() && !jobs->empty()) {
+      RunBatch(std::move(*jobs));
+      continue;
     }
-    woken_ = false;
+    if (!jobs.ok()) SC_LOG(WARNING) << "claiming a batch: " << jobs.status();
+    Idle();
+  }
+}
+
+void Fetcher::RunBatch(std::vector<Job> jobs) {
+  absl::Time start = absl::Now();
+  std::vector<SidecarKey> keys;
+  keys.reserve(jobs.size());
+  for (const Job& j : jobs) keys.push_back(j.key);
+  // Jobs the lane gives back to the one-by-one path, with why.
+  std::vector<std::pair<size_t, std::string>> fallback;
+  std::vector<std::string> already_local;
+  absl::StatusOr<std::vector<Resolution>> res =
+      availability_->ResolveMany(keys, v1::RESOLVE_MODE_FETCH_ONLY);
+  if (!res.ok()) {
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      fallback.push_back({i, std::string(res.status().message())});
+    }
+  }
+  // Group by the best source.
+  absl::flat_hash_map<std::string, std::vector<size_t>> by_source;
+  absl::flat_hash_map<std::string, FetchSource> source_of;
+  for (size_t i = 0; res.ok() && i < jobs.size(); ++i) {
+    const Resolution& r = (*res)[i];
+    if (r.outcome == v1::ResolveResponse::OUTCOME_LOCAL) {
+      already_local.push_back(jobs[i].id);
+    } else if (r.sources.empty()) {
+      fallback.push_back({i, "no online device has it"});
+    } else if (r.sources[0].size > options_.batch_max_item_bytes) {
+      fallback.push_back({i, "large: fetched on its own"});
+    } else {
+      by_source[r.sources[0].transfer_address].push_back(i);
+      source_of.emplace(r.sources[0].transfer_address, r.sources[0]);
+    }
+  }
+  std::vector<StoreWriter::BatchItem> written;
+  std::vector<size_t> written_index;
+  std::vector<std::string> from_name(jobs.size());
+  for (auto& [address, members] : by_source) {
+    const FetchSource& src = source_of[address];
+    v1::TransferPeer::Stub* stub;
+    {
+      absl::MutexLock lock(&mu_);
+      auto& st = stubs_[address];
+      if (!st) st = v1::TransferPeer::NewStub(MakeChannel(address));
+      stub = st.get();
+    }
+    v1::BatchReadRequest req;
+    uint64_t expected_bytes = 0;
+    for (size_t i : members) {
+      KeyToProto(jobs[i].key, req.add_keys());
+      expected_bytes += (*res)[i].sources[0].size;
+    }
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(30) +
+                          absl::Seconds(static_cast<double>(expected_bytes) /
+                                        (256 << 10)));
+    absl::Time t0 = absl::Now();
+    std::unique_ptr<grpc::ClientReader<v1::BatchReadItem>> reader =
+        stub->BatchRead(&ctx, req);
+    std::vector<char> seen(members.size(), 0);
+    uint64_t received = 0;
+    bool corrupt = false;
+    v1::BatchReadItem item;
+    while (reader->Read(&item)) {
+      if (item.index() >= members.size() || seen[item.index()]) continue;
+      seen[item.index()] = 1;
+      size_t i = members[item.index()];
+      const FetchSource& want = (*res)[i].sources[0];
+      if (item.status_code() != 0) {
+        fallback.push_back(
+            {i, absl::StrCat(SourceName(src), ": ", item.status_message())});
+        continue;
+      }
+      const std::string& data = item.data();
+      if (data.size() != want.size || Sha256Of(data) != want.sha256) {
+        corrupt = true;
+        (void)jobs_->AddDemoted(jobs[i].id, src.device_id);
+        fallback.push_back({i, absl::StrCat(SourceName(src),
+                                            " sent bytes that fail the "
+                                            "advertised SHA-256")});
+        continue;
+      }
+      limiter_->Acquire(data.size());
+      received += data.size();
+      if (absl::Status w = store_->WriteWholePart(jobs[i].id, data); !w.ok()) {
+        fallback.push_back({i, std::string(w.message())});
+        continue;
+      }
+      written.push_back({jobs[i].id, jobs[i].key, data.size()});
+      written_index.push_back(i);
+      from_name[i] = SourceName(src);
+    }
+    grpc::Status st = reader->Finish();
+    for (size_t k = 0; k < members.size(); ++k) {
+      if (!seen[k]) {
+        fallback.push_back(
+            {members[k], absl::StrCat(SourceName(src), ": ",
+                                      st.ok() ? "item missing from the batch"
+                                              : st.error_message())});
+      }
+    }
+    availability_->ReportTransfer(src.device_id, received, absl::Now() - t0,
+                                  st.ok() && !corrupt, corrupt);
+  }
+  // Install, register, finish.
+  std::vector<absl::Status> committed = store_->CommitBatch(written);
+  std::vector<AvailabilityClient::ReadyItem> ready;
+  std::vector<size_t> ready_index;
+  for (size_t k = 0; k < written.size(); ++k) {
+    size_t i = written_index[k];
+    if (!committed[k].ok()) {
+      fallback.push_back({i, std::string(committed[k].message())});
+      continue;
+    }
+    const FetchSource& s = (*res)[i].sources[0];
+    ready.push_back({jobs[i].key, s.size, s.sha256,
+                     absl::StrCat("fetched from ", from_name[i])});
+    ready_index.push_back(i);
+  }
+  absl::Status reg = availability_->RegisterReadyMany(ready);
+  // Finished per source, so each job says where it came from.
+  struct Done {
+    std::vector<std::string> ids;
+    std::vector<uint64_t> sizes;
+  };
+  absl::flat_hash_map<std::string, Done> done_by_source;
+  std::vector<std::string> done;
+  for (size_t k = 0; k < ready_index.size(); ++k) {
+    size_t i = ready_index[k];
+    if (!reg.ok()) {
+      fallback.push_back({i, std::string(reg.message())});
+    } else {
+      Done& d = done_by_source[from_name[i]];
+      d.ids.push_back(jobs[i].id);
+      d.sizes.push_back(ready[k].size);
+      done.push_back(jobs[i].id);
+    }
+  }
+  for (const auto& [from, d] : done_by_source) {
+    (void)jobs_->FinishMany(
+        d.ids, v1::JOB_STATE_DONE,
+        absl::StrCat("fetched from ", from, " in a batch of ", jobs.size(),
+                     " in ", absl::FormatDuration(absl::Now() - start)),
+        d.sizes);
+  }
+  if (!already_local.empty()) {
+    (void)jobs_->FinishMany(already_local, v1::JOB_STATE_DONE,
+                            "already present locally");
+  }
+  for (const auto& [i, why] : fallback) {
+    (void)store_->Discard(jobs[i].id);
+    (void)jobs_->ScheduleRetry(jobs[i].id, absl::Now(), why);
+  }
+  if (!fallback.empty()) Wake();
+  SC_LOG(DEBUG) << "batch of " << jobs.size() << ": " << done.size()
+                << " fetched, " << already_local.size() << " local, "
+                << fallback.size() << " left to the workers, in "
+                << absl::Now() - start;
+  for (const std::vector<std::string>* ids : {&done, &already_local}) {
+    for (const std::string& id : *ids) {
+      if (absl::StatusOr<std::optional<Job>> j = jobs_->Get(id);
+          j.ok() && j->has_value() && events_->HasWatchers(id)) {
+        events_->Publish(StatusOf(**j));
+      }
+    }
   }
 }
 

@@ -53,6 +53,15 @@ struct FetcherOptions {
   absl::Duration stall_timeout = absl::Seconds(10);
   absl::Duration progress_interval = absl::Milliseconds(250);
   uint64_t min_free_bytes = 64ull << 20;
+  // The batch lane: new jobs of small kinds are claimed many at a time and
+  // fetched with one BatchRead per source, written with two filesystem
+  // flushes per batch and registered in one call. Items it cannot finish
+  // (too large, failed, corrupt) are retried one by one by the workers.
+  std::vector<Kind> batch_kinds = {
+      v1::SIDECAR_KIND_THUMB, v1::SIDECAR_KIND_THUMBSTRIP, v1::SIDECAR_KIND_OCR,
+      v1::SIDECAR_KIND_TRANSCRIPT, v1::SIDECAR_KIND_EMBEDDINGS};
+  size_t batch_max_jobs = 1000;
+  uint64_t batch_max_item_bytes = 4ull << 20;
 };
 
 class Fetcher {
@@ -87,6 +96,11 @@ class Fetcher {
   };
 
   void WorkerLoop();
+  void BatchLoop();
+  // Runs the batch lane on `jobs` (claimed, never attempted).
+  void RunBatch(std::vector<Job> jobs);
+  // Sleeps until woken, a retry is due, or a second has passed.
+  void Idle();
   void WatchdogLoop();
   // Runs one attempt of `job` and records its outcome in the store.
   void RunJob(Job job);
@@ -114,7 +128,7 @@ class Fetcher {
   mutable absl::Mutex mu_;
   absl::CondVar wake_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  bool woken_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t wake_seq_ ABSL_GUARDED_BY(mu_) = 0;  // bumped by Wake()
   absl::flat_hash_map<std::string, Attempt*> running_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Progress> progress_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::unique_ptr<v1::TransferPeer::Stub>>

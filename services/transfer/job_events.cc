@@ -83,17 +83,35 @@ class JobEvents::Watcher : public grpc::ServerWriteReactor<v1::JobStatus> {
 JobEvents::~JobEvents() { Shutdown(); }
 
 grpc::ServerWriteReactor<v1::JobStatus>* JobEvents::Open(
-    const v1::JobStatus& current) {
-  auto* w = new Watcher(this, current.job_id());
-  absl::MutexLock lock(&mu_);
-  by_job_[current.job_id()].insert(w);
-  if (shut_down_) {
-    w->End(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                        "the transfer service is shutting down"));
+    const std::string& job_id,
+    const std::function<absl::StatusOr<std::optional<v1::JobStatus>>()>&
+        current) {
+  auto* w = new Watcher(this, job_id);
+  {
+    absl::MutexLock lock(&mu_);
+    by_job_[job_id].insert(w);
+    if (shut_down_) {
+      w->End(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "the transfer service is shutting down"));
+      return w;
+    }
+  }
+  absl::StatusOr<std::optional<v1::JobStatus>> now = current();
+  if (!now.ok()) {
+    w->End(grpc::Status(static_cast<grpc::StatusCode>(now.status().code()),
+                        std::string(now.status().message())));
+  } else if (!now->has_value()) {
+    w->End(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        "no such job; list jobs to see their ids"));
   } else {
-    w->Push(current);
+    w->Push(**now);
   }
   return w;
+}
+
+bool JobEvents::HasWatchers(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  return by_job_.contains(job_id);
 }
 
 void JobEvents::Publish(const v1::JobStatus& status) {

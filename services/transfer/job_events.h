@@ -6,11 +6,14 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
+#include <optional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "sidecar/v1/transfer.pb.h"
 
@@ -23,9 +26,17 @@ class JobEvents {
   JobEvents() = default;
   ~JobEvents();
 
-  // A reactor for one WatchJob call that first sends `current` (and ends at
-  // once if it is final). Owned by gRPC.
-  grpc::ServerWriteReactor<v1::JobStatus>* Open(const v1::JobStatus& current);
+  // A reactor for one WatchJob call on `job_id`. It is registered first and
+  // then sends what `current()` returns, so no status published meanwhile
+  // is lost; nullopt from `current` ends the call with NOT_FOUND. Ends at
+  // once if the status is final. Owned by gRPC.
+  grpc::ServerWriteReactor<v1::JobStatus>* Open(
+      const std::string& job_id,
+      const std::function<absl::StatusOr<std::optional<v1::JobStatus>>()>&
+          current);
+
+  // Whether anyone watches `job_id` (cheap; lets callers skip work).
+  bool HasWatchers(const std::string& job_id);
 
   // Sends `status` to the watchers of its job.
   void Publish(const v1::JobStatus& status);

@@ -217,11 +217,32 @@ absl::Status PrepareStatements(pg::Connection& conn) {
            "next_attempt_at = NULL, claim_token = $2, "
            "updated_at = clock_timestamp() "
            "WHERE state IN (1, 3) AND id = (SELECT id FROM transfer_jobs "
-           "WHERE state = 1 OR (state = 3 AND next_attempt_at <= ",
+           "WHERE (state = 1 AND NOT (attempts = 0 AND "
+           "kind = ANY($3::smallint[]))) OR (state = 3 AND next_attempt_at <= ",
            TimeParam(1),
            ") ORDER BY priority DESC, created_at, id LIMIT 1 "
            "FOR UPDATE SKIP LOCKED)",
            returning)},
+      {"claim_batch",
+       absl::StrCat(
+           "UPDATE transfer_jobs SET state = 2, attempts = attempts + 1, "
+           "next_attempt_at = NULL, claim_token = $1, "
+           "updated_at = clock_timestamp() "
+           "WHERE state = 1 AND id IN (SELECT id FROM transfer_jobs "
+           "WHERE state = 1 AND attempts = 0 AND kind = ANY($2::smallint[]) "
+           "ORDER BY priority DESC, created_at, id LIMIT $3 "
+           "FOR UPDATE SKIP LOCKED)",
+           returning)},
+      {"finish_many",
+       "UPDATE transfer_jobs t SET state = $2::smallint, reason = $3, "
+       "error_code = 0, next_attempt_at = NULL, "
+       "expected_size = coalesce(v.size, t.expected_size), "
+       "bytes_verified = CASE WHEN $2::smallint = 4 THEN "
+       "coalesce(v.size, t.expected_size, t.bytes_verified) ELSE "
+       "t.bytes_verified END, finished_at = clock_timestamp(), "
+       "updated_at = clock_timestamp() "
+       "FROM unnest($1::uuid[], $4::bigint[]) AS v(id, size) "
+       "WHERE t.id = v.id AND t.state IN (1, 2, 3)"},
       {"claimed_by", absl::StrCat("SELECT ", kJobColumns,
                                   " FROM transfer_jobs WHERE claim_token = $1 "
                                   "AND state = 2")},
@@ -252,11 +273,12 @@ absl::Status PrepareStatements(pg::Connection& conn) {
                              "WHERE id = $1 AND ",
                              kActive)},
       {"finish",
-       absl::StrCat("UPDATE transfer_jobs SET state = $2, reason = $3, "
-                    "error_code = $4, next_attempt_at = NULL, "
-                    "claim_token = NULL, finished_at = clock_timestamp(), "
-                    "updated_at = clock_timestamp() WHERE id = $1",
-                    returning)},
+       absl::StrCat(
+           "UPDATE transfer_jobs SET state = $2::smallint, reason = $3, "
+           "error_code = $4, next_attempt_at = NULL, "
+           "claim_token = NULL, finished_at = clock_timestamp(), "
+           "updated_at = clock_timestamp() WHERE id = $1",
+           returning)},
       {"requeue",
        "UPDATE transfer_jobs SET state = 1, claim_token = NULL, "
        "updated_at = clock_timestamp() WHERE state = 2"},
@@ -284,7 +306,15 @@ class PgJobStore final : public JobStore {
   absl::StatusOr<std::vector<Job>> List(bool active_only,
                                         uint32_t limit) override;
   absl::StatusOr<std::vector<std::string>> ActiveIds() override;
-  absl::StatusOr<std::optional<Job>> ClaimNext(absl::Time now) override;
+  absl::StatusOr<std::optional<Job>> ClaimNext(
+      absl::Time now, absl::Span<const Kind> leave_fresh) override;
+  absl::StatusOr<std::vector<Job>> CreateMany(absl::Span<const SidecarKey> keys,
+                                              v1::Priority priority) override;
+  absl::StatusOr<std::vector<Job>> ClaimBatch(
+      absl::Time now, size_t max, absl::Span<const Kind> kinds) override;
+  absl::StatusOr<uint64_t> FinishMany(
+      absl::Span<const std::string> ids, v1::JobState state,
+      absl::string_view reason, absl::Span<const uint64_t> sizes) override;
   absl::Status UpdateProgress(
       absl::string_view id, uint64_t bytes_verified,
       std::optional<uint64_t> expected_size,
@@ -366,55 +396,167 @@ absl::StatusOr<std::vector<Job>> PgJobStore::Query(const std::string& name,
   return out;
 }
 
-absl::StatusOr<Job> PgJobStore::Create(const SidecarKey& key,
-                                       v1::Priority priority) {
+namespace {
+
+absl::Status ValidateNewJob(const SidecarKey& key, v1::Priority priority) {
   absl::Status valid = ValidateKindFormat(key.kind, key.format);
   if (valid.ok()) valid = ValidateVariant(key.variant);
   if (!valid.ok()) return valid;
   if (key.content.IsNil()) {
     return absl::InvalidArgumentError("content uuid must not be nil");
   }
-  if (priority == v1::PRIORITY_UNSPECIFIED) priority = v1::PRIORITY_NORMAL;
   if (!v1::Priority_IsValid(priority)) {
     return absl::InvalidArgumentError(
         absl::StrCat("priority ", static_cast<int>(priority), " is unknown"));
   }
-  // The id is chosen here so that a retry after a lost COMMIT finds the job
-  // it created (as the active job of the key) instead of making another.
-  const std::string id = Uuid::Random().ToString();
+  return absl::OkStatus();
+}
+
+// Inserts a job for `key` with id `id`, or returns the key's active job
+// (raising its priority). Runs inside the caller's transaction.
+absl::StatusOr<Job> CreateInTransaction(pg::Connection& conn,
+                                        const std::string& id,
+                                        const SidecarKey& key,
+                                        v1::Priority priority) {
   const pg::Params key_params = {
       key.content.ToString(), std::to_string(key.kind), key.variant,
       std::to_string(key.format), std::to_string(priority)};
   pg::Params insert_params = {id};
   insert_params.insert(insert_params.end(), key_params.begin(),
                        key_params.end());
+  // The active job may end between the failed insert and the update; then
+  // the insert succeeds the next time round.
+  for (int round = 0; round < 3; ++round) {
+    absl::StatusOr<pg::Result> r = conn.ExecPrepared("create", insert_params);
+    if (!r.ok()) return r.status();
+    if (r->rows() == 0) {
+      r = conn.ExecPrepared("create_existing", key_params);
+      if (!r.ok()) return r.status();
+    }
+    if (r->rows() == 1) return JobFromRow(*r, 0);
+  }
+  return absl::AbortedError(
+      absl::StrCat("could not create a job for ", KeyDebugString(key),
+                   ": its active job kept changing; try again"));
+}
+
+}  // namespace
+
+absl::StatusOr<Job> PgJobStore::Create(const SidecarKey& key,
+                                       v1::Priority priority) {
+  absl::StatusOr<std::vector<Job>> jobs =
+      CreateMany(absl::MakeConstSpan(&key, 1), priority);
+  if (!jobs.ok()) return jobs.status();
+  return std::move(jobs->front());
+}
+
+absl::StatusOr<std::vector<Job>> PgJobStore::CreateMany(
+    absl::Span<const SidecarKey> keys, v1::Priority priority) {
+  if (priority == v1::PRIORITY_UNSPECIFIED) priority = v1::PRIORITY_NORMAL;
+  for (const SidecarKey& key : keys) {
+    if (absl::Status s = ValidateNewJob(key, priority); !s.ok()) return s;
+  }
+  // Ids are chosen here so that a retry after a lost COMMIT finds the jobs
+  // it created (as the active jobs of the keys) instead of making more.
+  std::vector<std::string> ids;
+  ids.reserve(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    ids.push_back(Uuid::Random().ToString());
+  }
   absl::MutexLock lock(&mu_);
-  Job out;
+  std::vector<Job> out;
   absl::Status s = conn_->RunTransaction(
       kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
-        // The active job may end between the failed insert and the update;
-        // then the insert succeeds the next time round.
-        for (int round = 0; round < 3; ++round) {
-          absl::StatusOr<pg::Result> r =
-              conn.ExecPrepared("create", insert_params);
-          if (!r.ok()) return r.status();
-          if (r->rows() == 0) {
-            r = conn.ExecPrepared("create_existing", key_params);
-            if (!r.ok()) return r.status();
-          }
-          if (r->rows() == 1) {
-            absl::StatusOr<Job> job = JobFromRow(*r, 0);
-            if (!job.ok()) return job.status();
-            out = std::move(*job);
-            return absl::OkStatus();
-          }
+        out.clear();
+        out.reserve(keys.size());
+        for (size_t i = 0; i < keys.size(); ++i) {
+          absl::StatusOr<Job> job =
+              CreateInTransaction(conn, ids[i], keys[i], priority);
+          if (!job.ok()) return job.status();
+          out.push_back(std::move(*job));
         }
-        return absl::AbortedError(
-            absl::StrCat("could not create a job for ", KeyDebugString(key),
-                         ": its active job kept changing; try again"));
+        return absl::OkStatus();
       });
   if (!s.ok()) return s;
   return out;
+}
+
+absl::StatusOr<std::vector<Job>> PgJobStore::ClaimBatch(
+    absl::Time now, size_t max, absl::Span<const Kind> kinds) {
+  std::vector<Job> out;
+  if (max == 0 || kinds.empty()) return out;
+  const std::string token = Uuid::Random().ToString();
+  std::string kind_array = "{";
+  for (size_t i = 0; i < kinds.size(); ++i) {
+    absl::StrAppend(&kind_array, i ? "," : "", static_cast<int>(kinds[i]));
+  }
+  kind_array += "}";
+  const pg::Params params = {token, kind_array, std::to_string(max)};
+  absl::MutexLock lock(&mu_);
+  absl::Status s = conn_->RunTransaction(
+      kRetryTimeout, [&](pg::Connection& conn, int attempt) -> absl::Status {
+        out.clear();
+        absl::StatusOr<pg::Result> r;
+        if (attempt > 0) {
+          // The first attempt's COMMIT may have gone through.
+          r = conn.ExecPrepared("claimed_by", {token});
+          if (!r.ok()) return r.status();
+        }
+        if (attempt == 0 || r->rows() == 0) {
+          r = conn.ExecPrepared("claim_batch", params);
+          if (!r.ok()) return r.status();
+        }
+        for (int row = 0; row < r->rows(); ++row) {
+          absl::StatusOr<Job> job = JobFromRow(*r, row);
+          if (!job.ok()) return job.status();
+          out.push_back(std::move(*job));
+        }
+        return absl::OkStatus();
+      });
+  if (!s.ok()) return s;
+  (void)now;
+  return out;
+}
+
+absl::StatusOr<uint64_t> PgJobStore::FinishMany(
+    absl::Span<const std::string> ids, v1::JobState state,
+    absl::string_view reason, absl::Span<const uint64_t> sizes) {
+  if (!sizes.empty() && sizes.size() != ids.size()) {
+    return absl::InvalidArgumentError("one size per job id, or none");
+  }
+  if (state != v1::JOB_STATE_DONE && state != v1::JOB_STATE_GENERATE &&
+      state != v1::JOB_STATE_CANCELLED) {
+    return absl::InvalidArgumentError(
+        "jobs end in DONE, GENERATE or CANCELLED");
+  }
+  if (ids.empty()) return 0;
+  std::string array = "{";
+  for (size_t i = 0; i < ids.size(); ++i) {
+    std::optional<std::string> c = CanonicalId(ids[i]);
+    if (!c) return absl::InvalidArgumentError("job ids are UUIDs");
+    absl::StrAppend(&array, i ? "," : "", *c);
+  }
+  array += "}";
+  std::string size_array = "{";
+  for (size_t i = 0; i < ids.size(); ++i) {
+    absl::StrAppend(
+        &size_array, i ? "," : "",
+        sizes.empty() ? std::string("NULL") : std::to_string(sizes[i]));
+  }
+  size_array += "}";
+  const pg::Params params = {array, std::to_string(state), std::string(reason),
+                             size_array};
+  absl::MutexLock lock(&mu_);
+  uint64_t n = 0;
+  absl::Status s = conn_->RunWithRetry(
+      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
+        absl::StatusOr<pg::Result> r = conn.ExecPrepared("finish_many", params);
+        if (!r.ok()) return r.status();
+        n = r->affected_rows();
+        return absl::OkStatus();
+      });
+  if (!s.ok()) return s;
+  return n;
 }
 
 absl::StatusOr<std::optional<Job>> PgJobStore::Get(absl::string_view id) {
@@ -452,9 +594,15 @@ absl::StatusOr<std::vector<std::string>> PgJobStore::ActiveIds() {
   return out;
 }
 
-absl::StatusOr<std::optional<Job>> PgJobStore::ClaimNext(absl::Time now) {
+absl::StatusOr<std::optional<Job>> PgJobStore::ClaimNext(
+    absl::Time now, absl::Span<const Kind> leave_fresh) {
   const std::string token = Uuid::Random().ToString();
-  const pg::Params params = {TimeArg(now), token};
+  std::string kinds = "{";
+  for (size_t i = 0; i < leave_fresh.size(); ++i) {
+    absl::StrAppend(&kinds, i ? "," : "", static_cast<int>(leave_fresh[i]));
+  }
+  kinds += "}";
+  const pg::Params params = {TimeArg(now), token, kinds};
   absl::MutexLock lock(&mu_);
   std::optional<Job> out;
   absl::Status s = conn_->RunTransaction(

@@ -24,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "common/sha256.h"
 #include "common/sidecar_key.h"
 #include "sidecar/v1/transfer.pb.h"
@@ -75,6 +76,11 @@ class JobStore {
   virtual absl::StatusOr<Job> Create(const SidecarKey& key,
                                      v1::Priority priority) = 0;
 
+  // Create for each key, all in one transaction (for Fetch of many keys).
+  // Results in the order of `keys`.
+  virtual absl::StatusOr<std::vector<Job>> CreateMany(
+      absl::Span<const SidecarKey> keys, v1::Priority priority) = 0;
+
   // The job with id `id`, or nullopt (also for a malformed id).
   virtual absl::StatusOr<std::optional<Job>> Get(absl::string_view id) = 0;
 
@@ -91,7 +97,25 @@ class JobStore {
   // Runnable: QUEUED, or WAITING_RETRY with next_attempt_at <= `now`.
   // Concurrent claimers (SKIP LOCKED) never get the same job. nullopt if
   // nothing is runnable.
-  virtual absl::StatusOr<std::optional<Job>> ClaimNext(absl::Time now) = 0;
+  // Jobs never attempted whose kind is in `leave_fresh` are left to
+  // ClaimBatch.
+  virtual absl::StatusOr<std::optional<Job>> ClaimNext(
+      absl::Time now, absl::Span<const Kind> leave_fresh = {}) = 0;
+
+  // The batch lane for small sidecars: claims up to `max` jobs never
+  // attempted (QUEUED with attempts 0) whose kind is in `kinds`, highest
+  // priority first, as ClaimNext does for one. Jobs that fail in the batch
+  // lane are retried one by one through ClaimNext.
+  virtual absl::StatusOr<std::vector<Job>> ClaimBatch(
+      absl::Time now, size_t max, absl::Span<const Kind> kinds) = 0;
+
+  // Ends the active jobs among `ids` in `state` (DONE, GENERATE or
+  // CANCELLED) with `reason`. `sizes` (empty, or one per id) records each
+  // job's size; DONE also sets bytes_verified to it. Returns how many jobs
+  // it ended.
+  virtual absl::StatusOr<uint64_t> FinishMany(
+      absl::Span<const std::string> ids, v1::JobState state,
+      absl::string_view reason, absl::Span<const uint64_t> sizes = {}) = 0;
 
   // Records progress of an active job: the verified prefix, and what the
   // source told of the file (nullopt leaves a stored value as it is).

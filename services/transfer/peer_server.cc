@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -140,6 +141,16 @@ size_t MaxItemBytes(size_t max_message_bytes) {
 
 }  // namespace
 
+// What the reactors share with the service; they hold it, so the service
+// object may go before its last reactor does.
+struct PeerServer::Core {
+  LocalIndex* index;
+  std::string root;
+  ThreadPool* pool;
+  PeerServerOptions options;
+  size_t max_item_bytes;
+};
+
 uint32_t EffectiveChunkBytes(uint32_t requested, uint32_t default_bytes) {
   uint32_t want = requested != 0 ? requested : default_bytes;
   if (want == 0) want = kDefaultChunkBytes;
@@ -154,8 +165,8 @@ uint32_t EffectiveChunkBytes(uint32_t requested, uint32_t default_bytes) {
 // over through the pool's queue or gRPC's completion).
 class PeerServer::ReadReactor : public grpc::ServerWriteReactor<v1::ReadChunk> {
  public:
-  ReadReactor(PeerServer* server, const v1::ReadRequest& req)
-      : server_(server), req_(req) {
+  ReadReactor(std::shared_ptr<const Core> core, const v1::ReadRequest& req)
+      : core_(std::move(core)), req_(req) {
     absl::StatusOr<SidecarKey> key = KeyFromProto(req_.key());
     if (!key.ok()) {
       Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -164,7 +175,7 @@ class PeerServer::ReadReactor : public grpc::ServerWriteReactor<v1::ReadChunk> {
     }
     key_ = *std::move(key);
     chunk_bytes_ = EffectiveChunkBytes(req_.chunk_bytes(),
-                                       server_->options_.default_chunk_bytes);
+                                       core_->options.default_chunk_bytes);
     RunOnPool(&ReadReactor::Open);
   }
 
@@ -201,7 +212,7 @@ class PeerServer::ReadReactor : public grpc::ServerWriteReactor<v1::ReadChunk> {
       absl::MutexLock lock(&mu_);
       ++pending_;
     }
-    server_->pool_->Schedule([this, step] {
+    core_->pool->Schedule([this, step] {
       (this->*step)();
       Release();
     });
@@ -231,12 +242,12 @@ class PeerServer::ReadReactor : public grpc::ServerWriteReactor<v1::ReadChunk> {
       return;
     }
     absl::StatusOr<std::optional<LocalSidecarInfo>> info =
-        server_->index_->LookupOne(key_);
+        core_->index->LookupOne(key_);
     if (!info.ok()) return Fail(info.status());
     if (!info->has_value()) return Fail(NotReady(key_));
     registered_ = (*info)->sha256;
     size_ = (*info)->size;
-    absl::StatusOr<UniqueFd> fd = OpenChecked(server_->root_, key_, **info);
+    absl::StatusOr<UniqueFd> fd = OpenChecked(core_->root, key_, **info);
     if (!fd.ok()) {
       if (absl::IsDataLoss(fd.status())) {
         SC_LOG(WARNING) << fd.status().message();
@@ -305,7 +316,7 @@ class PeerServer::ReadReactor : public grpc::ServerWriteReactor<v1::ReadChunk> {
     StartWriteAndFinish(&msg_, grpc::WriteOptions(), grpc::Status::OK);
   }
 
-  PeerServer* const server_;
+  const std::shared_ptr<const Core> core_;
   const v1::ReadRequest req_;
 
   absl::Mutex mu_;
@@ -333,8 +344,9 @@ class PeerServer::ReadReactor : public grpc::ServerWriteReactor<v1::ReadChunk> {
 class PeerServer::BatchReactor
     : public grpc::ServerWriteReactor<v1::BatchReadItem> {
  public:
-  BatchReactor(PeerServer* server, const v1::BatchReadRequest& req)
-      : server_(server) {
+  BatchReactor(std::shared_ptr<const Core> core,
+               const v1::BatchReadRequest& req)
+      : core_(std::move(core)) {
     if (static_cast<size_t>(req.keys_size()) > kMaxBatchReadKeys) {
       Finish(grpc::Status(
           grpc::StatusCode::RESOURCE_EXHAUSTED,
@@ -347,7 +359,7 @@ class PeerServer::BatchReactor
       absl::MutexLock lock(&mu_);
       ++pending_;
     }
-    server_->pool_->Schedule([this] {
+    core_->pool->Schedule([this] {
       LookUp();
       Release();
     });
@@ -430,20 +442,20 @@ class PeerServer::BatchReactor
     keys_.clear();
     keys_.shrink_to_fit();
     absl::StatusOr<std::vector<std::optional<LocalSidecarInfo>>> infos;
-    if (!valid.empty()) infos = server_->index_->Lookup(valid);
+    if (!valid.empty()) infos = core_->index->Lookup(valid);
     std::deque<Todo> todo;
     if (!valid.empty() && infos.ok()) {
       for (size_t j = 0; j < valid.size(); ++j) {
         const std::optional<LocalSidecarInfo>& info = (*infos)[j];
         if (!info) {
           errors.push_back(ErrorItem(valid_index[j], NotReady(valid[j])));
-        } else if (info->size > server_->max_item_bytes_) {
+        } else if (info->size > core_->max_item_bytes) {
           errors.push_back(ErrorItem(
-              valid_index[j], absl::FailedPreconditionError(absl::StrCat(
-                                  KeyDebugString(valid[j]), " is ", info->size,
-                                  " bytes, more than BatchRead sends (",
-                                  server_->max_item_bytes_,
-                                  "): use Read for large sidecars"))));
+              valid_index[j],
+              absl::FailedPreconditionError(absl::StrCat(
+                  KeyDebugString(valid[j]), " is ", info->size,
+                  " bytes, more than BatchRead sends (", core_->max_item_bytes,
+                  "): use Read for large sidecars"))));
         } else {
           todo.push_back(
               Todo{valid_index[j], std::move(valid[j]), std::move(*info)});
@@ -478,7 +490,7 @@ class PeerServer::BatchReactor
     }
     if (!skip) {
       item.set_index(t.index);
-      absl::StatusOr<UniqueFd> fd = OpenChecked(server_->root_, t.key, t.info);
+      absl::StatusOr<UniqueFd> fd = OpenChecked(core_->root, t.key, t.info);
       absl::Status s = fd.status();
       if (s.ok()) {
         s = ReadExactly(fd->get(), 0, t.info.size, t.key, item.mutable_data());
@@ -530,7 +542,7 @@ class PeerServer::BatchReactor
       return plan;
     }
     if (!looked_up_) return plan;
-    const PeerServerOptions& o = server_->options_;
+    const PeerServerOptions& o = core_->options;
     const size_t max_ahead =
         static_cast<size_t>(std::max(1, o.batch_read_ahead));
     while (!todo_.empty() &&
@@ -569,7 +581,7 @@ class PeerServer::BatchReactor
   void Execute(Plan plan) {
     for (Todo& t : plan.reads) {
       // pending_ was counted by PumpLocked.
-      server_->pool_->Schedule([this, t = std::move(t)] {
+      core_->pool->Schedule([this, t = std::move(t)] {
         ReadItem(t);
         Release();
       });
@@ -578,7 +590,7 @@ class PeerServer::BatchReactor
     if (plan.finish) Finish(*std::move(plan.finish));
   }
 
-  PeerServer* const server_;
+  const std::shared_ptr<const Core> core_;
   std::vector<v1::SidecarKey> keys_;  // the request's; until looked up
 
   absl::Mutex mu_;
@@ -604,22 +616,24 @@ class PeerServer::BatchReactor
 
 PeerServer::PeerServer(LocalIndex* index, std::string sidecar_root,
                        ThreadPool* pool, PeerServerOptions options)
-    : index_(index),
-      root_(std::move(sidecar_root)),
-      pool_(pool),
-      options_(options),
-      max_item_bytes_(MaxItemBytes(options.max_batch_message_bytes)) {}
+    : core_(std::make_shared<const Core>(
+          Core{index, std::move(sidecar_root), pool, options,
+               MaxItemBytes(options.max_batch_message_bytes)})) {}
 
 PeerServer::~PeerServer() = default;
 
+size_t PeerServer::max_batch_item_bytes() const {
+  return core_->max_item_bytes;
+}
+
 grpc::ServerWriteReactor<v1::ReadChunk>* PeerServer::Read(
     grpc::CallbackServerContext* ctx, const v1::ReadRequest* req) {
-  return new ReadReactor(this, *req);
+  return new ReadReactor(core_, *req);
 }
 
 grpc::ServerWriteReactor<v1::BatchReadItem>* PeerServer::BatchRead(
     grpc::CallbackServerContext* ctx, const v1::BatchReadRequest* req) {
-  return new BatchReactor(this, *req);
+  return new BatchReactor(core_, *req);
 }
 
 }  // namespace sidecar::transfer

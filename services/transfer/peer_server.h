@@ -22,13 +22,15 @@
 //
 // Disk I/O, hashing and LocalIndex lookups run on the ThreadPool; gRPC
 // reactions never block. Destruction order: shut down the server hosting
-// this service, then destroy the ThreadPool (which runs what is left of the
-// reactors' tasks), then this object, then the LocalIndex.
+// this service first, then destroy the ThreadPool (which runs what is left
+// of the reactors' tasks; they may still use the LocalIndex), then the
+// LocalIndex. This object may go any time after the server is shut down.
 #ifndef SIDECAR_SERVICES_TRANSFER_PEER_SERVER_H_
 #define SIDECAR_SERVICES_TRANSFER_PEER_SERVER_H_
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "common/thread_pool.h"
@@ -63,8 +65,8 @@ uint32_t EffectiveChunkBytes(uint32_t requested, uint32_t default_bytes);
 
 class PeerServer : public v1::TransferPeer::CallbackService {
  public:
-  // Does not take ownership; `index` and `pool` must outlive the server's
-  // calls (see the destruction order above).
+  // Does not take ownership; `index` and `pool` must outlive the calls and
+  // the pool's tasks (see the destruction order above).
   PeerServer(LocalIndex* index, std::string sidecar_root, ThreadPool* pool,
              PeerServerOptions options = {});
   ~PeerServer() override;
@@ -76,17 +78,14 @@ class PeerServer : public v1::TransferPeer::CallbackService {
       const v1::BatchReadRequest* req) override;
 
   // Largest sidecar BatchRead sends.
-  size_t max_batch_item_bytes() const { return max_item_bytes_; }
+  size_t max_batch_item_bytes() const;
 
  private:
+  struct Core;
   class ReadReactor;
   class BatchReactor;
 
-  LocalIndex* const index_;
-  const std::string root_;
-  ThreadPool* const pool_;
-  const PeerServerOptions options_;
-  const size_t max_item_bytes_;
+  const std::shared_ptr<const Core> core_;
 };
 
 }  // namespace sidecar::transfer

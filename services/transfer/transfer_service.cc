@@ -4,15 +4,7 @@
 #include "common/transport.h"
 
 namespace sidecar::transfer {
-namespace {
-
-class Reject final : public grpc::ServerWriteReactor<v1::JobStatus> {
- public:
-  explicit Reject(grpc::Status s) { Finish(std::move(s)); }
-  void OnDone() override { delete this; }
-};
-
-}  // namespace
+namespace {}  // namespace
 
 TransferService::TransferService(JobStore* jobs, Fetcher* fetcher,
                                  AvailabilityClient* availability,
@@ -49,22 +41,23 @@ grpc::Status TransferService::Fetch(grpc::ServerContext*,
     }
     keys.push_back(std::move(*k));
   }
-  bool queued = false;
-  for (const SidecarKey& key : keys) {
+  absl::StatusOr<std::vector<Resolution>> resolved =
+      availability_->ResolveMany(keys, v1::RESOLVE_MODE_FETCH_OR_GENERATE);
+  if (!resolved.ok()) return ToGrpcStatus(resolved.status());
+  std::vector<SidecarKey> to_queue;
+  std::vector<v1::FetchResult*> queued_results;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const SidecarKey& key = keys[i];
+    const Resolution& r = (*resolved)[i];
     v1::FetchResult* out = resp->add_results();
-    absl::StatusOr<Resolution> r =
-        availability_->Resolve(key, v1::RESOLVE_MODE_FETCH_OR_GENERATE);
-    if (!r.ok()) return ToGrpcStatus(r.status());
-    if (r->outcome == v1::ResolveResponse::OUTCOME_LOCAL) {
+    if (r.outcome == v1::ResolveResponse::OUTCOME_LOCAL) {
       out->set_outcome(v1::FetchResult::OUTCOME_LOCAL);
-      out->set_local_path(r->local_path);
+      out->set_local_path(r.local_path);
       continue;
     }
-    if (r->outcome != v1::ResolveResponse::OUTCOME_REMOTE ||
-        r->sources.empty()) {
+    if (r.outcome != v1::ResolveResponse::OUTCOME_REMOTE || r.sources.empty()) {
       out->set_outcome(v1::FetchResult::OUTCOME_GENERATE);
-      out->set_reason(r->reason.empty() ? "no online device has it"
-                                        : r->reason);
+      out->set_reason(r.reason.empty() ? "no online device has it" : r.reason);
       continue;
     }
     if (std::optional<std::string> why = policy_.GenerateInstead(key)) {
@@ -72,11 +65,18 @@ grpc::Status TransferService::Fetch(grpc::ServerContext*,
       out->set_reason(*why);
       continue;
     }
-    absl::StatusOr<Job> job = jobs_->Create(key, priority);
-    if (!job.ok()) return ToGrpcStatus(job.status());
-    out->set_outcome(v1::FetchResult::OUTCOME_QUEUED);
-    out->set_job_id(job->id);
-    queued = true;
+    to_queue.push_back(key);
+    queued_results.push_back(out);
+  }
+  bool queued = !to_queue.empty();
+  if (queued) {
+    absl::StatusOr<std::vector<Job>> jobs =
+        jobs_->CreateMany(to_queue, priority);
+    if (!jobs.ok()) return ToGrpcStatus(jobs.status());
+    for (size_t i = 0; i < jobs->size(); ++i) {
+      queued_results[i]->set_outcome(v1::FetchResult::OUTCOME_QUEUED);
+      queued_results[i]->set_job_id((*jobs)[i].id);
+    }
   }
   if (queued) fetcher_->Wake();
   return grpc::Status::OK;
@@ -84,15 +84,14 @@ grpc::Status TransferService::Fetch(grpc::ServerContext*,
 
 grpc::ServerWriteReactor<v1::JobStatus>* TransferService::WatchJob(
     grpc::CallbackServerContext*, const v1::WatchJobRequest* req) {
-  absl::StatusOr<std::optional<Job>> job = jobs_->Get(req->job_id());
-  if (!job.ok()) return new Reject(ToGrpcStatus(job.status()));
-  if (!job->has_value()) {
-    return new Reject(
-        grpc::Status(grpc::StatusCode::NOT_FOUND,
-                     absl::StrCat("no job \"", req->job_id().substr(0, 64),
-                                  "\"; list jobs to see their ids")));
-  }
-  return events_->Open(fetcher_->StatusOf(**job));
+  const std::string id = req->job_id();
+  return events_->Open(
+      id, [&]() -> absl::StatusOr<std::optional<v1::JobStatus>> {
+        absl::StatusOr<std::optional<Job>> job = jobs_->Get(id);
+        if (!job.ok()) return job.status();
+        if (!job->has_value()) return std::optional<v1::JobStatus>();
+        return std::optional<v1::JobStatus>(fetcher_->StatusOf(**job));
+      });
 }
 
 grpc::Status TransferService::Cancel(grpc::ServerContext*,

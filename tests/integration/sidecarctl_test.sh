@@ -1,32 +1,37 @@
 #!/usr/bin/env bash
-# sidecarctl against real availability services: a private PostgreSQL and two
-# devices, "alpha" and "beta", where beta is configured with alpha as its peer
-# (alpha learns beta when beta calls). Checks register, who-has (across
-# gossip), resolve, ls, and the exit status and message of a malformed URI
-# (2) and of an unreachable service (1).
+# sidecarctl against real services: a private PostgreSQL and two devices,
+# "alpha" and "beta", each with an availability and a transfer service (own
+# databases), where beta is configured with alpha as its peer (alpha learns
+# beta when beta calls). Checks register, who-has (across gossip), resolve,
+# ls, the transfer commands (fetch to beta of alpha's sidecar with identical
+# bytes, fetch of an unknown sidecar: GENERATE and exit 3, jobs, cancel of an
+# unknown job: exit 1), and the exit status and message of a malformed URI
+# (2) and of unreachable services (1).
 #
-#   sidecarctl_test.sh AVAILABILITY_BIN SIDECARCTL_BIN
+#   sidecarctl_test.sh AVAILABILITY_BIN SIDECARCTL_BIN TRANSFER_BIN
 #
-# CTest passes both paths. PG_BIN (default /usr/lib/postgresql/15/bin) names
+# CTest passes the three paths. PG_BIN (default /usr/lib/postgresql/15/bin) names
 # PostgreSQL's server binaries. As root, PostgreSQL runs as user postgres.
 # Everything started is stopped on exit; on failure the logs are printed.
 set -euo pipefail
 
-if [[ $# -ne 2 ]]; then
-  echo "usage: $0 AVAILABILITY_BIN SIDECARCTL_BIN" >&2
+if [[ $# -ne 3 ]]; then
+  echo "usage: $0 AVAILABILITY_BIN SIDECARCTL_BIN TRANSFER_BIN" >&2
   exit 2
 fi
 AVAILABILITY_BIN="$1"
 CTL_BIN="$2"
+TRANSFER_BIN="$3"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
-for bin in "$AVAILABILITY_BIN" "$CTL_BIN" "$PG_BIN/initdb" "$PG_BIN/pg_ctl"; do
+for bin in "$AVAILABILITY_BIN" "$CTL_BIN" "$TRANSFER_BIN" "$PG_BIN/initdb" \
+  "$PG_BIN/pg_ctl"; do
   [[ -x "$bin" ]] || { echo "FAIL: missing executable $bin" >&2; exit 1; }
 done
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/sidecarctl-test.XXXXXX")"
 PG_DIR="$WORK/pg"
 PG_STARTED=0
-declare -A PID=()  # device -> availability service pid
+declare -A PID=()  # "alpha", "alpha_xfer", ... -> service pid
 
 as_pg_owner() {
   if [[ "$(id -u)" -eq 0 ]]; then
@@ -109,39 +114,63 @@ for attempt in 1 2 3; do
   fi
 done
 [[ "$started" -eq 1 ]] || fail "PostgreSQL did not start"
-for db in alpha beta; do
+for db in alpha beta alpha_xfer beta_xfer; do
   "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres "$db" ||
     fail "createdb $db"
 done
 pass "PostgreSQL on port $PG_PORT"
 
-# ---- two availability services -------------------------------------------
+# ---- two devices: availability and transfer services -----------------------
 
-declare -A ADDR=()
-# start_device NAME [FLAGS...]: starts NAME's service on a port the kernel
-# picks and waits for its port file.
+declare -A ADDR=()   # device -> availability service host:port
+declare -A XFER=()   # device -> transfer service host:port
+# wait_port NAME: waits for the port file of service NAME ("alpha",
+# "alpha_xfer", ...) and sets PORT to the port it names.
+wait_port() {
+  local name="$1"
+  for _ in $(seq 1 150); do
+    [[ -s "$WORK/$name.port" ]] && break
+    kill -0 "${PID[$name]}" 2>/dev/null || fail "$name exited at start"
+    sleep 0.1
+  done
+  [[ -s "$WORK/$name.port" ]] || fail "$name did not start in 15s"
+  PORT="$(cat "$WORK/$name.port")"
+}
+# start_device NAME [FLAGS...]: starts NAME's availability service on a port
+# the kernel picks, then its transfer service on a free port (which the
+# availability service advertises, so it is chosen first) with its own
+# database and the same sidecar root.
 start_device() {
   local name="$1"
   shift
   mkdir -p "$WORK/$name/sidecars"
+  XFER[$name]="127.0.0.1:$(free_port)"
   "$AVAILABILITY_BIN" \
     --listen=127.0.0.1:0 \
     --db="host=127.0.0.1 port=$PG_PORT dbname=$name user=postgres" \
     --name="$name" \
     --sidecar_root="$WORK/$name/sidecars" \
-    --port_file="$WORK/$name/port" \
+    --transfer_address="${XFER[$name]}" \
+    --port_file="$WORK/$name.port" \
     --prompt_delay=100ms \
     --ping_interval=500ms \
     "$@" >"$WORK/$name.log" 2>&1 &
   PID[$name]=$!
-  for _ in $(seq 1 150); do
-    [[ -s "$WORK/$name/port" ]] && break
-    kill -0 "${PID[$name]}" 2>/dev/null || fail "$name's service exited at start"
-    sleep 0.1
-  done
-  [[ -s "$WORK/$name/port" ]] || fail "$name's service did not start in 15s"
-  ADDR[$name]="127.0.0.1:$(cat "$WORK/$name/port")"
-  pass "$name serves on ${ADDR[$name]}"
+  wait_port "$name"
+  ADDR[$name]="127.0.0.1:$PORT"
+  "$TRANSFER_BIN" \
+    --listen="${XFER[$name]}" \
+    --db="host=127.0.0.1 port=$PG_PORT dbname=${name}_xfer user=postgres" \
+    --sidecar_root="$WORK/$name/sidecars" \
+    --availability="${ADDR[$name]}" \
+    --retry_initial_backoff=100ms \
+    --max_attempts=3 \
+    --min_free_bytes=0 \
+    --port_file="$WORK/${name}_xfer.port" \
+    >"$WORK/${name}_xfer.log" 2>&1 &
+  PID[${name}_xfer]=$!
+  wait_port "${name}_xfer"
+  pass "$name serves on ${ADDR[$name]}, its transfer service on ${XFER[$name]}"
 }
 start_device alpha
 start_device beta --peers="${ADDR[alpha]}"
@@ -152,8 +181,8 @@ ctl() {
   local device="$1"
   shift
   local rc=0
-  "$CTL_BIN" --availability="${ADDR[$device]}" --timeout=5s "$@" \
-    >"$WORK/out" 2>"$WORK/err" || rc=$?
+  "$CTL_BIN" --availability="${ADDR[$device]}" --transfer="${XFER[$device]}" \
+    --timeout=5s "$@" >"$WORK/out" 2>"$WORK/err" || rc=$?
   return "$rc"
 }
 show() { sed 's/^/    /' "$WORK/out" "$WORK/err"; }
@@ -232,3 +261,69 @@ rc=0
 grep -q "cannot reach the availability service at $DEAD" "$WORK/err" ||
   { show; fail "an unreachable service is not reported as such"; }
 pass "unreachable service: exit 1, cannot reach ... at $DEAD"
+
+# ---- fetch: beta copies alpha's sidecar ----------------------------------
+
+BETA_FILE="$WORK/beta/sidecars/content/3f/2a/$UUID/thumbs/grid@2x.webp"
+ctl beta fetch "$URI" --priority=interactive || { rc=$?; show; fail "fetch on beta exited $rc"; }
+grep -Eq "^QUEUED +$URI +job [0-9a-f-]{36}\$" "$WORK/out" ||
+  { show; fail "fetch on beta did not queue a job"; }
+grep -Eq "^DONE +$URI +$BETA_FILE" "$WORK/out" ||
+  { show; fail "fetch on beta did not end DONE at $BETA_FILE"; }
+cmp "$FILE" "$BETA_FILE" || { show; fail "the fetched file differs from alpha's"; }
+JOB_ID="$(sed -nE 's/^QUEUED .* job ([0-9a-f-]{36})$/\1/p' "$WORK/out")"
+pass "fetch on beta: DONE, bytes identical (job ${JOB_ID:0:8})"
+
+ctl beta resolve "$URI" || { rc=$?; show; fail "resolve on beta exited $rc"; }
+grep -Eq "^  outcome +LOCAL\$" "$WORK/out" || { show; fail "resolve on beta is not LOCAL after the fetch"; }
+pass "resolve on beta after the fetch: LOCAL"
+
+ctl beta fetch "$URI" || { rc=$?; show; fail "a second fetch on beta exited $rc"; }
+grep -Eq "^LOCAL +$URI +$BETA_FILE\$" "$WORK/out" || { show; fail "a second fetch is not LOCAL"; }
+pass "fetch again: LOCAL"
+
+# ---- fetch of a sidecar nobody has: GENERATE, exit 3 ---------------------
+
+UNKNOWN="sidecar://0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9/thumbs/grid@2x.webp"
+rc=0
+ctl beta fetch "$UNKNOWN" || rc=$?
+[[ $rc -eq 3 ]] || { show; fail "fetch of an unknown sidecar exited $rc, not 3"; }
+grep -Eq "^GENERATE +$UNKNOWN +[^ ]" "$WORK/out" ||
+  { show; fail "fetch of an unknown sidecar does not say GENERATE with a reason"; }
+pass "fetch of an unknown sidecar: exit 3, $(head -n 1 "$WORK/out" | tr -s ' ')"
+
+# ---- jobs ----------------------------------------------------------------
+
+ctl beta jobs || { rc=$?; show; fail "jobs exited $rc"; }
+grep -Eq "^${JOB_ID:0:8} +DONE +$URI +" "$WORK/out" ||
+  { show; fail "jobs does not list job ${JOB_ID:0:8} as DONE"; }
+pass "jobs lists ${JOB_ID:0:8} as DONE"
+
+ctl beta jobs --active || { rc=$?; show; fail "jobs --active exited $rc"; }
+grep -q "^no active jobs\$" "$WORK/out" || { show; fail "jobs --active lists jobs"; }
+pass "jobs --active: none"
+
+# ---- cancel --------------------------------------------------------------
+
+rc=0
+ctl beta cancel 00000000-0000-4000-8000-000000000000 || rc=$?
+[[ $rc -eq 1 ]] || { show; fail "cancel of an unknown job exited $rc, not 1"; }
+grep -q "cancel: NOT_FOUND: " "$WORK/err" || { show; fail "cancel of an unknown job does not say NOT_FOUND"; }
+pass "cancel of an unknown job: exit 1, $(head -n 1 "$WORK/err")"
+
+rc=0
+ctl beta cancel "$JOB_ID" || rc=$?
+[[ $rc -eq 1 ]] || { show; fail "cancel of a finished job exited $rc, not 1"; }
+grep -q "FAILED_PRECONDITION" "$WORK/err" || { show; fail "cancel of a finished job does not say FAILED_PRECONDITION"; }
+pass "cancel of a finished job: exit 1 (FAILED_PRECONDITION)"
+
+# ---- unreachable transfer service: exit 1 --------------------------------
+
+DEAD="127.0.0.1:$(free_port)"
+rc=0
+"$CTL_BIN" --transfer="$DEAD" --timeout=3s fetch "$URI" \
+  >"$WORK/out" 2>"$WORK/err" || rc=$?
+[[ $rc -eq 1 ]] || { show; fail "an unreachable transfer service exited $rc, not 1"; }
+grep -q "cannot reach the transfer service at $DEAD: is it running?" "$WORK/err" ||
+  { show; fail "an unreachable transfer service is not reported as such"; }
+pass "unreachable transfer service: exit 1, cannot reach ... at $DEAD"

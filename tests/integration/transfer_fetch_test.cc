@@ -618,5 +618,76 @@ TEST_F(TransferTest, BadRequestsDoNotDisturbOtherTransfers) {
   EXPECT_EQ(done.attempts(), 1u);
 }
 
+TEST_F(TransferTest, ManyThumbnailsGoThroughTheBatchLane) {
+  Device* a = Add("a");
+  Device* b = Add("b");
+  StartAll({{a, b}});
+  const int kCount = 300;
+  std::vector<v1::SidecarKey> keys;
+  std::vector<std::string> bodies;
+  v1::RegisterRequest reg;
+  for (int i = 0; i < kCount; ++i) {
+    v1::SidecarKey k =
+        Key(v1::SIDECAR_KIND_THUMB, "grid@2x", v1::SIDECAR_FORMAT_WEBP);
+    std::string body = MakeWebp(20000 + i, 100 + i);
+    auto key = KeyFromProto(k);
+    std::filesystem::path path =
+        std::filesystem::path(a->avail->sidecar_root()) / RelativePath(*key);
+    std::filesystem::create_directories(path.parent_path());
+    std::ofstream(path, std::ios::binary) << body;
+    v1::LocalSidecar* l = reg.add_sidecars();
+    *l->mutable_key() = k;
+    l->set_size(body.size());
+    l->set_sha256(std::string(DigestBytes(Sha256Of(body))));
+    l->set_status(v1::SIDECAR_STATUS_READY);
+    keys.push_back(k);
+    bodies.push_back(body);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::RegisterResponse resp;
+    ASSERT_TRUE(a->avail->api()->Register(&ctx, reg, &resp).ok());
+  }
+  // One of them rots on A's disk: it must not be committed at B.
+  const int kRotten = 17;
+  {
+    std::string rotten = bodies[kRotten];
+    rotten[100] ^= 1;
+    std::ofstream(a->avail->sidecar_root() + "/" +
+                      RelativePath(*KeyFromProto(keys[kRotten])),
+                  std::ios::binary | std::ios::trunc)
+        << rotten;
+  }
+  ASSERT_TRUE(WaitFor([&] { return KnowsRemote(b, keys.back(), 1); },
+                      absl::Seconds(5)));
+  v1::FetchRequest req;
+  for (const auto& k : keys) *req.add_keys() = k;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, absl::Seconds(10));
+  v1::FetchResponse resp;
+  ASSERT_TRUE(b->xfer->api()->Fetch(&ctx, req, &resp).ok());
+  ASSERT_EQ(resp.results_size(), kCount);
+  int batched = 0;
+  for (int i = 0; i < kCount; ++i) {
+    ASSERT_EQ(resp.results(i).outcome(), FetchResult::OUTCOME_QUEUED);
+    v1::JobStatus st = WaitJob(b, resp.results(i).job_id(), absl::Seconds(60));
+    std::string path =
+        b->avail->sidecar_root() + "/" + RelativePath(*KeyFromProto(keys[i]));
+    if (i == kRotten) {
+      EXPECT_EQ(st.state(), v1::JOB_STATE_GENERATE);
+      EXPECT_FALSE(std::filesystem::exists(path));
+      continue;
+    }
+    ASSERT_EQ(st.state(), v1::JOB_STATE_DONE) << i << " " << st.last_error();
+    EXPECT_EQ(ReadAll(path), bodies[i]) << i;
+    batched += st.reason().find("batch") != std::string::npos;
+  }
+  std::cerr << batched << " of " << kCount - 1
+            << " came through the batch lane\n";
+  EXPECT_GT(batched, kCount / 2);
+  // B now advertises them: it resolves LOCAL.
+  EXPECT_EQ(Resolve(b, keys[0]).outcome(), ResolveResponse::OUTCOME_LOCAL);
+}
+
 }  // namespace
 }  // namespace sidecar::testing

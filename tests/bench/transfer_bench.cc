@@ -1,0 +1,869 @@
+// End-to-end benchmarks of the transfer service with real processes (two
+// devices, each availability + transfer, a private PostgreSQL, gRPC over
+// loopback), each figure beside baselines measured in the same run on the
+// same files and the same disk:
+//
+//  large   one sidecar (default 1 GiB) fetched, verified and committed by
+//          device B from device A, Fetch until WatchJob says DONE; against
+//          nginx serving the same file to `curl -o FILE` followed by
+//          `openssl dgst -sha256 FILE`.
+//  thumbs  N thumbnails (default 10,000 of 45,000 random bytes): Fetch in
+//          calls of --fetch_batch keys, until every job is DONE; against
+//          (a) an rsync daemon (`rsync -a rsync://.../mod/ dst/`), (b) one
+//          keep-alive curl fetching every URL from nginx (--config file of
+//          url/output lines, one connection), (c) `tar -C src -cf - . |
+//          tar -C dst -xf -` (the file-creation floor). Also jobs/s and the
+//          CPU seconds each process spent during our fetch.
+//
+//   transfer_bench --bench=large,thumbs --runs=3 --data_dir=/tmp
+//
+// Each run measures ours and every baseline back to back (order rotated
+// per run, `sync` before each), and the medians and ratios ours/baseline
+// are printed at the end.
+//
+// A client mode for the namespace benchmark (tests/bench/netns_multisource.sh)
+// fetches sidecars through a running transfer service and reports the time
+// and the source:
+//
+//   transfer_bench --mode=fetch --transfer=HOST:PORT [--availability=HOST:PORT]
+//       sidecar://UUID/thumbs/grid@2x.webp ...
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <functional>
+#include <random>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "common/sha256.h"
+#include "common/sidecar_key.h"
+#include "common/transport.h"
+#include "common/uuid.h"
+#include "sidecar/v1/availability.grpc.pb.h"
+#include "sidecar/v1/transfer.grpc.pb.h"
+#include "tests/support/availability_process.h"
+#include "tests/support/pg_server.h"
+#include "tests/support/process.h"
+#include "tests/support/transfer_process.h"
+
+ABSL_FLAG(std::string, mode, "bench", "bench, or fetch (client mode)");
+ABSL_FLAG(std::vector<std::string>, bench, std::vector<std::string>({"large", "thumbs"}),
+          "benchmarks to run: large, thumbs");
+ABSL_FLAG(int, runs, 3, "runs of each measurement (medians are reported)");
+ABSL_FLAG(std::string, data_dir, "/tmp",
+          "parent of the working directory: a disk, not tmpfs; sources, "
+          "destinations and baselines all live there");
+ABSL_FLAG(uint64_t, large_bytes, 1ull << 30, "size of the large sidecar");
+ABSL_FLAG(int, thumbs, 10000, "number of thumbnails");
+ABSL_FLAG(int, thumb_bytes, 45000, "bytes of each thumbnail");
+ABSL_FLAG(int, fetch_batch, 1000, "keys per Fetch call");
+ABSL_FLAG(std::vector<std::string>, transfer_flags, {},
+          "extra name=value flags of B's sidecar-transfer, e.g. workers=8");
+ABSL_FLAG(std::string, nginx, "/usr/sbin/nginx", "nginx binary");
+ABSL_FLAG(std::string, rsync, "/usr/bin/rsync", "rsync binary");
+ABSL_FLAG(bool, keep, false, "keep the working directory");
+ABSL_FLAG(std::string, availability_bin, AVAILABILITY_BIN,
+          "sidecar-availability");
+ABSL_FLAG(std::string, transfer_bin, TRANSFER_BIN, "sidecar-transfer");
+// Client mode.
+ABSL_FLAG(std::string, transfer, "", "fetch mode: the transfer service");
+ABSL_FLAG(std::string, availability, "",
+          "fetch mode: the same device's availability service (prints the "
+          "ranked sources of each sidecar before fetching)");
+ABSL_FLAG(absl::Duration, timeout, absl::Minutes(10), "fetch mode: deadline");
+ABSL_FLAG(int, wait_sources, 0,
+          "fetch mode, with --availability: first wait (up to 60 s) until "
+          "Resolve lists at least this many sources of each sidecar");
+
+namespace sidecar::bench {
+namespace {
+
+using testing::AvailabilityProcess;
+using testing::PgServer;
+using testing::TransferProcess;
+
+// Thrown so that destructors run (PostgreSQL stopped, children killed).
+struct Fatal {
+  std::string what;
+};
+[[noreturn]] void Die(const std::string& what) { throw Fatal{what}; }
+void Check(const absl::Status& s, const std::string& what) {
+  if (!s.ok()) Die(absl::StrCat(what, ": ", s.ToString()));
+}
+void CheckRpc(const grpc::Status& s, const std::string& what) {
+  if (!s.ok()) Die(absl::StrCat(what, ": ", s.error_message()));
+}
+
+double Secs(absl::Time since) { return absl::ToDoubleSeconds(absl::Now() - since); }
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// Runs a shell command line; dies if it fails.
+void Sh(const std::string& cmd, const std::string& log) {
+  absl::StatusOr<int> rc = testing::RunCommand({"/bin/sh", "-c", cmd}, {}, log,
+                                               absl::Minutes(30));
+  if (!rc.ok() || *rc != 0) {
+    Die(absl::StrCat("`", cmd, "` failed (",
+                     rc.ok() ? absl::StrCat("exit ", *rc) : rc.status().ToString(),
+                     "); see ", log, "\n", testing::ReadTail(log)));
+  }
+}
+
+// Flushes dirty pages so one measurement's write-back does not land in the
+// next one.
+void Settle() {
+  ::sync();
+  absl::SleepFor(absl::Milliseconds(300));
+}
+
+bool PortOpen(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+void WaitPort(int port, const std::string& what, const std::string& log) {
+  absl::Time start = absl::Now();
+  while (!PortOpen(port)) {
+    if (absl::Now() - start > absl::Seconds(20)) {
+      Die(absl::StrCat(what, " did not listen on ", port, "\n",
+                       testing::ReadTail(log)));
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+}
+
+std::string RandomBytes(size_t n, uint64_t seed) {
+  std::string s(n, '\0');
+  std::mt19937_64 rng(seed);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t v = rng();
+    std::memcpy(&s[i], &v, 8);
+  }
+  for (; i < n; ++i) s[i] = static_cast<char>(rng());
+  return s;
+}
+
+size_t CountFiles(const std::string& dir) {
+  size_t n = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+       it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (ec) break;
+    if (it->is_regular_file()) ++n;
+  }
+  return n;
+}
+
+void RemoveAll(const std::string& p) {
+  std::error_code ec;
+  std::filesystem::remove_all(p, ec);
+}
+
+// CPU seconds (user + system) of the running processes, by label: the
+// process name, with " A" / " B" appended when its command line names that
+// device's sidecar root. Exited processes are not counted.
+std::map<std::string, double> CpuByProcess(const std::string& root_a,
+                                           const std::string& root_b) {
+  std::map<std::string, double> out;
+  static const double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  DIR* d = ::opendir("/proc");
+  if (d == nullptr) return out;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    std::string base = absl::StrCat("/proc/", e->d_name);
+    std::ifstream st(base + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(st)), {});
+    size_t open = stat.find('('), close = stat.rfind(')');
+    if (open == std::string::npos || close == std::string::npos) continue;
+    std::string comm = stat.substr(open + 1, close - open - 1);
+    if (comm.rfind("sidecar-", 0) != 0 && comm != "postgres") continue;
+    std::vector<std::string> f =
+        absl::StrSplit(stat.substr(close + 2), ' ', absl::SkipEmpty());
+    // After ")": field 3 is state; utime and stime are fields 14 and 15.
+    if (f.size() < 13) continue;
+    double cpu = (std::stod(f[11]) + std::stod(f[12])) / tick;
+    std::ifstream cl(base + "/cmdline");
+    std::string cmd((std::istreambuf_iterator<char>(cl)), {});
+    std::string label = comm;
+    if (!root_b.empty() && cmd.find(root_b) != std::string::npos) {
+      label += " B";
+    } else if (!root_a.empty() && cmd.find(root_a) != std::string::npos) {
+      label += " A";
+    }
+    out[label] += cpu;
+  }
+  ::closedir(d);
+  return out;
+}
+
+// ---- devices -----------------------------------------------------------
+
+struct Device {
+  std::unique_ptr<AvailabilityProcess> avail;
+  std::unique_ptr<TransferProcess> xfer;
+  std::string id;
+  std::string root() const { return avail->sidecar_root(); }
+};
+
+std::unique_ptr<Device> MakeDevice(PgServer* pg, const std::string& dir,
+                                   const std::string& name,
+                                   std::vector<std::string> peers,
+                                   std::map<std::string, std::string> xflags) {
+  auto d = std::make_unique<Device>();
+  std::map<std::string, std::string> aflags = {{"prompt_delay", "50ms"},
+                                               {"ping_interval", "1s"},
+                                               {"offline_after", "20s"}};
+  auto a = AvailabilityProcess::Create(absl::GetFlag(FLAGS_availability_bin),
+                                       pg, dir, {name, peers, aflags});
+  Check(a.status(), "availability " + name);
+  d->avail = std::move(*a);
+  auto x = TransferProcess::Create(absl::GetFlag(FLAGS_transfer_bin), pg, dir,
+                                   name, d->avail->address(),
+                                   d->avail->sidecar_root(), xflags);
+  Check(x.status(), "transfer " + name);
+  d->xfer = std::move(*x);
+  Check(d->avail->StartWithExtraFlags(
+            {{"transfer_address", d->xfer->address()}}),
+        "starting availability " + name);
+  Check(d->xfer->Start(), "starting transfer " + name);
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, absl::Seconds(10));
+  v1::DeviceInfo info;
+  CheckRpc(d->avail->api()->GetDevice(&ctx, {}, &info), "GetDevice");
+  d->id = info.device_id();
+  return d;
+}
+
+std::map<std::string, std::string> BFlags() {
+  std::map<std::string, std::string> f;
+  for (const std::string& kv : absl::GetFlag(FLAGS_transfer_flags)) {
+    std::pair<std::string, std::string> p = absl::StrSplit(kv, '=');
+    f[p.first] = p.second;
+  }
+  return f;
+}
+
+v1::SidecarKey NewKey(v1::SidecarKind kind, const std::string& variant,
+                      v1::SidecarFormat format) {
+  v1::SidecarKey k;
+  k.set_content_uuid(Uuid::Random().ToString());
+  k.set_kind(kind);
+  k.set_variant(variant);
+  k.set_format(format);
+  return k;
+}
+
+std::string RelPath(const v1::SidecarKey& k) {
+  return RelativePath(*KeyFromProto(k));
+}
+
+void RegisterReady(Device* d, const std::vector<v1::SidecarKey>& keys,
+                   const std::vector<uint64_t>& sizes,
+                   const std::vector<Sha256Digest>& digests) {
+  for (size_t at = 0; at < keys.size(); at += 10000) {
+    v1::RegisterRequest req;
+    for (size_t i = at; i < std::min(keys.size(), at + 10000); ++i) {
+      v1::LocalSidecar* l = req.add_sidecars();
+      *l->mutable_key() = keys[i];
+      l->set_size(sizes[i]);
+      l->set_sha256(std::string(DigestBytes(digests[i])));
+      l->set_status(v1::SIDECAR_STATUS_READY);
+    }
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(120));
+    v1::RegisterResponse resp;
+    CheckRpc(d->avail->api()->Register(&ctx, req, &resp), "Register");
+  }
+}
+
+// Waits until `d` knows a remote holder of every key.
+void WaitKnown(Device* d, const std::vector<v1::SidecarKey>& keys) {
+  absl::Time start = absl::Now();
+  while (true) {
+    size_t known = 0;
+    for (size_t at = 0; at < keys.size(); at += 10000) {
+      v1::WhoHasRequest req;
+      for (size_t i = at; i < std::min(keys.size(), at + 10000); ++i) {
+        *req.add_keys() = keys[i];
+      }
+      grpc::ClientContext ctx;
+      SetDeadline(&ctx, absl::Seconds(60));
+      v1::WhoHasResponse resp;
+      CheckRpc(d->avail->api()->WhoHas(&ctx, req, &resp), "WhoHas");
+      for (const auto& r : resp.results()) {
+        for (const auto& h : r.holders()) {
+          if (!resp.devices(h.device()).is_local() &&
+              resp.devices(h.device()).online()) {
+            ++known;
+            break;
+          }
+        }
+      }
+    }
+    if (known == keys.size()) return;
+    if (absl::Now() - start > absl::Seconds(120)) {
+      Die(absl::StrCat("B knows holders of only ", known, " of ", keys.size(),
+                       " keys after 120 s"));
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+}
+
+// Makes B forget the keys (Remove) and deletes its files, so the next run
+// fetches them again.
+void Forget(Device* b, const std::vector<v1::SidecarKey>& keys) {
+  for (size_t at = 0; at < keys.size(); at += 10000) {
+    v1::RemoveRequest req;
+    for (size_t i = at; i < std::min(keys.size(), at + 10000); ++i) {
+      *req.add_keys() = keys[i];
+    }
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(120));
+    v1::RemoveResponse resp;
+    CheckRpc(b->avail->api()->Remove(&ctx, req, &resp), "Remove");
+  }
+  RemoveAll(b->root() + "/content");
+}
+
+v1::JobStatus WatchUntilEnd(v1::Transfer::Stub* api, const std::string& id,
+                            absl::Duration timeout) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, timeout);
+  v1::WatchJobRequest req;
+  req.set_job_id(id);
+  auto reader = api->WatchJob(&ctx, req);
+  v1::JobStatus s, last;
+  while (reader->Read(&s)) last = s;
+  grpc::Status st = reader->Finish();
+  if (!st.ok() && last.job_id().empty()) {
+    last.set_last_error(st.error_message());
+  }
+  return last;
+}
+
+// Fetch of `keys` in calls of --fetch_batch; returns the job ids. Dies on
+// an outcome other than QUEUED.
+std::vector<std::string> FetchAll(v1::Transfer::Stub* api,
+                                  const std::vector<v1::SidecarKey>& keys,
+                                  v1::Priority priority, double* fetch_secs) {
+  std::vector<std::string> ids;
+  const size_t batch = absl::GetFlag(FLAGS_fetch_batch);
+  absl::Time t0 = absl::Now();
+  for (size_t at = 0; at < keys.size(); at += batch) {
+    v1::FetchRequest req;
+    req.set_priority(priority);
+    for (size_t i = at; i < std::min(keys.size(), at + batch); ++i) {
+      *req.add_keys() = keys[i];
+    }
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Minutes(5));
+    v1::FetchResponse resp;
+    CheckRpc(api->Fetch(&ctx, req, &resp), "Fetch");
+    for (const auto& r : resp.results()) {
+      if (r.outcome() != v1::FetchResult::OUTCOME_QUEUED) {
+        Die(absl::StrCat("Fetch outcome ",
+                         v1::FetchResult::Outcome_Name(r.outcome()), ": ",
+                         r.reason()));
+      }
+      ids.push_back(r.job_id());
+    }
+  }
+  if (fetch_secs) *fetch_secs = Secs(t0);
+  return ids;
+}
+
+// ---- nginx, rsync ---------------------------------------------------------
+
+struct Servers {
+  std::optional<testing::ChildProcess> nginx, rsyncd;
+  int nginx_port = 0, rsync_port = 0;
+};
+
+void StartNginx(Servers* s, const std::string& dir, const std::string& root) {
+  std::filesystem::create_directories(dir + "/nginx");
+  s->nginx_port = *testing::PickUnusedPort();
+  std::string conf = dir + "/nginx/nginx.conf";
+  std::ofstream(conf) << absl::StrFormat(
+      R"(%s
+worker_processes 1;
+pid %s/nginx/nginx.pid;
+error_log %s/nginx/error.log;
+events { worker_connections 64; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  default_type application/octet-stream;
+  client_body_temp_path %s/nginx;
+  proxy_temp_path %s/nginx;
+  fastcgi_temp_path %s/nginx;
+  uwsgi_temp_path %s/nginx;
+  scgi_temp_path %s/nginx;
+  server {
+    listen 127.0.0.1:%d;
+    root %s;
+  }
+}
+)",
+      ::geteuid() == 0 ? "user root;" : "", dir, dir, dir, dir, dir, dir, dir,
+      s->nginx_port, root);
+  std::string log = dir + "/nginx/stderr.log";
+  auto c = testing::ChildProcess::Spawn(
+      {absl::GetFlag(FLAGS_nginx), "-e", dir + "/nginx/error.log", "-p",
+       dir + "/nginx", "-c", conf, "-g", "daemon off;"},
+      {}, log);
+  Check(c.status(), "nginx (apt-get install nginx-light)");
+  s->nginx = std::move(*c);
+  WaitPort(s->nginx_port, "nginx", log);
+}
+
+void StartRsyncd(Servers* s, const std::string& dir, const std::string& path) {
+  std::filesystem::create_directories(dir + "/rsyncd");
+  s->rsync_port = *testing::PickUnusedPort();
+  std::string conf = dir + "/rsyncd/rsyncd.conf";
+  std::ofstream(conf) << absl::StrFormat(
+      "use chroot = no\npid file = %s/rsyncd/rsyncd.pid\n"
+      "log file = %s/rsyncd/rsyncd.log\n%s"
+      "[mod]\n  path = %s\n  read only = yes\n",
+      dir, dir, ::geteuid() == 0 ? "uid = root\ngid = root\n" : "", path);
+  std::string log = dir + "/rsyncd/stderr.log";
+  auto c = testing::ChildProcess::Spawn(
+      {absl::GetFlag(FLAGS_rsync), "--daemon", "--no-detach",
+       "--address=127.0.0.1", absl::StrCat("--port=", s->rsync_port),
+       "--config=" + conf},
+      {}, log);
+  Check(c.status(), "rsync daemon (apt-get install rsync)");
+  s->rsyncd = std::move(*c);
+  WaitPort(s->rsync_port, "rsync daemon", log);
+}
+
+// ---- results --------------------------------------------------------------
+
+struct Table {
+  std::vector<std::string> order;
+  std::map<std::string, std::vector<double>> secs;
+  void Add(const std::string& name, double s) {
+    if (!secs.count(name)) order.push_back(name);
+    secs[name].push_back(s);
+  }
+  void Print(const std::string& title, const std::string& ours,
+             const std::string& unit_note) const {
+    std::cout << "\n== " << title << " ==\n";
+    double m_ours = Median(secs.at(ours));
+    for (const std::string& n : order) {
+      std::vector<double> v = secs.at(n);
+      std::vector<std::string> runs;
+      for (double x : v) runs.push_back(absl::StrFormat("%.2f", x));
+      double m = Median(v);
+      std::cout << absl::StrFormat("  %-44s median %8.3f s  runs [%s]", n, m,
+                                   absl::StrJoin(runs, ", "));
+      if (n != ours) {
+        // Ratio per run (same run, side by side) and of the medians.
+        std::vector<double> r;
+        for (size_t i = 0; i < v.size() && i < secs.at(ours).size(); ++i) {
+          r.push_back(secs.at(ours)[i] / v[i]);
+        }
+        std::cout << absl::StrFormat(
+            "  ours/this: median-of-ratios %.2f, ratio-of-medians %.2f",
+            Median(r), m_ours / m);
+      }
+      std::cout << "\n";
+    }
+    if (!unit_note.empty()) std::cout << "  " << unit_note << "\n";
+    std::cout.flush();
+  }
+};
+
+// ---- large ----------------------------------------------------------------
+
+void BenchLarge(PgServer* pg, const std::string& work) {
+  const uint64_t size = absl::GetFlag(FLAGS_large_bytes);
+  const int runs = absl::GetFlag(FLAGS_runs);
+  std::string dir = work + "/large";
+  std::filesystem::create_directories(dir);
+  auto a = MakeDevice(pg, dir, "large_a", {}, {});
+  auto b = MakeDevice(pg, dir, "large_b", {a->avail->address()}, BFlags());
+
+  v1::SidecarKey key =
+      NewKey(v1::SIDECAR_KIND_PROXY, "proxy_edit", v1::SIDECAR_FORMAT_MP4);
+  std::string rel = RelPath(key);
+  std::string src = a->root() + "/" + rel;
+  std::filesystem::create_directories(std::filesystem::path(src).parent_path());
+  std::cout << "writing " << size << " random bytes to " << src << "\n";
+  {
+    std::ofstream out(src, std::ios::binary);
+    const size_t block = 8 << 20;
+    for (uint64_t at = 0; at < size; at += block) {
+      std::string chunk = RandomBytes(std::min<uint64_t>(block, size - at), at);
+      out.write(chunk.data(), chunk.size());
+    }
+  }
+  absl::StatusOr<Sha256Digest> digest = Sha256OfFile(src);
+  Check(digest.status(), "hashing the source");
+  const std::string hex = DigestToHex(*digest);
+  RegisterReady(a.get(), {key}, {size}, {*digest});
+  WaitKnown(b.get(), {key});
+
+  Servers servers;
+  StartNginx(&servers, dir, a->root());
+  const std::string url =
+      absl::StrCat("http://127.0.0.1:", servers.nginx_port, "/", rel);
+  const std::string out = dir + "/curl-out.bin";
+  const std::string log = dir + "/baseline.log";
+
+  // Warm-up (not timed): HTTP/2 windows, page cache of the source, first
+  // job of the fetcher.
+  {
+    std::vector<std::string> ids =
+        FetchAll(b->xfer->api(), {key}, v1::PRIORITY_INTERACTIVE, nullptr);
+    v1::JobStatus s = WatchUntilEnd(b->xfer->api(), ids[0], absl::Minutes(10));
+    if (s.state() != v1::JOB_STATE_DONE) Die("warm-up fetch: " + s.last_error());
+    Forget(b.get(), {key});
+    Sh(absl::StrCat("curl -s -f -o ", out, " '", url, "'"), log);
+    RemoveAll(out);
+  }
+
+  Table t;
+  const std::string kOurs = "ours: Fetch..DONE (verified, committed)";
+  const std::string kCurl = "nginx -> curl -o + openssl dgst -sha256";
+  for (int r = 0; r < runs; ++r) {
+    auto ours = [&] {
+      Forget(b.get(), {key});
+      WaitKnown(b.get(), {key});
+      Settle();
+      absl::Time t0 = absl::Now();
+      std::vector<std::string> ids =
+          FetchAll(b->xfer->api(), {key}, v1::PRIORITY_INTERACTIVE, nullptr);
+      v1::JobStatus s = WatchUntilEnd(b->xfer->api(), ids[0], absl::Minutes(10));
+      double secs = Secs(t0);
+      if (s.state() != v1::JOB_STATE_DONE) Die("fetch: " + s.last_error());
+      if (std::filesystem::file_size(s.local_path()) != size) {
+        Die("fetched file has the wrong size");
+      }
+      t.Add(kOurs, secs);
+      std::cout << absl::StrFormat("  run %d ours %.3f s (%s)\n", r, secs,
+                                   s.reason());
+    };
+    auto curl = [&] {
+      RemoveAll(out);
+      Settle();
+      absl::Time t0 = absl::Now();
+      Sh(absl::StrCat("curl -s -f -o ", out, " '", url,
+                      "' && openssl dgst -sha256 ", out, " > ", out, ".sha"),
+         log);
+      double secs = Secs(t0);
+      std::ifstream in(out + ".sha");
+      std::string line((std::istreambuf_iterator<char>(in)), {});
+      if (line.find(hex) == std::string::npos) Die("curl copy differs: " + line);
+      t.Add(kCurl, secs);
+      std::cout << absl::StrFormat("  run %d curl %.3f s\n", r, secs);
+      RemoveAll(out);
+    };
+    if (r % 2 == 0) {
+      ours();
+      curl();
+    } else {
+      curl();
+      ours();
+    }
+  }
+  t.Print(absl::StrCat("large: one ", size, " B sidecar over loopback"), kOurs,
+          absl::StrFormat("ours median throughput %.0f MB/s",
+                          size / Median(t.secs[kOurs]) / 1e6));
+  Forget(b.get(), {key});
+  if (servers.nginx) servers.nginx->Terminate(absl::Seconds(5));
+}
+
+// ---- thumbs ---------------------------------------------------------------
+
+void BenchThumbs(PgServer* pg, const std::string& work) {
+  const int n = absl::GetFlag(FLAGS_thumbs);
+  const size_t bytes = absl::GetFlag(FLAGS_thumb_bytes);
+  const int runs = absl::GetFlag(FLAGS_runs);
+  std::string dir = work + "/thumbs";
+  std::filesystem::create_directories(dir);
+  auto a = MakeDevice(pg, dir, "thumbs_a", {}, {});
+  auto b = MakeDevice(pg, dir, "thumbs_b", {a->avail->address()}, BFlags());
+
+  std::cout << "writing " << n << " thumbnails of " << bytes << " B\n";
+  std::vector<v1::SidecarKey> keys;
+  std::vector<uint64_t> sizes;
+  std::vector<Sha256Digest> digests;
+  std::vector<std::string> rels;
+  for (int i = 0; i < n; ++i) {
+    v1::SidecarKey k =
+        NewKey(v1::SIDECAR_KIND_THUMB, "grid@2x", v1::SIDECAR_FORMAT_WEBP);
+    std::string data = RandomBytes(bytes, 1000 + i);
+    std::string rel = RelPath(k);
+    std::string path = a->root() + "/" + rel;
+    std::filesystem::create_directories(
+        std::filesystem::path(path).parent_path());
+    std::ofstream(path, std::ios::binary) << data;
+    keys.push_back(k);
+    sizes.push_back(data.size());
+    digests.push_back(Sha256Of(data));
+    rels.push_back(rel);
+  }
+  RegisterReady(a.get(), keys, sizes, digests);
+  WaitKnown(b.get(), keys);
+
+  Servers servers;
+  StartNginx(&servers, dir, a->root());
+  StartRsyncd(&servers, dir, a->root() + "/content");
+  const std::string log = dir + "/baseline.log";
+  const std::string dst = dir + "/dst";
+  const std::string curl_cfg = dir + "/curl.cfg";
+  {
+    std::ofstream cfg(curl_cfg);
+    for (const std::string& rel : rels) {
+      cfg << "url = \"http://127.0.0.1:" << servers.nginx_port << "/" << rel
+          << "\"\noutput = \"" << dst << "/" << rel << "\"\n";
+    }
+  }
+  // Warm the source's page cache for everyone.
+  Sh(absl::StrCat("tar -C ", a->root(), "/content -cf - . > /dev/null"), log);
+
+  Table t;
+  const std::string kOurs = absl::StrCat(
+      "ours: Fetch x", (n + absl::GetFlag(FLAGS_fetch_batch) - 1) /
+                           absl::GetFlag(FLAGS_fetch_batch),
+      " calls..all DONE");
+  const std::string kRsync = "rsync daemon (rsync -a rsync://)";
+  const std::string kCurl = "nginx + one keep-alive curl";
+  const std::string kTar = "tar | tar (file-creation floor)";
+  std::vector<double> fetch_call_secs;
+  std::map<std::string, std::vector<double>> cpu;
+  for (int r = 0; r < runs; ++r) {
+    auto ours = [&] {
+      Forget(b.get(), keys);
+      WaitKnown(b.get(), keys);
+      Settle();
+      auto cpu0 = CpuByProcess(a->root(), b->root());
+      absl::Time t0 = absl::Now();
+      double fetch_secs = 0;
+      std::vector<std::string> ids =
+          FetchAll(b->xfer->api(), keys, v1::PRIORITY_NORMAL, &fetch_secs);
+      // Wait until no job is active (polling one row, cheap for the
+      // server), then check every job's final state outside the timing.
+      while (true) {
+        grpc::ClientContext ctx;
+        SetDeadline(&ctx, absl::Seconds(30));
+        v1::ListJobsRequest req;
+        req.set_active_only(true);
+        req.set_limit(1);
+        v1::ListJobsResponse resp;
+        CheckRpc(b->xfer->api()->ListJobs(&ctx, req, &resp), "ListJobs");
+        if (resp.jobs_size() == 0) break;
+        if (absl::Now() - t0 > absl::Minutes(30)) Die("thumbs never finished");
+        absl::SleepFor(absl::Milliseconds(50));
+      }
+      double secs = Secs(t0);
+      auto cpu1 = CpuByProcess(a->root(), b->root());
+      for (auto& [k, v] : cpu1) cpu[k].push_back(v - cpu0[k]);
+      size_t done = 0;
+      std::string first_bad;
+      for (const std::string& id : ids) {
+        v1::JobStatus s = WatchUntilEnd(b->xfer->api(), id, absl::Seconds(30));
+        if (s.state() == v1::JOB_STATE_DONE) {
+          ++done;
+        } else if (first_bad.empty()) {
+          first_bad = absl::StrCat(v1::JobState_Name(s.state()), ": ",
+                                   s.reason(), " ", s.last_error());
+        }
+      }
+      if (done != ids.size()) {
+        Die(absl::StrCat(done, " of ", ids.size(), " jobs DONE; ", first_bad));
+      }
+      size_t files = CountFiles(b->root() + "/content");
+      if (files != keys.size()) Die(absl::StrCat("B has ", files, " files"));
+      t.Add(kOurs, secs);
+      fetch_call_secs.push_back(fetch_secs);
+      std::cout << absl::StrFormat(
+          "  run %d ours %.3f s = %.0f jobs/s (Fetch calls %.2f s)\n", r, secs,
+          n / secs, fetch_secs);
+    };
+    auto timed = [&](const std::string& name, const std::string& cmd) {
+      RemoveAll(dst);
+      std::filesystem::create_directories(dst);
+      Settle();
+      absl::Time t0 = absl::Now();
+      Sh(cmd, log);
+      double secs = Secs(t0);
+      size_t files = CountFiles(dst);
+      if (files != keys.size()) {
+        Die(absl::StrCat(name, ": ", files, " files in the destination"));
+      }
+      t.Add(name, secs);
+      std::cout << absl::StrFormat("  run %d %s %.3f s\n", r, name, secs);
+    };
+    auto rsync = [&] {
+      timed(kRsync, absl::StrCat(absl::GetFlag(FLAGS_rsync),
+                                 " -a rsync://127.0.0.1:", servers.rsync_port,
+                                 "/mod/ ", dst, "/content/"));
+    };
+    auto curl = [&] {
+      timed(kCurl, absl::StrCat("curl -s -f --create-dirs --config ", curl_cfg));
+    };
+    auto tar = [&] {
+      std::filesystem::create_directories(dst);
+      timed(kTar, absl::StrCat("mkdir -p ", dst, "/content && tar -C ",
+                               a->root(), "/content -cf - . | tar -C ", dst,
+                               "/content -xf -"));
+    };
+    std::vector<std::function<void()>> steps = {ours, rsync, curl, tar};
+    std::rotate(steps.begin(), steps.begin() + (r % steps.size()), steps.end());
+    for (auto& s : steps) s();
+  }
+  RemoveAll(dst);
+  t.Print(absl::StrCat("thumbs: ", n, " x ", bytes, " B"), kOurs,
+          absl::StrFormat("ours median %.0f jobs/s; of which the Fetch calls "
+                          "(Resolve + job insert per key) took median %.2f s",
+                          n / Median(t.secs[kOurs]), Median(fetch_call_secs)));
+  std::cout << "  CPU seconds during our fetch (median over runs; A = source, "
+               "B = fetcher; postgres = all backends):\n";
+  for (auto& [k, v] : cpu) {
+    double m = Median(v);
+    if (m >= 0.05) std::cout << absl::StrFormat("    %-22s %7.2f s\n", k, m);
+  }
+  Forget(b.get(), keys);
+  if (servers.nginx) servers.nginx->Terminate(absl::Seconds(5));
+  if (servers.rsyncd) servers.rsyncd->Terminate(absl::Seconds(5));
+}
+
+// ---- client mode ------------------------------------------------------------
+
+int FetchMode(const std::vector<char*>& args) {
+  std::string target = absl::GetFlag(FLAGS_transfer);
+  if (target.empty() || args.size() < 2) {
+    std::cerr << "usage: transfer_bench --mode=fetch --transfer=HOST:PORT "
+                 "[--availability=HOST:PORT] URI...\n";
+    return 2;
+  }
+  auto api = v1::Transfer::NewStub(MakeChannel(target));
+  std::unique_ptr<v1::Availability::Stub> avail;
+  if (!absl::GetFlag(FLAGS_availability).empty()) {
+    avail = v1::Availability::NewStub(
+        MakeChannel(absl::GetFlag(FLAGS_availability)));
+  }
+  std::vector<v1::SidecarKey> keys;
+  for (size_t i = 1; i < args.size(); ++i) {
+    absl::StatusOr<SidecarKey> k = ParseSidecarUri(args[i]);
+    Check(k.status(), args[i]);
+    v1::SidecarKey p;
+    KeyToProto(*k, &p);
+    keys.push_back(p);
+    if (avail) {
+      v1::ResolveResponse resp;
+      absl::Time since = absl::Now();
+      while (true) {
+        v1::ResolveRequest req;
+        *req.mutable_key() = p;
+        req.set_mode(v1::RESOLVE_MODE_FETCH_ONLY);
+        grpc::ClientContext ctx;
+        SetDeadline(&ctx, absl::Seconds(10));
+        resp.Clear();
+        CheckRpc(avail->Resolve(&ctx, req, &resp), "Resolve");
+        if (resp.sources_size() >= absl::GetFlag(FLAGS_wait_sources)) break;
+        if (absl::Now() - since > absl::Seconds(60)) {
+          Die(absl::StrCat(args[i], ": only ", resp.sources_size(),
+                           " sources after 60 s"));
+        }
+        absl::SleepFor(absl::Milliseconds(100));
+      }
+      std::cout << "resolve " << args[i] << ": "
+                << v1::ResolveResponse::Outcome_Name(resp.outcome()) << "\n";
+      for (int s = 0; s < resp.sources_size(); ++s) {
+        const auto& src = resp.sources(s);
+        std::cout << absl::StrFormat(
+            "  source %d: %s at %s rtt %u us throughput %.1f Mbit/s\n", s,
+            src.name(), src.transfer_address(), src.rtt_micros(),
+            src.throughput_bytes_per_sec() * 8 / 1e6);
+      }
+    }
+  }
+  absl::Time t0 = absl::Now();
+  std::vector<std::string> ids =
+      FetchAll(api.get(), keys, v1::PRIORITY_INTERACTIVE, nullptr);
+  int rc = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    v1::JobStatus s = WatchUntilEnd(api.get(), ids[i], absl::GetFlag(FLAGS_timeout));
+    double secs = Secs(t0);
+    std::cout << absl::StrFormat("fetched %s state %s in %.3f s: %s%s\n",
+                                 args[i + 1], v1::JobState_Name(s.state()),
+                                 secs, s.reason(),
+                                 s.last_error().empty()
+                                     ? ""
+                                     : " (last error: " + s.last_error() + ")");
+    if (s.state() != v1::JOB_STATE_DONE) rc = 1;
+  }
+  std::cout.flush();
+  return rc;
+}
+
+int Run(const std::vector<char*>& args) {
+  if (absl::GetFlag(FLAGS_mode) == "fetch") return FetchMode(args);
+  std::string t = absl::GetFlag(FLAGS_data_dir) + "/transfer-bench-XXXXXX";
+  if (mkdtemp(t.data()) == nullptr) Die("mkdtemp in " + absl::GetFlag(FLAGS_data_dir));
+  const std::string work = t;
+  ::chmod(work.c_str(), 0755);
+  std::cout << "working directory " << work << "\n";
+  {
+    PgServer pg;
+    Check(pg.Start(), "PostgreSQL");
+    for (const std::string& b : absl::GetFlag(FLAGS_bench)) {
+      if (b == "large") {
+        BenchLarge(&pg, work);
+      } else if (b == "thumbs") {
+        BenchThumbs(&pg, work);
+      } else {
+        Die("unknown benchmark " + b);
+      }
+    }
+  }
+  if (!absl::GetFlag(FLAGS_keep)) RemoveAll(work);
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  try {
+    return Run(args);
+  } catch (const Fatal& f) {
+    std::cerr << "transfer_bench: " << f.what << "\n";
+    return 1;
+  }
+}
+
+}  // namespace
+}  // namespace sidecar::bench
+
+int main(int argc, char** argv) { return sidecar::bench::Main(argc, argv); }
