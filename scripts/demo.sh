@@ -276,6 +276,7 @@ start_device() {
     --sidecar_root="$DEMO/$device/sidecars" \
     --availability="${ADDR[$device]}" \
     --port_file="$DEMO/$device/xfer_port" \
+    --prefetch_kinds= \
     ${XFER_FLAGS[$device]:-} \
     >"$DEMO/${device}_xfer.log" 2>&1 &
   PID[${device}_xfer]=$!

@@ -5,7 +5,9 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "common/config.h"
 #include "common/log.h"
@@ -18,6 +20,7 @@
 #include "services/transfer/local_index.h"
 #include "services/transfer/peer_server.h"
 #include "services/transfer/policy.h"
+#include "services/transfer/prefetcher.h"
 #include "services/transfer/rate_limiter.h"
 #include "services/transfer/store_writer.h"
 #include "services/transfer/transfer_service.h"
@@ -63,6 +66,9 @@ ABSL_FLAG(bool, metered, false,
 ABSL_FLAG(std::string, cheap_kinds, "thumb",
           "kinds generated locally under --strategy=generate-cheap");
 ABSL_FLAG(int, io_threads, 4, "threads reading files for peers");
+ABSL_FLAG(std::string, prefetch_kinds, "thumb",
+          "kinds fetched eagerly as soon as a peer advertises them "
+          "(comma-separated; empty: no prefetch)");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
           "on SIGTERM, how long in-flight calls may finish");
 ABSL_FLAG(bool, verbose, false, "log debug messages");
@@ -140,6 +146,19 @@ int Main() {
   TransferService local_api(jobs->get(), &fetcher, &availability, &events,
                             *policy);
 
+  PrefetchOptions po;
+  po.kinds.clear();
+  for (absl::string_view k : absl::StrSplit(absl::GetFlag(FLAGS_prefetch_kinds),
+                                            ',', absl::SkipEmpty())) {
+    std::optional<Kind> kind = KindFromName(absl::StripAsciiWhitespace(k));
+    if (!kind) {
+      SC_LOG(ERROR) << "--prefetch_kinds: unknown kind \"" << k << "\"";
+      return 2;
+    }
+    po.kinds.push_back(*kind);
+  }
+  Prefetcher prefetcher(po, &availability, jobs->get(), &fetcher, &*policy);
+
   ServerHost host(absl::GetFlag(FLAGS_listen));
   host.AddService(&local_api);
   host.AddService(&peer_api);
@@ -148,6 +167,7 @@ int Main() {
     return 1;
   }
   fetcher.Start();
+  prefetcher.Start();
   SC_LOG(INFO) << "serving on port " << host.port() << ", sidecar root "
                << root.string() << ", availability at "
                << absl::GetFlag(FLAGS_availability);
@@ -163,6 +183,7 @@ int Main() {
                << drain;
   host.SetServing(false);
   events.Shutdown();
+  prefetcher.Stop();
   fetcher.Stop();  // running jobs stay resumable
   host.Shutdown(drain);
   SC_LOG(INFO) << "stopped";

@@ -830,6 +830,7 @@ int FetchMode(const std::vector<char*>& args) {
 }
 
 int Run(const std::vector<char*>& args) {
+  std::cout << std::unitbuf;  // progress lines appear as they happen
   if (absl::GetFlag(FLAGS_mode) == "fetch") return FetchMode(args);
   std::string t = absl::GetFlag(FLAGS_data_dir) + "/transfer-bench-XXXXXX";
   if (mkdtemp(t.data()) == nullptr) Die("mkdtemp in " + absl::GetFlag(FLAGS_data_dir));

@@ -166,6 +166,7 @@ start_device() {
     --retry_initial_backoff=100ms \
     --max_attempts=3 \
     --min_free_bytes=0 \
+    --prefetch_kinds= \
     --port_file="$WORK/${name}_xfer.port" \
     >"$WORK/${name}_xfer.log" 2>&1 &
   PID[${name}_xfer]=$!

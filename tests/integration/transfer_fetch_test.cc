@@ -154,6 +154,7 @@ class TransferTest : public ::testing::Test {
     EXPECT_TRUE(a.ok()) << a.status();
     d->avail = std::move(*a);
     xfer_flags.emplace("retry_initial_backoff", "50ms");
+    xfer_flags.emplace("prefetch_kinds", "");  // fetches are the tests' own
     xfer_flags.emplace("stall_timeout", "2s");
     auto x = TransferProcess::Create(TRANSFER_BIN, pg_, dir_, unique,
                                      d->avail->address(),
@@ -687,6 +688,46 @@ TEST_F(TransferTest, ManyThumbnailsGoThroughTheBatchLane) {
   EXPECT_GT(batched, kCount / 2);
   // B now advertises them: it resolves LOCAL.
   EXPECT_EQ(Resolve(b, keys[0]).outcome(), ResolveResponse::OUTCOME_LOCAL);
+}
+
+TEST_F(TransferTest, ThumbnailsArePrefetchedProxiesAreNot) {
+  Device* a = Add("a");
+  Device* b = Add("b", {{"prefetch_kinds", "thumb"}});
+  StartAll({{a, b}});
+  std::vector<v1::SidecarKey> thumbs;
+  for (int i = 0; i < 5; ++i) {
+    thumbs.push_back(Publish(
+        a, Key(v1::SIDECAR_KIND_THUMB, "grid@2x", v1::SIDECAR_FORMAT_WEBP),
+        MakeWebp(3000 + i, 200 + i)));
+  }
+  v1::SidecarKey proxy = Publish(
+      a, Key(v1::SIDECAR_KIND_PROXY, "proxy_scrub", v1::SIDECAR_FORMAT_MP4),
+      RandomBytes(1 << 20, 13));
+  // Nobody asks B for anything: the thumbnails arrive on their own.
+  auto all_local = WaitFor(
+      [&] {
+        for (const auto& k : thumbs) {
+          if (Resolve(b, k).outcome() != ResolveResponse::OUTCOME_LOCAL) {
+            return false;
+          }
+        }
+        return true;
+      },
+      absl::Seconds(10));
+  ASSERT_TRUE(all_local.has_value()) << "thumbnails were not prefetched";
+  std::cerr << "5 thumbnails prefetched within " << *all_local << "\n";
+  // The proxy is known but stays remote.
+  ResolveResponse r = Resolve(b, proxy);
+  EXPECT_EQ(r.outcome(), ResolveResponse::OUTCOME_REMOTE);
+  grpc::ClientContext ctx;
+  v1::ListJobsRequest lr;
+  v1::ListJobsResponse jobs;
+  ASSERT_TRUE(b->xfer->api()->ListJobs(&ctx, lr, &jobs).ok());
+  EXPECT_EQ(jobs.jobs_size(), 5);
+  for (const auto& j : jobs.jobs()) {
+    EXPECT_EQ(j.priority(), v1::PRIORITY_PREFETCH);
+    EXPECT_EQ(j.state(), v1::JOB_STATE_DONE);
+  }
 }
 
 }  // namespace

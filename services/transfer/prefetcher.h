@@ -1,0 +1,72 @@
+// Prefetcher: eager prefetch of cheap, commonly needed kinds (thumbnails by
+// default). It watches the local availability service for sidecars that
+// peers newly advertise and queues PRIORITY_PREFETCH jobs for those of its
+// kinds that are not here, in batches; the fetcher runs them after every
+// interactive and normal job. Lazy kinds are fetched on request only; kinds
+// not listed (e.g. proxies) are never prefetched. The device's strategy
+// (FetchPolicy) applies: a metered device under unmetered-only prefetches
+// nothing.
+#ifndef SIDECAR_SERVICES_TRANSFER_PREFETCHER_H_
+#define SIDECAR_SERVICES_TRANSFER_PREFETCHER_H_
+
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "services/transfer/availability_client.h"
+#include "services/transfer/fetcher.h"
+#include "services/transfer/job_store.h"
+#include "services/transfer/policy.h"
+
+namespace sidecar::transfer {
+
+struct PrefetchOptions {
+  std::vector<Kind> kinds = {v1::SIDECAR_KIND_THUMB};
+  // Events are gathered this long before their jobs are queued together.
+  absl::Duration batch_window = absl::Milliseconds(200);
+  // Keys waiting to be queued; beyond this, new ones are dropped (they are
+  // fetched on demand instead).
+  size_t max_pending = 100000;
+  // Each Watch call is renewed after this long (every call has a deadline).
+  absl::Duration watch_deadline = absl::Hours(1);
+};
+
+class Prefetcher {
+ public:
+  // Pointers must outlive the prefetcher.
+  Prefetcher(PrefetchOptions options, AvailabilityClient* availability,
+             JobStore* jobs, Fetcher* fetcher, const FetchPolicy* policy);
+  ~Prefetcher();
+
+  void Start();
+  void Stop();
+
+  // Keys queued for prefetch so far (for tests and logs).
+  uint64_t queued() const;
+
+ private:
+  void WatchLoop();
+  void FlushLoop();
+  void Flush();
+
+  const PrefetchOptions options_;
+  AvailabilityClient* const availability_;
+  JobStore* const jobs_;
+  Fetcher* const fetcher_;
+  const FetchPolicy* const policy_;
+
+  mutable absl::Mutex mu_;
+  absl::CondVar cv_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<SidecarKey> pending_ ABSL_GUARDED_BY(mu_);
+  grpc::ClientContext* watch_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
+  uint64_t queued_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace sidecar::transfer
+
+#endif  // SIDECAR_SERVICES_TRANSFER_PREFETCHER_H_
