@@ -233,6 +233,33 @@ class Connection {
 // Quotes an identifier for SQL ("my db" -> "\"my db\"").
 std::string QuoteIdentifier(absl::string_view name);
 
+// Runs the prepared statement `name` (retrying after a lost connection, as
+// RunWithRetry) and maps every row with `from_row`, a callable
+// (const Result&, int row) -> absl::StatusOr<T>.
+template <typename T, typename FromRow>
+absl::StatusOr<std::vector<T>> QueryPrepared(Connection& conn,
+                                             absl::Duration retry_timeout,
+                                             const std::string& name,
+                                             const Params& params,
+                                             FromRow from_row) {
+  std::vector<T> out;
+  absl::Status s = conn.RunWithRetry(
+      retry_timeout, [&](Connection& c, int) -> absl::Status {
+        out.clear();
+        absl::StatusOr<Result> r = c.ExecPrepared(name, params);
+        if (!r.ok()) return r.status();
+        out.reserve(r->rows());
+        for (int row = 0; row < r->rows(); ++row) {
+          absl::StatusOr<T> item = from_row(*r, row);
+          if (!item.ok()) return item.status();
+          out.push_back(std::move(*item));
+        }
+        return absl::OkStatus();
+      });
+  if (!s.ok()) return s;
+  return out;
+}
+
 }  // namespace sidecar::pg
 
 #endif  // SIDECAR_COMMON_PG_CONNECTION_H_

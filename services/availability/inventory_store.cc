@@ -402,22 +402,8 @@ absl::StatusOr<std::vector<LocalRecord>> PgInventoryStore::List(
     params.push_back(std::to_string(after->format));
   }
   absl::MutexLock lock(&mu_);
-  std::vector<LocalRecord> out;
-  absl::Status s = conn_->RunWithRetry(
-      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
-        out.clear();
-        absl::StatusOr<pg::Result> r = conn.ExecPrepared(name, params);
-        if (!r.ok()) return r.status();
-        out.reserve(r->rows());
-        for (int row = 0; row < r->rows(); ++row) {
-          absl::StatusOr<LocalRecord> rec = RecordFromRow(*r, row);
-          if (!rec.ok()) return rec.status();
-          out.push_back(std::move(*rec));
-        }
-        return absl::OkStatus();
-      });
-  if (!s.ok()) return s;
-  return out;
+  return pg::QueryPrepared<LocalRecord>(*conn_, kRetryTimeout, name, params,
+                                        RecordFromRow);
 }
 
 absl::StatusOr<std::optional<LocalRecord>> PgInventoryStore::Get(

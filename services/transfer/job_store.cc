@@ -378,22 +378,8 @@ absl::Status PgJobStore::UpdateActive(absl::string_view id,
 absl::StatusOr<std::vector<Job>> PgJobStore::Query(const std::string& name,
                                                    const pg::Params& params) {
   absl::MutexLock lock(&mu_);
-  std::vector<Job> out;
-  absl::Status s = conn_->RunWithRetry(
-      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
-        out.clear();
-        absl::StatusOr<pg::Result> r = conn.ExecPrepared(name, params);
-        if (!r.ok()) return r.status();
-        out.reserve(r->rows());
-        for (int row = 0; row < r->rows(); ++row) {
-          absl::StatusOr<Job> job = JobFromRow(*r, row);
-          if (!job.ok()) return job.status();
-          out.push_back(std::move(*job));
-        }
-        return absl::OkStatus();
-      });
-  if (!s.ok()) return s;
-  return out;
+  return pg::QueryPrepared<Job>(*conn_, kRetryTimeout, name, params,
+                                JobFromRow);
 }
 
 namespace {
