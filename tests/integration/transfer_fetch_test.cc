@@ -333,6 +333,9 @@ TEST_F(TransferTest, ThumbnailIsFetchedVerifiedAndThenServedOnward) {
   if (std::filesystem::exists(incoming)) {
     EXPECT_TRUE(std::filesystem::is_empty(incoming));
   }
+  // Both services shut down gracefully on SIGTERM.
+  EXPECT_EQ(b->xfer->Stop(), 0);
+  EXPECT_EQ(b->avail->Stop(), 0);
 }
 
 TEST_F(TransferTest, NoHolderOnlineSaysGeneratePromptly) {
