@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <optional>
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
@@ -31,8 +32,64 @@ struct Fetcher::Attempt {
 
 namespace {
 
-// Progress is made durable (fdatasync + job row) every this many bytes.
+// Progress is made durable (fdatasync + job row) after at least this many
+// bytes and this much time, or this many bytes whatever the time: often
+// enough that a crash costs little, rarely enough not to slow fast links.
 constexpr uint64_t kCheckpointBytes = 2ull << 20;
+constexpr absl::Duration kCheckpointInterval = absl::Milliseconds(250);
+constexpr uint64_t kCheckpointMaxBytes = 64ull << 20;
+
+// Feeds a Sha256 on its own thread, so that the whole-file hash runs beside
+// the per-chunk checks and the writes instead of after them (the machines
+// have two cores). At most kMaxQueued chunks wait; Add blocks beyond.
+class AsyncHasher {
+ public:
+  explicit AsyncHasher(Sha256* hasher)
+      : hasher_(hasher), thread_([this] { Run(); }) {}
+  ~AsyncHasher() { Finish(); }
+
+  void Add(std::shared_ptr<const std::string> data) {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](AsyncHasher* h) { return h->queue_.size() < kMaxQueued; }, this));
+    queue_.push_back(std::move(data));
+  }
+
+  // Waits until everything added is hashed.
+  void Finish() {
+    {
+      absl::MutexLock lock(&mu_);
+      if (done_) return;
+      done_ = true;
+    }
+    thread_.join();
+  }
+
+ private:
+  static constexpr size_t kMaxQueued = 64;
+
+  void Run() {
+    while (true) {
+      std::shared_ptr<const std::string> data;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](AsyncHasher* h) { return !h->queue_.empty() || h->done_; },
+            this));
+        if (queue_.empty()) return;
+        data = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      hasher_->Update(*data);
+    }
+  }
+
+  Sha256* const hasher_;
+  absl::Mutex mu_;
+  std::deque<std::shared_ptr<const std::string>> queue_ ABSL_GUARDED_BY(mu_);
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
 
 std::string SourceName(const FetchSource& s) {
   return s.name.empty()
@@ -660,8 +717,11 @@ absl::Status Fetcher::ReadRange(Attempt* a, const FetchSource& src,
   std::unique_ptr<grpc::ClientReader<v1::ReadChunk>> reader =
       stub->Read(&ctx, req);
   v1::ReadChunk chunk;
+  std::optional<AsyncHasher> async_hasher;
+  if (hasher != nullptr) async_hasher.emplace(hasher);
   uint64_t next = offset;
   uint64_t checkpoint = offset;
+  absl::Time checkpoint_time = absl::Now();
   const uint64_t end = offset + length;
   bool first = true;
   std::string problem;
@@ -678,7 +738,9 @@ absl::Status Fetcher::ReadRange(Attempt* a, const FetchSource& src,
         break;
       }
     }
-    const std::string& data = chunk.data();
+    auto owned = std::make_shared<std::string>(
+        std::move(*chunk.mutable_data()));
+    const std::string& data = *owned;
     if (chunk.offset() != next || next + data.size() > end) {
       problem = absl::StrCat("it sent bytes at ", chunk.offset(), "+",
                              data.size(), " when ", next, " was expected");
@@ -699,18 +761,22 @@ absl::Status Fetcher::ReadRange(Attempt* a, const FetchSource& src,
     next += data.size();
     *received += data.size();
     if (hasher != nullptr) {
-      hasher->Update(data);
+      async_hasher->Add(owned);
       a->verified = next;
       // Checkpoint: what is synced and recorded survives a crash of this
       // process; the next attempt resumes there.
-      if (next - checkpoint >= kCheckpointBytes) {
+      if (next - checkpoint >= kCheckpointMaxBytes ||
+          (next - checkpoint >= kCheckpointBytes &&
+           absl::Now() - checkpoint_time >= kCheckpointInterval)) {
         (void)part->Sync();
         (void)jobs_->UpdateProgress(a->job.id, next, a->size, a->expected);
         checkpoint = next;
+        checkpoint_time = absl::Now();
       }
     }
     PublishProgress(a, false);
   }
+  if (async_hasher) async_hasher->Finish();  // the hash covers what we kept
   if (!problem.empty()) {
     *corrupt = true;
     ctx.TryCancel();

@@ -269,7 +269,8 @@ class PeerServer::ReadReactor : public grpc::ServerWriteReactor<v1::ReadChunk> {
     }
     next_ = offset;
     end_ = length == 0 ? size_ : offset + length;
-    whole_file_ = offset == 0 && end_ == size_;
+    whole_file_ = offset == 0 && end_ == size_ &&
+                  size_ <= core_->options.verify_whole_file_max_bytes;
     if (end_ - next_ > chunk_bytes_) {
       posix_fadvise(fd_.get(), static_cast<off_t>(next_),
                     static_cast<off_t>(end_ - next_), POSIX_FADV_SEQUENTIAL);

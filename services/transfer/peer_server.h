@@ -58,6 +58,11 @@ struct PeerServerOptions {
   // read, not yet written), and their total bytes (at least one item).
   int batch_read_ahead = 8;
   size_t batch_read_ahead_bytes = 16 << 20;
+  // A whole-file Read of a sidecar up to this size is also hashed as a
+  // whole, to catch a file that rotted on disk before the receiver does.
+  // Larger ones are left to the receiver's check, which always happens:
+  // hashing every byte twice would halve the serving rate.
+  uint64_t verify_whole_file_max_bytes = 64ull << 20;
 };
 
 // The chunk size a Read with `requested` chunk_bytes gets.

@@ -19,7 +19,7 @@
 # throughput; until a source is measured it assumes 50 ms and 50 MB/s).
 # With iperf3 installed, also what one TCP stream gets through each link.
 #
-#   sudo tests/bench/netns_multisource.sh [BUILD_DIR]     (default: build-t4)
+#   sudo tests/bench/netns_multisource.sh [BUILD_DIR]     (default: build)
 #   SIZE_MB=200 RUNS=3 TBF_BURST=32kbit tests/bench/netns_multisource.sh
 #
 # Needs root, iproute2 (ip, tc with tbf), postgresql-15, and built
@@ -29,7 +29,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 REPO="$(pwd)"
-BUILD="$(realpath "${1:-$REPO/build-t4}")"
+BUILD="$(realpath "${1:-$REPO/build}")"
 SIZE_MB="${SIZE_MB:-200}"
 RUNS="${RUNS:-3}"
 TBF_BURST="${TBF_BURST:-32kbit}"

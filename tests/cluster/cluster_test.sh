@@ -1,0 +1,378 @@
+#!/usr/bin/env bash
+# The docker-compose cluster test: brings up the three-device cluster of
+# docker-compose.yml (desktop, laptop, homeserver) and drives it from outside
+# the containers, with sidecarctl run by "docker exec" in each device's
+# availability container (so all traffic stays on the compose networks).
+#
+#   1. Scenario 1: the desktop generates real WebP thumbnails and registers
+#      them; the laptop learns of them, resolves them REMOTE and fetches them:
+#      identical bytes.
+#   2. Scenario 2: the desktop and the home server both hold a sidecar; the
+#      laptop's resolve lists both, and the fetch comes from the first (best).
+#   3. A large sidecar is fetched by the laptop (its transfer service held to
+#      CLUSTER_LAPTOP_BANDWIDTH_LIMIT): the laptop's transfer container is
+#      killed in the middle and started again, and the job resumes and ends
+#      DONE; then the same with the serving side (the home server's transfer
+#      container) killed in the middle.
+#   4. The laptop is disconnected from the "mesh" network (docker network
+#      disconnect): the desktop and the home server mark it offline; once
+#      reconnected, online again.
+# Everything it started is removed when it exits (trap), also on failure.
+#
+# Needs a running Docker engine, docker-compose 1.29 and the base image
+# debian:bookworm-slim (scripts/cluster-test.sh provides all three).
+# Environment: CLUSTER_PROJECT (compose project name, default
+# sidecar-cluster-test), CLUSTER_KEEP=1 (leave the cluster up after a failure,
+# for a look), CLUSTER_NO_BUILD=1 (use the images as they are).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+
+PROJECT="${CLUSTER_PROJECT:-sidecar-cluster-test}"
+# Debian's docker CLI matches the engine scripts/cluster-test.sh starts.
+if [[ -z "${DOCKER:-}" ]]; then
+  if [[ -x /usr/bin/docker ]]; then DOCKER=/usr/bin/docker; else DOCKER=docker; fi
+fi
+DC=(docker-compose --no-ansi -p "$PROJECT" -f "$ROOT/docker-compose.yml")
+WORK="$(mktemp -d /tmp/sidecar-cluster.XXXXXX)"
+
+# Faster liveness than the defaults, so that offline/online take seconds; the
+# laptop's fetches are held to 2 MiB/s so that a 16 MiB fetch takes ~8 s.
+export CLUSTER_PING_INTERVAL=1s CLUSTER_OFFLINE_AFTER=4s
+export CLUSTER_PROMPT_DELAY=200ms CLUSTER_GOSSIP_INTERVAL=5m
+export CLUSTER_LAPTOP_BANDWIDTH_LIMIT=2097152 CLUSTER_MAX_ATTEMPTS=12
+export CLUSTER_BIND=127.0.0.1
+
+DEVICES=(desktop laptop homeserver)
+STORE=/var/lib/sidecar
+T0=$SECONDS
+
+say() { printf '[cluster %4ds] %s\n' $((SECONDS - T0)) "$*"; }
+step() { printf '\n[cluster %4ds] ==== %s\n' $((SECONDS - T0)) "$*"; }
+die() {
+  printf '[cluster %4ds] FAIL: %s\n' $((SECONDS - T0)) "$*" >&2
+  exit 1
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [[ $rc -ne 0 ]]; then
+    say "failed (exit $rc); state and recent logs:" >&2
+    "${DC[@]}" ps >&2 || true
+    "${DC[@]}" logs --no-color --tail=25 >&2 || true
+  fi
+  if [[ $rc -ne 0 && "${CLUSTER_KEEP:-0}" == 1 ]]; then
+    say "CLUSTER_KEEP=1: leaving project $PROJECT up" \
+      "(docker-compose -p $PROJECT down -v to remove it)"
+  else
+    say "tearing down project $PROJECT"
+    "${DC[@]}" down -v --remove-orphans --timeout 10 >/dev/null 2>&1 || true
+  fi
+  rm -rf "$WORK"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# container SERVICE: the id of a service's container.
+container() {
+  local id
+  id="$("${DC[@]}" ps -q "$1")"
+  [[ -n "$id" ]] || die "no container for service $1"
+  echo "$id"
+}
+declare -A CID=()
+refresh_ids() {
+  local d s
+  for d in "${DEVICES[@]}"; do
+    for s in db availability transfer; do
+      CID[$d-$s]="$(container "$d-$s")"
+    done
+  done
+}
+
+# ctl DEVICE ARGS...: sidecarctl in the device's availability container.
+ctl() {
+  local dev="$1"
+  shift
+  "$DOCKER" exec "${CID[$dev-availability]}" sidecarctl \
+    --availability=127.0.0.1:7100 --transfer="$dev-transfer:7200" "$@"
+}
+# show DEVICE ARGS...: like ctl, echoing the command and indenting the output.
+show() {
+  local dev="$1"
+  shift
+  say "$dev\$ sidecarctl $*"
+  ctl "$dev" "$@" 2>&1 | sed 's/^/      /'
+  return "${PIPESTATUS[0]}"
+}
+# in_store DEVICE CMD...: a shell command in the device's store.
+in_store() {
+  local dev="$1"
+  shift
+  "$DOCKER" exec -i -w "$STORE" "${CID[$dev-availability]}" sh -c "$*"
+}
+# put DEVICE RELPATH < DATA: writes a file into the device's store.
+put() {
+  "$DOCKER" exec -i "${CID[$1-availability]}" sh -c \
+    'mkdir -p "$(dirname "$1")" && cat >"$1"' sh "$STORE/$2"
+}
+sha_of() { in_store "$1" "sha256sum '$2' | cut -d' ' -f1"; }
+
+# wait_for SECONDS WHAT CMD...: polls CMD every half second.
+wait_for() {
+  local timeout="$1" what="$2"
+  shift 2
+  local end=$((SECONDS + timeout))
+  while ! "$@" >/dev/null 2>&1; do
+    ((SECONDS < end)) || die "timed out after ${timeout}s waiting: $what"
+    sleep 0.5
+  done
+  say "ok: $what"
+}
+
+health_of() { "$DOCKER" inspect -f '{{.State.Health.Status}}' "$1"; }
+all_healthy() {
+  local d s
+  for d in "${DEVICES[@]}"; do
+    for s in db availability transfer; do
+      [[ "$(health_of "${CID[$d-$s]}")" == healthy ]] || return 1
+    done
+  done
+}
+healthy() { [[ "$(health_of "${CID[$1]}")" == healthy ]]; }
+
+# peer_state OBSERVER NAME: online/offline as OBSERVER's peer table says.
+peer_state() {
+  ctl "$1" peers | awk -v n="$2" '$1 == n { print $4; exit }'
+}
+peer_is() { [[ "$(peer_state "$1" "$2")" == "$3" ]]; }
+
+# holds OBSERVER URI DEVICE: OBSERVER's who-has lists DEVICE as a holder.
+holds() { ctl "$1" who-has "$2" | grep -q "^  *$3 "; }
+
+# layout URI: the layout path of a sidecar URI (content/h0/h1/uuid/dir/file).
+layout() {
+  local rest="${1#sidecar://}" uuid hex
+  uuid="${rest%%/*}"
+  hex="${uuid//-/}"
+  echo "content/${hex:0:2}/${hex:2:2}/$rest"
+}
+
+# ---- real thumbnails ---------------------------------------------------------
+
+# make_thumb OUT W H R G B: a W x H WebP of a gradient around colour R,G,B
+# (a picture encoded by cwebp, from Debian's "webp"); without cwebp, a
+# one-pixel lossless WebP carrying the same parameters in an XMP chunk.
+make_thumb() {
+  local out="$1" w="$2" h="$3" r="$4" g="$5" b="$6"
+  if command -v cwebp >/dev/null; then
+    awk -v w="$w" -v h="$h" -v r="$r" -v g="$g" -v b="$b" 'BEGIN {
+      printf "P3\n%d %d\n255\n", w, h
+      for (y = 0; y < h; y++) {
+        for (x = 0; x < w; x++) {
+          printf "%d %d %d\n", (r + x * 255 / w) % 256, (g + y * 255 / h) % 256,
+            (b + (x + y) * 2) % 256
+        }
+      }
+    }' >"$WORK/pic.ppm"
+    cwebp -quiet -q 80 "$WORK/pic.ppm" -o "$out"
+  else
+    local xmp="<x:xmpmeta xmlns:x='adobe:ns:meta/'>${w}x${h} $r $g $b</x:xmpmeta>"
+    ((${#xmp} % 2 == 1)) && xmp+=" "
+    le32() { printf "\\x$(printf %02x $(($1 & 255)))\\x$(printf %02x $((($1 >> 8) & 255)))\\x$(printf %02x $((($1 >> 16) & 255)))\\x$(printf %02x $((($1 >> 24) & 255)))"; }
+    {
+      printf 'RIFF'; le32 $((4 + 18 + 22 + 8 + ${#xmp})); printf 'WEBP'
+      printf 'VP8X'; le32 10; printf '\x14\x00\x00\x00\x00\x00\x00\x00\x00\x00'
+      printf 'VP8L'; le32 13
+      printf '\x2f\x00\x00\x00\x10\x07\x10\x11\x11\x88\x88\xfe\x07\x00'
+      printf 'XMP '; le32 ${#xmp}; printf '%s' "$xmp"
+    } >"$out"
+  fi
+}
+
+# ---- 0. build and start ------------------------------------------------------
+
+step "Building the images (one compile in deploy/Dockerfile's build stage)"
+if [[ "${CLUSTER_NO_BUILD:-0}" != 1 ]]; then
+  # One service per image: the other services name the same images.
+  "${DC[@]}" build desktop-db desktop-availability
+fi
+"$DOCKER" image inspect sidecar-sync:latest sidecar-postgres:latest >/dev/null ||
+  die "the images sidecar-sync:latest and sidecar-postgres:latest are missing"
+
+step "Starting the cluster: 3 devices x (PostgreSQL, availability, transfer)"
+"${DC[@]}" down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
+"${DC[@]}" up -d
+refresh_ids
+wait_for 180 "all nine containers are healthy" all_healthy
+"${DC[@]}" ps
+for d in "${DEVICES[@]}"; do
+  for s in availability transfer; do
+    say "$d-$s health: $("$DOCKER" exec "${CID[$d-$s]}" sidecar-health-probe)"
+  done
+  # The runtime image runs as the non-root user "sidecar".
+  [[ "$("$DOCKER" exec "${CID[$d-availability]}" id -un)" == sidecar ]] ||
+    die "$d-availability does not run as user sidecar"
+done
+wait_for 60 "the laptop sees the desktop online" peer_is laptop desktop online
+wait_for 60 "the laptop sees the home server online" peer_is laptop homeserver online
+wait_for 60 "the desktop learned the home server and sees it online" \
+  peer_is desktop homeserver online
+show desktop peers
+show homeserver peers
+
+# ---- 1. Scenario 1 -----------------------------------------------------------
+
+step "Scenario 1: the desktop generates thumbnails, the laptop fetches them"
+PHOTOS=(
+  "7d9f3c2e-1a4b-4c8d-9e6f-0a1b2c3d4e5f 200 40 90"
+  "b52e8a10-3c7d-4e9f-8a1b-2c3d4e5f6a7b 30 160 220"
+  "e0c4a9d8-5b6a-4f3e-9d2c-1b0a9f8e7d6c 120 120 10"
+)
+THUMBS=()
+for photo in "${PHOTOS[@]}"; do
+  read -r uuid r g b <<<"$photo"
+  for spec in "icon@1x 64 48" "grid@2x 320 240"; do
+    read -r variant w h <<<"$spec"
+    uri="sidecar://$uuid/thumbs/$variant.webp"
+    make_thumb "$WORK/thumb.webp" "$w" "$h" "$r" "$g" "$b"
+    put desktop "$(layout "$uri")" <"$WORK/thumb.webp"
+    cp "$WORK/thumb.webp" "$WORK/$uuid-$variant.webp"
+    ctl desktop register "$uri" --file="$STORE/$(layout "$uri")" \
+      --generator=cluster-test-thumbnailer/1 >/dev/null
+    THUMBS+=("$uri")
+  done
+done
+say "the desktop wrote and registered ${#THUMBS[@]} WebP thumbnails" \
+  "($(command -v cwebp >/dev/null && echo "encoded by cwebp" || echo "minimal WebP"))"
+show desktop ls
+for uri in "${THUMBS[@]}"; do
+  wait_for 30 "the laptop knows the desktop has ${uri##*/} of ${uri:10:8}" \
+    holds laptop "$uri" desktop
+done
+out="$(ctl laptop resolve "${THUMBS[1]}")"
+echo "$out" | sed 's/^/      /'
+grep -q "outcome  *REMOTE" <<<"$out" || die "the laptop does not resolve it REMOTE"
+grep -q "desktop" <<<"$out" || die "the desktop is not among the sources"
+show laptop fetch "${THUMBS[@]}" --priority=interactive ||
+  die "the laptop's fetch of the thumbnails failed"
+for i in "${!THUMBS[@]}"; do
+  uri="${THUMBS[$i]}"
+  rel="$(layout "$uri")"
+  a="$(sha_of desktop "$rel")"
+  b="$(sha_of laptop "$rel")"
+  uuid="${uri#sidecar://}"
+  uuid="${uuid%%/*}"
+  variant="${uri##*/}"
+  c="$(sha256sum "$WORK/$uuid-${variant%.webp}.webp" | cut -d' ' -f1)"
+  [[ "$a" == "$b" && "$b" == "$c" ]] ||
+    die "$uri differs: desktop $a, laptop $b, generated $c"
+done
+say "ok: all ${#THUMBS[@]} thumbnails are byte-identical on the laptop"
+out="$(ctl laptop resolve "${THUMBS[1]}")"
+grep -q "outcome  *LOCAL" <<<"$out" || die "the laptop does not resolve it LOCAL after the fetch"
+say "ok: the laptop now resolves it LOCAL"
+
+# ---- 2. Scenario 2 -----------------------------------------------------------
+
+step "Scenario 2: two holders (desktop, home server); the best is chosen"
+S2="sidecar://3c1d2e4f-5a6b-4c7d-8e9f-a0b1c2d3e4f5/thumbstrips/scrub@1x.webp"
+head -c $((3 << 20)) /dev/urandom >"$WORK/strip.bin"
+for d in desktop homeserver; do
+  put "$d" "$(layout "$S2")" <"$WORK/strip.bin"
+  ctl "$d" register "$S2" --file="$STORE/$(layout "$S2")" \
+    --generator=cluster-test-strip/1 >/dev/null
+done
+wait_for 30 "the laptop knows the desktop holds it" holds laptop "$S2" desktop
+wait_for 30 "the laptop knows the home server holds it" holds laptop "$S2" homeserver
+show laptop who-has "$S2"
+out="$(ctl laptop resolve "$S2")"
+echo "$out" | sed 's/^/      /'
+grep -q "outcome  *REMOTE" <<<"$out" || die "not REMOTE"
+best="$(awk '/sources, best first/ { s = 1; next } s && $1 == "1" { print $2; exit }' <<<"$out")"
+second="$(awk '/sources, best first/ { s = 1; next } s && $1 == "2" { print $2; exit }' <<<"$out")"
+[[ -n "$best" && -n "$second" && "$best" != "$second" ]] ||
+  die "resolve does not list both holders as sources"
+say "sources, best first: $best, then $second"
+out="$(ctl laptop fetch "$S2" --priority=interactive 2>/dev/null)" ||
+  die "the fetch of $S2 failed: $out"
+echo "$out" | sed 's/^/      /'
+done_line="$(grep '^DONE' <<<"$out")" || die "no DONE line"
+grep -q "$best" <<<"$done_line" || die "fetched not from the best source ($best): $done_line"
+say "ok: fetched from the best source, $best"
+[[ "$(sha_of laptop "$(layout "$S2")")" == "$(sha256sum "$WORK/strip.bin" | cut -d' ' -f1)" ]] ||
+  die "the laptop's copy of $S2 differs"
+say "ok: identical bytes"
+
+# ---- 3. killed in the middle of a transfer -----------------------------------
+
+# big_fetch_with_kill HOLDER VICTIM URI: the HOLDER holds a 16 MiB sidecar;
+# the laptop fetches it, and once 4 MiB have arrived the container VICTIM is
+# killed (SIGKILL) and started again; the fetch must still end DONE with
+# identical bytes.
+big_fetch_with_kill() {
+  local holder="$1" victim="$2" uri="$3" rel
+  rel="$(layout "$uri")"
+  head -c $((16 << 20)) /dev/urandom >"$WORK/big.bin"
+  put "$holder" "$rel" <"$WORK/big.bin"
+  ctl "$holder" register "$uri" --file="$STORE/$rel" --generator=cluster-test-proxy/1 >/dev/null
+  wait_for 30 "the laptop knows the $holder holds it" holds laptop "$uri" "$holder"
+  show laptop fetch "$uri" --no-wait || die "could not queue the fetch"
+  part_grown() {
+    in_store laptop "find .incoming -name '*.part' -size +4096k 2>/dev/null | grep -q ."
+  }
+  wait_for 60 "the laptop has received 4 MiB (a part file in .incoming)" part_grown
+  show laptop jobs --active
+  say "killing $victim in the middle of the transfer"
+  "$DOCKER" kill -s KILL "${CID[$victim]}" >/dev/null
+  sleep 1
+  "$DOCKER" start "${CID[$victim]}" >/dev/null
+  wait_for 90 "$victim is healthy again" healthy "$victim"
+  local resumed_at
+  resumed_at="$(in_store laptop "find .incoming -name '*.part' -exec stat -c %s {} + 2>/dev/null | sort -n | tail -1")"
+  say "part file now ${resumed_at:-?} bytes: the job goes on from there"
+  show laptop fetch "$uri" || die "the fetch of $uri did not end DONE"
+  [[ "$(sha_of laptop "$rel")" == "$(sha256sum "$WORK/big.bin" | cut -d' ' -f1)" ]] ||
+    die "the laptop's copy of $uri differs"
+  say "ok: $uri arrived complete and identical after $victim was killed"
+}
+
+step "The fetching side (laptop-transfer) is killed mid-transfer"
+big_fetch_with_kill desktop laptop-transfer \
+  "sidecar://9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d/proxies/720p.mp4"
+"$DOCKER" logs "${CID[laptop-transfer]}" 2>&1 | grep -q "interrupted job(s) will resume" ||
+  die "laptop-transfer did not resume the interrupted job after its restart"
+say "ok: laptop-transfer's log says the interrupted job resumed"
+
+step "The serving side (homeserver-transfer) is killed mid-transfer"
+big_fetch_with_kill homeserver homeserver-transfer \
+  "sidecar://1f2e3d4c-5b6a-4798-8a7b-6c5d4e3f2a1b/proxies/480p.mp4"
+show laptop jobs --limit=5
+
+# ---- 4. network partition ----------------------------------------------------
+
+step "The laptop leaves the network (docker network disconnect) and returns"
+MESH="${PROJECT//[^-_a-z0-9]/}_mesh"
+"$DOCKER" network inspect "$MESH" >/dev/null || die "no network $MESH"
+for s in availability transfer; do
+  "$DOCKER" network disconnect "$MESH" "${CID[laptop-$s]}"
+  say "disconnected laptop-$s from $MESH"
+done
+wait_for 60 "the desktop marks the laptop offline" peer_is desktop laptop offline
+wait_for 60 "the home server marks the laptop offline" peer_is homeserver laptop offline
+show desktop peers
+peer_is desktop homeserver online || die "the desktop lost the home server too"
+for s in availability transfer; do
+  # With its service name as an alias again, so that peers find it by name.
+  "$DOCKER" network connect --alias "laptop-$s" "$MESH" "${CID[laptop-$s]}"
+  say "reconnected laptop-$s"
+done
+wait_for 60 "the desktop marks the laptop online again" peer_is desktop laptop online
+wait_for 60 "the home server marks the laptop online again" peer_is homeserver laptop online
+wait_for 60 "the laptop sees the desktop online again" peer_is laptop desktop online
+show homeserver peers
+
+step "All scenarios passed in $((SECONDS - T0))s"
