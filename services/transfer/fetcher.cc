@@ -691,7 +691,8 @@ absl::Status Fetcher::FetchMulti(Attempt* a,
 absl::Status Fetcher::ReadRange(Attempt* a, const FetchSource& src,
                                 uint64_t offset, uint64_t length,
                                 PartFile* part, Sha256* hasher,
-                                uint64_t* received, bool* corrupt) {
+                                uint64_t* received, bool* corrupt,
+                                const std::atomic<bool>* abandon) {
   v1::TransferPeer::Stub* stub;
   {
     absl::MutexLock lock(&mu_);

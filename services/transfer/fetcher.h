@@ -112,7 +112,8 @@ class Fetcher {
   // its checksum or the source sent what was not asked for.
   absl::Status ReadRange(Attempt* a, const FetchSource& src, uint64_t offset,
                          uint64_t length, PartFile* part, Sha256* hasher,
-                         uint64_t* received, bool* corrupt);
+                         uint64_t* received, bool* corrupt,
+                         const std::atomic<bool>* abandon = nullptr);
   absl::Status Commit(Attempt* a, const FetchSource& from,
                       const Sha256Digest* streamed_digest);
   void PublishProgress(Attempt* a, bool force);
