@@ -10,8 +10,8 @@
 #      archive this machine's apt sources name, then docker import;
 #   4. runs the cluster test, which builds the images (one compile), brings
 #      the three-device cluster up, runs its scenarios and tears it down.
-# Images stay in Docker's store for the next run (CLUSTER_PRUNE=1 removes
-# dangling ones at the end). Logs: .cache/cluster-test/.
+# The images stay in Docker's store as the next run's cache; untagged (stale)
+# ones are removed at the end (CLUSTER_PRUNE=0: not). Logs: .cache/cluster-test/.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -52,7 +52,9 @@ finish() {
   local rc=$?
   trap - EXIT INT TERM
   [[ -n "$ROOTFS" ]] && rm -rf "$ROOTFS"
-  if [[ "${CLUSTER_PRUNE:-0}" == 1 ]] && "$DOCKER" info >/dev/null 2>&1; then
+  # Stale layers of earlier builds (untagged images); the tagged images,
+  # the build stage's included, stay as the next run's cache.
+  if [[ "${CLUSTER_PRUNE:-1}" == 1 ]] && "$DOCKER" info >/dev/null 2>&1; then
     "$DOCKER" image prune -f >/dev/null 2>&1 || true
   fi
   if [[ -n "$DOCKERD_PID" ]]; then
@@ -105,7 +107,7 @@ debian_mirror() {
 }
 
 if ! "$DOCKER" image inspect debian:bookworm-slim >/dev/null 2>&1; then
-  mirror="$(debian_mirror | head -n 1)"
+  mirror="$(debian_mirror | head -n 1 || true)"
   [[ -n "$mirror" ]] || die "no bookworm archive in this machine's apt sources"
   ROOTFS="$(mktemp -d /tmp/bookworm-rootfs.XXXXXX)"
   say "making debian:bookworm-slim: debootstrap --variant=minbase bookworm from $mirror"

@@ -611,6 +611,12 @@ absl::Status Fetcher::FetchMulti(Attempt* a,
   absl::Mutex mu;
   std::deque<size_t> todo;
   for (size_t i = keep / piece; i < pieces; ++i) todo.push_back(i);
+  // Endgame: a source with nothing left to take fetches a piece another
+  // source is still on; the first copy to arrive wins and the other stops.
+  // Otherwise the slowest holder's last piece decides the end.
+  std::vector<int> in_flight(pieces, 0);
+  std::unique_ptr<std::atomic<bool>[]> abandon(new std::atomic<bool>[pieces]);
+  for (size_t i = 0; i < pieces; ++i) abandon[i] = false;
   absl::Status last = absl::OkStatus();
   auto contiguous = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     size_t i = 0;
@@ -631,27 +637,47 @@ absl::Status Fetcher::FetchMulti(Attempt* a,
       bool corrupt = false;
       absl::Status s;
       while (!a->cancelled) {
-        size_t idx;
+        size_t idx = pieces;
         {
           absl::MutexLock lock(&mu);
-          if (todo.empty()) break;
-          idx = todo.front();
-          todo.pop_front();
+          if (!todo.empty()) {
+            idx = todo.front();
+            todo.pop_front();
+          } else {
+            for (size_t i = 0; i < pieces; ++i) {
+              if (!done[i] && in_flight[i] == 1) {
+                idx = i;
+                break;
+              }
+            }
+            if (idx == pieces) break;  // nothing left to help with
+            SC_LOG(INFO) << "job " << a->job.id << ": " << SourceName(src)
+                         << " also fetches piece " << idx
+                         << ", still in flight from a slower source";
+          }
+          ++in_flight[idx];
         }
         uint64_t off = idx * piece;
         uint64_t len = std::min<uint64_t>(piece, a->size - off);
         uint64_t received = 0;
         s = ReadRange(a, src, off, len, part.get(), nullptr, &received,
-                      &corrupt);
+                      &corrupt, &abandon[idx]);
         total += received;
         absl::MutexLock lock(&mu);
+        --in_flight[idx];
+        if (done[idx]) {
+          s = absl::OkStatus();  // the other copy arrived first
+          continue;
+        }
         if (!s.ok()) {
-          todo.push_front(idx);  // another source takes it
+          // Another source takes it, unless one is on it already.
+          if (in_flight[idx] == 0) todo.push_front(idx);
           last = absl::Status(s.code(),
                               absl::StrCat(SourceName(src), ": ", s.message()));
           break;
         }
         done[idx] = 1;
+        abandon[idx] = true;
         uint64_t prefix = contiguous();
         if (prefix > a->verified.load()) {
           a->verified = prefix;
@@ -726,10 +752,16 @@ absl::Status Fetcher::ReadRange(Attempt* a, const FetchSource& src,
   const uint64_t end = offset + length;
   bool first = true;
   std::string problem;
+  bool abandoned = false;
   while (reader->Read(&chunk)) {
     {
       absl::MutexLock alock(&a->mu);
       a->streams[&ctx] = absl::Now();
+    }
+    if (abandon != nullptr && abandon->load()) {
+      abandoned = true;
+      ctx.TryCancel();
+      break;
     }
     if (first) {
       first = false;
@@ -791,6 +823,7 @@ absl::Status Fetcher::ReadRange(Attempt* a, const FetchSource& src,
     return absl::DataLossError(
         absl::StrCat("bad data from ", SourceName(src), ": ", problem));
   }
+  if (abandoned) return absl::CancelledError("another source was faster");
   if (!st.ok()) return FromGrpcStatus(st);
   if (next != end) {
     return absl::UnavailableError(absl::StrCat(

@@ -47,7 +47,7 @@ struct FetcherOptions {
   absl::Duration initial_backoff = absl::Milliseconds(200);
   absl::Duration max_backoff = absl::Seconds(30);
   uint64_t multi_source_min_bytes = 32ull << 20;
-  uint64_t piece_bytes = 4ull << 20;
+  uint64_t piece_bytes = 2ull << 20;
   int max_sources = 3;
   uint32_t chunk_bytes = 0;  // 0: the server's choice
   absl::Duration stall_timeout = absl::Seconds(10);

@@ -48,7 +48,7 @@ ABSL_FLAG(absl::Duration, retry_max_backoff, absl::Seconds(30),
           "longest wait between attempts");
 ABSL_FLAG(uint64_t, multi_source_min_bytes, 32ull << 20,
           "sidecars this large are fetched from several holders at once");
-ABSL_FLAG(uint64_t, piece_bytes, 4ull << 20,
+ABSL_FLAG(uint64_t, piece_bytes, 2ull << 20,
           "piece size of multi-source fetches");
 ABSL_FLAG(int, max_sources, 3, "holders used at once by one fetch");
 ABSL_FLAG(uint32_t, chunk_bytes, 0,

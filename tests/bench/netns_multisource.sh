@@ -146,7 +146,7 @@ start_device() {
   "${run[@]}" "$XFER" --listen="$ip:7200" \
     --db="host=$WORK/pg dbname=xfer_$name user=postgres" \
     --sidecar_root="$WORK/$name/root" --availability="$ip:7100" \
-    --port_file="$WORK/$name/transfer.port" "$@" >"$WORK/$name/transfer.log" 2>&1 &
+    --port_file="$WORK/$name/transfer.port" --prefetch_kinds= "$@" >"$WORK/$name/transfer.log" 2>&1 &
   PIDS+=($!)
 }
 B_IP=10.77.1.1

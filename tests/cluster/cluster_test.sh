@@ -38,9 +38,13 @@ WORK="$(mktemp -d /tmp/sidecar-cluster.XXXXXX)"
 
 # Faster liveness than the defaults, so that offline/online take seconds; the
 # laptop's fetches are held to 2 MiB/s so that a 16 MiB fetch takes ~8 s.
+# The values are the compose file's variables (see docker-compose.yml).
 export CLUSTER_PING_INTERVAL=1s CLUSTER_OFFLINE_AFTER=4s
 export CLUSTER_PROMPT_DELAY=200ms CLUSTER_GOSSIP_INTERVAL=5m
 export CLUSTER_LAPTOP_BANDWIDTH_LIMIT=2097152 CLUSTER_MAX_ATTEMPTS=12
+# No prefetch: the scenarios fetch on request, so each step is deterministic
+# (with the default, thumbnails would spread to every device by themselves).
+export CLUSTER_PREFETCH_KINDS=""
 export CLUSTER_BIND=127.0.0.1
 
 DEVICES=(desktop laptop homeserver)
@@ -169,15 +173,14 @@ layout() {
 make_thumb() {
   local out="$1" w="$2" h="$3" r="$4" g="$5" b="$6"
   if command -v cwebp >/dev/null; then
-    awk -v w="$w" -v h="$h" -v r="$r" -v g="$g" -v b="$b" 'BEGIN {
-      printf "P3\n%d %d\n255\n", w, h
-      for (y = 0; y < h; y++) {
-        for (x = 0; x < w; x++) {
-          printf "%d %d %d\n", (r + x * 255 / w) % 256, (g + y * 255 / h) % 256,
-            (b + (x + y) * 2) % 256
-        }
-      }
-    }' >"$WORK/pic.ppm"
+    # A binary PPM (P6) from perl (perl-base is always there), then cwebp.
+    perl -e 'my ($w, $h, $r, $g, $b) = @ARGV;
+      print "P6\n$w $h\n255\n";
+      for my $y (0 .. $h - 1) {
+        print pack("C*", map { (($r + $_ * 255 / $w) % 256,
+                                ($g + $y * 255 / $h) % 256,
+                                ($b + ($_ + $y) * 2) % 256) } 0 .. $w - 1);
+      }' "$w" "$h" "$r" "$g" "$b" >"$WORK/pic.ppm"
     cwebp -quiet -q 80 "$WORK/pic.ppm" -o "$out"
   else
     local xmp="<x:xmpmeta xmlns:x='adobe:ns:meta/'>${w}x${h} $r $g $b</x:xmpmeta>"
@@ -197,6 +200,11 @@ make_thumb() {
 
 step "Building the images (one compile in deploy/Dockerfile's build stage)"
 if [[ "${CLUSTER_NO_BUILD:-0}" != 1 ]]; then
+  # The build stage is tagged too (sidecar-sync-build), so that it is no
+  # dangling image: "docker image prune" then removes only stale layers and
+  # the next build reuses this one's cache.
+  "$DOCKER" build --network host -f deploy/Dockerfile --target build \
+    -t sidecar-sync-build:latest .
   # One service per image: the other services name the same images.
   "${DC[@]}" build desktop-db desktop-availability
 fi
