@@ -312,6 +312,11 @@ class PgJobStore final : public JobStore {
                                               v1::Priority priority) override;
   absl::StatusOr<std::vector<Job>> ClaimBatch(
       absl::Time now, size_t max, absl::Span<const Kind> kinds) override;
+  // Runs a claiming UPDATE that marks its jobs with `token`, in a
+  // transaction; a retry after a lost COMMIT finds them by the token.
+  absl::StatusOr<std::vector<Job>> Claim(const std::string& statement,
+                                         const std::string& token,
+                                         const pg::Params& params);
   absl::StatusOr<uint64_t> FinishMany(
       absl::Span<const std::string> ids, v1::JobState state,
       absl::string_view reason, absl::Span<const uint64_t> sizes) override;
@@ -467,29 +472,36 @@ absl::StatusOr<std::vector<Job>> PgJobStore::CreateMany(
   return out;
 }
 
-absl::StatusOr<std::vector<Job>> PgJobStore::ClaimBatch(
-    absl::Time now, size_t max, absl::Span<const Kind> kinds) {
-  std::vector<Job> out;
-  if (max == 0 || kinds.empty()) return out;
-  const std::string token = Uuid::Random().ToString();
-  std::string kind_array = "{";
+namespace {
+
+// A smallint[] literal of kinds.
+std::string KindArray(absl::Span<const Kind> kinds) {
+  std::string out = "{";
   for (size_t i = 0; i < kinds.size(); ++i) {
-    absl::StrAppend(&kind_array, i ? "," : "", static_cast<int>(kinds[i]));
+    absl::StrAppend(&out, i ? "," : "", static_cast<int>(kinds[i]));
   }
-  kind_array += "}";
-  const pg::Params params = {token, kind_array, std::to_string(max)};
+  return out + "}";
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<Job>> PgJobStore::Claim(const std::string& statement,
+                                                   const std::string& token,
+                                                   const pg::Params& params) {
   absl::MutexLock lock(&mu_);
+  std::vector<Job> out;
   absl::Status s = conn_->RunTransaction(
       kRetryTimeout, [&](pg::Connection& conn, int attempt) -> absl::Status {
         out.clear();
         absl::StatusOr<pg::Result> r;
         if (attempt > 0) {
-          // The first attempt's COMMIT may have gone through.
+          // The first attempt's COMMIT may have gone through: then the jobs
+          // carry our token already.
           r = conn.ExecPrepared("claimed_by", {token});
           if (!r.ok()) return r.status();
         }
         if (attempt == 0 || r->rows() == 0) {
-          r = conn.ExecPrepared("claim_batch", params);
+          r = conn.ExecPrepared(statement, params);
           if (!r.ok()) return r.status();
         }
         for (int row = 0; row < r->rows(); ++row) {
@@ -500,8 +512,15 @@ absl::StatusOr<std::vector<Job>> PgJobStore::ClaimBatch(
         return absl::OkStatus();
       });
   if (!s.ok()) return s;
-  (void)now;
   return out;
+}
+
+absl::StatusOr<std::vector<Job>> PgJobStore::ClaimBatch(
+    absl::Time now, size_t max, absl::Span<const Kind> kinds) {
+  if (max == 0 || kinds.empty()) return std::vector<Job>();
+  const std::string token = Uuid::Random().ToString();
+  return Claim("claim_batch", token,
+               {token, KindArray(kinds), std::to_string(max)});
 }
 
 absl::StatusOr<uint64_t> PgJobStore::FinishMany(
@@ -583,35 +602,11 @@ absl::StatusOr<std::vector<std::string>> PgJobStore::ActiveIds() {
 absl::StatusOr<std::optional<Job>> PgJobStore::ClaimNext(
     absl::Time now, absl::Span<const Kind> leave_fresh) {
   const std::string token = Uuid::Random().ToString();
-  std::string kinds = "{";
-  for (size_t i = 0; i < leave_fresh.size(); ++i) {
-    absl::StrAppend(&kinds, i ? "," : "", static_cast<int>(leave_fresh[i]));
-  }
-  kinds += "}";
-  const pg::Params params = {TimeArg(now), token, kinds};
-  absl::MutexLock lock(&mu_);
-  std::optional<Job> out;
-  absl::Status s = conn_->RunTransaction(
-      kRetryTimeout, [&](pg::Connection& conn, int attempt) -> absl::Status {
-        out.reset();
-        absl::StatusOr<pg::Result> r;
-        if (attempt > 0) {
-          // The first attempt's COMMIT may have gone through.
-          r = conn.ExecPrepared("claimed_by", {token});
-          if (!r.ok()) return r.status();
-        }
-        if (attempt == 0 || r->rows() == 0) {
-          r = conn.ExecPrepared("claim", params);
-          if (!r.ok()) return r.status();
-        }
-        if (r->rows() == 0) return absl::OkStatus();
-        absl::StatusOr<Job> job = JobFromRow(*r, 0);
-        if (!job.ok()) return job.status();
-        out = std::move(*job);
-        return absl::OkStatus();
-      });
-  if (!s.ok()) return s;
-  return out;
+  absl::StatusOr<std::vector<Job>> jobs =
+      Claim("claim", token, {TimeArg(now), token, KindArray(leave_fresh)});
+  if (!jobs.ok()) return jobs.status();
+  if (jobs->empty()) return std::optional<Job>();
+  return std::optional<Job>(std::move(jobs->front()));
 }
 
 absl::Status PgJobStore::UpdateProgress(
