@@ -110,6 +110,7 @@ if ! "$DOCKER" image inspect debian:bookworm-slim >/dev/null 2>&1; then
   mirror="$(debian_mirror | head -n 1 || true)"
   [[ -n "$mirror" ]] || die "no bookworm archive in this machine's apt sources"
   ROOTFS="$(mktemp -d /tmp/bookworm-rootfs.XXXXXX)"
+  chmod 755 "$ROOTFS"  # it becomes the image's "/": mktemp made it 0700
   say "making debian:bookworm-slim: debootstrap --variant=minbase bookworm from $mirror"
   debootstrap --variant=minbase bookworm "$ROOTFS" "$mirror" >"$LOGS/debootstrap.log" 2>&1 ||
     { tail -20 "$LOGS/debootstrap.log"; die "debootstrap failed"; }

@@ -9,3 +9,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/build.sh
 ctest --test-dir build --output-on-failure -j2 "$@"
+
+# The docker-compose cluster test (tests/cluster/): installs and starts Docker
+# as needed, builds the images, runs the three-device cluster's scenarios and
+# cleans up; about 10-12 minutes from nothing. Needs root. Skipped when
+# arguments select tests, or with SKIP_CLUSTER_TEST=1.
+if [[ $# -eq 0 && "${SKIP_CLUSTER_TEST:-0}" != 1 ]]; then
+  scripts/cluster-test.sh
+fi

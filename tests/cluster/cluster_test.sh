@@ -150,12 +150,12 @@ healthy() { [[ "$(health_of "${CID[$1]}")" == healthy ]]; }
 
 # peer_state OBSERVER NAME: online/offline as OBSERVER's peer table says.
 peer_state() {
-  ctl "$1" peers | awk -v n="$2" '$1 == n { print $4; exit }'
+  ctl "$1" peers | awk -v n="$2" '$1 == n && !found { print $4; found = 1 }'
 }
 peer_is() { [[ "$(peer_state "$1" "$2")" == "$3" ]]; }
 
 # holds OBSERVER URI DEVICE: OBSERVER's who-has lists DEVICE as a holder.
-holds() { ctl "$1" who-has "$2" | grep -q "^  *$3 "; }
+holds() { ctl "$1" who-has "$2" | grep "^  *$3 " >/dev/null; }
 
 # layout URI: the layout path of a sidecar URI (content/h0/h1/uuid/dir/file).
 layout() {
@@ -200,13 +200,16 @@ make_thumb() {
 
 step "Building the images (one compile in deploy/Dockerfile's build stage)"
 if [[ "${CLUSTER_NO_BUILD:-0}" != 1 ]]; then
-  # The build stage is tagged too (sidecar-sync-build), so that it is no
-  # dangling image: "docker image prune" then removes only stale layers and
-  # the next build reuses this one's cache.
+  # With the docker CLI, not "docker-compose build": the two clients send the
+  # build context differently, and the compile step would not be reused
+  # between them. The images are the ones docker-compose.yml names. The build
+  # stage is tagged too (sidecar-sync-build), so that it is no dangling image:
+  # "docker image prune" then removes only stale layers, and the next run
+  # reuses this one's compile when the sources are unchanged.
   "$DOCKER" build --network host -f deploy/Dockerfile --target build \
     -t sidecar-sync-build:latest .
-  # One service per image: the other services name the same images.
-  "${DC[@]}" build desktop-db desktop-availability
+  "$DOCKER" build --network host -f deploy/Dockerfile -t sidecar-sync:latest .
+  "$DOCKER" build --network host -t sidecar-postgres:latest deploy/postgres
 fi
 "$DOCKER" image inspect sidecar-sync:latest sidecar-postgres:latest >/dev/null ||
   die "the images sidecar-sync:latest and sidecar-postgres:latest are missing"
@@ -351,7 +354,8 @@ big_fetch_with_kill() {
 step "The fetching side (laptop-transfer) is killed mid-transfer"
 big_fetch_with_kill desktop laptop-transfer \
   "sidecar://9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d/proxies/720p.mp4"
-"$DOCKER" logs "${CID[laptop-transfer]}" 2>&1 | grep -q "interrupted job(s) will resume" ||
+# (grep reads all of it: "grep -q" under pipefail could fail on SIGPIPE.)
+"$DOCKER" logs "${CID[laptop-transfer]}" 2>&1 | grep "interrupted job(s) will resume" >/dev/null ||
   die "laptop-transfer did not resume the interrupted job after its restart"
 say "ok: laptop-transfer's log says the interrupted job resumed"
 
