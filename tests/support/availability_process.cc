@@ -37,13 +37,8 @@ AvailabilityProcess::Create(const std::string& binary, PgServer* pg,
   return p;
 }
 
-AvailabilityProcess::~AvailabilityProcess() {
-  if (child_) child_->Kill();
-}
-
 absl::Status AvailabilityProcess::StartWithExtraFlags(
     const std::map<std::string, std::string>& extra) {
-  ::unlink(port_file_.c_str());
   std::vector<std::string> argv = {
       binary_,
       absl::StrCat("--listen=", address_),
@@ -56,38 +51,13 @@ absl::Status AvailabilityProcess::StartWithExtraFlags(
   };
   std::map<std::string, std::string> flags = options_.flags;
   for (const auto& [k, v] : extra) flags[k] = v;
-  for (const auto& [k, v] : flags)
-    argv.push_back(absl::StrCat("--", k, "=", v));
-  absl::StatusOr<ChildProcess> c = ChildProcess::Spawn(argv, {}, log_);
-  if (!c.ok()) return c.status();
-  child_ = std::move(*c);
   // A fresh channel per incarnation: calls never ride a connection to the
   // process that was stopped.
   auto channel = MakeChannel(address_);
   api_ = v1::Availability::NewStub(channel);
   peer_api_ = v1::Peer::NewStub(channel);
-  absl::StatusOr<int> port = WaitForPortFile(port_file_, absl::Seconds(30));
-  if (!port.ok()) {
-    return absl::UnavailableError(
-        absl::StrCat(options_.name, " did not start: ", port.status().message(),
-                     "\n", ReadTail(log_)));
-  }
-  return absl::OkStatus();
+  return process_.Start(std::move(argv), flags, log_, port_file_,
+                        options_.name);
 }
-
-int AvailabilityProcess::Stop() {
-  if (!child_) return -1;
-  int status = child_->Terminate(absl::Seconds(20));
-  child_.reset();
-  return status;
-}
-
-void AvailabilityProcess::Kill() {
-  if (!child_) return;
-  child_->Kill();
-  child_.reset();
-}
-
-bool AvailabilityProcess::running() { return child_ && child_->IsRunning(); }
 
 }  // namespace sidecar::testing

@@ -13,7 +13,7 @@
 #include "sidecar/v1/availability.grpc.pb.h"
 #include "sidecar/v1/peer.grpc.pb.h"
 #include "tests/support/pg_server.h"
-#include "tests/support/process.h"
+#include "tests/support/service_process.h"
 
 namespace sidecar::testing {
 
@@ -34,7 +34,7 @@ class AvailabilityProcess {
       const std::string& binary, PgServer* pg, const std::string& work_dir,
       DeviceOptions options);
 
-  ~AvailabilityProcess();
+  ~AvailabilityProcess() = default;  // kills a running process
 
   // Starts the process and waits until it serves (port file written).
   absl::Status Start() { return StartWithExtraFlags({}); }
@@ -42,10 +42,10 @@ class AvailabilityProcess {
   absl::Status StartWithExtraFlags(
       const std::map<std::string, std::string>& flags);
   // SIGTERM and wait (graceful); returns the exit status.
-  int Stop();
+  int Stop() { return process_.Stop(); }
   // SIGKILL.
-  void Kill();
-  bool running();
+  void Kill() { process_.Kill(); }
+  bool running() { return process_.running(); }
 
   const std::string& address() const { return address_; }
   int port() const { return port_; }
@@ -53,7 +53,7 @@ class AvailabilityProcess {
   const std::string& log_path() const { return log_; }
   const std::string& conninfo() const { return conninfo_; }
   // The process id while running, else -1.
-  int pid() const { return child_ ? child_->pid() : -1; }
+  int pid() const { return process_.pid(); }
   const std::string& name() const { return options_.name; }
   void set_peers(std::vector<std::string> peers) {
     options_.peers = std::move(peers);
@@ -74,7 +74,7 @@ class AvailabilityProcess {
   std::string address_;
   int port_ = 0;
   DeviceOptions options_;
-  std::optional<ChildProcess> child_;
+  ServiceProcess process_;
   std::unique_ptr<v1::Availability::Stub> api_;
   std::unique_ptr<v1::Peer::Stub> peer_api_;
 };

@@ -35,13 +35,8 @@ absl::StatusOr<std::unique_ptr<TransferProcess>> TransferProcess::Create(
   return p;
 }
 
-TransferProcess::~TransferProcess() {
-  if (child_) child_->Kill();
-}
-
 absl::Status TransferProcess::Start(
     const std::map<std::string, std::string>& extra) {
-  ::unlink(port_file_.c_str());
   std::vector<std::string> argv = {
       binary_,
       absl::StrCat("--listen=", address_),
@@ -52,37 +47,13 @@ absl::Status TransferProcess::Start(
   };
   std::map<std::string, std::string> flags = flags_;
   for (const auto& [k, v] : extra) flags[k] = v;
-  for (const auto& [k, v] : flags) {
-    argv.push_back(absl::StrCat("--", k, "=", v));
-  }
-  absl::StatusOr<ChildProcess> c = ChildProcess::Spawn(argv, {}, log_);
-  if (!c.ok()) return c.status();
-  child_ = std::move(*c);
+  // A fresh channel per incarnation: calls never ride a connection to the
+  // process that was stopped.
   auto channel = MakeChannel(address_);
   api_ = v1::Transfer::NewStub(channel);
   peer_api_ = v1::TransferPeer::NewStub(channel);
-  absl::StatusOr<int> port = WaitForPortFile(port_file_, absl::Seconds(30));
-  if (!port.ok()) {
-    return absl::UnavailableError(absl::StrCat(
-        "transfer service ", name_, " did not start: ", port.status().message(),
-        "\n", ReadTail(log_)));
-  }
-  return absl::OkStatus();
+  return process_.Start(std::move(argv), flags, log_, port_file_,
+                        absl::StrCat("transfer service ", name_));
 }
-
-int TransferProcess::Stop() {
-  if (!child_) return -1;
-  int status = child_->Terminate(absl::Seconds(20));
-  child_.reset();
-  return status;
-}
-
-void TransferProcess::Kill() {
-  if (!child_) return;
-  child_->Kill();
-  child_.reset();
-}
-
-bool TransferProcess::running() { return child_ && child_->IsRunning(); }
 
 }  // namespace sidecar::testing

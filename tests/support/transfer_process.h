@@ -12,7 +12,7 @@
 #include "absl/status/statusor.h"
 #include "sidecar/v1/transfer.grpc.pb.h"
 #include "tests/support/pg_server.h"
-#include "tests/support/process.h"
+#include "tests/support/service_process.h"
 
 namespace sidecar::testing {
 
@@ -25,12 +25,12 @@ class TransferProcess {
       const std::string& name, const std::string& availability_address,
       const std::string& sidecar_root,
       std::map<std::string, std::string> flags = {});
-  ~TransferProcess();
+  ~TransferProcess() = default;  // kills a running process
 
   absl::Status Start(const std::map<std::string, std::string>& extra = {});
-  int Stop();
-  void Kill();
-  bool running();
+  int Stop() { return process_.Stop(); }
+  void Kill() { process_.Kill(); }
+  bool running() { return process_.running(); }
 
   const std::string& address() const { return address_; }
   int port() const { return port_; }
@@ -44,7 +44,7 @@ class TransferProcess {
   std::string availability_, root_, name_;
   int port_ = 0;
   std::map<std::string, std::string> flags_;
-  std::optional<ChildProcess> child_;
+  ServiceProcess process_;
   std::unique_ptr<v1::Transfer::Stub> api_;
   std::unique_ptr<v1::TransferPeer::Stub> peer_api_;
 };
