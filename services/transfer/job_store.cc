@@ -225,13 +225,18 @@ absl::Status PrepareStatements(pg::Connection& conn) {
            returning)},
       {"claim_batch",
        absl::StrCat(
+           // The picked ids are collected once (an InitPlan) and locked by
+           // it, so the outer scan needs no state filter and can only be
+           // the primary key's. `id IN (subquery)` was planned as a nested
+           // loop that ran the subquery per row: quadratic, and it could
+           // claim more than $3 jobs.
            "UPDATE transfer_jobs SET state = 2, attempts = attempts + 1, "
            "next_attempt_at = NULL, claim_token = $1, "
            "updated_at = clock_timestamp() "
-           "WHERE state = 1 AND id IN (SELECT id FROM transfer_jobs "
+           "WHERE id = ANY(ARRAY(SELECT id FROM transfer_jobs "
            "WHERE state = 1 AND attempts = 0 AND kind = ANY($2::smallint[]) "
            "ORDER BY priority DESC, created_at, id LIMIT $3 "
-           "FOR UPDATE SKIP LOCKED)",
+           "FOR UPDATE SKIP LOCKED))",
            returning)},
       {"finish_many",
        "UPDATE transfer_jobs t SET state = $2::smallint, reason = $3, "
@@ -493,6 +498,15 @@ absl::StatusOr<std::vector<Job>> PgJobStore::Claim(const std::string& statement,
   absl::Status s = conn_->RunTransaction(
       kRetryTimeout, [&](pg::Connection& conn, int attempt) -> absl::Status {
         out.clear();
+        // Plan the claim for the table as it is now. A generic plan made
+        // while the table was small (statistics lag behind a burst of
+        // Fetch calls) scans every queued job per claimed one.
+        if (absl::Status s =
+                conn.Exec("SET LOCAL plan_cache_mode = force_custom_plan")
+                    .status();
+            !s.ok()) {
+          return s;
+        }
         absl::StatusOr<pg::Result> r;
         if (attempt > 0) {
           // The first attempt's COMMIT may have gone through: then the jobs

@@ -38,9 +38,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
-#include <functional>
 #include <random>
 #include <thread>
 
@@ -63,7 +63,8 @@
 #include "tests/support/transfer_process.h"
 
 ABSL_FLAG(std::string, mode, "bench", "bench, or fetch (client mode)");
-ABSL_FLAG(std::vector<std::string>, bench, std::vector<std::string>({"large", "thumbs"}),
+ABSL_FLAG(std::vector<std::string>, bench,
+          std::vector<std::string>({"large", "thumbs"}),
           "benchmarks to run: large, thumbs");
 ABSL_FLAG(int, runs, 3, "runs of each measurement (medians are reported)");
 ABSL_FLAG(std::string, data_dir, "/tmp",
@@ -78,6 +79,13 @@ ABSL_FLAG(std::vector<std::string>, transfer_flags, {},
 ABSL_FLAG(std::string, nginx, "/usr/sbin/nginx", "nginx binary");
 ABSL_FLAG(std::string, rsync, "/usr/bin/rsync", "rsync binary");
 ABSL_FLAG(bool, keep, false, "keep the working directory");
+ABSL_FLAG(std::vector<std::string>, baselines,
+          std::vector<std::string>({"rsync", "curl", "tar"}),
+          "thumbs baselines to run beside ours: rsync, curl, tar (none: "
+          "--baselines= , e.g. while profiling ours)");
+ABSL_FLAG(bool, pg_stats, false,
+          "load pg_stat_statements and print, after the thumbs benchmark, "
+          "the statements that took the most PostgreSQL time");
 ABSL_FLAG(std::string, availability_bin, AVAILABILITY_BIN,
           "sidecar-availability");
 ABSL_FLAG(std::string, transfer_bin, TRANSFER_BIN, "sidecar-transfer");
@@ -110,7 +118,9 @@ void CheckRpc(const grpc::Status& s, const std::string& what) {
   if (!s.ok()) Die(absl::StrCat(what, ": ", s.error_message()));
 }
 
-double Secs(absl::Time since) { return absl::ToDoubleSeconds(absl::Now() - since); }
+double Secs(absl::Time since) {
+  return absl::ToDoubleSeconds(absl::Now() - since);
+}
 
 double Median(std::vector<double> v) {
   if (v.empty()) return 0;
@@ -121,12 +131,13 @@ double Median(std::vector<double> v) {
 
 // Runs a shell command line; dies if it fails.
 void Sh(const std::string& cmd, const std::string& log) {
-  absl::StatusOr<int> rc = testing::RunCommand({"/bin/sh", "-c", cmd}, {}, log,
-                                               absl::Minutes(30));
+  absl::StatusOr<int> rc =
+      testing::RunCommand({"/bin/sh", "-c", cmd}, {}, log, absl::Minutes(30));
   if (!rc.ok() || *rc != 0) {
-    Die(absl::StrCat("`", cmd, "` failed (",
-                     rc.ok() ? absl::StrCat("exit ", *rc) : rc.status().ToString(),
-                     "); see ", log, "\n", testing::ReadTail(log)));
+    Die(absl::StrCat(
+        "`", cmd, "` failed (",
+        rc.ok() ? absl::StrCat("exit ", *rc) : rc.status().ToString(),
+        "); see ", log, "\n", testing::ReadTail(log)));
   }
 }
 
@@ -174,7 +185,8 @@ size_t CountFiles(const std::string& dir) {
   size_t n = 0;
   std::error_code ec;
   for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
-       it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+       it != std::filesystem::recursive_directory_iterator();
+       it.increment(ec)) {
     if (ec) break;
     if (it->is_regular_file()) ++n;
   }
@@ -249,9 +261,9 @@ std::unique_ptr<Device> MakeDevice(PgServer* pg, const std::string& dir,
                                    d->avail->sidecar_root(), xflags);
   Check(x.status(), "transfer " + name);
   d->xfer = std::move(*x);
-  Check(d->avail->StartWithExtraFlags(
-            {{"transfer_address", d->xfer->address()}}),
-        "starting availability " + name);
+  Check(
+      d->avail->StartWithExtraFlags({{"transfer_address", d->xfer->address()}}),
+      "starting availability " + name);
   Check(d->xfer->Start(), "starting transfer " + name);
   grpc::ClientContext ctx;
   SetDeadline(&ctx, absl::Seconds(10));
@@ -546,7 +558,8 @@ void BenchLarge(PgServer* pg, const std::string& work) {
     std::vector<std::string> ids =
         FetchAll(b->xfer->api(), {key}, v1::PRIORITY_INTERACTIVE, nullptr);
     v1::JobStatus s = WatchUntilEnd(b->xfer->api(), ids[0], absl::Minutes(10));
-    if (s.state() != v1::JOB_STATE_DONE) Die("warm-up fetch: " + s.last_error());
+    if (s.state() != v1::JOB_STATE_DONE)
+      Die("warm-up fetch: " + s.last_error());
     Forget(b.get(), {key});
     Sh(absl::StrCat("curl -s -f -o ", out, " '", url, "'"), log);
     RemoveAll(out);
@@ -563,7 +576,8 @@ void BenchLarge(PgServer* pg, const std::string& work) {
       absl::Time t0 = absl::Now();
       std::vector<std::string> ids =
           FetchAll(b->xfer->api(), {key}, v1::PRIORITY_INTERACTIVE, nullptr);
-      v1::JobStatus s = WatchUntilEnd(b->xfer->api(), ids[0], absl::Minutes(10));
+      v1::JobStatus s =
+          WatchUntilEnd(b->xfer->api(), ids[0], absl::Minutes(10));
       double secs = Secs(t0);
       if (s.state() != v1::JOB_STATE_DONE) Die("fetch: " + s.last_error());
       if (std::filesystem::file_size(s.local_path()) != size) {
@@ -583,7 +597,8 @@ void BenchLarge(PgServer* pg, const std::string& work) {
       double secs = Secs(t0);
       std::ifstream in(out + ".sha");
       std::string line((std::istreambuf_iterator<char>(in)), {});
-      if (line.find(hex) == std::string::npos) Die("curl copy differs: " + line);
+      if (line.find(hex) == std::string::npos)
+        Die("curl copy differs: " + line);
       t.Add(kCurl, secs);
       std::cout << absl::StrFormat("  run %d curl %.3f s\n", r, secs);
       RemoveAll(out);
@@ -604,6 +619,24 @@ void BenchLarge(PgServer* pg, const std::string& work) {
 }
 
 // ---- thumbs ---------------------------------------------------------------
+
+// Prints the statements that took the most time in PostgreSQL (all
+// databases), from pg_stat_statements (see --pg_stats).
+void PrintPgStats(PgServer* pg, const std::string& log) {
+  const std::string psql =
+      absl::StrCat("psql -X -q \"", pg->ConnInfo("postgres"), "\" -c ");
+  Sh(psql + "'CREATE EXTENSION IF NOT EXISTS pg_stat_statements'", log);
+  std::cout << "  PostgreSQL statements by total time (all runs):\n";
+  std::fflush(stdout);
+  Sh(psql +
+         "\"SELECT calls, round(total_exec_time::numeric, 0) AS ms, "
+         "round((total_exec_time / calls * 1000)::numeric, 0) AS us_per_call, "
+         "rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) AS query "
+         "FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15\"",
+     log + ".pg_stats");
+  std::ifstream in(log + ".pg_stats");
+  std::cout << in.rdbuf();
+}
 
 void BenchThumbs(PgServer* pg, const std::string& work) {
   const int n = absl::GetFlag(FLAGS_thumbs);
@@ -653,10 +686,11 @@ void BenchThumbs(PgServer* pg, const std::string& work) {
   Sh(absl::StrCat("tar -C ", a->root(), "/content -cf - . > /dev/null"), log);
 
   Table t;
-  const std::string kOurs = absl::StrCat(
-      "ours: Fetch x", (n + absl::GetFlag(FLAGS_fetch_batch) - 1) /
-                           absl::GetFlag(FLAGS_fetch_batch),
-      " calls..all DONE");
+  const std::string kOurs =
+      absl::StrCat("ours: Fetch x",
+                   (n + absl::GetFlag(FLAGS_fetch_batch) - 1) /
+                       absl::GetFlag(FLAGS_fetch_batch),
+                   " calls..all DONE");
   const std::string kRsync = "rsync daemon (rsync -a rsync://)";
   const std::string kCurl = "nginx + one keep-alive curl";
   const std::string kTar = "tar | tar (file-creation floor)";
@@ -731,15 +765,27 @@ void BenchThumbs(PgServer* pg, const std::string& work) {
                                  "/mod/ ", dst, "/content/"));
     };
     auto curl = [&] {
-      timed(kCurl, absl::StrCat("curl -s -f --create-dirs --config ", curl_cfg));
+      timed(kCurl,
+            absl::StrCat("curl -s -f --create-dirs --config ", curl_cfg));
     };
     auto tar = [&] {
       std::filesystem::create_directories(dst);
-      timed(kTar, absl::StrCat("mkdir -p ", dst, "/content && tar -C ",
-                               a->root(), "/content -cf - . | tar -C ", dst,
-                               "/content -xf -"));
+      timed(kTar,
+            absl::StrCat("mkdir -p ", dst, "/content && tar -C ", a->root(),
+                         "/content -cf - . | tar -C ", dst, "/content -xf -"));
     };
-    std::vector<std::function<void()>> steps = {ours, rsync, curl, tar};
+    std::vector<std::function<void()>> steps = {ours};
+    for (const std::string& name : absl::GetFlag(FLAGS_baselines)) {
+      if (name == "rsync") {
+        steps.push_back(rsync);
+      } else if (name == "curl") {
+        steps.push_back(curl);
+      } else if (name == "tar") {
+        steps.push_back(tar);
+      } else {
+        Die("unknown baseline " + name);
+      }
+    }
     std::rotate(steps.begin(), steps.begin() + (r % steps.size()), steps.end());
     for (auto& s : steps) s();
   }
@@ -754,6 +800,7 @@ void BenchThumbs(PgServer* pg, const std::string& work) {
     double m = Median(v);
     if (m >= 0.05) std::cout << absl::StrFormat("    %-22s %7.2f s\n", k, m);
   }
+  if (absl::GetFlag(FLAGS_pg_stats)) PrintPgStats(pg, log);
   Forget(b.get(), keys);
   if (servers.nginx) servers.nginx->Terminate(absl::Seconds(5));
   if (servers.rsyncd) servers.rsyncd->Terminate(absl::Seconds(5));
@@ -815,14 +862,13 @@ int FetchMode(const std::vector<char*>& args) {
       FetchAll(api.get(), keys, v1::PRIORITY_INTERACTIVE, nullptr);
   int rc = 0;
   for (size_t i = 0; i < ids.size(); ++i) {
-    v1::JobStatus s = WatchUntilEnd(api.get(), ids[i], absl::GetFlag(FLAGS_timeout));
+    v1::JobStatus s =
+        WatchUntilEnd(api.get(), ids[i], absl::GetFlag(FLAGS_timeout));
     double secs = Secs(t0);
-    std::cout << absl::StrFormat("fetched %s state %s in %.3f s: %s%s\n",
-                                 args[i + 1], v1::JobState_Name(s.state()),
-                                 secs, s.reason(),
-                                 s.last_error().empty()
-                                     ? ""
-                                     : " (last error: " + s.last_error() + ")");
+    std::cout << absl::StrFormat(
+        "fetched %s state %s in %.3f s: %s%s\n", args[i + 1],
+        v1::JobState_Name(s.state()), secs, s.reason(),
+        s.last_error().empty() ? "" : " (last error: " + s.last_error() + ")");
     if (s.state() != v1::JOB_STATE_DONE) rc = 1;
   }
   std::cout.flush();
@@ -833,12 +879,18 @@ int Run(const std::vector<char*>& args) {
   std::cout << std::unitbuf;  // progress lines appear as they happen
   if (absl::GetFlag(FLAGS_mode) == "fetch") return FetchMode(args);
   std::string t = absl::GetFlag(FLAGS_data_dir) + "/transfer-bench-XXXXXX";
-  if (mkdtemp(t.data()) == nullptr) Die("mkdtemp in " + absl::GetFlag(FLAGS_data_dir));
+  if (mkdtemp(t.data()) == nullptr)
+    Die("mkdtemp in " + absl::GetFlag(FLAGS_data_dir));
   const std::string work = t;
   ::chmod(work.c_str(), 0755);
   std::cout << "working directory " << work << "\n";
   {
-    PgServer pg;
+    testing::PgServerOptions pg_options;
+    if (absl::GetFlag(FLAGS_pg_stats)) {
+      pg_options.settings = {"shared_preload_libraries=pg_stat_statements",
+                             "pg_stat_statements.track=all"};
+    }
+    PgServer pg(pg_options);
     Check(pg.Start(), "PostgreSQL");
     for (const std::string& b : absl::GetFlag(FLAGS_bench)) {
       if (b == "large") {

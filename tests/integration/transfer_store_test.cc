@@ -479,6 +479,64 @@ TEST_F(JobStoreTest, RequeueRunningAfterCrash) {
   EXPECT_EQ(*again->expected_size, 5u << 20);
 }
 
+// The batch lane's claim takes at most `max` new jobs of the given kinds,
+// highest priority first, also when its plan was cached while the table was
+// empty (as on a fresh device before the first burst of Fetch calls). Such
+// a stale plan ran the picking subquery once per row and claimed them all.
+TEST_F(JobStoreTest, ClaimBatchTakesAtMostMaxByPriorityWithAStalePlan) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  const Kind thumbs[] = {v1::SIDECAR_KIND_THUMB};
+  for (int i = 0; i < 8; ++i) {  // past the custom-plan executions
+    auto none = store->ClaimBatch(absl::Now(), 100, thumbs);
+    ASSERT_TRUE(none.ok()) << none.status();
+    EXPECT_TRUE(none->empty());
+  }
+  std::vector<SidecarKey> normal, interactive, proxies;
+  for (int i = 0; i < 2000; ++i) normal.push_back(KeyFor(10000 + i));
+  for (int i = 0; i < 100; ++i) interactive.push_back(KeyFor(20000 + i));
+  for (int i = 0; i < 100; ++i) {
+    SidecarKey k = KeyFor(30000 + i);
+    k.kind = v1::SIDECAR_KIND_PROXY;
+    k.format = v1::SIDECAR_FORMAT_MP4;
+    proxies.push_back(k);
+  }
+  ASSERT_TRUE(store->CreateMany(normal, v1::PRIORITY_NORMAL).ok());
+  ASSERT_TRUE(store->CreateMany(proxies, v1::PRIORITY_INTERACTIVE).ok());
+  auto urgent = store->CreateMany(interactive, v1::PRIORITY_INTERACTIVE);
+  ASSERT_TRUE(urgent.ok()) << urgent.status();
+
+  auto batch = store->ClaimBatch(absl::Now(), 1000, thumbs);
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  ASSERT_EQ(batch->size(), 1000u);
+  std::set<std::string> ids;
+  for (const Job& job : *batch) {
+    EXPECT_EQ(job.key.kind, v1::SIDECAR_KIND_THUMB);
+    EXPECT_EQ(job.state, v1::JOB_STATE_RUNNING);
+    EXPECT_EQ(job.attempts, 1u);
+    ids.insert(job.id);
+  }
+  EXPECT_EQ(ids.size(), 1000u);
+  for (const Job& job : *urgent) EXPECT_TRUE(ids.count(job.id)) << job.id;
+
+  auto conn = pg::Connection::Open(conninfo_);
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  auto running =
+      (*conn)->Exec("SELECT count(*) FROM transfer_jobs WHERE state = 2");
+  ASSERT_TRUE(running.ok()) << running.status();
+  EXPECT_EQ(running->GetInt64(0, 0).value_or(-1), 1000);
+
+  // The rest comes in later batches, then nothing.
+  size_t rest = 0;
+  for (int i = 0; i < 10; ++i) {
+    auto more = store->ClaimBatch(absl::Now(), 1000, thumbs);
+    ASSERT_TRUE(more.ok()) << more.status();
+    if (more->empty()) break;
+    rest += more->size();
+  }
+  EXPECT_EQ(rest, 1100u);
+}
+
 TEST_F(JobStoreTest, SurvivesServerRestart) {
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
