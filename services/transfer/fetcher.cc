@@ -116,7 +116,9 @@ void Fetcher::Start() {
     threads_.emplace_back([this] { WorkerLoop(); });
   }
   if (!options_.batch_kinds.empty() && options_.batch_max_jobs > 0) {
-    threads_.emplace_back([this] { BatchLoop(); });
+    for (int i = 0; i < options_.batch_lanes; ++i) {
+      threads_.emplace_back([this] { BatchLoop(); });
+    }
   }
   threads_.emplace_back([this] { WatchdogLoop(); });
 }
@@ -232,6 +234,7 @@ void Fetcher::RunBatch(std::vector<Job> jobs) {
       source_of.emplace(r.sources[0].transfer_address, r.sources[0]);
     }
   }
+  const absl::Time resolved = absl::Now();
   std::vector<StoreWriter::BatchItem> written;
   std::vector<size_t> written_index;
   std::vector<std::string> from_name(jobs.size());
@@ -303,7 +306,9 @@ void Fetcher::RunBatch(std::vector<Job> jobs) {
                                   st.ok() && !corrupt, corrupt);
   }
   // Install, register, finish.
+  const absl::Time received_all = absl::Now();
   std::vector<absl::Status> committed = store_->CommitBatch(written);
+  const absl::Time installed = absl::Now();
   std::vector<AvailabilityClient::ReadyItem> ready;
   std::vector<size_t> ready_index;
   for (size_t k = 0; k < written.size(); ++k) {
@@ -318,6 +323,7 @@ void Fetcher::RunBatch(std::vector<Job> jobs) {
     ready_index.push_back(i);
   }
   absl::Status reg = availability_->RegisterReadyMany(ready);
+  const absl::Time registered = absl::Now();
   // Finished per source, so each job says where it came from.
   struct Done {
     std::vector<std::string> ids;
@@ -355,11 +361,17 @@ void Fetcher::RunBatch(std::vector<Job> jobs) {
   SC_LOG(DEBUG) << "batch of " << jobs.size() << ": " << done.size()
                 << " fetched, " << already_local.size() << " local, "
                 << fallback.size() << " left to the workers, in "
-                << absl::Now() - start;
+                << absl::Now() - start << " (resolve " << resolved - start
+                << ", receive " << received_all - resolved << ", install "
+                << installed - received_all << ", register "
+                << registered - installed << ", finish "
+                << absl::Now() - registered << ")";
+  // Only watched jobs are read back (one query each).
   for (const std::vector<std::string>* ids : {&done, &already_local}) {
     for (const std::string& id : *ids) {
+      if (!events_->HasWatchers(id)) continue;
       if (absl::StatusOr<std::optional<Job>> j = jobs_->Get(id);
-          j.ok() && j->has_value() && events_->HasWatchers(id)) {
+          j.ok() && j->has_value()) {
         events_->Publish(StatusOf(**j));
       }
     }
@@ -771,8 +783,8 @@ absl::Status Fetcher::ReadRange(Attempt* a, const FetchSource& src,
         break;
       }
     }
-    auto owned = std::make_shared<std::string>(
-        std::move(*chunk.mutable_data()));
+    auto owned =
+        std::make_shared<std::string>(std::move(*chunk.mutable_data()));
     const std::string& data = *owned;
     if (chunk.offset() != next || next + data.size() > end) {
       problem = absl::StrCat("it sent bytes at ", chunk.offset(), "+",

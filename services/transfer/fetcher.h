@@ -61,6 +61,9 @@ struct FetcherOptions {
       v1::SIDECAR_KIND_THUMB, v1::SIDECAR_KIND_THUMBSTRIP, v1::SIDECAR_KIND_OCR,
       v1::SIDECAR_KIND_TRANSCRIPT, v1::SIDECAR_KIND_EMBEDDINGS};
   size_t batch_max_jobs = 1000;
+  // Batches in flight at once, so that one batch's network time overlaps
+  // another's flushes and renames.
+  int batch_lanes = 2;
   uint64_t batch_max_item_bytes = 4ull << 20;
 };
 

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -185,18 +186,24 @@ absl::Status NoSuchJob(absl::string_view id) {
 absl::Status PrepareStatements(pg::Connection& conn) {
   const std::string returning = absl::StrCat(" RETURNING ", kJobColumns);
   const std::pair<std::string, std::string> statements[] = {
-      {"create",
+      // CreateMany: one statement per round for the whole list.
+      {"create_many",
        absl::StrCat("INSERT INTO transfer_jobs (id, content_uuid, kind, "
                     "variant, format, priority, state) "
-                    "VALUES ($1, $2, $3, $4, $5, $6, 1) "
+                    "SELECT t.i, t.u, t.k, t.v, t.f, $6::smallint, 1 "
+                    "FROM unnest($1::uuid[], $2::uuid[], $3::smallint[], "
+                    "$4::text[], $5::smallint[]) AS t(i, u, k, v, f) "
                     "ON CONFLICT (content_uuid, kind, variant, format) WHERE ",
                     kActive, " DO NOTHING", returning)},
-      {"create_existing",
-       absl::StrCat("UPDATE transfer_jobs SET priority = greatest(priority, "
-                    "$5::smallint), updated_at = CASE WHEN priority < $5 THEN "
-                    "clock_timestamp() ELSE updated_at END "
-                    "WHERE content_uuid = $1 AND kind = $2 AND variant = $3 "
-                    "AND format = $4 AND ",
+      {"create_existing_many",
+       absl::StrCat("UPDATE transfer_jobs j SET priority = "
+                    "greatest(j.priority, $5::smallint), updated_at = CASE "
+                    "WHEN j.priority < $5 THEN clock_timestamp() ELSE "
+                    "j.updated_at END "
+                    "FROM unnest($1::uuid[], $2::smallint[], $3::text[], "
+                    "$4::smallint[]) AS t(u, k, v, f) "
+                    "WHERE j.content_uuid = t.u AND j.kind = t.k AND "
+                    "j.variant = t.v AND j.format = t.f AND j.",
                     kActive, returning)},
       {"get", absl::StrCat("SELECT ", kJobColumns,
                            " FROM transfer_jobs WHERE id = $1")},
@@ -408,32 +415,61 @@ absl::Status ValidateNewJob(const SidecarKey& key, v1::Priority priority) {
   return absl::OkStatus();
 }
 
-// Inserts a job for `key` with id `id`, or returns the key's active job
-// (raising its priority). Runs inside the caller's transaction.
-absl::StatusOr<Job> CreateInTransaction(pg::Connection& conn,
-                                        const std::string& id,
-                                        const SidecarKey& key,
-                                        v1::Priority priority) {
-  const pg::Params key_params = {
-      key.content.ToString(), std::to_string(key.kind), key.variant,
-      std::to_string(key.format), std::to_string(priority)};
-  pg::Params insert_params = {id};
-  insert_params.insert(insert_params.end(), key_params.begin(),
-                       key_params.end());
-  // The active job may end between the failed insert and the update; then
-  // the insert succeeds the next time round.
-  for (int round = 0; round < 3; ++round) {
-    absl::StatusOr<pg::Result> r = conn.ExecPrepared("create", insert_params);
-    if (!r.ok()) return r.status();
-    if (r->rows() == 0) {
-      r = conn.ExecPrepared("create_existing", key_params);
-      if (!r.ok()) return r.status();
+// Makes sure each of `keys` (distinct) has an active job: inserts one with
+// the matching id from `ids`, or raises the priority of the key's active
+// job. Fills `jobs` (same order; entries already set are kept). Runs
+// inside the caller's transaction.
+absl::Status CreateAllInTransaction(pg::Connection& conn,
+                                    absl::Span<const std::string> ids,
+                                    absl::Span<const SidecarKey> keys,
+                                    v1::Priority priority,
+                                    std::vector<std::optional<Job>>& jobs) {
+  absl::flat_hash_map<SidecarKey, size_t> index;
+  index.reserve(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) index.emplace(keys[i], i);
+  auto take = [&](const pg::Result& r) -> absl::Status {
+    for (int row = 0; row < r.rows(); ++row) {
+      absl::StatusOr<Job> job = JobFromRow(r, row);
+      if (!job.ok()) return job.status();
+      auto it = index.find(job->key);
+      if (it != index.end()) jobs[it->second] = std::move(*job);
     }
-    if (r->rows() == 1) return JobFromRow(*r, 0);
+    return absl::OkStatus();
+  };
+  const std::string prio = std::to_string(priority);
+  // The active job of a key may end between the insert that found it and
+  // the update; then the insert succeeds the next time round.
+  for (int round = 0; round < 3; ++round) {
+    pg::ArrayBuilder id, u, k, v, f;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (jobs[i]) continue;
+      id.Add(ids[i]);
+      u.Add(keys[i].content.ToString());
+      k.AddInt(keys[i].kind);
+      v.Add(keys[i].variant);
+      f.AddInt(keys[i].format);
+    }
+    if (u.size() == 0) return absl::OkStatus();
+    const bool all_new = round == 0 && u.size() == keys.size();
+    const std::string us = u.Finish(), ks = k.Finish(), vs = v.Finish(),
+                      fs = f.Finish();
+    absl::StatusOr<pg::Result> r =
+        conn.ExecPrepared("create_many", {id.Finish(), us, ks, vs, fs, prio});
+    if (!r.ok()) return r.status();
+    if (absl::Status s = take(*r); !s.ok()) return s;
+    if (all_new && static_cast<size_t>(r->rows()) == keys.size()) break;
+    r = conn.ExecPrepared("create_existing_many", {us, ks, vs, fs, prio});
+    if (!r.ok()) return r.status();
+    if (absl::Status s = take(*r); !s.ok()) return s;
   }
-  return absl::AbortedError(
-      absl::StrCat("could not create a job for ", KeyDebugString(key),
-                   ": its active job kept changing; try again"));
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (!jobs[i]) {
+      return absl::AbortedError(
+          absl::StrCat("could not create a job for ", KeyDebugString(keys[i]),
+                       ": its active job kept changing; try again"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -459,21 +495,28 @@ absl::StatusOr<std::vector<Job>> PgJobStore::CreateMany(
   for (size_t i = 0; i < keys.size(); ++i) {
     ids.push_back(Uuid::Random().ToString());
   }
+  // One job per distinct key; repeats get the same job.
+  std::vector<SidecarKey> distinct;
+  std::vector<size_t> slot(keys.size());
+  {
+    absl::flat_hash_map<SidecarKey, size_t> first;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      auto [it, added] = first.emplace(keys[i], distinct.size());
+      if (added) distinct.push_back(keys[i]);
+      slot[i] = it->second;
+    }
+  }
   absl::MutexLock lock(&mu_);
-  std::vector<Job> out;
+  std::vector<std::optional<Job>> made;
   absl::Status s = conn_->RunTransaction(
       kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
-        out.clear();
-        out.reserve(keys.size());
-        for (size_t i = 0; i < keys.size(); ++i) {
-          absl::StatusOr<Job> job =
-              CreateInTransaction(conn, ids[i], keys[i], priority);
-          if (!job.ok()) return job.status();
-          out.push_back(std::move(*job));
-        }
-        return absl::OkStatus();
+        made.assign(distinct.size(), std::nullopt);
+        return CreateAllInTransaction(conn, ids, distinct, priority, made);
       });
   if (!s.ok()) return s;
+  std::vector<Job> out;
+  out.reserve(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) out.push_back(*made[slot[i]]);
   return out;
 }
 

@@ -41,6 +41,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -83,6 +84,11 @@ ABSL_FLAG(std::vector<std::string>, baselines,
           std::vector<std::string>({"rsync", "curl", "tar"}),
           "thumbs baselines to run beside ours: rsync, curl, tar (none: "
           "--baselines= , e.g. while profiling ours)");
+ABSL_FLAG(std::string, dest_fs, "fresh",
+          "where B's store and the baselines' destinations live: fresh (a "
+          "new journaled ext4 on a loop device, backed by a sparse file in "
+          "the working directory; needs root) or data_dir (the working "
+          "directory itself)");
 ABSL_FLAG(bool, pg_stats, false,
           "load pg_stat_statements and print, after the thumbs benchmark, "
           "the statements that took the most PostgreSQL time");
@@ -517,13 +523,16 @@ struct Table {
 
 // ---- large ----------------------------------------------------------------
 
-void BenchLarge(PgServer* pg, const std::string& work) {
+void BenchLarge(PgServer* pg, const std::string& work,
+                const std::string& dest) {
   const uint64_t size = absl::GetFlag(FLAGS_large_bytes);
   const int runs = absl::GetFlag(FLAGS_runs);
   std::string dir = work + "/large";
+  std::string out_dir = dest + "/large";
   std::filesystem::create_directories(dir);
+  std::filesystem::create_directories(out_dir);
   auto a = MakeDevice(pg, dir, "large_a", {}, {});
-  auto b = MakeDevice(pg, dir, "large_b", {a->avail->address()}, BFlags());
+  auto b = MakeDevice(pg, out_dir, "large_b", {a->avail->address()}, BFlags());
 
   v1::SidecarKey key =
       NewKey(v1::SIDECAR_KIND_PROXY, "proxy_edit", v1::SIDECAR_FORMAT_MP4);
@@ -549,7 +558,7 @@ void BenchLarge(PgServer* pg, const std::string& work) {
   StartNginx(&servers, dir, a->root());
   const std::string url =
       absl::StrCat("http://127.0.0.1:", servers.nginx_port, "/", rel);
-  const std::string out = dir + "/curl-out.bin";
+  const std::string out = out_dir + "/curl-out.bin";
   const std::string log = dir + "/baseline.log";
 
   // Warm-up (not timed): HTTP/2 windows, page cache of the source, first
@@ -638,14 +647,17 @@ void PrintPgStats(PgServer* pg, const std::string& log) {
   std::cout << in.rdbuf();
 }
 
-void BenchThumbs(PgServer* pg, const std::string& work) {
+void BenchThumbs(PgServer* pg, const std::string& work,
+                 const std::string& dest) {
   const int n = absl::GetFlag(FLAGS_thumbs);
   const size_t bytes = absl::GetFlag(FLAGS_thumb_bytes);
   const int runs = absl::GetFlag(FLAGS_runs);
   std::string dir = work + "/thumbs";
+  std::string out_dir = dest + "/thumbs";
   std::filesystem::create_directories(dir);
+  std::filesystem::create_directories(out_dir);
   auto a = MakeDevice(pg, dir, "thumbs_a", {}, {});
-  auto b = MakeDevice(pg, dir, "thumbs_b", {a->avail->address()}, BFlags());
+  auto b = MakeDevice(pg, out_dir, "thumbs_b", {a->avail->address()}, BFlags());
 
   std::cout << "writing " << n << " thumbnails of " << bytes << " B\n";
   std::vector<v1::SidecarKey> keys;
@@ -673,7 +685,7 @@ void BenchThumbs(PgServer* pg, const std::string& work) {
   StartNginx(&servers, dir, a->root());
   StartRsyncd(&servers, dir, a->root() + "/content");
   const std::string log = dir + "/baseline.log";
-  const std::string dst = dir + "/dst";
+  const std::string dst = out_dir + "/dst";
   const std::string curl_cfg = dir + "/curl.cfg";
   {
     std::ofstream cfg(curl_cfg);
@@ -875,6 +887,34 @@ int FetchMode(const std::vector<char*>& args) {
   return rc;
 }
 
+// A new ext4 (with its journal, as mkfs makes it) on a loop device backed
+// by a sparse file, mounted for the object's lifetime.
+class LoopMount {
+ public:
+  LoopMount(const std::string& image, const std::string& mount_point,
+            const std::string& log)
+      : mount_point_(mount_point), log_(log) {
+    std::filesystem::create_directories(mount_point);
+    Sh(absl::StrCat("truncate -s 16G ", image, " && mkfs.ext4 -q -F ", image,
+                    " && mount -o loop ", image, " ", mount_point,
+                    " && chmod 755 ", mount_point),
+       log);
+  }
+  ~LoopMount() {
+    absl::StatusOr<int> rc = testing::RunCommand({"umount", mount_point_}, {},
+                                                 log_, absl::Minutes(2));
+    if (!rc.ok() || *rc != 0) {
+      std::cerr << "umount " << mount_point_ << " failed; see " << log_ << "\n";
+    }
+  }
+  LoopMount(const LoopMount&) = delete;
+  LoopMount& operator=(const LoopMount&) = delete;
+
+ private:
+  const std::string mount_point_;
+  const std::string log_;
+};
+
 int Run(const std::vector<char*>& args) {
   std::cout << std::unitbuf;  // progress lines appear as they happen
   if (absl::GetFlag(FLAGS_mode) == "fetch") return FetchMode(args);
@@ -884,6 +924,20 @@ int Run(const std::vector<char*>& args) {
   const std::string work = t;
   ::chmod(work.c_str(), 0755);
   std::cout << "working directory " << work << "\n";
+  // One fresh journaled ext4 holds every destination: the same conditions
+  // for ours and each baseline, whatever the data_dir's filesystem has been
+  // through. (Without a journal, ext4 skips inodes freed in the last 60 s
+  // when it allocates new ones, so a copy right after deleting 10,000
+  // files and their directories crawls; the order of the runs decided.)
+  std::string dest = work;
+  std::optional<LoopMount> dest_fs;
+  if (absl::GetFlag(FLAGS_dest_fs) == "fresh") {
+    dest = work + "/dest";
+    dest_fs.emplace(work + "/dest.img", dest, work + "/dest-fs.log");
+    std::cout << "destinations on a fresh ext4 at " << dest << "\n";
+  } else if (absl::GetFlag(FLAGS_dest_fs) != "data_dir") {
+    Die("--dest_fs: fresh or data_dir");
+  }
   {
     testing::PgServerOptions pg_options;
     if (absl::GetFlag(FLAGS_pg_stats)) {
@@ -894,14 +948,15 @@ int Run(const std::vector<char*>& args) {
     Check(pg.Start(), "PostgreSQL");
     for (const std::string& b : absl::GetFlag(FLAGS_bench)) {
       if (b == "large") {
-        BenchLarge(&pg, work);
+        BenchLarge(&pg, work, dest);
       } else if (b == "thumbs") {
-        BenchThumbs(&pg, work);
+        BenchThumbs(&pg, work, dest);
       } else {
         Die("unknown benchmark " + b);
       }
     }
   }
+  dest_fs.reset();
   if (!absl::GetFlag(FLAGS_keep)) RemoveAll(work);
   return 0;
 }

@@ -165,6 +165,47 @@ TEST_F(JobStoreTest, CreateDedupesActiveJobs) {
       absl::StatusCode::kInvalidArgument);
 }
 
+// CreateMany in one call: new keys get new jobs, keys with an active job
+// get that job (priority raised), a key listed twice gets one job, and the
+// answer follows the order of the request.
+TEST_F(JobStoreTest, CreateManyMixesNewActiveAndRepeatedKeys) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  Job active = MustCreate(*store, KeyFor(1), v1::PRIORITY_PREFETCH);
+  Job ended = MustCreate(*store, KeyFor(2));
+  ASSERT_TRUE(store->Finish(ended.id, v1::JOB_STATE_DONE, "ok", 0).ok());
+
+  const std::vector<SidecarKey> keys = {KeyFor(3), KeyFor(1), KeyFor(2),
+                                        KeyFor(3), KeyFor(1, "icon@1x")};
+  auto jobs = store->CreateMany(keys, v1::PRIORITY_INTERACTIVE);
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  ASSERT_EQ(jobs->size(), keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    EXPECT_EQ((*jobs)[i].key, keys[i]) << i;
+    EXPECT_EQ((*jobs)[i].priority, v1::PRIORITY_INTERACTIVE) << i;
+    EXPECT_EQ((*jobs)[i].state, v1::JOB_STATE_QUEUED) << i;
+  }
+  EXPECT_EQ((*jobs)[1].id, active.id);
+  EXPECT_NE((*jobs)[2].id, ended.id);
+  EXPECT_EQ((*jobs)[0].id, (*jobs)[3].id);
+  std::set<std::string> distinct;
+  for (const Job& j : *jobs) distinct.insert(j.id);
+  EXPECT_EQ(distinct.size(), 4u);
+  EXPECT_EQ(MustGet(*store, active.id).priority, v1::PRIORITY_INTERACTIVE);
+
+  auto listed = store->List(/*active_only=*/true, 100);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(listed->size(), 4u);
+
+  // Again at a lower priority: the same jobs, priorities kept.
+  auto again = store->CreateMany(keys, v1::PRIORITY_PREFETCH);
+  ASSERT_TRUE(again.ok()) << again.status();
+  for (size_t i = 0; i < keys.size(); ++i) {
+    EXPECT_EQ((*again)[i].id, (*jobs)[i].id) << i;
+    EXPECT_EQ((*again)[i].priority, v1::PRIORITY_INTERACTIVE) << i;
+  }
+}
+
 TEST_F(JobStoreTest, ConcurrentCreatesOfOneKeyMakeOneJob) {
   constexpr int kThreads = 6;
   std::vector<std::unique_ptr<JobStore>> stores;
