@@ -193,6 +193,101 @@ grpc::Status AvailabilityService::ListLocal(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
+namespace {
+
+// The cache's order (KeyLess) on keys.
+bool EntryKeyLess(const EntryKey& a, const EntryKey& b) {
+  auto wa = ContentWords(a.content), wb = ContentWords(b.content);
+  if (wa != wb) return wa < wb;
+  return KeyTail(a) < KeyTail(b);
+}
+
+}  // namespace
+
+grpc::Status AvailabilityService::ListMissing(grpc::ServerContext*,
+                                              const v1::ListMissingRequest* req,
+                                              v1::ListMissingResponse* resp) {
+  const size_t limit = req->page_size() == 0 ? 1000 : req->page_size();
+  if (limit > kMaxBatch) {
+    return Invalid(absl::StrCat("page_size ", limit, " is above ", kMaxBatch));
+  }
+  std::vector<bool> kind_wanted(256, req->kinds().empty());
+  for (int k : req->kinds()) {
+    if (k <= 0 || !v1::SidecarKind_IsValid(k)) {
+      return Invalid(absl::StrCat("kinds: ", k, " is not a sidecar kind"));
+    }
+    kind_wanted[static_cast<uint8_t>(k)] = true;
+  }
+  std::optional<EntryKey> after;
+  if (!req->page_token().empty()) {
+    absl::StatusOr<SidecarKey> k = ParseSidecarUri(req->page_token());
+    if (k.ok()) after = FindEntryKey(*k);
+    if (!after) {
+      return Invalid(
+          "page_token is not one this service handed out; start "
+          "again with an empty token");
+    }
+  }
+  // Each peer's entries are sorted; take up to `limit` candidates from each
+  // (after the token), scanning at most kScanCap entries per peer and call.
+  // Every peer is complete up to `bound`, the smallest last key of a peer
+  // that stopped early, so keys up to there can be answered.
+  constexpr size_t kScanCap = 1 << 20;
+  std::vector<PeerCache::OriginView> views = d_.cache->Views();
+  std::shared_ptr<const EntrySet> self;
+  std::vector<EntryKey> candidates;
+  std::optional<EntryKey> bound;
+  for (const PeerCache::OriginView& v : views) {
+    if (v.info.device_id == d_.cache->self_id()) {
+      self = v.entries;
+      continue;
+    }
+    const Entries& es = v.entries->entries();
+    auto it = es.begin();
+    if (after) {
+      it = std::upper_bound(es.begin(), es.end(), *after,
+                            [](const EntryKey& k, const Entry& e) {
+                              return EntryKeyLess(k, EntryKey::Of(e));
+                            });
+    }
+    size_t taken = 0, scanned = 0;
+    for (; it != es.end() && taken < limit && scanned < kScanCap;
+         ++it, ++scanned) {
+      if (it->removed() || !kind_wanted[static_cast<uint8_t>(it->kind())]) {
+        continue;
+      }
+      candidates.push_back(EntryKey::Of(*it));
+      ++taken;
+    }
+    if (it != es.end()) {
+      EntryKey last = EntryKey::Of(*std::prev(it));
+      if (!bound || EntryKeyLess(last, *bound)) bound = last;
+    }
+  }
+  std::sort(candidates.begin(), candidates.end(), EntryKeyLess);
+  candidates.erase(std::unique(candidates.begin(), candidates.end()),
+                   candidates.end());
+  std::optional<EntryKey> last;
+  for (const EntryKey& k : candidates) {
+    if (bound && EntryKeyLess(*bound, k)) break;
+    if (resp->keys_size() == static_cast<int>(limit)) break;
+    last = k;
+    const Entry* mine = self ? self->Find(k) : nullptr;
+    if (mine != nullptr && !mine->removed()) continue;
+    KeyToProto(KeyOf(k), resp->add_keys());
+  }
+  // More may follow whenever a peer stopped early or the page filled up.
+  if (bound || resp->keys_size() == static_cast<int>(limit)) {
+    std::optional<EntryKey> next = last ? last : bound;
+    if (bound && (!last || EntryKeyLess(*last, *bound)) &&
+        resp->keys_size() < static_cast<int>(limit)) {
+      next = bound;
+    }
+    if (next) resp->set_next_page_token(PageToken(KeyOf(*next)));
+  }
+  return grpc::Status::OK;
+}
+
 grpc::Status AvailabilityService::GetLocal(grpc::ServerContext*,
                                            const v1::GetLocalRequest* req,
                                            v1::GetLocalResponse* resp) {

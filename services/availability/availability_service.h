@@ -37,6 +37,8 @@ class AvailabilityService final
                       v1::RemoveResponse*) override;
   grpc::Status ListLocal(grpc::ServerContext*, const v1::ListLocalRequest*,
                          v1::ListLocalResponse*) override;
+  grpc::Status ListMissing(grpc::ServerContext*, const v1::ListMissingRequest*,
+                           v1::ListMissingResponse*) override;
   // Adds trailing metadata "server-micros": time spent in the handler.
   grpc::Status GetLocal(grpc::ServerContext*, const v1::GetLocalRequest*,
                         v1::GetLocalResponse*) override;

@@ -55,10 +55,21 @@ void Prefetcher::WatchLoop() {
     req.set_include_remote(true);
     for (Kind k : options_.kinds) req.add_kinds(k);
     auto reader = availability_->stub()->Watch(&ctx, req);
+    {
+      absl::MutexLock lock(&mu_);
+      catch_up_ = true;  // what happened before this watch
+      cv_.Signal();
+    }
     v1::AvailabilityEvent ev;
     bool got_any = false;
     while (reader->Read(&ev)) {
       got_any = true;
+      if (ev.type() == v1::AvailabilityEvent::TYPE_RESET && !ev.is_local()) {
+        absl::MutexLock lock(&mu_);
+        catch_up_ = true;
+        cv_.Signal();
+        continue;
+      }
       if (ev.type() != v1::AvailabilityEvent::TYPE_ADDED || ev.is_local()) {
         continue;
       }
@@ -87,13 +98,17 @@ void Prefetcher::WatchLoop() {
 
 void Prefetcher::FlushLoop() {
   while (true) {
+    bool catch_up;
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) return;
       cv_.WaitWithTimeout(&mu_, options_.batch_window);
       if (stopping_) return;
+      catch_up = catch_up_;
+      catch_up_ = false;
     }
     Flush();
+    if (catch_up) CatchUp();
   }
 }
 
@@ -108,8 +123,52 @@ void Prefetcher::Flush() {
   absl::flat_hash_set<SidecarKey> seen;
   std::vector<SidecarKey> unique;
   for (SidecarKey& k : keys) {
-    if (policy_->GenerateInstead(k).has_value()) continue;
     if (seen.insert(k).second) unique.push_back(std::move(k));
+  }
+  Queue(std::move(unique));
+}
+
+void Prefetcher::CatchUp() {
+  std::string token;
+  size_t listed = 0;
+  absl::Time start = absl::Now();
+  do {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
+    }
+    v1::ListMissingRequest req;
+    for (Kind k : options_.kinds) req.add_kinds(k);
+    req.set_page_size(options_.catch_up_page);
+    req.set_page_token(token);
+    v1::ListMissingResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(10));
+    grpc::Status s = availability_->stub()->ListMissing(&ctx, req, &resp);
+    if (!s.ok()) {
+      SC_LOG(WARNING) << "prefetch: listing missing sidecars: "
+                      << s.error_message() << "; again at the next watch";
+      return;
+    }
+    std::vector<SidecarKey> keys;
+    for (const v1::SidecarKey& p : resp.keys()) {
+      absl::StatusOr<SidecarKey> k = KeyFromProto(p);
+      if (k.ok()) keys.push_back(*std::move(k));
+    }
+    listed += keys.size();
+    Queue(std::move(keys));
+    token = resp.next_page_token();
+  } while (!token.empty() && listed < options_.catch_up_max_keys);
+  SC_LOG(DEBUG) << "prefetch: caught up, " << listed
+                << " missing sidecar(s) listed in " << absl::Now() - start;
+}
+
+void Prefetcher::Queue(std::vector<SidecarKey> keys) {
+  std::vector<SidecarKey> unique;
+  for (SidecarKey& k : keys) {
+    if (!policy_->GenerateInstead(k).has_value()) {
+      unique.push_back(std::move(k));
+    }
   }
   if (unique.empty()) return;
   absl::StatusOr<std::vector<Resolution>> res =

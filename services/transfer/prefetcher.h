@@ -5,7 +5,8 @@
 // interactive and normal job. Lazy kinds are fetched on request only; kinds
 // not listed (e.g. proxies) are never prefetched. The device's strategy
 // (FetchPolicy) applies: a metered device under unmetered-only prefetches
-// nothing.
+// nothing. Each time the watch (re)starts, and after a RESET event, it
+// catches up with a listing of what peers hold and this device lacks.
 #ifndef SIDECAR_SERVICES_TRANSFER_PREFETCHER_H_
 #define SIDECAR_SERVICES_TRANSFER_PREFETCHER_H_
 
@@ -32,6 +33,10 @@ struct PrefetchOptions {
   size_t max_pending = 100000;
   // Each Watch call is renewed after this long (every call has a deadline).
   absl::Duration watch_deadline = absl::Hours(1);
+  // Keys per ListMissing page while catching up, and the most keys one
+  // catch-up queues (the rest wait for the next one, or for a request).
+  uint32_t catch_up_page = 1000;
+  size_t catch_up_max_keys = 100000;
 };
 
 class Prefetcher {
@@ -51,6 +56,12 @@ class Prefetcher {
   void WatchLoop();
   void FlushLoop();
   void Flush();
+  // Queues what peers hold and this device lacks (ListMissing, paged):
+  // events alone miss what was learned before the watch started, while it
+  // was broken, and through snapshots (one RESET event, no keys).
+  void CatchUp();
+  // Resolves `keys` (distinct) and queues jobs for those still remote.
+  void Queue(std::vector<SidecarKey> keys);
 
   const PrefetchOptions options_;
   AvailabilityClient* const availability_;
@@ -62,6 +73,7 @@ class Prefetcher {
   absl::CondVar cv_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<SidecarKey> pending_ ABSL_GUARDED_BY(mu_);
+  bool catch_up_ ABSL_GUARDED_BY(mu_) = false;
   grpc::ClientContext* watch_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
   uint64_t queued_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::thread> threads_;

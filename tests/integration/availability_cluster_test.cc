@@ -291,6 +291,98 @@ TEST_F(ClusterTest, UpdatesSpreadPromptlyAndTransitively) {
   EXPECT_EQ(Holders(WhoHas(c_, {s[0]}), 0), std::vector<std::string>{a_id_});
 }
 
+// ListMissing pages through what peers hold and this device lacks: each key
+// once (however many hold it), only the kinds asked for, in small pages
+// whose tokens chain across peers, without what this device has.
+TEST_F(ClusterTest, ListMissingPagesThroughWhatPeersHoldAndThisLacks) {
+  StartLine();
+  std::vector<Sidecar> on_a, on_c, shared;
+  for (int i = 0; i < 23; ++i) on_a.push_back(MakeSidecar(100 + i));
+  for (int i = 0; i < 17; ++i) on_c.push_back(MakeSidecar(200 + i));
+  for (int i = 0; i < 5; ++i) shared.push_back(MakeSidecar(300 + i));
+  Sidecar text = MakeSidecar(400);
+  text.key.set_kind(v1::SIDECAR_KIND_OCR);
+  text.key.set_format(v1::SIDECAR_FORMAT_TEXT);
+  std::vector<Sidecar> a_all = on_a, c_all = on_c;
+  a_all.insert(a_all.end(), shared.begin(), shared.end());
+  c_all.insert(c_all.end(), shared.begin(), shared.end());
+  a_all.push_back(text);
+  Publish(a_, a_all);
+  Publish(c_, c_all);
+  // B already has three of A's.
+  std::vector<Sidecar> on_b(on_a.begin(), on_a.begin() + 3);
+  Publish(b_, on_b);
+  ASSERT_TRUE(
+      WaitFor([&] { return AllHeldBy(b_, a_all, a_id_); }, absl::Seconds(5)));
+  ASSERT_TRUE(
+      WaitFor([&] { return AllHeldBy(b_, c_all, c_id_); }, absl::Seconds(5)));
+
+  auto list = [&](std::vector<v1::SidecarKind> kinds, uint32_t page,
+                  int* pages) {
+    std::vector<std::string> out;
+    std::string token;
+    *pages = 0;
+    do {
+      v1::ListMissingRequest req;
+      for (auto k : kinds) req.add_kinds(k);
+      req.set_page_size(page);
+      req.set_page_token(token);
+      v1::ListMissingResponse resp;
+      grpc::ClientContext ctx;
+      SetDeadline(&ctx, absl::Seconds(5));
+      grpc::Status st = b_->api()->ListMissing(&ctx, req, &resp);
+      EXPECT_TRUE(st.ok()) << st.error_message();
+      if (!st.ok()) break;
+      EXPECT_LE(resp.keys_size(), static_cast<int>(page));
+      for (const auto& k : resp.keys()) {
+        out.push_back(FormatSidecarUri(*KeyFromProto(k)));
+      }
+      token = resp.next_page_token();
+      ++*pages;
+    } while (!token.empty() && *pages < 100);
+    return out;
+  };
+  std::vector<std::string> want;
+  for (const auto* set : {&on_a, &on_c, &shared}) {
+    for (const Sidecar& sc : *set) {
+      want.push_back(FormatSidecarUri(*KeyFromProto(sc.key)));
+    }
+  }
+  want.erase(want.begin(), want.begin() + 3);  // B's own
+  std::sort(want.begin(), want.end());
+
+  int pages = 0;
+  std::vector<std::string> got = list({v1::SIDECAR_KIND_THUMB}, 4, &pages);
+  EXPECT_GE(pages, 10);  // 42 keys, 4 per page
+  std::vector<std::string> sorted = got;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(sorted, want);  // each once, none of B's, no OCR text
+  // One big page gives the same.
+  got = list({v1::SIDECAR_KIND_THUMB}, 1000, &pages);
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, want);
+  // All kinds: the OCR text too.
+  got = list({}, 1000, &pages);
+  EXPECT_EQ(got.size(), want.size() + 1);
+
+  // Bad input.
+  auto code = [&](v1::ListMissingRequest req) {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    v1::ListMissingResponse resp;
+    return b_->api()->ListMissing(&ctx, req, &resp).error_code();
+  };
+  v1::ListMissingRequest bad;
+  bad.set_page_token("not a token");
+  EXPECT_EQ(code(bad), grpc::StatusCode::INVALID_ARGUMENT);
+  bad = {};
+  bad.set_page_size(10001);
+  EXPECT_EQ(code(bad), grpc::StatusCode::INVALID_ARGUMENT);
+  bad = {};
+  bad.add_kinds(static_cast<v1::SidecarKind>(99));
+  EXPECT_EQ(code(bad), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
 TEST_F(ClusterTest, LearnedDeviceIsContactedAndOffered) {
   StartLine(/*c_contacts_learned=*/true);
   std::vector<Sidecar> s = {MakeSidecar(1)};

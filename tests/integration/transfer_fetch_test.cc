@@ -733,5 +733,82 @@ TEST_F(TransferTest, ThumbnailsArePrefetchedProxiesAreNot) {
   }
 }
 
+// Prefetch does not depend on seeing every event: thumbnails B learned while
+// its transfer service was down, and while its availability service was
+// down (relearned at restart, partly through a snapshot: one RESET event),
+// are listed (ListMissing) and prefetched when the watch comes back.
+TEST_F(TransferTest, ThumbnailsLearnedWhileNotWatchingArePrefetched) {
+  Device* a = Add("a");
+  Device* b = Add("b", {{"prefetch_kinds", "thumb"}});
+  StartAll({{a, b}});
+  auto publish = [&](int n, int seed) {
+    std::vector<v1::SidecarKey> keys;
+    for (int i = 0; i < n; ++i) {
+      keys.push_back(Publish(
+          a, Key(v1::SIDECAR_KIND_THUMB, "grid@2x", v1::SIDECAR_FORMAT_WEBP),
+          MakeWebp(seed + i, 100 + i)));
+    }
+    return keys;
+  };
+  auto wait_local = [&](const std::vector<v1::SidecarKey>& keys) {
+    return WaitFor(
+        [&] {
+          for (const auto& k : keys) {
+            if (Resolve(b, k).outcome() != ResolveResponse::OUTCOME_LOCAL) {
+              return false;
+            }
+          }
+          return true;
+        },
+        absl::Seconds(15));
+  };
+
+  // 1. B's transfer service is down while A publishes.
+  EXPECT_EQ(b->xfer->Stop(), 0);
+  std::vector<v1::SidecarKey> first = publish(12, 5000);
+  v1::SidecarKey proxy = Publish(
+      a, Key(v1::SIDECAR_KIND_PROXY, "proxy_scrub", v1::SIDECAR_FORMAT_MP4),
+      RandomBytes(300000, 14));
+  for (const auto& k : first) {
+    ASSERT_TRUE(
+        WaitFor([&] { return KnowsRemote(b, k, 1); }, absl::Seconds(10)))
+        << "B never learned of a thumbnail";
+  }
+  ASSERT_TRUE(b->xfer->Start().ok());
+  auto t1 = wait_local(first);
+  ASSERT_TRUE(t1.has_value()) << "thumbnails published while B's transfer "
+                                 "service was down were not prefetched";
+  std::cerr << "catch-up after a start: 12 thumbnails in " << *t1 << "\n";
+
+  // 2. B's availability service is killed (its peer cache is memory only)
+  // while A publishes more; at restart B relearns all of A.
+  b->avail->Kill();
+  std::vector<v1::SidecarKey> second = publish(12, 6000);
+  ASSERT_TRUE(
+      b->avail->StartWithExtraFlags({{"transfer_address", b->proxy->address()}})
+          .ok());
+  auto t2 = wait_local(second);
+  ASSERT_TRUE(t2.has_value()) << "thumbnails B relearned after its "
+                                 "availability service restarted were not "
+                                 "prefetched";
+  std::cerr << "catch-up after an availability restart: 12 thumbnails in "
+            << *t2 << "\n";
+
+  // The proxy is never prefetched; nothing was fetched twice.
+  EXPECT_EQ(Resolve(b, proxy).outcome(), ResolveResponse::OUTCOME_REMOTE);
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, absl::Seconds(5));
+  v1::ListJobsRequest lr;
+  v1::ListJobsResponse jobs;
+  ASSERT_TRUE(b->xfer->api()->ListJobs(&ctx, lr, &jobs).ok());
+  int done = 0;
+  for (const auto& j : jobs.jobs()) {
+    EXPECT_EQ(j.priority(), v1::PRIORITY_PREFETCH);
+    EXPECT_NE(j.key().kind(), v1::SIDECAR_KIND_PROXY);
+    if (j.state() == v1::JOB_STATE_DONE) ++done;
+  }
+  EXPECT_EQ(done, 24);
+}
+
 }  // namespace
 }  // namespace sidecar::testing
