@@ -258,40 +258,43 @@ void Fetcher::RunBatch(std::vector<Job> jobs) {
                           absl::Seconds(static_cast<double>(expected_bytes) /
                                         (256 << 10)));
     absl::Time t0 = absl::Now();
-    std::unique_ptr<grpc::ClientReader<v1::BatchReadItem>> reader =
+    std::unique_ptr<grpc::ClientReader<v1::BatchReadResponse>> reader =
         stub->BatchRead(&ctx, req);
     std::vector<char> seen(members.size(), 0);
     uint64_t received = 0;
     bool corrupt = false;
-    v1::BatchReadItem item;
-    while (reader->Read(&item)) {
-      if (item.index() >= members.size() || seen[item.index()]) continue;
-      seen[item.index()] = 1;
-      size_t i = members[item.index()];
-      const FetchSource& want = (*res)[i].sources[0];
-      if (item.status_code() != 0) {
-        fallback.push_back(
-            {i, absl::StrCat(SourceName(src), ": ", item.status_message())});
-        continue;
+    v1::BatchReadResponse batch;
+    while (reader->Read(&batch)) {
+      for (const v1::BatchReadItem& item : batch.items()) {
+        if (item.index() >= members.size() || seen[item.index()]) continue;
+        seen[item.index()] = 1;
+        size_t i = members[item.index()];
+        const FetchSource& want = (*res)[i].sources[0];
+        if (item.status_code() != 0) {
+          fallback.push_back(
+              {i, absl::StrCat(SourceName(src), ": ", item.status_message())});
+          continue;
+        }
+        const std::string& data = item.data();
+        if (data.size() != want.size || Sha256Of(data) != want.sha256) {
+          corrupt = true;
+          (void)jobs_->AddDemoted(jobs[i].id, src.device_id);
+          fallback.push_back({i, absl::StrCat(SourceName(src),
+                                              " sent bytes that fail the "
+                                              "advertised SHA-256")});
+          continue;
+        }
+        limiter_->Acquire(data.size());
+        received += data.size();
+        if (absl::Status w = store_->WriteWholePart(jobs[i].id, data);
+            !w.ok()) {
+          fallback.push_back({i, std::string(w.message())});
+          continue;
+        }
+        written.push_back({jobs[i].id, jobs[i].key, data.size()});
+        written_index.push_back(i);
+        from_name[i] = SourceName(src);
       }
-      const std::string& data = item.data();
-      if (data.size() != want.size || Sha256Of(data) != want.sha256) {
-        corrupt = true;
-        (void)jobs_->AddDemoted(jobs[i].id, src.device_id);
-        fallback.push_back({i, absl::StrCat(SourceName(src),
-                                            " sent bytes that fail the "
-                                            "advertised SHA-256")});
-        continue;
-      }
-      limiter_->Acquire(data.size());
-      received += data.size();
-      if (absl::Status w = store_->WriteWholePart(jobs[i].id, data); !w.ok()) {
-        fallback.push_back({i, std::string(w.message())});
-        continue;
-      }
-      written.push_back({jobs[i].id, jobs[i].key, data.size()});
-      written_index.push_back(i);
-      from_name[i] = SourceName(src);
     }
     grpc::Status st = reader->Finish();
     for (size_t k = 0; k < members.size(); ++k) {

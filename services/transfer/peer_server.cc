@@ -134,6 +134,19 @@ absl::Status ChecksumMismatch(const SidecarKey& key) {
                    " does not match its registered checksum"));
 }
 
+size_t VarintSize(uint64_t v) {
+  size_t n = 1;
+  for (; v >= 0x80; v >>= 7) ++n;
+  return n;
+}
+
+// Bytes `item` takes as one element of BatchReadResponse.items: its tag,
+// its length and itself.
+size_t PackedSize(const v1::BatchReadItem& item) {
+  const size_t n = item.ByteSizeLong();
+  return 1 + VarintSize(n) + n;
+}
+
 size_t MaxItemBytes(size_t max_message_bytes) {
   size_t m = std::min<size_t>(max_message_bytes, kMaxMessageBytes);
   return m > kItemHeadroomBytes ? m - kItemHeadroomBytes : 0;
@@ -339,11 +352,16 @@ class PeerServer::ReadReactor : public grpc::ServerWriteReactor<v1::ReadChunk> {
   v1::ReadChunk msg_;
 };
 
-// BatchRead: one pool task looks every key up, then up to batch_read_ahead
-// items are read on the pool at a time while finished ones are written, one
-// write in flight. Items go out in the order they are read.
+// BatchRead: one pool task looks every key up; then consecutive items are
+// read whole in groups, one pool task per group (batch_read_group_items and
+// batch_read_group_bytes), at most batch_read_ahead items and
+// batch_read_ahead_bytes ahead of the network, while one message is written
+// at a time. When a write can start, it packs every ready item (read ones
+// first, then errors) while the message stays within the target; items pile
+// up while a write is in flight, so the slower the network, the fuller the
+// messages. Items go out in the order they became ready.
 class PeerServer::BatchReactor
-    : public grpc::ServerWriteReactor<v1::BatchReadItem> {
+    : public grpc::ServerWriteReactor<v1::BatchReadResponse> {
  public:
   BatchReactor(std::shared_ptr<const Core> core,
                const v1::BatchReadRequest& req)
@@ -367,12 +385,16 @@ class PeerServer::BatchReactor
   }
 
   void OnWriteDone(bool ok) override {
+    // The message is still ours (writing_ is set): free it before its bytes
+    // leave the read-ahead count.
+    writing_msg_ = v1::BatchReadResponse();
     Plan plan;
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
       bytes_ahead_ -= writing_bytes_;
       writing_bytes_ = 0;
+      writing_items_ = 0;
       if (!ok) cancelled_ = true;
       plan = PumpLocked();
     }
@@ -405,10 +427,16 @@ class PeerServer::BatchReactor
     SidecarKey key;
     LocalSidecarInfo info;
   };
+  // An item ready to write.
+  struct Ready {
+    v1::BatchReadItem item;
+    uint64_t bytes;  // counted in bytes_ahead_ (0 for errors)
+    size_t packed;   // PackedSize(item)
+  };
   // What to do after releasing mu_: gRPC operations are never started with
   // it held.
   struct Plan {
-    std::vector<Todo> reads;
+    std::vector<std::vector<Todo>> groups;  // to read, a pool task each
     bool write = false;
     std::optional<grpc::Status> finish;
   };
@@ -422,9 +450,14 @@ class PeerServer::BatchReactor
     if (last) delete this;
   }
 
+  static Ready MakeReady(v1::BatchReadItem item, uint64_t bytes) {
+    const size_t packed = PackedSize(item);
+    return Ready{std::move(item), bytes, packed};
+  }
+
   // Pool: validates the keys and looks them all up at once.
   void LookUp() {
-    std::deque<v1::BatchReadItem> errors;
+    std::deque<Ready> errors;
     std::vector<SidecarKey> valid;
     std::vector<uint32_t> valid_index;
     valid.reserve(keys_.size());
@@ -433,8 +466,9 @@ class PeerServer::BatchReactor
       absl::StatusOr<SidecarKey> key = KeyFromProto(keys_[i]);
       if (!key.ok()) {
         errors.push_back(
-            ErrorItem(i, absl::InvalidArgumentError(absl::StrCat(
-                             "bad key: ", key.status().message()))));
+            MakeReady(ErrorItem(i, absl::InvalidArgumentError(absl::StrCat(
+                                       "bad key: ", key.status().message()))),
+                      0));
         continue;
       }
       valid.push_back(*std::move(key));
@@ -449,14 +483,17 @@ class PeerServer::BatchReactor
       for (size_t j = 0; j < valid.size(); ++j) {
         const std::optional<LocalSidecarInfo>& info = (*infos)[j];
         if (!info) {
-          errors.push_back(ErrorItem(valid_index[j], NotReady(valid[j])));
+          errors.push_back(
+              MakeReady(ErrorItem(valid_index[j], NotReady(valid[j])), 0));
         } else if (info->size > core_->max_item_bytes) {
-          errors.push_back(ErrorItem(
-              valid_index[j],
-              absl::FailedPreconditionError(absl::StrCat(
-                  KeyDebugString(valid[j]), " is ", info->size,
-                  " bytes, more than BatchRead sends (", core_->max_item_bytes,
-                  "): use Read for large sidecars"))));
+          errors.push_back(MakeReady(
+              ErrorItem(valid_index[j],
+                        absl::FailedPreconditionError(absl::StrCat(
+                            KeyDebugString(valid[j]), " is ", info->size,
+                            " bytes, more than BatchRead sends (",
+                            core_->max_item_bytes,
+                            "): use Read for large sidecars"))),
+              0));
         } else {
           todo.push_back(
               Todo{valid_index[j], std::move(valid[j]), std::move(*info)});
@@ -481,45 +518,53 @@ class PeerServer::BatchReactor
     Execute(std::move(plan));
   }
 
-  // Pool: reads one item whole and checks it against its record.
-  void ReadItem(const Todo& t) {
-    v1::BatchReadItem item;
-    bool skip;
-    {
-      absl::MutexLock lock(&mu_);
-      skip = cancelled_;
-    }
-    if (!skip) {
-      item.set_index(t.index);
-      absl::StatusOr<UniqueFd> fd = OpenChecked(core_->root, t.key, t.info);
-      absl::Status s = fd.status();
-      if (s.ok()) {
-        s = ReadExactly(fd->get(), 0, t.info.size, t.key, item.mutable_data());
+  // Pool: reads a group of items, stopping early if the call is cancelled,
+  // and hands them over together.
+  void ReadGroup(const std::vector<Todo>& group) {
+    std::vector<Ready> read;
+    read.reserve(group.size());
+    for (const Todo& t : group) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (cancelled_) break;
       }
-      if (s.ok() && Sha256Of(item.data()) != t.info.sha256) {
-        s = ChecksumMismatch(t.key);
-      }
-      if (s.ok()) {
-        item.set_sha256(DigestBytes(t.info.sha256).data(), 32);
-      } else {
-        if (absl::IsDataLoss(s)) SC_LOG(WARNING) << s.message();
-        item = ErrorItem(t.index, s);
-      }
+      read.push_back(MakeReady(ReadItem(t), t.info.size));
     }
     Plan plan;
     {
       absl::MutexLock lock(&mu_);
-      --reads_in_flight_;
-      if (skip) {
-        bytes_ahead_ -= t.info.size;
+      reads_in_flight_ -= group.size();
+      if (cancelled_) {
+        // Nothing more is written.
+        for (const Todo& t : group) bytes_ahead_ -= t.info.size;
       } else {
-        // Its bytes stay counted until its write completes.
-        ready_bytes_.push_back(t.info.size);
-        ready_read_.push_back(std::move(item));
+        // All were read (cancelled_ never goes back to false). Their bytes
+        // stay counted until their write completes.
+        for (Ready& r : read) ready_read_.push_back(std::move(r));
       }
       plan = PumpLocked();
     }
     Execute(std::move(plan));
+  }
+
+  // Reads one item whole and checks it against its record.
+  v1::BatchReadItem ReadItem(const Todo& t) {
+    v1::BatchReadItem item;
+    item.set_index(t.index);
+    absl::StatusOr<UniqueFd> fd = OpenChecked(core_->root, t.key, t.info);
+    absl::Status s = fd.status();
+    if (s.ok()) {
+      s = ReadExactly(fd->get(), 0, t.info.size, t.key, item.mutable_data());
+    }
+    if (s.ok() && Sha256Of(item.data()) != t.info.sha256) {
+      s = ChecksumMismatch(t.key);
+    }
+    if (s.ok()) {
+      item.set_sha256(DigestBytes(t.info.sha256).data(), 32);
+      return item;
+    }
+    if (absl::IsDataLoss(s)) SC_LOG(WARNING) << s.message();
+    return ErrorItem(t.index, s);
   }
 
   static v1::BatchReadItem ErrorItem(size_t index, const absl::Status& s) {
@@ -528,6 +573,19 @@ class PeerServer::BatchReactor
     item.set_status_code(static_cast<int32_t>(s.code()));
     item.set_status_message(std::string(s.message()));
     return item;
+  }
+
+  // Whether the next todo item may start being read: within the read-ahead
+  // bounds (items being read, read, or in the message being written, and
+  // their bytes; at least one item).
+  bool CanReadNextLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (todo_.empty()) return false;
+    const PeerServerOptions& o = core_->options;
+    const size_t max_ahead =
+        static_cast<size_t>(std::max(1, o.batch_read_ahead));
+    return reads_in_flight_ + ready_read_.size() + writing_items_ < max_ahead &&
+           (bytes_ahead_ == 0 ||
+            bytes_ahead_ + todo_.front().info.size <= o.batch_read_ahead_bytes);
   }
 
   // Decides what to start next; the caller executes the plan after
@@ -544,32 +602,47 @@ class PeerServer::BatchReactor
     }
     if (!looked_up_) return plan;
     const PeerServerOptions& o = core_->options;
-    const size_t max_ahead =
-        static_cast<size_t>(std::max(1, o.batch_read_ahead));
-    while (!todo_.empty() &&
-           reads_in_flight_ + ready_read_.size() + (writing_ ? 1 : 0) <
-               max_ahead &&
-           (bytes_ahead_ == 0 || bytes_ahead_ + todo_.front().info.size <=
-                                     o.batch_read_ahead_bytes)) {
-      bytes_ahead_ += todo_.front().info.size;
-      ++reads_in_flight_;
-      ++pending_;
-      plan.reads.push_back(std::move(todo_.front()));
-      todo_.pop_front();
+    const size_t group_items =
+        static_cast<size_t>(std::max(1, o.batch_read_group_items));
+    // Groups of consecutive items, each at least one item.
+    while (CanReadNextLocked()) {
+      std::vector<Todo>& group = plan.groups.emplace_back();
+      uint64_t group_bytes = 0;
+      do {
+        const uint64_t size = todo_.front().info.size;
+        bytes_ahead_ += size;
+        group_bytes += size;
+        ++reads_in_flight_;
+        group.push_back(std::move(todo_.front()));
+        todo_.pop_front();
+      } while (group.size() < group_items && CanReadNextLocked() &&
+               group_bytes + todo_.front().info.size <=
+                   o.batch_read_group_bytes);
+      ++pending_;  // released by the group's task
     }
     if (writing_) return plan;
-    // Items read first (they hold memory), then errors.
-    if (!ready_read_.empty()) {
-      writing_msg_ = std::move(ready_read_.front());
-      ready_read_.pop_front();
-      writing_bytes_ = ready_bytes_.front();
-      ready_bytes_.pop_front();
-      writing_ = true;
-      plan.write = true;
-    } else if (!ready_.empty()) {
-      writing_msg_ = std::move(ready_.front());
-      ready_.pop_front();
-      writing_bytes_ = 0;
+    // One message of what is ready: items read first (they hold memory),
+    // then errors, while it stays within the target; the first item alone
+    // may be larger (up to max_item_bytes, within the message bound).
+    const size_t target =
+        std::min({o.batch_message_target_bytes, o.max_batch_message_bytes,
+                  static_cast<size_t>(kMaxMessageBytes)});
+    size_t message_bytes = 0;
+    for (std::deque<Ready>* q : {&ready_read_, &ready_}) {
+      while (!q->empty()) {
+        Ready& r = q->front();
+        if (writing_msg_.items_size() > 0 &&
+            message_bytes + r.packed > target) {
+          break;
+        }
+        message_bytes += r.packed;
+        writing_bytes_ += r.bytes;
+        if (q == &ready_read_) ++writing_items_;
+        *writing_msg_.add_items() = std::move(r.item);
+        q->pop_front();
+      }
+    }
+    if (writing_msg_.items_size() > 0) {
       writing_ = true;
       plan.write = true;
     } else if (todo_.empty() && reads_in_flight_ == 0) {
@@ -580,10 +653,10 @@ class PeerServer::BatchReactor
   }
 
   void Execute(Plan plan) {
-    for (Todo& t : plan.reads) {
+    for (std::vector<Todo>& group : plan.groups) {
       // pending_ was counted by PumpLocked.
-      core_->pool->Schedule([this, t = std::move(t)] {
-        ReadItem(t);
+      core_->pool->Schedule([this, group = std::move(group)] {
+        ReadGroup(group);
         Release();
       });
     }
@@ -601,18 +674,21 @@ class PeerServer::BatchReactor
   bool looked_up_ ABSL_GUARDED_BY(mu_) = false;
   int pending_ ABSL_GUARDED_BY(mu_) = 0;
   // Items not to be read from disk (errors), ready to write.
-  std::deque<v1::BatchReadItem> ready_ ABSL_GUARDED_BY(mu_);
-  // Items read from disk, ready to write, and their sizes.
-  std::deque<v1::BatchReadItem> ready_read_ ABSL_GUARDED_BY(mu_);
-  std::deque<uint64_t> ready_bytes_ ABSL_GUARDED_BY(mu_);
+  std::deque<Ready> ready_ ABSL_GUARDED_BY(mu_);
+  // Items read from disk, ready to write.
+  std::deque<Ready> ready_read_ ABSL_GUARDED_BY(mu_);
   std::deque<Todo> todo_ ABSL_GUARDED_BY(mu_);
+  // Items in groups scheduled or being read.
   size_t reads_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   // Bytes of items being read, ready, or being written.
   uint64_t bytes_ahead_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  // Of the message being written: its read items and their bytes.
+  size_t writing_items_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t writing_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  // The message being written; only replaced while !writing_.
-  v1::BatchReadItem writing_msg_;
+  // The message being written; only filled while !writing_, and emptied by
+  // OnWriteDone.
+  v1::BatchReadResponse writing_msg_;
 };
 
 PeerServer::PeerServer(LocalIndex* index, std::string sidecar_root,
@@ -632,7 +708,7 @@ grpc::ServerWriteReactor<v1::ReadChunk>* PeerServer::Read(
   return new ReadReactor(core_, *req);
 }
 
-grpc::ServerWriteReactor<v1::BatchReadItem>* PeerServer::BatchRead(
+grpc::ServerWriteReactor<v1::BatchReadResponse>* PeerServer::BatchRead(
     grpc::CallbackServerContext* ctx, const v1::BatchReadRequest* req) {
   return new BatchReactor(core_, *req);
 }

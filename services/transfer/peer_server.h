@@ -18,7 +18,10 @@
 //  - Read checks each chunk's SHA-256 into the message and, when it streams
 //    a whole file, the whole file's hash: a mismatch with the registered
 //    checksum ends the call with DATA_LOSS instead of the last chunk;
-//  - BatchRead hashes every item and answers DATA_LOSS for a mismatch.
+//  - BatchRead hashes every item and answers DATA_LOSS for a mismatch; it
+//    packs the items that are ready when a write can start into one message
+//    (about batch_message_target_bytes), so packing follows the network:
+//    items pile up while a write is in flight.
 //
 // Disk I/O, hashing and LocalIndex lookups run on the ThreadPool; gRPC
 // reactions never block. Destruction order: shut down the server hosting
@@ -54,10 +57,20 @@ struct PeerServerOptions {
   // FAILED_PRECONDITION ("use Read"). At most kMaxMessageBytes (16 MiB, what
   // both ends accept).
   size_t max_batch_message_bytes = kMaxMessageBytes;
-  // Per BatchRead call: items read ahead of the network (read or being
-  // read, not yet written), and their total bytes (at least one item).
-  int batch_read_ahead = 8;
+  // Soft target of one BatchRead message: ready items are packed into one
+  // message while it stays within this (and max_batch_message_bytes); a
+  // message always has at least one item, which may alone be larger.
+  size_t batch_message_target_bytes = 1 << 20;
+  // Per BatchRead call: items read ahead of the network (being read, read,
+  // or in the message being written), and their total bytes (at least one
+  // item). The item count should leave room for more than a message's worth
+  // of small items, or it bounds the packing.
+  int batch_read_ahead = 256;
   size_t batch_read_ahead_bytes = 16 << 20;
+  // BatchRead reads consecutive items in groups, one pool task per group:
+  // up to this many bytes (at least one item) and this many items.
+  size_t batch_read_group_bytes = 256 << 10;
+  int batch_read_group_items = 16;
   // A whole-file Read of a sidecar up to this size is also hashed as a
   // whole, to catch a file that rotted on disk before the receiver does.
   // Larger ones are left to the receiver's check, which always happens:
@@ -78,7 +91,7 @@ class PeerServer : public v1::TransferPeer::CallbackService {
 
   grpc::ServerWriteReactor<v1::ReadChunk>* Read(
       grpc::CallbackServerContext* ctx, const v1::ReadRequest* req) override;
-  grpc::ServerWriteReactor<v1::BatchReadItem>* BatchRead(
+  grpc::ServerWriteReactor<v1::BatchReadResponse>* BatchRead(
       grpc::CallbackServerContext* ctx,
       const v1::BatchReadRequest* req) override;
 

@@ -66,6 +66,34 @@ struct ReadResult {
   std::string data;  // the chunks' data, concatenated
 };
 
+struct BatchResult {
+  grpc::Status status;
+  std::vector<v1::BatchReadResponse> messages;
+  std::map<uint32_t, v1::BatchReadItem> items;  // by index
+};
+
+// Reads a whole BatchRead; an index that comes twice fails the test.
+BatchResult BatchReadAll(v1::TransferPeer::Stub* stub,
+                         const v1::BatchReadRequest& req,
+                         absl::Duration timeout = absl::Seconds(30)) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, timeout);
+  auto reader = stub->BatchRead(&ctx, req);
+  BatchResult r;
+  v1::BatchReadResponse msg;
+  while (reader->Read(&msg)) {
+    EXPECT_GT(msg.items_size(), 0) << "message " << r.messages.size();
+    for (const v1::BatchReadItem& item : msg.items()) {
+      EXPECT_TRUE(r.items.emplace(item.index(), item).second)
+          << "index " << item.index() << " twice";
+    }
+    r.messages.push_back(std::move(msg));
+    msg.Clear();
+  }
+  r.status = reader->Finish();
+  return r;
+}
+
 class TransferPeerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -365,17 +393,9 @@ TEST_F(TransferPeerTest, BatchRead) {
   *req.add_keys() = big;
   *req.add_keys() = NewKey();
 
-  grpc::ClientContext ctx;
-  SetDeadline(&ctx, absl::Seconds(30));
-  auto reader = stub_->BatchRead(&ctx, req);
-  std::map<uint32_t, v1::BatchReadItem> items;
-  v1::BatchReadItem item;
-  while (reader->Read(&item)) {
-    EXPECT_TRUE(items.emplace(item.index(), item).second)
-        << "index " << item.index() << " twice";
-  }
-  grpc::Status st = reader->Finish();
-  ASSERT_TRUE(st.ok()) << st.error_message();
+  BatchResult r = BatchReadAll(stub_, req);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  std::map<uint32_t, v1::BatchReadItem>& items = r.items;
   ASSERT_EQ(items.size(), 204u);
   for (uint32_t i = 0; i < 200; ++i) {
     const v1::BatchReadItem& it = items[i];
@@ -402,18 +422,119 @@ TEST_F(TransferPeerTest, BatchReadDamagedItem) {
   v1::BatchReadRequest req;
   *req.add_keys() = good;
   *req.add_keys() = bad;
-  grpc::ClientContext ctx;
-  SetDeadline(&ctx, absl::Seconds(10));
-  auto reader = stub_->BatchRead(&ctx, req);
-  std::map<uint32_t, v1::BatchReadItem> items;
-  v1::BatchReadItem item;
-  while (reader->Read(&item)) items[item.index()] = item;
-  ASSERT_TRUE(reader->Finish().ok());
+  BatchResult r = BatchReadAll(stub_, req, absl::Seconds(10));
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  std::map<uint32_t, v1::BatchReadItem>& items = r.items;
   ASSERT_EQ(items.size(), 2u);
   EXPECT_EQ(items[0].status_code(), 0);
   EXPECT_TRUE(items[0].data() == bytes);
   EXPECT_EQ(items[1].status_code(), grpc::StatusCode::DATA_LOSS);
   EXPECT_TRUE(items[1].data().empty());
+}
+
+// Small items come packed, many to a message.
+TEST_F(TransferPeerTest, BatchReadPacksItems) {
+  std::vector<std::pair<v1::SidecarKey, std::string>> files;
+  for (int i = 0; i < 300; ++i) {
+    files.emplace_back(NewKey(), RandomBytes(10000, 3000 + i));
+  }
+  Publish(files);
+  v1::BatchReadRequest req;
+  for (const auto& f : files) *req.add_keys() = f.first;
+  BatchResult r = BatchReadAll(stub_, req);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  RecordProperty("messages", static_cast<int>(r.messages.size()));
+  EXPECT_LT(r.messages.size(), 50u);
+  const transfer::PeerServerOptions defaults;
+  for (size_t m = 0; m < r.messages.size(); ++m) {
+    EXPECT_LE(r.messages[m].ByteSizeLong(), defaults.max_batch_message_bytes)
+        << "message " << m;
+    EXPECT_LE(r.messages[m].ByteSizeLong(), defaults.batch_message_target_bytes)
+        << "message " << m;
+  }
+  ASSERT_EQ(r.items.size(), files.size());
+  for (uint32_t i = 0; i < files.size(); ++i) {
+    const v1::BatchReadItem& it = r.items[i];
+    ASSERT_EQ(it.status_code(), 0) << i << ": " << it.status_message();
+    EXPECT_TRUE(it.data() == files[i].second) << i;
+    EXPECT_EQ(it.sha256(), DigestBytes(Sha256Of(files[i].second))) << i;
+  }
+}
+
+// Items near the message bounds, on servers with small ones: items of a bit
+// more than half the target (or of the bound, when the target is larger)
+// go one to a message, the largest an item may be goes alone, and small
+// ones and errors fill in; no message passes max_batch_message_bytes.
+TEST_F(TransferPeerTest, BatchReadItemsNearTheMessageBound) {
+  struct Config {
+    size_t max_message;
+    size_t target;
+  };
+  for (const Config& c :
+       {Config{1 << 20, 256 << 10}, Config{512 << 10, 1 << 20}}) {
+    SCOPED_TRACE(absl::StrCat("max ", c.max_message, ", target ", c.target));
+    ThreadPool pool({.threads = 2});
+    PeerServer server(index_, avail_->sidecar_root(), &pool,
+                      {.max_batch_message_bytes = c.max_message,
+                       .batch_message_target_bytes = c.target});
+    ServerHost host("127.0.0.1:0");
+    host.AddService(&server);
+    ASSERT_TRUE(host.Start().ok());
+    auto stub = v1::TransferPeer::NewStub(
+        MakeChannel(absl::StrCat("127.0.0.1:", host.port())));
+
+    const size_t bound = std::min(c.max_message, c.target);
+    const size_t half = bound / 2 + 1000;
+    std::vector<std::pair<v1::SidecarKey, std::string>> files;
+    std::vector<bool> is_half;
+    std::vector<bool> is_max;
+    for (int i = 0; i < 30; ++i) {
+      size_t size = 2000;
+      if (i % 3 == 0) size = half;
+      if (i == 10 || i == 20) size = server.max_batch_item_bytes();
+      files.emplace_back(NewKey(), RandomBytes(size, 4000 + i));
+      is_half.push_back(size == half);
+      is_max.push_back(size == server.max_batch_item_bytes());
+    }
+    Publish(files);
+    v1::BatchReadRequest req;
+    for (const auto& f : files) *req.add_keys() = f.first;
+    *req.add_keys() = NewKey();  // not found
+    *req.add_keys() = PublishOne(
+        RandomBytes(server.max_batch_item_bytes() + 1, 4100));  // too large
+
+    BatchResult r = BatchReadAll(stub.get(), req);
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    for (size_t m = 0; m < r.messages.size(); ++m) {
+      const v1::BatchReadResponse& msg = r.messages[m];
+      SCOPED_TRACE(absl::StrCat("message ", m, " of ", msg.items_size(),
+                                " items, ", msg.ByteSizeLong(), " bytes"));
+      EXPECT_LE(msg.ByteSizeLong(), c.max_message);
+      if (msg.items_size() > 1) {
+        EXPECT_LE(msg.ByteSizeLong(), bound);
+      }
+      int large = 0;  // halves and largest: no two fit together
+      for (const v1::BatchReadItem& it : msg.items()) {
+        if (it.index() >= files.size()) continue;
+        if (is_half[it.index()] || is_max[it.index()]) ++large;
+      }
+      EXPECT_LE(large, 1);
+    }
+    ASSERT_EQ(r.items.size(), files.size() + 2);
+    for (uint32_t i = 0; i < files.size(); ++i) {
+      const v1::BatchReadItem& it = r.items[i];
+      ASSERT_EQ(it.status_code(), 0) << i << ": " << it.status_message();
+      EXPECT_TRUE(it.data() == files[i].second) << i;
+      EXPECT_EQ(it.sha256(), DigestBytes(Sha256Of(files[i].second))) << i;
+    }
+    EXPECT_EQ(r.items[files.size()].status_code(), grpc::StatusCode::NOT_FOUND);
+    EXPECT_EQ(r.items[files.size() + 1].status_code(),
+              grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_GE(r.messages.size(), 10u + 2u);  // the halves and the largest
+    RecordProperty(absl::StrCat("messages_max_", c.max_message),
+                   static_cast<int>(r.messages.size()));
+    host.Shutdown(absl::Seconds(1));
+  }
 }
 
 TEST_F(TransferPeerTest, BatchReadTooManyKeys) {
@@ -423,8 +544,8 @@ TEST_F(TransferPeerTest, BatchReadTooManyKeys) {
   grpc::ClientContext ctx;
   SetDeadline(&ctx, absl::Seconds(10));
   auto reader = stub_->BatchRead(&ctx, req);
-  v1::BatchReadItem item;
-  EXPECT_FALSE(reader->Read(&item));
+  v1::BatchReadResponse msg;
+  EXPECT_FALSE(reader->Read(&msg));
   EXPECT_EQ(reader->Finish().error_code(),
             grpc::StatusCode::RESOURCE_EXHAUSTED);
 }
@@ -487,10 +608,10 @@ TEST_F(TransferPeerTest, CancelMidStreamLeavesServerWorking) {
     grpc::ClientContext ctx;
     SetDeadline(&ctx, absl::Seconds(30));
     auto reader = stub_->BatchRead(&ctx, req);
-    v1::BatchReadItem item;
-    for (int j = 0; j < i; ++j) reader->Read(&item);
+    v1::BatchReadResponse msg;
+    for (int j = 0; j < i; ++j) reader->Read(&msg);
     ctx.TryCancel();
-    while (reader->Read(&item)) {
+    while (reader->Read(&msg)) {
     }
     reader->Finish();
   }
