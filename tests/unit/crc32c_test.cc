@@ -1,0 +1,65 @@
+#include "common/crc32c.h"
+
+#include <random>
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace sidecar {
+namespace {
+
+std::string RandomBytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (char& c : s) c = static_cast<char>(rng());
+  return s;
+}
+
+// Check values from RFC 3720 (iSCSI), appendix B.4, and the usual "123456789".
+TEST(Crc32cTest, KnownValues) {
+  EXPECT_EQ(Crc32c(""), 0u);
+  EXPECT_EQ(Crc32c("123456789"), 0xe3069283u);
+  EXPECT_EQ(Crc32c(std::string(32, '\0')), 0x8a9136aau);
+  EXPECT_EQ(Crc32c(std::string(32, '\xff')), 0x62a8ab43u);
+  std::string ascending(32, '\0');
+  for (int i = 0; i < 32; ++i) ascending[i] = static_cast<char>(i);
+  EXPECT_EQ(Crc32c(ascending), 0x46dd794eu);
+  for (const char* s : {"", "123456789"}) {
+    EXPECT_EQ(internal::Crc32cExtendPortable(0, s), Crc32c(s));
+  }
+}
+
+TEST(Crc32cTest, FastAndPortableAgreeAtEveryLengthAndAlignment) {
+  const std::string data = RandomBytes(4096 + 64, 1);
+  for (size_t off = 0; off < 9; ++off) {
+    for (size_t len : {0, 1, 7, 8, 9, 15, 16, 63, 64, 65, 1000, 4096}) {
+      absl::string_view v(data.data() + off, len);
+      EXPECT_EQ(Crc32c(v), internal::Crc32cExtendPortable(0, v))
+          << off << " " << len;
+    }
+  }
+}
+
+TEST(Crc32cTest, ExtendEqualsWhole) {
+  const std::string data = RandomBytes(100000, 2);
+  for (size_t cut : {0, 1, 13, 50000, 99999, 100000}) {
+    absl::string_view a(data.data(), cut);
+    absl::string_view b(data.data() + cut, data.size() - cut);
+    EXPECT_EQ(Crc32cExtend(Crc32c(a), b), Crc32c(data)) << cut;
+  }
+}
+
+TEST(Crc32cTest, CatchesAnyOneBitFlip) {
+  std::string data = RandomBytes(2048, 3);
+  const uint32_t good = Crc32c(data);
+  for (size_t i = 0; i < data.size(); i += 97) {
+    for (int bit = 0; bit < 8; ++bit) {
+      data[i] ^= static_cast<char>(1 << bit);
+      EXPECT_NE(Crc32c(data), good) << i << ":" << bit;
+      data[i] ^= static_cast<char>(1 << bit);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sidecar
