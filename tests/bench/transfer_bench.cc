@@ -895,14 +895,18 @@ class LoopMount {
             const std::string& log)
       : mount_point_(mount_point), log_(log) {
     std::filesystem::create_directories(mount_point);
+    // Direct I/O between the loop device and its backing file: one page
+    // cache (the filesystem's), as on a real disk.
     Sh(absl::StrCat("truncate -s 16G ", image, " && mkfs.ext4 -q -F ", image,
-                    " && mount -o loop ", image, " ", mount_point,
-                    " && chmod 755 ", mount_point),
+                    " && dev=$(losetup -f --show --direct-io=on ", image,
+                    ") && mount $dev ", mount_point, " && chmod 755 ",
+                    mount_point),
        log);
   }
   ~LoopMount() {
-    absl::StatusOr<int> rc = testing::RunCommand({"umount", mount_point_}, {},
-                                                 log_, absl::Minutes(2));
+    // -d: the loop device goes with the filesystem.
+    absl::StatusOr<int> rc = testing::RunCommand({"umount", "-d", mount_point_},
+                                                 {}, log_, absl::Minutes(2));
     if (!rc.ok() || *rc != 0) {
       std::cerr << "umount " << mount_point_ << " failed; see " << log_ << "\n";
     }
