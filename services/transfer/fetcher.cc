@@ -7,6 +7,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/crc32c.h"
 #include "common/log.h"
 #include "common/transport.h"
 
@@ -794,7 +795,7 @@ absl::Status Fetcher::ReadRange(Attempt* a, const FetchSource& src,
                              data.size(), " when ", next, " was expected");
       break;
     }
-    if (DigestBytes(Sha256Of(data)) != chunk.chunk_sha256()) {
+    if (Crc32c(data) != chunk.chunk_crc32c()) {
       problem = absl::StrCat("the chunk at ", next, " failed its checksum");
       break;
     }

@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/crc32c.h"
 #include "common/log.h"
 #include "common/sha256.h"
 #include "common/sidecar_key.h"
@@ -314,8 +315,7 @@ class PeerServer::ReadReactor : public grpc::ServerWriteReactor<v1::ReadChunk> {
       SC_LOG(WARNING) << s.message();
       return Fail(s);
     }
-    Sha256Digest chunk_sha = Sha256Of(*data);
-    msg_.set_chunk_sha256(DigestBytes(chunk_sha).data(), 32);
+    msg_.set_chunk_crc32c(Crc32c(*data));
     if (whole_file_) whole_.Update(*data);
     next_ += n;
     if (next_ < end_) {

@@ -15,7 +15,7 @@
 //    ready on this device" otherwise), and only if the file is a regular
 //    file (not followed through a final symlink) of the registered size
 //    (DATA_LOSS otherwise);
-//  - Read checks each chunk's SHA-256 into the message and, when it streams
+//  - Read puts each chunk's CRC-32C into the message and, when it streams
 //    a whole file, the whole file's hash: a mismatch with the registered
 //    checksum ends the call with DATA_LOSS instead of the last chunk;
 //  - BatchRead hashes every item and answers DATA_LOSS for a mismatch; it
