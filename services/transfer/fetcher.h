@@ -63,7 +63,7 @@ struct FetcherOptions {
   size_t batch_max_jobs = 1000;
   // Batches in flight at once, so that one batch's network time overlaps
   // another's flushes and renames.
-  int batch_lanes = 2;
+  int batch_lanes = 4;
   uint64_t batch_max_item_bytes = 4ull << 20;
 };
 

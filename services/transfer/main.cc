@@ -43,7 +43,7 @@ ABSL_FLAG(std::string, availability, "127.0.0.1:7100",
 ABSL_FLAG(absl::Duration, rpc_timeout, absl::Seconds(5),
           "deadline of calls to the availability service");
 ABSL_FLAG(int, workers, 3, "fetch jobs run at once");
-ABSL_FLAG(int, batch_lanes, 2,
+ABSL_FLAG(int, batch_lanes, 4,
           "batches of small sidecars (thumbnails...) fetched at once");
 ABSL_FLAG(int, batch_max_jobs, 1000, "sidecars per batch");
 ABSL_FLAG(int, max_attempts, 5, "attempts of a job before it ends in GENERATE");

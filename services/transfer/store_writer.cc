@@ -109,6 +109,28 @@ absl::Status MakeDirs(const std::string& dir) {
   return FsyncDir(parent);
 }
 
+// mkdir -p of `rel` (relative) under directory `dir_fd`, without syncs;
+// tries the deepest directory first, since its parents usually exist.
+absl::Status MakeDirsAt(int dir_fd, const std::string& rel) {
+  if (::mkdirat(dir_fd, rel.c_str(), 0755) == 0 || errno == EEXIST) {
+    return absl::OkStatus();
+  }
+  if (errno != ENOENT) {
+    return ErrnoStatus(errno, absl::StrCat("cannot create directory ", rel));
+  }
+  size_t slash = rel.rfind('/');
+  if (slash == std::string::npos || slash == 0) {
+    return ErrnoStatus(ENOENT, absl::StrCat("cannot create directory ", rel));
+  }
+  if (absl::Status s = MakeDirsAt(dir_fd, rel.substr(0, slash)); !s.ok()) {
+    return s;
+  }
+  if (::mkdirat(dir_fd, rel.c_str(), 0755) != 0 && errno != EEXIST) {
+    return ErrnoStatus(errno, absl::StrCat("cannot create directory ", rel));
+  }
+  return absl::OkStatus();
+}
+
 // pwrite of all of `data`, retrying short writes and EINTR.
 absl::Status WriteAll(int fd, uint64_t offset, absl::string_view data,
                       const std::string& path) {
@@ -417,13 +439,22 @@ std::vector<absl::Status> StoreWriter::CommitBatch(
     return out;
   }
   FdCloser closer(root_fd);
+  int incoming_fd =
+      ::open(incoming_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (incoming_fd < 0) {
+    absl::Status s =
+        ErrnoStatus(errno, absl::StrCat("cannot open ", incoming_));
+    for (auto& o : out) o = s;
+    return out;
+  }
+  FdCloser incoming_closer(incoming_fd);
   // 1. Every part's data on disk before any name points at it.
   if (::syncfs(root_fd) != 0) {
     absl::Status s = ErrnoStatus(errno, absl::StrCat("cannot sync ", root_));
     for (auto& o : out) o = s;
     return out;
   }
-  // 2. Names.
+  // 2. Names. Paths relative to the two directories: short lookups.
   for (size_t i = 0; i < items.size(); ++i) {
     const BatchItem& it = items[i];
     absl::StatusOr<std::string> id = CanonicalJobId(it.job_id);
@@ -431,35 +462,33 @@ std::vector<absl::Status> StoreWriter::CommitBatch(
       out[i] = id.status();
       continue;
     }
-    const std::string part = PartPath(*id);
+    const std::string part = absl::StrCat(*id, kPartSuffix);
     struct stat st;
-    if (::stat(part.c_str(), &st) != 0) {
+    if (::fstatat(incoming_fd, part.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
       out[i] = ErrnoStatus(errno, absl::StrCat("no part file for job ", *id));
       continue;
     }
     if (static_cast<uint64_t>(st.st_size) != it.size) {
-      ::unlink(part.c_str());
+      ::unlinkat(incoming_fd, part.c_str(), 0);
       out[i] = absl::DataLossError(
           absl::StrCat(KeyDebugString(it.key), ": part has ", st.st_size,
                        " bytes, expected ", it.size, "; deleted"));
       continue;
     }
-    const std::string final_path = FinalPath(it.key);
-    const std::string dir = Dirname(final_path);
-    struct stat dst;
-    if (::stat(dir.c_str(), &dst) != 0) {
-      // Created without per-directory syncs: the second syncfs covers them.
-      std::error_code ec;
-      std::filesystem::create_directories(dir, ec);
-      if (ec) {
-        out[i] = absl::InternalError(
-            absl::StrCat("cannot create directory ", dir, ": ", ec.message()));
+    const std::string rel = RelativePath(it.key);
+    int rc = ::renameat(incoming_fd, part.c_str(), root_fd, rel.c_str());
+    if (rc != 0 && errno == ENOENT) {
+      // Its directories are new. Created without per-directory syncs: the
+      // second syncfs covers them.
+      if (absl::Status s = MakeDirsAt(root_fd, Dirname(rel)); !s.ok()) {
+        out[i] = s;
         continue;
       }
+      rc = ::renameat(incoming_fd, part.c_str(), root_fd, rel.c_str());
     }
-    if (::rename(part.c_str(), final_path.c_str()) != 0) {
-      out[i] = ErrnoStatus(
-          errno, absl::StrCat("cannot move ", part, " to ", final_path));
+    if (rc != 0) {
+      out[i] = ErrnoStatus(errno, absl::StrCat("cannot move ", PartPath(*id),
+                                               " to ", FinalPath(it.key)));
     }
   }
   // 3. The names (and new directories) on disk.

@@ -306,6 +306,55 @@ TEST_F(StoreWriterTest, DiscardRemovesPart) {
   EXPECT_TRUE(writer_->Discard(id).ok());  // already gone: fine
 }
 
+// The batch lane's install: parts written whole, then one CommitBatch puts
+// each at its layout path (new directories, existing ones, over an older
+// file); a part of the wrong size, a missing part and a bad job id fail on
+// their own, and nothing is left in .incoming.
+TEST_F(StoreWriterTest, CommitBatchInstallsEachItemOnItsOwn) {
+  auto key = [](const char* uuid, const char* variant) {
+    return SidecarKey{*Uuid::Parse(uuid), v1::SIDECAR_KIND_THUMB, variant,
+                      v1::SIDECAR_FORMAT_WEBP};
+  };
+  const SidecarKey fresh = key("11111111-2222-4333-8444-555555555555", "a");
+  const SidecarKey sibling = key("11111111-2222-4333-8444-555555555555", "b");
+  const SidecarKey older = key("66666666-7777-4888-9999-aaaaaaaaaaaa", "a");
+  const SidecarKey short_part =
+      key("bbbbbbbb-cccc-4ddd-8eee-ffffffffffff", "a");
+  const SidecarKey no_part = key("12345678-1234-4234-8234-123456789abc", "a");
+  fs::create_directories(fs::path(writer_->FinalPath(older)).parent_path());
+  WriteFile(writer_->FinalPath(older), "an older version");
+
+  const std::string ids[] = {"00000000-0000-4000-8000-000000000001",
+                             "00000000-0000-4000-8000-000000000002",
+                             "00000000-0000-4000-8000-000000000003",
+                             "00000000-0000-4000-8000-000000000004",
+                             "00000000-0000-4000-8000-000000000005"};
+  const std::string data[] = {RandomBytes(45000, 1), RandomBytes(3, 2),
+                              RandomBytes(1000, 3), RandomBytes(500, 4)};
+  ASSERT_TRUE(writer_->WriteWholePart(ids[0], data[0]).ok());
+  ASSERT_TRUE(writer_->WriteWholePart(ids[1], data[1]).ok());
+  ASSERT_TRUE(writer_->WriteWholePart(ids[2], data[2]).ok());
+  ASSERT_TRUE(writer_->WriteWholePart(ids[3], data[3]).ok());
+  std::vector<StoreWriter::BatchItem> items = {
+      {ids[0], fresh, data[0].size()}, {ids[1], sibling, data[1].size()},
+      {ids[2], older, data[2].size()}, {ids[3], short_part, data[3].size() + 1},
+      {ids[4], no_part, 10},           {"not-a-uuid", fresh, 1}};
+  std::vector<absl::Status> r = writer_->CommitBatch(items);
+  ASSERT_EQ(r.size(), items.size());
+  EXPECT_TRUE(r[0].ok()) << r[0];
+  EXPECT_TRUE(r[1].ok()) << r[1];
+  EXPECT_TRUE(r[2].ok()) << r[2];
+  EXPECT_EQ(r[3].code(), absl::StatusCode::kDataLoss) << r[3];
+  EXPECT_EQ(r[4].code(), absl::StatusCode::kNotFound) << r[4];
+  EXPECT_EQ(r[5].code(), absl::StatusCode::kInvalidArgument) << r[5];
+  EXPECT_EQ(ReadFile(writer_->FinalPath(fresh)), data[0]);
+  EXPECT_EQ(ReadFile(writer_->FinalPath(sibling)), data[1]);
+  EXPECT_EQ(ReadFile(writer_->FinalPath(older)), data[2]);
+  EXPECT_FALSE(fs::exists(writer_->FinalPath(short_part)));
+  EXPECT_FALSE(fs::exists(writer_->FinalPath(no_part)));
+  EXPECT_TRUE(fs::is_empty(root_ + "/.incoming"));
+}
+
 TEST_F(StoreWriterTest, CheckSpace) {
   absl::StatusOr<uint64_t> free = writer_->FreeBytes();
   ASSERT_TRUE(free.ok()) << free.status();
