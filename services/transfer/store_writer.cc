@@ -429,6 +429,70 @@ absl::Status StoreWriter::WriteWholePart(absl::string_view job_id,
   return WriteAll(fd, 0, data, part);
 }
 
+std::vector<absl::Status> StoreWriter::CommitFewSynced(
+    absl::Span<const BatchItem> items, int root_fd, int incoming_fd) const {
+  std::vector<absl::Status> out(items.size());
+  bool moved_any = false;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const BatchItem& it = items[i];
+    absl::StatusOr<std::string> id = CanonicalJobId(it.job_id);
+    if (!id.ok()) {
+      out[i] = id.status();
+      continue;
+    }
+    const std::string part = absl::StrCat(*id, kPartSuffix);
+    {
+      int fd = ::openat(incoming_fd, part.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) {
+        out[i] = ErrnoStatus(errno, absl::StrCat("no part file for job ", *id));
+        continue;
+      }
+      FdCloser closer(fd);
+      struct stat st;
+      if (::fstat(fd, &st) != 0) {
+        out[i] =
+            ErrnoStatus(errno, absl::StrCat("cannot stat ", PartPath(*id)));
+        continue;
+      }
+      if (static_cast<uint64_t>(st.st_size) != it.size) {
+        ::unlinkat(incoming_fd, part.c_str(), 0);
+        out[i] = absl::DataLossError(
+            absl::StrCat(KeyDebugString(it.key), ": part has ", st.st_size,
+                         " bytes, expected ", it.size, "; deleted"));
+        continue;
+      }
+      // Durable before it becomes visible under its final name.
+      if (::fdatasync(fd) != 0) {
+        out[i] =
+            ErrnoStatus(errno, absl::StrCat("cannot sync ", PartPath(*id)));
+        continue;
+      }
+    }
+    const std::string final_path = FinalPath(it.key);
+    const std::string dir = Dirname(final_path);
+    if (absl::Status s = MakeDirs(dir); !s.ok()) {  // syncs new directories
+      out[i] = s;
+      continue;
+    }
+    if (::renameat(incoming_fd, part.c_str(), root_fd,
+                   RelativePath(it.key).c_str()) != 0) {
+      out[i] = ErrnoStatus(errno, absl::StrCat("cannot move ", PartPath(*id),
+                                               " to ", final_path));
+      continue;
+    }
+    moved_any = true;
+    if (absl::Status s = FsyncDir(dir); !s.ok()) out[i] = s;
+  }
+  if (moved_any) {
+    if (absl::Status s = FsyncDir(incoming_); !s.ok()) {
+      // The files are in place and durable; a stale entry of a part is only
+      // something for CleanupStray.
+      SC_LOG(WARNING) << s.message();
+    }
+  }
+  return out;
+}
+
 std::vector<absl::Status> StoreWriter::CommitBatch(
     absl::Span<const BatchItem> items) const {
   std::vector<absl::Status> out(items.size());
@@ -448,6 +512,8 @@ std::vector<absl::Status> StoreWriter::CommitBatch(
     return out;
   }
   FdCloser incoming_closer(incoming_fd);
+  if (items.size() <= kFsyncBatchMax)
+    return CommitFewSynced(items, root_fd, incoming_fd);
   // 1. Every part's data on disk before any name points at it.
   if (::syncfs(root_fd) != 0) {
     absl::Status s = ErrnoStatus(errno, absl::StrCat("cannot sync ", root_));

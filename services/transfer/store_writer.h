@@ -129,9 +129,12 @@ class StoreWriter {
   // many such parts at once: one syncfs makes all their data durable before
   // any is renamed, the renames follow, and a second syncfs makes the names
   // durable, so each final path holds either nothing or the complete file,
-  // at two flushes per batch instead of several per file. The caller has
-  // checked each part's SHA-256 while it had the bytes; sizes are checked
-  // again here. Returns one status per item.
+  // at two flushes per batch instead of several per file. Batches of at
+  // most kFsyncBatchMax items are synced file by file and directory by
+  // directory instead: a syncfs also flushes whatever else is dirty on the
+  // filesystem, which for one thumbnail can cost far more than its own
+  // bytes. The caller has checked each part's SHA-256 while it had the
+  // bytes; sizes are checked again here. Returns one status per item.
   struct BatchItem {
     std::string job_id;
     SidecarKey key;
@@ -141,6 +144,8 @@ class StoreWriter {
                               absl::string_view data) const;
   std::vector<absl::Status> CommitBatch(
       absl::Span<const BatchItem> items) const;
+
+  static constexpr size_t kFsyncBatchMax = 8;
 
   // Deletes the part of `job_id`, if any. INVALID_ARGUMENT for a bad id.
   absl::Status Discard(absl::string_view job_id) const;
@@ -174,6 +179,10 @@ class StoreWriter {
       const std::optional<Sha256Digest>& computed_sha256,
       const Sha256Digest& expected_sha256,
       std::optional<uint64_t> expected_size) const;
+  // CommitBatch for a few items: fdatasync, rename and directory fsync per
+  // item. `root_fd` and `incoming_fd` are open directories.
+  std::vector<absl::Status> CommitFewSynced(absl::Span<const BatchItem> items,
+                                            int root_fd, int incoming_fd) const;
 
   const std::string root_;
   const std::string incoming_;

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/uuid.h"
 #include "gtest/gtest.h"
 
@@ -352,6 +353,34 @@ TEST_F(StoreWriterTest, CommitBatchInstallsEachItemOnItsOwn) {
   EXPECT_EQ(ReadFile(writer_->FinalPath(older)), data[2]);
   EXPECT_FALSE(fs::exists(writer_->FinalPath(short_part)));
   EXPECT_FALSE(fs::exists(writer_->FinalPath(no_part)));
+  EXPECT_TRUE(fs::is_empty(root_ + "/.incoming"));
+}
+
+// Above kFsyncBatchMax items the batch is synced with two syncfs calls; the
+// outcome is the same.
+TEST_F(StoreWriterTest, CommitBatchOfManyItems) {
+  std::vector<StoreWriter::BatchItem> items;
+  std::vector<std::string> data;
+  for (int i = 0; i < 40; ++i) {
+    std::string id = absl::StrFormat("00000000-0000-4000-8000-%012d", i + 1);
+    SidecarKey k{
+        *Uuid::Parse(absl::StrFormat("%08d-0000-4000-8000-000000000000", i)),
+        v1::SIDECAR_KIND_THUMB, "grid", v1::SIDECAR_FORMAT_WEBP};
+    data.push_back(RandomBytes(100 + i, 100 + i));
+    ASSERT_TRUE(writer_->WriteWholePart(id, data.back()).ok());
+    items.push_back({id, k, data.back().size() + (i == 7 ? 1 : 0)});
+  }
+  ASSERT_GT(items.size(), StoreWriter::kFsyncBatchMax);
+  std::vector<absl::Status> r = writer_->CommitBatch(items);
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i == 7) {
+      EXPECT_EQ(r[i].code(), absl::StatusCode::kDataLoss) << r[i];
+      EXPECT_FALSE(fs::exists(writer_->FinalPath(items[i].key)));
+    } else {
+      EXPECT_TRUE(r[i].ok()) << i << ": " << r[i];
+      EXPECT_EQ(ReadFile(writer_->FinalPath(items[i].key)), data[i]) << i;
+    }
+  }
   EXPECT_TRUE(fs::is_empty(root_ + "/.incoming"));
 }
 
