@@ -429,44 +429,54 @@ absl::Status StoreWriter::WriteWholePart(absl::string_view job_id,
   return WriteAll(fd, 0, data, part);
 }
 
+namespace {
+
+// The part file name of batch item `it` in `incoming_fd`, after checking
+// that it exists with the item's size (a part of another size is deleted:
+// DATA_LOSS); with `sync`, its data is also made durable.
+absl::StatusOr<std::string> CheckedPart(int incoming_fd,
+                                        const StoreWriter::BatchItem& it,
+                                        bool sync) {
+  absl::StatusOr<std::string> id = CanonicalJobId(it.job_id);
+  if (!id.ok()) return id.status();
+  std::string part = absl::StrCat(*id, kPartSuffix);
+  struct stat st;
+  // Opened only to be synced; else one fstatat is enough.
+  const int fd = sync ? ::openat(incoming_fd, part.c_str(),
+                                 O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+                      : -1;
+  FdCloser closer(fd);
+  if (sync ? fd < 0 || ::fstat(fd, &st) != 0
+           : ::fstatat(incoming_fd, part.c_str(), &st, AT_SYMLINK_NOFOLLOW) !=
+                 0) {
+    return ErrnoStatus(errno, absl::StrCat("no part file for job ", *id));
+  }
+  if (static_cast<uint64_t>(st.st_size) != it.size) {
+    ::unlinkat(incoming_fd, part.c_str(), 0);
+    return absl::DataLossError(
+        absl::StrCat(KeyDebugString(it.key), ": part has ", st.st_size,
+                     " bytes, expected ", it.size, "; deleted"));
+  }
+  if (sync && ::fdatasync(fd) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("cannot sync the part of ", *id));
+  }
+  return part;
+}
+
+}  // namespace
+
 std::vector<absl::Status> StoreWriter::CommitFewSynced(
     absl::Span<const BatchItem> items, int root_fd, int incoming_fd) const {
   std::vector<absl::Status> out(items.size());
   bool moved_any = false;
   for (size_t i = 0; i < items.size(); ++i) {
     const BatchItem& it = items[i];
-    absl::StatusOr<std::string> id = CanonicalJobId(it.job_id);
-    if (!id.ok()) {
-      out[i] = id.status();
+    // Durable before it becomes visible under its final name.
+    absl::StatusOr<std::string> part =
+        CheckedPart(incoming_fd, it, /*sync=*/true);
+    if (!part.ok()) {
+      out[i] = part.status();
       continue;
-    }
-    const std::string part = absl::StrCat(*id, kPartSuffix);
-    {
-      int fd = ::openat(incoming_fd, part.c_str(), O_RDONLY | O_CLOEXEC);
-      if (fd < 0) {
-        out[i] = ErrnoStatus(errno, absl::StrCat("no part file for job ", *id));
-        continue;
-      }
-      FdCloser closer(fd);
-      struct stat st;
-      if (::fstat(fd, &st) != 0) {
-        out[i] =
-            ErrnoStatus(errno, absl::StrCat("cannot stat ", PartPath(*id)));
-        continue;
-      }
-      if (static_cast<uint64_t>(st.st_size) != it.size) {
-        ::unlinkat(incoming_fd, part.c_str(), 0);
-        out[i] = absl::DataLossError(
-            absl::StrCat(KeyDebugString(it.key), ": part has ", st.st_size,
-                         " bytes, expected ", it.size, "; deleted"));
-        continue;
-      }
-      // Durable before it becomes visible under its final name.
-      if (::fdatasync(fd) != 0) {
-        out[i] =
-            ErrnoStatus(errno, absl::StrCat("cannot sync ", PartPath(*id)));
-        continue;
-      }
     }
     const std::string final_path = FinalPath(it.key);
     const std::string dir = Dirname(final_path);
@@ -474,10 +484,10 @@ std::vector<absl::Status> StoreWriter::CommitFewSynced(
       out[i] = s;
       continue;
     }
-    if (::renameat(incoming_fd, part.c_str(), root_fd,
+    if (::renameat(incoming_fd, part->c_str(), root_fd,
                    RelativePath(it.key).c_str()) != 0) {
-      out[i] = ErrnoStatus(errno, absl::StrCat("cannot move ", PartPath(*id),
-                                               " to ", final_path));
+      out[i] = ErrnoStatus(
+          errno, absl::StrCat("cannot move ", *part, " to ", final_path));
       continue;
     }
     moved_any = true;
@@ -523,26 +533,14 @@ std::vector<absl::Status> StoreWriter::CommitBatch(
   // 2. Names. Paths relative to the two directories: short lookups.
   for (size_t i = 0; i < items.size(); ++i) {
     const BatchItem& it = items[i];
-    absl::StatusOr<std::string> id = CanonicalJobId(it.job_id);
-    if (!id.ok()) {
-      out[i] = id.status();
-      continue;
-    }
-    const std::string part = absl::StrCat(*id, kPartSuffix);
-    struct stat st;
-    if (::fstatat(incoming_fd, part.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      out[i] = ErrnoStatus(errno, absl::StrCat("no part file for job ", *id));
-      continue;
-    }
-    if (static_cast<uint64_t>(st.st_size) != it.size) {
-      ::unlinkat(incoming_fd, part.c_str(), 0);
-      out[i] = absl::DataLossError(
-          absl::StrCat(KeyDebugString(it.key), ": part has ", st.st_size,
-                       " bytes, expected ", it.size, "; deleted"));
+    absl::StatusOr<std::string> part =
+        CheckedPart(incoming_fd, it, /*sync=*/false);
+    if (!part.ok()) {
+      out[i] = part.status();
       continue;
     }
     const std::string rel = RelativePath(it.key);
-    int rc = ::renameat(incoming_fd, part.c_str(), root_fd, rel.c_str());
+    int rc = ::renameat(incoming_fd, part->c_str(), root_fd, rel.c_str());
     if (rc != 0 && errno == ENOENT) {
       // Its directories are new. Created without per-directory syncs: the
       // second syncfs covers them.
@@ -550,11 +548,11 @@ std::vector<absl::Status> StoreWriter::CommitBatch(
         out[i] = s;
         continue;
       }
-      rc = ::renameat(incoming_fd, part.c_str(), root_fd, rel.c_str());
+      rc = ::renameat(incoming_fd, part->c_str(), root_fd, rel.c_str());
     }
     if (rc != 0) {
-      out[i] = ErrnoStatus(errno, absl::StrCat("cannot move ", PartPath(*id),
-                                               " to ", FinalPath(it.key)));
+      out[i] = ErrnoStatus(errno, absl::StrCat("cannot move ", *part, " to ",
+                                               FinalPath(it.key)));
     }
   }
   // 3. The names (and new directories) on disk.
