@@ -34,6 +34,8 @@ ABSL_FLAG(std::string, batch, "",
 ABSL_FLAG(int64_t, limit, 0,
           "ls: show at most this many (0: all); jobs: at most this many "
           "(0: 100; at most 1000)");
+ABSL_FLAG(std::string, kinds, "",
+          "missing: comma-separated kinds (thumb,proxy,...); empty: all");
 ABSL_FLAG(std::string, mode, "fetch-or-generate",
           "resolve: local-only|fetch-only|fetch-or-generate");
 ABSL_FLAG(bool, query_peers, false,
@@ -281,6 +283,53 @@ int RunRemove(CommandContext& ctx, const Args& args) {
 }
 
 // ---- ls -------------------------------------------------------------------
+
+int RunMissing(CommandContext& ctx, const Args&) {
+  const int64_t limit = absl::GetFlag(FLAGS_limit);
+  if (limit < 0) return ctx.UsageError("--limit must be 0 (all) or more");
+  std::vector<Kind> kinds;
+  for (absl::string_view k : absl::StrSplit(absl::GetFlag(FLAGS_kinds), ',',
+                                            absl::SkipWhitespace())) {
+    std::optional<Kind> kind = KindFromName(absl::StripAsciiWhitespace(k));
+    if (!kind) {
+      return ctx.UsageError(absl::StrCat(
+          "--kinds: unknown kind \"", k,
+          "\" (thumb, thumbstrip, proxy, embeddings, ocr, transcript, "
+          "gaussian_splat)"));
+    }
+    kinds.push_back(*kind);
+  }
+  int64_t shown = 0;
+  std::string token;
+  bool more = false;
+  do {
+    v1::ListMissingRequest req;
+    for (Kind k : kinds) req.add_kinds(k);
+    int64_t page = 1000;
+    if (limit > 0) page = std::min<int64_t>(page, limit - shown);
+    req.set_page_size(static_cast<uint32_t>(page));
+    req.set_page_token(token);
+    grpc::ClientContext cc;
+    ctx.SetCallDeadline(&cc);
+    v1::ListMissingResponse resp;
+    grpc::Status s = ctx.availability().ListMissing(&cc, req, &resp);
+    if (!s.ok()) return ctx.AvailabilityError("missing", s);
+    for (const v1::SidecarKey& k : resp.keys()) {
+      if (limit > 0 && shown >= limit) break;
+      ctx.out() << UriOf(k) << "\n";
+      ++shown;
+    }
+    token = resp.next_page_token();
+    more = !token.empty();
+  } while (more && (limit == 0 || shown < limit));
+  ctx.out() << shown << " sidecar" << (shown == 1 ? "" : "s")
+            << " held by peers and not here";
+  if (more && limit > 0 && shown >= limit) {
+    ctx.out() << " shown; more may exist (raise --limit)";
+  }
+  ctx.out() << "\n";
+  return kExitOk;
+}
 
 int RunLs(CommandContext& ctx, const Args&) {
   absl::StatusOr<v1::SidecarStatus> status =
@@ -664,6 +713,11 @@ std::vector<CommandSpec> AvailabilityCommands() {
                .summary = "list this device's sidecars in key order",
                .flags = {"status", "limit"},
                .run = RunLs});
+  c.push_back({.name = "missing",
+               .synopsis = "[--kinds=K,...] [--limit=N]",
+               .summary = "list sidecars peers hold and this device lacks",
+               .flags = {"kinds", "limit"},
+               .run = RunMissing});
   c.push_back({.name = "who-has",
                .synopsis = "URI... [--query_peers]",
                .summary = "show which devices hold each sidecar",

@@ -238,6 +238,23 @@ grep -Eq "^  outcome +LOCAL\$" "$WORK/out" || { show; fail "resolve on alpha is 
 grep -qF "$FILE" "$WORK/out" || { show; fail "resolve on alpha does not name $FILE"; }
 pass "resolve on alpha: LOCAL"
 
+# ---- missing: what peers hold and this device lacks ------------------------
+
+ctl beta missing --kinds=thumb || { rc=$?; show; fail "missing on beta exited $rc"; }
+grep -qxF "$URI" "$WORK/out" || { show; fail "missing on beta does not list $URI"; }
+grep -q "^1 sidecar held by peers and not here\$" "$WORK/out" ||
+  { show; fail "missing on beta does not count 1 sidecar"; }
+ctl beta missing --kinds=proxy || { rc=$?; show; fail "missing --kinds=proxy exited $rc"; }
+grep -q "^0 sidecars held by peers" "$WORK/out" ||
+  { show; fail "missing --kinds=proxy lists a thumbnail"; }
+ctl alpha missing || { rc=$?; show; fail "missing on alpha exited $rc"; }
+grep -q "^0 sidecars held by peers" "$WORK/out" ||
+  { show; fail "missing on alpha lists its own sidecar"; }
+rc=0
+ctl beta missing --kinds=nope || rc=$?
+[[ $rc == 2 ]] || { show; fail "missing --kinds=nope exited $rc, not 2"; }
+pass "missing: beta lacks $URI (thumb), alpha lacks nothing, bad kind exit 2"
+
 # ---- usage errors: exit 2 ------------------------------------------------
 
 rc=0
@@ -278,6 +295,11 @@ pass "fetch on beta: DONE, bytes identical (job ${JOB_ID:0:8})"
 ctl beta resolve "$URI" || { rc=$?; show; fail "resolve on beta exited $rc"; }
 grep -Eq "^  outcome +LOCAL\$" "$WORK/out" || { show; fail "resolve on beta is not LOCAL after the fetch"; }
 pass "resolve on beta after the fetch: LOCAL"
+
+ctl beta missing || { rc=$?; show; fail "missing on beta exited $rc"; }
+grep -q "^0 sidecars held by peers" "$WORK/out" ||
+  { show; fail "missing on beta still lists the fetched sidecar"; }
+pass "missing on beta after the fetch: nothing"
 
 ctl beta fetch "$URI" || { rc=$?; show; fail "a second fetch on beta exited $rc"; }
 grep -Eq "^LOCAL +$URI +$BETA_FILE\$" "$WORK/out" || { show; fail "a second fetch is not LOCAL"; }
