@@ -9,7 +9,9 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/config.h"
 #include "common/log.h"
 
 namespace sidecar {
@@ -50,6 +52,12 @@ void BlockShutdownSignals() {
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+void InitServiceProcess(int argc, char** argv, const char* usage) {
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  BlockShutdownSignals();
+  ParseConfig(argc, argv, usage);
 }
 
 ServerHost::ServerHost(std::string listen_address)

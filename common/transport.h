@@ -33,6 +33,12 @@ void SetDeadline(grpc::ClientContext* ctx, absl::Duration timeout);
 // ServerHost::WaitForShutdownSignal.
 void BlockShutdownSignals();
 
+// What a service's main() does first, before any thread exists: blocks the
+// shutdown signals (above), turns off Abseil's lock-order checking (Debian's
+// build checks every Mutex acquisition against a graph of all locks; the
+// tests keep it on) and reads flags and configuration (ParseConfig).
+void InitServiceProcess(int argc, char** argv, const char* usage);
+
 // A gRPC server with health checking and reflection, and graceful shutdown:
 // on SIGTERM it reports NOT_SERVING, then drains in-flight calls until a
 // deadline and cancels the rest.

@@ -9,7 +9,6 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/config.h"
 #include "common/log.h"
@@ -202,12 +201,9 @@ int Main() {
 }  // namespace sidecar::transfer
 
 int main(int argc, char** argv) {
-  // Debian's Abseil checks lock order on every Mutex acquisition (a graph
-  // of all locks, seen as GraphCycles in profiles). The tests keep it on.
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-  sidecar::BlockShutdownSignals();
-  sidecar::ParseConfig(argc, argv,
-                       "sidecar-transfer: moves sidecars between a person's "
-                       "devices");
+  sidecar::InitServiceProcess(
+      argc, argv,
+      "sidecar-transfer: moves sidecars between a person's "
+      "devices");
   return sidecar::transfer::Main();
 }

@@ -16,6 +16,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/support/availability_process.h"
 #include "tests/support/pg_server.h"
+#include "tests/support/wait.h"
 
 namespace sidecar::testing {
 namespace {
@@ -26,17 +27,6 @@ std::string TempDir() {
   std::string t = "/tmp/sidecar-cluster-XXXXXX";
   char* d = mkdtemp(t.data());
   return d ? std::string(d) : "/tmp";
-}
-
-// Polls `cond` every 20 ms until true or `timeout`; returns how long it took.
-std::optional<absl::Duration> WaitFor(const std::function<bool()>& cond,
-                                      absl::Duration timeout) {
-  absl::Time start = absl::Now();
-  while (absl::Now() - start < timeout) {
-    if (cond()) return absl::Now() - start;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  return std::nullopt;
 }
 
 struct Sidecar {

@@ -13,13 +13,12 @@
 #include "common/pg/migrate.h"
 #include "gtest/gtest.h"
 #include "services/availability/migrations.h"
-#include "tests/support/pg_server.h"
+#include "tests/support/pg_test.h"
 #include "tests/support/process.h"
 
 namespace sidecar::availability {
 namespace {
 
-using ::sidecar::testing::PgServer;
 
 constexpr absl::Duration kConnectTimeout = absl::Seconds(10);
 
@@ -77,43 +76,15 @@ std::map<SidecarKey, ChangeRecord> LoadAll(InventoryStore& store) {
   return out;
 }
 
-class InventoryStoreTest : public ::testing::Test {
+class InventoryStoreTest : public ::sidecar::testing::PgTest {
  protected:
-  static void SetUpTestSuite() {
-    server_ = new PgServer();
-    absl::Time start = absl::Now();
-    absl::Status s = server_->Start();
-    ASSERT_TRUE(s.ok()) << s;
-    std::cerr << "PostgreSQL started on port " << server_->port() << " in "
-              << absl::FormatDuration(absl::Now() - start) << "\n";
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-
-  void SetUp() override {
-    ASSERT_NE(server_, nullptr);
-    ASSERT_TRUE(server_->Start().ok());  // in case a test left it stopped
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    absl::StatusOr<std::string> conninfo =
-        server_->CreateDatabase(absl::StrCat("t_", info->name()));
-    ASSERT_TRUE(conninfo.ok()) << conninfo.status();
-    conninfo_ = *conninfo;
-  }
-
   std::unique_ptr<InventoryStore> OpenStore() {
     absl::StatusOr<std::unique_ptr<InventoryStore>> store =
         InventoryStore::Open(conninfo_, kConnectTimeout);
     EXPECT_TRUE(store.ok()) << store.status();
     return store.ok() ? std::move(*store) : nullptr;
   }
-
-  static PgServer* server_;
-  std::string conninfo_;
 };
-
-PgServer* InventoryStoreTest::server_ = nullptr;
 
 TEST_F(InventoryStoreTest, MigrationsRunOnceAndIdentityPersists) {
   DeviceIdentity first;

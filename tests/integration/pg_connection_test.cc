@@ -2,41 +2,25 @@
 #include "absl/strings/str_cat.h"
 #include "common/pg/connection.h"
 #include "gtest/gtest.h"
-#include "tests/support/pg_server.h"
+#include "tests/support/pg_test.h"
 #include "tests/support/process.h"
 
 namespace sidecar::pg {
 namespace {
 
-using ::sidecar::testing::PgServer;
 
-class PgConnectionTest : public ::testing::Test {
+class PgConnectionTest : public ::sidecar::testing::PgTest {
  protected:
-  static void SetUpTestSuite() {
-    server_ = new PgServer();
-    absl::Status s = server_->Start();
-    ASSERT_TRUE(s.ok()) << s;
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
   void SetUp() override {
-    ASSERT_NE(server_, nullptr);
-    ASSERT_TRUE(server_->Start().ok());
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    auto conninfo = server_->CreateDatabase(info->name());
-    ASSERT_TRUE(conninfo.ok()) << conninfo.status();
-    auto conn = Connection::Open(*conninfo);
+    PgTest::SetUp();
+    if (HasFatalFailure()) return;
+    auto conn = Connection::Open(conninfo_);
     ASSERT_TRUE(conn.ok()) << conn.status();
     conn_ = std::move(*conn);
   }
 
-  static PgServer* server_;
   std::unique_ptr<Connection> conn_;
 };
-
-PgServer* PgConnectionTest::server_ = nullptr;
 
 TEST_F(PgConnectionTest, ErrorsCarrySqlStateAndServerMessage) {
   ASSERT_TRUE(conn_->Exec("CREATE TABLE t (k int PRIMARY KEY)").ok());

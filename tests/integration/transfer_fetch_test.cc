@@ -19,22 +19,13 @@
 #include "tests/support/pg_server.h"
 #include "tests/support/tcp_proxy.h"
 #include "tests/support/transfer_process.h"
+#include "tests/support/wait.h"
 
 namespace sidecar::testing {
 namespace {
 
 using v1::FetchResult;
 using v1::ResolveResponse;
-
-std::optional<absl::Duration> WaitFor(const std::function<bool()>& cond,
-                                      absl::Duration timeout) {
-  absl::Time start = absl::Now();
-  while (absl::Now() - start < timeout) {
-    if (cond()) return absl::Now() - start;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  return std::nullopt;
-}
 
 void PutLe32(std::string* s, uint32_t v) {
   for (int i = 0; i < 4; ++i) s->push_back(static_cast<char>(v >> (8 * i)));

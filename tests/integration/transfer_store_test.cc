@@ -14,12 +14,11 @@
 #include "gtest/gtest.h"
 #include "services/transfer/job_migrations.h"
 #include "services/transfer/job_store.h"
-#include "tests/support/pg_server.h"
+#include "tests/support/pg_test.h"
 
 namespace sidecar::transfer {
 namespace {
 
-using ::sidecar::testing::PgServer;
 
 constexpr absl::Duration kConnectTimeout = absl::Seconds(10);
 
@@ -34,28 +33,8 @@ SidecarKey KeyFor(uint64_t i, std::string variant = "grid@2x") {
                     v1::SIDECAR_FORMAT_WEBP};
 }
 
-class JobStoreTest : public ::testing::Test {
+class JobStoreTest : public ::sidecar::testing::PgTest {
  protected:
-  static void SetUpTestSuite() {
-    server_ = new PgServer();
-    absl::Status s = server_->Start();
-    ASSERT_TRUE(s.ok()) << s;
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-
-  void SetUp() override {
-    ASSERT_NE(server_, nullptr);
-    ASSERT_TRUE(server_->Start().ok());  // in case a test left it stopped
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    absl::StatusOr<std::string> conninfo =
-        server_->CreateDatabase(absl::StrCat("x_", info->name()));
-    ASSERT_TRUE(conninfo.ok()) << conninfo.status();
-    conninfo_ = *conninfo;
-  }
-
   std::unique_ptr<JobStore> OpenStore() {
     absl::StatusOr<std::unique_ptr<JobStore>> store =
         JobStore::Open(conninfo_, kConnectTimeout);
@@ -83,12 +62,7 @@ class JobStoreTest : public ::testing::Test {
     EXPECT_TRUE(job.ok()) << job.status();
     return job.ok() ? *job : std::nullopt;
   }
-
-  static PgServer* server_;
-  std::string conninfo_;
 };
-
-PgServer* JobStoreTest::server_ = nullptr;
 
 TEST_F(JobStoreTest, OpenTwiceAppliesMigrationsOnce) {
   ASSERT_NE(OpenStore(), nullptr);
