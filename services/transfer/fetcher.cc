@@ -129,10 +129,15 @@ void Fetcher::Stop() {
     absl::MutexLock lock(&mu_);
     if (stopping_ && threads_.empty()) return;
     stopping_ = true;
+    stop_requested_ = true;
+    limiter_->Cancel();  // nothing waits for bandwidth any more
     for (auto& [id, a] : running_) {
       absl::MutexLock alock(&a->mu);
       for (auto& [ctx, t] : a->streams) ctx->TryCancel();
     }
+    // Unfinished batch items go back to their jobs, which resume at the
+    // next start.
+    for (auto& [ctx, t] : batch_streams_) ctx->TryCancel();
     wake_.SignalAll();
   }
   for (std::thread& t : threads_) t.join();
@@ -259,6 +264,11 @@ void Fetcher::RunBatch(std::vector<Job> jobs) {
                           absl::Seconds(static_cast<double>(expected_bytes) /
                                         (256 << 10)));
     absl::Time t0 = absl::Now();
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) ctx.TryCancel();
+      batch_streams_[&ctx] = t0;
+    }
     std::unique_ptr<grpc::ClientReader<v1::BatchReadResponse>> reader =
         stub->BatchRead(&ctx, req);
     std::vector<char> seen(members.size(), 0);
@@ -266,7 +276,16 @@ void Fetcher::RunBatch(std::vector<Job> jobs) {
     bool corrupt = false;
     v1::BatchReadResponse batch;
     while (reader->Read(&batch)) {
+      {
+        absl::MutexLock lock(&mu_);
+        auto it = batch_streams_.find(&ctx);
+        // InfiniteFuture: the watchdog already cancelled it.
+        if (it->second != absl::InfiniteFuture()) it->second = absl::Now();
+      }
       for (const v1::BatchReadItem& item : batch.items()) {
+        // On Stop the rest of the message is left to the jobs' next start,
+        // like the items not received yet.
+        if (stop_requested_.load(std::memory_order_relaxed)) break;
         if (item.index() >= members.size() || seen[item.index()]) continue;
         seen[item.index()] = 1;
         size_t i = members[item.index()];
@@ -298,6 +317,10 @@ void Fetcher::RunBatch(std::vector<Job> jobs) {
       }
     }
     grpc::Status st = reader->Finish();
+    {
+      absl::MutexLock lock(&mu_);
+      batch_streams_.erase(&ctx);
+    }
     for (size_t k = 0; k < members.size(); ++k) {
       if (!seen[k]) {
         fallback.push_back(
@@ -387,6 +410,15 @@ void Fetcher::WatchdogLoop() {
   while (!stopping_) {
     wake_.WaitWithTimeout(&mu_, absl::Milliseconds(250));
     absl::Time now = absl::Now();
+    for (auto& [ctx, last] : batch_streams_) {
+      if (now - last > options_.stall_timeout) {
+        SC_LOG(WARNING) << "batch: source stalled for "
+                        << options_.stall_timeout
+                        << ", cancelling; its items are retried one by one";
+        ctx->TryCancel();
+        last = absl::InfiniteFuture();  // cancel once
+      }
+    }
     for (auto& [id, a] : running_) {
       absl::MutexLock alock(&a->mu);
       for (auto& [ctx, last] : a->streams) {

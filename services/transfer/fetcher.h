@@ -77,7 +77,8 @@ class Fetcher {
 
   // Starts the workers and the stall watchdog.
   void Start();
-  // Cancels running attempts (their jobs stay resumable) and joins.
+  // Cancels running attempts and batches (their jobs stay resumable) and
+  // bandwidth waits (the RateLimiter stays cancelled), and joins.
   void Stop();
   // A job became runnable.
   void Wake();
@@ -132,8 +133,14 @@ class Fetcher {
   mutable absl::Mutex mu_;
   absl::CondVar wake_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Set with stopping_; read without mu_ between batch items.
+  std::atomic<bool> stop_requested_{false};
   uint64_t wake_seq_ ABSL_GUARDED_BY(mu_) = 0;  // bumped by Wake()
   absl::flat_hash_map<std::string, Attempt*> running_ ABSL_GUARDED_BY(mu_);
+  // The batch lanes' BatchRead calls and when each last received a message:
+  // Stop() cancels them, the watchdog cancels one that stalls.
+  absl::flat_hash_map<grpc::ClientContext*, absl::Time> batch_streams_
+      ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Progress> progress_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::unique_ptr<v1::TransferPeer::Stub>>
       stubs_ ABSL_GUARDED_BY(mu_);

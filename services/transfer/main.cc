@@ -9,6 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/config.h"
 #include "common/log.h"
@@ -191,7 +192,9 @@ int Main() {
   host.SetServing(false);
   events.Shutdown();
   prefetcher.Stop();
+  const absl::Time fetcher_stop = absl::Now();
   fetcher.Stop();  // running jobs stay resumable
+  SC_LOG(INFO) << "fetcher stopped in " << absl::Now() - fetcher_stop;
   host.Shutdown(drain);
   SC_LOG(INFO) << "stopped";
   return 0;

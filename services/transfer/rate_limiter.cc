@@ -25,15 +25,19 @@ absl::Duration RateLimiter::WouldWait(uint64_t bytes) {
 
 void RateLimiter::Acquire(uint64_t bytes) {
   if (rate_ <= 0) return;
-  absl::Duration wait;
-  {
-    absl::MutexLock lock(&mu_);
-    RefillLocked(absl::Now());
-    tokens_ -= static_cast<double>(bytes);  // may go into debt
-    wait =
-        tokens_ >= 0 ? absl::ZeroDuration() : absl::Seconds(-tokens_ / rate_);
-  }
-  if (wait > absl::ZeroDuration()) absl::SleepFor(wait);
+  absl::MutexLock lock(&mu_);
+  if (cancelled_) return;
+  RefillLocked(absl::Now());
+  tokens_ -= static_cast<double>(bytes);  // may go into debt
+  if (tokens_ >= 0) return;
+  // Sleeps with mu_ released; Cancel() ends the wait early.
+  mu_.AwaitWithTimeout(absl::Condition(&cancelled_),
+                       absl::Seconds(-tokens_ / rate_));
+}
+
+void RateLimiter::Cancel() {
+  absl::MutexLock lock(&mu_);
+  cancelled_ = true;
 }
 
 }  // namespace sidecar::transfer

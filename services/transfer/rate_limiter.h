@@ -20,6 +20,10 @@ class RateLimiter {
   // larger amounts go into debt that later callers wait out).
   void Acquire(uint64_t bytes);
 
+  // Wakes every Acquire now waiting, and makes later ones return at once:
+  // for shutting down.
+  void Cancel();
+
   // How long Acquire(bytes) would wait now; for tests.
   absl::Duration WouldWait(uint64_t bytes);
 
@@ -29,6 +33,7 @@ class RateLimiter {
   absl::Mutex mu_;
   double tokens_ ABSL_GUARDED_BY(mu_);
   absl::Time last_ ABSL_GUARDED_BY(mu_);
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace sidecar::transfer

@@ -31,6 +31,8 @@ class TransferProcess {
   int Stop() { return process_.Stop(); }
   void Kill() { process_.Kill(); }
   bool running() { return process_.running(); }
+  // The process id while running, else -1.
+  int pid() const { return process_.pid(); }
 
   const std::string& address() const { return address_; }
   int port() const { return port_; }
