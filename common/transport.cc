@@ -3,9 +3,11 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
@@ -52,6 +54,34 @@ void BlockShutdownSignals() {
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+StartupSignalWatch::StartupSignalWatch() {
+  thread_ = std::thread([this] {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    const timespec poll = {0, 100 * 1000 * 1000};
+    while (armed_.load()) {
+      int sig = sigtimedwait(&set, nullptr, &poll);
+      if (sig <= 0) continue;  // timeout or EINTR
+      if (!armed_.load()) {
+        // Serving already: leave it to WaitForShutdownSignal (the signal
+        // is blocked everywhere, so it stays pending).
+        ::kill(::getpid(), sig);
+        return;
+      }
+      SC_LOG(INFO) << "signal " << sig << " during start-up: exiting";
+      std::fflush(stderr);
+      std::_Exit(0);
+    }
+  });
+}
+
+void StartupSignalWatch::Disarm() {
+  armed_ = false;
+  if (thread_.joinable()) thread_.join();
 }
 
 void InitServiceProcess(int argc, char** argv, const char* usage) {

@@ -5,8 +5,10 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -32,6 +34,25 @@ void SetDeadline(grpc::ClientContext* ctx, absl::Duration timeout);
 // later. Call first in main(), before any thread exists, then use
 // ServerHost::WaitForShutdownSignal.
 void BlockShutdownSignals();
+
+// Until Disarm(), SIGTERM or SIGINT ends the process at once with status 0:
+// start-up (waiting for PostgreSQL up to --db_connect_timeout, migrations,
+// loading state) has nothing to drain, and a container runtime must not
+// wait out the timeout. Create after InitServiceProcess; Disarm() just
+// before serving, after which a signal waits for
+// ServerHost::WaitForShutdownSignal.
+class StartupSignalWatch {
+ public:
+  StartupSignalWatch();
+  ~StartupSignalWatch() { Disarm(); }
+  StartupSignalWatch(const StartupSignalWatch&) = delete;
+  StartupSignalWatch& operator=(const StartupSignalWatch&) = delete;
+  void Disarm();
+
+ private:
+  std::atomic<bool> armed_{true};
+  std::thread thread_;
+};
 
 // What a service's main() does first, before any thread exists: blocks the
 // shutdown signals (above), turns off Abseil's lock-order checking (Debian's

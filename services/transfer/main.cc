@@ -83,6 +83,8 @@ namespace {
 
 int Main() {
   SetLogTag("transfer");
+  // A signal before serving ends the process at once (nothing to drain).
+  StartupSignalWatch startup_signals;
   if (absl::GetFlag(FLAGS_verbose)) SetMinLogLevel(LogLevel::kDebug);
   if (absl::GetFlag(FLAGS_db).empty()) {
     SC_LOG(ERROR) << "--db (or SIDECAR_DB) is required: a PostgreSQL "
@@ -170,6 +172,7 @@ int Main() {
   ServerHost host(absl::GetFlag(FLAGS_listen));
   host.AddService(&local_api);
   host.AddService(&peer_api);
+  startup_signals.Disarm();  // from here on a signal drains
   if (absl::Status s = host.Start(); !s.ok()) {
     SC_LOG(ERROR) << s;
     return 1;

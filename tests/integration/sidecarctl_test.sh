@@ -173,6 +173,33 @@ start_device() {
   wait_port "${name}_xfer"
   pass "$name serves on ${ADDR[$name]}, its transfer service on ${XFER[$name]}"
 }
+# ---- a signal during start-up is not held up by the database wait --------
+
+# Each service waits up to --db_connect_timeout for PostgreSQL; SIGTERM in
+# that time ends it at once, with status 0.
+DEAD_DB="host=127.0.0.1 port=$(free_port) dbname=x user=postgres connect_timeout=1"
+for svc in availability transfer; do
+  if [[ $svc == availability ]]; then bin="$AVAILABILITY_BIN"; else bin="$TRANSFER_BIN"; fi
+  "$bin" --listen=127.0.0.1:0 --db="$DEAD_DB" --db_connect_timeout=60s \
+    --sidecar_root="$WORK/startup/sidecars" >"$WORK/startup-$svc.log" 2>&1 &
+  spid=$!
+  sleep 1
+  kill -0 "$spid" 2>/dev/null || { cat "$WORK/startup-$svc.log"; fail "$svc exited before the signal"; }
+  start=$SECONDS
+  kill -TERM "$spid"
+  rc=0
+  for _ in $(seq 1 50); do kill -0 "$spid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$spid" 2>/dev/null; then
+    kill -KILL "$spid"
+    fail "$svc still waiting for its database 5 s after SIGTERM"
+  fi
+  wait "$spid" || rc=$?
+  [[ $rc == 0 ]] || { cat "$WORK/startup-$svc.log"; fail "$svc exited $rc after SIGTERM during start-up"; }
+  grep -q "during start-up: exiting" "$WORK/startup-$svc.log" ||
+    { cat "$WORK/startup-$svc.log"; fail "$svc did not say why it exited"; }
+  pass "$svc: SIGTERM while waiting for PostgreSQL ends it in $((SECONDS - start)) s, status 0"
+done
+
 start_device alpha
 start_device beta --peers="${ADDR[alpha]}"
 
