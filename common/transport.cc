@@ -48,20 +48,27 @@ void SetDeadline(grpc::ClientContext* ctx, absl::Duration timeout) {
                     absl::ToChronoMicroseconds(timeout));
 }
 
-void BlockShutdownSignals() {
+namespace {
+
+// SIGTERM and SIGINT: the signals that stop a service.
+sigset_t ShutdownSignals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  return set;
+}
+
+}  // namespace
+
+void BlockShutdownSignals() {
+  const sigset_t set = ShutdownSignals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
 StartupSignalWatch::StartupSignalWatch() {
   thread_ = std::thread([this] {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
+    const sigset_t set = ShutdownSignals();
     const timespec poll = {0, 100 * 1000 * 1000};
     while (armed_.load()) {
       int sig = sigtimedwait(&set, nullptr, &poll);
@@ -128,10 +135,7 @@ void ServerHost::SetServing(bool serving) {
 }
 
 int ServerHost::WaitForShutdownSignal() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
+  const sigset_t set = ShutdownSignals();
   int sig = 0;
   sigwait(&set, &sig);
   return sig;
