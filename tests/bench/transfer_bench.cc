@@ -61,6 +61,7 @@
 #include "tests/support/availability_process.h"
 #include "tests/support/pg_server.h"
 #include "tests/support/process.h"
+#include "tests/support/test_data.h"
 #include "tests/support/transfer_process.h"
 
 ABSL_FLAG(std::string, mode, "bench", "bench, or fetch (client mode)");
@@ -110,6 +111,8 @@ namespace {
 
 using testing::AvailabilityProcess;
 using testing::PgServer;
+using testing::RandomBytes;
+using testing::RandomKeyProto;
 using testing::TransferProcess;
 
 // Thrown so that destructors run (PostgreSQL stopped, children killed).
@@ -173,18 +176,6 @@ void WaitPort(int port, const std::string& what, const std::string& log) {
     }
     absl::SleepFor(absl::Milliseconds(20));
   }
-}
-
-std::string RandomBytes(size_t n, uint64_t seed) {
-  std::string s(n, '\0');
-  std::mt19937_64 rng(seed);
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t v = rng();
-    std::memcpy(&s[i], &v, 8);
-  }
-  for (; i < n; ++i) s[i] = static_cast<char>(rng());
-  return s;
 }
 
 size_t CountFiles(const std::string& dir) {
@@ -286,16 +277,6 @@ std::map<std::string, std::string> BFlags() {
     f[p.first] = p.second;
   }
   return f;
-}
-
-v1::SidecarKey NewKey(v1::SidecarKind kind, const std::string& variant,
-                      v1::SidecarFormat format) {
-  v1::SidecarKey k;
-  k.set_content_uuid(Uuid::Random().ToString());
-  k.set_kind(kind);
-  k.set_variant(variant);
-  k.set_format(format);
-  return k;
 }
 
 std::string RelPath(const v1::SidecarKey& k) {
@@ -534,8 +515,8 @@ void BenchLarge(PgServer* pg, const std::string& work,
   auto a = MakeDevice(pg, dir, "large_a", {}, {});
   auto b = MakeDevice(pg, out_dir, "large_b", {a->avail->address()}, BFlags());
 
-  v1::SidecarKey key =
-      NewKey(v1::SIDECAR_KIND_PROXY, "proxy_edit", v1::SIDECAR_FORMAT_MP4);
+  v1::SidecarKey key = RandomKeyProto(v1::SIDECAR_KIND_PROXY, "proxy_edit",
+                                      v1::SIDECAR_FORMAT_MP4);
   std::string rel = RelPath(key);
   std::string src = a->root() + "/" + rel;
   std::filesystem::create_directories(std::filesystem::path(src).parent_path());
@@ -665,8 +646,8 @@ void BenchThumbs(PgServer* pg, const std::string& work,
   std::vector<Sha256Digest> digests;
   std::vector<std::string> rels;
   for (int i = 0; i < n; ++i) {
-    v1::SidecarKey k =
-        NewKey(v1::SIDECAR_KIND_THUMB, "grid@2x", v1::SIDECAR_FORMAT_WEBP);
+    v1::SidecarKey k = RandomKeyProto(v1::SIDECAR_KIND_THUMB, "grid@2x",
+                                      v1::SIDECAR_FORMAT_WEBP);
     std::string data = RandomBytes(bytes, 1000 + i);
     std::string rel = RelPath(k);
     std::string path = a->root() + "/" + rel;

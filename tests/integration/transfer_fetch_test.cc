@@ -19,6 +19,7 @@
 #include "tests/support/availability_process.h"
 #include "tests/support/pg_server.h"
 #include "tests/support/tcp_proxy.h"
+#include "tests/support/test_data.h"
 #include "tests/support/transfer_process.h"
 #include "tests/support/wait.h"
 
@@ -78,16 +79,6 @@ bool IsValidWebp(const std::string& b) {
     at += 8 + len + (len & 1);
   }
   return at == b.size() && image;
-}
-
-std::string RandomBytes(size_t n, uint64_t seed) {
-  std::string s(n, '\0');
-  std::mt19937_64 rng(seed);
-  for (size_t i = 0; i + 8 <= n; i += 8) {
-    uint64_t v = rng();
-    std::memcpy(&s[i], &v, 8);
-  }
-  return s;
 }
 
 std::string ReadAll(const std::string& path) {
@@ -207,16 +198,6 @@ class TransferTest : public ::testing::Test {
     return key;
   }
 
-  static v1::SidecarKey Key(v1::SidecarKind kind, const char* variant,
-                            v1::SidecarFormat format) {
-    v1::SidecarKey k;
-    k.set_content_uuid(Uuid::Random().ToString());
-    k.set_kind(kind);
-    k.set_variant(variant);
-    k.set_format(format);
-    return k;
-  }
-
   ResolveResponse Resolve(Device* d, const v1::SidecarKey& key) {
     v1::ResolveRequest req;
     *req.mutable_key() = key;
@@ -287,8 +268,10 @@ TEST_F(TransferTest, ThumbnailIsFetchedVerifiedAndThenServedOnward) {
   StartAll({{a, b}, {b, c}});
   std::string webp = MakeWebp(45000, 1);
   ASSERT_TRUE(IsValidWebp(webp));
-  v1::SidecarKey key = Publish(
-      a, Key(v1::SIDECAR_KIND_THUMB, "grid@2x", v1::SIDECAR_FORMAT_WEBP), webp);
+  v1::SidecarKey key = Publish(a,
+                               RandomKeyProto(v1::SIDECAR_KIND_THUMB, "grid@2x",
+                                              v1::SIDECAR_FORMAT_WEBP),
+                               webp);
   ASSERT_TRUE(
       WaitFor([&] { return KnowsRemote(b, key, 1); }, absl::Seconds(5)));
   ResolveResponse r = Resolve(b, key);
@@ -339,9 +322,10 @@ TEST_F(TransferTest, NoHolderOnlineSaysGeneratePromptly) {
   Device* a = Add("a");
   Device* b = Add("b");
   StartAll({{a, b}});
-  v1::SidecarKey key = Publish(
-      a, Key(v1::SIDECAR_KIND_THUMB, "grid@1x", v1::SIDECAR_FORMAT_WEBP),
-      MakeWebp(2000, 2));
+  v1::SidecarKey key = Publish(a,
+                               RandomKeyProto(v1::SIDECAR_KIND_THUMB, "grid@1x",
+                                              v1::SIDECAR_FORMAT_WEBP),
+                               MakeWebp(2000, 2));
   ASSERT_TRUE(
       WaitFor([&] { return KnowsRemote(b, key, 1); }, absl::Seconds(5)));
   a->avail->Kill();
@@ -354,8 +338,8 @@ TEST_F(TransferTest, NoHolderOnlineSaysGeneratePromptly) {
   EXPECT_NE(f.reason().find("offline"), std::string::npos) << f.reason();
   EXPECT_LT(absl::Now() - t, absl::Seconds(2));
   // A key nobody ever had: GENERATE as well.
-  FetchResult g =
-      Fetch(b, Key(v1::SIDECAR_KIND_OCR, "text", v1::SIDECAR_FORMAT_TEXT));
+  FetchResult g = Fetch(
+      b, RandomKeyProto(v1::SIDECAR_KIND_OCR, "text", v1::SIDECAR_FORMAT_TEXT));
   EXPECT_EQ(g.outcome(), FetchResult::OUTCOME_GENERATE);
 }
 
@@ -368,8 +352,8 @@ TEST_F(TransferTest, SourceKilledMidTransferFailsOverAndResumes) {
   StartAll({{a1, b}, {a2, b}});
   const size_t kSize = 40 << 20;
   std::string bytes = RandomBytes(kSize, 7);
-  v1::SidecarKey key =
-      Key(v1::SIDECAR_KIND_PROXY, "proxy_scrub", v1::SIDECAR_FORMAT_MP4);
+  v1::SidecarKey key = RandomKeyProto(v1::SIDECAR_KIND_PROXY, "proxy_scrub",
+                                      v1::SIDECAR_FORMAT_MP4);
   Publish(a1, key, bytes);
   Publish(a2, key, bytes);
   ASSERT_TRUE(
@@ -414,8 +398,8 @@ TEST_F(TransferTest, ReceiverKilledMidFetchResumesAfterRestart) {
   StartAll({{a, b}});
   const size_t kSize = 40 << 20;
   std::string bytes = RandomBytes(kSize, 8);
-  v1::SidecarKey key =
-      Key(v1::SIDECAR_KIND_PROXY, "proxy_quick", v1::SIDECAR_FORMAT_MP4);
+  v1::SidecarKey key = RandomKeyProto(v1::SIDECAR_KIND_PROXY, "proxy_quick",
+                                      v1::SIDECAR_FORMAT_MP4);
   Publish(a, key, bytes);
   ASSERT_TRUE(
       WaitFor([&] { return KnowsRemote(b, key, 1); }, absl::Seconds(5)));
@@ -458,8 +442,9 @@ TEST_F(TransferTest, CorruptBytesAreNeverCommitted) {
   Device* b = Add("b");
   StartAll({{bad, b}, {good, b}});
   std::string bytes = RandomBytes(3 << 20, 9);
-  v1::SidecarKey key = Key(v1::SIDECAR_KIND_THUMBSTRIP, "thumbstrip_preview",
-                           v1::SIDECAR_FORMAT_WEBP);
+  v1::SidecarKey key =
+      RandomKeyProto(v1::SIDECAR_KIND_THUMBSTRIP, "thumbstrip_preview",
+                     v1::SIDECAR_FORMAT_WEBP);
   Publish(bad, key, bytes);
   // The bad holder's disk rots after registration: same size, other bytes.
   {
@@ -505,8 +490,8 @@ TEST_F(TransferTest, LargeSidecarComesFromSeveralHoldersAtOnce) {
   StartAll({{h1, b}, {h2, b}, {h3, b}});
   const size_t kSize = 48 << 20;
   std::string bytes = RandomBytes(kSize, 10);
-  v1::SidecarKey key =
-      Key(v1::SIDECAR_KIND_PROXY, "proxy_edit", v1::SIDECAR_FORMAT_MP4);
+  v1::SidecarKey key = RandomKeyProto(v1::SIDECAR_KIND_PROXY, "proxy_edit",
+                                      v1::SIDECAR_FORMAT_MP4);
   for (Device* h : {h1, h2, h3}) Publish(h, key, bytes);
   ASSERT_TRUE(
       WaitFor([&] { return KnowsRemote(b, key, 3); }, absl::Seconds(5)));
@@ -529,8 +514,8 @@ TEST_F(TransferTest, CancelStopsAndDeletesPartialData) {
   Device* b = Add("b", {{"bandwidth_limit", "10000000"}});
   StartAll({{a, b}});
   std::string bytes = RandomBytes(30 << 20, 11);
-  v1::SidecarKey key =
-      Key(v1::SIDECAR_KIND_PROXY, "proxy_ultra", v1::SIDECAR_FORMAT_MP4);
+  v1::SidecarKey key = RandomKeyProto(v1::SIDECAR_KIND_PROXY, "proxy_ultra",
+                                      v1::SIDECAR_FORMAT_MP4);
   Publish(a, key, bytes);
   ASSERT_TRUE(
       WaitFor([&] { return KnowsRemote(b, key, 1); }, absl::Seconds(5)));
@@ -572,8 +557,8 @@ TEST_F(TransferTest, BadRequestsDoNotDisturbOtherTransfers) {
   Device* b = Add("b", {{"bandwidth_limit", "40000000"}});
   StartAll({{a, b}});
   std::string bytes = RandomBytes(24 << 20, 12);
-  v1::SidecarKey key =
-      Key(v1::SIDECAR_KIND_PROXY, "proxy_scrub", v1::SIDECAR_FORMAT_MP4);
+  v1::SidecarKey key = RandomKeyProto(v1::SIDECAR_KIND_PROXY, "proxy_scrub",
+                                      v1::SIDECAR_FORMAT_MP4);
   Publish(a, key, bytes);
   ASSERT_TRUE(
       WaitFor([&] { return KnowsRemote(b, key, 1); }, absl::Seconds(5)));
@@ -595,8 +580,8 @@ TEST_F(TransferTest, BadRequestsDoNotDisturbOtherTransfers) {
   grpc::Status s1 = read_status(past);
   EXPECT_EQ(s1.error_code(), grpc::StatusCode::OUT_OF_RANGE);
   v1::ReadRequest unknown;
-  *unknown.mutable_key() =
-      Key(v1::SIDECAR_KIND_THUMB, "grid@2x", v1::SIDECAR_FORMAT_WEBP);
+  *unknown.mutable_key() = RandomKeyProto(v1::SIDECAR_KIND_THUMB, "grid@2x",
+                                          v1::SIDECAR_FORMAT_WEBP);
   EXPECT_EQ(read_status(unknown).error_code(), grpc::StatusCode::NOT_FOUND);
   v1::ReadRequest escape;
   *escape.mutable_key() = key;
@@ -628,8 +613,8 @@ TEST_F(TransferTest, ManyThumbnailsGoThroughTheBatchLane) {
   std::vector<std::string> bodies;
   v1::RegisterRequest reg;
   for (int i = 0; i < kCount; ++i) {
-    v1::SidecarKey k =
-        Key(v1::SIDECAR_KIND_THUMB, "grid@2x", v1::SIDECAR_FORMAT_WEBP);
+    v1::SidecarKey k = RandomKeyProto(v1::SIDECAR_KIND_THUMB, "grid@2x",
+                                      v1::SIDECAR_FORMAT_WEBP);
     std::string body = MakeWebp(20000 + i, 100 + i);
     auto key = KeyFromProto(k);
     std::filesystem::path path =
@@ -696,13 +681,16 @@ TEST_F(TransferTest, ThumbnailsArePrefetchedProxiesAreNot) {
   StartAll({{a, b}});
   std::vector<v1::SidecarKey> thumbs;
   for (int i = 0; i < 5; ++i) {
-    thumbs.push_back(Publish(
-        a, Key(v1::SIDECAR_KIND_THUMB, "grid@2x", v1::SIDECAR_FORMAT_WEBP),
-        MakeWebp(3000 + i, 200 + i)));
+    thumbs.push_back(Publish(a,
+                             RandomKeyProto(v1::SIDECAR_KIND_THUMB, "grid@2x",
+                                            v1::SIDECAR_FORMAT_WEBP),
+                             MakeWebp(3000 + i, 200 + i)));
   }
-  v1::SidecarKey proxy = Publish(
-      a, Key(v1::SIDECAR_KIND_PROXY, "proxy_scrub", v1::SIDECAR_FORMAT_MP4),
-      RandomBytes(1 << 20, 13));
+  v1::SidecarKey proxy =
+      Publish(a,
+              RandomKeyProto(v1::SIDECAR_KIND_PROXY, "proxy_scrub",
+                             v1::SIDECAR_FORMAT_MP4),
+              RandomBytes(1 << 20, 13));
   // Nobody asks B for anything: the thumbnails arrive on their own.
   auto all_local = WaitFor(
       [&] {
@@ -740,9 +728,10 @@ TEST_F(TransferTest, GracefulStopDoesNotWaitForABatchInFlight) {
   StartAll({{a, b}});
   std::vector<v1::SidecarKey> keys;
   for (int i = 0; i < 20; ++i) {
-    keys.push_back(Publish(
-        a, Key(v1::SIDECAR_KIND_THUMB, "grid@2x", v1::SIDECAR_FORMAT_WEBP),
-        RandomBytes(200000, 7000 + i)));
+    keys.push_back(Publish(a,
+                           RandomKeyProto(v1::SIDECAR_KIND_THUMB, "grid@2x",
+                                          v1::SIDECAR_FORMAT_WEBP),
+                           RandomBytes(200000, 7000 + i)));
   }
   for (const auto& k : keys) {
     ASSERT_TRUE(
@@ -784,9 +773,10 @@ TEST_F(TransferTest, ThumbnailsLearnedWhileNotWatchingArePrefetched) {
   auto publish = [&](int n, int seed) {
     std::vector<v1::SidecarKey> keys;
     for (int i = 0; i < n; ++i) {
-      keys.push_back(Publish(
-          a, Key(v1::SIDECAR_KIND_THUMB, "grid@2x", v1::SIDECAR_FORMAT_WEBP),
-          MakeWebp(seed + i, 100 + i)));
+      keys.push_back(Publish(a,
+                             RandomKeyProto(v1::SIDECAR_KIND_THUMB, "grid@2x",
+                                            v1::SIDECAR_FORMAT_WEBP),
+                             MakeWebp(seed + i, 100 + i)));
     }
     return keys;
   };
@@ -806,9 +796,11 @@ TEST_F(TransferTest, ThumbnailsLearnedWhileNotWatchingArePrefetched) {
   // 1. B's transfer service is down while A publishes.
   EXPECT_EQ(b->xfer->Stop(), 0);
   std::vector<v1::SidecarKey> first = publish(12, 5000);
-  v1::SidecarKey proxy = Publish(
-      a, Key(v1::SIDECAR_KIND_PROXY, "proxy_scrub", v1::SIDECAR_FORMAT_MP4),
-      RandomBytes(300000, 14));
+  v1::SidecarKey proxy =
+      Publish(a,
+              RandomKeyProto(v1::SIDECAR_KIND_PROXY, "proxy_scrub",
+                             v1::SIDECAR_FORMAT_MP4),
+              RandomBytes(300000, 14));
   for (const auto& k : first) {
     ASSERT_TRUE(
         WaitFor([&] { return KnowsRemote(b, k, 1); }, absl::Seconds(10)))

@@ -27,6 +27,7 @@
 #include "sidecar/v1/transfer.grpc.pb.h"
 #include "tests/support/availability_process.h"
 #include "tests/support/pg_server.h"
+#include "tests/support/test_data.h"
 
 namespace sidecar::testing {
 namespace {
@@ -38,27 +39,6 @@ std::string TempDir() {
   std::string t = "/tmp/sidecar-transfer-peer-XXXXXX";
   char* d = mkdtemp(t.data());
   return d ? std::string(d) : "/tmp";
-}
-
-std::string RandomBytes(size_t n, uint32_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (size_t i = 0; i < n; i += 8) {
-    uint64_t v = rng();
-    memcpy(s.data() + i, &v, std::min<size_t>(8, n - i));
-  }
-  return s;
-}
-
-v1::SidecarKey NewKey(v1::SidecarKind kind = v1::SIDECAR_KIND_THUMB,
-                      const std::string& variant = "grid@2x",
-                      v1::SidecarFormat format = v1::SIDECAR_FORMAT_WEBP) {
-  v1::SidecarKey k;
-  k.set_content_uuid(Uuid::Random().ToString());
-  k.set_kind(kind);
-  k.set_variant(variant);
-  k.set_format(format);
-  return k;
 }
 
 struct ReadResult {
@@ -174,7 +154,7 @@ class TransferPeerTest : public ::testing::Test {
   }
 
   static v1::SidecarKey PublishOne(const std::string& bytes) {
-    v1::SidecarKey k = NewKey();
+    v1::SidecarKey k = RandomKeyProto();
     Publish({{k, bytes}});
     return k;
   }
@@ -296,7 +276,7 @@ TEST_F(TransferPeerTest, PastTheEndIsOutOfRange) {
 }
 
 TEST_F(TransferPeerTest, UnknownKeyIsNotFound) {
-  ReadResult r = Read(NewKey());
+  ReadResult r = Read(RandomKeyProto());
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_TRUE(absl::StrContains(r.status.error_message(),
                                 "is not ready on this device"))
@@ -306,21 +286,21 @@ TEST_F(TransferPeerTest, UnknownKeyIsNotFound) {
 TEST_F(TransferPeerTest, TraversalIsInvalidArgument) {
   for (const char* variant : {"../x", "..", "a/../../etc", "x\\y", ".hidden"}) {
     SCOPED_TRACE(variant);
-    ReadResult r = Read(NewKey(v1::SIDECAR_KIND_THUMB, variant));
+    ReadResult r = Read(RandomKeyProto(v1::SIDECAR_KIND_THUMB, variant));
     EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_TRUE(absl::StrContains(r.status.error_message(), "variant"))
         << r.status.error_message();
   }
-  v1::SidecarKey k = NewKey();
+  v1::SidecarKey k = RandomKeyProto();
   k.set_content_uuid("../../etc");
   EXPECT_EQ(Read(k).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  k = NewKey();
+  k = RandomKeyProto();
   k.set_kind(static_cast<v1::SidecarKind>(99));
   EXPECT_EQ(Read(k).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 TEST_F(TransferPeerTest, PendingIsNotFound) {
-  v1::SidecarKey k = NewKey();
+  v1::SidecarKey k = RandomKeyProto();
   Publish({{k, RandomBytes(1000, 4)}}, v1::SIDECAR_STATUS_PENDING);
   ReadResult r = Read(k);
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::NOT_FOUND)
@@ -380,18 +360,18 @@ TEST_F(TransferPeerTest, DamagedLocalCopyIsDataLoss) {
 TEST_F(TransferPeerTest, BatchRead) {
   std::vector<std::pair<v1::SidecarKey, std::string>> files;
   for (int i = 0; i < 200; ++i) {
-    files.emplace_back(NewKey(), RandomBytes(100 + 997 * i, 1000 + i));
+    files.emplace_back(RandomKeyProto(), RandomBytes(100 + 997 * i, 1000 + i));
   }
   Publish(files);
   v1::BatchReadRequest req;
   for (const auto& f : files) *req.add_keys() = f.first;
-  *req.add_keys() = NewKey();
+  *req.add_keys() = RandomKeyProto();
   // A bad key and one too large for BatchRead.
   v1::SidecarKey big =
       PublishOne(RandomBytes(server_->max_batch_item_bytes() + 1, 7));
-  *req.add_keys() = NewKey(v1::SIDECAR_KIND_THUMB, "../x");
+  *req.add_keys() = RandomKeyProto(v1::SIDECAR_KIND_THUMB, "../x");
   *req.add_keys() = big;
-  *req.add_keys() = NewKey();
+  *req.add_keys() = RandomKeyProto();
 
   BatchResult r = BatchReadAll(stub_, req);
   ASSERT_TRUE(r.status.ok()) << r.status.error_message();
@@ -436,7 +416,7 @@ TEST_F(TransferPeerTest, BatchReadDamagedItem) {
 TEST_F(TransferPeerTest, BatchReadPacksItems) {
   std::vector<std::pair<v1::SidecarKey, std::string>> files;
   for (int i = 0; i < 300; ++i) {
-    files.emplace_back(NewKey(), RandomBytes(10000, 3000 + i));
+    files.emplace_back(RandomKeyProto(), RandomBytes(10000, 3000 + i));
   }
   Publish(files);
   v1::BatchReadRequest req;
@@ -492,14 +472,14 @@ TEST_F(TransferPeerTest, BatchReadItemsNearTheMessageBound) {
       size_t size = 2000;
       if (i % 3 == 0) size = half;
       if (i == 10 || i == 20) size = server.max_batch_item_bytes();
-      files.emplace_back(NewKey(), RandomBytes(size, 4000 + i));
+      files.emplace_back(RandomKeyProto(), RandomBytes(size, 4000 + i));
       is_half.push_back(size == half);
       is_max.push_back(size == server.max_batch_item_bytes());
     }
     Publish(files);
     v1::BatchReadRequest req;
     for (const auto& f : files) *req.add_keys() = f.first;
-    *req.add_keys() = NewKey();  // not found
+    *req.add_keys() = RandomKeyProto();  // not found
     *req.add_keys() = PublishOne(
         RandomBytes(server.max_batch_item_bytes() + 1, 4100));  // too large
 
@@ -539,7 +519,7 @@ TEST_F(TransferPeerTest, BatchReadItemsNearTheMessageBound) {
 
 TEST_F(TransferPeerTest, BatchReadTooManyKeys) {
   v1::BatchReadRequest req;
-  v1::SidecarKey k = NewKey();
+  v1::SidecarKey k = RandomKeyProto();
   for (int i = 0; i < 10001; ++i) *req.add_keys() = k;
   grpc::ClientContext ctx;
   SetDeadline(&ctx, absl::Seconds(10));
@@ -567,7 +547,7 @@ TEST_F(TransferPeerTest, ConcurrentReadUnaffectedByFailingOne) {
           grpc::StatusCode::DATA_LOSS) {
         failures.fetch_add(1);
       }
-      Read(NewKey());
+      Read(RandomKeyProto());
     }
   });
   ReadResult r = Read(good, 0, 0, 64 << 10);
@@ -599,7 +579,7 @@ TEST_F(TransferPeerTest, CancelMidStreamLeavesServerWorking) {
   // Cancelled BatchReads too, at various points.
   std::vector<std::pair<v1::SidecarKey, std::string>> files;
   for (int i = 0; i < 50; ++i) {
-    files.emplace_back(NewKey(), RandomBytes(200000, 2000 + i));
+    files.emplace_back(RandomKeyProto(), RandomBytes(200000, 2000 + i));
   }
   Publish(files);
   for (int i = 0; i < 10; ++i) {
@@ -623,7 +603,7 @@ TEST_F(TransferPeerTest, CancelMidStreamLeavesServerWorking) {
 TEST_F(TransferPeerTest, AvailabilityDownIsUnavailable) {
   // A LocalIndex pointed at nothing, alone and behind a second server.
   LocalIndex nowhere("127.0.0.1:1", {.rpc_timeout = absl::Milliseconds(500)});
-  auto found = nowhere.LookupOne(*KeyFromProto(NewKey()));
+  auto found = nowhere.LookupOne(*KeyFromProto(RandomKeyProto()));
   ASSERT_EQ(found.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_TRUE(absl::StrContains(found.status().message(), "127.0.0.1:1"))
       << found.status();
@@ -636,7 +616,7 @@ TEST_F(TransferPeerTest, AvailabilityDownIsUnavailable) {
   auto stub = v1::TransferPeer::NewStub(
       MakeChannel(absl::StrCat("127.0.0.1:", host.port())));
   v1::ReadRequest req;
-  *req.mutable_key() = NewKey();
+  *req.mutable_key() = RandomKeyProto();
   grpc::ClientContext ctx;
   SetDeadline(&ctx, absl::Seconds(10));
   auto reader = stub->Read(&ctx, req);

@@ -4,16 +4,12 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "tests/support/test_data.h"
 
 namespace sidecar {
 namespace {
 
-std::string RandomBytes(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::string s(n, '\0');
-  for (char& c : s) c = static_cast<char>(rng());
-  return s;
-}
+using ::sidecar::testing::RandomBytes;
 
 // Check values from RFC 3720 (iSCSI), appendix B.4, and the usual "123456789".
 TEST(Crc32cTest, KnownValues) {

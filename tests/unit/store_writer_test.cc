@@ -16,18 +16,13 @@
 #include "absl/strings/str_format.h"
 #include "common/uuid.h"
 #include "gtest/gtest.h"
+#include "tests/support/test_data.h"
 
 namespace sidecar::transfer {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string RandomBytes(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::string out(n, '\0');
-  for (char& c : out) c = static_cast<char>(rng());
-  return out;
-}
+using ::sidecar::testing::RandomBytes;
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -1,0 +1,44 @@
+// Test data shared by the tests and benchmarks: random bytes and random
+// sidecar keys.
+#ifndef SIDECAR_TESTS_SUPPORT_TEST_DATA_H_
+#define SIDECAR_TESTS_SUPPORT_TEST_DATA_H_
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "common/uuid.h"
+#include "sidecar/v1/sidecar.pb.h"
+
+namespace sidecar::testing {
+
+// `n` pseudo-random bytes, the same for the same seed.
+inline std::string RandomBytes(size_t n, uint64_t seed) {
+  std::string s(n, '\0');
+  std::mt19937_64 rng(seed);
+  for (size_t i = 0; i < n; i += 8) {
+    const uint64_t v = rng();
+    std::memcpy(&s[i], &v, std::min<size_t>(8, n - i));
+  }
+  return s;
+}
+
+// A key with a new random content id.
+inline v1::SidecarKey RandomKeyProto(
+    v1::SidecarKind kind = v1::SIDECAR_KIND_THUMB,
+    absl::string_view variant = "grid@2x",
+    v1::SidecarFormat format = v1::SIDECAR_FORMAT_WEBP) {
+  v1::SidecarKey k;
+  k.set_content_uuid(Uuid::Random().ToString());
+  k.set_kind(kind);
+  k.set_variant(std::string(variant));
+  k.set_format(format);
+  return k;
+}
+
+}  // namespace sidecar::testing
+
+#endif  // SIDECAR_TESTS_SUPPORT_TEST_DATA_H_
