@@ -15,19 +15,13 @@
 #include "common/transport.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/support/availability_process.h"
-#include "tests/support/pg_server.h"
+#include "tests/support/pg_test.h"
 #include "tests/support/wait.h"
 
 namespace sidecar::testing {
 namespace {
 
 using v1::ResolveResponse;
-
-std::string TempDir() {
-  std::string t = "/tmp/sidecar-cluster-XXXXXX";
-  char* d = mkdtemp(t.data());
-  return d ? std::string(d) : "/tmp";
-}
 
 struct Sidecar {
   v1::SidecarKey key;
@@ -45,27 +39,11 @@ Sidecar MakeSidecar(int i, const char* variant = "grid@2x") {
   return s;
 }
 
-class ClusterTest : public ::testing::Test {
+class ClusterTest : public ::sidecar::testing::ProcessTest {
  protected:
-  static void SetUpTestSuite() {
-    pg_ = new PgServer();
-    absl::Status s = pg_->Start();
-    ASSERT_TRUE(s.ok()) << s;
-  }
-  static void TearDownTestSuite() {
-    delete pg_;
-    pg_ = nullptr;
-  }
-
-  void SetUp() override { dir_ = TempDir(); }
   void TearDown() override {
-    devices_.clear();
-    if (HasFailure()) {
-      std::cerr << "logs kept in " << dir_ << "\n";
-      return;
-    }
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
+    devices_.clear();  // stops the processes first
+    ProcessTest::TearDown();
   }
 
   AvailabilityProcess* AddDevice(const std::string& name,
@@ -77,7 +55,7 @@ class ClusterTest : public ::testing::Test {
     flags.emplace("rpc_timeout", "1s");
     flags.emplace("verbose", "true");
     auto p = AvailabilityProcess::Create(
-        AVAILABILITY_BIN, pg_, dir_,
+        AVAILABILITY_BIN, server_, dir_,
         {absl::StrCat(
              name, "_",
              ::testing::UnitTest::GetInstance()->current_test_info()->name()),
@@ -197,14 +175,10 @@ class ClusterTest : public ::testing::Test {
     return std::nullopt;
   }
 
-  static PgServer* pg_;
-  std::string dir_;
   std::vector<std::unique_ptr<AvailabilityProcess>> devices_;
   AvailabilityProcess *a_ = nullptr, *b_ = nullptr, *c_ = nullptr;
   std::string a_id_, b_id_, c_id_;
 };
-
-PgServer* ClusterTest::pg_ = nullptr;
 
 TEST_F(ClusterTest, UpdatesSpreadPromptlyAndTransitively) {
   StartLine();
@@ -479,11 +453,11 @@ TEST_F(ClusterTest, SurvivesPostgresRestart) {
   Publish(a_, s);
   ASSERT_TRUE(
       WaitFor([&] { return AllHeldBy(b_, s, a_id_); }, absl::Seconds(5)));
-  ASSERT_TRUE(pg_->Stop().ok());
+  ASSERT_TRUE(server_->Stop().ok());
   // While the database is down, answers come from memory.
   EXPECT_EQ(Resolve(a_, s[0].key).outcome(), ResolveResponse::OUTCOME_LOCAL);
   EXPECT_TRUE(AllHeldBy(b_, s, a_id_));
-  ASSERT_TRUE(pg_->Restart().ok());
+  ASSERT_TRUE(server_->Restart().ok());
   // Writes work again without restarting the service.
   std::vector<Sidecar> more = {MakeSidecar(2)};
   Publish(a_, more);

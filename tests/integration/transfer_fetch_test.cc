@@ -17,7 +17,7 @@
 #include "common/sidecar_key.h"
 #include "common/transport.h"
 #include "tests/support/availability_process.h"
-#include "tests/support/pg_server.h"
+#include "tests/support/pg_test.h"
 #include "tests/support/tcp_proxy.h"
 #include "tests/support/test_data.h"
 #include "tests/support/transfer_process.h"
@@ -94,29 +94,11 @@ struct Device {
   std::string id;
 };
 
-class TransferTest : public ::testing::Test {
+class TransferTest : public ::sidecar::testing::ProcessTest {
  protected:
-  static void SetUpTestSuite() {
-    pg_ = new PgServer();
-    absl::Status s = pg_->Start();
-    ASSERT_TRUE(s.ok()) << s;
-  }
-  static void TearDownTestSuite() {
-    delete pg_;
-    pg_ = nullptr;
-  }
-  void SetUp() override {
-    std::string t = "/tmp/sidecar-xfer-XXXXXX";
-    dir_ = mkdtemp(t.data());
-  }
   void TearDown() override {
-    devices_.clear();
-    if (HasFailure()) {
-      std::cerr << "logs kept in " << dir_ << "\n";
-      return;
-    }
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
+    devices_.clear();  // stops the processes first
+    ProcessTest::TearDown();
   }
 
   // Creates a device; peers are set by Wire() before Start().
@@ -132,14 +114,14 @@ class TransferTest : public ::testing::Test {
                                                  {"prompt_delay", "50ms"},
                                                  {"gossip_interval", "5m"},
                                                  {"rpc_timeout", "1s"}};
-    auto a = AvailabilityProcess::Create(AVAILABILITY_BIN, pg_, dir_,
+    auto a = AvailabilityProcess::Create(AVAILABILITY_BIN, server_, dir_,
                                          {unique, {}, aflags});
     EXPECT_TRUE(a.ok()) << a.status();
     d->avail = std::move(*a);
     xfer_flags.emplace("retry_initial_backoff", "50ms");
     xfer_flags.emplace("prefetch_kinds", "");  // fetches are the tests' own
     xfer_flags.emplace("stall_timeout", "2s");
-    auto x = TransferProcess::Create(TRANSFER_BIN, pg_, dir_, unique,
+    auto x = TransferProcess::Create(TRANSFER_BIN, server_, dir_, unique,
                                      d->avail->address(),
                                      d->avail->sidecar_root(), xfer_flags);
     EXPECT_TRUE(x.ok()) << x.status();
@@ -254,12 +236,8 @@ class TransferTest : public ::testing::Test {
     return last;
   }
 
-  static PgServer* pg_;
-  std::string dir_;
   std::vector<std::unique_ptr<Device>> devices_;
 };
-
-PgServer* TransferTest::pg_ = nullptr;
 
 TEST_F(TransferTest, ThumbnailIsFetchedVerifiedAndThenServedOnward) {
   Device* a = Add("a");
