@@ -597,6 +597,9 @@ absl::Status Fetcher::FetchSingle(Attempt* a,
     Sha256 hasher = part->TakePrefixHash();
     resume = part->resumed_bytes();
     a->verified = resume;
+    SC_LOG(INFO) << "job " << a->job.id << ": reading from " << SourceName(src)
+                 << (resume > 0 ? " from byte " : " at byte ") << resume
+                 << " of " << a->size;
     uint64_t received = 0;
     bool corrupt = false;
     absl::Time start = absl::Now();

@@ -258,10 +258,13 @@ std::unique_ptr<Device> MakeDevice(PgServer* pg, const std::string& dir,
                                    d->avail->sidecar_root(), xflags);
   Check(x.status(), "transfer " + name);
   d->xfer = std::move(*x);
+  // The transfer service first: it binds port 0, and the availability
+  // service advertises the port it got (the transfer service waits for its
+  // availability service by itself).
+  Check(d->xfer->Start(), "starting transfer " + name);
   Check(
       d->avail->StartWithExtraFlags({{"transfer_address", d->xfer->address()}}),
       "starting availability " + name);
-  Check(d->xfer->Start(), "starting transfer " + name);
   grpc::ClientContext ctx;
   SetDeadline(&ctx, absl::Seconds(10));
   v1::DeviceInfo info;

@@ -71,7 +71,7 @@ void TcpProxy::AcceptLoop() {
     int t = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
-    addr.sin_port = htons(target_port_);
+    addr.sin_port = htons(target_port_.load());
     inet_pton(AF_INET, target_host_.c_str(), &addr.sin_addr);
     if (::connect(t, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
       ::close(c);

@@ -25,6 +25,9 @@ class TcpProxy {
 
   int port() const { return port_; }
   std::string address() const;
+  // New connections go to `target_port` from now on (the target restarted
+  // on another port); open ones are left alone.
+  void Retarget(int target_port) { target_port_ = target_port; }
 
   // Payload bytes forwarded client->target and target->client so far.
   uint64_t bytes_up() const { return up_.load(); }
@@ -50,7 +53,7 @@ class TcpProxy {
   int listen_fd_ = -1;
   int port_ = 0;
   std::string target_host_;
-  int target_port_ = 0;
+  std::atomic<int> target_port_{0};
   std::atomic<bool> stopping_{false};
   std::atomic<bool> cut_{false};
   std::atomic<uint64_t> up_{0}, down_{0};

@@ -28,10 +28,6 @@ absl::StatusOr<std::unique_ptr<TransferProcess>> TransferProcess::Create(
       pg->CreateDatabase(absl::StrCat("xfer_", name));
   if (!conninfo.ok()) return conninfo.status();
   p->conninfo_ = *conninfo;
-  absl::StatusOr<int> port = PickUnusedPort();
-  if (!port.ok()) return port.status();
-  p->port_ = *port;
-  p->address_ = absl::StrCat("127.0.0.1:", p->port_);
   return p;
 }
 
@@ -39,7 +35,7 @@ absl::Status TransferProcess::Start(
     const std::map<std::string, std::string>& extra) {
   std::vector<std::string> argv = {
       binary_,
-      absl::StrCat("--listen=", address_),
+      "--listen=127.0.0.1:0",
       absl::StrCat("--db=", conninfo_),
       absl::StrCat("--sidecar_root=", root_),
       absl::StrCat("--availability=", availability_),
@@ -47,13 +43,19 @@ absl::Status TransferProcess::Start(
   };
   std::map<std::string, std::string> flags = flags_;
   for (const auto& [k, v] : extra) flags[k] = v;
+  absl::Status s = process_.Start(std::move(argv), flags, log_, port_file_,
+                                  absl::StrCat("transfer service ", name_));
+  if (!s.ok()) return s;
+  absl::StatusOr<int> port = ReadPortFile(port_file_);
+  if (!port.ok()) return port.status();
+  port_ = *port;
+  address_ = absl::StrCat("127.0.0.1:", port_);
   // A fresh channel per incarnation: calls never ride a connection to the
   // process that was stopped.
   auto channel = MakeChannel(address_);
   api_ = v1::Transfer::NewStub(channel);
   peer_api_ = v1::TransferPeer::NewStub(channel);
-  return process_.Start(std::move(argv), flags, log_, port_file_,
-                        absl::StrCat("transfer service ", name_));
+  return absl::OkStatus();
 }
 
 }  // namespace sidecar::testing

@@ -18,8 +18,9 @@ namespace sidecar::testing {
 
 class TransferProcess {
  public:
-  // The port is fixed at construction (it is advertised by the device's
-  // availability service before this process starts).
+  // Every Start binds port 0 and reads the port the kernel chose, so the
+  // address changes across restarts: peers that must keep one address go
+  // through a TcpProxy (Retarget it after each Start).
   static absl::StatusOr<std::unique_ptr<TransferProcess>> Create(
       const std::string& binary, PgServer* pg, const std::string& dir,
       const std::string& name, const std::string& availability_address,
@@ -37,6 +38,7 @@ class TransferProcess {
   const std::string& address() const { return address_; }
   int port() const { return port_; }
   const std::string& log_path() const { return log_; }
+  const std::string& conninfo() const { return conninfo_; }
   v1::Transfer::Stub* api() { return api_.get(); }
   v1::TransferPeer::Stub* peer_api() { return peer_api_.get(); }
 
