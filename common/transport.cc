@@ -1,8 +1,19 @@
 #include "common/transport.h"
 
+#include <arpa/inet.h>
+#include <grpc/grpc_security_constants.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/auth_metadata_processor.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/security/server_credentials.h>
+#include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -10,6 +21,9 @@
 #include <cstdlib>
 #include <fstream>
 
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -28,7 +42,13 @@ absl::Status FromGrpcStatus(const grpc::Status& s) {
                       s.error_message());
 }
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
+namespace {
+
+// Auth-context properties set by PeerAuthorizer for the handlers.
+constexpr char kDeviceProperty[] = "sidecar_device_id";
+constexpr char kKeyProperty[] = "sidecar_key_sha256";
+
+grpc::ChannelArguments ChannelArgs() {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
   args.SetMaxSendMessageSize(kMaxMessageBytes);
@@ -39,8 +59,355 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  return args;
+}
+
+// Parses the PEM certificate gRPC reports for a TLS peer into its key
+// hash. Keeps the last few, since every call of a connection reports the
+// same certificate.
+class CertificateCache {
+ public:
+  std::optional<Sha256Digest> KeyOf(absl::string_view pem) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = cache_.find(pem);
+      if (it != cache_.end()) return it->second;
+    }
+    absl::StatusOr<DeviceCertificate> cert = DeviceCertificate::Parse(pem);
+    std::optional<Sha256Digest> key;
+    if (cert.ok()) key = cert->key_sha256;
+    absl::MutexLock lock(&mu_);
+    if (cache_.size() >= 256) cache_.clear();  // bounded; refills on use
+    cache_.emplace(std::string(pem), key);
+    return key;
+  }
+
+ private:
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::optional<Sha256Digest>> cache_
+      ABSL_GUARDED_BY(mu_);
+};
+
+// Runs before every call on a peer listener: lets members in, and callers
+// who are not members only to the open methods (pairing). Does not block.
+class PeerAuthorizer final : public grpc::AuthMetadataProcessor {
+ public:
+  PeerAuthorizer(const PeerTrust* trust, std::vector<std::string> open,
+                 std::function<void()> refresh)
+      : trust_(trust),
+        open_(open.begin(), open.end()),
+        refresh_(std::move(refresh)) {}
+
+  // Blocking only if a refresh may have to run; else it runs inline.
+  bool IsBlocking() const override { return refresh_ != nullptr; }
+
+  grpc::Status Process(const InputMetadata& md, grpc::AuthContext* ctx,
+                       OutputMetadata*, OutputMetadata*) override {
+    std::vector<grpc::string_ref> pem =
+        ctx->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME);
+    std::optional<Sha256Digest> key;
+    if (!pem.empty()) {
+      key = certs_.KeyOf(absl::string_view(pem[0].data(), pem[0].size()));
+    }
+    if (!key) {
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                          "a device certificate (Ed25519) is required");
+    }
+    std::optional<Uuid> device = trust_->DeviceForKey(*key);
+    if (!device && refresh_) {
+      const absl::Time missed = absl::Now();
+      absl::MutexLock lock(&refresh_mu_);
+      if (last_refresh_ < missed - absl::Milliseconds(200)) {
+        last_refresh_ = absl::Now();
+        refresh_();
+      }
+      device = trust_->DeviceForKey(*key);
+    }
+    if (!device) {
+      auto path = md.find(":path");
+      std::string method = path == md.end()
+                               ? std::string()
+                               : std::string(path->second.data(),
+                                             path->second.size());
+      if (!open_.contains(method)) {
+        return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                            "this device is not paired with the library; "
+                            "pair it first (sidecarctl pair join)");
+      }
+    }
+    ctx->AddProperty(kKeyProperty, std::string(DigestBytes(*key)));
+    if (device) ctx->AddProperty(kDeviceProperty, std::string(device->AsBytes()));
+    return grpc::Status::OK;
+  }
+
+ private:
+  const PeerTrust* const trust_;
+  const absl::flat_hash_set<std::string> open_;
+  const std::function<void()> refresh_;
+  absl::Mutex refresh_mu_;
+  absl::Time last_refresh_ ABSL_GUARDED_BY(refresh_mu_) = absl::InfinitePast();
+  CertificateCache certs_;
+};
+
+std::optional<std::string> Property(const grpc::ServerContextBase& ctx,
+                                    const char* name) {
+  std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
+  if (!auth) return std::nullopt;
+  std::vector<grpc::string_ref> v = auth->FindPropertyValues(name);
+  if (v.empty()) return std::nullopt;
+  return std::string(v[0].data(), v[0].size());
+}
+
+}  // namespace
+
+std::shared_ptr<grpc::Channel> MakeLocalChannel(const std::string& address) {
   return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
-                                   args);
+                                   ChannelArgs());
+}
+
+std::shared_ptr<grpc::Channel> MakePeerChannel(
+    const std::string& address, const DeviceKey& self,
+    const DeviceCertificate& callee) {
+  grpc::SslCredentialsOptions tls;
+  tls.pem_root_certs = callee.pem;  // the one certificate this channel trusts
+  tls.pem_private_key = self.private_key_pem();
+  tls.pem_cert_chain = self.certificate().pem;
+  grpc::ChannelArguments args = ChannelArgs();
+  // The callee's certificate names it by device id, whatever host or
+  // address it is reached at.
+  args.SetSslTargetNameOverride(DeviceTlsName(callee.device_id));
+  return grpc::CreateCustomChannel(address, grpc::SslCredentials(tls), args);
+}
+
+std::optional<Uuid> AuthenticatedDevice(const grpc::ServerContextBase& ctx) {
+  std::optional<std::string> v = Property(ctx, kDeviceProperty);
+  if (!v) return std::nullopt;
+  absl::StatusOr<Uuid> id = Uuid::FromBytes(*v);
+  if (!id.ok()) return std::nullopt;
+  return *id;
+}
+
+std::optional<Sha256Digest> AuthenticatedKey(
+    const grpc::ServerContextBase& ctx) {
+  std::optional<std::string> v = Property(ctx, kKeyProperty);
+  if (!v) return std::nullopt;
+  absl::StatusOr<Sha256Digest> d = DigestFromBytes(*v);
+  if (!d.ok()) return std::nullopt;
+  return *d;
+}
+
+namespace {
+
+template <auto Free>
+struct Deleter {
+  template <typename T>
+  void operator()(T* p) const {
+    Free(p);
+  }
+};
+using SslCtxPtr = std::unique_ptr<SSL_CTX, Deleter<SSL_CTX_free>>;
+using SslPtr = std::unique_ptr<SSL, Deleter<SSL_free>>;
+using X509Ptr = std::unique_ptr<X509, Deleter<X509_free>>;
+using BioPtr = std::unique_ptr<BIO, Deleter<BIO_free_all>>;
+using PkeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY_free>>;
+
+// Splits "host:port" and "[v6]:port".
+bool SplitHostPort(const std::string& address, std::string* host,
+                   std::string* port) {
+  size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon + 1 == address.size()) return false;
+  *host = address.substr(0, colon);
+  *port = address.substr(colon + 1);
+  if (host->size() >= 2 && host->front() == '[' && host->back() == ']') {
+    *host = host->substr(1, host->size() - 2);
+  }
+  return !host->empty();
+}
+
+// Waits until `fd` is ready for `events` or `deadline` passes.
+bool WaitFd(int fd, short events, absl::Time deadline) {
+  while (true) {
+    absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) return false;
+    pollfd p{fd, events, 0};
+    int r = ::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1);
+    if (r > 0) return true;
+    if (r < 0 && errno != EINTR) return false;
+  }
+}
+
+// A TCP connection to the first address of `host:port` that answers.
+absl::StatusOr<int> ConnectTcp(const std::string& address, absl::Time deadline) {
+  std::string host, port;
+  if (!SplitHostPort(address, &host, &port)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", address, "\" is not host:port"));
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (int e = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &res); e != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot resolve ", host, ": ", gai_strerror(e)));
+  }
+  std::string last = "no address";
+  int fd = -1;
+  for (addrinfo* a = res; a != nullptr && fd < 0; a = a->ai_next) {
+    int s = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                     a->ai_protocol);
+    if (s < 0) continue;
+    if (::connect(s, a->ai_addr, a->ai_addrlen) == 0 ||
+        (errno == EINPROGRESS && WaitFd(s, POLLOUT, deadline))) {
+      int err = 0;
+      socklen_t len = sizeof(err);
+      ::getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len);
+      if (err == 0) {
+        fd = s;
+        break;
+      }
+      last = std::strerror(err);
+    } else {
+      last = errno == EINPROGRESS ? "timed out" : std::strerror(errno);
+    }
+    ::close(s);
+  }
+  ::freeaddrinfo(res);
+  if (fd < 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot connect to ", address, ": ", last));
+  }
+  return fd;
+}
+
+std::string TlsErrors() {
+  std::string out;
+  unsigned long e;
+  while ((e = ERR_get_error()) != 0) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof(buf));
+    if (!out.empty()) out += "; ";
+    out += buf;
+  }
+  return out.empty() ? "connection closed" : out;
+}
+
+// TLS 1.3 client context presenting `self`, trusting nothing: the caller
+// checks the server's certificate itself.
+absl::StatusOr<SslCtxPtr> ClientContext(const DeviceKey& self) {
+  SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
+  if (!ctx) return absl::InternalError("SSL_CTX_new: " + TlsErrors());
+  SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
+  SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);
+  const std::string& cert_pem = self.certificate().pem;
+  const std::string& key_pem = self.private_key_pem();
+  BioPtr cb(BIO_new_mem_buf(cert_pem.data(), static_cast<int>(cert_pem.size())));
+  X509Ptr cert(PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr));
+  BioPtr kb(BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size())));
+  PkeyPtr key(PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr));
+  if (!cert || !key || SSL_CTX_use_certificate(ctx.get(), cert.get()) != 1 ||
+      SSL_CTX_use_PrivateKey(ctx.get(), key.get()) != 1) {
+    return absl::InternalError("cannot use the device key: " + TlsErrors());
+  }
+  return ctx;
+}
+
+}  // namespace
+
+absl::StatusOr<DeviceCertificate> FetchPeerCertificate(
+    const std::string& address, const DeviceKey& self, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  absl::StatusOr<SslCtxPtr> ctx = ClientContext(self);
+  if (!ctx.ok()) return ctx.status();
+  absl::StatusOr<int> fd = ConnectTcp(address, deadline);
+  if (!fd.ok()) return fd.status();
+  SslPtr ssl(SSL_new(ctx->get()));
+  static const unsigned char kAlpn[] = {2, 'h', '2'};
+  SSL_set_alpn_protos(ssl.get(), kAlpn, sizeof(kAlpn));
+  SSL_set_fd(ssl.get(), *fd);
+  absl::Status result = absl::OkStatus();
+  while (true) {
+    int r = SSL_connect(ssl.get());
+    if (r == 1) break;
+    int e = SSL_get_error(ssl.get(), r);
+    short events = e == SSL_ERROR_WANT_READ    ? POLLIN
+                   : e == SSL_ERROR_WANT_WRITE ? POLLOUT
+                                               : 0;
+    if (events == 0) {
+      result = absl::UnavailableError(absl::StrCat(
+          "TLS handshake with ", address, " failed: ", TlsErrors()));
+      break;
+    }
+    if (!WaitFd(*fd, events, deadline)) {
+      result = absl::DeadlineExceededError(
+          absl::StrCat("TLS handshake with ", address, " timed out"));
+      break;
+    }
+  }
+  X509Ptr peer;
+  if (result.ok()) peer.reset(SSL_get1_peer_certificate(ssl.get()));
+  ssl.reset();
+  ::close(*fd);
+  if (!result.ok()) return result;
+  if (!peer) {
+    return absl::UnavailableError(
+        absl::StrCat(address, " presented no certificate"));
+  }
+  unsigned char* der = nullptr;
+  int len = i2d_X509(peer.get(), &der);
+  if (len <= 0) return absl::InternalError("i2d_X509: " + TlsErrors());
+  std::string bytes(reinterpret_cast<char*>(der), len);
+  OPENSSL_free(der);
+  absl::StatusOr<DeviceCertificate> cert = DeviceCertificate::Parse(bytes);
+  if (!cert.ok()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(address, " is not a sidecar device: ",
+                     cert.status().message()));
+  }
+  return cert;
+}
+
+std::optional<DeviceCertificate> AuthenticatedCertificate(
+    const grpc::ServerContextBase& ctx) {
+  std::optional<std::string> pem =
+      Property(ctx, GRPC_X509_PEM_CERT_PROPERTY_NAME);
+  if (!pem) return std::nullopt;
+  absl::StatusOr<DeviceCertificate> cert = DeviceCertificate::Parse(*pem);
+  if (!cert.ok()) return std::nullopt;
+  return *cert;
+}
+
+std::string AdvertisedAddress(const std::string& listen_address, int port) {
+  size_t colon = listen_address.rfind(':');
+  std::string host = colon == std::string::npos
+                         ? listen_address
+                         : listen_address.substr(0, colon);
+  if (host == "0.0.0.0" || host == "[::]" || host.empty()) {
+    char name[256] = {0};
+    gethostname(name, sizeof(name) - 1);
+    host = name;
+  }
+  return absl::StrCat(host, ":", port);
+}
+
+bool IsLocalOnlyAddress(const std::string& address) {
+  if (absl::StartsWith(address, "unix:")) return true;
+  size_t colon = address.rfind(':');
+  if (colon == std::string::npos) return false;
+  std::string host = address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host == "localhost") return true;
+  in_addr v4;
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) {
+    return (ntohl(v4.s_addr) >> 24) == 127;
+  }
+  in6_addr v6;
+  if (inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
+    return IN6_IS_ADDR_LOOPBACK(&v6);
+  }
+  return false;
 }
 
 void SetDeadline(grpc::ClientContext* ctx, absl::Duration timeout) {
@@ -97,8 +464,28 @@ void InitServiceProcess(int argc, char** argv, const char* usage) {
   ParseConfig(argc, argv, usage);
 }
 
-ServerHost::ServerHost(std::string listen_address)
-    : listen_address_(std::move(listen_address)) {}
+ServerHost::ServerHost(LocalListener listener)
+    : listen_address_(listener.address), local_(std::move(listener)) {}
+
+ServerHost::ServerHost(PeerListener listener)
+    : listen_address_(listener.address), peer_(std::move(listener)) {}
+
+std::shared_ptr<grpc::ServerCredentials> ServerHost::Credentials() {
+  if (local_) return grpc::InsecureServerCredentials();
+  // A client certificate is required but not verified against a CA (there
+  // is none); PeerAuthorizer admits it by its key on every call. TLS still
+  // proves the client holds the key.
+  grpc::SslServerCredentialsOptions tls(
+      GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_BUT_DONT_VERIFY);
+  tls.pem_key_cert_pairs.push_back(
+      {peer_->key->private_key_pem(), peer_->key->certificate().pem});
+  std::shared_ptr<grpc::ServerCredentials> creds =
+      grpc::SslServerCredentials(tls);
+  creds->SetAuthMetadataProcessor(
+      std::make_shared<PeerAuthorizer>(peer_->trust, peer_->open_methods,
+                                       peer_->refresh));
+  return creds;
+}
 
 ServerHost::~ServerHost() {
   if (server_) Shutdown(absl::ZeroDuration());
@@ -109,20 +496,43 @@ void ServerHost::AddService(grpc::Service* service) {
 }
 
 absl::Status ServerHost::Start() {
+  if (local_ && !local_->allow_network && !IsLocalOnlyAddress(listen_address_)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the local API listens on ", listen_address_,
+        ", which is on the network: use a unix socket (unix:/path) or a "
+        "loopback address (127.0.0.1:port)"));
+  }
+  if (peer_ && (peer_->key == nullptr || peer_->trust == nullptr)) {
+    return absl::InternalError("peer listener without a key or trust set");
+  }
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(listen_address_, grpc::InsecureServerCredentials(),
-                           &port_);
+  builder.AddListeningPort(listen_address_, Credentials(), &port_);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
   for (auto* s : services_) builder.RegisterService(s);
+  const bool unix_socket = absl::StartsWith(listen_address_, "unix:");
+  if (unix_socket) {
+    // A socket file left by a process that died is in the way; one that a
+    // live process serves on is not ours to take.
+    std::string path = listen_address_.substr(5);
+    std::shared_ptr<grpc::Channel> probe = MakeLocalChannel(listen_address_);
+    if (probe->WaitForConnected(std::chrono::system_clock::now() +
+                                std::chrono::milliseconds(200))) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot listen on ", listen_address_,
+          ": another process serves there (is this service running twice?)"));
+    }
+    ::unlink(path.c_str());
+  }
   server_ = builder.BuildAndStart();
-  if (!server_ || port_ == 0) {
+  if (!server_ || (!unix_socket && port_ == 0)) {
     server_.reset();
     return absl::UnavailableError(absl::StrCat(
         "cannot listen on ", listen_address_,
-        ": address in use or not valid (use host:port, port 0 for any)"));
+        ": address in use or not valid (use host:port, port 0 for any, or "
+        "unix:/path)"));
   }
   SetServing(true);
   return absl::OkStatus();
@@ -148,6 +558,16 @@ void ServerHost::Shutdown(absl::Duration drain) {
                     absl::ToChronoMicroseconds(drain));
   server_->Wait();
   server_.reset();
+}
+
+void ServerHost::ShutdownAll(const std::vector<ServerHost*>& hosts,
+                             absl::Duration drain) {
+  for (ServerHost* h : hosts) h->SetServing(false);
+  std::vector<std::thread> threads;
+  for (ServerHost* h : hosts) {
+    threads.emplace_back([h, drain] { h->Shutdown(drain); });
+  }
+  for (std::thread& t : threads) t.join();
 }
 
 absl::Status WritePortFile(const std::string& path, int port) {

@@ -1,18 +1,42 @@
-// The one place where gRPC servers and channels are made. Transport security
-// (mutual TLS between paired devices) will change only this file's .cc.
+// The one place where gRPC servers and channels are made.
+//
+// Every service has two listeners, chosen on purpose:
+//  - the *local* listener serves the local API (the application, sidecarctl,
+//    the device's other service): a unix socket or loopback, plaintext,
+//    never on the network unless explicitly allowed (a container's private
+//    network);
+//  - the *peer* listener serves other devices: mutual TLS (TLS 1.3 between
+//    any two devices, both being OpenSSL 3), each side presenting its
+//    self-signed Ed25519 device certificate. There is no CA: a client is let
+//    in only if its key is a member's (PeerTrust), checked on every call,
+//    so a member removed is refused at once even on an open connection.
+//    Channels to a peer pin the one certificate of the member they mean to
+//    reach, and check its name, so a callee with any other key fails the
+//    handshake.
+//
+// Path chosen: gRPC's stable SslCredentials/SslServerCredentials with an
+// AuthMetadataProcessor, not the experimental TlsCredentials verifier API
+// of gRPC 1.51. Pinning needs no custom verifier (the pinned certificate is
+// the only root), and membership changes take effect per call without
+// rebuilding credentials.
 #ifndef SIDECAR_COMMON_TRANSPORT_H_
 #define SIDECAR_COMMON_TRANSPORT_H_
 
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/device_key.h"
+#include "common/peer_trust.h"
 
 namespace sidecar {
 
@@ -23,9 +47,42 @@ inline constexpr int kMaxMessageBytes = 16 << 20;
 grpc::Status ToGrpcStatus(const absl::Status& s);
 absl::Status FromGrpcStatus(const grpc::Status& s);
 
-// A channel to a peer or local service. Channels are cheap to keep and
-// reconnect by themselves; callers still set a deadline on every call.
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address);
+// A plaintext channel to a local listener ("unix:/path" or a loopback
+// host:port; in containers, the device's private network). Channels are
+// cheap to keep and reconnect by themselves; callers still set a deadline
+// on every call.
+std::shared_ptr<grpc::Channel> MakeLocalChannel(const std::string& address);
+
+// A mutual-TLS channel to the peer listener at `address` of the member
+// whose certificate is `callee`: the handshake fails unless the server
+// there holds that very key. `self` is this device's identity.
+std::shared_ptr<grpc::Channel> MakePeerChannel(const std::string& address,
+                                               const DeviceKey& self,
+                                               const DeviceCertificate& callee);
+
+// Connects to the peer listener at `address` with TLS, presenting `self`,
+// and returns the certificate the server there presented, without trusting
+// it: pairing checks it against the code before anything else is sent.
+absl::StatusOr<DeviceCertificate> FetchPeerCertificate(
+    const std::string& address, const DeviceKey& self, absl::Duration timeout);
+
+// The member a call on the peer listener comes from, as authenticated by
+// TLS and PeerTrust; nullopt for a non-member on an open method (pairing).
+std::optional<Uuid> AuthenticatedDevice(const grpc::ServerContextBase& ctx);
+// The SHA-256 of the caller's public key (any caller on the peer listener).
+std::optional<Sha256Digest> AuthenticatedKey(
+    const grpc::ServerContextBase& ctx);
+// The caller's certificate, as its TLS session presented it.
+std::optional<DeviceCertificate> AuthenticatedCertificate(
+    const grpc::ServerContextBase& ctx);
+
+// Where others should reach a listener bound at `listen_address` on `port`:
+// the same host (0.0.0.0, [::] or empty become this machine's host name)
+// with the bound port.
+std::string AdvertisedAddress(const std::string& listen_address, int port);
+
+// Whether `address` is a unix socket or a loopback host:port.
+bool IsLocalOnlyAddress(const std::string& address);
 
 // Sets a deadline of `timeout` from now on `ctx`.
 void SetDeadline(grpc::ClientContext* ctx, absl::Duration timeout);
@@ -63,9 +120,30 @@ void InitServiceProcess(int argc, char** argv, const char* usage);
 // A gRPC server with health checking and reflection, and graceful shutdown:
 // on SIGTERM it reports NOT_SERVING, then drains in-flight calls until a
 // deadline and cancels the rest.
+struct LocalListener {
+  std::string address;  // "unix:/path" or a loopback host:port
+  // Allows any other address; for a container's private network only.
+  bool allow_network = false;
+};
+
+struct PeerListener {
+  std::string address;  // host:port, usually on the network
+  const DeviceKey* key = nullptr;      // must outlive the host
+  const PeerTrust* trust = nullptr;    // must outlive the host
+  // Full method names ("/sidecar.v1.Peer/Join") that a caller who is not a
+  // member may call; it still needs a TLS client certificate.
+  std::vector<std::string> open_methods;
+  // If set, called (at most every 200 ms, from a gRPC thread, may block
+  // briefly) when a caller's key is not in `trust`, before refusing it: a
+  // service that follows membership from elsewhere (the transfer service)
+  // then admits a device paired a moment ago on its first call.
+  std::function<void()> refresh;
+};
+
 class ServerHost {
  public:
-  explicit ServerHost(std::string listen_address);
+  explicit ServerHost(LocalListener listener);
+  explicit ServerHost(PeerListener listener);
   ~ServerHost();
 
   // Services (sync, callback or mixed) must outlive the host. Call before
@@ -73,9 +151,11 @@ class ServerHost {
   void AddService(grpc::Service* service);
 
   // Binds and starts serving. With port 0 in the address, port() tells the
-  // port the kernel chose.
+  // port the kernel chose. A local listener on a network address (without
+  // allow_network) is refused with INVALID_ARGUMENT.
   absl::Status Start();
   int port() const { return port_; }
+  const std::string& address() const { return listen_address_; }
 
   // Overall health (the "" service) as reported by grpc.health.v1.
   void SetServing(bool serving);
@@ -85,9 +165,16 @@ class ServerHost {
   int WaitForShutdownSignal();
   // NOT_SERVING, then drain up to `drain`, then cancel what is left.
   void Shutdown(absl::Duration drain);
+  // Shutdown of several hosts at once: the drain is `drain` overall.
+  static void ShutdownAll(const std::vector<ServerHost*>& hosts,
+                          absl::Duration drain);
 
  private:
+  std::shared_ptr<grpc::ServerCredentials> Credentials();
+
   std::string listen_address_;
+  std::optional<LocalListener> local_;
+  std::optional<PeerListener> peer_;
   std::vector<grpc::Service*> services_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

@@ -599,3 +599,130 @@ grpc::Status AvailabilityService::ReportTransfer(
 }
 
 }  // namespace sidecar::availability
+
+namespace sidecar::availability {
+
+void AvailabilityService::MemberToProto(const MemberView& m,
+                                        v1::Member* out) const {
+  out->set_device_id(m.cert.device_id.ToString());
+  out->set_name(m.name);
+  out->set_fingerprint(m.cert.Fingerprint());
+  out->set_certificate(m.cert.der);
+  out->set_admitted_by(m.admitted_by.ToString());
+  if (std::optional<MemberView> by = d_.library->Find(m.admitted_by)) {
+    out->set_admitted_by_name(by->name);
+  }
+  SetTime(m.admitted_at, out->mutable_admitted_at());
+  out->set_peer_address(m.peer_address);
+  out->set_transfer_address(m.transfer_address);
+  out->set_self(m.cert.device_id == d_.library->self_id());
+  out->set_removed(m.removed);
+  if (m.removed) {
+    out->set_removed_by(m.removed_by.ToString());
+    SetTime(m.removed_at, out->mutable_removed_at());
+  }
+}
+
+grpc::Status AvailabilityService::AnnounceTransfer(
+    grpc::ServerContext*, const v1::AnnounceTransferRequest* req,
+    v1::AnnounceTransferResponse* resp) {
+  const std::string& address = req->transfer_address();
+  if (address.empty() || address.size() > 256 ||
+      address.find(':') == std::string::npos) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "transfer_address must be host:port");
+  }
+  if (!d_.transfer_address_fixed) {
+    d_.peers->SetSelfTransferAddress(address);
+    v1::Hello self = d_.peers->SelfHello();
+    d_.cache->NoteOrigin({d_.cache->self_id(), self.peer_address(), address,
+                          self.name()});
+    d_.library->NoteAddresses(d_.cache->self_id(), "", address);
+  }
+  resp->set_transfer_address(d_.peers->SelfHello().transfer_address());
+  return grpc::Status::OK;
+}
+
+grpc::Status AvailabilityService::CreateInvite(
+    grpc::ServerContext*, const v1::CreateInviteRequest* req,
+    v1::CreateInviteResponse* resp) {
+  absl::StatusOr<Pairing::Invite> invite =
+      d_.pairing->CreateInvite(absl::Seconds(req->ttl_seconds()));
+  if (!invite.ok()) return ToGrpcStatus(invite.status());
+  resp->set_code(invite->code);
+  SetTime(invite->expires_at, resp->mutable_expires_at());
+  resp->set_peer_address(d_.peers->SelfHello().peer_address());
+  return grpc::Status::OK;
+}
+
+grpc::Status AvailabilityService::JoinLibrary(
+    grpc::ServerContext*, const v1::JoinLibraryRequest* req,
+    v1::JoinLibraryResponse* resp) {
+  std::vector<std::string> addresses;
+  if (!req->address().empty()) {
+    addresses.push_back(req->address());
+  } else {
+    addresses = d_.join_addresses;
+  }
+  if (addresses.empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "no address given and no --peers configured: give "
+                        "the address `sidecarctl pair invite` printed");
+  }
+  absl::StatusOr<Pairing::JoinResult> r =
+      d_.pairing->Join(req->code(), addresses, d_.join_timeout);
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  MemberToProto(r->inviter, resp->mutable_inviter());
+  resp->set_members(static_cast<uint32_t>(r->members));
+  return grpc::Status::OK;
+}
+
+grpc::Status AvailabilityService::ListMembers(
+    grpc::ServerContext*, const v1::ListMembersRequest* req,
+    v1::ListMembersResponse* resp) {
+  for (const MemberView& m : d_.library->List(req->include_removed())) {
+    MemberToProto(m, resp->add_members());
+  }
+  resp->set_version(d_.library->version());
+  return grpc::Status::OK;
+}
+
+grpc::Status AvailabilityService::Unpair(grpc::ServerContext*,
+                                         const v1::UnpairRequest* req,
+                                         v1::UnpairResponse* resp) {
+  const std::string& want = req->device();
+  if (want.empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "name the device to unpair: its id, a prefix of "
+                        "it, or its name (see `sidecarctl devices`)");
+  }
+  std::vector<MemberView> hits;
+  for (const MemberView& m : d_.library->List(false)) {
+    const std::string id = m.cert.device_id.ToString();
+    if (id == want || m.name == want) {
+      hits = {m};
+      break;
+    }
+    if (id.rfind(want, 0) == 0) hits.push_back(m);
+  }
+  if (hits.empty()) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        absl::StrCat("no member \"", want,
+                                     "\" (see `sidecarctl devices`)"));
+  }
+  if (hits.size() > 1) {
+    return grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("\"", want, "\" matches ", hits.size(),
+                     " members; give more of the device id"));
+  }
+  absl::StatusOr<v1::MemberRecord> r =
+      d_.library->Remove(hits[0].cert.device_id);
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  if (std::optional<MemberView> m = d_.library->Find(hits[0].cert.device_id)) {
+    MemberToProto(*m, resp->mutable_removed());
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace sidecar::availability

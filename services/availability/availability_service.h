@@ -6,8 +6,12 @@
 
 #include <string>
 
+#include <vector>
+
 #include "services/availability/inventory_store.h"
+#include "services/availability/library.h"
 #include "services/availability/local_inventory.h"
+#include "services/availability/pairing.h"
 #include "services/availability/peer_cache.h"
 #include "services/availability/peer_manager.h"
 #include "services/availability/watch_hub.h"
@@ -26,6 +30,14 @@ class AvailabilityService final
     PeerManager* peers;
     WatchHub* hub;
     std::string sidecar_root;  // absolute or relative to the working dir
+    Library* library;
+    Pairing* pairing;
+    // Where JoinLibrary looks for the inviter when no address is given
+    // (the configured --peers).
+    std::vector<std::string> join_addresses;
+    absl::Duration join_timeout = absl::Seconds(10);
+    // Set by --transfer_address: announcements are then ignored.
+    bool transfer_address_fixed = false;
   };
   explicit AvailabilityService(Deps deps);
 
@@ -56,8 +68,21 @@ class AvailabilityService final
   grpc::Status ReportTransfer(grpc::ServerContext*,
                               const v1::ReportTransferRequest*,
                               v1::ReportTransferResponse*) override;
+  grpc::Status AnnounceTransfer(grpc::ServerContext*,
+                                const v1::AnnounceTransferRequest*,
+                                v1::AnnounceTransferResponse*) override;
+  grpc::Status CreateInvite(grpc::ServerContext*,
+                            const v1::CreateInviteRequest*,
+                            v1::CreateInviteResponse*) override;
+  grpc::Status JoinLibrary(grpc::ServerContext*, const v1::JoinLibraryRequest*,
+                           v1::JoinLibraryResponse*) override;
+  grpc::Status ListMembers(grpc::ServerContext*, const v1::ListMembersRequest*,
+                           v1::ListMembersResponse*) override;
+  grpc::Status Unpair(grpc::ServerContext*, const v1::UnpairRequest*,
+                      v1::UnpairResponse*) override;
 
  private:
+  void MemberToProto(const MemberView& m, v1::Member* out) const;
   grpc::Status ResolveOne(const v1::ResolveRequest& req,
                           v1::ResolveResponse* resp);
   grpc::Status WhoHasImpl(const v1::WhoHasRequest* req,

@@ -7,6 +7,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/log.h"
@@ -285,6 +286,9 @@ class PgInventoryStore final : public InventoryStore {
   absl::StatusOr<std::optional<LocalRecord>> Get(
       const SidecarKey& key) override;
   absl::StatusOr<DeviceIdentity> ResetChangeLog() override;
+  absl::StatusOr<std::vector<std::string>> LoadMembers() override;
+  absl::Status SaveMember(const Uuid& device,
+                          const std::string& record) override;
 
  private:
   absl::Mutex mu_;
@@ -441,7 +445,8 @@ absl::StatusOr<DeviceIdentity> PgInventoryStore::ResetChangeLog() {
         if (!id.ok()) return id.status();
         absl::StatusOr<int64_t> gen = r->GetInt64(0, 1);
         if (!gen.ok()) return gen.status();
-        next = {*id, static_cast<uint64_t>(*gen)};
+        next.device_id = *id;
+        next.generation = static_cast<uint64_t>(*gen);
         if (auto t = conn.Exec("TRUNCATE change_log"); !t.ok()) {
           return t.status();
         }
@@ -453,17 +458,78 @@ absl::StatusOr<DeviceIdentity> PgInventoryStore::ResetChangeLog() {
   return next;
 }
 
-absl::StatusOr<DeviceIdentity> LoadIdentity(pg::Connection& conn) {
+absl::StatusOr<std::vector<std::string>> PgInventoryStore::LoadMembers() {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> out;
+  absl::Status s = conn_->RunTransaction(
+      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
+        out.clear();
+        absl::StatusOr<pg::Result> r =
+            conn.Exec("SELECT record FROM library_members");
+        if (!r.ok()) return r.status();
+        for (int i = 0; i < r->rows(); ++i) {
+          absl::StatusOr<std::string> b = r->GetBytea(i, 0);
+          if (!b.ok()) return b.status();
+          out.push_back(std::move(*b));
+        }
+        return absl::OkStatus();
+      });
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::Status PgInventoryStore::SaveMember(const Uuid& device,
+                                          const std::string& record) {
+  absl::MutexLock lock(&mu_);
+  return conn_->RunTransaction(
+      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
+        return conn
+            .ExecParams(
+                "INSERT INTO library_members (device_id, record) "
+                "VALUES ($1::uuid, decode($2, 'hex')) ON CONFLICT (device_id) "
+                "DO UPDATE SET record = EXCLUDED.record, updated_at = now()",
+                {device.ToString(), absl::BytesToHexString(record)})
+            .status();
+      });
+}
+
+absl::StatusOr<DeviceIdentity> LoadIdentity(pg::Connection& conn,
+                                            const std::optional<Uuid>& want) {
   DeviceIdentity out;
   absl::Status s = conn.RunTransaction(
       kRetryTimeout, [&](pg::Connection& c, int) -> absl::Status {
+        out.replaced_device_id.reset();
         // Two processes starting at once both insert; one row wins.
         absl::StatusOr<pg::Result> r = c.ExecParams(
             absl::StrCat("INSERT INTO device_identity (device_id, generation) "
                          "VALUES ($1::uuid, ",
                          kNowMicros, ") ON CONFLICT (singleton) DO NOTHING"),
-            {Uuid::Random().ToString()});
+            {want.value_or(Uuid::Random()).ToString()});
         if (!r.ok()) return r.status();
+        if (want.has_value()) {
+          // Another id (from before the device had its key): adopt the
+          // key's id in a new generation, rewriting the change log so that
+          // peers take a snapshot under the new id.
+          r = c.ExecParams(
+              "SELECT device_id FROM device_identity WHERE device_id <> $1",
+              {want->ToString()});
+          if (!r.ok()) return r.status();
+          if (r->rows() == 1) {
+            absl::StatusOr<Uuid> old = Uuid::Parse(r->Get(0, 0));
+            if (!old.ok()) return old.status();
+            out.replaced_device_id = *old;
+            r = c.ExecParams(
+                absl::StrCat("UPDATE device_identity SET device_id = $1, "
+                             "generation = greatest(",
+                             kNowMicros, ", generation + 1)"),
+                {want->ToString()});
+            if (!r.ok()) return r.status();
+            if (auto t = c.Exec("TRUNCATE change_log"); !t.ok()) {
+              return t.status();
+            }
+            if (auto w = c.Exec(kRewriteLogSql); !w.ok()) return w.status();
+          }
+        }
         r = c.Exec("SELECT device_id, generation FROM device_identity");
         if (!r.ok()) return r.status();
         if (r->rows() != 1) {
@@ -473,7 +539,8 @@ absl::StatusOr<DeviceIdentity> LoadIdentity(pg::Connection& conn) {
         if (!id.ok()) return id.status();
         absl::StatusOr<int64_t> gen = r->GetInt64(0, 1);
         if (!gen.ok()) return gen.status();
-        out = {*id, static_cast<uint64_t>(*gen)};
+        out.device_id = *id;
+        out.generation = static_cast<uint64_t>(*gen);
         return absl::OkStatus();
       });
   if (!s.ok()) return s;
@@ -504,8 +571,33 @@ absl::Status PrepareStatements(pg::Connection& conn) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<InventoryStore>> InventoryStore::Open(
+absl::StatusOr<std::optional<Uuid>> InventoryStore::PairedDevice(
     const std::string& conninfo, absl::Duration connect_timeout) {
+  pg::ConnectOptions options;
+  options.connect_timeout = connect_timeout;
+  options.attempt_timeout = std::min(connect_timeout, absl::Seconds(5));
+  options.application_name = "sidecar-availability";
+  absl::StatusOr<std::unique_ptr<pg::Connection>> conn =
+      pg::Connection::Open(conninfo, options);
+  if (!conn.ok()) return conn.status();
+  absl::StatusOr<pg::Result> r = (*conn)->Exec(
+      "SELECT to_regclass('library_members') IS NOT NULL AND "
+      "to_regclass('device_identity') IS NOT NULL");
+  if (!r.ok()) return r.status();
+  if (r->Get(0, 0) != "t") return std::optional<Uuid>();
+  r = (*conn)->Exec(
+      "SELECT device_id FROM device_identity "
+      "WHERE EXISTS (SELECT 1 FROM library_members)");
+  if (!r.ok()) return r.status();
+  if (r->rows() != 1) return std::optional<Uuid>();
+  absl::StatusOr<Uuid> id = Uuid::Parse(r->Get(0, 0));
+  if (!id.ok()) return id.status();
+  return std::optional<Uuid>(*id);
+}
+
+absl::StatusOr<std::unique_ptr<InventoryStore>> InventoryStore::Open(
+    const std::string& conninfo, absl::Duration connect_timeout,
+    std::optional<Uuid> device_id) {
   pg::ConnectOptions options;
   options.connect_timeout = connect_timeout;
   options.attempt_timeout = std::min(connect_timeout, absl::Seconds(5));
@@ -518,7 +610,7 @@ absl::StatusOr<std::unique_ptr<InventoryStore>> InventoryStore::Open(
         return pg::ApplyMigrations(c, Migrations(), kMigrationLockKey);
       });
   if (!s.ok()) return s;
-  absl::StatusOr<DeviceIdentity> identity = LoadIdentity(**conn);
+  absl::StatusOr<DeviceIdentity> identity = LoadIdentity(**conn, device_id);
   if (!identity.ok()) return identity.status();
   s = (*conn)->RunWithRetry(connect_timeout, [](pg::Connection& c, int) {
     return PrepareStatements(c);

@@ -50,14 +50,27 @@ struct DeviceIdentity {
   Uuid device_id;
   // Changes whenever the change log is reset; larger is newer.
   uint64_t generation = 0;
+  // Set by Open when the database held another device id, now replaced.
+  std::optional<Uuid> replaced_device_id;
 };
 
 class InventoryStore {
  public:
   // Connects to `conninfo` (libpq syntax), retrying until `connect_timeout`
-  // passes; applies pending migrations; loads the identity, creating a new
-  // device id and generation on the first start.
+  // passes; applies pending migrations; loads the identity, creating it on
+  // the first start. With `device_id` (the id the device key derives), the
+  // identity takes that id: a database that held another id (made before
+  // devices had keys, or by another key) keeps its sidecars and starts a
+  // new generation under the new id, so peers replace what they cached.
+  // Without it, an existing id is kept and a new one is random (tests).
   static absl::StatusOr<std::unique_ptr<InventoryStore>> Open(
+      const std::string& conninfo, absl::Duration connect_timeout,
+      std::optional<Uuid> device_id = std::nullopt);
+
+  // Without writing anything: the device id of the database if it belongs
+  // to a device that is in a library (has membership records), else
+  // nullopt. For the start of a device whose key is missing.
+  static absl::StatusOr<std::optional<Uuid>> PairedDevice(
       const std::string& conninfo, absl::Duration connect_timeout);
 
   virtual ~InventoryStore() = default;
@@ -105,6 +118,13 @@ class InventoryStore {
   // Starts a new generation: deletes the change log and rewrites it as one
   // entry per READY sidecar, seq 1..n. Returns the new identity.
   virtual absl::StatusOr<DeviceIdentity> ResetChangeLog() = 0;
+
+  // The library's membership records (serialized v1::MemberRecord), one
+  // per device, in unspecified order.
+  virtual absl::StatusOr<std::vector<std::string>> LoadMembers() = 0;
+  // Inserts or replaces the record of `device`.
+  virtual absl::Status SaveMember(const Uuid& device,
+                                  const std::string& record) = 0;
 };
 
 }  // namespace sidecar::availability

@@ -2,17 +2,25 @@
 // with peer devices and answers "who has sidecar X?".
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
+#include <thread>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/config.h"
+#include "common/device_key.h"
 #include "common/log.h"
+#include "common/peer_trust.h"
+#include "common/state_dir.h"
 #include "common/transport.h"
+#include "services/availability/library.h"
+#include "services/availability/pairing.h"
 #include "services/availability/availability_service.h"
 #include "services/availability/inventory_store.h"
 #include "services/availability/local_inventory.h"
@@ -22,7 +30,18 @@
 #include "services/availability/watch_hub.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:7100",
-          "host:port to serve the local and peer APIs on (port 0: any)");
+          "host:port of the peer listener: mutual TLS, paired devices only "
+          "(port 0: any)");
+ABSL_FLAG(std::string, local_listen, "",
+          "where the local API listens: unix:/path or a loopback host:port "
+          "(default: unix:<state_dir>/availability.sock)");
+ABSL_FLAG(bool, local_listen_allow_network, false,
+          "allow --local_listen on a non-loopback address (a container's "
+          "private network; never a network other devices share)");
+ABSL_FLAG(std::string, state_dir, "",
+          "directory of the device key and local sockets, shared with the "
+          "transfer service (default: $XDG_STATE_HOME/sidecar-sync or "
+          "~/.local/state/sidecar-sync)");
 ABSL_FLAG(std::string, port_file, "",
           "if set, write the bound port here once serving");
 ABSL_FLAG(std::string, db, "",
@@ -33,7 +52,11 @@ ABSL_FLAG(absl::Duration, db_connect_timeout, absl::Seconds(30),
 ABSL_FLAG(std::string, sidecar_root, "./sidecars",
           "directory holding this device's sidecars in the content/ layout");
 ABSL_FLAG(std::vector<std::string>, peers, {},
-          "comma-separated host:port of peer availability services");
+          "comma-separated host:port of other devices' availability services, "
+          "tried by `sidecarctl pair join CODE` without an address");
+ABSL_FLAG(std::string, join, "",
+          "CODE@host:port: pair with the device that made CODE at start-up "
+          "(for containers; ignored once paired with it)");
 ABSL_FLAG(std::string, name, "", "human-readable device name");
 ABSL_FLAG(std::string, advertise_address, "",
           "host:port peers should use to reach this service (default: the "
@@ -55,7 +78,8 @@ ABSL_FLAG(absl::Duration, rpc_timeout, absl::Seconds(5),
 ABSL_FLAG(absl::Duration, exchange_timeout, absl::Seconds(120),
           "deadline of one gossip exchange (large snapshots take longer)");
 ABSL_FLAG(bool, contact_learned_peers, true,
-          "also contact devices learned through gossip, not only --peers");
+          "contact every member of the library, not only the devices paired "
+          "with this one directly");
 ABSL_FLAG(uint32_t, max_message_bytes, 0,
           "bound of one gossip message (0: 1 MiB; clamped to 64 KiB..4 MiB)");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
@@ -73,16 +97,61 @@ std::string PortOf(const std::string& address) {
   return colon == std::string::npos ? "" : address.substr(colon + 1);
 }
 
-std::string WithPort(const std::string& address, int port) {
-  size_t colon = address.rfind(':');
-  std::string host =
-      colon == std::string::npos ? address : address.substr(0, colon);
-  if (host == "0.0.0.0" || host == "[::]" || host.empty()) {
-    char name[256] = {0};
-    gethostname(name, sizeof(name) - 1);
-    host = name;
+
+// --join=CODE@ADDRESS: pairs once at start-up, retrying while the inviter
+// is not reachable yet (containers start together). A refusal is final.
+void JoinAtStart(const std::string& spec, Pairing* pairing, Library* library,
+                 absl::Duration timeout, const std::atomic<bool>* stop) {
+  size_t at = spec.find('@');
+  if (at == std::string::npos) {
+    SC_LOG(ERROR) << "--join must be CODE@host:port";
+    return;
   }
-  return absl::StrCat(host, ":", port);
+  const std::string code = spec.substr(0, at);
+  const std::string address = spec.substr(at + 1);
+  if (library->List(false).size() > 1) {
+    SC_LOG(INFO) << "--join ignored: already paired";
+    return;
+  }
+  for (int attempt = 0; attempt < 60 && !stop->load(); ++attempt) {
+    absl::StatusOr<Pairing::JoinResult> r =
+        pairing->Join(code, {address}, timeout);
+    if (r.ok()) {
+      SC_LOG(INFO) << "paired with " << r->inviter.name << " at " << address;
+      return;
+    }
+    SC_LOG(WARNING) << "pairing with " << address << ": " << r.status();
+    if (r.status().code() != absl::StatusCode::kUnavailable &&
+        r.status().code() != absl::StatusCode::kDeadlineExceeded) {
+      return;
+    }
+    absl::SleepFor(absl::Seconds(1));
+  }
+}
+
+// The device key, made on the first start. A database that belongs to a
+// paired device whose key is gone is not given a new identity silently.
+absl::StatusOr<DeviceKey> LoadDeviceKey(const std::string& state_dir,
+                                        const std::string& conninfo,
+                                        absl::Duration connect_timeout) {
+  if (!DeviceKey::Absent(state_dir)) return DeviceKey::Load(state_dir);
+  absl::StatusOr<std::optional<Uuid>> paired =
+      InventoryStore::PairedDevice(conninfo, connect_timeout);
+  if (!paired.ok()) return paired.status();
+  if (paired->has_value()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the database belongs to device ", (*paired)->ToString(),
+        ", paired in a library, but its key is not in ", state_dir,
+        ": restore ", kDeviceKeyFile, " and ", kDeviceCertFile,
+        " from a backup (or fix --state_dir); to make this a new device "
+        "instead, use a fresh database"));
+  }
+  return DeviceKey::Create(state_dir, absl::GetFlag(FLAGS_name));
+}
+
+std::string StateDir() {
+  std::string dir = absl::GetFlag(FLAGS_state_dir);
+  return dir.empty() ? DefaultStateDir() : dir;
 }
 
 int Main() {
@@ -99,9 +168,18 @@ int Main() {
   std::filesystem::path root =
       std::filesystem::absolute(absl::GetFlag(FLAGS_sidecar_root), ec);
   std::filesystem::create_directories(root, ec);
+  const std::string state_dir = StateDir();
+  const absl::Duration connect_timeout =
+      absl::GetFlag(FLAGS_db_connect_timeout);
 
+  absl::StatusOr<DeviceKey> key =
+      LoadDeviceKey(state_dir, absl::GetFlag(FLAGS_db), connect_timeout);
+  if (!key.ok()) {
+    SC_LOG(ERROR) << "cannot use the device key: " << key.status().message();
+    return 1;
+  }
   absl::StatusOr<std::unique_ptr<InventoryStore>> store = InventoryStore::Open(
-      absl::GetFlag(FLAGS_db), absl::GetFlag(FLAGS_db_connect_timeout));
+      absl::GetFlag(FLAGS_db), connect_timeout, key->device_id());
   if (!store.ok()) {
     SC_LOG(ERROR) << "cannot open the inventory database: " << store.status();
     return 1;
@@ -115,8 +193,17 @@ int Main() {
     SC_LOG(INFO) << "change log reset: new generation " << reset->generation;
   }
   const DeviceIdentity& id = (*store)->identity();
+  if (id.replaced_device_id) {
+    SC_LOG(WARNING) << "device id " << id.replaced_device_id->ToString()
+                    << " replaced by " << id.device_id.ToString()
+                    << ", derived from the device key; sidecars kept, new "
+                       "generation "
+                    << id.generation;
+  }
   SC_LOG(INFO) << "device " << id.device_id.ToString() << " generation "
-               << id.generation;
+               << id.generation << ", key fingerprint "
+               << key->certificate().Fingerprint() << ", state in "
+               << state_dir;
 
   v1::Hello self;
   self.set_device_id(std::string(id.device_id.AsBytes()));
@@ -127,9 +214,10 @@ int Main() {
   OriginInfo self_info{id.device_id, "", self.transfer_address(), self.name()};
   WatchHub hub;
   PeerCache cache(self_info, &hub);
+  PeerTrust trust;
+  Library library(&*key, store->get(), &trust, self.name());
 
   PeerManagerOptions opts;
-  opts.peers = absl::GetFlag(FLAGS_peers);
   opts.gossip_interval = absl::GetFlag(FLAGS_gossip_interval);
   opts.gossip_jitter = absl::GetFlag(FLAGS_gossip_jitter);
   opts.prompt_delay = absl::GetFlag(FLAGS_prompt_delay);
@@ -139,7 +227,14 @@ int Main() {
   opts.exchange_timeout = absl::GetFlag(FLAGS_exchange_timeout);
   opts.contact_learned_peers = absl::GetFlag(FLAGS_contact_learned_peers);
   opts.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
-  PeerManager peers(opts, &cache, &hub, self);
+  PeerManager peers(opts, &cache, &hub, self, &library, &*key);
+  library.set_listener(
+      [&peers](const Library::Change& c) { peers.OnLibraryChange(c); });
+  if (absl::Status s = library.Load(); !s.ok()) {
+    SC_LOG(ERROR) << "cannot load the library's members: " << s;
+    return 1;
+  }
+  Pairing pairing(&*key, &library, [&peers] { return peers.SelfHello(); });
 
   LocalInventory inventory(store->get(), &cache,
                            [&peers] { peers.RequestPromptRound(); });
@@ -148,43 +243,70 @@ int Main() {
     return 1;
   }
 
-  AvailabilityService local_api(
-      {store->get(), &inventory, &cache, &peers, &hub, root.string()});
-  PeerService peer_api(&cache, &peers);
-  ServerHost host(absl::GetFlag(FLAGS_listen));
-  host.AddService(&local_api);
-  host.AddService(&peer_api);
+  AvailabilityService::Deps deps{store->get(), &inventory, &cache, &peers,
+                                 &hub,         root.string(), &library,
+                                 &pairing,     absl::GetFlag(FLAGS_peers)};
+  deps.join_timeout = absl::GetFlag(FLAGS_rpc_timeout) * 2;
+  deps.transfer_address_fixed = !absl::GetFlag(FLAGS_transfer_address).empty();
+  AvailabilityService local_api(deps);
+  PeerService peer_api(&cache, &peers, &library, &pairing);
+  std::string local_address = absl::GetFlag(FLAGS_local_listen);
+  if (local_address.empty()) {
+    local_address = LocalSocketAddress(state_dir, "availability");
+  }
+  ServerHost local_host(LocalListener{
+      local_address, absl::GetFlag(FLAGS_local_listen_allow_network)});
+  local_host.AddService(&local_api);
+  ServerHost peer_host(PeerListener{absl::GetFlag(FLAGS_listen),
+                                    &*key,
+                                    &trust,
+                                    {PeerService::kOpenMethod}});
+  peer_host.AddService(&peer_api);
   startup_signals.Disarm();  // from here on a signal drains
-  if (absl::Status s = host.Start(); !s.ok()) {
-    SC_LOG(ERROR) << s;
-    return 1;
+  for (ServerHost* h : {&local_host, &peer_host}) {
+    if (absl::Status s = h->Start(); !s.ok()) {
+      SC_LOG(ERROR) << s.message();
+      return 1;
+    }
   }
   std::string advertise = absl::GetFlag(FLAGS_advertise_address);
   if (advertise.empty()) {
-    advertise = WithPort(absl::GetFlag(FLAGS_listen), host.port());
+    advertise = AdvertisedAddress(absl::GetFlag(FLAGS_listen), peer_host.port());
   } else if (PortOf(advertise) == "0") {
-    advertise = WithPort(advertise, host.port());
+    advertise = AdvertisedAddress(advertise, peer_host.port());
   }
   peers.SetSelfPeerAddress(advertise);
   cache.NoteOrigin(
       {id.device_id, advertise, self.transfer_address(), self.name()});
+  library.NoteAddresses(id.device_id, advertise, self.transfer_address());
   peers.Start();
-  SC_LOG(INFO) << "serving on port " << host.port() << ", advertised as "
-               << advertise << ", sidecar root " << root.string();
+  SC_LOG(INFO) << "peer API (mutual TLS) on port " << peer_host.port()
+               << ", advertised as " << advertise << "; local API on "
+               << local_address << "; sidecar root " << root.string();
+  std::atomic<bool> stop_join{false};
+  std::thread join_thread;
+  if (std::string join = absl::GetFlag(FLAGS_join); !join.empty()) {
+    join_thread = std::thread([&, join] {
+      JoinAtStart(join, &pairing, &library, deps.join_timeout, &stop_join);
+    });
+  }
   if (std::string pf = absl::GetFlag(FLAGS_port_file); !pf.empty()) {
-    if (absl::Status s = WritePortFile(pf, host.port()); !s.ok()) {
+    if (absl::Status s = WritePortFile(pf, peer_host.port()); !s.ok()) {
       SC_LOG(ERROR) << s;
       return 1;
     }
   }
-  int sig = host.WaitForShutdownSignal();
+  int sig = local_host.WaitForShutdownSignal();
   absl::Duration drain = absl::GetFlag(FLAGS_drain_timeout);
   SC_LOG(INFO) << "signal " << sig << ": not serving, draining for up to "
                << drain;
-  host.SetServing(false);
+  local_host.SetServing(false);
+  peer_host.SetServing(false);
   hub.Shutdown();  // Watch streams would otherwise hold the drain open
+  stop_join = true;
+  if (join_thread.joinable()) join_thread.join();
   peers.Stop();
-  host.Shutdown(drain);
+  ServerHost::ShutdownAll({&peer_host, &local_host}, drain);
   SC_LOG(INFO) << "stopped";
   return 0;
 }

@@ -45,6 +45,15 @@ CREATE TABLE change_log (
   at timestamptz NOT NULL DEFAULT now()
 );
 )sql"},
+    {2, "library members", R"sql(
+-- The library this device belongs to: one signed membership record per
+-- device (sidecar.v1.MemberRecord, serialized), this device included.
+CREATE TABLE library_members (
+  device_id uuid PRIMARY KEY,
+  record bytea NOT NULL,
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+)sql"},
 };
 
 }  // namespace

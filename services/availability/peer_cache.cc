@@ -116,6 +116,21 @@ absl::Status PeerCache::ReplaceRemote(const OriginInfo& info,
   return absl::OkStatus();
 }
 
+void PeerCache::DropOrigin(const Uuid& origin) {
+  if (origin == self_id_) return;
+  {
+    absl::MutexLock lock(&mu_);
+    if (origins_.erase(origin) == 0) return;
+  }
+  malloc_trim(0);
+  if (hub_) {
+    v1::AvailabilityEvent ev;
+    ev.set_type(v1::AvailabilityEvent::TYPE_RESET);
+    ev.set_device_id(origin.ToString());
+    hub_->Publish(ev);
+  }
+}
+
 void PeerCache::NoteOrigin(const OriginInfo& info) {
   if (info.device_id.IsNil()) return;
   absl::MutexLock lock(&mu_);

@@ -54,6 +54,10 @@ class PeerCache {
   // record if unknown so it can be contacted and listed.
   void NoteOrigin(const OriginInfo& info);
 
+  // Forgets everything known of a remote origin (a device removed from the
+  // library). Publishes one RESET event. Never the own origin.
+  void DropOrigin(const Uuid& origin);
+
   // (origin, generation, max_seq) for every origin with any state.
   std::vector<DigestEntry> Digest() const;
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
@@ -34,14 +35,17 @@ OriginInfo InfoFromHello(const v1::Hello& h) {
 
 struct PeerManager::Peer {
   std::string address;
-  bool configured = false;
-  std::unique_ptr<v1::Peer::Stub> stub;
-  std::optional<Uuid> device_id;
+  bool configured = false;  // paired directly
+  // Replaced when the member's address changes; calls copy it first.
+  std::shared_ptr<v1::Peer::Stub> stub;
+  std::optional<Uuid> device_id;  // always set: peers are members
+  std::string cert_der;           // the pinned certificate
   std::string name;
   std::string transfer_address;
   bool online = false;
   bool retired = false;     // a duplicate of another peer; its worker ends
   bool need_round = false;  // a pull failed; pull again at next contact
+  bool need_member_sync = false;  // its members digest differs from ours
   absl::Time last_contact = absl::InfinitePast();
   absl::Duration rtt = absl::ZeroDuration();
   std::string last_error;
@@ -55,62 +59,131 @@ struct PeerManager::Peer {
 };
 
 PeerManager::PeerManager(PeerManagerOptions options, PeerCache* cache,
-                         WatchHub* hub, v1::Hello self)
-    : options_(std::move(options)), cache_(cache), hub_(hub) {
+                         WatchHub* hub, v1::Hello self, Library* library,
+                         const DeviceKey* key)
+    : options_(std::move(options)),
+      cache_(cache),
+      hub_(hub),
+      library_(library),
+      key_(key) {
   absl::MutexLock lock(&mu_);
   self_ = std::move(self);
-  for (const std::string& address : options_.peers) {
-    if (FindByAddressLocked(address) == nullptr) AddPeerLocked(address, true);
-  }
 }
 
 PeerManager::~PeerManager() { Stop(); }
 
-PeerManager::Peer* PeerManager::FindByAddressLocked(
-    const std::string& address) {
+PeerManager::Peer* PeerManager::FindByDeviceLocked(const Uuid& id) {
   for (auto& p : peers_)
-    if (p->address == address) return p.get();
+    if (!p->retired && p->device_id == id) return p.get();
   return nullptr;
 }
 
-bool PeerManager::KnowsDeviceLocked(const Uuid& id) {
-  for (auto& p : peers_)
-    if (!p->retired && p->device_id == id) return true;
-  return false;
-}
-
-PeerManager::Peer* PeerManager::AddPeerLocked(const std::string& address,
-                                              bool configured) {
-  if (stopping_ || address.empty() || address == self_.peer_address()) {
-    return nullptr;
-  }
-  if (peers_.size() >= options_.max_peers) {
-    SC_LOG(WARNING) << "not adding peer " << address << ": already "
-                    << peers_.size() << " peers (max_peers)";
+PeerManager::Peer* PeerManager::AddPeerLocked(const MemberView& member,
+                                              bool direct) {
+  if (stopping_) return nullptr;
+  size_t live = 0;
+  for (auto& p : peers_) live += !p->retired;
+  if (live >= options_.max_peers) {
+    SC_LOG(WARNING) << "not adding peer " << member.peer_address
+                    << ": already " << live << " peers (max_peers)";
     return nullptr;
   }
   auto p = std::make_unique<Peer>();
-  p->address = address;
-  p->configured = configured;
-  p->stub = v1::Peer::NewStub(MakeChannel(address));
+  p->address = member.peer_address;
+  p->configured = direct;
+  p->device_id = member.cert.device_id;
+  p->name = member.name;
+  p->transfer_address = member.transfer_address;
+  p->cert_der = member.cert.der;
+  p->stub = v1::Peer::NewStub(
+      MakePeerChannel(member.peer_address, *key_, member.cert));
   absl::Time now = absl::Now();
   p->next_ping = now;
   p->next_round = now;  // pull at once: catch up after our own restart
   Peer* raw = p.get();
   peers_.push_back(std::move(p));
   if (started_) raw->thread = std::thread([this, raw] { Run(raw); });
-  SC_LOG(INFO) << (configured ? "peer " : "learned peer ") << address;
+  SC_LOG(INFO) << "peer " << member.name << " ("
+               << member.cert.device_id.ToString() << ") at "
+               << member.peer_address;
   return raw;
 }
 
-void PeerManager::Start() {
+void PeerManager::SyncPeers() {
+  std::vector<MemberView> members = library_->List(false);
+  const Uuid& self = library_->self_id();
+  std::optional<MemberView> me = library_->Find(self);
+  std::vector<std::thread> finished;
   absl::MutexLock lock(&mu_);
-  if (started_) return;
-  started_ = true;
-  for (auto& p : peers_) {
-    Peer* raw = p.get();
-    raw->thread = std::thread([this, raw] { Run(raw); });
+  if (stopping_) return;
+  absl::flat_hash_set<Uuid> wanted;
+  for (const MemberView& m : members) {
+    const Uuid& id = m.cert.device_id;
+    if (id == self || m.peer_address.empty()) continue;
+    bool direct = m.admitted_by == self || (me && me->admitted_by == id);
+    if (!direct && !options_.contact_learned_peers) continue;
+    wanted.insert(id);
+    Peer* p = FindByDeviceLocked(id);
+    if (p == nullptr) {
+      AddPeerLocked(m, direct);
+      continue;
+    }
+    p->configured = direct;
+    p->name = m.name;
+    if (p->address != m.peer_address || p->cert_der != m.cert.der) {
+      SC_LOG(INFO) << "peer " << m.name << " moved to " << m.peer_address;
+      p->address = m.peer_address;
+      p->cert_der = m.cert.der;
+      p->stub = v1::Peer::NewStub(
+          MakePeerChannel(m.peer_address, *key_, m.cert));
+      p->next_ping = std::min(p->next_ping, absl::Now());
+      p->cv.Signal();
+    }
   }
+  for (auto& p : peers_) {
+    if (!p->retired && p->device_id && !wanted.contains(*p->device_id)) {
+      SC_LOG(INFO) << "peer " << p->name << " is no longer contacted";
+      p->retired = true;
+      if (p->active != nullptr) p->active->TryCancel();
+      p->cv.Signal();
+    }
+  }
+}
+
+void PeerManager::OnLibraryChange(const Library::Change& change) {
+  for (const Uuid& id : change.removed) {
+    cache_->DropOrigin(id);
+    if (hub_) {
+      v1::AvailabilityEvent ev;
+      ev.set_type(v1::AvailabilityEvent::TYPE_OFFLINE);
+      ev.set_device_id(id.ToString());
+      hub_->Publish(ev);
+    }
+  }
+  SyncPeers();
+  // Tell the others at once rather than at their next ping.
+  if (change.any()) {
+    absl::MutexLock lock(&mu_);
+    for (auto& p : peers_) {
+      if (p->retired) continue;
+      p->need_member_sync = true;
+      p->next_ping = std::min(p->next_ping, absl::Now());
+      p->cv.Signal();
+    }
+  }
+}
+
+void PeerManager::Start() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (started_) return;
+    started_ = true;
+    for (auto& p : peers_) {
+      Peer* raw = p.get();
+      raw->thread = std::thread([this, raw] { Run(raw); });
+    }
+  }
+  SyncPeers();
 }
 
 void PeerManager::Stop() {
@@ -159,28 +232,69 @@ void PeerManager::Run(Peer* p) {
     if (round && !s.ok()) p->need_round = true;
     if (round && s.ok()) p->need_round = false;
     RecordResult(p, s, hello, rtt);
-    if (round && s.ok() && options_.contact_learned_peers) {
+    if (p->need_member_sync && s.ok() && !stopping_ && !p->retired) {
+      p->need_member_sync = false;
       mu_.Unlock();
-      AddLearnedPeers();
+      absl::Status ms = DoSyncMembers(p);
       mu_.Lock();
+      if (!ms.ok()) {
+        p->need_member_sync = true;  // at the next contact
+        SC_LOG(DEBUG) << "member sync with " << p->address << ": " << ms;
+      }
     }
   }
+}
+
+absl::Status PeerManager::DoSyncMembers(Peer* p) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, options_.rpc_timeout);
+  std::shared_ptr<v1::Peer::Stub> stub;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::CancelledError("stopping");
+    p->active = &ctx;
+    stub = p->stub;
+  }
+  v1::SyncMembersRequest req;
+  *req.mutable_from() = SelfHello();
+  for (v1::MemberRecord& r : library_->Records()) {
+    *req.add_records() = std::move(r);
+  }
+  v1::SyncMembersResponse resp;
+  grpc::Status s = stub->SyncMembers(&ctx, req, &resp);
+  {
+    absl::MutexLock lock(&mu_);
+    p->active = nullptr;
+  }
+  if (!s.ok()) return FromGrpcStatus(s);
+  std::vector<v1::MemberRecord> records(resp.records().begin(),
+                                        resp.records().end());
+  size_t rejected = 0;
+  absl::StatusOr<Library::Change> c = library_->Merge(records, &rejected);
+  if (!c.ok()) return c.status();
+  if (rejected > 0) {
+    SC_LOG(DEBUG) << "member sync with " << p->address << ": " << rejected
+                  << " record(s) not accepted";
+  }
+  return absl::OkStatus();
 }
 
 absl::Status PeerManager::DoPing(Peer* p, v1::Hello* their_hello,
                                  absl::Duration* rtt) {
   grpc::ClientContext ctx;
   SetDeadline(&ctx, options_.rpc_timeout);
+  std::shared_ptr<v1::Peer::Stub> stub;
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return absl::CancelledError("stopping");
     p->active = &ctx;
+    stub = p->stub;
   }
   v1::PingRequest req;
   *req.mutable_from() = SelfHello();
   v1::PingResponse resp;
   absl::Time start = absl::Now();
-  grpc::Status s = p->stub->Ping(&ctx, req, &resp);
+  grpc::Status s = stub->Ping(&ctx, req, &resp);
   *rtt = absl::Now() - start;
   {
     absl::MutexLock lock(&mu_);
@@ -194,17 +308,19 @@ absl::Status PeerManager::DoPing(Peer* p, v1::Hello* their_hello,
 absl::Status PeerManager::DoExchange(Peer* p, v1::Hello* their_hello) {
   grpc::ClientContext ctx;
   SetDeadline(&ctx, options_.exchange_timeout);
+  std::shared_ptr<v1::Peer::Stub> stub;
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return absl::CancelledError("stopping");
     p->active = &ctx;
+    stub = p->stub;
   }
   v1::ExchangeRequest req;
   *req.mutable_from() = SelfHello();
   DigestToProto(cache_->Digest(), req.mutable_digest());
   req.set_max_message_bytes(options_.max_message_bytes);
   std::unique_ptr<grpc::ClientReader<v1::ExchangeResponse>> reader =
-      p->stub->Exchange(&ctx, req);
+      stub->Exchange(&ctx, req);
 
   struct Pending {
     OriginInfo info;
@@ -241,6 +357,8 @@ absl::Status PeerManager::DoExchange(Peer* p, v1::Hello* their_hello) {
       break;
     }
     if (*origin == cache_->self_id()) continue;  // our own, relayed back
+    // Only members' entries are taken, whoever relays them.
+    if (!library_->IsMember(*origin)) continue;
     OriginInfo info = OriginInfoFromProto(b.origin(), *origin);
     uint64_t gen = b.origin().generation();
     if (b.up_to_seq() > kMaxSeq) {
@@ -334,20 +452,18 @@ void PeerManager::RecordResult(Peer* p, const absl::Status& s,
   }
   if (ValidateHello(hello).ok()) {
     Uuid id = *Uuid::FromBytes(hello.device_id());
-    if (id == cache_->self_id()) {
-      SC_LOG(WARNING) << "peer " << p->address << " is this device; ignoring";
-      p->retired = true;
+    if (id != p->device_id) {
+      // TLS pinned the member's key, so this is a confused or hostile
+      // member: believe nothing it says about itself.
+      p->last_error = absl::StrCat("answered as device ", id.ToString());
+      SC_LOG(WARNING) << "peer " << p->address << " " << p->last_error;
       return;
     }
-    p->device_id = id;
     p->name = hello.name();
     p->transfer_address = hello.transfer_address();
     cache_->NoteOrigin(InfoFromHello(hello));
-    for (auto& q : peers_) {
-      if (q.get() != p && !q->configured && !q->retired && q->device_id == id) {
-        q->retired = true;  // learned alias of a configured peer
-        q->cv.Signal();
-      }
+    if (hello.members_digest() != library_->Digest()) {
+      p->need_member_sync = true;
     }
   }
   p->last_contact = now;
@@ -369,25 +485,14 @@ void PeerManager::RecordResult(Peer* p, const absl::Status& s,
   if (p->need_round) p->prompt_at = std::min(p->prompt_at, now);
 }
 
-void PeerManager::AddLearnedPeers() {
-  std::vector<PeerCache::OriginView> views = cache_->Views();
-  absl::MutexLock lock(&mu_);
-  for (const PeerCache::OriginView& v : views) {
-    if (v.info.device_id == cache_->self_id() || v.info.peer_address.empty()) {
-      continue;
-    }
-    if (KnowsDeviceLocked(v.info.device_id)) continue;
-    if (FindByAddressLocked(v.info.peer_address) != nullptr) continue;
-    if (Peer* p = AddPeerLocked(v.info.peer_address, false)) {
-      p->device_id = v.info.device_id;
-      p->name = v.info.name;
-    }
-  }
-}
-
 v1::Hello PeerManager::SelfHello() const {
-  absl::MutexLock lock(&mu_);
-  return self_;
+  v1::Hello h;
+  {
+    absl::MutexLock lock(&mu_);
+    h = self_;
+  }
+  if (library_ != nullptr) h.set_members_digest(library_->Digest());
+  return h;
 }
 
 void PeerManager::SetSelfPeerAddress(const std::string& address) {
@@ -395,21 +500,29 @@ void PeerManager::SetSelfPeerAddress(const std::string& address) {
   self_.set_peer_address(address);
 }
 
+void PeerManager::SetSelfTransferAddress(const std::string& address) {
+  absl::MutexLock lock(&mu_);
+  self_.set_transfer_address(address);
+}
+
 void PeerManager::OnInboundHello(const v1::Hello& hello, bool caller_is_ahead) {
+  // The caller's device id was checked against its certificate (PeerService).
   OriginInfo info = InfoFromHello(hello);
   if (info.device_id.IsNil() || info.device_id == cache_->self_id()) return;
+  if (!library_->IsMember(info.device_id)) return;
   cache_->NoteOrigin(info);
-  absl::MutexLock lock(&mu_);
-  Peer* p = nullptr;
-  for (auto& q : peers_) {
-    if (!q->retired && q->device_id == info.device_id) p = q.get();
+  // A member tells where it is now (it restarted elsewhere, say).
+  if (library_->NoteAddresses(info.device_id, hello.peer_address(),
+                              hello.transfer_address())) {
+    SyncPeers();
   }
-  if (p == nullptr && !hello.peer_address().empty()) {
-    p = FindByAddressLocked(hello.peer_address());
-    if (p == nullptr) {
-      p = AddPeerLocked(hello.peer_address(), false);
-      if (p != nullptr) p->device_id = info.device_id;
-    }
+  const bool members_differ = hello.members_digest() != library_->Digest();
+  absl::MutexLock lock(&mu_);
+  Peer* p = FindByDeviceLocked(info.device_id);
+  if (p != nullptr && members_differ && !p->need_member_sync) {
+    p->need_member_sync = true;
+    p->next_ping = std::min(p->next_ping, absl::Now());
+    p->cv.Signal();
   }
   if (p != nullptr && caller_is_ahead) {
     // Pull soon, but never in a tight loop with one peer.
@@ -499,7 +612,7 @@ void PeerManager::QueryPeers(const std::vector<SidecarKey>& keys,
                              std::vector<std::vector<DirectAnswer>>* answers) {
   answers->assign(keys.size(), {});
   struct Target {
-    v1::Peer::Stub* stub;
+    std::shared_ptr<v1::Peer::Stub> stub;
     Uuid device;
   };
   std::vector<Target> targets;
@@ -507,7 +620,7 @@ void PeerManager::QueryPeers(const std::vector<SidecarKey>& keys,
     absl::MutexLock lock(&mu_);
     for (const auto& p : peers_) {
       if (!p->retired && p->online && p->device_id) {
-        targets.push_back({p->stub.get(), *p->device_id});
+        targets.push_back({p->stub, *p->device_id});
       }
     }
   }

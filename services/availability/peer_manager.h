@@ -1,13 +1,17 @@
 // PeerManager: the asking side of gossip and failure detection.
 //
-// Every peer (configured by address, or learned from gossip and inbound
-// calls) has a worker thread that
+// The peers are the library's members (Library) with a known address, each
+// reached over a mutual-TLS channel pinned to its certificate. Every peer
+// has a worker thread that
 //   - pings it every ping_interval (round-trip, liveness),
 //   - pulls from it (Exchange) every gossip_interval with jitter, soon after
 //     it comes online, and prompt_delay after a local change (debounced) or
 //     when the peer showed it is ahead of us.
 // A peer with no successful contact for offline_after is marked offline and
 // no longer offered as a source; its next successful contact brings it back.
+// A Hello whose members_digest differs from ours makes the worker run a
+// SyncMembers push-pull, so membership spreads within one ping interval. A
+// member removed from the library loses its worker and its entries.
 // Every call has a deadline; every loop waits on a condition with a deadline
 // and ends at Stop().
 #ifndef SIDECAR_SERVICES_AVAILABILITY_PEER_MANAGER_H_
@@ -22,6 +26,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/device_key.h"
+#include "services/availability/library.h"
 #include "services/availability/peer_cache.h"
 #include "services/availability/peer_directory.h"
 #include "services/availability/watch_hub.h"
@@ -30,7 +36,6 @@
 namespace sidecar::availability {
 
 struct PeerManagerOptions {
-  std::vector<std::string> peers;  // configured addresses
   absl::Duration gossip_interval = absl::Minutes(5);
   double gossip_jitter = 0.2;  // +- fraction of the interval
   absl::Duration prompt_delay = absl::Milliseconds(500);
@@ -38,6 +43,8 @@ struct PeerManagerOptions {
   absl::Duration offline_after = absl::Seconds(20);
   absl::Duration rpc_timeout = absl::Seconds(5);
   absl::Duration exchange_timeout = absl::Seconds(120);
+  // Contact every member; else only those paired with this device
+  // directly (it admitted them or they admitted it).
   bool contact_learned_peers = true;
   uint32_t max_message_bytes = 0;  // 0: protocol default
   size_t max_peers = 64;
@@ -57,7 +64,7 @@ struct PeerStatus {
   std::optional<Uuid> device_id;
   std::string name;
   std::string transfer_address;
-  bool configured = false;
+  bool configured = false;  // paired with this device directly
   bool online = false;
   absl::Time last_contact = absl::InfinitePast();
   absl::Duration rtt = absl::ZeroDuration();
@@ -67,17 +74,24 @@ struct PeerStatus {
 
 class PeerManager : public PeerDirectory {
  public:
-  // Pointers must outlive the manager.
+  // Pointers must outlive the manager. `library` and `key` may be null only
+  // if Start() is never called (in-process benchmarks of the local API).
   PeerManager(PeerManagerOptions options, PeerCache* cache, WatchHub* hub,
-              v1::Hello self);
+              v1::Hello self, Library* library, const DeviceKey* key);
   ~PeerManager() override;
 
   // Sets the address peers should call us at (known once the server has
   // bound its port).
   void SetSelfPeerAddress(const std::string& address);
+  // Sets where peers reach this device's transfer service.
+  void SetSelfTransferAddress(const std::string& address);
 
-  // Starts the workers of the configured peers.
+  // Starts a worker per member with an address.
   void Start();
+
+  // Follows a change of the library: workers for new members or new
+  // addresses, none for removed members, whose entries are dropped.
+  void OnLibraryChange(const Library::Change& change);
   // Stops and joins every worker; in-flight calls end at their deadlines
   // or are cancelled.
   void Stop();
@@ -92,6 +106,7 @@ class PeerManager : public PeerDirectory {
 
   std::vector<PeerStatus> List() const;
   // Stats of every device known by id, for ranking and answers.
+  // Members only.
   absl::flat_hash_map<Uuid, DeviceStats> Stats() const;
 
   // Feedback from the transfer service.
@@ -111,23 +126,25 @@ class PeerManager : public PeerDirectory {
  private:
   struct Peer;
   // REQUIRES: mu_ held.
-  Peer* AddPeerLocked(const std::string& address, bool configured)
+  Peer* AddPeerLocked(const MemberView& member, bool direct)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Peer* FindByAddressLocked(const std::string& address)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool KnowsDeviceLocked(const Uuid& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Peer* FindByDeviceLocked(const Uuid& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Makes peers_ follow the library. Takes mu_.
+  void SyncPeers();
   void Run(Peer* p);
-  // Both run without mu_ held; return OK or why the call failed.
+  // These run without mu_ held; return OK or why the call failed.
   absl::Status DoPing(Peer* p, v1::Hello* their_hello, absl::Duration* rtt);
   absl::Status DoExchange(Peer* p, v1::Hello* their_hello);
+  absl::Status DoSyncMembers(Peer* p);
   void RecordResult(Peer* p, const absl::Status& s, const v1::Hello& hello,
                     absl::Duration rtt) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void AddLearnedPeers();
   absl::Duration NextRoundDelay();
 
   const PeerManagerOptions options_;
   PeerCache* const cache_;
   WatchHub* const hub_;
+  Library* const library_;
+  const DeviceKey* const key_;
 
   mutable absl::Mutex mu_;
   v1::Hello self_ ABSL_GUARDED_BY(mu_);

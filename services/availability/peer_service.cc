@@ -94,14 +94,50 @@ class ExchangeReactor final
   v1::ExchangeResponse msg_;
 };
 
+// The member calling, or why it may not: the listener admitted it by key;
+// a Hello, when given, must name that same device.
+absl::StatusOr<Uuid> Caller(const grpc::ServerContextBase& ctx,
+                            const v1::Hello* hello) {
+  std::optional<Uuid> who = AuthenticatedDevice(ctx);
+  if (!who) {
+    return absl::UnauthenticatedError(
+        "this device is not paired with the library; pair it first "
+        "(sidecarctl pair join)");
+  }
+  if (hello != nullptr && hello->device_id().empty()) {
+    return absl::InvalidArgumentError(
+        "from (a Hello with this device's id) is required");
+  }
+  if (hello != nullptr && hello->device_id() != who->AsBytes()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "Hello.device_id does not match the certificate of the connection "
+        "(device ",
+        who->ToString(), ")"));
+  }
+  return *who;
+}
+
+class Reject final : public grpc::ServerWriteReactor<v1::ExchangeResponse> {
+ public:
+  explicit Reject(grpc::Status s) { Finish(std::move(s)); }
+  void OnDone() override { delete this; }
+};
+
 }  // namespace
 
-PeerService::PeerService(PeerCache* cache, PeerDirectory* directory)
-    : cache_(cache), directory_(directory) {}
+PeerService::PeerService(PeerCache* cache, PeerDirectory* directory,
+                         Library* library, Pairing* pairing)
+    : cache_(cache),
+      directory_(directory),
+      library_(library),
+      pairing_(pairing) {}
 
 grpc::Status PeerService::Ping(grpc::ServerContext* ctx,
                                const v1::PingRequest* req,
                                v1::PingResponse* resp) {
+  absl::StatusOr<Uuid> caller =
+      Caller(*ctx, req->has_from() ? &req->from() : nullptr);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
   if (req->has_from()) {
     if (absl::Status s = ValidateHello(req->from()); !s.ok())
       return ToGrpcStatus(s);
@@ -111,9 +147,51 @@ grpc::Status PeerService::Ping(grpc::ServerContext* ctx,
   return grpc::Status::OK;
 }
 
+grpc::Status PeerService::SyncMembers(grpc::ServerContext* ctx,
+                                      const v1::SyncMembersRequest* req,
+                                      v1::SyncMembersResponse* resp) {
+  absl::StatusOr<Uuid> caller = Caller(*ctx, &req->from());
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  if (static_cast<size_t>(req->records_size()) > kMaxMembers) {
+    return grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat("at most ", kMaxMembers, " membership records"));
+  }
+  std::vector<v1::MemberRecord> records(req->records().begin(),
+                                        req->records().end());
+  size_t rejected = 0;
+  absl::StatusOr<Library::Change> c = library_->Merge(records, &rejected);
+  if (!c.ok()) return ToGrpcStatus(c.status());
+  if (rejected > 0) {
+    SC_LOG(DEBUG) << "member sync from " << caller->ToString() << ": "
+                  << rejected << " record(s) not accepted";
+  }
+  for (v1::MemberRecord& r : library_->Records()) {
+    *resp->add_records() = std::move(r);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status PeerService::Join(grpc::ServerContext* ctx,
+                               const v1::JoinRequest* req,
+                               v1::JoinResponse* resp) {
+  std::optional<DeviceCertificate> cert = AuthenticatedCertificate(*ctx);
+  if (!cert) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "a device certificate is required to pair");
+  }
+  absl::StatusOr<v1::JoinResponse> r = pairing_->HandleJoin(*cert, *req);
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  *resp = std::move(*r);
+  return grpc::Status::OK;
+}
+
 grpc::Status PeerService::HasKeys(grpc::ServerContext* ctx,
                                   const v1::HasKeysRequest* req,
                                   v1::HasKeysResponse* resp) {
+  absl::StatusOr<Uuid> caller =
+      Caller(*ctx, req->has_from() ? &req->from() : nullptr);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
   if (static_cast<size_t>(req->keys_size()) > kMaxBatch) {
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                         absl::StrCat("HasKeys takes at most ", kMaxBatch,
@@ -141,18 +219,17 @@ grpc::Status PeerService::HasKeys(grpc::ServerContext* ctx,
 
 grpc::ServerWriteReactor<v1::ExchangeResponse>* PeerService::Exchange(
     grpc::CallbackServerContext* ctx, const v1::ExchangeRequest* req) {
+  absl::StatusOr<Uuid> who = Caller(*ctx, &req->from());
+  if (!who.ok()) return new Reject(ToGrpcStatus(who.status()));
   absl::Status bad = ValidateHello(req->from());
   absl::StatusOr<std::vector<DigestEntry>> digest =
       bad.ok() ? DigestFromProto(req->digest())
                : absl::StatusOr<std::vector<DigestEntry>>(bad);
-  if (!digest.ok()) {
-    class Reject final : public grpc::ServerWriteReactor<v1::ExchangeResponse> {
-     public:
-      explicit Reject(grpc::Status s) { Finish(std::move(s)); }
-      void OnDone() override { delete this; }
-    };
-    return new Reject(ToGrpcStatus(digest.status()));
-  }
+  if (!digest.ok()) return new Reject(ToGrpcStatus(digest.status()));
+  // What the caller claims to know of non-members does not count.
+  std::erase_if(*digest, [&](const DigestEntry& d) {
+    return !library_->IsMember(d.origin);
+  });
   absl::flat_hash_map<Uuid, const DigestEntry*> theirs;
   for (const DigestEntry& d : *digest) theirs[d.origin] = &d;
 
@@ -163,6 +240,7 @@ grpc::ServerWriteReactor<v1::ExchangeResponse>* PeerService::Exchange(
   std::deque<Outgoing> work;
   bool caller_ahead = false;
   for (PeerCache::OriginView& v : views) {
+    if (!library_->IsMember(v.info.device_id)) continue;
     auto it = theirs.find(v.info.device_id);
     const DigestEntry* remote = it == theirs.end() ? nullptr : it->second;
     if (remote != nullptr && RemoteIsAhead(&v.state, *remote)) {

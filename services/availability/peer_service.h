@@ -2,9 +2,16 @@
 // Exchange answers a digest with what the caller lacks, as a stream written
 // through the callback API: each message is encoded when the previous one has
 // been sent, so a slow peer costs memory for one message, not the whole set.
+//
+// Served on the peer listener only (mutual TLS): every method but Join is
+// for members, which the listener checks by key before a handler runs; each
+// handler then checks that the Hello names the authenticated device
+// (PERMISSION_DENIED otherwise), so a member cannot speak for another.
 #ifndef SIDECAR_SERVICES_AVAILABILITY_PEER_SERVICE_H_
 #define SIDECAR_SERVICES_AVAILABILITY_PEER_SERVICE_H_
 
+#include "services/availability/library.h"
+#include "services/availability/pairing.h"
 #include "services/availability/peer_cache.h"
 #include "services/availability/peer_directory.h"
 #include "sidecar/v1/peer.grpc.pb.h"
@@ -15,7 +22,8 @@ class PeerService final
     : public v1::Peer::WithCallbackMethod_Exchange<v1::Peer::Service> {
  public:
   // Pointers must outlive the service.
-  PeerService(PeerCache* cache, PeerDirectory* directory);
+  PeerService(PeerCache* cache, PeerDirectory* directory, Library* library,
+              Pairing* pairing);
 
   grpc::Status Ping(grpc::ServerContext* ctx, const v1::PingRequest* req,
                     v1::PingResponse* resp) override;
@@ -24,10 +32,20 @@ class PeerService final
   grpc::ServerWriteReactor<v1::ExchangeResponse>* Exchange(
       grpc::CallbackServerContext* ctx,
       const v1::ExchangeRequest* req) override;
+  grpc::Status SyncMembers(grpc::ServerContext* ctx,
+                           const v1::SyncMembersRequest* req,
+                           v1::SyncMembersResponse* resp) override;
+  grpc::Status Join(grpc::ServerContext* ctx, const v1::JoinRequest* req,
+                    v1::JoinResponse* resp) override;
+
+  // The method any TLS client may call (pairing), for the listener.
+  static constexpr char kOpenMethod[] = "/sidecar.v1.Peer/Join";
 
  private:
   PeerCache* const cache_;
   PeerDirectory* const directory_;
+  Library* const library_;
+  Pairing* const pairing_;
 };
 
 }  // namespace sidecar::availability

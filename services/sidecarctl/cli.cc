@@ -16,36 +16,39 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/state_dir.h"
 #include "common/transport.h"
 #include "services/sidecarctl/format.h"
 
+ABSL_FLAG(std::string, state_dir, "",
+          "the device's state directory, where its services' sockets are "
+          "(default: $SIDECAR_STATE_DIR, else $XDG_STATE_HOME/sidecar-sync "
+          "or ~/.local/state/sidecar-sync)");
 ABSL_FLAG(std::string, availability, "",
-          "host:port of the availability service (default: "
-          "$SIDECAR_AVAILABILITY, else localhost:7100)");
+          "the availability service, unix:PATH or a loopback host:port "
+          "(default: $SIDECAR_AVAILABILITY, else "
+          "unix:STATE_DIR/availability.sock)");
 ABSL_FLAG(std::string, transfer, "",
-          "host:port of the transfer service (default: $SIDECAR_TRANSFER, "
-          "else localhost:7200)");
+          "the transfer service, unix:PATH or a loopback host:port "
+          "(default: $SIDECAR_TRANSFER, else unix:STATE_DIR/transfer.sock)");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(5),
           "deadline of each call, e.g. 5s, 500ms");
 
 namespace sidecar::ctl {
 namespace {
 
-constexpr char kDefaultAvailability[] = "localhost:7100";
-constexpr char kDefaultTransfer[] = "localhost:7200";
 const std::vector<std::string>& GlobalFlags() {
-  static const auto* flags =
-      new std::vector<std::string>{"availability", "transfer", "timeout"};
+  static const auto* flags = new std::vector<std::string>{
+      "state_dir", "availability", "transfer", "timeout"};
   return *flags;
 }
 
 // The flag's value, else the environment variable's, else `fallback`.
 std::string FlagOrEnv(const std::string& flag, const char* env_name,
-                      const char* fallback) {
+                      const std::string& fallback) {
   if (!flag.empty()) return flag;
   const char* env = std::getenv(env_name);
-  return (env != nullptr && *env != '\0') ? std::string(env)
-                                          : std::string(fallback);
+  return (env != nullptr && *env != '\0') ? std::string(env) : fallback;
 }
 
 struct RawFlag {
@@ -79,28 +82,50 @@ void PrintFlag(std::ostream& out, absl::string_view name) {
   out << "\n      " << f->Help() << "\n";
 }
 
+// DescribeRpcError, except for an UNAVAILABLE that the service itself
+// answered (its connection is up): then the service could not reach
+// something it needs (another device, the other service), and its message
+// says what, so "cannot reach the service" would mislead.
+std::string DescribeCallError(const grpc::Status& status,
+                              absl::string_view service,
+                              absl::string_view address, grpc::Channel* channel,
+                              absl::Duration deadline) {
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE &&
+      channel != nullptr &&
+      channel->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY) {
+    return absl::StrCat(StatusCodeName(status.error_code()), ": ",
+                        status.error_message());
+  }
+  return DescribeRpcError(status, service, address, deadline);
+}
+
 }  // namespace
 
 CommandContext::CommandContext(std::ostream& out, std::ostream& err)
     : out_(out),
       err_(err),
       err_is_terminal_(&err == &std::cerr && isatty(STDERR_FILENO) == 1),
+      state_dir_(FlagOrEnv(absl::GetFlag(FLAGS_state_dir), "SIDECAR_STATE_DIR",
+                           DefaultStateDir())),
       availability_(FlagOrEnv(absl::GetFlag(FLAGS_availability),
-                              "SIDECAR_AVAILABILITY", kDefaultAvailability)),
+                              "SIDECAR_AVAILABILITY",
+                              LocalSocketAddress(state_dir_, "availability"))),
       transfer_(FlagOrEnv(absl::GetFlag(FLAGS_transfer), "SIDECAR_TRANSFER",
-                          kDefaultTransfer)),
+                          LocalSocketAddress(state_dir_, "transfer"))),
       timeout_(absl::GetFlag(FLAGS_timeout)) {}
 
 v1::Availability::Stub& CommandContext::availability() {
   if (availability_stub_ == nullptr) {
-    availability_stub_ = v1::Availability::NewStub(MakeChannel(availability_));
+    availability_channel_ = MakeLocalChannel(availability_);
+    availability_stub_ = v1::Availability::NewStub(availability_channel_);
   }
   return *availability_stub_;
 }
 
 v1::Transfer::Stub& CommandContext::transfer() {
   if (transfer_stub_ == nullptr) {
-    transfer_stub_ = v1::Transfer::NewStub(MakeChannel(transfer_));
+    transfer_channel_ = MakeLocalChannel(transfer_);
+    transfer_stub_ = v1::Transfer::NewStub(transfer_channel_);
   }
   return *transfer_stub_;
 }
@@ -116,8 +141,15 @@ int CommandContext::UsageError(absl::string_view message) {
 
 int CommandContext::AvailabilityError(absl::string_view what,
                                       const grpc::Status& status) {
+  return AvailabilityError(what, status, timeout_);
+}
+
+int CommandContext::AvailabilityError(absl::string_view what,
+                                      const grpc::Status& status,
+                                      absl::Duration deadline) {
   err_ << kProgram << ": " << what << ": "
-       << DescribeRpcError(status, "availability", availability_, timeout_)
+       << DescribeCallError(status, "availability", availability_,
+                            availability_channel_.get(), deadline)
        << "\n";
   return kExitRpcError;
 }
@@ -125,7 +157,9 @@ int CommandContext::AvailabilityError(absl::string_view what,
 int CommandContext::TransferError(absl::string_view what,
                                   const grpc::Status& status) {
   err_ << kProgram << ": " << what << ": "
-       << DescribeRpcError(status, "transfer", transfer_, timeout_) << "\n";
+       << DescribeCallError(status, "transfer", transfer_,
+                            transfer_channel_.get(), timeout_)
+       << "\n";
   return kExitRpcError;
 }
 
@@ -228,9 +262,13 @@ absl::StatusOr<Invocation> ParseCommandLine(
 }
 
 void PrintUsage(std::ostream& out, const std::vector<CommandSpec>& commands) {
-  out << "usage: " << kProgram << " [--availability=HOST:PORT] "
-      << "[--transfer=HOST:PORT] [--timeout=DURATION]\n"
+  out << "usage: " << kProgram << " [--state_dir=DIR] "
+      << "[--availability=ADDRESS]\n"
+      << "                  [--transfer=ADDRESS] [--timeout=DURATION]\n"
       << "                  COMMAND [ARGS...]\n\n"
+      << "The services of a device are reached at their local API sockets "
+      << "in its state\ndirectory, unix:STATE_DIR/availability.sock and "
+      << "unix:STATE_DIR/transfer.sock.\n\n"
       << "Sidecars are named by URIs: "
       << "sidecar://{content_uuid}/{kind_dir}/{variant}.{ext}\n"
       << "e.g. sidecar://550e8400-e29b-41d4-a716-446655440000/thumbs/"

@@ -3,11 +3,16 @@
 // runs in (where the services are, how long to wait, where to write).
 //
 // A command is a CommandSpec; a group of commands (availability, transfer) is
-// a function returning a vector of them, and main() concatenates the groups. Command-specific options are ordinary Abseil flags, listed by
+// a function returning a vector of them, and main() concatenates the
+// groups. Command-specific options are ordinary Abseil flags, listed by
 // name in the spec so that a flag given to the wrong command is a usage
-// error rather than silently ignored.
+// error rather than silently ignored. Command names are single words; a
+// command with subcommands (pair invite|join) takes the subcommand as its
+// first argument.
 #ifndef SIDECAR_SERVICES_SIDECARCTL_CLI_H_
 #define SIDECAR_SERVICES_SIDECARCTL_CLI_H_
+
+#include <grpcpp/grpcpp.h>
 
 #include <atomic>
 #include <functional>
@@ -38,9 +43,10 @@ enum ExitCode : int {
   kExitInterrupted = 130,  // Ctrl-C or SIGTERM while following jobs
 };
 
-// Everything a command needs. Reads the global flags (--availability,
-// --transfer, --timeout) when constructed, so construct it after ParseCommandLine.
-// Not thread-safe.
+// Everything a command needs. Reads the global flags (--state_dir,
+// --availability, --transfer, --timeout) and their environment variables
+// when constructed, so construct it after ParseCommandLine. Not
+// thread-safe.
 class CommandContext {
  public:
   CommandContext(std::ostream& out, std::ostream& err);
@@ -50,16 +56,22 @@ class CommandContext {
   // True if err() is std::cerr and stderr is a terminal (progress bars).
   bool err_is_terminal() const { return err_is_terminal_; }
 
-  // --availability, else $SIDECAR_AVAILABILITY, else "localhost:7100".
+  // --state_dir, else $SIDECAR_STATE_DIR, else DefaultStateDir(): the
+  // device's state directory, where its services' local API sockets are.
+  const std::string& state_dir() const { return state_dir_; }
+  // The availability service's local API: --availability, else
+  // $SIDECAR_AVAILABILITY, else "unix:<state_dir>/availability.sock".
   const std::string& availability_address() const { return availability_; }
-  // --transfer, else $SIDECAR_TRANSFER, else "localhost:7200".
+  // The transfer service's local API: --transfer, else $SIDECAR_TRANSFER,
+  // else "unix:<state_dir>/transfer.sock".
   const std::string& transfer_address() const { return transfer_; }
   // --timeout: the deadline of every unary call.
   absl::Duration timeout() const { return timeout_; }
 
-  // A stub for the availability service, made on first use.
+  // A stub for the availability service, made on first use (a plaintext
+  // channel to the local API, MakeLocalChannel).
   v1::Availability::Stub& availability();
-  // A stub for the transfer service, made on first use.
+  // A stub for the transfer service, made on first use (likewise).
   v1::Transfer::Stub& transfer();
   // Sets the --timeout deadline on `ctx`.
   void SetCallDeadline(grpc::ClientContext* ctx) const;
@@ -68,7 +80,14 @@ class CommandContext {
   int UsageError(absl::string_view message);
   // Prints "sidecarctl: <what>: <described error>" to err(), wording
   // UNAVAILABLE and DEADLINE_EXCEEDED as advice, and returns kExitRpcError.
+  // UNAVAILABLE is "cannot reach the service at <address>" (naming
+  // --state_dir and --availability) unless the service was reached and
+  // answered UNAVAILABLE itself: then its own message is shown.
   int AvailabilityError(absl::string_view what, const grpc::Status& status);
+  // The same for a call made with a deadline of `deadline` rather than
+  // --timeout (which DEADLINE_EXCEEDED names).
+  int AvailabilityError(absl::string_view what, const grpc::Status& status,
+                        absl::Duration deadline);
   // The same for a call to the transfer service.
   int TransferError(absl::string_view what, const grpc::Status& status);
 
@@ -76,9 +95,12 @@ class CommandContext {
   std::ostream& out_;
   std::ostream& err_;
   const bool err_is_terminal_;
+  std::string state_dir_;
   std::string availability_;
   std::string transfer_;
   absl::Duration timeout_;
+  std::shared_ptr<grpc::Channel> availability_channel_;
+  std::shared_ptr<grpc::Channel> transfer_channel_;
   std::unique_ptr<v1::Availability::Stub> availability_stub_;
   std::unique_ptr<v1::Transfer::Stub> transfer_stub_;
 };

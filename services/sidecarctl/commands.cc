@@ -498,7 +498,7 @@ int RunPeers(CommandContext& ctx, const Args&) {
   for (const v1::PeerInfo& p : resp.peers()) {
     rows.push_back({p.name().empty() ? "?" : p.name(), ShortId(p.device_id()),
                     p.peer_address(), p.online() ? "online" : "offline",
-                    p.configured() ? "config" : "gossip", Rtt(p.rtt_micros()),
+                    p.configured() ? "paired" : "library", Rtt(p.rtt_micros()),
                     absl::StrCat(p.sidecars()), Ago(p.last_contact(), now),
                     p.last_error().empty() ? "-" : p.last_error()});
   }

@@ -55,9 +55,11 @@ std::string DescribeRpcError(const grpc::Status& status,
                              absl::Duration timeout) {
   switch (status.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
-      return absl::StrCat(
-          "cannot reach the ", service, " service at ", address,
-          ": is it running? (UNAVAILABLE: ", status.error_message(), ")");
+      return absl::StrCat("cannot reach the ", service, " service at ", address,
+                          ": is it running? --state_dir or --", service,
+                          " point sidecarctl at a device's services "
+                          "(UNAVAILABLE: ",
+                          status.error_message(), ")");
     case grpc::StatusCode::DEADLINE_EXCEEDED:
       return absl::StrCat("the ", service, " service at ", address,
                           " did not answer within ",

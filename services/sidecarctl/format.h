@@ -19,9 +19,11 @@ namespace sidecar::ctl {
 // "UNAVAILABLE", "NOT_FOUND", ... as google.rpc.Code spells them.
 absl::string_view StatusCodeName(grpc::StatusCode code);
 
-// One line (no trailing newline) describing a failed call of `service` at
-// `address`. UNAVAILABLE says the service cannot be reached and asks whether
-// it runs; DEADLINE_EXCEEDED names the timeout; anything else is
+// One line (no trailing newline) describing a failed call of `service`
+// ("availability" or "transfer", also the name of its address flag) at
+// `address`. UNAVAILABLE says the service cannot be reached there, asks
+// whether it runs, and names --state_dir and --<service>, which choose where
+// sidecarctl looks; DEADLINE_EXCEEDED names the timeout; anything else is
 // "CODE_NAME: message".
 std::string DescribeRpcError(const grpc::Status& status,
                              absl::string_view service,

@@ -1,7 +1,11 @@
 // sidecarctl: a command-line client of the sidecar-sync services.
 //
-//   sidecarctl [--availability=HOST:PORT] [--transfer=HOST:PORT]
-//              [--timeout=5s] COMMAND [ARGS...]
+//   sidecarctl [--state_dir=DIR] [--availability=ADDRESS]
+//              [--transfer=ADDRESS] [--timeout=5s] COMMAND [ARGS...]
+//
+// The services are reached at their local API sockets in the device's state
+// directory (unix:DIR/availability.sock, unix:DIR/transfer.sock) unless
+// --availability or --transfer say otherwise.
 //
 // Exit status: 0 ok, 1 a call failed, 2 usage or input error, 3 fetch: some
 // sidecar was not fetched (GENERATE or CANCELLED), 130 fetch interrupted.
@@ -12,12 +16,14 @@
 #include "common/transport.h"
 #include "services/sidecarctl/cli.h"
 #include "services/sidecarctl/commands.h"
+#include "services/sidecarctl/pair_commands.h"
 #include "services/sidecarctl/transfer_commands.h"
 
 int main(int argc, char** argv) {
   using namespace sidecar::ctl;  // NOLINT(build/namespaces)
   // Command groups, in the order the usage lists them.
   std::vector<CommandSpec> commands = AvailabilityCommands();
+  for (CommandSpec& c : PairCommands()) commands.push_back(std::move(c));
   for (CommandSpec& c : TransferCommands()) commands.push_back(std::move(c));
 
   absl::StatusOr<Invocation> inv = ParseCommandLine(argc, argv, commands);

@@ -24,7 +24,7 @@ AvailabilityClient::AvailabilityClient(const std::string& address,
                                        absl::Duration timeout)
     : address_(address),
       timeout_(timeout),
-      stub_(v1::Availability::NewStub(MakeChannel(address))) {}
+      stub_(v1::Availability::NewStub(MakeLocalChannel(address))) {}
 
 namespace {
 

@@ -102,13 +102,27 @@ std::string SourceName(const FetchSource& s) {
 
 Fetcher::Fetcher(FetcherOptions options, JobStore* jobs, StoreWriter* store,
                  AvailabilityClient* availability, RateLimiter* limiter,
-                 JobEvents* events)
+                 JobEvents* events, PeerChannels* channels)
     : options_(std::move(options)),
       jobs_(jobs),
       store_(store),
       availability_(availability),
       limiter_(limiter),
-      events_(events) {}
+      events_(events),
+      channels_(channels) {}
+
+absl::StatusOr<std::shared_ptr<v1::TransferPeer::Stub>> Fetcher::PeerStub(
+    const FetchSource& src) {
+  absl::StatusOr<Uuid> id = Uuid::Parse(src.device_id);
+  if (!id.ok()) return id.status();
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> ch =
+      channels_->Get(*id, src.transfer_address);
+  if (!ch.ok()) return ch.status();
+  absl::MutexLock lock(&mu_);
+  auto& st = stubs_[absl::StrCat(src.device_id, "@", src.transfer_address)];
+  if (!st) st = v1::TransferPeer::NewStub(*ch);
+  return st;
+}
 
 Fetcher::~Fetcher() { Stop(); }
 
@@ -246,13 +260,16 @@ void Fetcher::RunBatch(std::vector<Job> jobs) {
   std::vector<std::string> from_name(jobs.size());
   for (auto& [address, members] : by_source) {
     const FetchSource& src = source_of[address];
-    v1::TransferPeer::Stub* stub;
-    {
-      absl::MutexLock lock(&mu_);
-      auto& st = stubs_[address];
-      if (!st) st = v1::TransferPeer::NewStub(MakeChannel(address));
-      stub = st.get();
+    absl::StatusOr<std::shared_ptr<v1::TransferPeer::Stub>> stub_or =
+        PeerStub(src);
+    if (!stub_or.ok()) {
+      SC_LOG(WARNING) << "batch: " << stub_or.status();
+      for (size_t i : members) {
+        fallback.push_back({i, std::string(stub_or.status().message())});
+      }
+      continue;  // its jobs go back to the workers, one by one
     }
+    v1::TransferPeer::Stub* stub = stub_or->get();
     v1::BatchReadRequest req;
     uint64_t expected_bytes = 0;
     for (size_t i : members) {
@@ -770,13 +787,10 @@ absl::Status Fetcher::ReadRange(Attempt* a, const FetchSource& src,
                                 PartFile* part, Sha256* hasher,
                                 uint64_t* received, bool* corrupt,
                                 const std::atomic<bool>* abandon) {
-  v1::TransferPeer::Stub* stub;
-  {
-    absl::MutexLock lock(&mu_);
-    auto& s = stubs_[src.transfer_address];
-    if (!s) s = v1::TransferPeer::NewStub(MakeChannel(src.transfer_address));
-    stub = s.get();
-  }
+  absl::StatusOr<std::shared_ptr<v1::TransferPeer::Stub>> stub_or =
+      PeerStub(src);
+  if (!stub_or.ok()) return stub_or.status();
+  const std::shared_ptr<v1::TransferPeer::Stub> stub = *stub_or;
   grpc::ClientContext ctx;
   // Generous for the size (at least 256 KiB/s); stalls are caught sooner by
   // the watchdog.

@@ -31,6 +31,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
+#include "common/peer_channels.h"
 #include "absl/time/time.h"
 #include "services/transfer/availability_client.h"
 #include "services/transfer/job_events.h"
@@ -70,9 +71,10 @@ struct FetcherOptions {
 class Fetcher {
  public:
   // Pointers must outlive the fetcher.
+  // `channels` makes the pinned channels to holders.
   Fetcher(FetcherOptions options, JobStore* jobs, StoreWriter* store,
           AvailabilityClient* availability, RateLimiter* limiter,
-          JobEvents* events);
+          JobEvents* events, PeerChannels* channels);
   ~Fetcher();
 
   // Starts the workers and the stall watchdog.
@@ -114,6 +116,10 @@ class Fetcher {
   // Streams [offset, offset+length) of the sidecar from `src` into `part`;
   // with `hasher`, also feeds it in order. Sets *corrupt when a chunk failed
   // its checksum or the source sent what was not asked for.
+  // The stub for `src`'s transfer service; PERMISSION_DENIED for a holder
+  // that is not a member.
+  absl::StatusOr<std::shared_ptr<v1::TransferPeer::Stub>> PeerStub(
+      const FetchSource& src);
   absl::Status ReadRange(Attempt* a, const FetchSource& src, uint64_t offset,
                          uint64_t length, PartFile* part, Sha256* hasher,
                          uint64_t* received, bool* corrupt,
@@ -142,8 +148,11 @@ class Fetcher {
   absl::flat_hash_map<grpc::ClientContext*, absl::Time> batch_streams_
       ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Progress> progress_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, std::unique_ptr<v1::TransferPeer::Stub>>
+  // Stubs on channels pinned to each holder's certificate, per (device,
+  // address). Looked up through PeerStub, which refuses non-members.
+  absl::flat_hash_map<std::string, std::shared_ptr<v1::TransferPeer::Stub>>
       stubs_ ABSL_GUARDED_BY(mu_);
+  PeerChannels* const channels_;
   std::vector<std::thread> threads_;
 };
 

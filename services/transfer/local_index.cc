@@ -12,7 +12,7 @@ LocalIndex::LocalIndex(std::string availability_address,
                        LocalIndexOptions options)
     : address_(std::move(availability_address)),
       options_(options),
-      stub_(v1::Availability::NewStub(MakeChannel(address_))) {}
+      stub_(v1::Availability::NewStub(MakeLocalChannel(address_))) {}
 
 LocalIndex::~LocalIndex() = default;
 

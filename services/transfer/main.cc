@@ -1,6 +1,7 @@
 // sidecar-transfer: serves this device's sidecars to peers and fetches
 // missing ones from them, verified, resumable and retried.
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <string>
 
@@ -12,7 +13,11 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/config.h"
+#include "common/device_key.h"
 #include "common/log.h"
+#include "common/peer_channels.h"
+#include "common/peer_trust.h"
+#include "common/state_dir.h"
 #include "common/thread_pool.h"
 #include "common/transport.h"
 #include "services/transfer/availability_client.h"
@@ -20,6 +25,7 @@
 #include "services/transfer/job_events.h"
 #include "services/transfer/job_store.h"
 #include "services/transfer/local_index.h"
+#include "services/transfer/member_follower.h"
 #include "services/transfer/peer_server.h"
 #include "services/transfer/policy.h"
 #include "services/transfer/prefetcher.h"
@@ -28,7 +34,25 @@
 #include "services/transfer/transfer_service.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:7200",
-          "host:port to serve the local and peer APIs on (port 0: any)");
+          "host:port of the peer listener (TransferPeer): mutual TLS, paired "
+          "devices only (port 0: any)");
+ABSL_FLAG(std::string, local_listen, "",
+          "where the local API (Transfer) listens: unix:/path or a loopback "
+          "host:port (default: unix:<state_dir>/transfer.sock)");
+ABSL_FLAG(bool, local_listen_allow_network, false,
+          "allow --local_listen on a non-loopback address (a container's "
+          "private network; never a network other devices share)");
+ABSL_FLAG(std::string, state_dir, "",
+          "directory of the device key and local sockets, shared with the "
+          "availability service (default: $XDG_STATE_HOME/sidecar-sync or "
+          "~/.local/state/sidecar-sync)");
+ABSL_FLAG(std::string, advertise_address, "",
+          "host:port peers should use to reach this transfer service, told "
+          "to the availability service (default: the listen address with the "
+          "bound port; host 0.0.0.0 becomes the host name)");
+ABSL_FLAG(absl::Duration, members_interval, absl::Seconds(1),
+          "how often the library's members are read from the availability "
+          "service (a device unpaired is refused within this)");
 ABSL_FLAG(std::string, port_file, "",
           "if set, write the bound port here once serving");
 ABSL_FLAG(std::string, db, "",
@@ -38,8 +62,9 @@ ABSL_FLAG(absl::Duration, db_connect_timeout, absl::Seconds(30),
 ABSL_FLAG(std::string, sidecar_root, "./sidecars",
           "directory holding this device's sidecars (the same as the "
           "availability service's)");
-ABSL_FLAG(std::string, availability, "127.0.0.1:7100",
-          "host:port of this device's availability service");
+ABSL_FLAG(std::string, availability, "",
+          "local API address of this device's availability service (default: "
+          "unix:<state_dir>/availability.sock)");
 ABSL_FLAG(absl::Duration, rpc_timeout, absl::Seconds(5),
           "deadline of calls to the availability service");
 ABSL_FLAG(int, workers, 3, "fetch jobs run at once");
@@ -102,6 +127,24 @@ int Main() {
   std::filesystem::path root =
       std::filesystem::absolute(absl::GetFlag(FLAGS_sidecar_root), ec);
   std::filesystem::create_directories(root, ec);
+  std::string state_dir = absl::GetFlag(FLAGS_state_dir);
+  if (state_dir.empty()) state_dir = DefaultStateDir();
+  if (DeviceKey::Absent(state_dir)) {
+    SC_LOG(ERROR) << "no device key in " << state_dir
+                  << ": the availability service makes it on its first "
+                     "start; start it first, or point --state_dir at its "
+                     "state directory";
+    return 1;
+  }
+  absl::StatusOr<DeviceKey> key = DeviceKey::Load(state_dir);
+  if (!key.ok()) {
+    SC_LOG(ERROR) << "cannot use the device key: " << key.status().message();
+    return 1;
+  }
+  std::string availability_address = absl::GetFlag(FLAGS_availability);
+  if (availability_address.empty()) {
+    availability_address = LocalSocketAddress(state_dir, "availability");
+  }
 
   absl::StatusOr<std::unique_ptr<JobStore>> jobs = JobStore::Open(
       absl::GetFlag(FLAGS_db), absl::GetFlag(FLAGS_db_connect_timeout));
@@ -129,9 +172,15 @@ int Main() {
     }
   }
 
-  AvailabilityClient availability(absl::GetFlag(FLAGS_availability),
+  AvailabilityClient availability(availability_address,
                                   absl::GetFlag(FLAGS_rpc_timeout));
-  LocalIndex index(absl::GetFlag(FLAGS_availability));
+  LocalIndex index(availability_address);
+  PeerTrust trust;
+  // Set once the follower exists (it needs the bound port to announce).
+  std::atomic<MemberFollower*> follower{nullptr};
+  PeerChannels channels(&*key, &trust, [&follower] {
+    if (MemberFollower* f = follower.load()) (void)f->PollOnce();
+  });
   ThreadPool pool(ThreadPoolOptions{absl::GetFlag(FLAGS_io_threads)});
   PeerServer peer_api(&index, root.string(), &pool);
 
@@ -152,7 +201,7 @@ int Main() {
   fo.batch_max_jobs =
       static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_batch_max_jobs)));
   Fetcher fetcher(fo, jobs->get(), store->get(), &availability, &limiter,
-                  &events);
+                  &events, &channels);
   TransferService local_api(jobs->get(), &fetcher, &availability, &events,
                             *policy);
 
@@ -169,36 +218,68 @@ int Main() {
   }
   Prefetcher prefetcher(po, &availability, jobs->get(), &fetcher, &*policy);
 
-  ServerHost host(absl::GetFlag(FLAGS_listen));
-  host.AddService(&local_api);
-  host.AddService(&peer_api);
-  startup_signals.Disarm();  // from here on a signal drains
-  if (absl::Status s = host.Start(); !s.ok()) {
-    SC_LOG(ERROR) << s;
-    return 1;
+  std::string local_address = absl::GetFlag(FLAGS_local_listen);
+  if (local_address.empty()) {
+    local_address = LocalSocketAddress(state_dir, "transfer");
   }
+  ServerHost local_host(LocalListener{
+      local_address, absl::GetFlag(FLAGS_local_listen_allow_network)});
+  local_host.AddService(&local_api);
+  ServerHost peer_host(PeerListener{
+      absl::GetFlag(FLAGS_listen), &*key, &trust, {}, [&follower] {
+        if (MemberFollower* f = follower.load()) (void)f->PollOnce();
+      }});
+  peer_host.AddService(&peer_api);
+  startup_signals.Disarm();  // from here on a signal drains
+  for (ServerHost* h : {&local_host, &peer_host}) {
+    if (absl::Status s = h->Start(); !s.ok()) {
+      SC_LOG(ERROR) << s.message();
+      return 1;
+    }
+  }
+  std::string advertise = absl::GetFlag(FLAGS_advertise_address);
+  if (advertise.empty() || advertise.ends_with(":0")) {
+    advertise = AdvertisedAddress(
+        advertise.empty() ? absl::GetFlag(FLAGS_listen) : advertise,
+        peer_host.port());
+  }
+  MemberFollower members(availability.stub(), &trust,
+                         absl::GetFlag(FLAGS_members_interval),
+                         absl::GetFlag(FLAGS_rpc_timeout), advertise);
+  // The members first, so that peers are not refused needlessly.
+  if (absl::Status s = members.PollOnce(); !s.ok()) {
+    SC_LOG(WARNING) << "the availability service at " << availability_address
+                    << " does not answer yet (" << s.message()
+                    << "); peers are refused until it does";
+  }
+  members.Start();
+  follower = &members;
   fetcher.Start();
   prefetcher.Start();
-  SC_LOG(INFO) << "serving on port " << host.port() << ", sidecar root "
+  SC_LOG(INFO) << "peer API (mutual TLS) on port " << peer_host.port()
+               << "; local API on " << local_address << "; sidecar root "
                << root.string() << ", availability at "
-               << absl::GetFlag(FLAGS_availability);
+               << availability_address;
   if (std::string pf = absl::GetFlag(FLAGS_port_file); !pf.empty()) {
-    if (absl::Status s = WritePortFile(pf, host.port()); !s.ok()) {
+    if (absl::Status s = WritePortFile(pf, peer_host.port()); !s.ok()) {
       SC_LOG(ERROR) << s;
       return 1;
     }
   }
-  int sig = host.WaitForShutdownSignal();
+  int sig = local_host.WaitForShutdownSignal();
   absl::Duration drain = absl::GetFlag(FLAGS_drain_timeout);
   SC_LOG(INFO) << "signal " << sig << ": not serving, draining for up to "
                << drain;
-  host.SetServing(false);
+  local_host.SetServing(false);
+  peer_host.SetServing(false);
   events.Shutdown();
   prefetcher.Stop();
+  follower = nullptr;
+  members.Stop();
   const absl::Time fetcher_stop = absl::Now();
   fetcher.Stop();  // running jobs stay resumable
   SC_LOG(INFO) << "fetcher stopped in " << absl::Now() - fetcher_stop;
-  host.Shutdown(drain);
+  ServerHost::ShutdownAll({&peer_host, &local_host}, drain);
   SC_LOG(INFO) << "stopped";
   return 0;
 }

@@ -213,7 +213,7 @@ void RunScale(PgServer* pg, const std::string& dir, uint64_t n) {
   Check(proxy.status(), "proxy");
   auto b = AvailabilityProcess::Create(absl::GetFlag(FLAGS_binary), pg, dir,
                                        {"b" + tag,
-                                        {(*proxy)->address()},
+                                        {},
                                         {{"gossip_interval", "1h"},
                                          {"ping_interval", "1h"},
                                          {"contact_learned_peers", "false"},
@@ -221,6 +221,9 @@ void RunScale(PgServer* pg, const std::string& dir, uint64_t n) {
   Check(b.status(), "create B");
   absl::Time launch = absl::Now();
   Check((*b)->Start(), "start B");
+  // B pairs with A through the proxy (mutual TLS from here on), which
+  // starts the exchange.
+  Check(Pair(a->get(), b->get(), (*proxy)->address()), "pair B with A");
   absl::Time done;
   while (true) {
     if (KnownFrom(b->get(), a_id) == n) {
@@ -317,7 +320,7 @@ void RunScale(PgServer* pg, const std::string& dir, uint64_t n) {
   Check(proxy2.status(), "proxy2");
   auto r = AvailabilityProcess::Create(absl::GetFlag(FLAGS_binary), pg, dir,
                                        {"r" + tag,
-                                        {(*proxy2)->address()},
+                                        {},
                                         {{"gossip_interval", "1s"},
                                          {"gossip_jitter", "0"},
                                          {"ping_interval", "1h"},
@@ -325,6 +328,7 @@ void RunScale(PgServer* pg, const std::string& dir, uint64_t n) {
                                          {"verbose", "true"}}});
   Check(r.status(), "create R");
   Check((*r)->Start(), "start R");
+  Check(Pair(a->get(), r->get(), (*proxy2)->address()), "pair R with A");
   while (KnownFrom(r->get(), a_id) != n) absl::SleepFor(absl::Milliseconds(5));
   absl::SleepFor(absl::Milliseconds(1500));  // let prompt rounds finish
   (*proxy2)->ResetCounters();

@@ -30,6 +30,7 @@
 #include "common/sidecar_key.h"
 #include "common/thread_pool.h"
 #include "common/transport.h"
+#include "tests/support/peer_tls.h"
 #include "services/transfer/local_index.h"
 #include "services/transfer/peer_server.h"
 #include "sidecar/v1/transfer.grpc.pb.h"
@@ -139,14 +140,20 @@ int Main() {
   FixedIndex index(key, LocalSidecarInfo{size, *sha, RelativePath(key)});
   ThreadPool pool({.threads = absl::GetFlag(FLAGS_threads)});
   PeerServer server(&index, dir, &pool, {});
-  ServerHost host("127.0.0.1:0");
+  // Over the product's mutual TLS, as between two devices.
+  absl::StatusOr<std::unique_ptr<testing::PeerTls>> tls =
+      testing::PeerTls::Make(dir + "/keys");
+  if (!tls.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(tls.status().message()).c_str());
+    return 1;
+  }
+  ServerHost host((*tls)->Listener());
   host.AddService(&server);
   if (absl::Status s = host.Start(); !s.ok()) {
     std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
     return 1;
   }
-  auto stub = v1::TransferPeer::NewStub(
-      MakeChannel(absl::StrCat("127.0.0.1:", host.port())));
+  auto stub = v1::TransferPeer::NewStub((*tls)->Channel(host.port()));
 
   std::printf(
       "file: %llu MiB, page-cached; best of %d runs; %d pool "

@@ -243,28 +243,29 @@ struct Device {
 
 std::unique_ptr<Device> MakeDevice(PgServer* pg, const std::string& dir,
                                    const std::string& name,
-                                   std::vector<std::string> peers,
+                                   std::vector<AvailabilityProcess*> pair_with,
                                    std::map<std::string, std::string> xflags) {
   auto d = std::make_unique<Device>();
   std::map<std::string, std::string> aflags = {{"prompt_delay", "50ms"},
                                                {"ping_interval", "1s"},
                                                {"offline_after", "20s"}};
   auto a = AvailabilityProcess::Create(absl::GetFlag(FLAGS_availability_bin),
-                                       pg, dir, {name, peers, aflags});
+                                       pg, dir, {name, {}, aflags});
   Check(a.status(), "availability " + name);
   d->avail = std::move(*a);
   auto x = TransferProcess::Create(absl::GetFlag(FLAGS_transfer_bin), pg, dir,
-                                   name, d->avail->address(),
+                                   name, d->avail->state_dir(),
                                    d->avail->sidecar_root(), xflags);
   Check(x.status(), "transfer " + name);
   d->xfer = std::move(*x);
-  // The transfer service first: it binds port 0, and the availability
-  // service advertises the port it got (the transfer service waits for its
-  // availability service by itself).
+  // The availability service first (it makes the device key); the
+  // transfer service announces the port it bound to it.
+  Check(d->avail->Start(), "starting availability " + name);
   Check(d->xfer->Start(), "starting transfer " + name);
-  Check(
-      d->avail->StartWithExtraFlags({{"transfer_address", d->xfer->address()}}),
-      "starting availability " + name);
+  // Paired as a person would: a code from the other device, given here.
+  for (AvailabilityProcess* other : pair_with) {
+    Check(Pair(other, d->avail.get()), "pairing " + name);
+  }
   grpc::ClientContext ctx;
   SetDeadline(&ctx, absl::Seconds(10));
   v1::DeviceInfo info;
@@ -516,7 +517,7 @@ void BenchLarge(PgServer* pg, const std::string& work,
   std::filesystem::create_directories(dir);
   std::filesystem::create_directories(out_dir);
   auto a = MakeDevice(pg, dir, "large_a", {}, {});
-  auto b = MakeDevice(pg, out_dir, "large_b", {a->avail->address()}, BFlags());
+  auto b = MakeDevice(pg, out_dir, "large_b", {a->avail.get()}, BFlags());
 
   v1::SidecarKey key = RandomKeyProto(v1::SIDECAR_KIND_PROXY, "proxy_edit",
                                       v1::SIDECAR_FORMAT_MP4);
@@ -641,7 +642,7 @@ void BenchThumbs(PgServer* pg, const std::string& work,
   std::filesystem::create_directories(dir);
   std::filesystem::create_directories(out_dir);
   auto a = MakeDevice(pg, dir, "thumbs_a", {}, {});
-  auto b = MakeDevice(pg, out_dir, "thumbs_b", {a->avail->address()}, BFlags());
+  auto b = MakeDevice(pg, out_dir, "thumbs_b", {a->avail.get()}, BFlags());
 
   std::cout << "writing " << n << " thumbnails of " << bytes << " B\n";
   std::vector<v1::SidecarKey> keys;
@@ -811,11 +812,11 @@ int FetchMode(const std::vector<char*>& args) {
                  "[--availability=HOST:PORT] URI...\n";
     return 2;
   }
-  auto api = v1::Transfer::NewStub(MakeChannel(target));
+  auto api = v1::Transfer::NewStub(MakeLocalChannel(target));
   std::unique_ptr<v1::Availability::Stub> avail;
   if (!absl::GetFlag(FLAGS_availability).empty()) {
     avail = v1::Availability::NewStub(
-        MakeChannel(absl::GetFlag(FLAGS_availability)));
+        MakeLocalChannel(absl::GetFlag(FLAGS_availability)));
   }
   std::vector<v1::SidecarKey> keys;
   for (size_t i = 1; i < args.size(); ++i) {

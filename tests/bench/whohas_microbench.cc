@@ -29,9 +29,10 @@ SidecarKey KeyFor(uint64_t i) {
 struct World {
   WatchHub hub;
   PeerCache cache{OriginInfo{Uuid::Random()}, &hub};
-  PeerManager peers{{}, &cache, &hub, v1::Hello()};
-  AvailabilityService service{
-      {nullptr, nullptr, &cache, &peers, &hub, "/nonexistent"}};
+  // No library: the handler under test never asks for one.
+  PeerManager peers{{}, &cache, &hub, v1::Hello(), nullptr, nullptr};
+  AvailabilityService service{{nullptr, nullptr, &cache, &peers, &hub,
+                               "/nonexistent", nullptr, nullptr, {}}};
   v1::WhoHasRequest request;
   std::vector<SidecarKey> probe;
 

@@ -16,6 +16,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/support/availability_process.h"
 #include "tests/support/pg_test.h"
+#include "tests/support/test_peer.h"
 #include "tests/support/wait.h"
 
 namespace sidecar::testing {
@@ -54,6 +55,7 @@ class ClusterTest : public ::sidecar::testing::ProcessTest {
     flags.emplace("gossip_interval", "5m");  // prompt rounds must do the work
     flags.emplace("rpc_timeout", "1s");
     flags.emplace("verbose", "true");
+    flags.emplace("transfer_address", TransferAddressOf(name));
     auto p = AvailabilityProcess::Create(
         AVAILABILITY_BIN, server_, dir_,
         {absl::StrCat(
@@ -66,20 +68,24 @@ class ClusterTest : public ::sidecar::testing::ProcessTest {
     return devices_.back().get();
   }
 
-  // A <-> B <-> C; A and C have no address of each other and do not contact
-  // devices learned through gossip.
+  // A <-> B <-> C: A and C each paired with B only (they joined B's
+  // library), and do not contact members they did not pair with.
   void StartLine(bool c_contacts_learned = false) {
     a_ = AddDevice("a", {{"contact_learned_peers", "false"}});
     b_ = AddDevice("b", {});
     c_ = AddDevice("c", {{"contact_learned_peers",
                           c_contacts_learned ? "true" : "false"}});
-    a_->set_peers({b_->address()});
-    b_->set_peers({a_->address(), c_->address()});
-    c_->set_peers({b_->address()});
     for (auto* d : {a_, b_, c_}) ASSERT_TRUE(d->Start().ok()) << d->log_path();
+    ASSERT_TRUE(Pair(b_, a_).ok());
+    ASSERT_TRUE(Pair(b_, c_).ok());
     a_id_ = DeviceId(a_);
     b_id_ = DeviceId(b_);
     c_id_ = DeviceId(c_);
+  }
+
+  // The transfer address each device advertises (no transfer service runs).
+  static std::string TransferAddressOf(const std::string& name) {
+    return absl::StrCat(name, "-transfer.invalid:7200");
   }
 
   std::string DeviceId(AvailabilityProcess* d) {
@@ -224,8 +230,7 @@ TEST_F(ClusterTest, UpdatesSpreadPromptlyAndTransitively) {
   ASSERT_EQ(at_b.outcome(), ResolveResponse::OUTCOME_REMOTE) << at_b.reason();
   ASSERT_EQ(at_b.sources_size(), 1);
   EXPECT_EQ(at_b.sources(0).device_id(), a_id_);
-  EXPECT_EQ(at_b.sources(0).transfer_address(),
-            absl::StrCat("127.0.0.1:", a_->port() + 1));
+  EXPECT_EQ(at_b.sources(0).transfer_address(), TransferAddressOf("a"));
   EXPECT_EQ(at_b.sources(0).sha256(),
             std::string(DigestBytes(Sha256Of(s[0].bytes))));
   ResolveResponse at_c = Resolve(c_, s[0].key);
@@ -395,6 +400,15 @@ TEST_F(ClusterTest, RestartsKeepInventoryAndPeersRelearn) {
   EXPECT_EQ(pb->max_seq(), before.max_seq());
   EXPECT_EQ(pb->sidecars(), 2u);
   EXPECT_EQ(Holders(WhoHas(c_, s), 0), std::vector<std::string>{a_id_});
+  // A came back on another port (tests bind port 0) and told B by calling
+  // it. (Were B to move too before hearing from A, the two would have no
+  // address of each other left.)
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto p = PeerEntry(b_, a_id_);
+        return p && p->online() && p->peer_address() == a_->address();
+      },
+      absl::Seconds(5)));
 
   // B restarts hard; its cache is gone and it re-learns from its peers.
   b_->Kill();
@@ -574,14 +588,19 @@ TEST_F(ClusterTest, BadInputIsRejectedClearlyAndHarmlessly) {
     EXPECT_EQ(a_->api()->ListLocal(&ctx, req, &resp).error_code(),
               grpc::StatusCode::INVALID_ARGUMENT);
   }
-  // The peer API rejects malformed digests and hellos.
+  // The peer API rejects malformed digests and hellos, even from a member.
+  auto member = TestPeer::Create(dir_, "member");
+  ASSERT_TRUE(member.ok()) << member.status();
+  ASSERT_TRUE((*member)->JoinLibraryOf(a_).ok());
+  auto peer_api = (*member)->PeerStub(a_);
+  ASSERT_TRUE(peer_api.ok()) << peer_api.status();
   {
     v1::ExchangeRequest req;
-    req.mutable_from()->set_device_id(std::string(16, '\1'));
+    *req.mutable_from() = (*member)->Hello();
     req.add_digest()->set_device_id("short");
     grpc::ClientContext ctx;
     SetDeadline(&ctx, absl::Seconds(5));
-    auto reader = a_->peer_api()->Exchange(&ctx, req);
+    auto reader = (*peer_api)->Exchange(&ctx, req);
     v1::ExchangeResponse msg;
     while (reader->Read(&msg)) {
     }
@@ -592,7 +611,7 @@ TEST_F(ClusterTest, BadInputIsRejectedClearlyAndHarmlessly) {
     v1::ExchangeRequest req;  // no hello at all
     grpc::ClientContext ctx;
     SetDeadline(&ctx, absl::Seconds(5));
-    auto reader = a_->peer_api()->Exchange(&ctx, req);
+    auto reader = (*peer_api)->Exchange(&ctx, req);
     v1::ExchangeResponse msg;
     while (reader->Read(&msg)) {
     }
@@ -605,7 +624,8 @@ TEST_F(ClusterTest, BadInputIsRejectedClearlyAndHarmlessly) {
     req.mutable_keys(0)->set_variant("a/b");
     grpc::ClientContext ctx;
     v1::HasKeysResponse resp;
-    EXPECT_EQ(a_->peer_api()->HasKeys(&ctx, req, &resp).error_code(),
+    SetDeadline(&ctx, absl::Seconds(5));
+    EXPECT_EQ((*peer_api)->HasKeys(&ctx, req, &resp).error_code(),
               grpc::StatusCode::INVALID_ARGUMENT);
   }
   // Nothing was stored, nothing crashed, and good input still works.
@@ -677,7 +697,8 @@ TEST_F(ClusterTest, ChangeLogResetIsToldApartFromAStaleCopy) {
 TEST_F(ClusterTest, HealthServiceReportsServing) {
   a_ = AddDevice("a", {});
   ASSERT_TRUE(a_->Start().ok());
-  auto stub = grpc::health::v1::Health::NewStub(MakeChannel(a_->address()));
+  auto stub =
+      grpc::health::v1::Health::NewStub(MakeLocalChannel(a_->local_address()));
   grpc::ClientContext ctx;
   SetDeadline(&ctx, absl::Seconds(5));
   grpc::health::v1::HealthCheckRequest req;
@@ -691,10 +712,9 @@ TEST_F(ClusterTest, DirectQueryFindsWhatGossipHasNotYetCarried) {
   // Long prompt delay: the direct query must answer before gossip does.
   a_ = AddDevice("a", {{"prompt_delay", "1m"}});
   b_ = AddDevice("b", {{"prompt_delay", "1m"}});
-  a_->set_peers({b_->address()});
-  b_->set_peers({a_->address()});
   ASSERT_TRUE(a_->Start().ok());
   ASSERT_TRUE(b_->Start().ok());
+  ASSERT_TRUE(Pair(a_, b_).ok());
   a_id_ = DeviceId(a_);
   ASSERT_TRUE(WaitFor(
       [&] {

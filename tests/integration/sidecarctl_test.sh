@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # sidecarctl against real services: a private PostgreSQL and two devices,
-# "alpha" and "beta", each with an availability and a transfer service (own
-# databases), where beta is configured with alpha as its peer (alpha learns
-# beta when beta calls). Checks register, who-has (across gossip), resolve,
-# ls, the transfer commands (fetch to beta of alpha's sidecar with identical
-# bytes, fetch of an unknown sidecar: GENERATE and exit 3, jobs, cancel of an
-# unknown job: exit 1), and the exit status and message of a malformed URI
-# (2) and of unreachable services (1).
+# "alpha" and "beta", each with its own state directory (device key,
+# local API sockets) and an availability and a transfer service (own
+# databases), all on port 0. beta is paired with alpha as a person would:
+# `sidecarctl pair invite` on alpha, `sidecarctl pair join CODE ADDRESS` on
+# beta. Checks the device key (a copy works, a missing or world-readable one
+# stops a service with a message), pairing and `devices`, register, who-has
+# (across gossip), resolve, ls, missing, the transfer commands (fetch to
+# beta of alpha's sidecar with identical bytes, fetch of an unknown
+# sidecar: GENERATE and exit 3, jobs, cancel of an unknown job: exit 1), the
+# exit status and message of a malformed URI (2) and of unreachable services
+# (1); then a third device, "gamma": `pair join` with a mistyped code and
+# with a used one (refused, exit 1), paired through beta and so accepted by
+# alpha (beta introduced it), then `unpair gamma` on alpha: removed on
+# alpha and beta, no longer a peer.
 #
 #   sidecarctl_test.sh AVAILABILITY_BIN SIDECARCTL_BIN TRANSFER_BIN
 #
@@ -77,7 +84,8 @@ fail() {
 }
 pass() { echo "ok: $*"; }
 
-# free_port: prints a TCP port on 127.0.0.1 that nothing listens on now.
+# free_port: prints a TCP port on 127.0.0.1 that nothing listens on now (the
+# address of a service that is not there).
 free_port() {
   local port
   for _ in $(seq 1 100); do
@@ -100,30 +108,23 @@ fi
 as_pg_owner "$PG_BIN/initdb" -D "$PG_DIR/data" --username=postgres \
   --auth=trust --encoding=UTF8 --no-locale --no-sync >"$WORK/initdb.log" 2>&1 ||
   fail "initdb failed"
-# Another test may take the port between the check and the start: retry.
+# A unix socket in $PG_DIR only, no TCP port: no other test can be in its way.
 PG_STARTED=1
-started=0
-for attempt in 1 2 3; do
-  PG_PORT="$(free_port)"
-  if as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" \
-    -w -t 60 -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 \
+as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" \
+  -w -t 60 -o "-k $PG_DIR -c listen_addresses='' \
 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
-    start >"$WORK/pg_ctl.log" 2>&1; then
-    started=1
-    break
-  fi
+  start >"$WORK/pg_ctl.log" 2>&1 || fail "PostgreSQL did not start"
+for db in alpha beta gamma alpha_xfer beta_xfer; do
+  "$PG_BIN/createdb" -h "$PG_DIR" -U postgres "$db" || fail "createdb $db"
 done
-[[ "$started" -eq 1 ]] || fail "PostgreSQL did not start"
-for db in alpha beta alpha_xfer beta_xfer; do
-  "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres "$db" ||
-    fail "createdb $db"
-done
-pass "PostgreSQL on port $PG_PORT"
+PG="host=$PG_DIR user=postgres"  # libpq connection string, without dbname
+pass "PostgreSQL on a unix socket in ${PG_DIR#"$WORK"/}"
 
-# ---- two devices: availability and transfer services -----------------------
+# ---- devices: availability and transfer services ----------------------------
 
-declare -A ADDR=()   # device -> availability service host:port
-declare -A XFER=()   # device -> transfer service host:port
+declare -A STATE=()  # device -> its state directory (key, local API sockets)
+declare -A PEER=()   # device -> host:port of its availability peer listener
+declare -A XFER=()   # device -> host:port of its transfer peer listener
 # wait_port NAME: waits for the port file of service NAME ("alpha",
 # "alpha_xfer", ...) and sets PORT to the port it names.
 wait_port() {
@@ -136,52 +137,128 @@ wait_port() {
   [[ -s "$WORK/$name.port" ]] || fail "$name did not start in 15s"
   PORT="$(cat "$WORK/$name.port")"
 }
-# start_device NAME [FLAGS...]: starts NAME's availability service on a port
-# the kernel picks, then its transfer service on a free port (which the
-# availability service advertises, so it is chosen first) with its own
-# database and the same sidecar root.
-start_device() {
+# start_availability NAME [FLAGS...]: starts NAME's availability service with
+# its own state directory (where it makes the device key on this first
+# start) and database, its peer listener on a port the kernel picks.
+start_availability() {
   local name="$1"
   shift
   mkdir -p "$WORK/$name/sidecars"
-  XFER[$name]="127.0.0.1:$(free_port)"
+  STATE[$name]="$WORK/$name/state"
   "$AVAILABILITY_BIN" \
+    --state_dir="${STATE[$name]}" \
     --listen=127.0.0.1:0 \
-    --db="host=127.0.0.1 port=$PG_PORT dbname=$name user=postgres" \
+    --db="$PG dbname=$name" \
     --name="$name" \
     --sidecar_root="$WORK/$name/sidecars" \
-    --transfer_address="${XFER[$name]}" \
     --port_file="$WORK/$name.port" \
     --prompt_delay=100ms \
     --ping_interval=500ms \
     "$@" >"$WORK/$name.log" 2>&1 &
   PID[$name]=$!
   wait_port "$name"
-  ADDR[$name]="127.0.0.1:$PORT"
+  PEER[$name]="127.0.0.1:$PORT"
+}
+# start_transfer NAME: starts NAME's transfer service with the same state
+# directory (it reaches the availability service at its socket there and
+# tells it its own address) and sidecar root, and a database of its own.
+start_transfer() {
+  local name="$1"
   "$TRANSFER_BIN" \
-    --listen="${XFER[$name]}" \
-    --db="host=127.0.0.1 port=$PG_PORT dbname=${name}_xfer user=postgres" \
+    --state_dir="${STATE[$name]}" \
+    --listen=127.0.0.1:0 \
+    --db="$PG dbname=${name}_xfer" \
     --sidecar_root="$WORK/$name/sidecars" \
-    --availability="${ADDR[$name]}" \
     --retry_initial_backoff=100ms \
     --max_attempts=3 \
     --min_free_bytes=0 \
     --prefetch_kinds= \
+    --members_interval=200ms \
     --port_file="$WORK/${name}_xfer.port" \
     >"$WORK/${name}_xfer.log" 2>&1 &
   PID[${name}_xfer]=$!
   wait_port "${name}_xfer"
-  pass "$name serves on ${ADDR[$name]}, its transfer service on ${XFER[$name]}"
+  XFER[$name]="127.0.0.1:$PORT"
 }
+start_device() {
+  start_availability "$@"
+  start_transfer "$1"
+  pass "$1 serves peers on ${PEER[$1]}, its transfer service on ${XFER[$1]}; state in ${STATE[$1]#"$WORK"/}"
+}
+
+# ctl DEVICE ARGS...: runs sidecarctl against DEVICE (its services' sockets
+# in its state directory); stdout to $WORK/out, stderr to $WORK/err; returns
+# its exit status.
+ctl() {
+  local device="$1"
+  shift
+  local rc=0
+  "$CTL_BIN" --state_dir="${STATE[$device]}" --timeout=5s "$@" \
+    >"$WORK/out" 2>"$WORK/err" || rc=$?
+  return "$rc"
+}
+show() { sed 's/^/    /' "$WORK/out" "$WORK/err"; }
+# eventually SECONDS DESCRIPTION COMMAND...: retries COMMAND every 0.1 s until
+# it succeeds, else fails after SECONDS with DESCRIPTION.
+eventually() {
+  local limit="$1" what="$2"
+  shift 2
+  local deadline=$((SECONDS + limit))
+  until "$@"; do
+    if ((SECONDS >= deadline)); then
+      show
+      fail "$what within ${limit}s"
+    fi
+    sleep 0.1
+  done
+}
+
+start_device alpha
+
+# ---- the device key --------------------------------------------------------
+
+KEY="${STATE[alpha]}/device.key"
+CRT="${STATE[alpha]}/device.crt"
+[[ -f "$KEY" && -f "$CRT" ]] || fail "alpha made no device.key and device.crt in its state dir"
+[[ "$(stat -c %a "$KEY")" == 600 ]] || fail "device.key has mode $(stat -c %a "$KEY"), not 600"
+grep -q "key fingerprint " "$WORK/alpha.log" || fail "alpha does not log its key fingerprint"
+pass "alpha made its device key (device.key mode 600, device.crt)"
+
+rc=0
+"$TRANSFER_BIN" --state_dir="$WORK/nokey" --listen=127.0.0.1:0 \
+  --db="$PG dbname=alpha_xfer" \
+  --sidecar_root="$WORK/nokey/sidecars" >"$WORK/nokey.log" 2>&1 || rc=$?
+[[ $rc == 1 ]] || { cat "$WORK/nokey.log"; fail "the transfer service without a key exited $rc, not 1"; }
+grep -q "no device key in $WORK/nokey" "$WORK/nokey.log" ||
+  { cat "$WORK/nokey.log"; fail "the transfer service without a key does not say so"; }
+pass "transfer service without a device key: exit 1, $(grep -o 'no device key in [^:]*' "$WORK/nokey.log")"
+
+# A copy of the key (a backup restored) is the same device; one that others
+# may read is refused.
+mkdir -m 700 "$WORK/copy" "$WORK/exposed"
+cp -p "$KEY" "$CRT" "$WORK/copy/"
+cp -p "$KEY" "$CRT" "$WORK/exposed/"
+chmod 644 "$WORK/exposed/device.key"
+rc=0
+"$AVAILABILITY_BIN" --state_dir="$WORK/exposed" --listen=127.0.0.1:0 \
+  --db="$PG dbname=alpha" \
+  --sidecar_root="$WORK/exposed/sidecars" >"$WORK/exposed.log" 2>&1 || rc=$?
+[[ $rc == 1 ]] || { cat "$WORK/exposed.log"; fail "a world-readable key exited $rc, not 1"; }
+grep -q "cannot use the device key: .*mode 0644" "$WORK/exposed.log" ||
+  { cat "$WORK/exposed.log"; fail "a world-readable key is not reported as such"; }
+pass "world-readable device.key: exit 1, cannot use the device key (mode 0644)"
+
 # ---- a signal during start-up is not held up by the database wait --------
 
 # Each service waits up to --db_connect_timeout for PostgreSQL; SIGTERM in
-# that time ends it at once, with status 0.
+# that time ends it at once, with status 0. (Both use the copy of alpha's
+# key: the transfer service needs one before it opens its database.)
 DEAD_DB="host=127.0.0.1 port=$(free_port) dbname=x user=postgres connect_timeout=1"
 for svc in availability transfer; do
   if [[ $svc == availability ]]; then bin="$AVAILABILITY_BIN"; else bin="$TRANSFER_BIN"; fi
-  "$bin" --listen=127.0.0.1:0 --db="$DEAD_DB" --db_connect_timeout=60s \
-    --sidecar_root="$WORK/startup/sidecars" >"$WORK/startup-$svc.log" 2>&1 &
+  "$bin" --state_dir="$WORK/copy" --listen=127.0.0.1:0 --db="$DEAD_DB" \
+    --db_connect_timeout=60s --sidecar_root="$WORK/startup/sidecars" \
+    >"$WORK/startup-$svc.log" 2>&1 &
   spid=$!
   sleep 1
   kill -0 "$spid" 2>/dev/null || { cat "$WORK/startup-$svc.log"; fail "$svc exited before the signal"; }
@@ -200,20 +277,48 @@ for svc in availability transfer; do
   pass "$svc: SIGTERM while waiting for PostgreSQL ends it in $((SECONDS - start)) s, status 0"
 done
 
-start_device alpha
-start_device beta --peers="${ADDR[alpha]}"
+start_device beta
 
-# ctl DEVICE ARGS...: runs sidecarctl against DEVICE; stdout to $WORK/out,
-# stderr to $WORK/err; returns its exit status.
-ctl() {
-  local device="$1"
-  shift
-  local rc=0
-  "$CTL_BIN" --availability="${ADDR[$device]}" --transfer="${XFER[$device]}" \
-    --timeout=5s "$@" >"$WORK/out" 2>"$WORK/err" || rc=$?
-  return "$rc"
+# ---- pairing: invite on alpha, join on beta --------------------------------
+
+ctl alpha pair invite || { rc=$?; show; fail "pair invite on alpha exited $rc"; }
+CODE="$(sed -nE 's/^pairing code: ([0-9A-Z]{4}(-[0-9A-Z]{4}){3}) .*/\1/p' "$WORK/out")"
+[[ -n "$CODE" ]] || { show; fail "pair invite printed no code XXXX-XXXX-XXXX-XXXX"; }
+grep -q "(valid until [0-9:]*, for one device)" "$WORK/out" ||
+  { show; fail "pair invite does not say until when and for how many"; }
+JOIN_ADDR="$(sed -nE "s/^  sidecarctl pair join $CODE ([^ ]+)\$/\1/p" "$WORK/out")"
+[[ "$JOIN_ADDR" == "${PEER[alpha]}" ]] ||
+  { show; fail "pair invite's join command names \"$JOIN_ADDR\", not alpha's peer listener ${PEER[alpha]}"; }
+pass "pair invite on alpha: code $CODE, join at $JOIN_ADDR"
+
+ctl beta pair join "$CODE" "$JOIN_ADDR" || { rc=$?; show; fail "pair join on beta exited $rc"; }
+ALPHA_ID="$(sed -nE 's/^paired with alpha \(([0-9a-f-]{36})\), fingerprint .*; the library has 2 devices$/\1/p' "$WORK/out")"
+[[ -n "$ALPHA_ID" ]] || { show; fail "pair join does not say: paired with alpha (ID), ...; 2 devices"; }
+pass "pair join on beta: $(cat "$WORK/out")"
+
+# ---- devices: both list both, this device marked ----------------------------
+
+ctl beta device || { rc=$?; show; fail "device on beta exited $rc"; }
+BETA_ID="$(grep -oE '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}' "$WORK/out" | head -n 1)"
+[[ -n "$BETA_ID" ]] || { show; fail "device on beta shows no device id"; }
+# devices_ok DEVICE: DEVICE lists alpha and beta as the only members, itself
+# as "this device".
+devices_ok() {
+  local self="$1" other
+  [[ $self == alpha ]] && other=beta || other=alpha
+  declare -A id=([alpha]="$ALPHA_ID" [beta]="$BETA_ID")
+  ctl "$self" devices &&
+    grep -Eq "^$self +${id[$self]} .* this device\$" "$WORK/out" &&
+    grep -Eq "^$other +${id[$other]} .* member\$" "$WORK/out" &&
+    grep -q "^2 devices in the library\$" "$WORK/out" &&
+    [[ "$(grep -c ' member$\| this device$' "$WORK/out")" == 2 ]]
 }
-show() { sed 's/^/    /' "$WORK/out" "$WORK/err"; }
+for device in beta alpha; do  # alpha last: its table is checked below
+  eventually 5 "$device's devices did not list alpha and beta, itself marked" devices_ok "$device"
+done
+grep -Eq "^beta +$BETA_ID .* alpha +[0-9-]+ [0-9:]+ +127\.0\.0\.1:[0-9]+ +member\$" "$WORK/out" ||
+  { show; fail "devices on alpha does not show beta admitted by alpha, with its address"; }
+pass "devices on alpha and beta: 2 members, alpha ${ALPHA_ID:0:8} and beta ${BETA_ID:0:8}, this device marked"
 
 # ---- register on alpha ---------------------------------------------------
 
@@ -307,6 +412,14 @@ grep -q "cannot reach the availability service at $DEAD" "$WORK/err" ||
   { show; fail "an unreachable service is not reported as such"; }
 pass "unreachable service: exit 1, cannot reach ... at $DEAD"
 
+rc=0
+"$CTL_BIN" --state_dir="$WORK/nokey" --timeout=3s who-has "$URI" \
+  >"$WORK/out" 2>"$WORK/err" || rc=$?
+[[ $rc -eq 1 ]] || { show; fail "a state dir without services exited $rc, not 1"; }
+grep -q "cannot reach the availability service at unix:$WORK/nokey/availability.sock: is it running?" "$WORK/err" ||
+  { show; fail "a state dir without services is not reported as unreachable"; }
+pass "state dir without services: exit 1, cannot reach ... at unix:.../nokey/availability.sock"
+
 # ---- fetch: beta copies alpha's sidecar ----------------------------------
 
 BETA_FILE="$WORK/beta/sidecars/content/3f/2a/$UUID/thumbs/grid@2x.webp"
@@ -377,3 +490,83 @@ rc=0
 grep -q "cannot reach the transfer service at $DEAD: is it running?" "$WORK/err" ||
   { show; fail "an unreachable transfer service is not reported as such"; }
 pass "unreachable transfer service: exit 1, cannot reach ... at $DEAD"
+
+# ---- pairing refused: a mistyped code, a used code --------------------------
+
+start_availability gamma
+pass "gamma serves peers on ${PEER[gamma]} (availability only)"
+
+ctl alpha pair invite || { rc=$?; show; fail "a second pair invite on alpha exited $rc"; }
+CODE2="$(sed -nE 's/^pairing code: ([0-9A-Z]{4}(-[0-9A-Z]{4}){3}) .*/\1/p' "$WORK/out")"
+[[ -n "$CODE2" && "$CODE2" != "$CODE" ]] || { show; fail "a second pair invite printed no new code"; }
+# One character mistyped (the first changed to another code character).
+if [[ "${CODE2:0:1}" == 7 ]]; then TYPO="8${CODE2:1}"; else TYPO="7${CODE2:1}"; fi
+rc=0
+ctl gamma pair join "$TYPO" "${PEER[alpha]}" || rc=$?
+[[ $rc == 1 ]] || { show; fail "pair join with a mistyped code exited $rc, not 1"; }
+grep -q "pair join: PERMISSION_DENIED: wrong pairing code for the device at ${PEER[alpha]}: it is not the one that made this code" "$WORK/err" ||
+  { show; fail "pair join with a mistyped code does not say the code is wrong"; }
+grep -q "nothing was sent" "$WORK/err" || { show; fail "pair join with a mistyped code does not say nothing was sent"; }
+pass "pair join with a mistyped code: exit 1, $(sed -E 's/: it is not the one.*//' "$WORK/err")"
+
+rc=0
+ctl gamma pair join "${CODE:0:4}" "${PEER[alpha]}" || rc=$?
+[[ $rc == 2 ]] || { show; fail "pair join with a truncated code exited $rc, not 2"; }
+pass "pair join with a truncated code: exit 2, $(head -n 1 "$WORK/err")"
+
+rc=0
+ctl gamma pair join "$CODE" "${PEER[alpha]}" || rc=$?
+[[ $rc == 1 ]] || { show; fail "pair join with a used code exited $rc, not 1"; }
+grep -q "pair join: FAILED_PRECONDITION: .*this pairing code was already used" "$WORK/err" ||
+  { show; fail "pair join with a used code does not say it was used"; }
+pass "pair join with beta's used code: exit 1, $(sed -E 's/; make a new one.*//' "$WORK/err")"
+
+ctl gamma devices || { rc=$?; show; fail "devices on gamma exited $rc"; }
+grep -q "^1 device in the library\$" "$WORK/out" || { show; fail "gamma is paired after refused joins"; }
+ctl alpha devices || { rc=$?; show; fail "devices on alpha exited $rc"; }
+grep -q "^gamma " "$WORK/out" && { show; fail "alpha lists gamma after refused joins"; }
+pass "after the refused joins gamma is alone and alpha does not list it"
+
+# ---- gamma pairs through beta; alpha accepts it (beta introduced it) --------
+
+ctl beta pair invite || { rc=$?; show; fail "pair invite on beta exited $rc"; }
+CODE3="$(sed -nE 's/^pairing code: ([0-9A-Z]{4}(-[0-9A-Z]{4}){3}) .*/\1/p' "$WORK/out")"
+ctl gamma pair join "$CODE3" "${PEER[beta]}" || { rc=$?; show; fail "pair join on gamma exited $rc"; }
+grep -q "^paired with beta (.*), fingerprint .*; the library has 3 devices\$" "$WORK/out" ||
+  { show; fail "pair join on gamma does not report beta and 3 devices"; }
+pass "gamma paired through beta: $(cat "$WORK/out")"
+gamma_on() {
+  ctl "$1" devices && grep -Eq "^gamma +[0-9a-f-]{36} .* beta +.* member\$" "$WORK/out" &&
+    grep -q "^3 devices in the library\$" "$WORK/out"
+}
+eventually 10 "alpha did not list gamma, admitted by beta" gamma_on alpha
+GAMMA_ID="$(awk '$1 == "gamma" { print $2 }' "$WORK/out")"
+gamma_peer() { ctl alpha peers && grep -Eq "^gamma +${GAMMA_ID:0:8} " "$WORK/out"; }
+eventually 10 "alpha's peers did not list gamma" gamma_peer
+pass "alpha lists gamma (admitted by beta) as a member and a peer"
+
+# ---- unpair gamma on alpha ---------------------------------------------------
+
+ctl alpha unpair gamma || { rc=$?; show; fail "unpair gamma on alpha exited $rc"; }
+grep -q "^removed gamma ($GAMMA_ID) from the library" "$WORK/out" ||
+  { show; fail "unpair does not report gamma removed"; }
+pass "unpair on alpha: $(sed -E 's/ from the library.*/ from the library/' "$WORK/out")"
+
+ctl alpha devices --removed || { rc=$?; show; fail "devices --removed on alpha exited $rc"; }
+grep -Eq "^gamma +$GAMMA_ID .* removed [0-9-]+ [0-9:]+ by alpha\$" "$WORK/out" ||
+  { show; fail "devices --removed on alpha does not show gamma removed by alpha"; }
+grep -q "^2 devices in the library, 1 removed\$" "$WORK/out" ||
+  { show; fail "devices --removed on alpha does not count 2 members and 1 removed"; }
+ctl alpha devices || { rc=$?; show; fail "devices on alpha exited $rc"; }
+grep -q "^gamma " "$WORK/out" && { show; fail "devices on alpha still lists gamma"; }
+pass "devices --removed on alpha: gamma removed by alpha; devices: 2"
+
+gamma_gone_from_peers() { ctl alpha peers && ! grep -q "^gamma " "$WORK/out"; }
+eventually 5 "alpha's peers still list gamma" gamma_gone_from_peers
+removed_on_beta() {
+  ctl beta devices --removed && grep -Eq "^gamma +$GAMMA_ID .* removed .* by alpha\$" "$WORK/out"
+}
+eventually 5 "beta did not learn that gamma was removed" removed_on_beta
+gamma_gone_from_beta_peers() { ctl beta peers && ! grep -q "^gamma " "$WORK/out"; }
+eventually 5 "beta's peers still list gamma" gamma_gone_from_beta_peers
+pass "gamma is no peer of alpha's, and beta has it removed (by alpha) too"

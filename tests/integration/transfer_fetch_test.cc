@@ -20,6 +20,7 @@
 #include "tests/support/availability_process.h"
 #include "tests/support/pg_test.h"
 #include "tests/support/tcp_proxy.h"
+#include "tests/support/test_peer.h"
 #include "tests/support/test_data.h"
 #include "tests/support/transfer_process.h"
 #include "tests/support/wait.h"
@@ -123,7 +124,7 @@ class TransferTest : public ::sidecar::testing::ProcessTest {
     xfer_flags.emplace("prefetch_kinds", "");  // fetches are the tests' own
     xfer_flags.emplace("stall_timeout", "2s");
     auto x = TransferProcess::Create(TRANSFER_BIN, server_, dir_, unique,
-                                     d->avail->address(),
+                                     d->avail->state_dir(),
                                      d->avail->sidecar_root(), xfer_flags);
     EXPECT_TRUE(x.ok()) << x.status();
     d->xfer = std::move(*x);
@@ -135,16 +136,14 @@ class TransferTest : public ::sidecar::testing::ProcessTest {
     return devices_.back().get();
   }
 
+  // Starts every device, then pairs each link's second device with its
+  // first, as a person would (a code from one, given to the other).
   void StartAll(const std::vector<std::pair<Device*, Device*>>& links) {
-    for (auto& d : devices_) {
-      std::vector<std::string> peers;
-      for (auto [x, y] : links) {
-        if (x == d.get()) peers.push_back(y->avail->address());
-        if (y == d.get()) peers.push_back(x->avail->address());
-      }
-      d->avail->set_peers(peers);
-    }
     for (auto& d : devices_) StartDevice(d.get());
+    for (auto [x, y] : links) {
+      absl::Status s = Pair(x->avail.get(), y->avail.get());
+      ASSERT_TRUE(s.ok()) << s;
+    }
   }
 
   void StartDevice(Device* d) {
@@ -591,16 +590,30 @@ TEST_F(TransferTest, BadRequestsDoNotDisturbOtherTransfers) {
       WaitFor([&] { return KnowsRemote(b, key, 1); }, absl::Seconds(5)));
   FetchResult f = Fetch(b, key);
   ASSERT_EQ(f.outcome(), FetchResult::OUTCOME_QUEUED);
-  // Meanwhile, bad reads against the source.
+  // Meanwhile, bad reads against the source, by a member.
+  auto member = TestPeer::Create(dir_, "member");
+  ASSERT_TRUE(member.ok()) << member.status();
+  ASSERT_TRUE((*member)->JoinLibraryOf(a->avail.get()).ok());
+  auto peer_api = (*member)->TransferStub(a->avail.get(), a->xfer->address());
+  ASSERT_TRUE(peer_api.ok()) << peer_api.status();
   auto read_status = [&](v1::ReadRequest req) {
     grpc::ClientContext ctx;
     SetDeadline(&ctx, absl::Seconds(5));
-    auto reader = a->xfer->peer_api()->Read(&ctx, req);
+    auto reader = (*peer_api)->Read(&ctx, req);
     v1::ReadChunk c;
     while (reader->Read(&c)) {
     }
     return reader->Finish();
   };
+  // The transfer service learns the new member within --members_interval.
+  v1::ReadRequest probe;
+  *probe.mutable_key() = key;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return read_status(probe).error_code() !=
+               grpc::StatusCode::UNAUTHENTICATED;
+      },
+      absl::Seconds(5)));
   v1::ReadRequest past;
   *past.mutable_key() = key;
   past.set_offset(bytes.size() + 1);

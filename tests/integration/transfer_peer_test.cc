@@ -26,6 +26,7 @@
 #include "services/transfer/peer_server.h"
 #include "sidecar/v1/transfer.grpc.pb.h"
 #include "tests/support/availability_process.h"
+#include "tests/support/peer_tls.h"
 #include "tests/support/pg_server.h"
 #include "tests/support/test_data.h"
 
@@ -89,16 +90,17 @@ class TransferPeerTest : public ::testing::Test {
     s = avail_->Start();
     ASSERT_TRUE(s.ok()) << s << " (log: " << avail_->log_path() << ")";
 
-    index_ = new LocalIndex(avail_->address());
+    index_ = new LocalIndex(avail_->local_address());
     pool_ = new ThreadPool({.threads = 4});
     server_ = new PeerServer(index_, avail_->sidecar_root(), pool_, {});
-    host_ = new ServerHost("127.0.0.1:0");
+    auto tls = PeerTls::Make(*dir_ + "/keys");
+    ASSERT_TRUE(tls.ok()) << tls.status();
+    tls_ = tls->release();
+    host_ = new ServerHost(tls_->Listener());
     host_->AddService(server_);
     s = host_->Start();
     ASSERT_TRUE(s.ok()) << s;
-    stub_ = v1::TransferPeer::NewStub(
-                MakeChannel(absl::StrCat("127.0.0.1:", host_->port())))
-                .release();
+    stub_ = v1::TransferPeer::NewStub(tls_->Channel(host_->port())).release();
   }
 
   static void TearDownTestSuite() {
@@ -203,6 +205,7 @@ class TransferPeerTest : public ::testing::Test {
   static inline LocalIndex* index_ = nullptr;
   static inline ThreadPool* pool_ = nullptr;
   static inline PeerServer* server_ = nullptr;
+  static inline PeerTls* tls_ = nullptr;
   static inline ServerHost* host_ = nullptr;
   static inline v1::TransferPeer::Stub* stub_ = nullptr;
 };
@@ -457,11 +460,10 @@ TEST_F(TransferPeerTest, BatchReadItemsNearTheMessageBound) {
     PeerServer server(index_, avail_->sidecar_root(), &pool,
                       {.max_batch_message_bytes = c.max_message,
                        .batch_message_target_bytes = c.target});
-    ServerHost host("127.0.0.1:0");
+    ServerHost host(tls_->Listener());
     host.AddService(&server);
     ASSERT_TRUE(host.Start().ok());
-    auto stub = v1::TransferPeer::NewStub(
-        MakeChannel(absl::StrCat("127.0.0.1:", host.port())));
+    auto stub = v1::TransferPeer::NewStub(tls_->Channel(host.port()));
 
     const size_t bound = std::min(c.max_message, c.target);
     const size_t half = bound / 2 + 1000;
@@ -610,11 +612,10 @@ TEST_F(TransferPeerTest, AvailabilityDownIsUnavailable) {
 
   ThreadPool pool({.threads = 1});
   PeerServer server(&nowhere, avail_->sidecar_root(), &pool, {});
-  ServerHost host("127.0.0.1:0");
+  ServerHost host(tls_->Listener());
   host.AddService(&server);
   ASSERT_TRUE(host.Start().ok());
-  auto stub = v1::TransferPeer::NewStub(
-      MakeChannel(absl::StrCat("127.0.0.1:", host.port())));
+  auto stub = v1::TransferPeer::NewStub(tls_->Channel(host.port()));
   v1::ReadRequest req;
   *req.mutable_key() = RandomKeyProto();
   grpc::ClientContext ctx;

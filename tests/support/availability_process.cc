@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -23,6 +24,7 @@ AvailabilityProcess::Create(const std::string& binary, PgServer* pg,
   p->root_ = p->dir_ + "/sidecars";
   p->log_ = p->dir_ + "/availability.log";
   p->port_file_ = p->dir_ + "/port";
+  p->state_dir_ = p->dir_ + "/state";
   std::error_code ec;
   std::filesystem::create_directories(p->root_, ec);
   if (ec) return absl::InternalError(ec.message());
@@ -30,34 +32,68 @@ AvailabilityProcess::Create(const std::string& binary, PgServer* pg,
       pg->CreateDatabase(absl::StrCat("dev_", p->options_.name));
   if (!conninfo.ok()) return conninfo.status();
   p->conninfo_ = *conninfo;
-  absl::StatusOr<int> port = PickUnusedPort();
-  if (!port.ok()) return port.status();
-  p->port_ = *port;
-  p->address_ = absl::StrCat("127.0.0.1:", p->port_);
   return p;
+}
+
+absl::StatusOr<DeviceCertificate> AvailabilityProcess::certificate() const {
+  std::ifstream in(state_dir_ + "/" + kDeviceCertFile);
+  std::string pem((std::istreambuf_iterator<char>(in)), {});
+  if (pem.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(options_.name, " has no certificate yet (never started)"));
+  }
+  return DeviceCertificate::Parse(pem);
 }
 
 absl::Status AvailabilityProcess::StartWithExtraFlags(
     const std::map<std::string, std::string>& extra) {
   std::vector<std::string> argv = {
       binary_,
-      absl::StrCat("--listen=", address_),
+      "--listen=127.0.0.1:0",
       absl::StrCat("--db=", conninfo_),
       absl::StrCat("--name=", options_.name),
       absl::StrCat("--sidecar_root=", root_),
+      absl::StrCat("--state_dir=", state_dir_),
       absl::StrCat("--port_file=", port_file_),
       absl::StrCat("--peers=", absl::StrJoin(options_.peers, ",")),
-      absl::StrCat("--transfer_address=127.0.0.1:", port_ + 1),
   };
   std::map<std::string, std::string> flags = options_.flags;
   for (const auto& [k, v] : extra) flags[k] = v;
+  absl::Status s = process_.Start(std::move(argv), flags, log_, port_file_,
+                                  options_.name);
+  if (!s.ok()) return s;
+  absl::StatusOr<int> port = ReadPortFile(port_file_);
+  if (!port.ok()) return port.status();
+  port_ = *port;
+  address_ = absl::StrCat("127.0.0.1:", port_);
   // A fresh channel per incarnation: calls never ride a connection to the
   // process that was stopped.
-  auto channel = MakeChannel(address_);
-  api_ = v1::Availability::NewStub(channel);
-  peer_api_ = v1::Peer::NewStub(channel);
-  return process_.Start(std::move(argv), flags, log_, port_file_,
-                        options_.name);
+  api_ = v1::Availability::NewStub(MakeLocalChannel(local_address()));
+  return absl::OkStatus();
+}
+
+absl::Status Pair(AvailabilityProcess* inviter, AvailabilityProcess* joiner,
+                  const std::string& via) {
+  v1::CreateInviteResponse invite;
+  {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    grpc::Status s = inviter->api()->CreateInvite(&ctx, {}, &invite);
+    if (!s.ok()) return FromGrpcStatus(s);
+  }
+  v1::JoinLibraryRequest req;
+  req.set_code(invite.code());
+  req.set_address(via.empty() ? inviter->address() : via);
+  v1::JoinLibraryResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, absl::Seconds(20));
+  grpc::Status s = joiner->api()->JoinLibrary(&ctx, req, &resp);
+  if (!s.ok()) {
+    return absl::Status(FromGrpcStatus(s).code(),
+                        absl::StrCat(joiner->name(), " joining ",
+                                     inviter->name(), ": ", s.error_message()));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace sidecar::testing

@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "common/device_key.h"
 #include "sidecar/v1/availability.grpc.pb.h"
 #include "sidecar/v1/peer.grpc.pb.h"
 #include "tests/support/pg_server.h"
@@ -19,7 +21,9 @@ namespace sidecar::testing {
 
 struct DeviceOptions {
   std::string name;
-  std::vector<std::string> peers;  // addresses "127.0.0.1:port"
+  // --peers: where JoinLibrary without an address looks (Pair() gives the
+  // address, so tests rarely need it).
+  std::vector<std::string> peers;
   // Extra flags, e.g. {"contact_learned_peers", "false"}.
   std::map<std::string, std::string> flags;
 };
@@ -27,9 +31,10 @@ struct DeviceOptions {
 class AvailabilityProcess {
  public:
   // `binary`: path of sidecar-availability. `work_dir`: parent of the
-  // device's sidecar root and log. The port is fixed at construction so
-  // peers can be configured before the process starts and it keeps its
-  // address across restarts.
+  // device's sidecar root, state directory (its key, local socket) and log.
+  // Every start binds the peer listener on port 0 and reads the port the
+  // kernel chose: address() changes across restarts, and peers learn the
+  // new one from the device's own pings. Devices talk once paired (Pair).
   static absl::StatusOr<std::unique_ptr<AvailabilityProcess>> Create(
       const std::string& binary, PgServer* pg, const std::string& work_dir,
       DeviceOptions options);
@@ -47,8 +52,17 @@ class AvailabilityProcess {
   void Kill() { process_.Kill(); }
   bool running() { return process_.running(); }
 
+  // The peer listener (mutual TLS), once started.
   const std::string& address() const { return address_; }
   int port() const { return port_; }
+  // The local API's unix socket, and the state directory holding it and the
+  // device key (shared with the device's transfer service).
+  std::string local_address() const {
+    return absl::StrCat("unix:", state_dir_, "/availability.sock");
+  }
+  const std::string& state_dir() const { return state_dir_; }
+  // The device certificate (made by the first start).
+  absl::StatusOr<DeviceCertificate> certificate() const;
   const std::string& sidecar_root() const { return root_; }
   const std::string& log_path() const { return log_; }
   const std::string& conninfo() const { return conninfo_; }
@@ -59,8 +73,8 @@ class AvailabilityProcess {
     options_.peers = std::move(peers);
   }
 
+  // The local API.
   v1::Availability::Stub* api() { return api_.get(); }
-  v1::Peer::Stub* peer_api() { return peer_api_.get(); }
 
  private:
   AvailabilityProcess() = default;
@@ -71,13 +85,21 @@ class AvailabilityProcess {
   std::string root_;
   std::string log_;
   std::string port_file_;
+  std::string state_dir_;
   std::string address_;
   int port_ = 0;
   DeviceOptions options_;
   ServiceProcess process_;
   std::unique_ptr<v1::Availability::Stub> api_;
-  std::unique_ptr<v1::Peer::Stub> peer_api_;
 };
+
+// Pairs `joiner` with `inviter` as a person would with sidecarctl: a code
+// from the inviter's CreateInvite, given to the joiner's JoinLibrary with
+// the inviter's address. Both must be running.
+// `via`: the address the joiner dials instead of the inviter's own (a
+// TcpProxy in front of it, to count bytes).
+absl::Status Pair(AvailabilityProcess* inviter, AvailabilityProcess* joiner,
+                  const std::string& via = "");
 
 }  // namespace sidecar::testing
 

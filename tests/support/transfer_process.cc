@@ -11,7 +11,7 @@ namespace sidecar::testing {
 
 absl::StatusOr<std::unique_ptr<TransferProcess>> TransferProcess::Create(
     const std::string& binary, PgServer* pg, const std::string& dir,
-    const std::string& name, const std::string& availability_address,
+    const std::string& name, const std::string& state_dir,
     const std::string& sidecar_root, std::map<std::string, std::string> flags) {
   std::unique_ptr<TransferProcess> p(new TransferProcess());
   p->binary_ = binary;
@@ -19,7 +19,7 @@ absl::StatusOr<std::unique_ptr<TransferProcess>> TransferProcess::Create(
   p->dir_ = absl::StrCat(dir, "/", name);
   p->log_ = p->dir_ + "/transfer.log";
   p->port_file_ = p->dir_ + "/transfer.port";
-  p->availability_ = availability_address;
+  p->state_dir_ = state_dir;
   p->root_ = sidecar_root;
   p->flags_ = std::move(flags);
   std::error_code ec;
@@ -38,7 +38,7 @@ absl::Status TransferProcess::Start(
       "--listen=127.0.0.1:0",
       absl::StrCat("--db=", conninfo_),
       absl::StrCat("--sidecar_root=", root_),
-      absl::StrCat("--availability=", availability_),
+      absl::StrCat("--state_dir=", state_dir_),
       absl::StrCat("--port_file=", port_file_),
   };
   std::map<std::string, std::string> flags = flags_;
@@ -52,9 +52,7 @@ absl::Status TransferProcess::Start(
   address_ = absl::StrCat("127.0.0.1:", port_);
   // A fresh channel per incarnation: calls never ride a connection to the
   // process that was stopped.
-  auto channel = MakeChannel(address_);
-  api_ = v1::Transfer::NewStub(channel);
-  peer_api_ = v1::TransferPeer::NewStub(channel);
+  api_ = v1::Transfer::NewStub(MakeLocalChannel(local_address()));
   return absl::OkStatus();
 }
 

@@ -1,6 +1,7 @@
 // TransferProcess: one device's transfer service as a real child process on
-// loopback, with its own job database on a shared PgServer, pointed at the
-// device's availability service and sidecar root.
+// loopback, with its own job database on a shared PgServer, sharing the
+// device's state directory (its key; the availability service's local
+// socket) and sidecar root.
 #ifndef SIDECAR_TESTS_SUPPORT_TRANSFER_PROCESS_H_
 #define SIDECAR_TESTS_SUPPORT_TRANSFER_PROCESS_H_
 
@@ -10,6 +11,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "sidecar/v1/transfer.grpc.pb.h"
 #include "tests/support/pg_server.h"
 #include "tests/support/service_process.h"
@@ -23,7 +25,7 @@ class TransferProcess {
   // through a TcpProxy (Retarget it after each Start).
   static absl::StatusOr<std::unique_ptr<TransferProcess>> Create(
       const std::string& binary, PgServer* pg, const std::string& dir,
-      const std::string& name, const std::string& availability_address,
+      const std::string& name, const std::string& state_dir,
       const std::string& sidecar_root,
       std::map<std::string, std::string> flags = {});
   ~TransferProcess() = default;  // kills a running process
@@ -35,22 +37,25 @@ class TransferProcess {
   // The process id while running, else -1.
   int pid() const { return process_.pid(); }
 
+  // The peer listener (mutual TLS, members only).
   const std::string& address() const { return address_; }
   int port() const { return port_; }
   const std::string& log_path() const { return log_; }
   const std::string& conninfo() const { return conninfo_; }
+  // The local API (its unix socket in the state directory).
   v1::Transfer::Stub* api() { return api_.get(); }
-  v1::TransferPeer::Stub* peer_api() { return peer_api_.get(); }
+  std::string local_address() const {
+    return absl::StrCat("unix:", state_dir_, "/transfer.sock");
+  }
 
  private:
   TransferProcess() = default;
   std::string binary_, conninfo_, dir_, log_, port_file_, address_;
-  std::string availability_, root_, name_;
+  std::string state_dir_, root_, name_;
   int port_ = 0;
   std::map<std::string, std::string> flags_;
   ServiceProcess process_;
   std::unique_ptr<v1::Transfer::Stub> api_;
-  std::unique_ptr<v1::TransferPeer::Stub> peer_api_;
 };
 
 }  // namespace sidecar::testing

@@ -1,0 +1,59 @@
+// PeerChannels: channels to the members of the library, each pinned to the
+// member's certificate (MakePeerChannel), made once per (member, address)
+// and kept, so that TLS sessions stay open across calls. Thread-safe.
+#ifndef SIDECAR_COMMON_PEER_CHANNELS_H_
+#define SIDECAR_COMMON_PEER_CHANNELS_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/device_key.h"
+#include "common/peer_trust.h"
+#include "common/uuid.h"
+
+namespace sidecar {
+
+class PeerChannels {
+ public:
+  // Refreshes the trusted set from its source (may block briefly).
+  using Refresh = std::function<void()>;
+
+  // `key` and `trust` must outlive this. `refresh` (may be empty) is called
+  // when asked for a device the set does not hold, at most every 200 ms
+  // (with refresh_mu_ held: it must not call back into this):
+  // a member paired a moment ago is offered by the availability service
+  // before the set follows.
+  PeerChannels(const DeviceKey* key, const PeerTrust* trust,
+               Refresh refresh = nullptr)
+      : key_(key), trust_(trust), refresh_(std::move(refresh)) {}
+
+  // A channel to member `device` at `address`. PERMISSION_DENIED if
+  // `device` is not (or no longer) a member: nothing is sent to it.
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> Get(
+      const Uuid& device, const std::string& address);
+
+ private:
+  const DeviceKey* const key_;
+  const PeerTrust* const trust_;
+  const Refresh refresh_;
+  absl::Mutex refresh_mu_;
+  absl::Time last_refresh_ ABSL_GUARDED_BY(refresh_mu_) = absl::InfinitePast();
+  absl::Mutex mu_;
+  // Bounded by members x addresses seen; cleared when it grows past 256.
+  absl::flat_hash_map<std::pair<Uuid, std::string>,
+                      std::shared_ptr<grpc::Channel>>
+      channels_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace sidecar
+
+#endif  // SIDECAR_COMMON_PEER_CHANNELS_H_

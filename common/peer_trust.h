@@ -1,0 +1,54 @@
+// PeerTrust: the devices this device trusts (the members of its library),
+// by public key. The peer listener consults it on every call, and channels
+// to peers pin the certificates it holds. The availability service feeds it
+// from its membership records; the transfer service from the availability
+// service's ListMembers.
+//
+// Thread-safe. Lookups take a reader lock and are cheap (one hash probe).
+#ifndef SIDECAR_COMMON_PEER_TRUST_H_
+#define SIDECAR_COMMON_PEER_TRUST_H_
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "common/device_key.h"
+#include "common/sha256.h"
+#include "common/uuid.h"
+
+namespace sidecar {
+
+class PeerTrust {
+ public:
+  PeerTrust() = default;
+  PeerTrust(const PeerTrust&) = delete;
+  PeerTrust& operator=(const PeerTrust&) = delete;
+
+  // Replaces the trusted set with `members` (this device may be among
+  // them). Bumps version() if the set changed.
+  void Set(const std::vector<DeviceCertificate>& members);
+
+  // The member whose public key hashes to `key_sha256`, or nullopt.
+  std::optional<Uuid> DeviceForKey(const Sha256Digest& key_sha256) const;
+
+  // The certificate of member `device`, or nullopt.
+  std::optional<DeviceCertificate> Find(const Uuid& device) const;
+
+  bool IsMember(const Uuid& device) const { return Find(device).has_value(); }
+
+  // Changes whenever the set changes (starts at 0, empty).
+  uint64_t version() const;
+
+ private:
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<Uuid, DeviceCertificate> by_device_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<Sha256Digest, Uuid> by_key_ ABSL_GUARDED_BY(mu_);
+  uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace sidecar
+
+#endif  // SIDECAR_COMMON_PEER_TRUST_H_
