@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # The sidecar-sync demo: three devices of one person on this machine.
 #
-#   desktop <-> laptop <-> server      (desktop and server are not peers)
+#   desktop <-> laptop <-> server      (paired; desktop and server are not)
 #
 # Installs dependencies, builds, starts a private PostgreSQL (two databases per
 # device: availability and transfer) and, per device, an availability and a
-# transfer service, then uses sidecarctl to show the desktop's new thumbnails
-# becoming known on the laptop and, through the laptop's gossip, on the
-# server; how each device resolves them; the laptop fetching one from the
-# desktop (verified, byte for byte); and the laptop noticing when the desktop
-# goes away. Everything it starts is stopped when it exits, also on failure
-# or Ctrl-C. Data and logs stay in .demo/.
+# transfer service with its own state directory (device key, local API
+# sockets), then uses sidecarctl to pair the devices as a person would (a
+# code from `sidecarctl pair invite` on one, `sidecarctl pair join` on the
+# other: the laptop with the desktop, the server with the laptop) and to
+# show the desktop's new thumbnails becoming known on the laptop and,
+# through the laptop's gossip, on the server; how each device resolves them;
+# the laptop fetching one from the desktop (verified, byte for byte); and
+# the laptop noticing when the desktop goes away. Everything it starts is
+# stopped when it exits, also on failure or Ctrl-C. Data, state and logs stay
+# in .demo/.
 #
 # SKIP_BUILD=1 skips dependency installation and the build; AVAILABILITY_BIN,
 # TRANSFER_BIN and CTL_BIN name other binaries; DEMO_DIR another directory
@@ -88,37 +92,19 @@ trap 'exit 130' INT TERM
 
 # ---- helpers -----------------------------------------------------------------
 
-declare -a TAKEN_PORTS=()
-# free_port VAR: sets VAR to a TCP port on 127.0.0.1 that nothing listens on
-# and that this script has not handed out yet. (Not run in a subshell, so
-# that TAKEN_PORTS remembers.)
-free_port() {
-  local _fp_port _fp_taken
-  for _ in $(seq 1 200); do
-    _fp_port=$((20000 + RANDOM % 40000))
-    for _fp_taken in "${TAKEN_PORTS[@]}"; do
-      [[ "$_fp_taken" == "$_fp_port" ]] && continue 2
-    done
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$_fp_port") 2>/dev/null; then
-      TAKEN_PORTS+=("$_fp_port")
-      printf -v "$1" '%s' "$_fp_port"
-      return 0
-    fi
-  done
-  die "found no free TCP port"
-}
+declare -A STATE=()  # device name -> its state directory (key, sockets)
+declare -A ADDR=()   # device name -> host:port of its availability peer listener
+declare -A XFER=()   # device name -> host:port of its transfer peer listener
 
-declare -A ADDR=()  # device name -> host:port of its availability service
-declare -A XFER=()  # device name -> host:port of its transfer service
-
-# ctl DEVICE ARGS...: runs sidecarctl against DEVICE's services, showing it
-# (stdout indented; stderr, e.g. fetch progress, as it comes).
+# ctl DEVICE ARGS...: runs sidecarctl against DEVICE's services (their local
+# API sockets in its state directory), showing it (stdout indented; stderr,
+# e.g. fetch progress, as it comes). Its stdout is also kept in $DEMO/ctl.out.
 ctl() {
   local device="$1"
   shift
   printf '%s[%s] $ sidecarctl %s%s\n' "$DIM" "$device" "$*" "$RESET"
-  "$CTL_BIN" --availability="${ADDR[$device]}" --transfer="${XFER[$device]}" \
-    "$@" | sed -u 's/^/    /'
+  SIDECAR_STATE_DIR="${STATE[$device]}" "$CTL_BIN" "$@" |
+    tee "$DEMO/ctl.out" | sed -u 's/^/    /'
   return "${PIPESTATUS[0]}"
 }
 
@@ -126,8 +112,7 @@ ctl() {
 quiet_ctl() {
   local device="$1"
   shift
-  "$CTL_BIN" --availability="${ADDR[$device]}" --transfer="${XFER[$device]}" \
-    "$@" 2>/dev/null
+  SIDECAR_STATE_DIR="${STATE[$device]}" "$CTL_BIN" "$@" 2>/dev/null
 }
 
 # wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.2 s until it
@@ -216,65 +201,68 @@ if [[ "$(id -u)" -eq 0 ]]; then
     say "user postgres cannot reach $DEMO; using $PG_DIR instead"
   fi
 fi
-free_port PG_PORT
 as_pg_owner "$PG_BIN/initdb" -D "$PG_DIR/data" --username=postgres \
   --auth=trust --encoding=UTF8 --no-locale >"$DEMO/initdb.log" 2>&1 ||
   die "initdb failed; see $DEMO/initdb.log"
+# Only a unix socket in $PG_DIR, no TCP port: nothing else on the machine
+# can be in the way.
 # Set before starting: a Ctrl-C while pg_ctl waits must still stop the server.
 PG_STARTED=1
 as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
-  -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1" start >/dev/null 8>&- 9>&- ||
+  -o "-k $PG_DIR -c listen_addresses=''" start >/dev/null 8>&- 9>&- ||
   die "PostgreSQL did not start; see $PG_DIR/server.log"
 for db in dev_a dev_b dev_c xfer_desktop xfer_laptop xfer_server; do
-  "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres "$db"
+  "$PG_BIN/createdb" -h "$PG_DIR" -U postgres "$db"
 done
-say "PostgreSQL 15 on 127.0.0.1:$PG_PORT with databases dev_a, dev_b, dev_c"
-say "(availability) and xfer_desktop, xfer_laptop, xfer_server (transfer jobs)"
+say "PostgreSQL 15 on a unix socket in ${PG_DIR#"$REPO"/} with databases dev_a, dev_b,"
+say "dev_c (availability) and xfer_desktop, xfer_laptop, xfer_server (transfer jobs)"
 
 # ---- 3. three devices --------------------------------------------------------
 
 step "Starting the availability and transfer services of three devices"
 declare -A DB=([desktop]=dev_a [laptop]=dev_b [server]=dev_c)
-declare -A PEERS_OF=([desktop]="laptop" [laptop]="desktop server" [server]="laptop")
 # The laptop's fetches are held to 64 KiB/s, so that the fetch below takes a
 # few seconds and its progress can be seen.
 declare -A XFER_FLAGS=([laptop]="--bandwidth_limit=65536 --chunk_bytes=65536")
-port=""
 for device in desktop laptop server; do
-  free_port port
-  ADDR[$device]="127.0.0.1:$port"
-  free_port port
-  XFER[$device]="127.0.0.1:$port"
+  STATE[$device]="$DEMO/$device/state"
 done
-start_device() {
-  local device="$1" peers="" p
-  for p in ${PEERS_OF[$device]}; do
-    peers+="${peers:+,}${ADDR[$p]}"
-  done
+# A unix socket's path has at most 107 bytes.
+sock="${STATE[desktop]}/availability.sock"
+((${#sock} <= 107)) ||
+  die "$sock is too long for a unix socket; set DEMO_DIR to a shorter directory"
+# start_availability DEVICE: its peer listener on a port the kernel picks,
+# its local API on the socket in its state directory, where it also makes
+# the device key on this first start.
+start_availability() {
+  local device="$1"
   mkdir -p "$DEMO/$device/sidecars"
   rm -f "$DEMO/$device/port"
   "$AVAILABILITY_BIN" \
-    --listen="${ADDR[$device]}" \
-    --advertise_address="${ADDR[$device]}" \
-    --db="host=127.0.0.1 port=$PG_PORT dbname=${DB[$device]} user=postgres" \
+    --state_dir="${STATE[$device]}" \
+    --listen=127.0.0.1:0 \
+    --db="host=$PG_DIR dbname=${DB[$device]} user=postgres" \
     --name="$device" \
     --sidecar_root="$DEMO/$device/sidecars" \
-    --peers="$peers" \
     --gossip_interval=5m \
     --prompt_delay=200ms \
     --ping_interval=1s \
     --offline_after=3s \
-    --transfer_address="${XFER[$device]}" \
     --port_file="$DEMO/$device/port" \
     >"$DEMO/$device.log" 2>&1 &
   PID[$device]=$!
+}
+# start_transfer DEVICE: after the availability service (it needs the key);
+# reaches it at its socket and tells it its own peer address.
+start_transfer() {
+  local device="$1"
   rm -f "$DEMO/$device/xfer_port"
   # shellcheck disable=SC2086  # XFER_FLAGS holds several flags
   "$TRANSFER_BIN" \
-    --listen="${XFER[$device]}" \
-    --db="host=127.0.0.1 port=$PG_PORT dbname=xfer_$device user=postgres" \
+    --state_dir="${STATE[$device]}" \
+    --listen=127.0.0.1:0 \
+    --db="host=$PG_DIR dbname=xfer_$device user=postgres" \
     --sidecar_root="$DEMO/$device/sidecars" \
-    --availability="${ADDR[$device]}" \
     --port_file="$DEMO/$device/xfer_port" \
     --prefetch_kinds= \
     ${XFER_FLAGS[$device]:-} \
@@ -295,29 +283,76 @@ wait_started() {
   die "$name did not start in 30s (log: $log)"
 }
 for device in desktop laptop server; do
-  start_device "$device"
+  start_availability "$device"
 done
 for device in desktop laptop server; do
   wait_started "$device" "$DEMO/$device/port" "$DEMO/$device.log"
-  wait_started "${device}_xfer" "$DEMO/$device/xfer_port" "$DEMO/${device}_xfer.log"
-  say "$(printf '%-8s' "$device") availability on ${ADDR[$device]}, peers: ${PEERS_OF[$device]// /, }" \
-    "(database ${DB[$device]}, log $SHOWN/$device.log)"
-  say "         transfer on ${XFER[$device]} (database xfer_$device," \
-    "log $SHOWN/${device}_xfer.log)${XFER_FLAGS[$device]:+, ${XFER_FLAGS[$device]}}"
+  ADDR[$device]="127.0.0.1:$(cat "$DEMO/$device/port")"
+  start_transfer "$device"
 done
-say "each transfer service uses its device's sidecar root and availability"
-say "service; each availability service tells peers its transfer address."
+for device in desktop laptop server; do
+  wait_started "${device}_xfer" "$DEMO/$device/xfer_port" "$DEMO/${device}_xfer.log"
+  XFER[$device]="127.0.0.1:$(cat "$DEMO/$device/xfer_port")"
+  say "$(printf '%-8s' "$device") availability: peers on ${ADDR[$device]} (mutual TLS)," \
+    "database ${DB[$device]}, log $SHOWN/$device.log"
+  say "         transfer: peers on ${XFER[$device]}, database xfer_$device," \
+    "log $SHOWN/${device}_xfer.log${XFER_FLAGS[$device]:+, ${XFER_FLAGS[$device]}}"
+  say "         state (device key, local API sockets): $SHOWN/$device/state/"
+done
+say "each availability service made its device's key (device.key, device.crt)"
+say "in its state directory on this first start; the transfer service uses the"
+say "same key, reaches its availability service at the socket there and tells"
+say "it its own address. The ports are the kernel's choice (--listen=127.0.0.1:0)."
+say "sidecarctl finds a device's services through its state directory; below,"
+say "[DEVICE] runs it with SIDECAR_STATE_DIR=$SHOWN/DEVICE/state."
 say "the periodic gossip round is every 5 minutes, so what follows travels by"
 say "prompt gossip (--prompt_delay=200ms after a change), not by that round."
 ctl desktop device
 
+# ---- 4. pairing --------------------------------------------------------------
+
+# invite_code: the code and address in the `pair invite` output just shown.
+invite_code() {
+  read -r CODE JOIN_ADDR < <(sed -nE 's/^  sidecarctl pair join ([0-9A-Z-]+) ([^ ]+)$/\1 \2/p' "$DEMO/ctl.out")
+  [[ -n "${CODE:-}" && -n "${JOIN_ADDR:-}" ]] || die "pair invite printed no code and address"
+}
+
+step "Pairing: the laptop joins the desktop"
+say "so far each device is a library of its own and refuses the others. On the"
+say "desktop, a one-time pairing code (valid 10 minutes, for one device):"
+ctl desktop pair invite || die "pair invite failed"
+invite_code
+say "on the laptop, the command the desktop printed:"
+ctl laptop pair join "$CODE" "$JOIN_ADDR" || die "pair join failed"
+say "the laptop first checked that the device at that address holds the key the"
+say "code names (a man in the middle would have been caught there, before anything"
+say "was sent); then each proved that it knows the code, without sending it."
+
+step "Pairing: the server joins the laptop"
+ctl laptop pair invite || die "pair invite failed"
+invite_code
+ctl server pair join "$CODE" "$JOIN_ADDR" || die "pair join failed"
+say "the server is paired with the laptop only. The laptop signed its"
+say "introduction, and gossip carries it to the desktop, which accepts it since"
+say "the laptop is a member:"
+# ...and the laptop's introduction of the desktop (below) has reached it too.
+desktop_knows_server() {
+  quiet_ctl desktop devices |
+    awk '$1 == "server" { s = 1 } $1 == "desktop" && $4 == "laptop" { d = 1 }
+         END { exit !(s && d) }'
+}
+wait_for 30 "the desktop lists the server" desktop_knows_server
+ctl desktop devices
+say "ADMITTED BY names the device that signed each one's introduction. The"
+say "desktop founded the library; its first joiner, the laptop, vouched for it."
+
 step "The server watches for availability changes (in the background)"
-"$CTL_BIN" --availability="${ADDR[server]}" watch --remote \
+SIDECAR_STATE_DIR="${STATE[server]}" "$CTL_BIN" watch --remote \
   >"$DEMO/server-watch.log" 2>&1 &
 WATCH_PID=$!
 say "\$ sidecarctl watch --remote  > $SHOWN/server-watch.log"
 
-# ---- 4. the desktop makes thumbnails -----------------------------------------
+# ---- 5. the desktop makes thumbnails -----------------------------------------
 
 step "The desktop generates thumbnails for three photos and registers them"
 PHOTOS=(
@@ -354,14 +389,14 @@ for uri in "${URIS[@]}"; do
 done
 ctl desktop ls
 
-# ---- 5. the news spreads -----------------------------------------------------
+# ---- 6. the news spreads -----------------------------------------------------
 
 step "The news spreads: to the laptop, and through it to the server"
 say "each change starts a prompt gossip round (after --prompt_delay). The server"
-say "is configured with only the laptop, but gossip carries every device's"
-say "entries with its address, so the server hears of the desktop through the"
-say "laptop; once it has, it talks to the desktop directly too, and news may"
-say "then reach it either way."
+say "is paired with the laptop only, but gossip carries every device's entries"
+say "with its address, and the desktop is a member it knows (through the"
+say "laptop), so it talks to the desktop directly too: news may reach it"
+say "either way."
 LAST_URI="${URIS[${#URIS[@]} - 1]}"
 holds() { quiet_ctl "$1" who-has "$LAST_URI" | grep -q "desktop"; }
 wait_for 30 "the laptop knows" holds laptop
@@ -373,10 +408,10 @@ step "How each device would get the beach photo's grid thumbnail"
 ctl desktop resolve "${URIS[1]}"
 ctl laptop resolve "${URIS[1]}"
 ctl server resolve "${URIS[1]}"
-say "the server was never told about the desktop, yet would fetch from it:"
-say "it learned the desktop's address through the laptop and, since"
-say "--contact_learned_peers is on by default, now pings it itself to know"
-say "whether it is online (FROM gossip in its peer table below)."
+say "the server never paired with the desktop, yet would fetch from it: it"
+say "learned the desktop's membership and address through the laptop and, since"
+say "--contact_learned_peers is on by default, pings it itself to know whether"
+say "it is online (FROM library in its peer table below: learned through the library; paired: paired directly)."
 
 step "Peers as each device sees them"
 ctl laptop peers
@@ -389,7 +424,7 @@ wait "$WATCH_PID" 2>/dev/null || true
 WATCH_PID=""
 sed 's/^/    /' "$DEMO/server-watch.log"
 
-# ---- 6. the laptop fetches a thumbnail ---------------------------------------
+# ---- 7. the laptop fetches a thumbnail ---------------------------------------
 
 step "The laptop fetches the beach photo's grid thumbnail from the desktop"
 say "sidecarctl fetch asks the laptop's transfer service, which resolves the"
@@ -419,7 +454,7 @@ both_hold() {
 wait_for 30 "the server knows the laptop has it too" both_hold
 ctl server who-has "${URIS[1]}"
 
-# ---- 7. the desktop goes away ------------------------------------------------
+# ---- 8. the desktop goes away ------------------------------------------------
 
 step "The desktop shuts down"
 for name in desktop_xfer desktop; do
