@@ -25,24 +25,18 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/internal/openssl.h"
 
 namespace sidecar {
 namespace {
 
-// unique_ptr deleters for OpenSSL objects, so error paths cannot leak.
-template <auto Free>
-struct Deleter {
-  template <typename T>
-  void operator()(T* p) const {
-    Free(p);
-  }
-};
-using PkeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY_free>>;
-using X509Ptr = std::unique_ptr<X509, Deleter<X509_free>>;
-using BioPtr = std::unique_ptr<BIO, Deleter<BIO_free_all>>;
-using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, Deleter<EVP_MD_CTX_free>>;
-using BignumPtr = std::unique_ptr<BIGNUM, Deleter<BN_free>>;
-using ExtPtr = std::unique_ptr<X509_EXTENSION, Deleter<X509_EXTENSION_free>>;
+using internal::BignumPtr;
+using internal::BioPtr;
+using internal::ExtPtr;
+using internal::MdCtxPtr;
+using internal::OpensslErrors;
+using internal::PkeyPtr;
+using internal::X509Ptr;
 
 constexpr size_t kEd25519KeySize = 32;
 constexpr size_t kEd25519SigSize = 64;
@@ -51,20 +45,6 @@ constexpr size_t kEd25519SigSize = 64;
 constexpr off_t kMaxFileSize = 1 << 20;
 // ub-common-name is 64 characters; "sidecar device " takes 15.
 constexpr int kMaxNameChars = 64 - 15;
-
-// Drains OpenSSL's thread-local error queue into text for a message, so that
-// a failure here cannot confuse a later, unrelated OpenSSL call (e.g. TLS).
-std::string OpensslErrors() {
-  std::string out;
-  unsigned long e;
-  while ((e = ERR_get_error()) != 0) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof(buf));
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
-  return out.empty() ? "no detail from OpenSSL" : out;
-}
 
 std::string Errno(int err) { return std::strerror(err); }
 

@@ -28,6 +28,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/config.h"
+#include "common/internal/openssl.h"
 #include "common/log.h"
 
 namespace sidecar {
@@ -198,18 +199,11 @@ std::optional<Sha256Digest> AuthenticatedKey(
 
 namespace {
 
-template <auto Free>
-struct Deleter {
-  template <typename T>
-  void operator()(T* p) const {
-    Free(p);
-  }
-};
-using SslCtxPtr = std::unique_ptr<SSL_CTX, Deleter<SSL_CTX_free>>;
-using SslPtr = std::unique_ptr<SSL, Deleter<SSL_free>>;
-using X509Ptr = std::unique_ptr<X509, Deleter<X509_free>>;
-using BioPtr = std::unique_ptr<BIO, Deleter<BIO_free_all>>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY_free>>;
+using internal::BioPtr;
+using internal::PkeyPtr;
+using internal::SslCtxPtr;
+using internal::SslPtr;
+using internal::X509Ptr;
 
 // Splits "host:port" and "[v6]:port".
 bool SplitHostPort(const std::string& address, std::string* host,
@@ -280,17 +274,7 @@ absl::StatusOr<int> ConnectTcp(const std::string& address, absl::Time deadline) 
   return fd;
 }
 
-std::string TlsErrors() {
-  std::string out;
-  unsigned long e;
-  while ((e = ERR_get_error()) != 0) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof(buf));
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
-  return out.empty() ? "connection closed" : out;
-}
+std::string TlsErrors() { return internal::OpensslErrors("connection closed"); }
 
 // TLS 1.3 client context presenting `self`, trusting nothing: the caller
 // checks the server's certificate itself.

@@ -547,6 +547,14 @@ absl::StatusOr<DeviceIdentity> LoadIdentity(pg::Connection& conn,
   return out;
 }
 
+pg::ConnectOptions ConnectOptionsFor(absl::Duration connect_timeout) {
+  pg::ConnectOptions options;
+  options.connect_timeout = connect_timeout;
+  options.attempt_timeout = std::min(connect_timeout, absl::Seconds(5));
+  options.application_name = "sidecar-availability";
+  return options;
+}
+
 absl::Status PrepareStatements(pg::Connection& conn) {
   const std::pair<std::string, std::string> statements[] = {
       {"upsert", kUpsertSql},
@@ -573,21 +581,19 @@ absl::Status PrepareStatements(pg::Connection& conn) {
 
 absl::StatusOr<std::optional<Uuid>> InventoryStore::PairedDevice(
     const std::string& conninfo, absl::Duration connect_timeout) {
-  pg::ConnectOptions options;
-  options.connect_timeout = connect_timeout;
-  options.attempt_timeout = std::min(connect_timeout, absl::Seconds(5));
-  options.application_name = "sidecar-availability";
   absl::StatusOr<std::unique_ptr<pg::Connection>> conn =
-      pg::Connection::Open(conninfo, options);
+      pg::Connection::Open(conninfo, ConnectOptionsFor(connect_timeout));
   if (!conn.ok()) return conn.status();
   absl::StatusOr<pg::Result> r = (*conn)->Exec(
       "SELECT to_regclass('library_members') IS NOT NULL AND "
       "to_regclass('device_identity') IS NOT NULL");
   if (!r.ok()) return r.status();
   if (r->Get(0, 0) != "t") return std::optional<Uuid>();
+  // Its own record is there from the first start; another device's record
+  // means it was paired.
   r = (*conn)->Exec(
-      "SELECT device_id FROM device_identity "
-      "WHERE EXISTS (SELECT 1 FROM library_members)");
+      "SELECT i.device_id FROM device_identity i WHERE EXISTS "
+      "(SELECT 1 FROM library_members m WHERE m.device_id <> i.device_id)");
   if (!r.ok()) return r.status();
   if (r->rows() != 1) return std::optional<Uuid>();
   absl::StatusOr<Uuid> id = Uuid::Parse(r->Get(0, 0));
@@ -598,12 +604,8 @@ absl::StatusOr<std::optional<Uuid>> InventoryStore::PairedDevice(
 absl::StatusOr<std::unique_ptr<InventoryStore>> InventoryStore::Open(
     const std::string& conninfo, absl::Duration connect_timeout,
     std::optional<Uuid> device_id) {
-  pg::ConnectOptions options;
-  options.connect_timeout = connect_timeout;
-  options.attempt_timeout = std::min(connect_timeout, absl::Seconds(5));
-  options.application_name = "sidecar-availability";
   absl::StatusOr<std::unique_ptr<pg::Connection>> conn =
-      pg::Connection::Open(conninfo, options);
+      pg::Connection::Open(conninfo, ConnectOptionsFor(connect_timeout));
   if (!conn.ok()) return conn.status();
   absl::Status s =
       (*conn)->RunWithRetry(connect_timeout, [](pg::Connection& c, int) {

@@ -68,8 +68,8 @@ class InventoryStore {
       std::optional<Uuid> device_id = std::nullopt);
 
   // Without writing anything: the device id of the database if it belongs
-  // to a device that is in a library (has membership records), else
-  // nullopt. For the start of a device whose key is missing.
+  // to a device that was paired (holds another device's membership
+  // record), else nullopt. For the start of a device whose key is missing.
   static absl::StatusOr<std::optional<Uuid>> PairedDevice(
       const std::string& conninfo, absl::Duration connect_timeout);
 
