@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <fstream>
 #include <random>
 #include <string>
@@ -154,6 +155,16 @@ int Main() {
     return 1;
   }
   auto stub = v1::TransferPeer::NewStub((*tls)->Channel(host.port()));
+  // The same service over plaintext on loopback, side by side: the cost of
+  // TLS on the data path. (The product has no plaintext peer listener.)
+  ServerHost plain_host(LocalListener{"127.0.0.1:0"});
+  plain_host.AddService(&server);
+  if (absl::Status s = plain_host.Start(); !s.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  auto plain_stub = v1::TransferPeer::NewStub(
+      MakeLocalChannel(absl::StrCat("127.0.0.1:", plain_host.port())));
 
   std::printf(
       "file: %llu MiB, page-cached; best of %d runs; %d pool "
@@ -176,15 +187,15 @@ int Main() {
 
   v1::ReadRequest req;
   KeyToProto(key, req.mutable_key());
-  for (uint32_t chunk :
-       {64u << 10, 128u << 10, 256u << 10, 512u << 10, 1u << 20}) {
-    req.set_chunk_bytes(chunk);
+  // Best time of one whole-file Read through `s`, or nullopt on failure.
+  auto best_read = [&](v1::TransferPeer::Stub* s)
+      -> std::optional<absl::Duration> {
     absl::Duration best = absl::InfiniteDuration();
     for (int r = 0; r < runs; ++r) {
       grpc::ClientContext ctx;
       SetDeadline(&ctx, absl::Minutes(5));
       absl::Time start = absl::Now();
-      auto reader = stub->Read(&ctx, req);
+      auto reader = s->Read(&ctx, req);
       v1::ReadChunk msg;
       uint64_t got = 0;
       while (reader->Read(&msg)) got += msg.data().size();
@@ -194,15 +205,26 @@ int Main() {
         std::fprintf(stderr, "Read failed: %s (%llu bytes)\n",
                      st.error_message().c_str(),
                      static_cast<unsigned long long>(got));
-        return 1;
+        return std::nullopt;
       }
       best = std::min(best, took);
     }
+    return best;
+  };
+  for (uint32_t chunk :
+       {64u << 10, 128u << 10, 256u << 10, 512u << 10, 1u << 20}) {
+    req.set_chunk_bytes(chunk);
+    std::optional<absl::Duration> tls_best = best_read(stub.get());
+    std::optional<absl::Duration> plain_best = best_read(plain_stub.get());
+    if (!tls_best || !plain_best) return 1;
     std::printf(
-        "%-44s %10.0f\n",
-        absl::StrFormat("gRPC Read, chunk %4u KiB", chunk >> 10).c_str(),
-        MBps(size, best));
+        "%-44s %10.0f   plaintext %6.0f MB/s, TLS/plaintext time %.2f\n",
+        absl::StrFormat("gRPC Read (mutual TLS), chunk %4u KiB", chunk >> 10)
+            .c_str(),
+        MBps(size, *tls_best), MBps(size, *plain_best),
+        absl::FDivDuration(*tls_best, *plain_best));
   }
+  plain_host.Shutdown(absl::Seconds(1));
   host.Shutdown(absl::Seconds(1));
   if (own_dir) {
     std::error_code ec;
