@@ -64,7 +64,12 @@ void Prefetcher::WatchLoop() {
     bool got_any = false;
     while (reader->Read(&ev)) {
       got_any = true;
-      if (ev.type() == v1::AvailabilityEvent::TYPE_RESET && !ev.is_local()) {
+      // A snapshot replaced what is known of a device (no event per key),
+      // or a device came online: what it holds may not have been fetchable
+      // when it was announced (its holder was not reachable yet).
+      if ((ev.type() == v1::AvailabilityEvent::TYPE_RESET ||
+           ev.type() == v1::AvailabilityEvent::TYPE_ONLINE) &&
+          !ev.is_local()) {
         absl::MutexLock lock(&mu_);
         catch_up_ = true;
         cv_.Signal();

@@ -5,8 +5,9 @@
 // interactive and normal job. Lazy kinds are fetched on request only; kinds
 // not listed (e.g. proxies) are never prefetched. The device's strategy
 // (FetchPolicy) applies: a metered device under unmetered-only prefetches
-// nothing. Each time the watch (re)starts, and after a RESET event, it
-// catches up with a listing of what peers hold and this device lacks.
+// nothing. Each time the watch (re)starts, after a RESET event and when a
+// peer comes online, it catches up with a listing of what peers hold and
+// this device lacks.
 #ifndef SIDECAR_SERVICES_TRANSFER_PREFETCHER_H_
 #define SIDECAR_SERVICES_TRANSFER_PREFETCHER_H_
 
