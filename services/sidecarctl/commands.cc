@@ -488,7 +488,8 @@ int RunPeers(CommandContext& ctx, const Args&) {
   grpc::Status s = ctx.availability().ListPeers(&cc, {}, &resp);
   if (!s.ok()) return ctx.AvailabilityError("peers", s);
   if (resp.peers().empty()) {
-    ctx.out() << "no peers known (give the service --peers=HOST:PORT,...)\n";
+    ctx.out() << "no peers: pair this device with another (sidecarctl pair "
+                 "invite there, sidecarctl pair join here)\n";
     return kExitOk;
   }
   const absl::Time now = absl::Now();
