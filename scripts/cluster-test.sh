@@ -9,7 +9,9 @@
 #      (no registry can be reached): debootstrap --variant=minbase from the
 #      archive this machine's apt sources name, then docker import;
 #   4. runs the cluster test, which builds the images (one compile), brings
-#      the three-device cluster up, runs its scenarios and tears it down.
+#      the three-device cluster up (mutual TLS between the devices, paired at
+#      start by the compose file's one-shot "pairing" service), runs its
+#      scenarios and tears it down.
 # The images stay in Docker's store as the next run's cache; untagged (stale)
 # ones are removed at the end (CLUSTER_PRUNE=0: not). Logs: .cache/cluster-test/.
 set -euo pipefail

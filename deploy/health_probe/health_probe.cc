@@ -1,11 +1,21 @@
 // sidecar-health-probe: asks a gRPC server's grpc.health.v1 service whether
 // it is serving. Used by the containers' HEALTHCHECKs.
 //
-//   sidecar-health-probe [--addr=HOST:PORT] [--service=NAME] [--timeout=SECS]
-//                        [--quiet]
+//   sidecar-health-probe [--addr=ADDRESS] [--local=availability|transfer]
+//                        [--service=NAME] [--timeout=SECS] [--quiet]
 //
-// The address defaults to $SIDECAR_HEALTH_ADDRESS, else to 127.0.0.1 with the
-// port of $SIDECAR_LISTEN (the service's own --listen), else 127.0.0.1:7100.
+// It asks a service's *local* listener, the plaintext one (the peer listener
+// is mutual TLS between paired devices: a plaintext probe cannot pass its
+// handshake). The address is, first that applies:
+//   --addr=ADDRESS            unix:/path or host:port, as given
+//   --local=NAME              unix:STATE_DIR/NAME.sock
+//   $SIDECAR_HEALTH_ADDRESS
+//   $SIDECAR_LOCAL_LISTEN     the service's own --local_listen (0.0.0.0 or
+//                             [::] become loopback)
+//   unix:STATE_DIR/NAME.sock  NAME "transfer" if the container's main process
+//                             (pid 1) is sidecar-transfer, else "availability"
+// where STATE_DIR is $SIDECAR_STATE_DIR, else the services' default
+// ($XDG_STATE_HOME/sidecar-sync or ~/.local/state/sidecar-sync).
 // --service is the health service name ("" = the server as a whole).
 //
 // Exit status: 0 SERVING, 1 NOT_SERVING / UNKNOWN / unreachable / error,
@@ -15,31 +25,65 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <iostream>
 #include <string>
 
+#include "common/state_dir.h"
+#include "common/transport.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace {
 
 constexpr char kUsage[] =
-    "usage: sidecar-health-probe [--addr=HOST:PORT] [--service=NAME] "
-    "[--timeout=SECONDS] [--quiet]\n"
-    "  asks the grpc.health.v1 service at HOST:PORT (default: "
-    "$SIDECAR_HEALTH_ADDRESS,\n"
-    "  else 127.0.0.1 and the port of $SIDECAR_LISTEN, else 127.0.0.1:7100)\n"
+    "usage: sidecar-health-probe [--addr=ADDRESS] "
+    "[--local=availability|transfer]\n"
+    "                            [--service=NAME] [--timeout=SECONDS] "
+    "[--quiet]\n"
+    "  asks the grpc.health.v1 service at ADDRESS (unix:/path or host:port);\n"
+    "  --local=NAME means unix:STATE_DIR/NAME.sock, STATE_DIR being\n"
+    "  $SIDECAR_STATE_DIR (else the services' default). Without either:\n"
+    "  $SIDECAR_HEALTH_ADDRESS, else $SIDECAR_LOCAL_LISTEN, else the local\n"
+    "  socket of the service this container runs (pid 1: sidecar-transfer\n"
+    "  means transfer.sock, anything else availability.sock)\n"
     "  exit 0 SERVING, 1 not serving or unreachable, 2 usage error\n";
 
-std::string DefaultAddress() {
-  if (const char* a = std::getenv("SIDECAR_HEALTH_ADDRESS"); a && *a) return a;
-  if (const char* l = std::getenv("SIDECAR_LISTEN"); l && *l) {
-    std::string listen = l;
-    size_t colon = listen.rfind(':');
-    if (colon != std::string::npos && colon + 1 < listen.size()) {
-      return "127.0.0.1:" + listen.substr(colon + 1);
+const char* Env(const char* name) {
+  const char* v = std::getenv(name);
+  return (v != nullptr && *v != '\0') ? v : nullptr;
+}
+
+std::string StateDir() {
+  if (const char* d = Env("SIDECAR_STATE_DIR")) return d;
+  return sidecar::DefaultStateDir();
+}
+
+// "transfer" if pid 1 (the container's main process) is sidecar-transfer.
+std::string ContainerService() {
+  std::ifstream in("/proc/1/cmdline", std::ios::binary);
+  std::string argv0;
+  if (in && std::getline(in, argv0, '\0')) {
+    size_t slash = argv0.rfind('/');
+    if (slash != std::string::npos) argv0 = argv0.substr(slash + 1);
+    if (argv0 == "sidecar-transfer") return "transfer";
+  }
+  return "availability";
+}
+
+// A listen address as a client dials it: the wildcard hosts mean loopback.
+std::string Dialable(std::string address) {
+  for (const char* any : {"0.0.0.0:", "[::]:", ":"}) {
+    if (address.rfind(any, 0) == 0) {
+      return "127.0.0.1:" + address.substr(std::strlen(any));
     }
   }
-  return "127.0.0.1:7100";
+  return address;
+}
+
+std::string DefaultAddress() {
+  if (const char* a = Env("SIDECAR_HEALTH_ADDRESS")) return a;
+  if (const char* l = Env("SIDECAR_LOCAL_LISTEN")) return Dialable(l);
+  return sidecar::LocalSocketAddress(StateDir(), ContainerService());
 }
 
 bool TakeValue(const char* arg, const char* name, std::string* out) {
@@ -64,13 +108,15 @@ const char* StatusName(grpc::health::v1::HealthCheckResponse::ServingStatus s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string addr = DefaultAddress();
+  std::string addr;
+  std::string local;
   std::string service;
   std::string timeout = "3";
   bool quiet = false;
   for (int i = 1; i < argc; ++i) {
     const char* a = argv[i];
-    if (TakeValue(a, "--addr", &addr) || TakeValue(a, "--service", &service) ||
+    if (TakeValue(a, "--addr", &addr) || TakeValue(a, "--local", &local) ||
+        TakeValue(a, "--service", &service) ||
         TakeValue(a, "--timeout", &timeout)) {
       continue;
     }
@@ -85,6 +131,16 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (!local.empty() && local != "availability" && local != "transfer") {
+    std::cerr << "sidecar-health-probe: --local wants availability or "
+                 "transfer, got \""
+              << local << "\"\n";
+    return 2;
+  }
+  if (addr.empty()) {
+    addr = local.empty() ? DefaultAddress()
+                         : sidecar::LocalSocketAddress(StateDir(), local);
+  }
   char* end = nullptr;
   double seconds = std::strtod(timeout.c_str(), &end);
   if (end == timeout.c_str() || *end != '\0' || seconds <= 0) {
@@ -93,7 +149,9 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  auto channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
+  // Plaintext, as the local listeners are; aimed at a peer listener (mutual
+  // TLS) the check fails, which is what the cluster test asserts.
+  auto channel = sidecar::MakeLocalChannel(addr);
   auto stub = grpc::health::v1::Health::NewStub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() +

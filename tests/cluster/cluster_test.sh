@@ -2,8 +2,18 @@
 # The docker-compose cluster test: brings up the three-device cluster of
 # docker-compose.yml (desktop, laptop, homeserver) and drives it from outside
 # the containers, with sidecarctl run by "docker exec" in each device's
-# availability container (so all traffic stays on the compose networks).
+# availability container, against the local API sockets in the device's
+# state directory (so all traffic stays in the containers and on the compose
+# networks).
 #
+#   0. Start-up and mutual TLS: the one-shot "pairing" service exits 0 (its
+#      log shows the pair invite / pair join commands); "sidecarctl devices"
+#      on each device lists 3 devices, the desktop and the home server having
+#      learned of each other by gossip; both containers of a device share
+#      one device key (0600); a plaintext gRPC call (health probe, sidecarctl)
+#      aimed at a peer listener over mesh fails although the port is open;
+#      the local APIs are unix sockets, and the only TCP ports the service
+#      containers listen on are the peer listeners (7100, 7200).
 #   1. Scenario 1: the desktop generates real WebP thumbnails and registers
 #      them; the laptop learns of them, resolves them REMOTE and fetches them:
 #      identical bytes.
@@ -17,6 +27,8 @@
 #   4. The laptop is disconnected from the "mesh" network (docker network
 #      disconnect): the desktop and the home server mark it offline; once
 #      reconnected, online again.
+#   5. A second "docker-compose up" (volumes kept): the pairing step runs
+#      again, skips the devices already paired and exits 0.
 # Everything it started is removed when it exits (trap), also on failure.
 #
 # Needs a running Docker engine, docker-compose 1.29 and the base image
@@ -49,6 +61,9 @@ export CLUSTER_BIND=127.0.0.1
 
 DEVICES=(desktop laptop homeserver)
 STORE=/var/lib/sidecar
+# The device's state directory (a volume shared by its two service
+# containers): device key and certificate, local API sockets.
+STATE=/var/lib/sidecar-state
 T0=$SECONDS
 
 say() { printf '[cluster %4ds] %s\n' $((SECONDS - T0)) "$*"; }
@@ -97,12 +112,12 @@ refresh_ids() {
   done
 }
 
-# ctl DEVICE ARGS...: sidecarctl in the device's availability container.
+# ctl DEVICE ARGS...: sidecarctl in the device's availability container, on
+# the local sockets unix:$STATE/availability.sock and unix:$STATE/transfer.sock.
 ctl() {
   local dev="$1"
   shift
-  "$DOCKER" exec "${CID[$dev-availability]}" sidecarctl \
-    --availability=127.0.0.1:7100 --transfer="$dev-transfer:7200" "$@"
+  "$DOCKER" exec "${CID[$dev-availability]}" sidecarctl --state_dir="$STATE" "$@"
 }
 # show DEVICE ARGS...: like ctl, echoing the command and indenting the output.
 show() {
@@ -147,6 +162,22 @@ all_healthy() {
   done
 }
 healthy() { [[ "$(health_of "${CID[$1]}")" == healthy ]]; }
+exited() { [[ "$("$DOCKER" inspect -f '{{.State.Status}}' "$1")" == exited ]]; }
+
+# members DEVICE: how many devices DEVICE's library lists.
+members() {
+  ctl "$1" devices | sed -n 's/^\([0-9][0-9]*\) devices* in the library.*/\1/p'
+}
+members_are() { [[ "$(members "$1")" == "$2" ]]; }
+
+# tcp_listen_ports CONTAINER: the TCP ports the container listens on (any
+# address, IPv4 and IPv6), from /proc/net/tcp{,6}, sorted, one a line;
+# without Docker's embedded DNS resolver, which listens on 127.0.0.11.
+tcp_listen_ports() {
+  "$DOCKER" exec "$1" cat /proc/net/tcp /proc/net/tcp6 2>/dev/null |
+    awk '$4 == "0A" { split($2, a, ":"); if (a[1] != "0B00007F") print a[2] }' |
+    while read -r hex; do echo $((16#$hex)); done | sort -un
+}
 
 # peer_state OBSERVER NAME: online/offline as OBSERVER's peer table says.
 peer_state() {
@@ -206,20 +237,42 @@ if [[ "${CLUSTER_NO_BUILD:-0}" != 1 ]]; then
   # stage is tagged too (sidecar-sync-build), so that it is no dangling image:
   # "docker image prune" then removes only stale layers, and the next run
   # reuses this one's compile when the sources are unchanged.
-  "$DOCKER" build --network host -f deploy/Dockerfile --target build \
-    -t sidecar-sync-build:latest .
-  "$DOCKER" build --network host -f deploy/Dockerfile -t sidecar-sync:latest .
+  #
+  # Both builds read one snapshot of the build context (what .dockerignore
+  # lets in), taken here: with the working tree itself, a file edited
+  # between the two builds would make the second compile everything again.
+  CTX="$WORK/context"
+  mkdir -p "$CTX/deploy"
+  cp .dockerignore "$CTX/"
+  cp deploy/Dockerfile "$CTX/deploy/"
+  while read -r path; do
+    if [[ -e "$path" ]]; then
+      cp -a --parents "$path" "$CTX/" || die "cannot copy $path into the build context"
+    fi
+  done < <(awk '/^!/ { print substr($0, 2) }' .dockerignore)
+  "$DOCKER" build --network host -f "$CTX/deploy/Dockerfile" --target build \
+    -t sidecar-sync-build:latest "$CTX"
+  "$DOCKER" build --network host -f "$CTX/deploy/Dockerfile" -t sidecar-sync:latest "$CTX"
   "$DOCKER" build --network host -t sidecar-postgres:latest deploy/postgres
 fi
 "$DOCKER" image inspect sidecar-sync:latest sidecar-postgres:latest >/dev/null ||
   die "the images sidecar-sync:latest and sidecar-postgres:latest are missing"
 
-step "Starting the cluster: 3 devices x (PostgreSQL, availability, transfer)"
+step "Starting the cluster: 3 devices x (PostgreSQL, availability, transfer), then pairing"
 "${DC[@]}" down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
 "${DC[@]}" up -d
 refresh_ids
 wait_for 180 "all nine containers are healthy" all_healthy
+PAIRING="$(container pairing)"
+wait_for 120 "the pairing step has finished" exited "$PAIRING"
 "${DC[@]}" ps
+say "docker-compose logs pairing:"
+"${DC[@]}" logs --no-color pairing 2>&1 | sed 's/^/      /'
+rc="$("$DOCKER" inspect -f '{{.State.ExitCode}}' "$PAIRING")"
+[[ "$rc" == 0 ]] || die "the pairing step exited $rc"
+say "ok: the pairing step exited 0"
+"${DC[@]}" logs --no-color pairing 2>&1 | grep "sidecarctl .*pair join" >/dev/null ||
+  die "the pairing log does not show the pair join commands"
 for d in "${DEVICES[@]}"; do
   for s in availability transfer; do
     say "$d-$s health: $("$DOCKER" exec "${CID[$d-$s]}" sidecar-health-probe)"
@@ -228,6 +281,59 @@ for d in "${DEVICES[@]}"; do
   [[ "$("$DOCKER" exec "${CID[$d-availability]}" id -un)" == sidecar ]] ||
     die "$d-availability does not run as user sidecar"
 done
+
+step "Mutual TLS: paired devices, one key per device, local APIs off the network"
+for d in "${DEVICES[@]}"; do
+  wait_for 60 "sidecarctl devices on the $d lists 3 devices" members_are "$d" 3
+done
+show homeserver devices
+# The desktop and the home server were never paired with each other: they
+# know each other by gossip (through the laptop).
+ctl desktop devices | grep -w homeserver >/dev/null || die "the desktop does not list the home server"
+ctl homeserver devices | grep -w desktop >/dev/null || die "the home server does not list the desktop"
+for d in "${DEVICES[@]}"; do
+  # Both containers of a device use the one key the availability service
+  # made, private to the user.
+  mode="$("$DOCKER" exec "${CID[$d-transfer]}" stat -c '%a %U' "$STATE/device.key")"
+  [[ "$mode" == "600 sidecar" ]] || die "$d: $STATE/device.key is \"$mode\", not \"600 sidecar\""
+  a="$("$DOCKER" exec "${CID[$d-availability]}" sha256sum "$STATE/device.crt" | cut -d' ' -f1)"
+  b="$("$DOCKER" exec "${CID[$d-transfer]}" sha256sum "$STATE/device.crt" | cut -d' ' -f1)"
+  [[ -n "$a" && "$a" == "$b" ]] || die "$d: its two containers see different device certificates"
+  # The local APIs are unix sockets in the state directory...
+  for s in availability transfer; do
+    "$DOCKER" exec "${CID[$d-availability]}" test -S "$STATE/$s.sock" ||
+      die "$d: no local socket $STATE/$s.sock"
+  done
+  # ...and the only TCP listeners are the peer listeners: nothing of the
+  # local API is on any network.
+  for spec in availability:7100 transfer:7200; do
+    s="${spec%%:*}"
+    ports="$(tcp_listen_ports "${CID[$d-$s]}" | tr '\n' ' ')"
+    [[ "$ports" == "${spec#*:} " ]] ||
+      die "$d-$s listens on TCP ports [${ports% }], not only ${spec#*:}"
+  done
+done
+say "ok: each device's two containers share one key (0600); local APIs are" \
+  "unix sockets; TCP listeners are only 7100 (availability) and 7200 (transfer)"
+# Plaintext calls at the peer listeners, from the laptop's containers over
+# mesh: the ports are open (a TCP connection succeeds), but nothing gets
+# through without mutual TLS.
+for target in desktop-availability:7100 desktop-transfer:7200 homeserver-availability:7100; do
+  host="${target%:*}"
+  port="${target#*:}"
+  "$DOCKER" exec "${CID[laptop-transfer]}" bash -c "exec 3<>/dev/tcp/$host/$port" ||
+    die "cannot open a TCP connection to $target over mesh"
+  if out="$("$DOCKER" exec "${CID[laptop-transfer]}" sidecar-health-probe --addr="$target" --timeout=3 2>&1)"; then
+    die "a plaintext health check at the peer listener $target succeeded: $out"
+  fi
+  say "ok: plaintext health check at $target fails: $out"
+done
+if out="$("$DOCKER" exec "${CID[laptop-availability]}" sidecarctl --timeout=3s \
+  --availability=desktop-availability:7100 devices 2>&1)"; then
+  die "sidecarctl devices over plaintext at desktop-availability:7100 succeeded: $out"
+fi
+say "ok: plaintext sidecarctl at desktop-availability:7100 fails: ${out%%$'\n'*}"
+
 wait_for 60 "the laptop sees the desktop online" peer_is laptop desktop online
 wait_for 60 "the laptop sees the home server online" peer_is laptop homeserver online
 wait_for 60 "the desktop learned the home server and sees it online" \
@@ -386,5 +492,27 @@ wait_for 60 "the desktop marks the laptop online again" peer_is desktop laptop o
 wait_for 60 "the home server marks the laptop online again" peer_is homeserver laptop online
 wait_for 60 "the laptop sees the desktop online again" peer_is laptop desktop online
 show homeserver peers
+
+# ---- 5. a second "up": pairing is idempotent --------------------------------
+
+step "A second \"docker-compose up\": the pairing step skips the paired devices"
+since="$(date +%s)"
+sleep 1
+"${DC[@]}" up -d
+refresh_ids
+PAIRING="$(container pairing)"
+wait_for 120 "the pairing step has finished again" exited "$PAIRING"
+rc="$("$DOCKER" inspect -f '{{.State.ExitCode}}' "$PAIRING")"
+# Only this run's log (an exited container started again keeps its log).
+log2="$("$DOCKER" logs --since "$since" "$PAIRING" 2>&1)"
+echo "$log2" | sed 's/^/      /'
+[[ "$rc" == 0 ]] || die "the second pairing step exited $rc"
+n="$(grep -c "already paired" <<<"$log2" || true)"
+[[ "$n" == 2 ]] || die "the second pairing step did not skip both joiners"
+grep "pair join" <<<"$log2" >/dev/null && die "the second pairing step paired again"
+for d in "${DEVICES[@]}"; do
+  members_are "$d" 3 || die "the $d's library has $(members "$d") devices after the second up"
+done
+say "ok: the second pairing step exited 0 and paired nothing again"
 
 step "All scenarios passed in $((SECONDS - T0))s"
