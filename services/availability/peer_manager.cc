@@ -245,27 +245,32 @@ void PeerManager::Run(Peer* p) {
   }
 }
 
+absl::StatusOr<std::shared_ptr<v1::Peer::Stub>> PeerManager::BeginCall(
+    Peer* p, grpc::ClientContext* ctx) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return absl::CancelledError("stopping");
+  p->active = ctx;
+  return p->stub;
+}
+
+void PeerManager::EndCall(Peer* p) {
+  absl::MutexLock lock(&mu_);
+  p->active = nullptr;
+}
+
 absl::Status PeerManager::DoSyncMembers(Peer* p) {
   grpc::ClientContext ctx;
   SetDeadline(&ctx, options_.rpc_timeout);
-  std::shared_ptr<v1::Peer::Stub> stub;
-  {
-    absl::MutexLock lock(&mu_);
-    if (stopping_) return absl::CancelledError("stopping");
-    p->active = &ctx;
-    stub = p->stub;
-  }
+  absl::StatusOr<std::shared_ptr<v1::Peer::Stub>> stub = BeginCall(p, &ctx);
+  if (!stub.ok()) return stub.status();
   v1::SyncMembersRequest req;
   *req.mutable_from() = SelfHello();
   for (v1::MemberRecord& r : library_->Records()) {
     *req.add_records() = std::move(r);
   }
   v1::SyncMembersResponse resp;
-  grpc::Status s = stub->SyncMembers(&ctx, req, &resp);
-  {
-    absl::MutexLock lock(&mu_);
-    p->active = nullptr;
-  }
+  grpc::Status s = (*stub)->SyncMembers(&ctx, req, &resp);
+  EndCall(p);
   if (!s.ok()) return FromGrpcStatus(s);
   std::vector<v1::MemberRecord> records(resp.records().begin(),
                                         resp.records().end());
@@ -283,23 +288,15 @@ absl::Status PeerManager::DoPing(Peer* p, v1::Hello* their_hello,
                                  absl::Duration* rtt) {
   grpc::ClientContext ctx;
   SetDeadline(&ctx, options_.rpc_timeout);
-  std::shared_ptr<v1::Peer::Stub> stub;
-  {
-    absl::MutexLock lock(&mu_);
-    if (stopping_) return absl::CancelledError("stopping");
-    p->active = &ctx;
-    stub = p->stub;
-  }
+  absl::StatusOr<std::shared_ptr<v1::Peer::Stub>> stub = BeginCall(p, &ctx);
+  if (!stub.ok()) return stub.status();
   v1::PingRequest req;
   *req.mutable_from() = SelfHello();
   v1::PingResponse resp;
   absl::Time start = absl::Now();
-  grpc::Status s = stub->Ping(&ctx, req, &resp);
+  grpc::Status s = (*stub)->Ping(&ctx, req, &resp);
   *rtt = absl::Now() - start;
-  {
-    absl::MutexLock lock(&mu_);
-    p->active = nullptr;
-  }
+  EndCall(p);
   if (!s.ok()) return FromGrpcStatus(s);
   *their_hello = resp.self();
   return absl::OkStatus();
@@ -308,19 +305,14 @@ absl::Status PeerManager::DoPing(Peer* p, v1::Hello* their_hello,
 absl::Status PeerManager::DoExchange(Peer* p, v1::Hello* their_hello) {
   grpc::ClientContext ctx;
   SetDeadline(&ctx, options_.exchange_timeout);
-  std::shared_ptr<v1::Peer::Stub> stub;
-  {
-    absl::MutexLock lock(&mu_);
-    if (stopping_) return absl::CancelledError("stopping");
-    p->active = &ctx;
-    stub = p->stub;
-  }
+  absl::StatusOr<std::shared_ptr<v1::Peer::Stub>> stub = BeginCall(p, &ctx);
+  if (!stub.ok()) return stub.status();
   v1::ExchangeRequest req;
   *req.mutable_from() = SelfHello();
   DigestToProto(cache_->Digest(), req.mutable_digest());
   req.set_max_message_bytes(options_.max_message_bytes);
   std::unique_ptr<grpc::ClientReader<v1::ExchangeResponse>> reader =
-      stub->Exchange(&ctx, req);
+      (*stub)->Exchange(&ctx, req);
 
   struct Pending {
     OriginInfo info;
@@ -417,10 +409,7 @@ absl::Status PeerManager::DoExchange(Peer* p, v1::Hello* their_hello) {
   grpc::Status s = reader->Finish();
   SC_LOG(DEBUG) << "exchange with " << p->address << ": " << s.error_code()
                 << " " << s.error_message();
-  {
-    absl::MutexLock lock(&mu_);
-    p->active = nullptr;
-  }
+  EndCall(p);
   // Gossip on: our digest is now ahead of our other peers', and a prompt
   // round lets them see it and pull (A -> B -> C without A and C talking).
   if (learned) RequestPromptRound();

@@ -132,6 +132,12 @@ class PeerManager : public PeerDirectory {
   // Makes peers_ follow the library. Takes mu_.
   void SyncPeers();
   void Run(Peer* p);
+  // Registers `ctx` as p's call in flight (Stop() cancels it) and returns
+  // the stub to make it on; CANCELLED when stopping. EndCall undoes it.
+  // Both take mu_.
+  absl::StatusOr<std::shared_ptr<v1::Peer::Stub>> BeginCall(
+      Peer* p, grpc::ClientContext* ctx);
+  void EndCall(Peer* p);
   // These run without mu_ held; return OK or why the call failed.
   absl::Status DoPing(Peer* p, v1::Hello* their_hello, absl::Duration* rtt);
   absl::Status DoExchange(Peer* p, v1::Hello* their_hello);
