@@ -17,6 +17,7 @@
 #include "common/device_key.h"
 #include "common/log.h"
 #include "common/peer_trust.h"
+#include "common/service_flags.h"
 #include "common/state_dir.h"
 #include "common/transport.h"
 #include "services/availability/library.h"
@@ -32,16 +33,6 @@
 ABSL_FLAG(std::string, listen, "0.0.0.0:7100",
           "host:port of the peer listener: mutual TLS, paired devices only "
           "(port 0: any)");
-ABSL_FLAG(std::string, local_listen, "",
-          "where the local API listens: unix:/path or a loopback host:port "
-          "(default: unix:<state_dir>/availability.sock)");
-ABSL_FLAG(bool, local_listen_allow_network, false,
-          "allow --local_listen on a non-loopback address (a container's "
-          "private network; never a network other devices share)");
-ABSL_FLAG(std::string, state_dir, "",
-          "directory of the device key and local sockets, shared with the "
-          "transfer service (default: $XDG_STATE_HOME/sidecar-sync or "
-          "~/.local/state/sidecar-sync)");
 ABSL_FLAG(std::string, port_file, "",
           "if set, write the bound port here once serving");
 ABSL_FLAG(std::string, db, "",
@@ -149,11 +140,6 @@ absl::StatusOr<DeviceKey> LoadDeviceKey(const std::string& state_dir,
   return DeviceKey::Create(state_dir, absl::GetFlag(FLAGS_name));
 }
 
-std::string StateDir() {
-  std::string dir = absl::GetFlag(FLAGS_state_dir);
-  return dir.empty() ? DefaultStateDir() : dir;
-}
-
 int Main() {
   SetLogTag("availability");
   // A signal before serving ends the process at once (nothing to drain).
@@ -168,7 +154,7 @@ int Main() {
   std::filesystem::path root =
       std::filesystem::absolute(absl::GetFlag(FLAGS_sidecar_root), ec);
   std::filesystem::create_directories(root, ec);
-  const std::string state_dir = StateDir();
+  const std::string state_dir = StateDirFromFlags();
   const absl::Duration connect_timeout =
       absl::GetFlag(FLAGS_db_connect_timeout);
 
@@ -250,12 +236,8 @@ int Main() {
   deps.transfer_address_fixed = !absl::GetFlag(FLAGS_transfer_address).empty();
   AvailabilityService local_api(deps);
   PeerService peer_api(&cache, &peers, &library, &pairing);
-  std::string local_address = absl::GetFlag(FLAGS_local_listen);
-  if (local_address.empty()) {
-    local_address = LocalSocketAddress(state_dir, "availability");
-  }
-  ServerHost local_host(LocalListener{
-      local_address, absl::GetFlag(FLAGS_local_listen_allow_network)});
+  ServerHost local_host(LocalListenerFromFlags(state_dir, "availability"));
+  const std::string local_address = local_host.address();
   local_host.AddService(&local_api);
   ServerHost peer_host(PeerListener{absl::GetFlag(FLAGS_listen),
                                     &*key,

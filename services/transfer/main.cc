@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/peer_channels.h"
 #include "common/peer_trust.h"
+#include "common/service_flags.h"
 #include "common/state_dir.h"
 #include "common/thread_pool.h"
 #include "common/transport.h"
@@ -36,16 +37,6 @@
 ABSL_FLAG(std::string, listen, "0.0.0.0:7200",
           "host:port of the peer listener (TransferPeer): mutual TLS, paired "
           "devices only (port 0: any)");
-ABSL_FLAG(std::string, local_listen, "",
-          "where the local API (Transfer) listens: unix:/path or a loopback "
-          "host:port (default: unix:<state_dir>/transfer.sock)");
-ABSL_FLAG(bool, local_listen_allow_network, false,
-          "allow --local_listen on a non-loopback address (a container's "
-          "private network; never a network other devices share)");
-ABSL_FLAG(std::string, state_dir, "",
-          "directory of the device key and local sockets, shared with the "
-          "availability service (default: $XDG_STATE_HOME/sidecar-sync or "
-          "~/.local/state/sidecar-sync)");
 ABSL_FLAG(std::string, advertise_address, "",
           "host:port peers should use to reach this transfer service, told "
           "to the availability service (default: the listen address with the "
@@ -127,8 +118,7 @@ int Main() {
   std::filesystem::path root =
       std::filesystem::absolute(absl::GetFlag(FLAGS_sidecar_root), ec);
   std::filesystem::create_directories(root, ec);
-  std::string state_dir = absl::GetFlag(FLAGS_state_dir);
-  if (state_dir.empty()) state_dir = DefaultStateDir();
+  const std::string state_dir = StateDirFromFlags();
   if (DeviceKey::Absent(state_dir)) {
     SC_LOG(ERROR) << "no device key in " << state_dir
                   << ": the availability service makes it on its first "
@@ -218,12 +208,8 @@ int Main() {
   }
   Prefetcher prefetcher(po, &availability, jobs->get(), &fetcher, &*policy);
 
-  std::string local_address = absl::GetFlag(FLAGS_local_listen);
-  if (local_address.empty()) {
-    local_address = LocalSocketAddress(state_dir, "transfer");
-  }
-  ServerHost local_host(LocalListener{
-      local_address, absl::GetFlag(FLAGS_local_listen_allow_network)});
+  ServerHost local_host(LocalListenerFromFlags(state_dir, "transfer"));
+  const std::string local_address = local_host.address();
   local_host.AddService(&local_api);
   ServerHost peer_host(PeerListener{
       absl::GetFlag(FLAGS_listen), &*key, &trust, {}, [&follower] {
