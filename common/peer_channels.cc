@@ -1,25 +1,13 @@
 #include "common/peer_channels.h"
 
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
 #include "common/transport.h"
 
 namespace sidecar {
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> PeerChannels::Get(
     const Uuid& device, const std::string& address) {
-  std::optional<DeviceCertificate> cert = trust_->Find(device);
-  if (!cert && refresh_) {
-    // One refresh at a time: callers that missed meanwhile wait for it and
-    // look again, rather than fail while it is in flight.
-    const absl::Time missed = absl::Now();
-    absl::MutexLock lock(&refresh_mu_);
-    if (last_refresh_ < missed - absl::Milliseconds(200)) {
-      last_refresh_ = absl::Now();
-      refresh_();
-    }
-    cert = trust_->Find(device);
-  }
+  std::optional<DeviceCertificate> cert = trust_->FindOrRefresh(device);
   if (!cert) {
     return absl::PermissionDeniedError(absl::StrCat(
         "device ", device.ToString(), " is not a member of the library"));

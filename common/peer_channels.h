@@ -6,7 +6,6 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -15,7 +14,6 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/time/time.h"
 #include "common/device_key.h"
 #include "common/peer_trust.h"
 #include "common/uuid.h"
@@ -24,17 +22,12 @@ namespace sidecar {
 
 class PeerChannels {
  public:
-  // Refreshes the trusted set from its source (may block briefly).
-  using Refresh = std::function<void()>;
-
-  // `key` and `trust` must outlive this. `refresh` (may be empty) is called
-  // when asked for a device the set does not hold, at most every 200 ms
-  // (with refresh_mu_ held: it must not call back into this):
-  // a member paired a moment ago is offered by the availability service
-  // before the set follows.
-  PeerChannels(const DeviceKey* key, const PeerTrust* trust,
-               Refresh refresh = nullptr)
-      : key_(key), trust_(trust), refresh_(std::move(refresh)) {}
+  // `key` and `trust` must outlive this. A device the set does not hold
+  // is looked up again after a refresh (PeerTrust::FindOrRefresh): a member
+  // paired a moment ago is offered by the availability service before the
+  // set follows.
+  PeerChannels(const DeviceKey* key, const PeerTrust* trust)
+      : key_(key), trust_(trust) {}
 
   // A channel to member `device` at `address`. PERMISSION_DENIED if
   // `device` is not (or no longer) a member: nothing is sent to it.
@@ -44,9 +37,6 @@ class PeerChannels {
  private:
   const DeviceKey* const key_;
   const PeerTrust* const trust_;
-  const Refresh refresh_;
-  absl::Mutex refresh_mu_;
-  absl::Time last_refresh_ ABSL_GUARDED_BY(refresh_mu_) = absl::InfinitePast();
   absl::Mutex mu_;
   // Bounded by members x addresses seen; cleared when it grows past 256.
   absl::flat_hash_map<std::pair<Uuid, std::string>,

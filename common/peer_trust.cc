@@ -1,5 +1,7 @@
 #include "common/peer_trust.h"
 
+#include "absl/time/clock.h"
+
 namespace sidecar {
 
 void PeerTrust::Set(const std::vector<DeviceCertificate>& members) {
@@ -35,6 +37,30 @@ std::optional<DeviceCertificate> PeerTrust::Find(const Uuid& device) const {
   auto it = by_device_.find(device);
   if (it == by_device_.end()) return std::nullopt;
   return it->second;
+}
+
+void PeerTrust::RefreshAfterMiss(absl::Time missed) const {
+  absl::MutexLock lock(&refresh_mu_);
+  if (last_refresh_ < missed - absl::Milliseconds(200)) {
+    last_refresh_ = absl::Now();
+    refresh_();
+  }
+}
+
+std::optional<Uuid> PeerTrust::DeviceForKeyOrRefresh(
+    const Sha256Digest& key_sha256) const {
+  std::optional<Uuid> id = DeviceForKey(key_sha256);
+  if (id || !refresh_) return id;
+  RefreshAfterMiss(absl::Now());
+  return DeviceForKey(key_sha256);
+}
+
+std::optional<DeviceCertificate> PeerTrust::FindOrRefresh(
+    const Uuid& device) const {
+  std::optional<DeviceCertificate> cert = Find(device);
+  if (cert || !refresh_) return cert;
+  RefreshAfterMiss(absl::Now());
+  return Find(device);
 }
 
 uint64_t PeerTrust::version() const {

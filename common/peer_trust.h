@@ -9,12 +9,14 @@
 #define SIDECAR_COMMON_PEER_TRUST_H_
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "common/device_key.h"
 #include "common/sha256.h"
 #include "common/uuid.h"
@@ -39,10 +41,33 @@ class PeerTrust {
 
   bool IsMember(const Uuid& device) const { return Find(device).has_value(); }
 
+  // How to bring the set up to date from its source (may block briefly),
+  // for a service that follows membership from elsewhere (the transfer
+  // service): a device paired a moment ago is then admitted and reached at
+  // once. Set once, before the lookups below are used.
+  void set_refresh(std::function<void()> refresh) {
+    refresh_ = std::move(refresh);
+  }
+  bool can_refresh() const { return refresh_ != nullptr; }
+
+  // DeviceForKey and Find that, on a miss, refresh first (at most every
+  // 200 ms; callers that miss meanwhile wait for the refresh in flight) and
+  // look again. Without a refresh set, the same as the plain lookups.
+  std::optional<Uuid> DeviceForKeyOrRefresh(
+      const Sha256Digest& key_sha256) const;
+  std::optional<DeviceCertificate> FindOrRefresh(const Uuid& device) const;
+
   // Changes whenever the set changes (starts at 0, empty).
   uint64_t version() const;
 
  private:
+  // Runs refresh_ unless one ran within 200 ms of `missed`.
+  void RefreshAfterMiss(absl::Time missed) const;
+
+  std::function<void()> refresh_;
+  mutable absl::Mutex refresh_mu_;  // held while refresh_ runs
+  mutable absl::Time last_refresh_ ABSL_GUARDED_BY(refresh_mu_) =
+      absl::InfinitePast();
   mutable absl::Mutex mu_;
   absl::flat_hash_map<Uuid, DeviceCertificate> by_device_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<Sha256Digest, Uuid> by_key_ ABSL_GUARDED_BY(mu_);

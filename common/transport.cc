@@ -93,14 +93,12 @@ class CertificateCache {
 // who are not members only to the open methods (pairing). Does not block.
 class PeerAuthorizer final : public grpc::AuthMetadataProcessor {
  public:
-  PeerAuthorizer(const PeerTrust* trust, std::vector<std::string> open,
-                 std::function<void()> refresh)
-      : trust_(trust),
-        open_(open.begin(), open.end()),
-        refresh_(std::move(refresh)) {}
+  PeerAuthorizer(const PeerTrust* trust, std::vector<std::string> open)
+      : trust_(trust), open_(open.begin(), open.end()) {}
 
-  // Blocking only if a refresh may have to run; else it runs inline.
-  bool IsBlocking() const override { return refresh_ != nullptr; }
+  // Blocking only if a lookup may refresh the set (PeerTrust::set_refresh);
+  // else it runs inline.
+  bool IsBlocking() const override { return trust_->can_refresh(); }
 
   grpc::Status Process(const InputMetadata& md, grpc::AuthContext* ctx,
                        OutputMetadata*, OutputMetadata*) override {
@@ -114,16 +112,7 @@ class PeerAuthorizer final : public grpc::AuthMetadataProcessor {
       return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                           "a device certificate (Ed25519) is required");
     }
-    std::optional<Uuid> device = trust_->DeviceForKey(*key);
-    if (!device && refresh_) {
-      const absl::Time missed = absl::Now();
-      absl::MutexLock lock(&refresh_mu_);
-      if (last_refresh_ < missed - absl::Milliseconds(200)) {
-        last_refresh_ = absl::Now();
-        refresh_();
-      }
-      device = trust_->DeviceForKey(*key);
-    }
+    std::optional<Uuid> device = trust_->DeviceForKeyOrRefresh(*key);
     if (!device) {
       auto path = md.find(":path");
       std::string method = path == md.end()
@@ -144,9 +133,6 @@ class PeerAuthorizer final : public grpc::AuthMetadataProcessor {
  private:
   const PeerTrust* const trust_;
   const absl::flat_hash_set<std::string> open_;
-  const std::function<void()> refresh_;
-  absl::Mutex refresh_mu_;
-  absl::Time last_refresh_ ABSL_GUARDED_BY(refresh_mu_) = absl::InfinitePast();
   CertificateCache certs_;
 };
 
@@ -466,8 +452,7 @@ std::shared_ptr<grpc::ServerCredentials> ServerHost::Credentials() {
   std::shared_ptr<grpc::ServerCredentials> creds =
       grpc::SslServerCredentials(tls);
   creds->SetAuthMetadataProcessor(
-      std::make_shared<PeerAuthorizer>(peer_->trust, peer_->open_methods,
-                                       peer_->refresh));
+      std::make_shared<PeerAuthorizer>(peer_->trust, peer_->open_methods));
   return creds;
 }
 

@@ -133,11 +133,6 @@ struct PeerListener {
   // Full method names ("/sidecar.v1.Peer/Join") that a caller who is not a
   // member may call; it still needs a TLS client certificate.
   std::vector<std::string> open_methods;
-  // If set, called (at most every 200 ms, from a gRPC thread, may block
-  // briefly) when a caller's key is not in `trust`, before refusing it: a
-  // service that follows membership from elsewhere (the transfer service)
-  // then admits a device paired a moment ago on its first call.
-  std::function<void()> refresh;
 };
 
 class ServerHost {

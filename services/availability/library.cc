@@ -200,7 +200,6 @@ absl::StatusOr<Library::Change> Library::Merge(
   size_t bad = 0;
   {
     absl::MutexLock lock(&mu_);
-    const uint64_t before = version_;
     std::vector<const v1::MemberRecord*> pending;
     for (const v1::MemberRecord& r : records) pending.push_back(&r);
     // Records may vouch for each other in any order: retry those whose
@@ -273,7 +272,6 @@ absl::StatusOr<Library::Change> Library::Merge(
     }
     bad += pending.size();
     if (!to_save.empty()) RefreshLocked();
-    (void)before;
   }
   if (rejected != nullptr) *rejected = bad;
   Publish(change, to_save);

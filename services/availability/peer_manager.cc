@@ -500,11 +500,10 @@ void PeerManager::OnInboundHello(const v1::Hello& hello, bool caller_is_ahead) {
   if (info.device_id.IsNil() || info.device_id == cache_->self_id()) return;
   if (!library_->IsMember(info.device_id)) return;
   cache_->NoteOrigin(info);
-  // A member tells where it is now (it restarted elsewhere, say).
-  if (library_->NoteAddresses(info.device_id, hello.peer_address(),
-                              hello.transfer_address())) {
-    SyncPeers();
-  }
+  // A member tells where it is now (it restarted elsewhere, say); the
+  // library's listener (OnLibraryChange) then moves its channel.
+  library_->NoteAddresses(info.device_id, hello.peer_address(),
+                          hello.transfer_address());
   const bool members_differ = hello.members_digest() != library_->Digest();
   absl::MutexLock lock(&mu_);
   Peer* p = FindByDeviceLocked(info.device_id);

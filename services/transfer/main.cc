@@ -168,9 +168,10 @@ int Main() {
   PeerTrust trust;
   // Set once the follower exists (it needs the bound port to announce).
   std::atomic<MemberFollower*> follower{nullptr};
-  PeerChannels channels(&*key, &trust, [&follower] {
+  trust.set_refresh([&follower] {
     if (MemberFollower* f = follower.load()) (void)f->PollOnce();
   });
+  PeerChannels channels(&*key, &trust);
   ThreadPool pool(ThreadPoolOptions{absl::GetFlag(FLAGS_io_threads)});
   PeerServer peer_api(&index, root.string(), &pool);
 
@@ -211,10 +212,8 @@ int Main() {
   ServerHost local_host(LocalListenerFromFlags(state_dir, "transfer"));
   const std::string local_address = local_host.address();
   local_host.AddService(&local_api);
-  ServerHost peer_host(PeerListener{
-      absl::GetFlag(FLAGS_listen), &*key, &trust, {}, [&follower] {
-        if (MemberFollower* f = follower.load()) (void)f->PollOnce();
-      }});
+  ServerHost peer_host(
+      PeerListener{absl::GetFlag(FLAGS_listen), &*key, &trust, {}});
   peer_host.AddService(&peer_api);
   startup_signals.Disarm();  // from here on a signal drains
   for (ServerHost* h : {&local_host, &peer_host}) {

@@ -857,7 +857,9 @@ class ForgedHelloTest : public PeerAuthTest {
     // Nothing of the forger's claims under the forger's own id either.
     std::optional<v1::PeerInfo> self =
         PeerEntry(a_, member_->key().device_id().ToString());
-    if (self) EXPECT_NE(self->peer_address(), "127.0.0.1:1");
+    if (self) {
+      EXPECT_NE(self->peer_address(), "127.0.0.1:1");
+    }
   }
 
   Device* a_ = nullptr;

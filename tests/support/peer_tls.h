@@ -34,7 +34,7 @@ struct PeerTls {
 
   // The server's peer listener on a loopback port.
   PeerListener Listener() const {
-    return PeerListener{"127.0.0.1:0", &server, &trust, {}, nullptr};
+    return PeerListener{"127.0.0.1:0", &server, &trust, {}};
   }
   // The client's channel to the server listening on `port`.
   std::shared_ptr<grpc::Channel> Channel(int port) const {

@@ -20,6 +20,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/internal/openssl.h"
 #include "common/sha256.h"
 
 namespace sidecar {
@@ -27,16 +28,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
+using internal::BioPtr;
+using internal::PkeyPtr;
+using internal::X509Ptr;
 template <auto Free>
-struct Deleter {
-  template <typename T>
-  void operator()(T* p) const {
-    Free(p);
-  }
-};
-using PkeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY_free>>;
-using X509Ptr = std::unique_ptr<X509, Deleter<X509_free>>;
-using BioPtr = std::unique_ptr<BIO, Deleter<BIO_free_all>>;
+using Deleter = internal::OpensslDeleter<Free>;
 using StorePtr = std::unique_ptr<X509_STORE, Deleter<X509_STORE_free>>;
 using StoreCtxPtr =
     std::unique_ptr<X509_STORE_CTX, Deleter<X509_STORE_CTX_free>>;
