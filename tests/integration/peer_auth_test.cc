@@ -465,23 +465,8 @@ class PeerAuthTest : public ::sidecar::testing::ProcessTest {
   // Writes the file under d's root and registers it READY.
   v1::SidecarKey Publish(Device* d, const std::string& bytes,
                          v1::SidecarKey key = RandomKeyProto()) {
-    auto k = KeyFromProto(key);
-    EXPECT_TRUE(k.ok());
-    std::filesystem::path path =
-        std::filesystem::path(d->avail->sidecar_root()) / RelativePath(*k);
-    std::filesystem::create_directories(path.parent_path());
-    std::ofstream(path, std::ios::binary) << bytes;
-    v1::RegisterRequest req;
-    v1::LocalSidecar* l = req.add_sidecars();
-    *l->mutable_key() = key;
-    l->set_size(bytes.size());
-    l->set_sha256(std::string(DigestBytes(Sha256Of(bytes))));
-    l->set_status(v1::SIDECAR_STATUS_READY);
-    grpc::ClientContext ctx;
-    SetDeadline(&ctx, absl::Seconds(10));
-    v1::RegisterResponse resp;
-    grpc::Status s = d->avail->api()->Register(&ctx, req, &resp);
-    EXPECT_TRUE(s.ok()) << Describe(s);
+    absl::Status s = PublishSidecar(d->avail.get(), key, bytes);
+    EXPECT_TRUE(s.ok()) << s;
     return key;
   }
 

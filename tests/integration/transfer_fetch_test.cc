@@ -172,21 +172,8 @@ class TransferTest : public ::sidecar::testing::ProcessTest {
 
   v1::SidecarKey Publish(Device* d, const v1::SidecarKey& key,
                          const std::string& bytes) {
-    auto k = KeyFromProto(key);
-    std::filesystem::path path =
-        std::filesystem::path(d->avail->sidecar_root()) / RelativePath(*k);
-    std::filesystem::create_directories(path.parent_path());
-    std::ofstream(path, std::ios::binary) << bytes;
-    v1::RegisterRequest req;
-    v1::LocalSidecar* l = req.add_sidecars();
-    *l->mutable_key() = key;
-    l->set_size(bytes.size());
-    l->set_sha256(std::string(DigestBytes(Sha256Of(bytes))));
-    l->set_status(v1::SIDECAR_STATUS_READY);
-    grpc::ClientContext ctx;
-    SetDeadline(&ctx, absl::Seconds(10));
-    v1::RegisterResponse resp;
-    EXPECT_TRUE(d->avail->api()->Register(&ctx, req, &resp).ok());
+    absl::Status s = PublishSidecar(d->avail.get(), key, bytes);
+    EXPECT_TRUE(s.ok()) << s;
     return key;
   }
 

@@ -8,6 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/sha256.h"
+#include "common/sidecar_key.h"
 #include "common/transport.h"
 
 namespace sidecar::testing {
@@ -70,6 +72,27 @@ absl::Status AvailabilityProcess::StartWithExtraFlags(
   // process that was stopped.
   api_ = v1::Availability::NewStub(MakeLocalChannel(local_address()));
   return absl::OkStatus();
+}
+
+absl::Status PublishSidecar(AvailabilityProcess* device,
+                            const v1::SidecarKey& key,
+                            const std::string& bytes) {
+  absl::StatusOr<SidecarKey> k = KeyFromProto(key);
+  if (!k.ok()) return k.status();
+  std::filesystem::path path =
+      std::filesystem::path(device->sidecar_root()) / RelativePath(*k);
+  std::filesystem::create_directories(path.parent_path());
+  std::ofstream(path, std::ios::binary) << bytes;
+  v1::RegisterRequest req;
+  v1::LocalSidecar* l = req.add_sidecars();
+  *l->mutable_key() = key;
+  l->set_size(bytes.size());
+  l->set_sha256(std::string(DigestBytes(Sha256Of(bytes))));
+  l->set_status(v1::SIDECAR_STATUS_READY);
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, absl::Seconds(10));
+  v1::RegisterResponse resp;
+  return FromGrpcStatus(device->api()->Register(&ctx, req, &resp));
 }
 
 absl::Status Pair(AvailabilityProcess* inviter, AvailabilityProcess* joiner,

@@ -93,6 +93,13 @@ class AvailabilityProcess {
   std::unique_ptr<v1::Availability::Stub> api_;
 };
 
+// Writes `bytes` at `key`'s path under `device`'s sidecar root and
+// registers it READY (size and SHA-256 from the bytes), as an application
+// that made the sidecar would.
+absl::Status PublishSidecar(AvailabilityProcess* device,
+                            const v1::SidecarKey& key,
+                            const std::string& bytes);
+
 // Pairs `joiner` with `inviter` as a person would with sidecarctl: a code
 // from the inviter's CreateInvite, given to the joiner's JoinLibrary with
 // the inviter's address. Both must be running.
