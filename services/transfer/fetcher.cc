@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <functional>
 #include <optional>
 
 #include "absl/random/random.h"
@@ -33,12 +34,10 @@ struct Fetcher::Attempt {
 
 namespace {
 
-// Progress is made durable (fdatasync + job row) after at least this many
-// bytes and this much time, or this many bytes whatever the time: often
-// enough that a crash costs little, rarely enough not to slow fast links.
+// A stream's progress is synced (fdatasync) whenever at least this many
+// bytes are unsynced, and recorded in its job row at most this often.
 constexpr uint64_t kCheckpointBytes = 2ull << 20;
 constexpr absl::Duration kCheckpointInterval = absl::Milliseconds(250);
-constexpr uint64_t kCheckpointMaxBytes = 64ull << 20;
 
 // Feeds a Sha256 on its own thread, so that the whole-file hash runs beside
 // the per-chunk checks and the writes instead of after them (the machines
@@ -88,6 +87,72 @@ class AsyncHasher {
   Sha256* const hasher_;
   absl::Mutex mu_;
   std::deque<std::shared_ptr<const std::string>> queue_ ABSL_GUARDED_BY(mu_);
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+// Makes a stream's progress durable on its own thread: syncs the part file
+// and then records the synced length, so that the receive loop never waits
+// for the disk. Syncing while bytes still arrive is also write-behind: the
+// disk writes beside the network instead of after it, the dirty pages stay
+// few, and the commit's final sync finds little left to do.
+class AsyncCheckpointer {
+ public:
+  // `record(n)` is called on the checkpointer's thread with a length whose
+  // bytes are synced.
+  AsyncCheckpointer(PartFile* part, uint64_t synced,
+                    std::function<void(uint64_t)> record)
+      : part_(part),
+        record_(std::move(record)),
+        written_(synced),
+        thread_([this, synced] { Run(synced); }) {}
+  ~AsyncCheckpointer() { Finish(); }
+
+  // The part file holds every byte before `written`. Never blocks on I/O.
+  void Written(uint64_t written) {
+    absl::MutexLock lock(&mu_);
+    written_ = written;
+  }
+
+  // Waits for a sync in progress and stops; what was written since is left
+  // to the caller's own final sync.
+  void Finish() {
+    {
+      absl::MutexLock lock(&mu_);
+      if (done_) return;
+      done_ = true;
+    }
+    thread_.join();
+  }
+
+ private:
+  void Run(uint64_t synced) {
+    absl::Time recorded_at = absl::Now();
+    while (true) {
+      uint64_t target;
+      {
+        absl::MutexLock lock(&mu_);
+        auto ready = [this, synced] {
+          mu_.AssertHeld();
+          return done_ || written_ - synced >= kCheckpointBytes;
+        };
+        mu_.Await(absl::Condition(&ready));
+        if (done_) return;
+        target = written_;
+      }
+      if (!part_->Sync().ok()) return;  // the final sync reports it
+      synced = target;
+      if (absl::Now() - recorded_at >= kCheckpointInterval) {
+        record_(synced);
+        recorded_at = absl::Now();
+      }
+    }
+  }
+
+  PartFile* const part_;
+  const std::function<void(uint64_t)> record_;
+  absl::Mutex mu_;
+  uint64_t written_ ABSL_GUARDED_BY(mu_);
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
@@ -810,10 +875,16 @@ absl::Status Fetcher::ReadRange(Attempt* a, const FetchSource& src,
       stub->Read(&ctx, req);
   v1::ReadChunk chunk;
   std::optional<AsyncHasher> async_hasher;
-  if (hasher != nullptr) async_hasher.emplace(hasher);
+  std::optional<AsyncCheckpointer> checkpointer;
+  if (hasher != nullptr) {
+    async_hasher.emplace(hasher);
+    // What is synced and recorded survives a crash of this process; the
+    // next attempt resumes there.
+    checkpointer.emplace(part, offset, [this, a](uint64_t synced) {
+      (void)jobs_->UpdateProgress(a->job.id, synced, a->size, a->expected);
+    });
+  }
   uint64_t next = offset;
-  uint64_t checkpoint = offset;
-  absl::Time checkpoint_time = absl::Now();
   const uint64_t end = offset + length;
   bool first = true;
   std::string problem;
@@ -861,19 +932,11 @@ absl::Status Fetcher::ReadRange(Attempt* a, const FetchSource& src,
     if (hasher != nullptr) {
       async_hasher->Add(owned);
       a->verified = next;
-      // Checkpoint: what is synced and recorded survives a crash of this
-      // process; the next attempt resumes there.
-      if (next - checkpoint >= kCheckpointMaxBytes ||
-          (next - checkpoint >= kCheckpointBytes &&
-           absl::Now() - checkpoint_time >= kCheckpointInterval)) {
-        (void)part->Sync();
-        (void)jobs_->UpdateProgress(a->job.id, next, a->size, a->expected);
-        checkpoint = next;
-        checkpoint_time = absl::Now();
-      }
+      checkpointer->Written(next);
     }
     PublishProgress(a, false);
   }
+  if (checkpointer) checkpointer->Finish();
   if (async_hasher) async_hasher->Finish();  // the hash covers what we kept
   if (!problem.empty()) {
     *corrupt = true;
