@@ -41,10 +41,17 @@ std::optional<DeviceCertificate> PeerTrust::Find(const Uuid& device) const {
 
 void PeerTrust::RefreshAfterMiss(absl::Time missed) const {
   absl::MutexLock lock(&refresh_mu_);
-  if (last_refresh_ < missed - absl::Milliseconds(200)) {
-    last_refresh_ = absl::Now();
-    refresh_();
-  }
+  // A refresh that started after the miss has run (it ran under this lock):
+  // it saw whatever the miss was looking for, if that exists.
+  if (last_refresh_ >= missed) return;
+  // Otherwise wait out the rest of the interval and refresh, so that a
+  // member admitted just after the last refresh is not refused, while any
+  // number of misses (a non-member calling in a loop) costs at most one
+  // refresh per interval.
+  const absl::Time earliest = last_refresh_ + kMinRefreshInterval;
+  if (absl::Now() < earliest) absl::SleepFor(earliest - absl::Now());
+  last_refresh_ = absl::Now();
+  refresh_();
 }
 
 std::optional<Uuid> PeerTrust::DeviceForKeyOrRefresh(

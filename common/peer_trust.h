@@ -50,9 +50,10 @@ class PeerTrust {
   }
   bool can_refresh() const { return refresh_ != nullptr; }
 
-  // DeviceForKey and Find that, on a miss, refresh first (at most every
-  // 200 ms; callers that miss meanwhile wait for the refresh in flight) and
-  // look again. Without a refresh set, the same as the plain lookups.
+  // DeviceForKey and Find that, on a miss, wait for a refresh that started
+  // after the miss (one per 200 ms at most, shared by the callers that miss
+  // meanwhile; so a caller may wait up to 200 ms plus the refresh) and look
+  // again. Without a refresh set, the same as the plain lookups.
   std::optional<Uuid> DeviceForKeyOrRefresh(
       const Sha256Digest& key_sha256) const;
   std::optional<DeviceCertificate> FindOrRefresh(const Uuid& device) const;
@@ -61,7 +62,11 @@ class PeerTrust {
   uint64_t version() const;
 
  private:
-  // Runs refresh_ unless one ran within 200 ms of `missed`.
+  static constexpr absl::Duration kMinRefreshInterval = absl::Milliseconds(200);
+
+  // Returns once a refresh that started at or after `missed` has run:
+  // runs one, at most one per kMinRefreshInterval, unless another caller's
+  // did. REQUIRES: refresh_ set.
   void RefreshAfterMiss(absl::Time missed) const;
 
   std::function<void()> refresh_;
