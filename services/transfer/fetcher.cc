@@ -41,18 +41,29 @@ constexpr absl::Duration kCheckpointInterval = absl::Milliseconds(250);
 
 // Feeds a Sha256 on its own thread, so that the whole-file hash runs beside
 // the per-chunk checks and the writes instead of after them (the machines
-// have two cores). At most kMaxQueued chunks wait; Add blocks beyond.
+// have two cores). At most kMaxQueued chunks wait; Add blocks beyond. Hashed
+// buffers are handed back (TakeBuffer) for the next chunks, so that a long
+// stream does not allocate, and fault in, fresh memory for every chunk.
 class AsyncHasher {
  public:
   explicit AsyncHasher(Sha256* hasher)
       : hasher_(hasher), thread_([this] { Run(); }) {}
   ~AsyncHasher() { Finish(); }
 
-  void Add(std::shared_ptr<const std::string> data) {
+  void Add(std::string data) {
     absl::MutexLock lock(&mu_);
     mu_.Await(absl::Condition(
         +[](AsyncHasher* h) { return h->queue_.size() < kMaxQueued; }, this));
     queue_.push_back(std::move(data));
+  }
+
+  // A hashed buffer to read the next chunk into, or an empty string.
+  std::string TakeBuffer() {
+    absl::MutexLock lock(&mu_);
+    if (free_.empty()) return std::string();
+    std::string b = std::move(free_.back());
+    free_.pop_back();
+    return b;
   }
 
   // Waits until everything added is hashed.
@@ -67,10 +78,11 @@ class AsyncHasher {
 
  private:
   static constexpr size_t kMaxQueued = 64;
+  static constexpr size_t kMaxFree = 4;
 
   void Run() {
     while (true) {
-      std::shared_ptr<const std::string> data;
+      std::string data;
       {
         absl::MutexLock lock(&mu_);
         mu_.Await(absl::Condition(
@@ -80,13 +92,16 @@ class AsyncHasher {
         data = std::move(queue_.front());
         queue_.pop_front();
       }
-      hasher_->Update(*data);
+      hasher_->Update(data);
+      absl::MutexLock lock(&mu_);
+      if (free_.size() < kMaxFree) free_.push_back(std::move(data));
     }
   }
 
   Sha256* const hasher_;
   absl::Mutex mu_;
-  std::deque<std::shared_ptr<const std::string>> queue_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> free_ ABSL_GUARDED_BY(mu_);
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
@@ -907,9 +922,7 @@ absl::Status Fetcher::ReadRange(Attempt* a, const FetchSource& src,
         break;
       }
     }
-    auto owned =
-        std::make_shared<std::string>(std::move(*chunk.mutable_data()));
-    const std::string& data = *owned;
+    const std::string& data = chunk.data();
     if (chunk.offset() != next || next + data.size() > end) {
       problem = absl::StrCat("it sent bytes at ", chunk.offset(), "+",
                              data.size(), " when ", next, " was expected");
@@ -930,7 +943,11 @@ absl::Status Fetcher::ReadRange(Attempt* a, const FetchSource& src,
     next += data.size();
     *received += data.size();
     if (hasher != nullptr) {
-      async_hasher->Add(owned);
+      // The hasher takes the chunk's buffer; the message gets a hashed one
+      // back, whose capacity the next Read reuses.
+      std::string hashed = async_hasher->TakeBuffer();
+      hashed.swap(*chunk.mutable_data());
+      async_hasher->Add(std::move(hashed));
       a->verified = next;
       checkpointer->Written(next);
     }

@@ -302,7 +302,11 @@ class PeerServer::ReadReactor : public grpc::ServerWriteReactor<v1::ReadChunk> {
     }
     const size_t n =
         static_cast<size_t>(std::min<uint64_t>(chunk_bytes_, end_ - next_));
-    msg_.Clear();
+    // Only the first chunk carries the file's size and hash. The data buffer
+    // is kept, so that reading the next chunk into it neither reallocates
+    // nor zero-fills it.
+    msg_.clear_file_size();
+    msg_.clear_file_sha256();
     msg_.set_offset(next_);
     if (first_) {
       msg_.set_file_size(size_);
