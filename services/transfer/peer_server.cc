@@ -302,9 +302,9 @@ class PeerServer::ReadReactor : public grpc::ServerWriteReactor<v1::ReadChunk> {
     }
     const size_t n =
         static_cast<size_t>(std::min<uint64_t>(chunk_bytes_, end_ - next_));
-    // Only the first chunk carries the file's size and hash. The data buffer
-    // is kept, so that reading the next chunk into it neither reallocates
-    // nor zero-fills it.
+    // Only the first chunk carries the file's size and hash. The data keeps
+    // its size (Clear() would empty it), so that reading the next chunk
+    // into it does not zero-fill it first.
     msg_.clear_file_size();
     msg_.clear_file_sha256();
     msg_.set_offset(next_);
