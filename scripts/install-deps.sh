@@ -3,6 +3,9 @@
 # Idempotent: installs only packages that are missing, and runs
 # "apt-get update" only when something has to be installed. Needs root
 # (or sudo) only when something is missing.
+#
+#   scripts/install-deps.sh                 # the packages below
+#   scripts/install-deps.sh clang-14 ...    # and these too (build-asan.sh)
 set -euo pipefail
 
 PACKAGES=(
@@ -13,6 +16,7 @@ PACKAGES=(
   libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format
+  "$@"
 )
 
 missing=()
