@@ -21,11 +21,12 @@ struct Fetcher::Attempt {
   std::atomic<bool> cancelled{false};
   std::atomic<uint64_t> verified{0};
   absl::Time started = absl::Now();
-  absl::Time last_publish = absl::InfinitePast();
-  uint64_t bytes_at_last_publish = 0;
-  double rate = 0;
 
   absl::Mutex mu;
+  // PublishProgress's: several streams of a job publish (FetchMulti).
+  absl::Time last_publish ABSL_GUARDED_BY(mu) = absl::InfinitePast();
+  uint64_t bytes_at_last_publish ABSL_GUARDED_BY(mu) = 0;
+  double rate ABSL_GUARDED_BY(mu) = 0;
   // Streams in flight and when each last delivered bytes (watchdog).
   absl::flat_hash_map<grpc::ClientContext*, absl::Time> streams
       ABSL_GUARDED_BY(mu);
@@ -52,8 +53,7 @@ class AsyncHasher {
 
   void Add(std::string data) {
     absl::MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(
-        +[](AsyncHasher* h) { return h->queue_.size() < kMaxQueued; }, this));
+    mu_.Await(absl::Condition(this, &AsyncHasher::HasRoomLocked));
     queue_.push_back(std::move(data));
   }
 
@@ -80,14 +80,20 @@ class AsyncHasher {
   static constexpr size_t kMaxQueued = 64;
   static constexpr size_t kMaxFree = 4;
 
+  // Conditions for mu_.Await (which calls them with mu_ held).
+  bool HasRoomLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return queue_.size() < kMaxQueued;
+  }
+  bool HasWorkOrDoneLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !queue_.empty() || done_;
+  }
+
   void Run() {
     while (true) {
       std::string data;
       {
         absl::MutexLock lock(&mu_);
-        mu_.Await(absl::Condition(
-            +[](AsyncHasher* h) { return !h->queue_.empty() || h->done_; },
-            this));
+        mu_.Await(absl::Condition(this, &AsyncHasher::HasWorkOrDoneLocked));
         if (queue_.empty()) return;
         data = std::move(queue_.front());
         queue_.pop_front();
@@ -559,6 +565,7 @@ void Fetcher::PublishProgress(Attempt* a, bool force) {
   absl::Time now = absl::Now();
   uint64_t v = a->verified.load();
   std::vector<std::string> sources;
+  double rate;
   {
     absl::MutexLock alock(&a->mu);
     if (!force && now - a->last_publish < options_.progress_interval) return;
@@ -568,6 +575,7 @@ void Fetcher::PublishProgress(Attempt* a, bool force) {
     }
     a->last_publish = now;
     a->bytes_at_last_publish = v;
+    rate = a->rate;
     sources = a->sources;
   }
   Job j = a->job;
@@ -576,7 +584,7 @@ void Fetcher::PublishProgress(Attempt* a, bool force) {
   j.expected_size = a->size;
   {
     absl::MutexLock lock(&mu_);
-    progress_[j.id] = {v, a->rate, sources};
+    progress_[j.id] = {v, rate, sources};
   }
   events_->Publish(StatusOf(j));
 }
