@@ -54,13 +54,16 @@ absl::Status MemberFollower::PollOnce() {
 
 void MemberFollower::Start() {
   thread_ = std::thread([this] {
-    absl::MutexLock lock(&mu_);
-    while (!stopping_) {
-      mu_.Unlock();
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
+    }
+    while (true) {
       absl::Status s = PollOnce();
       if (!s.ok()) SC_LOG(DEBUG) << "listing the library's members: " << s;
-      mu_.Lock();
-      mu_.AwaitWithTimeout(absl::Condition(&stopping_), interval_);
+      absl::MutexLock lock(&mu_);
+      // True once stopping_ is set.
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), interval_)) return;
     }
   });
 }
