@@ -5,6 +5,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "services/availability/variant_dict.h"
 
@@ -134,11 +136,17 @@ absl::Status DecodeEntries(const v1::EntryBatch& batch, uint64_t max_seq,
       static_cast<size_t>(batch.variant_index_size()) != n) {
     return bad("column lengths disagree");
   }
+  if (static_cast<size_t>(batch.variants_size()) > kMaxBatchVariants) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("entry batch names ", batch.variants_size(),
+                     " variants; at most ", kMaxBatchVariants));
+  }
   std::vector<uint16_t> variant_ids;
   variant_ids.reserve(batch.variants_size());
   for (const std::string& v : batch.variants()) {
     if (absl::Status s = ValidateVariant(v); !s.ok()) return bad(s.message());
-    absl::StatusOr<uint16_t> id = VariantDict::Global().Intern(v);
+    absl::StatusOr<uint16_t> id =
+        VariantDict::Global().Intern(v, VariantDict::Source::kPeer);
     if (!id.ok()) return id.status();
     variant_ids.push_back(*id);
   }
@@ -186,12 +194,57 @@ absl::Status DecodeEntries(const v1::EntryBatch& batch, uint64_t max_seq,
 OriginInfo OriginInfoFromProto(const v1::OriginInfo& proto, const Uuid& id) {
   OriginInfo info;
   info.device_id = id;
-  // Addresses and names are only shown and dialed, never used as paths;
-  // still, cap them so a peer cannot bloat the cache.
-  info.peer_address = proto.peer_address().substr(0, 256);
-  info.transfer_address = proto.transfer_address().substr(0, 256);
+  // Addresses are dialed: only well-formed ones are kept. Names are only
+  // shown; cap them so a peer cannot bloat the cache.
+  if (IsDialableAddress(proto.peer_address())) {
+    info.peer_address = proto.peer_address();
+  }
+  if (IsDialableAddress(proto.transfer_address())) {
+    info.transfer_address = proto.transfer_address();
+  }
   info.name = proto.name().substr(0, 128);
+  if (proto.generation_signature().size() == 64) {
+    info.generation_signature = proto.generation_signature();
+  }
   return info;
+}
+
+std::string GenerationStatement(const Uuid& origin, uint64_t generation) {
+  std::string out(kGenerationContext);
+  absl::string_view id = origin.AsBytes();
+  out.append(id.data(), id.size());
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    out.push_back(static_cast<char>((generation >> shift) & 0xff));
+  }
+  return out;
+}
+
+bool IsDialableAddress(absl::string_view address) {
+  if (address.empty() || address.size() > 256) return false;
+  size_t colon = address.rfind(':');
+  if (colon == absl::string_view::npos || colon == 0) return false;
+  absl::string_view host = address.substr(0, colon);
+  absl::string_view port = address.substr(colon + 1);
+  if (port.empty() || port.size() > 5) return false;
+  uint32_t p = 0;
+  for (char c : port) {
+    if (c < '0' || c > '9') return false;
+    p = p * 10 + static_cast<uint32_t>(c - '0');
+  }
+  if (p == 0 || p > 65535) return false;
+  if (host.front() == '[') {
+    if (host.size() < 3 || host.back() != ']') return false;
+    for (char c : host.substr(1, host.size() - 2)) {
+      if (!absl::ascii_isxdigit(c) && c != ':' && c != '.') return false;
+    }
+    return true;
+  }
+  for (char c : host) {
+    if (!absl::ascii_isalnum(c) && c != '.' && c != '-' && c != '_') {
+      return false;
+    }
+  }
+  return true;
 }
 
 void OriginInfoToProto(const OriginInfo& info, uint64_t generation,
@@ -201,6 +254,9 @@ void OriginInfoToProto(const OriginInfo& info, uint64_t generation,
   proto->set_peer_address(info.peer_address);
   proto->set_transfer_address(info.transfer_address);
   proto->set_name(info.name);
+  if (!info.generation_signature.empty()) {
+    proto->set_generation_signature(info.generation_signature);
+  }
 }
 
 absl::Status ValidateHello(const v1::Hello& hello) {
@@ -213,6 +269,13 @@ absl::Status ValidateHello(const v1::Hello& hello) {
       hello.transfer_address().size() > 256 || hello.name().size() > 128) {
     return absl::InvalidArgumentError(
         "hello addresses must be at most 256 bytes and the name 128");
+  }
+  for (const std::string* a :
+       {&hello.peer_address(), &hello.transfer_address()}) {
+    if (!a->empty() && !IsDialableAddress(*a)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "hello address \"", absl::CHexEscape(*a), "\" is not host:port"));
+    }
   }
   return absl::OkStatus();
 }

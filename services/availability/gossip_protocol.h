@@ -6,9 +6,12 @@
 #define SIDECAR_SERVICES_AVAILABILITY_GOSSIP_PROTOCOL_H_
 
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "google/protobuf/repeated_ptr_field.h"
 #include "services/availability/entry.h"
@@ -18,6 +21,31 @@
 namespace sidecar::availability {
 
 inline constexpr size_t kMaxDigestOrigins = 1024;
+
+// Bounds on what one peer may cost this device (see ExchangeReceiver).
+// Entries cached per origin: about 1 GiB, and near three times the 6M rows
+// of a desktop that holds everything.
+inline constexpr size_t kMaxEntriesPerOrigin = size_t{1} << 24;
+// Entries of one Exchange answer held before they are applied (snapshots
+// are applied whole, at their last part).
+inline constexpr size_t kMaxPendingEntries = size_t{1} << 24;
+// Messages in one Exchange answer: at the smallest message bound (64 KiB,
+// 850 entries), room for 55M entries.
+inline constexpr size_t kMaxExchangeMessages = size_t{1} << 16;
+// Distinct variant names in one batch (a real vocabulary has about 20).
+inline constexpr size_t kMaxBatchVariants = 1024;
+
+// Signature context of a generation statement.
+inline constexpr char kGenerationContext[] = "sidecar-sync generation v1";
+
+// The bytes an origin signs to start `generation`: the context, the 16-byte
+// device id and the generation as 8 big-endian bytes.
+std::string GenerationStatement(const Uuid& origin, uint64_t generation);
+
+// Whether `address` can be dialed as a peer: "host:port" with a port in
+// 1..65535 and a host of letters, digits, '.', '-' and '_', or "[v6]:port";
+// at most 256 bytes. Addresses that fail are dropped from what peers send.
+bool IsDialableAddress(absl::string_view address);
 inline constexpr uint32_t kDefaultMessageBytes = 1 << 20;
 inline constexpr uint32_t kMinMessageBytes = 64 << 10;
 inline constexpr uint32_t kMaxMessageBytesLimit = 4 << 20;
@@ -43,6 +71,10 @@ struct OriginState {
   uint64_t floor_seq = 0;  // deltas are complete only above this seq
   uint64_t entry_count = 0;
 };
+
+// Told what a peer's digest says of this device's own origin (ForkHealer).
+using SelfViewListener =
+    std::function<void(const Uuid& peer, const DigestEntry& view)>;
 
 enum class SendPlan { kNothing, kDelta, kSnapshot };
 
@@ -77,9 +109,11 @@ uint32_t ClampMessageBytes(uint32_t requested);
 void EncodeEntries(absl::Span<const Entry> entries, v1::EntryBatch* batch);
 
 // Appends the entries of `batch` to `out` after validating every column:
-// consistent lengths, known kinds and formats, safe variant names, sizes and
-// seqs in range, seqs not above `max_seq`. On error nothing is appended and
-// the status (INVALID_ARGUMENT) says what was wrong.
+// consistent lengths, known kinds and formats, safe variant names (at most
+// kMaxBatchVariants), sizes and seqs in range, seqs not above `max_seq`. On
+// error nothing is appended and the status says what was wrong:
+// INVALID_ARGUMENT, or RESOURCE_EXHAUSTED when the batch names too many
+// variants or the share of the variant dictionary peers may fill is full.
 absl::Status DecodeEntries(const v1::EntryBatch& batch, uint64_t max_seq,
                            std::vector<Entry>* out);
 

@@ -505,4 +505,12 @@ bool Library::IsMember(const Uuid& device) const {
   return it != records_.end() && !it->second.view.removed;
 }
 
+std::optional<DeviceCertificate> Library::MemberCertificate(
+    const Uuid& device) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = records_.find(device);
+  if (it == records_.end() || it->second.view.removed) return std::nullopt;
+  return it->second.view.cert;
+}
+
 }  // namespace sidecar::availability

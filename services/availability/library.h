@@ -34,6 +34,7 @@
 #include "common/peer_trust.h"
 #include "common/uuid.h"
 #include "services/availability/inventory_store.h"
+#include "services/availability/member_keys.h"
 #include "sidecar/v1/peer.pb.h"
 
 namespace sidecar::availability {
@@ -54,7 +55,7 @@ struct MemberView {
   absl::Time removed_at;
 };
 
-class Library {
+class Library : public MemberKeys {
  public:
   // What a merge or a local action changed.
   struct Change {
@@ -117,6 +118,9 @@ class Library {
   std::vector<MemberView> List(bool include_removed) const;
   std::optional<MemberView> Find(const Uuid& device) const;
   bool IsMember(const Uuid& device) const;
+  // MemberKeys:
+  std::optional<DeviceCertificate> MemberCertificate(
+      const Uuid& device) const override;
   const Uuid& self_id() const { return self_id_; }
 
  private:

@@ -7,11 +7,37 @@
 namespace sidecar::availability {
 
 LocalInventory::LocalInventory(InventoryStore* store, PeerCache* cache,
-                               std::function<void()> on_change)
-    : store_(store), cache_(cache), on_change_(std::move(on_change)) {}
+                               std::function<void()> on_change,
+                               GenerationSigner sign_generation)
+    : store_(store),
+      cache_(cache),
+      on_change_(std::move(on_change)),
+      sign_generation_(std::move(sign_generation)) {}
 
 absl::Status LocalInventory::Load() {
   absl::MutexLock lock(&write_mu_);
+  return LoadLocked();
+}
+
+absl::StatusOr<uint64_t> LocalInventory::StartNewGeneration() {
+  uint64_t generation;
+  {
+    absl::MutexLock lock(&write_mu_);
+    absl::StatusOr<DeviceIdentity> id = store_->ResetChangeLog();
+    if (!id.ok()) return id.status();
+    generation = id->generation;
+    if (absl::Status s = LoadLocked(); !s.ok()) return s;
+  }
+  if (on_change_) on_change_();
+  return generation;
+}
+
+uint64_t LocalInventory::generation() const {
+  absl::MutexLock lock(&write_mu_);
+  return store_->identity().generation;
+}
+
+absl::Status LocalInventory::LoadLocked() {
   std::vector<Entry> entries;
   absl::Status bad = absl::OkStatus();
   absl::Status s = store_->LoadAdvertised([&](const ChangeRecord& c) {
@@ -30,7 +56,10 @@ absl::Status LocalInventory::Load() {
   if (!max_seq.ok()) return max_seq.status();
   max_seq_ = *max_seq;
   size_t n = entries.size();
-  cache_->InitSelf(store_->identity().generation, max_seq_, std::move(entries));
+  const uint64_t generation = store_->identity().generation;
+  cache_->InitSelf(generation,
+                   sign_generation_ ? sign_generation_(generation) : "",
+                   max_seq_, std::move(entries));
   SC_LOG(INFO) << "loaded " << n << " advertised entries, max seq " << max_seq_;
   return absl::OkStatus();
 }

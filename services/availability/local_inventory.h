@@ -22,13 +22,24 @@ inline constexpr size_t kMaxBatch = 10000;
 
 class LocalInventory {
  public:
+  // Signs a generation statement of this device (DeviceKey::Sign over
+  // GenerationStatement); may be null, then generations go unsigned.
+  using GenerationSigner = std::function<std::string(uint64_t generation)>;
+
   // `on_change` runs after each write that changed what is advertised
   // (e.g. to schedule a prompt gossip round). Pointers must outlive this.
   LocalInventory(InventoryStore* store, PeerCache* cache,
-                 std::function<void()> on_change);
+                 std::function<void()> on_change,
+                 GenerationSigner sign_generation = nullptr);
 
   // Rebuilds the own origin in the cache from the database. Call once.
   absl::Status Load();
+
+  // Starts a new generation of the change log (InventoryStore::
+  // ResetChangeLog) and rebuilds the own origin from it, so that peers
+  // replace what they cached of this device with a snapshot. Returns the
+  // new generation. Takes seconds for millions of rows; writes wait.
+  absl::StatusOr<uint64_t> StartNewGeneration();
 
   struct RegisterResult {
     uint32_t registered = 0;
@@ -48,15 +59,20 @@ class LocalInventory {
   absl::StatusOr<RemoveResult> Remove(std::vector<SidecarKey> keys);
 
   uint64_t max_seq() const;
+  uint64_t generation() const;
 
   // Checks one record as received over the API: READY needs a 32-byte
   // checksum; size at most 1 TiB; generator_version at most 128 bytes.
   static absl::Status ValidateRecord(const LocalRecord& r);
 
  private:
+  // REQUIRES: write_mu_ held.
+  absl::Status LoadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+
   InventoryStore* const store_;
   PeerCache* const cache_;
   const std::function<void()> on_change_;
+  const GenerationSigner sign_generation_;
   // Serializes writes so that change-log seqs commit in order: a peer that
   // has seen seq n has seen everything below n.
   mutable absl::Mutex write_mu_;

@@ -4,8 +4,8 @@
 
 #include <atomic>
 #include <filesystem>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -20,11 +20,12 @@
 #include "common/service_flags.h"
 #include "common/state_dir.h"
 #include "common/transport.h"
-#include "services/availability/library.h"
-#include "services/availability/pairing.h"
 #include "services/availability/availability_service.h"
+#include "services/availability/fork_healer.h"
 #include "services/availability/inventory_store.h"
+#include "services/availability/library.h"
 #include "services/availability/local_inventory.h"
+#include "services/availability/pairing.h"
 #include "services/availability/peer_cache.h"
 #include "services/availability/peer_manager.h"
 #include "services/availability/peer_service.h"
@@ -222,12 +223,23 @@ int Main() {
   }
   Pairing pairing(&*key, &library, [&peers] { return peers.SelfHello(); });
 
-  LocalInventory inventory(store->get(), &cache,
-                           [&peers] { peers.RequestPromptRound(); });
+  LocalInventory inventory(
+      store->get(), &cache, [&peers] { peers.RequestPromptRound(); },
+      [&key, &id](uint64_t generation) {
+        return key->Sign(GenerationStatement(id.device_id, generation));
+      });
   if (absl::Status s = inventory.Load(); !s.ok()) {
     SC_LOG(ERROR) << "cannot load the inventory: " << s;
     return 1;
   }
+  ForkHealer healer(&inventory, &cache, [&peers](uint64_t generation) {
+    peers.SetSelfGeneration(generation);
+  });
+  const SelfViewListener on_self_view = [&healer](const Uuid& peer,
+                                                  const DigestEntry& view) {
+    healer.OnPeerView(peer, view);
+  };
+  peers.set_self_view_listener(on_self_view);
 
   AvailabilityService::Deps deps{store->get(), &inventory, &cache, &peers,
                                  &hub,         root.string(), &library,
@@ -236,6 +248,7 @@ int Main() {
   deps.transfer_address_fixed = !absl::GetFlag(FLAGS_transfer_address).empty();
   AvailabilityService local_api(deps);
   PeerService peer_api(&cache, &peers, &library, &pairing);
+  peer_api.set_self_view_listener(on_self_view);
   ServerHost local_host(LocalListenerFromFlags(state_dir, "availability"));
   const std::string local_address = local_host.address();
   local_host.AddService(&local_api);
@@ -288,6 +301,7 @@ int Main() {
   stop_join = true;
   if (join_thread.joinable()) join_thread.join();
   peers.Stop();
+  healer.Stop();
   ServerHost::ShutdownAll({&peer_host, &local_host}, drain);
   SC_LOG(INFO) << "stopped";
   return 0;

@@ -17,6 +17,14 @@ void OriginTable::UpdateInfo(const OriginInfo& info) {
   if (!info.name.empty()) info_.name = info.name;
 }
 
+void OriginTable::FillInfo(const OriginInfo& info) {
+  if (info_.peer_address.empty()) info_.peer_address = info.peer_address;
+  if (info_.transfer_address.empty()) {
+    info_.transfer_address = info.transfer_address;
+  }
+  if (info_.name.empty()) info_.name = info.name;
+}
+
 const Entry* OriginTable::Find(const EntryKey& key) const {
   return entries_->Find(key);
 }

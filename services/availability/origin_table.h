@@ -24,6 +24,10 @@ struct OriginInfo {
   std::string peer_address;
   std::string transfer_address;
   std::string name;
+  // The origin's Ed25519 signature over GenerationStatement(device_id,
+  // generation): proof that the origin itself started this generation, so
+  // that relays can pass a new generation on but never invent one.
+  std::string generation_signature;
 };
 
 class OriginTable {
@@ -31,8 +35,14 @@ class OriginTable {
   OriginTable(OriginInfo info, uint64_t generation);
 
   const OriginInfo& info() const { return info_; }
-  // Keeps non-empty fields of `info` (addresses change; ids do not).
+  // Keeps non-empty fields of `info` (addresses change; ids do not). Not
+  // the generation signature, which only Replace changes.
   void UpdateInfo(const OriginInfo& info);
+  // Fills only the fields still empty: for what a third device relays.
+  void FillInfo(const OriginInfo& info);
+  void set_generation_signature(std::string sig) {
+    info_.generation_signature = std::move(sig);
+  }
 
   uint64_t generation() const { return generation_; }
   uint64_t max_seq() const { return max_seq_; }

@@ -9,31 +9,46 @@
 
 namespace sidecar::availability {
 
-PeerCache::PeerCache(OriginInfo self, WatchHub* hub)
-    : self_id_(self.device_id), hub_(hub) {
+PeerCache::PeerCache(OriginInfo self, WatchHub* hub,
+                     size_t max_entries_per_origin)
+    : self_id_(self.device_id),
+      hub_(hub),
+      max_entries_per_origin_(max_entries_per_origin) {
   absl::MutexLock lock(&mu_);
   origins_.emplace(self_id_, std::make_unique<OriginTable>(std::move(self), 0));
 }
 
-OriginTable* PeerCache::FindOrCreate(const OriginInfo& info,
+OriginTable* PeerCache::FindOrCreate(const OriginInfo& info, InfoSource source,
                                      uint64_t generation) {
   auto it = origins_.find(info.device_id);
   if (it == origins_.end()) {
+    OriginInfo first = info;
+    first.generation_signature.clear();  // set by Replace, with its entries
     it = origins_
              .emplace(info.device_id,
-                      std::make_unique<OriginTable>(info, generation))
+                      std::make_unique<OriginTable>(std::move(first), 0))
              .first;
-  } else {
+  } else if (source == InfoSource::kOrigin) {
     it->second->UpdateInfo(info);
+  } else {
+    it->second->FillInfo(info);
   }
   return it->second.get();
 }
 
-void PeerCache::InitSelf(uint64_t generation, uint64_t max_seq,
-                         std::vector<Entry> entries) {
+void PeerCache::InitSelf(uint64_t generation, std::string generation_signature,
+                         uint64_t max_seq, std::vector<Entry> entries) {
   OriginTable::SortAndDedupe(&entries);
   absl::MutexLock lock(&mu_);
-  origins_.at(self_id_)->Replace(generation, max_seq, 0, std::move(entries));
+  OriginTable* self = origins_.at(self_id_).get();
+  self->Replace(generation, max_seq, 0, std::move(entries));
+  self->set_generation_signature(std::move(generation_signature));
+}
+
+uint64_t PeerCache::Generation(const Uuid& origin) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = origins_.find(origin);
+  return it == origins_.end() ? 0 : it->second->generation();
 }
 
 void PeerCache::ApplySelf(std::vector<Entry> changes, uint64_t up_to_seq) {
@@ -58,19 +73,29 @@ std::optional<Entry> PeerCache::FindSelf(const EntryKey& key) const {
 }
 
 absl::Status PeerCache::ApplyRemoteDelta(const OriginInfo& info,
-                                         uint64_t generation,
+                                         InfoSource source, uint64_t generation,
                                          uint64_t up_to_seq,
                                          std::vector<Entry> batch) {
   if (info.device_id == self_id_) return absl::OkStatus();
   std::vector<Entry> changed;
   {
     absl::MutexLock lock(&mu_);
-    OriginTable* t = FindOrCreate(info, generation);
+    OriginTable* t = FindOrCreate(info, source, generation);
     if (t->generation() != generation) {
       return absl::FailedPreconditionError(absl::StrCat(
           "deltas for origin ", info.device_id.ToString(), " generation ",
           generation, " but generation ", t->generation(),
           " is cached; a snapshot is needed first"));
+    }
+    if (t->entry_count() + batch.size() > max_entries_per_origin_) {
+      size_t added = 0;
+      for (const Entry& e : batch) added += t->Find(EntryKey::Of(e)) == nullptr;
+      if (t->entry_count() + added > max_entries_per_origin_) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("origin ", info.device_id.ToString(), " would hold ",
+                         t->entry_count() + added, " entries; at most ",
+                         max_entries_per_origin_, " are kept per device"));
+      }
     }
     t->ApplyDelta(std::move(batch), up_to_seq, hub_ ? &changed : nullptr);
   }
@@ -78,11 +103,17 @@ absl::Status PeerCache::ApplyRemoteDelta(const OriginInfo& info,
   return absl::OkStatus();
 }
 
-absl::Status PeerCache::ReplaceRemote(const OriginInfo& info,
+absl::Status PeerCache::ReplaceRemote(const OriginInfo& info, InfoSource source,
                                       uint64_t generation, uint64_t max_seq,
                                       uint64_t floor_seq,
                                       std::vector<Entry> entries) {
   if (info.device_id == self_id_) return absl::OkStatus();
+  if (entries.size() > max_entries_per_origin_) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("snapshot of origin ", info.device_id.ToString(), " has ",
+                     entries.size(), " entries; at most ",
+                     max_entries_per_origin_, " are kept per device"));
+  }
   // Snapshots usually arrive in key order already; sorting is the fallback
   // for custom variants whose ids differ between processes.
   if (!std::is_sorted(
@@ -92,7 +123,7 @@ absl::Status PeerCache::ReplaceRemote(const OriginInfo& info,
   }
   {
     absl::MutexLock lock(&mu_);
-    OriginTable* t = FindOrCreate(info, generation);
+    OriginTable* t = FindOrCreate(info, source, generation);
     if (t->generation() > generation) {
       return absl::FailedPreconditionError(absl::StrCat(
           "snapshot of origin ", info.device_id.ToString(), " generation ",
@@ -101,6 +132,10 @@ absl::Status PeerCache::ReplaceRemote(const OriginInfo& info,
     }
     if (t->generation() == generation && t->max_seq() > max_seq) {
       return absl::OkStatus();  // we already know more; keep it
+    }
+    // A relay's same-generation snapshot may lack the signature: keep ours.
+    if (t->generation() != generation || !info.generation_signature.empty()) {
+      t->set_generation_signature(info.generation_signature);
     }
     t->Replace(generation, max_seq, floor_seq, std::move(entries));
   }

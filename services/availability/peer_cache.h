@@ -22,33 +22,50 @@
 
 namespace sidecar::availability {
 
+// Who sent what we apply about a remote origin: the origin itself, whose
+// addresses and name replace ours, or a third device relaying it, whose
+// addresses only fill what we do not know yet (a relay must not be able to
+// make this device dial somewhere else for a device).
+enum class InfoSource { kOrigin, kRelay };
+
 class PeerCache {
  public:
   // `hub` (may be null) receives change events; it must outlive the cache.
-  PeerCache(OriginInfo self, WatchHub* hub);
+  // A remote origin holds at most `max_entries_per_origin` entries.
+  PeerCache(OriginInfo self, WatchHub* hub,
+            size_t max_entries_per_origin = kMaxEntriesPerOrigin);
 
   const Uuid& self_id() const { return self_id_; }
 
-  // Installs the own origin's state as loaded from the database.
-  void InitSelf(uint64_t generation, uint64_t max_seq,
-                std::vector<Entry> entries);
+  // Installs the own origin's state as loaded from the database (again,
+  // after a new generation); `generation_signature` is what peers relay.
+  void InitSelf(uint64_t generation, std::string generation_signature,
+                uint64_t max_seq, std::vector<Entry> entries);
   // Applies local changes (already persisted) to the own origin.
   void ApplySelf(std::vector<Entry> changes, uint64_t up_to_seq);
   // The own origin's entry for `key`, or nullptr-equivalent nullopt.
   std::optional<Entry> FindSelf(const EntryKey& key) const;
 
   // Applies deltas received about a remote origin. Ignored (OK) when the
-  // origin is this device, or when `generation` is not the one cached
-  // (a snapshot must come first). Publishes ADDED/REMOVED events.
-  absl::Status ApplyRemoteDelta(const OriginInfo& info, uint64_t generation,
-                                uint64_t up_to_seq, std::vector<Entry> batch);
+  // origin is this device; FAILED_PRECONDITION when `generation` is not the
+  // one cached (a snapshot must come first); RESOURCE_EXHAUSTED, applying
+  // nothing, if the origin would hold more than kMaxEntriesPerOrigin.
+  // Publishes ADDED/REMOVED events.
+  absl::Status ApplyRemoteDelta(const OriginInfo& info, InfoSource source,
+                                uint64_t generation, uint64_t up_to_seq,
+                                std::vector<Entry> batch);
 
   // Replaces all that is known of a remote origin with a snapshot. Ignored
   // when the origin is this device or the cached generation is newer.
-  // `entries` need not be sorted. Publishes one RESET event.
-  absl::Status ReplaceRemote(const OriginInfo& info, uint64_t generation,
-                             uint64_t max_seq, uint64_t floor_seq,
-                             std::vector<Entry> entries);
+  // `entries` need not be sorted. Publishes one RESET event. The caller
+  // checks that a new generation comes from the origin or carries its
+  // signature (ExchangeReceiver).
+  absl::Status ReplaceRemote(const OriginInfo& info, InfoSource source,
+                             uint64_t generation, uint64_t max_seq,
+                             uint64_t floor_seq, std::vector<Entry> entries);
+
+  // The generation cached for `origin`, 0 if none.
+  uint64_t Generation(const Uuid& origin) const;
 
   // Notes addresses of an origin (from Hello messages), creating an empty
   // record if unknown so it can be contacted and listed.
@@ -81,11 +98,13 @@ class PeerCache {
   size_t TotalEntries() const;
 
  private:
-  OriginTable* FindOrCreate(const OriginInfo& info, uint64_t generation)
+  OriginTable* FindOrCreate(const OriginInfo& info, InfoSource source,
+                            uint64_t generation)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Uuid self_id_;
   WatchHub* const hub_;
+  const size_t max_entries_per_origin_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<Uuid, std::unique_ptr<OriginTable>> origins_
       ABSL_GUARDED_BY(mu_);

@@ -7,16 +7,10 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/transport.h"
+#include "services/availability/exchange_receiver.h"
 
 namespace sidecar::availability {
 namespace {
-
-// Deltas are applied in slices of this many entries so a long stream does
-// not hold everything in memory before anything is visible.
-constexpr size_t kApplySlice = 1 << 18;
-
-// Upper bound of the allocation a snapshot's size hint can cause.
-constexpr uint64_t kMaxSnapshotReserve = 50'000'000;
 
 // Least time between two pulls from one peer that the peer itself caused
 // (by showing it is ahead): a bound on gossip storms.
@@ -53,6 +47,8 @@ struct PeerManager::Peer {
   absl::Time next_round;
   absl::Time prompt_at = absl::InfiniteFuture();
   absl::Time last_round = absl::InfinitePast();
+  // Kinds of refusal already logged for this peer (logged once each).
+  absl::flat_hash_set<absl::StatusCode> refusals_logged;
   grpc::ClientContext* active = nullptr;  // call in flight, for Stop()
   absl::CondVar cv;
   std::thread thread;
@@ -314,97 +310,25 @@ absl::Status PeerManager::DoExchange(Peer* p, v1::Hello* their_hello) {
   std::unique_ptr<grpc::ClientReader<v1::ExchangeResponse>> reader =
       (*stub)->Exchange(&ctx, req);
 
-  struct Pending {
-    OriginInfo info;
-    uint64_t generation = 0;
-    uint64_t up_to_seq = 0;
-    uint64_t floor_seq = 0;
-    std::vector<Entry> entries;
-  };
-  absl::flat_hash_map<Uuid, Pending> deltas;
-  absl::flat_hash_map<Uuid, Pending> snapshots;
+  ExchangeReceiver receiver(cache_, library_, *p->device_id);
   absl::Status failure = absl::OkStatus();
-  bool learned = false;  // anything applied: tell our other peers
-  auto flush_delta = [&](const Uuid& id) {
-    auto it = deltas.find(id);
-    if (it == deltas.end()) return;
-    Pending& d = it->second;
-    learned = true;
-    absl::Status s = cache_->ApplyRemoteDelta(d.info, d.generation, d.up_to_seq,
-                                              std::move(d.entries));
-    if (!s.ok()) SC_LOG(WARNING) << "from " << p->address << ": " << s;
-    deltas.erase(it);
-  };
-
   v1::ExchangeResponse msg;
-  while (failure.ok() && reader->Read(&msg)) {
-    if (msg.has_summary()) {
-      *their_hello = msg.summary().self();
-      continue;
-    }
-    const v1::EntryBatch& b = msg.batch();
-    absl::StatusOr<Uuid> origin = Uuid::FromBytes(b.origin().device_id());
-    if (!origin.ok() || origin->IsNil()) {
-      failure = absl::InvalidArgumentError("batch without a valid origin id");
-      break;
-    }
-    if (*origin == cache_->self_id()) continue;  // our own, relayed back
-    // Only members' entries are taken, whoever relays them.
-    if (!library_->IsMember(*origin)) continue;
-    OriginInfo info = OriginInfoFromProto(b.origin(), *origin);
-    uint64_t gen = b.origin().generation();
-    if (b.up_to_seq() > kMaxSeq) {
-      failure = absl::InvalidArgumentError("batch up_to_seq out of range");
-      break;
-    }
-    if (b.mode() == v1::EntryBatch::MODE_DELTA) {
-      auto it = deltas.find(*origin);
-      if (it != deltas.end() && it->second.generation != gen) {
-        flush_delta(*origin);
-        it = deltas.end();
-      }
-      if (it == deltas.end()) {
-        it = deltas.emplace(*origin, Pending{info, gen, 0, 0, {}}).first;
-      }
-      failure = DecodeEntries(b, b.up_to_seq(), &it->second.entries);
-      if (!failure.ok()) break;
-      it->second.up_to_seq = b.up_to_seq();
-      if (it->second.entries.size() >= kApplySlice) flush_delta(*origin);
-    } else if (b.mode() == v1::EntryBatch::MODE_SNAPSHOT) {
-      if (b.first()) {
-        Pending& fresh = snapshots[*origin];
-        fresh = Pending{info, gen, b.up_to_seq(), b.floor_seq(), {}};
-        // Allocate once; the hint is bounded so a peer cannot make us
-        // reserve absurd amounts.
-        fresh.entries.reserve(
-            std::min<uint64_t>(b.snapshot_entries(), kMaxSnapshotReserve));
-      }
-      auto it = snapshots.find(*origin);
-      if (it == snapshots.end() || it->second.generation != gen) {
-        failure =
-            absl::InvalidArgumentError("snapshot part without its first part");
-        break;
-      }
-      failure = DecodeEntries(b, b.up_to_seq(), &it->second.entries);
-      if (!failure.ok()) break;
-      if (b.last()) {
-        Pending& s = it->second;
-        learned = true;
-        absl::Status st =
-            cache_->ReplaceRemote(s.info, s.generation, b.up_to_seq(),
-                                  b.floor_seq(), std::move(s.entries));
-        if (!st.ok()) SC_LOG(WARNING) << "from " << p->address << ": " << st;
-        snapshots.erase(it);
-      }
-    } else {
-      failure = absl::InvalidArgumentError("batch of unknown mode");
-    }
-  }
+  while (failure.ok() && reader->Read(&msg)) failure = receiver.OnMessage(msg);
   // What arrived completely is a consistent prefix: keep it. Partial
   // snapshots are dropped.
-  std::vector<Uuid> ids;
-  for (auto& [id, d] : deltas) ids.push_back(id);
-  for (const Uuid& id : ids) flush_delta(id);
+  failure.Update(receiver.Finish());
+  if (receiver.summary_hello()) *their_hello = *receiver.summary_hello();
+  if (self_view_listener_) {
+    absl::StatusOr<std::vector<DigestEntry>> theirs =
+        DigestFromProto(receiver.summary_digest());
+    if (theirs.ok()) {
+      for (const DigestEntry& d : *theirs) {
+        if (d.origin == cache_->self_id()) {
+          self_view_listener_(*p->device_id, d);
+        }
+      }
+    }
+  }
   if (!failure.ok()) ctx.TryCancel();
   grpc::Status s = reader->Finish();
   SC_LOG(DEBUG) << "exchange with " << p->address << ": " << s.error_code()
@@ -412,10 +336,22 @@ absl::Status PeerManager::DoExchange(Peer* p, v1::Hello* their_hello) {
   EndCall(p);
   // Gossip on: our digest is now ahead of our other peers', and a prompt
   // round lets them see it and pull (A -> B -> C without A and C talking).
-  if (learned) RequestPromptRound();
+  if (receiver.learned()) RequestPromptRound();
   if (!failure.ok()) {
-    SC_LOG(WARNING) << "exchange with " << p->address
-                    << " sent bad data: " << failure;
+    // Once per peer and kind of refusal: a peer that keeps sending too much
+    // must not fill the log.
+    bool first;
+    {
+      absl::MutexLock lock(&mu_);
+      first = p->refusals_logged.insert(failure.code()).second;
+    }
+    if (first) {
+      SC_LOG(WARNING) << "exchange with " << p->address << " stopped: it sent "
+                      << (failure.code() == absl::StatusCode::kResourceExhausted
+                              ? "more than this device accepts: "
+                              : "bad data: ")
+                      << failure.message();
+    }
     return failure;
   }
   return FromGrpcStatus(s);
@@ -487,6 +423,11 @@ v1::Hello PeerManager::SelfHello() const {
 void PeerManager::SetSelfPeerAddress(const std::string& address) {
   absl::MutexLock lock(&mu_);
   self_.set_peer_address(address);
+}
+
+void PeerManager::SetSelfGeneration(uint64_t generation) {
+  absl::MutexLock lock(&mu_);
+  self_.set_generation(generation);
 }
 
 void PeerManager::SetSelfTransferAddress(const std::string& address) {

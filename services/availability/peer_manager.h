@@ -86,6 +86,14 @@ class PeerManager : public PeerDirectory {
   // Sets where peers reach this device's transfer service.
   void SetSelfTransferAddress(const std::string& address);
 
+  // Told what each peer's summary digest says of this device. Set before
+  // Start.
+  void set_self_view_listener(SelfViewListener l) {
+    self_view_listener_ = std::move(l);
+  }
+  // Sets the generation sent in this device's Hello.
+  void SetSelfGeneration(uint64_t generation);
+
   // Starts a worker per member with an address.
   void Start();
 
@@ -151,6 +159,7 @@ class PeerManager : public PeerDirectory {
   WatchHub* const hub_;
   Library* const library_;
   const DeviceKey* const key_;
+  SelfViewListener self_view_listener_;
 
   mutable absl::Mutex mu_;
   v1::Hello self_ ABSL_GUARDED_BY(mu_);

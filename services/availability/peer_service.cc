@@ -231,7 +231,12 @@ grpc::ServerWriteReactor<v1::ExchangeResponse>* PeerService::Exchange(
     return !library_->IsMember(d.origin);
   });
   absl::flat_hash_map<Uuid, const DigestEntry*> theirs;
-  for (const DigestEntry& d : *digest) theirs[d.origin] = &d;
+  for (const DigestEntry& d : *digest) {
+    theirs[d.origin] = &d;
+    if (d.origin == cache_->self_id() && self_view_listener_) {
+      self_view_listener_(*who, d);
+    }
+  }
 
   std::vector<PeerCache::OriginView> views = cache_->Views();
   absl::flat_hash_set<Uuid> known;

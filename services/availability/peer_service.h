@@ -38,6 +38,11 @@ class PeerService final
   grpc::Status Join(grpc::ServerContext* ctx, const v1::JoinRequest* req,
                     v1::JoinResponse* resp) override;
 
+  // Told what each caller's digest says of this device (set before serving).
+  void set_self_view_listener(SelfViewListener l) {
+    self_view_listener_ = std::move(l);
+  }
+
   // The method any TLS client may call (pairing), for the listener.
   static constexpr char kOpenMethod[] = "/sidecar.v1.Peer/Join";
 
@@ -46,6 +51,7 @@ class PeerService final
   PeerDirectory* const directory_;
   Library* const library_;
   Pairing* const pairing_;
+  SelfViewListener self_view_listener_;
 };
 
 }  // namespace sidecar::availability

@@ -1,6 +1,7 @@
 #include "services/availability/variant_dict.h"
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 
 namespace sidecar::availability {
 namespace {
@@ -43,9 +44,16 @@ VariantDict::VariantDict() : names_(kCapacity, nullptr) {
   }
 }
 
-absl::StatusOr<uint16_t> VariantDict::Intern(absl::string_view name) {
+absl::StatusOr<uint16_t> VariantDict::Intern(absl::string_view name,
+                                             Source source) {
   absl::MutexLock lock(&mu_);
   if (auto it = ids_.find(name); it != ids_.end()) return it->second;
+  if (source == Source::kPeer && next_ >= kCapacity - kLocalReserve) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "peers have named ", next_,
+        " distinct variants; the rest of the dictionary is kept for this "
+        "device's own sidecars"));
+  }
   if (next_ >= kCapacity) {
     return absl::ResourceExhaustedError(
         "more than 65,536 distinct variant names are known; variants are "

@@ -20,6 +20,13 @@ namespace sidecar::availability {
 class VariantDict {
  public:
   static constexpr size_t kCapacity = 65536;
+  // Ids only this device's own registrations may take: whatever peers send,
+  // the device can still register sidecars under this many new variants.
+  static constexpr size_t kLocalReserve = 4096;
+
+  // Who asks for a new id. Names from peers may fill the dictionary only up
+  // to kCapacity - kLocalReserve.
+  enum class Source { kLocal, kPeer };
 
   // The process-wide dictionary.
   static VariantDict& Global();
@@ -30,8 +37,9 @@ class VariantDict {
 
   // Returns the id of `name`, adding it if new. REQUIRES: name is a valid
   // variant (ValidateVariant). RESOURCE_EXHAUSTED once 65,536 distinct
-  // variants exist.
-  absl::StatusOr<uint16_t> Intern(absl::string_view name);
+  // variants exist, or, for kPeer, once only the local reserve is left.
+  absl::StatusOr<uint16_t> Intern(absl::string_view name,
+                                  Source source = Source::kLocal);
 
   // The id of `name` if it is known; never adds. Lookups of keys from
   // requests use this, so queries cannot fill the dictionary.

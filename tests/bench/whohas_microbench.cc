@@ -46,8 +46,8 @@ struct World {
                                     Sha256Of("b"), i + 1, false));
     }
     Uuid remote = Uuid::Random();
-    (void)cache.ReplaceRemote({remote, "", "", "desktop"}, 1, kEntries, 0,
-                              std::move(entries));
+    (void)cache.ReplaceRemote({remote, "", "", "desktop"}, InfoSource::kOrigin,
+                              1, kEntries, 0, std::move(entries));
     for (int i = 0; i < kKeys; ++i) {
       SidecarKey k =
           i % 2 ? KeyFor((i * 7919ull) % kEntries) : KeyFor(kEntries + i);

@@ -74,16 +74,26 @@ TEST(OriginTableTest, SinceReturnsAscendingSeq) {
 
 TEST(PeerCacheTest, LookupFindsLiveHoldersOnly) {
   PeerCache cache({U(1)}, nullptr);
-  cache.InitSelf(10, 1, {E(100, 1)});
-  ASSERT_TRUE(
-      cache.ReplaceRemote({U(2)}, 7, 2, 0, {E(100, 1), E(101, 2)}).ok());
-  ASSERT_TRUE(cache.ApplyRemoteDelta({U(2)}, 7, 3, {E(101, 3, 0, true)}).ok());
+  cache.InitSelf(10, "", 1, {E(100, 1)});
+  ASSERT_TRUE(cache
+                  .ReplaceRemote({U(2)}, InfoSource::kOrigin, 7, 2, 0,
+                                 {E(100, 1), E(101, 2)})
+                  .ok());
+  ASSERT_TRUE(cache
+                  .ApplyRemoteDelta({U(2)}, InfoSource::kOrigin, 7, 3,
+                                    {E(101, 3, 0, true)})
+                  .ok());
   // Deltas of a generation the cache does not hold are refused.
-  EXPECT_FALSE(cache.ApplyRemoteDelta({U(2)}, 8, 4, {E(102, 4)}).ok());
+  EXPECT_FALSE(
+      cache.ApplyRemoteDelta({U(2)}, InfoSource::kOrigin, 8, 4, {E(102, 4)})
+          .ok());
   // A stale snapshot (older generation) is refused.
-  EXPECT_FALSE(cache.ReplaceRemote({U(2)}, 6, 9, 0, {}).ok());
+  EXPECT_FALSE(
+      cache.ReplaceRemote({U(2)}, InfoSource::kOrigin, 6, 9, 0, {}).ok());
   // Entries about this device from elsewhere are ignored.
-  ASSERT_TRUE(cache.ApplyRemoteDelta({U(1)}, 10, 9, {E(103, 9)}).ok());
+  ASSERT_TRUE(
+      cache.ApplyRemoteDelta({U(1)}, InfoSource::kOrigin, 10, 9, {E(103, 9)})
+          .ok());
 
   auto views = cache.Views();
   std::vector<std::optional<EntryKey>> keys = {K(100), K(101), K(103),
@@ -117,8 +127,10 @@ TEST(PeerCacheTest, LookupFindsLiveHoldersOnly) {
 
 TEST(PeerCacheTest, SnapshotOutOfOrderIsSorted) {
   PeerCache cache({U(1)}, nullptr);
-  ASSERT_TRUE(
-      cache.ReplaceRemote({U(2)}, 1, 3, 0, {E(9, 1), E(3, 2), E(5, 3)}).ok());
+  ASSERT_TRUE(cache
+                  .ReplaceRemote({U(2)}, InfoSource::kOrigin, 1, 3, 0,
+                                 {E(9, 1), E(3, 2), E(5, 3)})
+                  .ok());
   auto v = cache.View(U(2));
   ASSERT_TRUE(v.has_value());
   EXPECT_TRUE(std::is_sorted(

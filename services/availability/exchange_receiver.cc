@@ -1,0 +1,190 @@
+#include "services/availability/exchange_receiver.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "services/availability/gossip_protocol.h"
+
+namespace sidecar::availability {
+namespace {
+
+// Deltas are applied in slices of this many entries so a long stream does
+// not hold everything in memory before anything is visible.
+constexpr size_t kApplySlice = 1 << 18;
+
+}  // namespace
+
+bool VerifyGeneration(const DeviceCertificate& origin, uint64_t generation,
+                      absl::string_view signature) {
+  return signature.size() == 64 &&
+         VerifySignature(origin,
+                         GenerationStatement(origin.device_id, generation),
+                         signature);
+}
+
+ExchangeReceiver::ExchangeReceiver(PeerCache* cache, const MemberKeys* members,
+                                   Uuid sender, ReceiveLimits limits)
+    : cache_(cache), members_(members), sender_(sender), limits_(limits) {}
+
+size_t ExchangeReceiver::pending_capacity_bytes() const {
+  size_t n = 0;
+  for (const auto& [id, p] : deltas_) n += p.entries.capacity();
+  for (const auto& [id, p] : snapshots_) n += p.entries.capacity();
+  return n * sizeof(Entry);
+}
+
+absl::Status ExchangeReceiver::OnMessage(const v1::ExchangeResponse& msg) {
+  if (++messages_ > limits_.max_messages) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "exchange answer of more than ", limits_.max_messages, " messages"));
+  }
+  if (msg.has_summary()) {
+    hello_ = msg.summary().self();
+    digest_ = msg.summary().digest();
+    return absl::OkStatus();
+  }
+  const v1::EntryBatch& b = msg.batch();
+  absl::StatusOr<Uuid> origin = Uuid::FromBytes(b.origin().device_id());
+  if (!origin.ok() || origin->IsNil()) {
+    return absl::InvalidArgumentError("batch without a valid origin id");
+  }
+  if (b.up_to_seq() > kMaxSeq) {
+    return absl::InvalidArgumentError("batch up_to_seq out of range");
+  }
+  if (*origin == cache_->self_id()) return absl::OkStatus();  // relayed back
+  // Only members' entries are taken, whoever relays them.
+  if (!members_->MemberCertificate(*origin)) return absl::OkStatus();
+  Pending header;
+  header.info = OriginInfoFromProto(b.origin(), *origin);
+  header.source = *origin == sender_ ? InfoSource::kOrigin : InfoSource::kRelay;
+  header.generation = b.origin().generation();
+  header.up_to_seq = b.up_to_seq();
+  header.floor_seq = b.floor_seq();
+  switch (b.mode()) {
+    case v1::EntryBatch::MODE_DELTA:
+      return OnDelta(b, std::move(header));
+    case v1::EntryBatch::MODE_SNAPSHOT:
+      return OnSnapshot(b, std::move(header));
+    default:
+      return absl::InvalidArgumentError("batch of unknown mode");
+  }
+}
+
+absl::Status ExchangeReceiver::Decode(const v1::EntryBatch& b, Pending* p) {
+  const size_t n = b.kinds().size();
+  if (pending_entries_ + n > limits_.max_pending_entries) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "exchange answer would hold more than ", limits_.max_pending_entries,
+        " entries before applying them"));
+  }
+  absl::Status s = DecodeEntries(b, b.up_to_seq(), &p->entries);
+  if (s.ok()) pending_entries_ += n;
+  return s;
+}
+
+absl::Status ExchangeReceiver::OnDelta(const v1::EntryBatch& b,
+                                       Pending header) {
+  const Uuid origin = header.info.device_id;
+  auto it = deltas_.find(origin);
+  if (it != deltas_.end() && it->second.generation != header.generation) {
+    if (absl::Status s = FlushDelta(origin); !s.ok()) return s;
+    it = deltas_.end();
+  }
+  if (it == deltas_.end()) {
+    it = deltas_.emplace(origin, std::move(header)).first;
+  }
+  if (absl::Status s = Decode(b, &it->second); !s.ok()) return s;
+  it->second.up_to_seq = b.up_to_seq();
+  if (it->second.entries.size() >= kApplySlice) return FlushDelta(origin);
+  return absl::OkStatus();
+}
+
+bool ExchangeReceiver::MayStartGeneration(const Pending& header) {
+  const Uuid& origin = header.info.device_id;
+  if (header.source == InfoSource::kOrigin) return true;
+  if (header.generation <= cache_->Generation(origin)) return true;
+  if (auto v = verified_.find(origin);
+      v != verified_.end() && v->second == header.generation) {
+    return true;
+  }
+  std::optional<DeviceCertificate> cert = members_->MemberCertificate(origin);
+  if (!cert || !VerifyGeneration(*cert, header.generation,
+                                 header.info.generation_signature)) {
+    return false;
+  }
+  verified_[origin] = header.generation;
+  return true;
+}
+
+absl::Status ExchangeReceiver::OnSnapshot(const v1::EntryBatch& b,
+                                          Pending header) {
+  const Uuid origin = header.info.device_id;
+  if (b.first()) {
+    if (auto old = snapshots_.find(origin); old != snapshots_.end()) {
+      pending_entries_ -= old->second.entries.size();
+      snapshots_.erase(old);
+    }
+    skipped_.erase(origin);
+    if (!MayStartGeneration(header)) {
+      ++unsigned_skipped_;
+      skipped_[origin] = header.generation;
+      SC_LOG(DEBUG) << "snapshot of origin " << origin.ToString()
+                    << " generation " << header.generation << " relayed by "
+                    << sender_.ToString()
+                    << " without the origin's signature: skipped";
+      return absl::OkStatus();
+    }
+    // No reserve: the size hint is the peer's word, and memory is spent
+    // only as entries arrive.
+    snapshots_.emplace(origin, std::move(header));
+  }
+  auto it = snapshots_.find(origin);
+  if (it == snapshots_.end() ||
+      it->second.generation != b.origin().generation()) {
+    auto skip = skipped_.find(origin);
+    if (skip != skipped_.end() && skip->second == b.origin().generation()) {
+      return absl::OkStatus();  // the rest of a skipped snapshot
+    }
+    return absl::InvalidArgumentError("snapshot part without its first part");
+  }
+  if (absl::Status s = Decode(b, &it->second); !s.ok()) return s;
+  if (!b.last()) return absl::OkStatus();
+  Pending p = std::move(it->second);
+  snapshots_.erase(it);
+  pending_entries_ -= p.entries.size();
+  learned_ = true;
+  absl::Status s =
+      cache_->ReplaceRemote(p.info, p.source, p.generation, b.up_to_seq(),
+                            b.floor_seq(), std::move(p.entries));
+  if (s.code() == absl::StatusCode::kResourceExhausted) return s;
+  if (!s.ok()) SC_LOG(DEBUG) << "from " << sender_.ToString() << ": " << s;
+  return absl::OkStatus();
+}
+
+absl::Status ExchangeReceiver::FlushDelta(const Uuid& origin) {
+  auto it = deltas_.find(origin);
+  if (it == deltas_.end()) return absl::OkStatus();
+  Pending d = std::move(it->second);
+  deltas_.erase(it);
+  pending_entries_ -= d.entries.size();
+  learned_ = true;
+  absl::Status s = cache_->ApplyRemoteDelta(d.info, d.source, d.generation,
+                                            d.up_to_seq, std::move(d.entries));
+  if (s.code() == absl::StatusCode::kResourceExhausted) return s;
+  if (!s.ok())
+    SC_LOG(DEBUG) << "deltas from " << sender_.ToString() << ": " << s;
+  return absl::OkStatus();
+}
+
+absl::Status ExchangeReceiver::Finish() {
+  std::vector<Uuid> ids;
+  for (const auto& [id, d] : deltas_) ids.push_back(id);
+  absl::Status first = absl::OkStatus();
+  for (const Uuid& id : ids) first.Update(FlushDelta(id));
+  snapshots_.clear();
+  pending_entries_ = 0;
+  return first;
+}
+
+}  // namespace sidecar::availability

@@ -1,0 +1,125 @@
+// ExchangeReceiver: the asking side's handling of one Exchange answer. It
+// takes the peer's messages one at a time, validates them, and applies to
+// the PeerCache what arrived whole: deltas in slices, snapshots at their
+// last part. Everything a peer sends is treated as hostile; what it may cost
+// this device is bounded (gossip_protocol.h):
+//   - entries held before they are applied: kMaxPendingEntries; a
+//     snapshot's size hint reserves nothing;
+//   - entries kept per origin: kMaxEntriesPerOrigin (PeerCache);
+//   - messages per answer: kMaxExchangeMessages;
+//   - variant names: kMaxBatchVariants per batch, and never the share of
+//     the dictionary kept for this device's own sidecars (VariantDict);
+//   - origins: members only; the own origin is never taken from a peer;
+//   - addresses: only well-formed ones, and a relay's only fill gaps.
+// A new generation of origin X replaces what is cached of X only when the
+// sender is X or the batch carries X's signature over it: nobody else can
+// make this device forget what X advertises.
+//
+// Not thread-safe: one receiver per answer stream, used by one thread.
+#ifndef SIDECAR_SERVICES_AVAILABILITY_EXCHANGE_RECEIVER_H_
+#define SIDECAR_SERVICES_AVAILABILITY_EXCHANGE_RECEIVER_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "common/device_key.h"
+#include "common/uuid.h"
+#include "services/availability/gossip_protocol.h"
+#include "services/availability/member_keys.h"
+#include "services/availability/peer_cache.h"
+#include "sidecar/v1/peer.pb.h"
+
+namespace sidecar::availability {
+
+// Whether `signature` is `origin`'s signature over GenerationStatement.
+bool VerifyGeneration(const DeviceCertificate& origin, uint64_t generation,
+                      absl::string_view signature);
+
+// The bounds of one answer; tests make them small.
+struct ReceiveLimits {
+  size_t max_pending_entries = kMaxPendingEntries;
+  size_t max_messages = kMaxExchangeMessages;
+};
+
+class ExchangeReceiver {
+ public:
+  // `sender` is the authenticated device that answers. Pointers must
+  // outlive the receiver.
+  ExchangeReceiver(PeerCache* cache, const MemberKeys* members, Uuid sender,
+                   ReceiveLimits limits = {});
+
+  // Takes the next message of the answer. An error means the peer sent
+  // something malformed (INVALID_ARGUMENT) or beyond a bound
+  // (RESOURCE_EXHAUSTED): the caller should end the stream and call Finish.
+  // Batches that are valid but not acceptable (a non-member's, our own, a
+  // relay's unsigned new generation) are skipped and counted.
+  absl::Status OnMessage(const v1::ExchangeResponse& msg);
+
+  // Applies the pending deltas (a consistent prefix: they arrived in seq
+  // order) and drops partial snapshots. Call once, at the end of the stream.
+  // RESOURCE_EXHAUSTED if an origin would exceed its bound (the rest is
+  // still applied).
+  absl::Status Finish();
+
+  // Whether anything was applied to the cache.
+  bool learned() const { return learned_; }
+  // The sender's Hello from the answer's summary, if one came.
+  const std::optional<v1::Hello>& summary_hello() const { return hello_; }
+  // The sender's digest from the summary; empty if none came.
+  const google::protobuf::RepeatedPtrField<v1::OriginDigest>& summary_digest()
+      const {
+    return digest_;
+  }
+  // Snapshots of a new generation skipped because a relay sent them
+  // without the origin's signature.
+  size_t unsigned_generations_skipped() const { return unsigned_skipped_; }
+  // Entries held now, and the capacity reserved for them (bytes).
+  size_t pending_entries() const { return pending_entries_; }
+  size_t pending_capacity_bytes() const;
+
+ private:
+  struct Pending {
+    OriginInfo info;
+    InfoSource source = InfoSource::kRelay;
+    uint64_t generation = 0;
+    uint64_t up_to_seq = 0;
+    uint64_t floor_seq = 0;
+    std::vector<Entry> entries;
+  };
+
+  absl::Status OnDelta(const v1::EntryBatch& b, Pending header);
+  absl::Status OnSnapshot(const v1::EntryBatch& b, Pending header);
+  // Decodes `b` into `p`, keeping pending_entries_ within its bound.
+  absl::Status Decode(const v1::EntryBatch& b, Pending* p);
+  // Whether a snapshot of `header`'s generation may replace the cache's.
+  bool MayStartGeneration(const Pending& header);
+  // Applies and forgets origin's pending deltas. RESOURCE_EXHAUSTED if the
+  // origin would exceed kMaxEntriesPerOrigin; other refusals (a stale
+  // generation) are only logged.
+  absl::Status FlushDelta(const Uuid& origin);
+
+  PeerCache* const cache_;
+  const MemberKeys* const members_;
+  const Uuid sender_;
+  const ReceiveLimits limits_;
+  absl::flat_hash_map<Uuid, Pending> deltas_;
+  absl::flat_hash_map<Uuid, Pending> snapshots_;
+  // Generations whose signature was checked in this answer, per origin.
+  absl::flat_hash_map<Uuid, uint64_t> verified_;
+  // Snapshots being skipped (origin -> generation): unsigned, from a relay.
+  absl::flat_hash_map<Uuid, uint64_t> skipped_;
+  size_t messages_ = 0;
+  size_t pending_entries_ = 0;
+  size_t unsigned_skipped_ = 0;
+  bool learned_ = false;
+  std::optional<v1::Hello> hello_;
+  google::protobuf::RepeatedPtrField<v1::OriginDigest> digest_;
+};
+
+}  // namespace sidecar::availability
+
+#endif  // SIDECAR_SERVICES_AVAILABILITY_EXCHANGE_RECEIVER_H_

@@ -1,0 +1,71 @@
+// ForkHealer: heals a change log that went back in time.
+//
+// A device's database can be restored from an older backup, or fail over to
+// a lagging replica. Its change log then forks from what peers cached: they
+// keep listing sidecars it no longer has, and the seqs it hands out anew are
+// ones they believe they have seen. A peer whose digest knows more of this
+// device's current generation than the device itself holds (a newer
+// generation, or the same one with a higher seq) proves such a fork. The
+// healer then starts a new generation (LocalInventory::StartNewGeneration),
+// which every peer takes as a snapshot of what the device really holds, in
+// the next gossip round.
+//
+// Thread-safe. OnPeerView never blocks on the database: the heal runs on the
+// healer's own thread, at most once per `min_interval`, so a confused or
+// hostile peer that keeps claiming a fork costs at most that.
+#ifndef SIDECAR_SERVICES_AVAILABILITY_FORK_HEALER_H_
+#define SIDECAR_SERVICES_AVAILABILITY_FORK_HEALER_H_
+
+#include <functional>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "services/availability/gossip_protocol.h"
+#include "services/availability/local_inventory.h"
+#include "services/availability/peer_cache.h"
+
+namespace sidecar::availability {
+
+class ForkHealer {
+ public:
+  // `on_healed` runs on the healer's thread after each new generation.
+  // Pointers must outlive the healer.
+  ForkHealer(LocalInventory* inventory, PeerCache* cache,
+             std::function<void(uint64_t generation)> on_healed,
+             absl::Duration min_interval = absl::Seconds(10));
+  ~ForkHealer();  // Stop()
+
+  // What peer `peer` says it knows of this device (an entry of its digest
+  // whose origin is this device). Cheap; never blocks on I/O.
+  void OnPeerView(const Uuid& peer, const DigestEntry& view);
+
+  // Ends the healer's thread after a heal in progress. Idempotent.
+  void Stop();
+
+  // New generations started so far.
+  uint64_t heals() const;
+
+ private:
+  // Whether `view` knows more of the own origin than the cache shows.
+  bool ProvesFork(const DigestEntry& view) const;
+  void Run();
+
+  LocalInventory* const inventory_;
+  PeerCache* const cache_;
+  const std::function<void(uint64_t)> on_healed_;
+  const absl::Duration min_interval_;
+
+  mutable absl::Mutex mu_;
+  bool requested_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  DigestEntry claim_ ABSL_GUARDED_BY(mu_);
+  Uuid claimant_ ABSL_GUARDED_BY(mu_);
+  uint64_t heals_ ABSL_GUARDED_BY(mu_) = 0;
+  std::thread thread_;
+};
+
+}  // namespace sidecar::availability
+
+#endif  // SIDECAR_SERVICES_AVAILABILITY_FORK_HEALER_H_
