@@ -165,12 +165,6 @@ struct PeerServer::Core {
   size_t max_item_bytes;
 };
 
-uint32_t EffectiveChunkBytes(uint32_t requested, uint32_t default_bytes) {
-  uint32_t want = requested != 0 ? requested : default_bytes;
-  if (want == 0) want = kDefaultChunkBytes;
-  return std::clamp(want, kMinChunkBytes, kMaxChunkBytes);
-}
-
 // Reactor lifetime, for both reactors: every pool task holds a count
 // (pending_), and the reactor deletes itself when OnDone has run and no task
 // is outstanding, whichever comes last. At any time a Read is in exactly one
@@ -181,15 +175,14 @@ class PeerServer::ReadReactor : public grpc::ServerWriteReactor<v1::ReadChunk> {
  public:
   ReadReactor(std::shared_ptr<const Core> core, const v1::ReadRequest& req)
       : core_(std::move(core)), req_(req) {
-    absl::StatusOr<SidecarKey> key = KeyFromProto(req_.key());
-    if (!key.ok()) {
-      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          absl::StrCat("bad key: ", key.status().message())));
+    absl::StatusOr<ReadCall> call =
+        CheckReadRequest(req_, core_->options.default_chunk_bytes);
+    if (!call.ok()) {
+      Finish(ToGrpcStatus(call.status()));
       return;
     }
-    key_ = *std::move(key);
-    chunk_bytes_ = EffectiveChunkBytes(req_.chunk_bytes(),
-                                       core_->options.default_chunk_bytes);
+    key_ = std::move(call->key);
+    chunk_bytes_ = call->chunk_bytes;
     RunOnPool(&ReadReactor::Open);
   }
 
@@ -269,21 +262,12 @@ class PeerServer::ReadReactor : public grpc::ServerWriteReactor<v1::ReadChunk> {
       return Fail(fd.status());
     }
     fd_ = *std::move(fd);
-    const uint64_t offset = req_.offset();
-    const uint64_t length = req_.length();
-    if (offset > size_) {
-      return Fail(absl::OutOfRangeError(
-          absl::StrCat("offset ", offset, " is past the end of ",
-                       KeyDebugString(key_), " (", size_, " bytes)")));
-    }
-    if (length > size_ - offset) {
-      return Fail(absl::OutOfRangeError(absl::StrCat(
-          "offset ", offset, " + length ", length, " is past the end of ",
-          KeyDebugString(key_), " (", size_, " bytes)")));
-    }
-    next_ = offset;
-    end_ = length == 0 ? size_ : offset + length;
-    whole_file_ = offset == 0 && end_ == size_ &&
+    absl::StatusOr<ByteRange> range =
+        ReadRange(req_.offset(), req_.length(), size_, key_);
+    if (!range.ok()) return Fail(range.status());
+    next_ = range->begin;
+    end_ = range->end;
+    whole_file_ = next_ == 0 && end_ == size_ &&
                   size_ <= core_->options.verify_whole_file_max_bytes;
     if (end_ - next_ > chunk_bytes_) {
       posix_fadvise(fd_.get(), static_cast<off_t>(next_),
@@ -370,11 +354,8 @@ class PeerServer::BatchReactor
   BatchReactor(std::shared_ptr<const Core> core,
                const v1::BatchReadRequest& req)
       : core_(std::move(core)) {
-    if (static_cast<size_t>(req.keys_size()) > kMaxBatchReadKeys) {
-      Finish(grpc::Status(
-          grpc::StatusCode::RESOURCE_EXHAUSTED,
-          absl::StrCat("BatchRead takes at most ", kMaxBatchReadKeys,
-                       " keys; got ", req.keys_size(), ": split the call")));
+    if (absl::Status s = CheckBatchReadSize(req); !s.ok()) {
+      Finish(ToGrpcStatus(s));
       return;
     }
     keys_.assign(req.keys().begin(), req.keys().end());
@@ -462,22 +443,12 @@ class PeerServer::BatchReactor
   // Pool: validates the keys and looks them all up at once.
   void LookUp() {
     std::deque<Ready> errors;
-    std::vector<SidecarKey> valid;
-    std::vector<uint32_t> valid_index;
-    valid.reserve(keys_.size());
-    valid_index.reserve(keys_.size());
-    for (size_t i = 0; i < keys_.size(); ++i) {
-      absl::StatusOr<SidecarKey> key = KeyFromProto(keys_[i]);
-      if (!key.ok()) {
-        errors.push_back(
-            MakeReady(ErrorItem(i, absl::InvalidArgumentError(absl::StrCat(
-                                       "bad key: ", key.status().message()))),
-                      0));
-        continue;
-      }
-      valid.push_back(*std::move(key));
-      valid_index.push_back(static_cast<uint32_t>(i));
+    BatchReadKeys checked = CheckBatchReadKeys(keys_);
+    for (const auto& [index, status] : checked.invalid) {
+      errors.push_back(MakeReady(ErrorItem(index, status), 0));
     }
+    std::vector<SidecarKey>& valid = checked.valid;
+    const std::vector<uint32_t>& valid_index = checked.valid_index;
     keys_.clear();
     keys_.shrink_to_fit();
     absl::StatusOr<std::vector<std::optional<LocalSidecarInfo>>> infos;

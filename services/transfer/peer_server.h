@@ -39,15 +39,10 @@
 #include "common/thread_pool.h"
 #include "common/transport.h"
 #include "services/transfer/local_index.h"
+#include "services/transfer/read_request.h"
 #include "sidecar/v1/transfer.grpc.pb.h"
 
 namespace sidecar::transfer {
-
-inline constexpr uint32_t kMinChunkBytes = 64 << 10;
-inline constexpr uint32_t kMaxChunkBytes = 1 << 20;
-// Chosen by tests/bench/chunk_size_bench.cc (loopback, SHA-NI).
-inline constexpr uint32_t kDefaultChunkBytes = 256 << 10;
-inline constexpr size_t kMaxBatchReadKeys = 10000;
 
 struct PeerServerOptions {
   // Chunk size of a Read that asks for 0 (clamped to 64 KiB..1 MiB).
@@ -77,9 +72,6 @@ struct PeerServerOptions {
   // hashing every byte twice would halve the serving rate.
   uint64_t verify_whole_file_max_bytes = 64ull << 20;
 };
-
-// The chunk size a Read with `requested` chunk_bytes gets.
-uint32_t EffectiveChunkBytes(uint32_t requested, uint32_t default_bytes);
 
 class PeerServer : public v1::TransferPeer::CallbackService {
  public:
