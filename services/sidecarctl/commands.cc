@@ -11,8 +11,6 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/flags/flag.h"
 #include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -20,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "common/sha256.h"
 #include "common/sidecar_key.h"
+#include "services/sidecarctl/batch_file.h"
 #include "services/sidecarctl/format.h"
 
 ABSL_FLAG(std::string, file, "",
@@ -69,19 +68,6 @@ std::string DeviceLabel(absl::string_view name, absl::string_view id) {
   return absl::StrCat(name, " (", ShortId(id), ")");
 }
 
-// ParseSidecarUri, with every error naming the URI: errors in the URI's
-// parts (e.g. a malformed UUID) come from key validation without it.
-absl::StatusOr<SidecarKey> ParseUri(absl::string_view uri) {
-  absl::StatusOr<SidecarKey> key = ParseSidecarUri(std::string(uri));
-  if (key.ok() ||
-      absl::StartsWith(key.status().message(), "malformed sidecar URI")) {
-    return key;
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("malformed sidecar URI \"", uri.substr(0, 200),
-                   "\": ", key.status().message()));
-}
-
 // ---- device ---------------------------------------------------------------
 
 int RunDevice(CommandContext& ctx, const Args&) {
@@ -122,18 +108,9 @@ int RegisterBatch(CommandContext& ctx, const std::string& path,
     std::ifstream in(path);
     if (!in)
       return ctx.UsageError(absl::StrCat("cannot read batch file ", path));
-    std::string line;
-    int lineno = 0;
-    v1::LocalSidecar scratch;
-    while (std::getline(in, line)) {
-      ++lineno;
-      absl::StatusOr<bool> used = ParseBatchLine(line, &scratch);
-      if (!used.ok()) {
-        return ctx.UsageError(
-            absl::StrCat(path, ":", lineno, ": ", used.status().message()));
-      }
-      if (*used) ++total;
-    }
+    absl::StatusOr<uint64_t> checked = CheckBatchFile(in, path);
+    if (!checked.ok()) return ctx.UsageError(checked.status().message());
+    total = *checked;
   }
   if (total == 0)
     return ctx.UsageError(absl::StrCat(path, ": no sidecars in it"));
@@ -654,35 +631,6 @@ absl::StatusOr<v1::ResolveMode> ParseResolveMode(absl::string_view name) {
   return absl::InvalidArgumentError(
       absl::StrCat("unknown mode \"", name,
                    "\"; use local-only, fetch-only or fetch-or-generate"));
-}
-
-absl::StatusOr<bool> ParseBatchLine(absl::string_view line,
-                                    v1::LocalSidecar* out) {
-  absl::string_view l = absl::StripAsciiWhitespace(line);
-  if (l.empty() || l[0] == '#') return false;
-  std::vector<absl::string_view> f =
-      absl::StrSplit(l, absl::ByAnyChar(" \t"), absl::SkipEmpty());
-  if (f.size() != 3) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "expected \"URI SIZE SHA256HEX\", found ", f.size(), " fields"));
-  }
-  absl::StatusOr<SidecarKey> key = ParseUri(f[0]);
-  if (!key.ok()) return key.status();
-  uint64_t size = 0;
-  if (!absl::SimpleAtoi(f[1], &size)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("size \"", f[1], "\" is not a whole number of bytes"));
-  }
-  absl::StatusOr<Sha256Digest> digest = DigestFromHex(std::string(f[2]));
-  if (!digest.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "sha256 \"", f[2].substr(0, 80), "\" is not 64 hex digits"));
-  }
-  out->Clear();
-  KeyToProto(*key, out->mutable_key());
-  out->set_size(size);
-  out->set_sha256(std::string(DigestBytes(*digest)));
-  return true;
 }
 
 std::vector<CommandSpec> AvailabilityCommands() {

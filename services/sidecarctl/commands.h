@@ -35,13 +35,6 @@ absl::StatusOr<v1::SidecarStatus> ParseStatusName(absl::string_view name,
 // "local-only", "fetch-only", "fetch-or-generate" to the enum.
 absl::StatusOr<v1::ResolveMode> ParseResolveMode(absl::string_view name);
 
-// Parses one line of a --batch file, "URI SIZE SHA256HEX" separated by
-// spaces or tabs, into `out` (key, size, sha256; status and generator are
-// left alone). Returns false for a line to skip (blank or '#' comment);
-// INVALID_ARGUMENT saying what is wrong with the line otherwise.
-absl::StatusOr<bool> ParseBatchLine(absl::string_view line,
-                                    v1::LocalSidecar* out);
-
 }  // namespace sidecar::ctl
 
 #endif  // SIDECAR_SERVICES_SIDECARCTL_COMMANDS_H_
