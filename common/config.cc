@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
@@ -12,6 +13,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 
 extern char** environ;
@@ -41,11 +43,15 @@ absl::Status ApplyConfigFile(const std::string& path) {
   if (!in) {
     return absl::NotFoundError(absl::StrCat("cannot read config file ", path));
   }
-  std::string line;
+  std::stringstream text;
+  text << in.rdbuf();
+  return ApplyConfigText(text.str(), path);
+}
+
+absl::Status ApplyConfigText(absl::string_view text, absl::string_view source) {
   int lineno = 0;
-  while (std::getline(in, line)) {
+  for (absl::string_view l : absl::StrSplit(text, '\n')) {
     ++lineno;
-    absl::string_view l = line;
     if (size_t hash = l.find('#'); hash != absl::string_view::npos) {
       l = l.substr(0, hash);
     }
@@ -54,11 +60,12 @@ absl::Status ApplyConfigFile(const std::string& path) {
     size_t eq = l.find('=');
     if (eq == absl::string_view::npos) {
       return absl::InvalidArgumentError(
-          absl::StrCat(path, ":", lineno, ": expected \"name = value\""));
+          absl::StrCat(source, ":", lineno, ": expected \"name = value\""));
     }
     absl::string_view name = absl::StripAsciiWhitespace(l.substr(0, eq));
     absl::string_view value = absl::StripAsciiWhitespace(l.substr(eq + 1));
-    if (absl::Status s = SetFlag(name, value, absl::StrCat(path, ":", lineno));
+    if (absl::Status s =
+            SetFlag(name, value, absl::StrCat(source, ":", lineno));
         !s.ok()) {
       return s;
     }

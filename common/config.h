@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 namespace sidecar {
 
@@ -21,6 +22,10 @@ std::vector<char*> ParseConfig(int argc, char** argv, const char* usage);
 
 // Applies "name = value" lines of a config file; '#' starts a comment.
 absl::Status ApplyConfigFile(const std::string& path);
+// Applies the text of a config file, lines split at '\n' as the file's are;
+// messages name `source` and the line. Flags set before the first bad line
+// stay set (the caller exits on any error).
+absl::Status ApplyConfigText(absl::string_view text, absl::string_view source);
 // Applies SIDECAR_* variables that name known flags.
 absl::Status ApplyEnvironment();
 
