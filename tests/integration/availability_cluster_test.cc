@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -692,6 +693,79 @@ TEST_F(ClusterTest, ChangeLogResetIsToldApartFromAStaleCopy) {
   Publish(a_, more);
   EXPECT_TRUE(
       WaitFor([&] { return AllHeldBy(c_, more, a_id_); }, absl::Seconds(5)));
+}
+
+// Runs a PostgreSQL client tool (pg_dump, pg_restore) of the test server's
+// version; returns its exit status.
+int RunPgTool(const std::string& tool, const std::string& args) {
+  std::string cmd =
+      absl::StrCat(PgServerOptions().bin_dir, "/", tool, " ", args, " 2>&1");
+  std::cerr << "+ " << cmd << "\n";
+  return std::system(cmd.c_str());
+}
+
+// The database of A goes back in time (a backup restored), so its change
+// log forks from what B and C cached: they knew seqs that A now hands out
+// anew. A must notice from their digests, start a new generation, and both
+// must then list exactly what A holds, C learning it through B alone.
+TEST_F(ClusterTest, ForkedChangeLogHealsAfterARestoredDatabase) {
+  StartLine();
+  std::vector<Sidecar> kept, lost, fresh;
+  for (int i = 0; i < 5; ++i) kept.push_back(MakeSidecar(i));
+  for (int i = 0; i < 5; ++i) lost.push_back(MakeSidecar(10 + i));
+  for (int i = 0; i < 3; ++i) fresh.push_back(MakeSidecar(20 + i));
+  Publish(a_, kept);
+  ASSERT_TRUE(
+      WaitFor([&] { return AllHeldBy(c_, kept, a_id_); }, absl::Seconds(5)));
+  const std::string dump = absl::StrCat(dir_, "/a.dump");
+  ASSERT_EQ(RunPgTool("pg_dump", absl::StrCat("-Fc -f ", dump, " -d \"",
+                                              a_->conninfo(), "\"")),
+            0);
+  Publish(a_, lost);
+  ASSERT_TRUE(
+      WaitFor([&] { return AllHeldBy(c_, lost, a_id_); }, absl::Seconds(5)));
+  uint64_t old_gen = PeerEntry(b_, a_id_)->generation();
+  ASSERT_EQ(PeerEntry(b_, a_id_)->max_seq(), 10u);
+
+  // Restore the backup under A, then register different sidecars at once.
+  EXPECT_EQ(a_->Stop(), 0);
+  ASSERT_EQ(RunPgTool("pg_restore", absl::StrCat("--clean --if-exists -1 -d \"",
+                                                 a_->conninfo(), "\" ", dump)),
+            0);
+  ASSERT_TRUE(a_->Start().ok()) << a_->log_path();
+  Publish(a_, fresh);
+
+  std::vector<Sidecar> all = kept;
+  all.insert(all.end(), lost.begin(), lost.end());
+  all.insert(all.end(), fresh.begin(), fresh.end());
+  // Exactly what A holds: kept and fresh, never lost.
+  auto exact = [&](AvailabilityProcess* d) {
+    v1::WhoHasResponse r = WhoHas(d, all);
+    for (size_t i = 0; i < all.size(); ++i) {
+      bool listed = Holders(r, i) == std::vector<std::string>{a_id_};
+      bool held = i < kept.size() || i >= kept.size() + lost.size();
+      if (listed != held || (!held && !Holders(r, i).empty())) return false;
+    }
+    return true;
+  };
+  auto healed =
+      WaitFor([&] { return exact(b_) && exact(c_); }, absl::Seconds(10));
+  ASSERT_TRUE(healed.has_value())
+      << "peers still list what A lost, or lack what it registered since";
+  std::cerr << "B and C list exactly what A holds after " << *healed << "\n";
+  grpc::ClientContext ctx;
+  v1::DeviceInfo info;
+  ASSERT_TRUE(a_->api()->GetDevice(&ctx, {}, &info).ok());
+  EXPECT_GT(info.generation(), old_gen);
+  auto p = PeerEntry(b_, a_id_);  // C lists no peer A: they never talk
+  ASSERT_TRUE(p.has_value());
+  EXPECT_EQ(p->generation(), info.generation());
+  EXPECT_EQ(p->sidecars(), kept.size() + fresh.size());
+  // The healed log goes on: a new registration reaches C through B.
+  std::vector<Sidecar> later = {MakeSidecar(30)};
+  Publish(a_, later);
+  EXPECT_TRUE(
+      WaitFor([&] { return AllHeldBy(c_, later, a_id_); }, absl::Seconds(5)));
 }
 
 TEST_F(ClusterTest, HealthServiceReportsServing) {
