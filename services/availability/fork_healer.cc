@@ -6,10 +6,11 @@ namespace sidecar::availability {
 
 ForkHealer::ForkHealer(LocalInventory* inventory, PeerCache* cache,
                        std::function<void(uint64_t)> on_healed,
-                       absl::Duration min_interval)
+                       std::string mark_path, absl::Duration min_interval)
     : inventory_(inventory),
       cache_(cache),
       on_healed_(std::move(on_healed)),
+      mark_path_(std::move(mark_path)),
       min_interval_(min_interval),
       thread_([this] { Run(); }) {}
 
@@ -43,49 +44,72 @@ void ForkHealer::OnPeerView(const Uuid& peer, const DigestEntry& view) {
   claimant_ = peer;
 }
 
+void ForkHealer::UpdateMark(LogPosition* written) {
+  if (mark_path_.empty()) return;
+  std::optional<PeerCache::OriginView> self = cache_->View(cache_->self_id());
+  if (!self || self->state.generation == 0) return;
+  LogPosition now{self->state.generation, self->state.max_seq};
+  if (now.generation == written->generation &&
+      now.max_seq == written->max_seq) {
+    return;
+  }
+  if (absl::Status s = WriteLogMark(mark_path_, now); !s.ok()) {
+    SC_LOG(WARNING) << "change-log mark: " << s.message();
+    return;
+  }
+  *written = now;
+}
+
+void ForkHealer::Heal(const DigestEntry& claim, const Uuid& claimant) {
+  // Checked again: another peer's claim may have been healed meanwhile.
+  if (!ProvesFork(claim)) return;
+  SC_LOG(WARNING) << "peer " << claimant.ToString()
+                  << " knows this device's change log up to generation "
+                  << claim.generation << " seq " << claim.max_seq
+                  << ", more than the database holds (restored or failed "
+                     "over?); starting a new generation";
+  absl::StatusOr<uint64_t> generation = inventory_->StartNewGeneration();
+  if (!generation.ok()) {
+    SC_LOG(ERROR) << "cannot start a new generation: " << generation.status();
+    return;
+  }
+  SC_LOG(INFO) << "new generation " << *generation
+               << " after a fork of the change log";
+  if (on_healed_) on_healed_(*generation);
+  absl::MutexLock lock(&mu_);
+  ++heals_;
+}
+
 void ForkHealer::Run() {
+  constexpr absl::Duration kMarkInterval = absl::Seconds(1);
   absl::Time last_try = absl::InfinitePast();
+  LogPosition written;
   while (true) {
-    DigestEntry claim;
-    Uuid claimant;
+    std::optional<std::pair<DigestEntry, Uuid>> claim;
     {
       absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || requested_;
-      };
-      mu_.Await(absl::Condition(&ready));
       // A heal costs a snapshot to every peer: at most one per interval.
-      auto stop = [this]()
-                      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
-      mu_.AwaitWithDeadline(absl::Condition(&stop), last_try + min_interval_);
-      if (stopping_) return;
-      claim = claim_;
-      claimant = claimant_;
-    }
-    last_try = absl::Now();
-    bool healed = false;
-    // Checked again: another peer's claim may have been healed meanwhile.
-    if (ProvesFork(claim)) {
-      SC_LOG(WARNING) << "peer " << claimant.ToString()
-                      << " knows this device's change log up to generation "
-                      << claim.generation << " seq " << claim.max_seq
-                      << ", more than the database holds (restored or "
-                         "failed over?); starting a new generation";
-      absl::StatusOr<uint64_t> generation = inventory_->StartNewGeneration();
-      if (generation.ok()) {
-        SC_LOG(INFO) << "new generation " << *generation
-                     << " after a fork of the change log";
-        if (on_healed_) on_healed_(*generation);
-        healed = true;
-      } else {
-        SC_LOG(ERROR) << "cannot start a new generation: "
-                      << generation.status();
+      const absl::Time now = absl::Now();
+      const bool may_heal = now >= last_try + min_interval_;
+      auto ready = [this, may_heal]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || (requested_ && may_heal);
+      };
+      absl::Time deadline = now + kMarkInterval;
+      if (!may_heal) deadline = std::min(deadline, last_try + min_interval_);
+      mu_.AwaitWithDeadline(absl::Condition(&ready), deadline);
+      if (stopping_) break;
+      if (requested_ && may_heal) {
+        claim.emplace(claim_, claimant_);
+        requested_ = false;
       }
     }
-    absl::MutexLock lock(&mu_);
-    requested_ = false;
-    if (healed) ++heals_;
+    if (claim) {
+      last_try = absl::Now();
+      Heal(claim->first, claim->second);
+    }
+    UpdateMark(&written);
   }
+  UpdateMark(&written);
 }
 
 }  // namespace sidecar::availability

@@ -10,6 +10,10 @@
 // which every peer takes as a snapshot of what the device really holds, in
 // the next gossip round.
 //
+// The healer's thread also keeps the change-log mark (log_mark.h) up to date,
+// about once a second, so that a start on a database that went back in time
+// is caught before any peer is asked.
+//
 // Thread-safe. OnPeerView never blocks on the database: the heal runs on the
 // healer's own thread, at most once per `min_interval`, so a confused or
 // hostile peer that keeps claiming a fork costs at most that.
@@ -17,6 +21,7 @@
 #define SIDECAR_SERVICES_AVAILABILITY_FORK_HEALER_H_
 
 #include <functional>
+#include <string>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
@@ -24,6 +29,7 @@
 #include "absl/time/time.h"
 #include "services/availability/gossip_protocol.h"
 #include "services/availability/local_inventory.h"
+#include "services/availability/log_mark.h"
 #include "services/availability/peer_cache.h"
 
 namespace sidecar::availability {
@@ -31,9 +37,11 @@ namespace sidecar::availability {
 class ForkHealer {
  public:
   // `on_healed` runs on the healer's thread after each new generation.
+  // `mark_path` (may be empty: none) is where the change-log mark is kept.
   // Pointers must outlive the healer.
   ForkHealer(LocalInventory* inventory, PeerCache* cache,
              std::function<void(uint64_t generation)> on_healed,
+             std::string mark_path,
              absl::Duration min_interval = absl::Seconds(10));
   ~ForkHealer();  // Stop()
 
@@ -50,11 +58,16 @@ class ForkHealer {
  private:
   // Whether `view` knows more of the own origin than the cache shows.
   bool ProvesFork(const DigestEntry& view) const;
+  // Writes the own origin's position to the mark if it moved since
+  // `*written`.
+  void UpdateMark(LogPosition* written);
+  void Heal(const DigestEntry& claim, const Uuid& claimant);
   void Run();
 
   LocalInventory* const inventory_;
   PeerCache* const cache_;
   const std::function<void(uint64_t)> on_healed_;
+  const std::string mark_path_;
   const absl::Duration min_interval_;
 
   mutable absl::Mutex mu_;

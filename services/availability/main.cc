@@ -25,6 +25,7 @@
 #include "services/availability/inventory_store.h"
 #include "services/availability/library.h"
 #include "services/availability/local_inventory.h"
+#include "services/availability/log_mark.h"
 #include "services/availability/pairing.h"
 #include "services/availability/peer_cache.h"
 #include "services/availability/peer_manager.h"
@@ -141,6 +142,31 @@ absl::StatusOr<DeviceKey> LoadDeviceKey(const std::string& state_dir,
   return DeviceKey::Create(state_dir, absl::GetFlag(FLAGS_name));
 }
 
+// Starts a new generation when the database is behind the change-log mark
+// of the state directory: it went back in time (a restored backup), so the
+// seqs it would hand out are ones peers believe they have seen.
+absl::Status ResetIfBehindMark(InventoryStore* store,
+                               const std::string& state_dir) {
+  const std::string path = absl::StrCat(state_dir, "/", kLogMarkFile);
+  absl::StatusOr<std::optional<LogPosition>> mark = ReadLogMark(path);
+  if (!mark.ok()) {
+    SC_LOG(WARNING) << "change-log mark ignored: " << mark.status().message();
+    return absl::OkStatus();
+  }
+  if (!mark->has_value()) return absl::OkStatus();
+  absl::StatusOr<uint64_t> max_seq = store->MaxSeq();
+  if (!max_seq.ok()) return max_seq.status();
+  LogPosition db{store->identity().generation, *max_seq};
+  if (!IsBehind(db, **mark)) return absl::OkStatus();
+  SC_LOG(WARNING) << "the database's change log (generation " << db.generation
+                  << ", seq " << db.max_seq << ") is behind what this device "
+                  << "had reached (generation " << (*mark)->generation
+                  << ", seq " << (*mark)->max_seq
+                  << "): restored from a backup? Starting a new generation";
+  absl::StatusOr<DeviceIdentity> reset = store->ResetChangeLog();
+  return reset.status();
+}
+
 int Main() {
   SetLogTag("availability");
   // A signal before serving ends the process at once (nothing to drain).
@@ -178,6 +204,10 @@ int Main() {
       return 1;
     }
     SC_LOG(INFO) << "change log reset: new generation " << reset->generation;
+  }
+  if (absl::Status s = ResetIfBehindMark(store->get(), state_dir); !s.ok()) {
+    SC_LOG(ERROR) << "cannot start a new generation: " << s;
+    return 1;
   }
   const DeviceIdentity& id = (*store)->identity();
   if (id.replaced_device_id) {
@@ -232,9 +262,10 @@ int Main() {
     SC_LOG(ERROR) << "cannot load the inventory: " << s;
     return 1;
   }
-  ForkHealer healer(&inventory, &cache, [&peers](uint64_t generation) {
-    peers.SetSelfGeneration(generation);
-  });
+  ForkHealer healer(
+      &inventory, &cache,
+      [&peers](uint64_t generation) { peers.SetSelfGeneration(generation); },
+      absl::StrCat(state_dir, "/", kLogMarkFile));
   const SelfViewListener on_self_view = [&healer](const Uuid& peer,
                                                   const DigestEntry& view) {
     healer.OnPeerView(peer, view);

@@ -42,7 +42,7 @@ Sidecar MakeSidecar(int i, const char* variant = "grid@2x") {
 }
 
 class ClusterTest : public ::sidecar::testing::ProcessTest {
- protected:
+ public:  // for ForkAndHeal
   void TearDown() override {
     devices_.clear();  // stops the processes first
     ProcessTest::TearDown();
@@ -704,68 +704,100 @@ int RunPgTool(const std::string& tool, const std::string& args) {
   return std::system(cmd.c_str());
 }
 
-// The database of A goes back in time (a backup restored), so its change
-// log forks from what B and C cached: they knew seqs that A now hands out
-// anew. A must notice from their digests, start a new generation, and both
-// must then list exactly what A holds, C learning it through B alone.
-TEST_F(ClusterTest, ForkedChangeLogHealsAfterARestoredDatabase) {
-  StartLine();
+// The database of A goes back in time (a backup restored with pg_restore),
+// so its change log forks from what B and C cached: they knew seqs that A
+// now hands out anew. After the restore A registers `fresh_count` different
+// sidecars at once. Both peers must then list exactly what A holds, C
+// learning it through B alone. With `drop_mark` the state directory's
+// change-log mark is gone too (restored with the database), so only the
+// peers' digests can tell A of the fork.
+void ForkAndHeal(ClusterTest* t, AvailabilityProcess* a, AvailabilityProcess* b,
+                 AvailabilityProcess* c, const std::string& a_id,
+                 bool drop_mark, int fresh_count) {
   std::vector<Sidecar> kept, lost, fresh;
   for (int i = 0; i < 5; ++i) kept.push_back(MakeSidecar(i));
   for (int i = 0; i < 5; ++i) lost.push_back(MakeSidecar(10 + i));
-  for (int i = 0; i < 3; ++i) fresh.push_back(MakeSidecar(20 + i));
-  Publish(a_, kept);
+  for (int i = 0; i < fresh_count; ++i) fresh.push_back(MakeSidecar(20 + i));
+  t->Publish(a, kept);
   ASSERT_TRUE(
-      WaitFor([&] { return AllHeldBy(c_, kept, a_id_); }, absl::Seconds(5)));
-  const std::string dump = absl::StrCat(dir_, "/a.dump");
+      WaitFor([&] { return t->AllHeldBy(c, kept, a_id); }, absl::Seconds(5)));
+  const std::string dump = absl::StrCat(a->state_dir(), "/../a.dump");
   ASSERT_EQ(RunPgTool("pg_dump", absl::StrCat("-Fc -f ", dump, " -d \"",
-                                              a_->conninfo(), "\"")),
+                                              a->conninfo(), "\"")),
             0);
-  Publish(a_, lost);
+  t->Publish(a, lost);
   ASSERT_TRUE(
-      WaitFor([&] { return AllHeldBy(c_, lost, a_id_); }, absl::Seconds(5)));
-  uint64_t old_gen = PeerEntry(b_, a_id_)->generation();
-  ASSERT_EQ(PeerEntry(b_, a_id_)->max_seq(), 10u);
+      WaitFor([&] { return t->AllHeldBy(c, lost, a_id); }, absl::Seconds(5)));
+  uint64_t old_gen = t->PeerEntry(b, a_id)->generation();
+  ASSERT_EQ(t->PeerEntry(b, a_id)->max_seq(), 10u);
 
   // Restore the backup under A, then register different sidecars at once.
-  EXPECT_EQ(a_->Stop(), 0);
+  EXPECT_EQ(a->Stop(), 0);
   ASSERT_EQ(RunPgTool("pg_restore", absl::StrCat("--clean --if-exists -1 -d \"",
-                                                 a_->conninfo(), "\" ", dump)),
+                                                 a->conninfo(), "\" ", dump)),
             0);
-  ASSERT_TRUE(a_->Start().ok()) << a_->log_path();
-  Publish(a_, fresh);
+  const std::string mark = absl::StrCat(a->state_dir(), "/change_log_mark");
+  ASSERT_TRUE(std::filesystem::exists(mark));
+  if (drop_mark) std::filesystem::remove(mark);
+  ASSERT_TRUE(a->Start().ok()) << a->log_path();
+  t->Publish(a, fresh);
 
   std::vector<Sidecar> all = kept;
   all.insert(all.end(), lost.begin(), lost.end());
   all.insert(all.end(), fresh.begin(), fresh.end());
   // Exactly what A holds: kept and fresh, never lost.
   auto exact = [&](AvailabilityProcess* d) {
-    v1::WhoHasResponse r = WhoHas(d, all);
+    v1::WhoHasResponse r = t->WhoHas(d, all);
     for (size_t i = 0; i < all.size(); ++i) {
-      bool listed = Holders(r, i) == std::vector<std::string>{a_id_};
       bool held = i < kept.size() || i >= kept.size() + lost.size();
-      if (listed != held || (!held && !Holders(r, i).empty())) return false;
+      std::vector<std::string> want;
+      if (held) want.push_back(a_id);
+      if (ClusterTest::Holders(r, i) != want) return false;
     }
     return true;
   };
   auto healed =
-      WaitFor([&] { return exact(b_) && exact(c_); }, absl::Seconds(10));
+      WaitFor([&] { return exact(b) && exact(c); }, absl::Seconds(10));
   ASSERT_TRUE(healed.has_value())
       << "peers still list what A lost, or lack what it registered since";
   std::cerr << "B and C list exactly what A holds after " << *healed << "\n";
   grpc::ClientContext ctx;
   v1::DeviceInfo info;
-  ASSERT_TRUE(a_->api()->GetDevice(&ctx, {}, &info).ok());
+  ASSERT_TRUE(a->api()->GetDevice(&ctx, {}, &info).ok());
   EXPECT_GT(info.generation(), old_gen);
-  auto p = PeerEntry(b_, a_id_);  // C lists no peer A: they never talk
+  auto p = t->PeerEntry(b, a_id);  // C lists no peer A: they never talk
   ASSERT_TRUE(p.has_value());
   EXPECT_EQ(p->generation(), info.generation());
   EXPECT_EQ(p->sidecars(), kept.size() + fresh.size());
+  // Which of the two caught it, by A's log.
+  std::ifstream log(a->log_path());
+  std::string text((std::istreambuf_iterator<char>(log)),
+                   std::istreambuf_iterator<char>());
+  EXPECT_EQ(text.find("is behind what this device had reached") !=
+                std::string::npos,
+            !drop_mark)
+      << "the change-log mark should catch the restore at start iff kept";
+  EXPECT_EQ(text.find("more than the database holds") != std::string::npos,
+            drop_mark)
+      << "the peers' digests should prove the fork iff the mark is gone";
   // The healed log goes on: a new registration reaches C through B.
   std::vector<Sidecar> later = {MakeSidecar(30)};
-  Publish(a_, later);
+  t->Publish(a, later);
   EXPECT_TRUE(
-      WaitFor([&] { return AllHeldBy(c_, later, a_id_); }, absl::Seconds(5)));
+      WaitFor([&] { return t->AllHeldBy(c, later, a_id); }, absl::Seconds(5)));
+}
+
+// The mark in the state directory catches the restore at start, even when
+// A hands out more new seqs than it lost before any peer is asked.
+TEST_F(ClusterTest, RestoredDatabaseIsCaughtAtStartByTheChangeLogMark) {
+  StartLine();
+  ForkAndHeal(this, a_, b_, c_, a_id_, /*drop_mark=*/false, /*fresh_count=*/8);
+}
+
+// Without the mark, the peers' digests prove the fork (ForkHealer).
+TEST_F(ClusterTest, ForkedChangeLogHealsByThePeersDigests) {
+  StartLine();
+  ForkAndHeal(this, a_, b_, c_, a_id_, /*drop_mark=*/true, /*fresh_count=*/3);
 }
 
 TEST_F(ClusterTest, HealthServiceReportsServing) {
