@@ -48,6 +48,40 @@ const FormatRow* FindFormat(Format f) {
   return nullptr;
 }
 
+// Whether `s` is well-formed UTF-8 (RFC 3629: no overlong forms, no
+// surrogates, nothing above U+10FFFF), as protobuf requires of a string.
+bool IsUtf8(absl::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xbf;  // bounds of the second byte
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if (c >= 0xc2 && c <= 0xdf) {
+      n = 1;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      n = 2;
+      if (c == 0xe0) lo = 0xa0;  // overlong
+      if (c == 0xed) hi = 0x9f;  // surrogates
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      n = 3;
+      if (c == 0xf0) lo = 0x90;  // overlong
+      if (c == 0xf4) hi = 0x8f;  // above U+10FFFF
+    } else {
+      return false;
+    }
+    if (s.size() - i <= n) return false;
+    for (size_t k = 1; k <= n; ++k) {
+      unsigned char b = static_cast<unsigned char>(s[i + k]);
+      if (k == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xbf)) return false;
+    }
+    i += n + 1;
+  }
+  return true;
+}
+
 }  // namespace
 
 absl::string_view KindDir(Kind kind) {
@@ -100,6 +134,12 @@ absl::Status ValidateVariant(absl::string_view v) {
                        "\" contains a path separator; a variant is one "
                        "file name, e.g. \"grid@2x\""));
     }
+  }
+  // A URI or a batch file may carry any bytes; a SidecarKey message only
+  // UTF-8 (the receiving end refuses anything else).
+  if (!IsUtf8(v)) {
+    return absl::InvalidArgumentError(
+        "variant is not valid UTF-8; use UTF-8 text, e.g. \"grid@2x\"");
   }
   if (v.front() == '.' || v.find("..") != absl::string_view::npos) {
     return absl::InvalidArgumentError(

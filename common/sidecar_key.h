@@ -54,9 +54,9 @@ std::optional<Kind> KindFromName(absl::string_view name);
 // Accepts a format name ("messagepack") or extension ("msgpack").
 std::optional<Format> FormatFromName(absl::string_view name);
 
-// OK iff the variant is a safe single path component: 1..64 bytes, no '/',
-// '\\', NUL or control characters (< 0x20, 0x7f), not "." / "..", no "..",
-// and not starting with '.'. The message says what to change.
+// OK iff the variant is a safe single path component: 1..64 bytes of
+// UTF-8, no '/', '\\', NUL or control characters (< 0x20, 0x7f), not "." /
+// "..", no "..", and not starting with '.'. The message says what to change.
 absl::Status ValidateVariant(absl::string_view variant);
 // Validates kind and format enum values.
 absl::Status ValidateKindFormat(int kind, int format);

@@ -117,6 +117,35 @@ TEST(SidecarKeyTest, RejectsTraversalAndControlCharacters) {
                   .ok());
 }
 
+// Found by tests/fuzz (sidecar_key): a URI or batch line with a variant
+// that is not UTF-8 was accepted, but a SidecarKey message cannot carry it
+// (the service's parser refuses the whole request).
+TEST(SidecarKeyTest, VariantMustBeUtf8) {
+  for (const char* bad : {
+           "\xff",              // never in UTF-8
+           "grid\xc3",          // truncated sequence
+           "\xc0\xaf",          // overlong '/'
+           "\xed\xa0\x80",      // surrogate
+           "\xf4\x90\x80\x80",  // above U+10FFFF
+           "\x80",              // continuation byte alone
+       }) {
+    EXPECT_EQ(ValidateVariant(bad).code(), absl::StatusCode::kInvalidArgument)
+        << "variant accepted: " << bad;
+  }
+  EXPECT_EQ(
+      ParseSidecarUri("sidecar://550e8400-e29b-41d4-a716-446655440000/thumbs/"
+                      "\xff.webp")
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);
+  for (const char* good :
+       {"gr\xc3\xb6\xc3\x9f"
+        "e",
+        "\xe2\x82\xac", "\xf0\x9f\x96\xbc", "\xef\xbf\xbf"}) {
+    EXPECT_TRUE(ValidateVariant(good).ok()) << good;
+  }
+}
+
 TEST(SidecarKeyTest, RejectsUnknownKindFormatAndBadUuid) {
   EXPECT_FALSE(KeyFromProto(Proto(kUuid, v1::SIDECAR_KIND_UNSPECIFIED, "a",
                                   v1::SIDECAR_FORMAT_WEBP))
