@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus of each fuzz target into corpus/<target>/.
+
+Seeds are a handful of real-looking valid inputs and a few edge cases; the
+protobuf ones are encoded here by hand (the wire format is small), so no
+protobuf package is needed. Run from anywhere; it rewrites the seed files
+it names and leaves other files alone.
+"""
+import hashlib
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+UUID = "550e8400-e29b-41d4-a716-446655440000"
+UUID2 = "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
+SHA = hashlib.sha256(b"hello").hexdigest()
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def field_varint(num, v):
+    return varint(num << 3) + varint(v)
+
+
+def field_bytes(num, b):
+    if isinstance(b, str):
+        b = b.encode()
+    return varint(num << 3 | 2) + varint(len(b)) + b
+
+
+def packed(num, values):
+    return field_bytes(num, b"".join(varint(v) for v in values))
+
+
+def sidecar_key(uuid=UUID, kind=1, variant="grid@2x", fmt=1):
+    return (field_bytes(1, uuid) + field_varint(2, kind) +
+            field_bytes(3, variant) + field_varint(4, fmt))
+
+
+def hello(device=b"\x11" * 16):
+    return (field_bytes(1, device) + field_varint(2, 3) +
+            field_bytes(3, "10.0.0.2:7001") + field_bytes(4, "10.0.0.2:7002") +
+            field_bytes(5, "laptop"))
+
+
+def entry_batch(entries, variants, up_to_seq, mode=1):
+    """entries: (uuid bytes, kind, fmt, variant index, size, seq, removed)."""
+    msg = field_varint(2, mode) + field_varint(5, up_to_seq)
+    msg += field_bytes(10, b"".join(e[0] for e in entries))
+    msg += field_bytes(11, bytes(e[1] for e in entries))
+    msg += field_bytes(12, bytes(e[2] for e in entries))
+    msg += packed(13, [e[3] for e in entries])
+    for v in variants:
+        msg += field_bytes(14, v)
+    msg += packed(15, [e[4] for e in entries])
+    msg += field_bytes(16, b"".join(hashlib.sha256(bytes([i])).digest()
+                                    for i in range(len(entries))))
+    msg += packed(17, [e[5] for e in entries])
+    msg += field_bytes(18, bytes(e[6] for e in entries))
+    return msg
+
+
+U1 = bytes.fromhex(UUID.replace("-", ""))
+U2 = bytes.fromhex(UUID2.replace("-", ""))
+
+SEEDS = {
+    "sidecar_key": {
+        "uri_thumb": f"sidecar://{UUID}/thumbs/grid@2x.webp",
+        "uri_kind_name": f"sidecar://{UUID2.upper()}/proxy/preview.mp4",
+        "uri_msgpack": f"sidecar://{UUID}/embeddings/clip-vit.msgpack",
+        "uri_dotted_variant": f"sidecar://{UUID}/ocr/page.1.txt",
+        "uri_dotdot": f"sidecar://{UUID}/thumbs/../x.webp",
+        "uri_four_parts": f"sidecar://{UUID}/thumbs/a/b.webp",
+        "proto_key": sidecar_key(),
+        "proto_splat": sidecar_key(UUID2, 7, "scene", 6),
+        "proto_bad_variant": sidecar_key(variant="a\x01b"),
+        "variant": "detail@1x",
+        "uuid_bytes": U1,
+    },
+    "entry_batch": {
+        "delta_two": entry_batch(
+            [(U1, 1, 1, 0, 1024, 5, 0), (U2, 3, 2, 1, 1 << 30, 6, 1)],
+            ["grid@2x", "preview"], 6),
+        "snapshot_one": entry_batch([(U1, 4, 4, 0, 77, 1, 0)],
+                                    ["clip-vit"], 1, mode=2),
+        "empty": entry_batch([], [], 0),
+        "seq_above_bound": entry_batch([(U1, 1, 1, 0, 1, 9, 0)],
+                                       ["grid@1x"], 8),
+        "columns_disagree": field_bytes(11, b"\x01\x01") + field_bytes(
+            10, U1),
+    },
+    "has_keys": {
+        "two_keys": field_bytes(1, hello()) + field_bytes(2, sidecar_key()) +
+        field_bytes(2, sidecar_key(UUID2, 3, "preview", 2)),
+        "no_hello": field_bytes(2, sidecar_key(kind=5, variant="page",
+                                               fmt=5)),
+        "bad_kind": field_bytes(2, sidecar_key(kind=99)),
+        "short_device": field_bytes(1, hello(b"\x01\x02")) +
+        field_bytes(2, sidecar_key()),
+    },
+    "read_request": {
+        "whole": field_bytes(1, sidecar_key()),
+        "range": field_bytes(1, sidecar_key(UUID2, 3, "preview", 2)) +
+        field_varint(2, 4096) + field_varint(3, 65536) +
+        field_varint(4, 1 << 20),
+        "huge_offset": field_bytes(1, sidecar_key()) +
+        field_varint(2, (1 << 64) - 1) + field_varint(3, 2),
+        "tiny_chunk": field_bytes(1, sidecar_key()) + field_varint(4, 1),
+        "bad_uuid": field_bytes(1, sidecar_key(uuid="not-a-uuid")),
+    },
+    "batch_read": {
+        "three": field_bytes(1, sidecar_key()) +
+        field_bytes(1, sidecar_key(variant="icon@1x")) +
+        field_bytes(1, sidecar_key(UUID2, 2, "strip", 1)),
+        "mixed": field_bytes(1, sidecar_key()) +
+        field_bytes(1, sidecar_key(variant="..")) +
+        field_bytes(1, sidecar_key(fmt=0)),
+        "empty": b"",
+    },
+    "config": {
+        "service": "# availability\nstate_dir = /var/lib/sidecar\n"
+        "local_listen = unix:/run/sidecar/a.sock\n"
+        "local_listen_allow_network = false\n",
+        "types": "fuzz_int32 = -12\nfuzz_uint64=18446744073709551615\n"
+        "fuzz_double = 2.5e-3\nfuzz_duration = 1h30m\n"
+        "fuzz_list = a,b,,c\nfuzz_string = hello world  # comment\n",
+        "crlf": "state_dir = /tmp/x\r\n\r\n  # only a comment\r\n",
+        "no_equals": "state_dir /tmp\n",
+        "unknown": "no_such_flag = 1\n",
+        "bad_value": "fuzz_int32 = 99999999999\n",
+    },
+    "batch_file": {
+        "two": f"# uri size sha256\nsidecar://{UUID}/thumbs/grid@2x.webp"
+        f" 1024 {SHA}\nsidecar://{UUID2}/proxies/preview.mp4\t5\t{SHA}\n",
+        "blank_lines": f"\n  \nsidecar://{UUID}/ocr/page.txt 0 {SHA.upper()}",
+        "bad_size": f"sidecar://{UUID}/thumbs/grid@2x.webp -1 {SHA}\n",
+        "bad_sha": f"sidecar://{UUID}/thumbs/grid@2x.webp 1 abc\n",
+        "two_fields": f"sidecar://{UUID}/thumbs/grid@2x.webp 1\n",
+    },
+    "pairing_code": {
+        "typed": "7KQ2-M9XD-4HTV-B1ZR",
+        "lower_spaces": "7kq2 m9xd 4htv b1zr",
+        "aliases": "OIL0-0000-0000-0000",
+        "short": "7KQ2-M9XD",
+        "letter_u": "7KQ2-M9XD-4HTV-B1ZU",
+        "raw": bytes(range(10)),
+    },
+}
+
+
+def main():
+    for target, seeds in SEEDS.items():
+        d = os.path.join(HERE, "corpus", target)
+        os.makedirs(d, exist_ok=True)
+        for name, data in seeds.items():
+            if isinstance(data, str):
+                data = data.encode()
+            with open(os.path.join(d, name), "wb") as f:
+                f.write(data)
+
+
+if __name__ == "__main__":
+    main()

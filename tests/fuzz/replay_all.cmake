@@ -1,0 +1,17 @@
+# Runs every fuzz target's replay binary over its seed corpus (ctest
+# fuzz_corpus_replay). REPLAYS is "BINARY=CORPUS_DIR|BINARY=CORPUS_DIR|...".
+string(REPLACE "|" ";" pairs "${REPLAYS}")
+set(failed "")
+foreach(pair IN LISTS pairs)
+  string(FIND "${pair}" "=" eq)
+  string(SUBSTRING "${pair}" 0 ${eq} binary)
+  math(EXPR from "${eq} + 1")
+  string(SUBSTRING "${pair}" ${from} -1 corpus)
+  execute_process(COMMAND ${binary} ${corpus} RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    list(APPEND failed "${binary} (${rc})")
+  endif()
+endforeach()
+if(failed)
+  message(FATAL_ERROR "fuzz corpus replay failed: ${failed}")
+endif()
