@@ -571,7 +571,11 @@ void Fetcher::PublishProgress(Attempt* a, bool force) {
     if (!force && now - a->last_publish < options_.progress_interval) return;
     double dt = absl::ToDoubleSeconds(now - a->last_publish);
     if (a->last_publish != absl::InfinitePast() && dt > 0) {
-      a->rate = static_cast<double>(v - a->bytes_at_last_publish) / dt;
+      // The verified count goes back when a resume keeps fewer bytes than
+      // the job row said (or a bad source's bytes are dropped): no rate then.
+      a->rate = v >= a->bytes_at_last_publish
+                    ? static_cast<double>(v - a->bytes_at_last_publish) / dt
+                    : 0;
     }
     a->last_publish = now;
     a->bytes_at_last_publish = v;
