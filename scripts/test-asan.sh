@@ -23,10 +23,12 @@ echo "test-asan: build took $((t1 - t0)) s"
 logs="$PWD/build-asan/sanitizer-logs"
 rm -rf "$logs"
 mkdir -p "$logs"
-export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:log_path=$logs/asan"
+# One log file per process: $logs/report.<program>.<pid> (both runtimes).
+log="log_path=$logs/report:log_exe_name=1"
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:$log"
 export LSAN_OPTIONS="suppressions=$PWD/tests/sanitizers/lsan.supp"
 LSAN_OPTIONS+=":print_suppressions=0"
-export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$logs/ubsan"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:$log"
 export ASAN_SYMBOLIZER_PATH="${ASAN_SYMBOLIZER_PATH:-$(command -v llvm-symbolizer-14 || command -v llvm-symbolizer || true)}"
 
 rc=0
