@@ -1266,7 +1266,9 @@ TEST_F(PeerAuthTest, RightCodePairsBothSidesWithTheSameFingerprints) {
     EXPECT_EQ(MemberEntry(self, b->id)->admitted_by(), a->id);
     // (The joiner's vouch reaches the inviter by gossip.)
     EXPECT_TRUE(WaitFor(
-        [&, other = other] {
+        // Structured bindings are captured by copy: clang 14 does not
+        // capture them implicitly.
+        [&, self = self, other = other] {
           return MemberEntry(self, other->id)->admitted_by() ==
                  MemberEntry(other, other->id)->admitted_by();
         },
