@@ -164,11 +164,9 @@ absl::Duration RawTcpCopy(uint64_t bytes) {
   });
   int s = ::accept(l, nullptr, nullptr);
   std::vector<char> buf(1 << 20);
-  uint64_t got = 0;
   while (true) {
     ssize_t r = ::read(s, buf.data(), buf.size());
     if (r <= 0) break;
-    got += r;
   }
   writer.join();
   absl::Duration d = absl::Now() - start;
