@@ -19,8 +19,8 @@ BUILD="${FUZZ_BUILD_DIR:-$ROOT/build-fuzz}"
 SECONDS_EACH="${FUZZ_SECONDS:-60}"
 RUNS="${FUZZ_RUNS:-}"
 JOBS="${JOBS:-2}"
-ALL_TARGETS=(sidecar_key entry_batch has_keys read_request batch_read config
-  batch_file pairing_code)
+ALL_TARGETS=(sidecar_key entry_batch exchange_receive has_keys read_request
+  batch_read config batch_file pairing_code)
 read -r -a TARGETS <<<"${FUZZ_TARGETS:-${ALL_TARGETS[*]}}"
 
 # clang-14, its libFuzzer and sanitizer runtimes, and llvm-symbolizer for

@@ -70,6 +70,37 @@ def entry_batch(entries, variants, up_to_seq, mode=1):
     return msg
 
 
+def origin_info(device, generation, peer="", transfer="", sig=b""):
+    msg = field_bytes(1, device) + field_varint(2, generation)
+    if peer:
+        msg += field_bytes(3, peer)
+    if transfer:
+        msg += field_bytes(4, transfer)
+    if sig:
+        msg += field_bytes(6, sig)
+    return msg
+
+
+def exchange_batch(device, generation, entries, variants, up_to_seq, mode,
+                   first=False, last=False, hint=0, peer="", transfer="",
+                   sig=b""):
+    """One ExchangeResponse carrying an EntryBatch of `device`."""
+    b = field_bytes(1, origin_info(device, generation, peer, transfer, sig))
+    b += entry_batch(entries, variants, up_to_seq, mode)
+    if first:
+        b += field_varint(3, 1)
+    if last:
+        b += field_varint(4, 1)
+    if hint:
+        b += field_varint(7, hint)
+    return field_bytes(1, b)
+
+
+def stream(*messages):
+    """The exchange_receive input: each message with a 2-byte length."""
+    return b"".join(struct.pack(">H", len(m)) + m for m in messages)
+
+
 U1 = bytes.fromhex(UUID.replace("-", ""))
 U2 = bytes.fromhex(UUID2.replace("-", ""))
 
@@ -98,6 +129,40 @@ SEEDS = {
                                        ["grid@1x"], 8),
         "columns_disagree": field_bytes(11, b"\x01\x01") + field_bytes(
             10, U1),
+    },
+    "exchange_receive": {
+        # The sender (02..02) sends its own snapshot in two parts, then a
+        # delta, then its summary.
+        "own_snapshot_then_delta": stream(
+            exchange_batch(b"\x02" * 16, 7, [(U1, 1, 1, 0, 10, 1, 0)],
+                           ["grid@2x"], 2, 2, first=True, hint=2,
+                           peer="10.0.0.2:7001", transfer="10.0.0.2:7002"),
+            exchange_batch(b"\x02" * 16, 7, [(U2, 1, 1, 0, 11, 2, 0)],
+                           ["grid@2x"], 2, 2, last=True),
+            exchange_batch(b"\x02" * 16, 7, [(U1, 1, 1, 0, 12, 3, 1)],
+                           ["grid@2x"], 3, 1),
+            field_bytes(2, field_bytes(1, hello(b"\x02" * 16)) +
+                        field_bytes(2, field_bytes(1, b"\x04" * 16) +
+                                    field_varint(2, 1) + field_varint(3, 9)))),
+        # A relay's unsigned new generation of a third member, and a relayed
+        # address for it.
+        "relayed_unsigned": stream(
+            exchange_batch(b"\x06" * 16, 9, [(U1, 3, 2, 0, 5, 1, 0)],
+                           ["detail@1x"], 1, 2, first=True, last=True,
+                           sig=b"\x00" * 64),
+            exchange_batch(b"\x06" * 16, 9, [(U2, 3, 2, 0, 5, 2, 0)],
+                           ["detail@1x"], 2, 1, transfer="evil:443")),
+        # Our own origin relayed back, a non-member, and a huge size hint.
+        "self_stranger_hint": stream(
+            exchange_batch(b"\x04" * 16, 1, [(U1, 1, 1, 0, 1, 1, 0)],
+                           ["icon@1x"], 1, 2, first=True, last=True),
+            exchange_batch(b"\x05" * 16, 1, [(U1, 1, 1, 0, 1, 1, 0)],
+                           ["icon@1x"], 1, 1),
+            exchange_batch(b"\x02" * 16, 3, [(U1, 1, 1, 0, 1, 1, 0)],
+                           ["icon@1x"], 1, 2, first=True, hint=1 << 40)),
+        "part_without_first": stream(
+            exchange_batch(b"\x02" * 16, 3, [(U1, 1, 1, 0, 1, 1, 0)],
+                           ["icon@1x"], 1, 2, last=True)),
     },
     "has_keys": {
         "two_keys": field_bytes(1, hello()) + field_bytes(2, sidecar_key()) +
