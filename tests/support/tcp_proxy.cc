@@ -101,6 +101,7 @@ void TcpProxy::Pump(int client_fd, int target_fd) {
         done = true;
         break;
       }
+      if (i == 1) PaceDown(static_cast<uint64_t>(n));
       int out = fds[1 - i].fd;
       for (ssize_t off = 0; off < n;) {
         ssize_t w = ::write(out, buf.data() + off, n - off);
@@ -126,6 +127,20 @@ void TcpProxy::Pump(int client_fd, int target_fd) {
     ::shutdown(fd, SHUT_RDWR);
     ::close(fd);
   }
+}
+
+void TcpProxy::PaceDown(uint64_t n) {
+  const uint64_t rate = down_rate_.load();
+  if (rate == 0) return;
+  absl::Time send_at;
+  {
+    absl::MutexLock lock(&pace_mu_);
+    // Idle time earns no credit beyond the present: a paused stream does
+    // not get to burst above the cap afterwards.
+    send_at = std::max(pace_next_, absl::Now());
+    pace_next_ = send_at + absl::Seconds(static_cast<double>(n) / rate);
+  }
+  absl::SleepFor(send_at - absl::Now());
 }
 
 void TcpProxy::Cut() {

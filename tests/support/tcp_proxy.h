@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 
 namespace sidecar::testing {
 
@@ -41,6 +42,11 @@ class TcpProxy {
   // (absl::ToUnixNanos), 0 if none yet.
   int64_t first_up_unix_nanos() const { return first_up_ns_.load(); }
 
+  // Caps target->client payload at `bytes_per_sec` over all connections
+  // together (0: no cap), like a holder behind a slow uplink. Tests use it
+  // so that no holder outruns the others by how the machine schedules it.
+  void SetDownRate(uint64_t bytes_per_sec) { down_rate_ = bytes_per_sec; }
+
   // Closes every open connection and refuses new ones until Restore().
   void Cut();
   void Restore();
@@ -49,6 +55,8 @@ class TcpProxy {
   TcpProxy() = default;
   void AcceptLoop();
   void Pump(int client_fd, int target_fd);
+  // Sleeps until `n` more target->client bytes fit under the cap.
+  void PaceDown(uint64_t n);
 
   int listen_fd_ = -1;
   int port_ = 0;
@@ -58,6 +66,9 @@ class TcpProxy {
   std::atomic<bool> cut_{false};
   std::atomic<uint64_t> up_{0}, down_{0};
   std::atomic<int64_t> first_up_ns_{0};
+  std::atomic<uint64_t> down_rate_{0};
+  absl::Mutex pace_mu_;
+  absl::Time pace_next_ ABSL_GUARDED_BY(pace_mu_) = absl::InfinitePast();
   std::thread acceptor_;
   absl::Mutex mu_;
   std::vector<int> open_fds_ ABSL_GUARDED_BY(mu_);
