@@ -54,7 +54,7 @@ absl::Status ExchangeReceiver::OnMessage(const v1::ExchangeResponse& msg) {
   }
   if (*origin == cache_->self_id()) return absl::OkStatus();  // relayed back
   // Only members' entries are taken, whoever relays them.
-  if (!members_->MemberCertificate(*origin)) return absl::OkStatus();
+  if (!members_->IsMember(*origin)) return absl::OkStatus();
   Pending header;
   header.info = OriginInfoFromProto(b.origin(), *origin);
   header.source = *origin == sender_ ? InfoSource::kOrigin : InfoSource::kRelay;

@@ -24,11 +24,6 @@ void ForkHealer::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-uint64_t ForkHealer::heals() const {
-  absl::MutexLock lock(&mu_);
-  return heals_;
-}
-
 bool ForkHealer::ProvesFork(const DigestEntry& view) const {
   std::optional<PeerCache::OriginView> self = cache_->View(cache_->self_id());
   if (!self || self->state.generation == 0) return false;  // not loaded yet
@@ -76,8 +71,6 @@ void ForkHealer::Heal(const DigestEntry& claim, const Uuid& claimant) {
   SC_LOG(INFO) << "new generation " << *generation
                << " after a fork of the change log";
   if (on_healed_) on_healed_(*generation);
-  absl::MutexLock lock(&mu_);
-  ++heals_;
 }
 
 void ForkHealer::Run() {

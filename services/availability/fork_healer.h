@@ -52,9 +52,6 @@ class ForkHealer {
   // Ends the healer's thread after a heal in progress. Idempotent.
   void Stop();
 
-  // New generations started so far.
-  uint64_t heals() const;
-
  private:
   // Whether `view` knows more of the own origin than the cache shows.
   bool ProvesFork(const DigestEntry& view) const;
@@ -75,7 +72,6 @@ class ForkHealer {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   DigestEntry claim_ ABSL_GUARDED_BY(mu_);
   Uuid claimant_ ABSL_GUARDED_BY(mu_);
-  uint64_t heals_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread thread_;
 };
 

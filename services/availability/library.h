@@ -117,8 +117,8 @@ class Library : public MemberKeys {
 
   std::vector<MemberView> List(bool include_removed) const;
   std::optional<MemberView> Find(const Uuid& device) const;
-  bool IsMember(const Uuid& device) const;
   // MemberKeys:
+  bool IsMember(const Uuid& device) const override;
   std::optional<DeviceCertificate> MemberCertificate(
       const Uuid& device) const override;
   const Uuid& self_id() const { return self_id_; }
@@ -143,7 +143,8 @@ class Library : public MemberKeys {
   // Persists, then tells the listener.
   void Publish(const Change& change,
                const std::vector<std::pair<Uuid, std::string>>& to_save);
-  v1::Signed SignBody(const std::string& context, const std::string& body) const;
+  v1::Signed SignBody(const std::string& context,
+                      const std::string& body) const;
 
   const DeviceKey* const key_;
   InventoryStore* const store_;

@@ -13,6 +13,9 @@ namespace sidecar::availability {
 class MemberKeys {
  public:
   virtual ~MemberKeys() = default;
+  // Whether `device` is a member now (not removed). Thread-safe; cheaper
+  // than MemberCertificate when the key itself is not needed.
+  virtual bool IsMember(const Uuid& device) const = 0;
   // The certificate of member `device`, or nullopt if it is not a member
   // (never was, or was removed). Thread-safe.
   virtual std::optional<DeviceCertificate> MemberCertificate(

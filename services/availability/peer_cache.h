@@ -98,6 +98,10 @@ class PeerCache {
   size_t TotalEntries() const;
 
  private:
+  // The table of info.device_id, made if missing. A new table starts at
+  // generation 0 and empty, so only a snapshot (Replace) can give it a
+  // generation: a delta never starts one. An existing table takes the info
+  // as UpdateInfo (from the origin itself) or FillInfo (from a relay).
   OriginTable* FindOrCreate(const OriginInfo& info, InfoSource source,
                             uint64_t generation)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -47,9 +47,12 @@ class EvenMembers : public availability::MemberKeys {
     FUZZ_CHECK(key.ok());
     cert_ = key->certificate();
   }
+  bool IsMember(const Uuid& device) const override {
+    return device.bytes[0] % 2 == 0;
+  }
   std::optional<DeviceCertificate> MemberCertificate(
       const Uuid& device) const override {
-    if (device.bytes[0] % 2 != 0) return std::nullopt;
+    if (!IsMember(device)) return std::nullopt;
     return cert_;
   }
 
@@ -66,9 +69,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const EvenMembers* members = new EvenMembers();
   const Uuid self = Filled(4);
   PeerCache cache({self, "", "", "self"}, nullptr, kEntriesBound);
-  ExchangeReceiver receiver(&cache, members, Filled(2),
-                            {.max_pending_entries = kEntriesBound,
-                             .max_messages = kMessagesBound});
+  ExchangeReceiver receiver(
+      &cache, members, Filled(2),
+      {.max_pending_entries = kEntriesBound, .max_messages = kMessagesBound});
   size_t pos = 0;
   while (pos + 2 <= size) {
     size_t len = (size_t{data[pos]} << 8) | data[pos + 1];

@@ -19,6 +19,9 @@ namespace {
 class FakeMembers : public MemberKeys {
  public:
   void Add(const DeviceCertificate& cert) { certs_[cert.device_id] = cert; }
+  bool IsMember(const Uuid& device) const override {
+    return certs_.contains(device);
+  }
   std::optional<DeviceCertificate> MemberCertificate(
       const Uuid& device) const override {
     auto it = certs_.find(device);
