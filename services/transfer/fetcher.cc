@@ -11,6 +11,7 @@
 #include "common/crc32c.h"
 #include "common/log.h"
 #include "common/transport.h"
+#include "services/transfer/piece_scheduler.h"
 
 namespace sidecar::transfer {
 
@@ -758,31 +759,18 @@ absl::Status Fetcher::FetchMulti(Attempt* a,
       all.begin(),
       all.begin() + std::min<size_t>(all.size(), options_.max_sources));
   const uint64_t piece = options_.piece_bytes;
-  const size_t pieces = (a->size + piece - 1) / piece;
   // Resume: pieces of the verified prefix are kept.
-  uint64_t keep = a->verified.load() / piece * piece;
-  absl::StatusOr<PartFile> opened = store_->OpenPart(a->job.id, a->size, keep);
+  absl::StatusOr<PartFile> opened =
+      store_->OpenPart(a->job.id, a->size, a->verified.load() / piece * piece);
   if (!opened.ok()) return opened.status();
   auto part = std::make_unique<PartFile>(std::move(*opened));
-  keep = part->resumed_bytes() / piece * piece;
-  std::vector<char> done(pieces, 0);
-  for (size_t i = 0; i < keep / piece; ++i) done[i] = 1;
+  PieceScheduler scheduler(a->size, piece, part->resumed_bytes());
 
-  absl::Mutex mu;
-  std::deque<size_t> todo;
-  for (size_t i = keep / piece; i < pieces; ++i) todo.push_back(i);
-  // Endgame: a source with nothing left to take fetches a piece another
-  // source is still on; the first copy to arrive wins and the other stops.
-  // Otherwise the slowest holder's last piece decides the end.
-  std::vector<int> in_flight(pieces, 0);
-  std::unique_ptr<std::atomic<bool>[]> abandon(new std::atomic<bool>[pieces]);
-  for (size_t i = 0; i < pieces; ++i) abandon[i] = false;
+  // Held over a finished piece's bookkeeping, its sync and its job row
+  // update, so that the recorded prefix only grows.
+  absl::Mutex progress_mu;
+  absl::Mutex last_mu;
   absl::Status last = absl::OkStatus();
-  auto contiguous = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    size_t i = 0;
-    while (i < pieces && done[i]) ++i;
-    return std::min<uint64_t>(a->size, i * piece);
-  };
   {
     absl::MutexLock alock(&a->mu);
     a->sources.clear();
@@ -797,52 +785,35 @@ absl::Status Fetcher::FetchMulti(Attempt* a,
       bool corrupt = false;
       absl::Status s;
       while (!a->cancelled) {
-        size_t idx = pieces;
-        {
-          absl::MutexLock lock(&mu);
-          if (!todo.empty()) {
-            idx = todo.front();
-            todo.pop_front();
-          } else {
-            for (size_t i = 0; i < pieces; ++i) {
-              if (!done[i] && in_flight[i] == 1) {
-                idx = i;
-                break;
-              }
-            }
-            if (idx == pieces) break;  // nothing left to help with
-            SC_LOG(INFO) << "job " << a->job.id << ": " << SourceName(src)
-                         << " also fetches piece " << idx
-                         << ", still in flight from a slower source";
-          }
-          ++in_flight[idx];
+        std::optional<PieceScheduler::Piece> p = scheduler.Next();
+        if (!p.has_value()) break;  // nothing left to help with
+        if (p->duplicate) {
+          SC_LOG(INFO) << "job " << a->job.id << ": " << SourceName(src)
+                       << " also fetches piece " << p->index
+                       << ", still in flight from a slower source";
         }
-        uint64_t off = idx * piece;
-        uint64_t len = std::min<uint64_t>(piece, a->size - off);
         uint64_t received = 0;
-        s = ReadRange(a, src, off, len, part.get(), nullptr, &received,
-                      &corrupt, &abandon[idx]);
+        s = ReadRange(a, src, p->offset, p->length, part.get(), nullptr,
+                      &received, &corrupt, scheduler.abandon_flag(p->index));
         total += received;
-        absl::MutexLock lock(&mu);
-        --in_flight[idx];
-        if (done[idx]) {
+        absl::MutexLock lock(&progress_mu);
+        PieceScheduler::Outcome o = scheduler.Finished(p->index, s.ok());
+        if (o.result == PieceScheduler::Result::kAlreadyDone) {
           s = absl::OkStatus();  // the other copy arrived first
           continue;
         }
         if (!s.ok()) {
-          // Another source takes it, unless one is on it already.
-          if (in_flight[idx] == 0) todo.push_front(idx);
+          absl::MutexLock l(&last_mu);
           last = absl::Status(s.code(),
                               absl::StrCat(SourceName(src), ": ", s.message()));
           break;
         }
-        done[idx] = 1;
-        abandon[idx] = true;
-        uint64_t prefix = contiguous();
-        if (prefix > a->verified.load()) {
-          a->verified = prefix;
+        if (o.advanced_prefix.has_value() &&
+            *o.advanced_prefix > a->verified.load()) {
+          a->verified = *o.advanced_prefix;
           (void)part->Sync();
-          (void)jobs_->UpdateProgress(a->job.id, prefix, a->size, a->expected);
+          (void)jobs_->UpdateProgress(a->job.id, *o.advanced_prefix, a->size,
+                                      a->expected);
         }
       }
       availability_->ReportTransfer(src.device_id, total, absl::Now() - start,
@@ -851,16 +822,15 @@ absl::Status Fetcher::FetchMulti(Attempt* a,
   }
   for (std::thread& t : workers) t.join();
   (void)part->Sync();
-  bool complete;
-  {
-    absl::MutexLock lock(&mu);
-    complete = std::all_of(done.begin(), done.end(), [](char c) { return c; });
-    a->verified = contiguous();
-  }
+  const bool complete = scheduler.Complete();
+  a->verified = scheduler.VerifiedPrefix();
   (void)jobs_->UpdateProgress(a->job.id, a->verified.load(), a->size,
                               a->expected);
   if (a->cancelled) return absl::CancelledError("cancelled");
-  if (!complete) return last.ok() ? absl::UnavailableError("incomplete") : last;
+  if (!complete) {
+    absl::MutexLock l(&last_mu);
+    return last.ok() ? absl::UnavailableError("incomplete") : last;
+  }
   part.reset();
   absl::Status c = Commit(a, sources[0], nullptr);
   if (c.code() != absl::StatusCode::kDataLoss) return c;
