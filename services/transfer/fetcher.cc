@@ -766,9 +766,23 @@ absl::Status Fetcher::FetchMulti(Attempt* a,
   auto part = std::make_unique<PartFile>(std::move(*opened));
   PieceScheduler scheduler(a->size, piece, part->resumed_bytes());
 
-  // Held over a finished piece's bookkeeping, its sync and its job row
-  // update, so that the recorded prefix only grows.
-  absl::Mutex progress_mu;
+  // The worker whose piece advanced the verified prefix makes it durable,
+  // after the scheduler's lock is released, so that other sources go on
+  // taking and finishing pieces meanwhile. Two workers' syncs may end in
+  // either order: the job row (and the live count) only ever take a larger
+  // prefix than they have.
+  absl::Mutex published_mu;
+  uint64_t published = a->verified.load();  // guarded by published_mu
+  auto checkpoint = [&](uint64_t prefix) {
+    // Every piece of `prefix` was written before it was reported finished,
+    // so this sync covers all of it.
+    (void)part->Sync();
+    absl::MutexLock lock(&published_mu);
+    if (prefix <= published) return;
+    published = prefix;
+    a->verified = prefix;
+    (void)jobs_->UpdateProgress(a->job.id, prefix, a->size, a->expected);
+  };
   absl::Mutex last_mu;
   absl::Status last = absl::OkStatus();
   {
@@ -796,7 +810,6 @@ absl::Status Fetcher::FetchMulti(Attempt* a,
         s = ReadRange(a, src, p->offset, p->length, part.get(), nullptr,
                       &received, &corrupt, scheduler.abandon_flag(p->index));
         total += received;
-        absl::MutexLock lock(&progress_mu);
         PieceScheduler::Outcome o = scheduler.Finished(p->index, s.ok());
         if (o.result == PieceScheduler::Result::kAlreadyDone) {
           s = absl::OkStatus();  // the other copy arrived first
@@ -808,13 +821,7 @@ absl::Status Fetcher::FetchMulti(Attempt* a,
                               absl::StrCat(SourceName(src), ": ", s.message()));
           break;
         }
-        if (o.advanced_prefix.has_value() &&
-            *o.advanced_prefix > a->verified.load()) {
-          a->verified = *o.advanced_prefix;
-          (void)part->Sync();
-          (void)jobs_->UpdateProgress(a->job.id, *o.advanced_prefix, a->size,
-                                      a->expected);
-        }
+        if (o.advanced_prefix.has_value()) checkpoint(*o.advanced_prefix);
       }
       availability_->ReportTransfer(src.device_id, total, absl::Now() - start,
                                     s.ok(), corrupt);
