@@ -20,6 +20,12 @@ struct Fetcher::Attempt {
   uint64_t size = 0;
   Sha256Digest expected{};
   std::atomic<bool> cancelled{false};
+  // Set with `cancelled` when the job's row says it ended (cancelled or
+  // finished elsewhere): RunJob then deletes the partial data, as Cancel()
+  // does, and records nothing.
+  std::atomic<bool> ended_elsewhere{false};
+  // Another failure to record progress was logged for this attempt.
+  std::atomic<bool> progress_error_logged{false};
   std::atomic<uint64_t> verified{0};
   absl::Time started = absl::Now();
 
@@ -646,9 +652,9 @@ void Fetcher::RunJob(Job job) {
              space.code());
       done_reason = "space";
       result = absl::OkStatus();
+    } else if (!RecordProgress(&a, a.verified.load())) {
+      result = absl::CancelledError("the job ended meanwhile");
     } else {
-      (void)jobs_->UpdateProgress(job.id, a.verified.load(), a.size,
-                                  a.expected);
       PublishProgress(&a, true);
       bool multi = a.size >= options_.multi_source_min_bytes &&
                    sources.size() >= 2 && options_.max_sources >= 2;
@@ -665,7 +671,8 @@ void Fetcher::RunJob(Job job) {
     stopping = stopping_;
   }
   if (a.cancelled) {
-    // Cancel() records the final state.
+    // Cancel() records the final state; a job that ended elsewhere has one.
+    if (a.ended_elsewhere) (void)store_->Discard(job.id);
   } else if (result.ok()) {
     if (done_reason == "fetched") {
       // Finished in Commit.
@@ -716,11 +723,11 @@ absl::Status Fetcher::FetchSingle(Attempt* a,
     absl::Status s = ReadRange(a, src, resume, a->size - resume, part.get(),
                                &hasher, &received, &corrupt);
     (void)part->Sync();
-    (void)jobs_->UpdateProgress(a->job.id, a->verified.load(), a->size,
-                                a->expected);
+    const bool go_on = RecordProgress(a, a->verified.load());
     availability_->ReportTransfer(src.device_id, received, absl::Now() - start,
                                   s.ok(), corrupt);
     if (corrupt) (void)jobs_->AddDemoted(a->job.id, src.device_id);
+    if (!go_on) return absl::CancelledError("the job ended meanwhile");
     if (s.ok()) {
       Sha256Digest digest = hasher.Finish();
       if (digest == a->expected) {
@@ -738,7 +745,9 @@ absl::Status Fetcher::FetchSingle(Attempt* a,
       part.reset();
       (void)store_->Discard(a->job.id);
       a->verified = 0;
-      (void)jobs_->UpdateProgress(a->job.id, 0, a->size, a->expected);
+      if (!RecordProgress(a, 0)) {
+        return absl::CancelledError("the job ended meanwhile");
+      }
     }
     SC_LOG(WARNING) << "job " << a->job.id << " from " << SourceName(src)
                     << ": " << s;
@@ -781,7 +790,8 @@ absl::Status Fetcher::FetchMulti(Attempt* a,
     if (prefix <= published) return;
     published = prefix;
     a->verified = prefix;
-    (void)jobs_->UpdateProgress(a->job.id, prefix, a->size, a->expected);
+    // A job that ended elsewhere stops the attempt (a->cancelled).
+    RecordProgress(a, prefix);
   };
   absl::Mutex last_mu;
   absl::Status last = absl::OkStatus();
@@ -831,9 +841,9 @@ absl::Status Fetcher::FetchMulti(Attempt* a,
   (void)part->Sync();
   const bool complete = scheduler.Complete();
   a->verified = scheduler.VerifiedPrefix();
-  (void)jobs_->UpdateProgress(a->job.id, a->verified.load(), a->size,
-                              a->expected);
-  if (a->cancelled) return absl::CancelledError("cancelled");
+  if (!RecordProgress(a, a->verified.load()) || a->cancelled) {
+    return absl::CancelledError("cancelled");
+  }
   if (!complete) {
     absl::MutexLock l(&last_mu);
     return last.ok() ? absl::UnavailableError("incomplete") : last;
@@ -869,6 +879,9 @@ absl::Status Fetcher::ReadRange(Attempt* a, const FetchSource& src,
   {
     absl::MutexLock alock(&a->mu);
     a->streams[&ctx] = absl::Now();
+    // StopAttempt sets `cancelled` before it cancels the streams it finds
+    // under a->mu: a stream it missed sees the flag here.
+    if (a->cancelled) ctx.TryCancel();
   }
   v1::ReadRequest req;
   KeyToProto(a->job.key, req.mutable_key());
@@ -885,7 +898,8 @@ absl::Status Fetcher::ReadRange(Attempt* a, const FetchSource& src,
     // What is synced and recorded survives a crash of this process; the
     // next attempt resumes there.
     checkpointer.emplace(part, offset, [this, a](uint64_t synced) {
-      (void)jobs_->UpdateProgress(a->job.id, synced, a->size, a->expected);
+      // A job that ended elsewhere cancels this stream.
+      RecordProgress(a, synced);
     });
   }
   uint64_t next = offset;
@@ -968,6 +982,9 @@ absl::Status Fetcher::ReadRange(Attempt* a, const FetchSource& src,
 
 absl::Status Fetcher::Commit(Attempt* a, const FetchSource& from,
                              const Sha256Digest* streamed_digest) {
+  // A cancel (or a job that ended elsewhere) that came while the last bytes
+  // arrived: nothing is committed.
+  if (a->cancelled) return absl::CancelledError("cancelled");
   absl::Status s =
       streamed_digest != nullptr
           ? store_
@@ -987,7 +1004,9 @@ absl::Status Fetcher::Commit(Attempt* a, const FetchSource& from,
   }
   if (!reg.ok()) return reg;
   a->verified = a->size;
-  (void)jobs_->UpdateProgress(a->job.id, a->size, a->size, a->expected);
+  // Committed and registered either way; a job that ended meanwhile keeps
+  // the state it ended in.
+  if (!RecordProgress(a, a->size)) return absl::OkStatus();
   absl::Status f =
       jobs_
           ->Finish(a->job.id, v1::JOB_STATE_DONE,
@@ -997,6 +1016,33 @@ absl::Status Fetcher::Commit(Attempt* a, const FetchSource& from,
           .status();
   if (!f.ok()) SC_LOG(WARNING) << "job " << a->job.id << ": " << f;
   return absl::OkStatus();
+}
+
+void Fetcher::StopAttempt(Attempt* a) {
+  a->cancelled = true;
+  absl::MutexLock alock(&a->mu);
+  for (auto& [ctx, t] : a->streams) ctx->TryCancel();
+}
+
+bool Fetcher::RecordProgress(Attempt* a, uint64_t verified) {
+  absl::Status s =
+      jobs_->UpdateProgress(a->job.id, verified, a->size, a->expected);
+  if (s.ok()) return true;
+  if (s.code() == absl::StatusCode::kFailedPrecondition) {
+    // A Cancel() here stopped the attempt first and deletes its data
+    // itself; anything else ended the job behind the fetcher's back.
+    if (!a->cancelled.load() && !a->ended_elsewhere.exchange(true)) {
+      SC_LOG(INFO) << "job " << a->job.id << ": " << s.message()
+                   << "; stopping its fetch";
+    }
+    StopAttempt(a);
+    return false;
+  }
+  if (!a->progress_error_logged.exchange(true)) {
+    SC_LOG(WARNING) << "job " << a->job.id << ": cannot record progress (" << s
+                    << "); the fetch goes on";
+  }
+  return true;
 }
 
 absl::StatusOr<v1::JobState> Fetcher::Cancel(const std::string& job_id) {
@@ -1013,10 +1059,7 @@ absl::StatusOr<v1::JobState> Fetcher::Cancel(const std::string& job_id) {
   {
     absl::MutexLock lock(&mu_);
     if (auto it = running_.find(job_id); it != running_.end()) {
-      Attempt* a = it->second;
-      a->cancelled = true;
-      absl::MutexLock alock(&a->mu);
-      for (auto& [ctx, t] : a->streams) ctx->TryCancel();
+      StopAttempt(it->second);
     }
   }
   absl::Status s =

@@ -31,8 +31,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
-#include "common/peer_channels.h"
 #include "absl/time/time.h"
+#include "common/peer_channels.h"
 #include "services/transfer/availability_client.h"
 #include "services/transfer/job_events.h"
 #include "services/transfer/job_store.h"
@@ -127,6 +127,14 @@ class Fetcher {
   absl::Status Commit(Attempt* a, const FetchSource& from,
                       const Sha256Digest* streamed_digest);
   void PublishProgress(Attempt* a, bool force);
+  // Stops a running attempt: its streams are cancelled and it commits
+  // nothing. Records no state.
+  void StopAttempt(Attempt* a);
+  // Records `verified` as the job's verified prefix. False, with the
+  // attempt stopped, if the job has ended (FAILED_PRECONDITION: cancelled or
+  // finished elsewhere). Other errors are logged once per attempt and the
+  // fetch goes on: the next checkpoint may be recorded.
+  bool RecordProgress(Attempt* a, uint64_t verified);
   absl::Duration Backoff(int attempts);
 
   const FetcherOptions options_;

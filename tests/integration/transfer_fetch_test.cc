@@ -261,6 +261,65 @@ class TransferTest : public ::sidecar::testing::ProcessTest {
     return last;
   }
 
+  // Ends job `job_id` in d's job database behind its transfer service's
+  // back, as something else than its fetcher would (a second process on the
+  // database, an operator): CANCELLED, with `reason`. False if the job was
+  // not active.
+  bool EndJobInDatabase(Device* d, const std::string& job_id,
+                        const std::string& reason) {
+    absl::StatusOr<std::unique_ptr<pg::Connection>> conn =
+        pg::Connection::Open(d->xfer->conninfo());
+    if (!conn.ok()) return false;
+    absl::StatusOr<pg::Result> r = (*conn)->ExecParams(
+        "UPDATE transfer_jobs SET state = 6, finished_at = now(), "
+        "next_attempt_at = NULL, reason = $2 "
+        "WHERE id = $1 AND state IN (1, 2, 3)",
+        {job_id, reason});
+    return r.ok() && r->affected_rows() == 1;
+  }
+
+  // Ends the running fetch of `bytes` from `holders` to `b` in b's database
+  // once a checkpoint is on record, and checks that b's fetcher stops at
+  // once (its next checkpoint is refused): the holders go quiet well before
+  // the file has crossed, nothing is committed, the partial data is deleted
+  // and the job keeps the state it was given.
+  void ExpectFetchStopsWhenTheJobEndsElsewhere(
+      Device* b, const std::vector<Device*>& holders, const v1::SidecarKey& key,
+      const std::string& bytes) {
+    FetchResult f = Fetch(b, key);
+    ASSERT_EQ(f.outcome(), FetchResult::OUTCOME_QUEUED);
+    ASSERT_TRUE(WaitFor([&] { return Checkpointed(b, f.job_id()) > 0; },
+                        absl::Seconds(20)));
+    ASSERT_TRUE(EndJobInDatabase(b, f.job_id(), "ended elsewhere"));
+    // The attempt is over once its partial data is deleted. (A holder may
+    // pause for longer than WaitQuiet's quiet time while the receiver
+    // drains what flow control let through, so quiet alone says nothing.)
+    std::filesystem::path incoming =
+        std::filesystem::path(b->avail->sidecar_root()) / ".incoming";
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          return !std::filesystem::exists(incoming) ||
+                 std::filesystem::is_empty(incoming);
+        },
+        absl::Seconds(10)))
+        << "the fetch went on";
+    uint64_t sent = 0;
+    for (Device* h : holders) {
+      ASSERT_TRUE(WaitQuiet(h->proxy.get(), absl::Milliseconds(500)))
+          << h->name << " kept sending";
+      sent += h->proxy->bytes_down();
+    }
+    std::cerr << "holders sent " << sent << " B of " << bytes.size() << "\n";
+    EXPECT_LT(sent, bytes.size());
+    EXPECT_FALSE(std::filesystem::exists(b->avail->sidecar_root() + "/" +
+                                         RelativePath(*KeyFromProto(key))));
+    EXPECT_NE(Resolve(b, key).outcome(), ResolveResponse::OUTCOME_LOCAL);
+    std::optional<v1::JobStatus> j = Job(b, f.job_id());
+    ASSERT_TRUE(j.has_value());
+    EXPECT_EQ(j->state(), v1::JOB_STATE_CANCELLED);
+    EXPECT_EQ(j->reason(), "ended elsewhere");
+  }
+
   std::vector<std::unique_ptr<Device>> devices_;
 };
 
@@ -567,6 +626,40 @@ TEST_F(TransferTest, CancelStopsAndDeletesPartialData) {
   req.set_job_id("nope");
   EXPECT_EQ(b->xfer->api()->Cancel(&c3, req, &resp).error_code(),
             grpc::StatusCode::NOT_FOUND);
+}
+
+// The job's row says it ended while its fetch runs (UpdateProgress answers
+// FAILED_PRECONDITION): the fetch stops instead of committing a sidecar
+// nobody asks for any more.
+TEST_F(TransferTest, FetchStopsWhenItsJobEndsElsewhere) {
+  Device* a = Add("a");
+  // 40 MiB at 4 MB/s: ten seconds, of which the test needs the first.
+  Device* b = Add("b", {{"bandwidth_limit", "4000000"}});
+  StartAll({{a, b}});
+  std::string bytes = RandomBytes(40 << 20, 21);
+  v1::SidecarKey key = RandomKeyProto(v1::SIDECAR_KIND_PROXY, "proxy_scrub",
+                                      v1::SIDECAR_FORMAT_MP4);
+  Publish(a, key, bytes);
+  ASSERT_TRUE(
+      WaitFor([&] { return KnowsRemote(b, key, 1); }, absl::Seconds(5)));
+  ExpectFetchStopsWhenTheJobEndsElsewhere(b, {a}, key, bytes);
+}
+
+TEST_F(TransferTest, MultiSourceFetchStopsWhenItsJobEndsElsewhere) {
+  Device* h1 = Add("h1");
+  Device* h2 = Add("h2");
+  Device* b = Add("b", {{"bandwidth_limit", "4000000"},
+                        {"multi_source_min_bytes", "8000000"},
+                        {"piece_bytes", "1048576"}});
+  StartAll({{h1, b}, {h2, b}});
+  std::string bytes = RandomBytes(40 << 20, 22);
+  v1::SidecarKey key = RandomKeyProto(v1::SIDECAR_KIND_PROXY, "proxy_edit",
+                                      v1::SIDECAR_FORMAT_MP4);
+  Publish(h1, key, bytes);
+  Publish(h2, key, bytes);
+  ASSERT_TRUE(
+      WaitFor([&] { return KnowsRemote(b, key, 2); }, absl::Seconds(5)));
+  ExpectFetchStopsWhenTheJobEndsElsewhere(b, {h1, h2}, key, bytes);
 }
 
 TEST_F(TransferTest, BadRequestsDoNotDisturbOtherTransfers) {
