@@ -201,7 +201,7 @@ PartFile::PartFile(PartFile&& other) noexcept
     : fd_(std::exchange(other.fd_, -1)),
       path_(std::move(other.path_)),
       expected_size_(other.expected_size_),
-      size_(other.size_),
+      size_(other.size_.load()),
       resumed_bytes_(other.resumed_bytes_),
       prefix_hash_(std::move(other.prefix_hash_)) {}
 
@@ -211,7 +211,7 @@ PartFile& PartFile::operator=(PartFile&& other) noexcept {
     fd_ = std::exchange(other.fd_, -1);
     path_ = std::move(other.path_);
     expected_size_ = other.expected_size_;
-    size_ = other.size_;
+    size_ = other.size_.load();
     resumed_bytes_ = other.resumed_bytes_;
     prefix_hash_ = std::move(other.prefix_hash_);
   }
@@ -223,7 +223,7 @@ PartFile::~PartFile() {
 }
 
 absl::Status PartFile::Append(absl::string_view data) {
-  return WriteAt(size_, data);
+  return WriteAt(size_.load(), data);
 }
 
 absl::Status PartFile::WriteAt(uint64_t offset, absl::string_view data) {
@@ -235,7 +235,10 @@ absl::Status PartFile::WriteAt(uint64_t offset, absl::string_view data) {
         expected_size_.value_or(0), " bytes) of ", path_));
   }
   if (absl::Status s = WriteAll(fd_, offset, data, path_); !s.ok()) return s;
-  size_ = std::max(size_, end);
+  // Concurrent writers of other ranges: the furthest end wins.
+  uint64_t seen = size_.load();
+  while (seen < end && !size_.compare_exchange_weak(seen, end)) {
+  }
   return absl::OkStatus();
 }
 

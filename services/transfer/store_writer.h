@@ -18,6 +18,7 @@
 #ifndef SIDECAR_SERVICES_TRANSFER_STORE_WRITER_H_
 #define SIDECAR_SERVICES_TRANSFER_STORE_WRITER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -37,7 +38,9 @@ namespace sidecar::transfer {
 inline constexpr absl::string_view kIncomingDir = ".incoming";
 
 // An open part file. Movable, not copyable; closes on destruction (without
-// syncing: call Sync() for durability).
+// syncing: call Sync() for durability). WriteAt, Size and Sync may be called
+// from several threads at once (a multi-source fetch writes its pieces
+// concurrently); moving and the other methods may not race with anything.
 class PartFile {
  public:
   PartFile(PartFile&& other) noexcept;
@@ -54,7 +57,7 @@ class PartFile {
   // if the disk is full; INTERNAL on other I/O errors.
   absl::Status WriteAt(uint64_t offset, absl::string_view data);
   // Bytes in the file: the end of the furthest write (or of the kept prefix).
-  uint64_t Size() const { return size_; }
+  uint64_t Size() const { return size_.load(); }
   // Makes the written data durable (fdatasync).
   absl::Status Sync();
 
@@ -73,7 +76,7 @@ class PartFile {
   int fd_ = -1;
   std::string path_;
   std::optional<uint64_t> expected_size_;
-  uint64_t size_ = 0;
+  std::atomic<uint64_t> size_{0};
   uint64_t resumed_bytes_ = 0;
   Sha256 prefix_hash_;
 };
