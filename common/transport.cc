@@ -45,10 +45,6 @@ absl::Status FromGrpcStatus(const grpc::Status& s) {
 
 namespace {
 
-// Auth-context properties set by PeerAuthorizer for the handlers.
-constexpr char kDeviceProperty[] = "sidecar_device_id";
-constexpr char kKeyProperty[] = "sidecar_key_sha256";
-
 grpc::ChannelArguments ChannelArgs() {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
@@ -65,7 +61,7 @@ grpc::ChannelArguments ChannelArgs() {
 
 // Parses the PEM certificate gRPC reports for a TLS peer into its key
 // hash. Keeps the last few, since every call of a connection reports the
-// same certificate.
+// same certificate. Thread-safe.
 class CertificateCache {
  public:
   std::optional<Sha256Digest> KeyOf(absl::string_view pem) {
@@ -89,6 +85,15 @@ class CertificateCache {
       ABSL_GUARDED_BY(mu_);
 };
 
+// The key hash of the certificate the TLS peer of `auth` presented.
+std::optional<Sha256Digest> KeyOfCaller(const grpc::AuthContext& auth) {
+  static CertificateCache* const certs = new CertificateCache();
+  std::vector<grpc::string_ref> pem =
+      auth.FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME);
+  if (pem.empty()) return std::nullopt;
+  return certs->KeyOf(absl::string_view(pem[0].data(), pem[0].size()));
+}
+
 // Runs before every call on a peer listener: lets members in, and callers
 // who are not members only to the open methods (pairing). Does not block.
 class PeerAuthorizer final : public grpc::AuthMetadataProcessor {
@@ -100,14 +105,14 @@ class PeerAuthorizer final : public grpc::AuthMetadataProcessor {
   // else it runs inline.
   bool IsBlocking() const override { return trust_->can_refresh(); }
 
+  // `ctx` is the connection's auth context, shared by its calls, which
+  // gRPC may authorize concurrently: it is only read here, never written.
+  // (Properties added to it would race with the other calls' reads and pile
+  // up, two per call, for the connection's lifetime.) Handlers look the
+  // caller up again themselves (AuthenticatedDevice).
   grpc::Status Process(const InputMetadata& md, grpc::AuthContext* ctx,
                        OutputMetadata*, OutputMetadata*) override {
-    std::vector<grpc::string_ref> pem =
-        ctx->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME);
-    std::optional<Sha256Digest> key;
-    if (!pem.empty()) {
-      key = certs_.KeyOf(absl::string_view(pem[0].data(), pem[0].size()));
-    }
+    std::optional<Sha256Digest> key = KeyOfCaller(*ctx);
     if (!key) {
       return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                           "a device certificate (Ed25519) is required");
@@ -115,34 +120,35 @@ class PeerAuthorizer final : public grpc::AuthMetadataProcessor {
     std::optional<Uuid> device = trust_->DeviceForKeyOrRefresh(*key);
     if (!device) {
       auto path = md.find(":path");
-      std::string method = path == md.end()
-                               ? std::string()
-                               : std::string(path->second.data(),
-                                             path->second.size());
+      std::string method = path == md.end() ? std::string()
+                                            : std::string(path->second.data(),
+                                                          path->second.size());
       if (!open_.contains(method)) {
         return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                             "this device is not paired with the library; "
                             "pair it first (sidecarctl pair join)");
       }
     }
-    ctx->AddProperty(kKeyProperty, std::string(DigestBytes(*key)));
-    if (device) ctx->AddProperty(kDeviceProperty, std::string(device->AsBytes()));
     return grpc::Status::OK;
   }
 
  private:
   const PeerTrust* const trust_;
   const absl::flat_hash_set<std::string> open_;
-  CertificateCache certs_;
 };
+
+std::optional<std::string> Property(const grpc::AuthContext& auth,
+                                    const char* name) {
+  std::vector<grpc::string_ref> v = auth.FindPropertyValues(name);
+  if (v.empty()) return std::nullopt;
+  return std::string(v[0].data(), v[0].size());
+}
 
 std::optional<std::string> Property(const grpc::ServerContextBase& ctx,
                                     const char* name) {
   std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
   if (!auth) return std::nullopt;
-  std::vector<grpc::string_ref> v = auth->FindPropertyValues(name);
-  if (v.empty()) return std::nullopt;
-  return std::string(v[0].data(), v[0].size());
+  return Property(*auth, name);
 }
 
 }  // namespace
@@ -166,21 +172,18 @@ std::shared_ptr<grpc::Channel> MakePeerChannel(
   return grpc::CreateCustomChannel(address, grpc::SslCredentials(tls), args);
 }
 
-std::optional<Uuid> AuthenticatedDevice(const grpc::ServerContextBase& ctx) {
-  std::optional<std::string> v = Property(ctx, kDeviceProperty);
-  if (!v) return std::nullopt;
-  absl::StatusOr<Uuid> id = Uuid::FromBytes(*v);
-  if (!id.ok()) return std::nullopt;
-  return *id;
+std::optional<Uuid> AuthenticatedDevice(const grpc::ServerContextBase& ctx,
+                                        const PeerTrust& trust) {
+  std::optional<Sha256Digest> key = AuthenticatedKey(ctx);
+  if (!key) return std::nullopt;
+  return trust.DeviceForKey(*key);
 }
 
 std::optional<Sha256Digest> AuthenticatedKey(
     const grpc::ServerContextBase& ctx) {
-  std::optional<std::string> v = Property(ctx, kKeyProperty);
-  if (!v) return std::nullopt;
-  absl::StatusOr<Sha256Digest> d = DigestFromBytes(*v);
-  if (!d.ok()) return std::nullopt;
-  return *d;
+  std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
+  if (!auth) return std::nullopt;
+  return KeyOfCaller(*auth);
 }
 
 namespace {
@@ -210,14 +213,16 @@ bool WaitFd(int fd, short events, absl::Time deadline) {
     absl::Duration left = deadline - absl::Now();
     if (left <= absl::ZeroDuration()) return false;
     pollfd p{fd, events, 0};
-    int r = ::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1);
+    int r =
+        ::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1);
     if (r > 0) return true;
     if (r < 0 && errno != EINTR) return false;
   }
 }
 
 // A TCP connection to the first address of `host:port` that answers.
-absl::StatusOr<int> ConnectTcp(const std::string& address, absl::Time deadline) {
+absl::StatusOr<int> ConnectTcp(const std::string& address,
+                               absl::Time deadline) {
   std::string host, port;
   if (!SplitHostPort(address, &host, &port)) {
     return absl::InvalidArgumentError(
@@ -234,8 +239,9 @@ absl::StatusOr<int> ConnectTcp(const std::string& address, absl::Time deadline) 
   std::string last = "no address";
   int fd = -1;
   for (addrinfo* a = res; a != nullptr && fd < 0; a = a->ai_next) {
-    int s = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                     a->ai_protocol);
+    int s =
+        ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                 a->ai_protocol);
     if (s < 0) continue;
     if (::connect(s, a->ai_addr, a->ai_addrlen) == 0 ||
         (errno == EINPROGRESS && WaitFd(s, POLLOUT, deadline))) {
@@ -271,7 +277,8 @@ absl::StatusOr<SslCtxPtr> ClientContext(const DeviceKey& self) {
   SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);
   const std::string& cert_pem = self.certificate().pem;
   const std::string& key_pem = self.private_key_pem();
-  BioPtr cb(BIO_new_mem_buf(cert_pem.data(), static_cast<int>(cert_pem.size())));
+  BioPtr cb(
+      BIO_new_mem_buf(cert_pem.data(), static_cast<int>(cert_pem.size())));
   X509Ptr cert(PEM_read_bio_X509(cb.get(), nullptr, nullptr, nullptr));
   BioPtr kb(BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size())));
   PkeyPtr key(PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr));
@@ -330,9 +337,8 @@ absl::StatusOr<DeviceCertificate> FetchPeerCertificate(
   OPENSSL_free(der);
   absl::StatusOr<DeviceCertificate> cert = DeviceCertificate::Parse(bytes);
   if (!cert.ok()) {
-    return absl::PermissionDeniedError(
-        absl::StrCat(address, " is not a sidecar device: ",
-                     cert.status().message()));
+    return absl::PermissionDeniedError(absl::StrCat(
+        address, " is not a sidecar device: ", cert.status().message()));
   }
   return cert;
 }
@@ -465,7 +471,8 @@ void ServerHost::AddService(grpc::Service* service) {
 }
 
 absl::Status ServerHost::Start() {
-  if (local_ && !local_->allow_network && !IsLocalOnlyAddress(listen_address_)) {
+  if (local_ && !local_->allow_network &&
+      !IsLocalOnlyAddress(listen_address_)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the local API listens on ", listen_address_,
         ", which is on the network: use a unix socket (unix:/path) or a "

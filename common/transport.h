@@ -66,9 +66,12 @@ std::shared_ptr<grpc::Channel> MakePeerChannel(const std::string& address,
 absl::StatusOr<DeviceCertificate> FetchPeerCertificate(
     const std::string& address, const DeviceKey& self, absl::Duration timeout);
 
-// The member a call on the peer listener comes from, as authenticated by
-// TLS and PeerTrust; nullopt for a non-member on an open method (pairing).
-std::optional<Uuid> AuthenticatedDevice(const grpc::ServerContextBase& ctx);
+// The member a call on the peer listener comes from: the device `trust`
+// holds for the key of the caller's TLS certificate, looked up now, so a
+// device removed since the connection opened is not one. nullopt for a
+// non-member (let in only to an open method, pairing).
+std::optional<Uuid> AuthenticatedDevice(const grpc::ServerContextBase& ctx,
+                                        const PeerTrust& trust);
 // The SHA-256 of the caller's public key (any caller on the peer listener).
 std::optional<Sha256Digest> AuthenticatedKey(
     const grpc::ServerContextBase& ctx);
@@ -127,9 +130,9 @@ struct LocalListener {
 };
 
 struct PeerListener {
-  std::string address;  // host:port, usually on the network
-  const DeviceKey* key = nullptr;      // must outlive the host
-  const PeerTrust* trust = nullptr;    // must outlive the host
+  std::string address;               // host:port, usually on the network
+  const DeviceKey* key = nullptr;    // must outlive the host
+  const PeerTrust* trust = nullptr;  // must outlive the host
   // Full method names ("/sidecar.v1.Peer/Join") that a caller who is not a
   // member may call; it still needs a TLS client certificate.
   std::vector<std::string> open_methods;

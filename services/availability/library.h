@@ -122,6 +122,8 @@ class Library : public MemberKeys {
   std::optional<DeviceCertificate> MemberCertificate(
       const Uuid& device) const override;
   const Uuid& self_id() const { return self_id_; }
+  // The members' keys, as this library keeps them current.
+  const PeerTrust& trust() const { return *trust_; }
 
  private:
   struct Record {

@@ -97,8 +97,8 @@ class ExchangeReactor final
 // The member calling, or why it may not: the listener admitted it by key;
 // a Hello, when given, must name that same device.
 absl::StatusOr<Uuid> Caller(const grpc::ServerContextBase& ctx,
-                            const v1::Hello* hello) {
-  std::optional<Uuid> who = AuthenticatedDevice(ctx);
+                            const PeerTrust& trust, const v1::Hello* hello) {
+  std::optional<Uuid> who = AuthenticatedDevice(ctx, trust);
   if (!who) {
     return absl::UnauthenticatedError(
         "this device is not paired with the library; pair it first "
@@ -136,7 +136,7 @@ grpc::Status PeerService::Ping(grpc::ServerContext* ctx,
                                const v1::PingRequest* req,
                                v1::PingResponse* resp) {
   absl::StatusOr<Uuid> caller =
-      Caller(*ctx, req->has_from() ? &req->from() : nullptr);
+      Caller(*ctx, library_->trust(), req->has_from() ? &req->from() : nullptr);
   if (!caller.ok()) return ToGrpcStatus(caller.status());
   if (req->has_from()) {
     if (absl::Status s = ValidateHello(req->from()); !s.ok())
@@ -150,7 +150,7 @@ grpc::Status PeerService::Ping(grpc::ServerContext* ctx,
 grpc::Status PeerService::SyncMembers(grpc::ServerContext* ctx,
                                       const v1::SyncMembersRequest* req,
                                       v1::SyncMembersResponse* resp) {
-  absl::StatusOr<Uuid> caller = Caller(*ctx, &req->from());
+  absl::StatusOr<Uuid> caller = Caller(*ctx, library_->trust(), &req->from());
   if (!caller.ok()) return ToGrpcStatus(caller.status());
   if (static_cast<size_t>(req->records_size()) > kMaxMembers) {
     return grpc::Status(
@@ -190,7 +190,7 @@ grpc::Status PeerService::HasKeys(grpc::ServerContext* ctx,
                                   const v1::HasKeysRequest* req,
                                   v1::HasKeysResponse* resp) {
   absl::StatusOr<Uuid> caller =
-      Caller(*ctx, req->has_from() ? &req->from() : nullptr);
+      Caller(*ctx, library_->trust(), req->has_from() ? &req->from() : nullptr);
   if (!caller.ok()) return ToGrpcStatus(caller.status());
   if (static_cast<size_t>(req->keys_size()) > kMaxBatch) {
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
@@ -219,7 +219,7 @@ grpc::Status PeerService::HasKeys(grpc::ServerContext* ctx,
 
 grpc::ServerWriteReactor<v1::ExchangeResponse>* PeerService::Exchange(
     grpc::CallbackServerContext* ctx, const v1::ExchangeRequest* req) {
-  absl::StatusOr<Uuid> who = Caller(*ctx, &req->from());
+  absl::StatusOr<Uuid> who = Caller(*ctx, library_->trust(), &req->from());
   if (!who.ok()) return new Reject(ToGrpcStatus(who.status()));
   absl::Status bad = ValidateHello(req->from());
   absl::StatusOr<std::vector<DigestEntry>> digest =

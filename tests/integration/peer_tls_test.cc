@@ -6,9 +6,12 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <atomic>
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/device_key.h"
@@ -23,9 +26,10 @@ namespace {
 // non-member), so tests can see what the handler sees.
 class EchoPeer final : public v1::Peer::Service {
  public:
+  explicit EchoPeer(const PeerTrust* trust) : trust_(trust) {}
   grpc::Status Ping(grpc::ServerContext* ctx, const v1::PingRequest*,
                     v1::PingResponse* resp) override {
-    std::optional<Uuid> who = AuthenticatedDevice(*ctx);
+    std::optional<Uuid> who = AuthenticatedDevice(*ctx, *trust_);
     if (who) resp->mutable_self()->set_device_id(std::string(who->AsBytes()));
     return grpc::Status::OK;
   }
@@ -33,15 +37,20 @@ class EchoPeer final : public v1::Peer::Service {
                     v1::JoinResponse* resp) override {
     std::optional<Sha256Digest> key = AuthenticatedKey(*ctx);
     if (key) resp->set_proof(std::string(DigestBytes(*key)));
+    // One (empty) record when the handler sees a member, none otherwise.
+    if (AuthenticatedDevice(*ctx, *trust_)) resp->add_records();
     return grpc::Status::OK;
   }
+
+ private:
+  const PeerTrust* const trust_;
 };
 
 class PeerTlsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    std::string t = (std::filesystem::temp_directory_path() / "peer-tls-XXXXXX")
-                        .string();
+    std::string t =
+        (std::filesystem::temp_directory_path() / "peer-tls-XXXXXX").string();
     ASSERT_NE(::mkdtemp(t.data()), nullptr);
     dir_ = new std::string(t);
     for (const char* n : {"a", "b", "c"}) {
@@ -63,8 +72,8 @@ class PeerTlsTest : public ::testing::Test {
   void SetUp() override {
     // A is serving; A and B are members, C is not.
     trust_.Set({a().certificate(), b().certificate()});
-    host_ = std::make_unique<ServerHost>(PeerListener{
-        "127.0.0.1:0", &a(), &trust_, {"/sidecar.v1.Peer/Join"}});
+    host_ = std::make_unique<ServerHost>(
+        PeerListener{"127.0.0.1:0", &a(), &trust_, {"/sidecar.v1.Peer/Join"}});
     host_->AddService(&service_);
     ASSERT_TRUE(host_->Start().ok());
     address_ = absl::StrCat("127.0.0.1:", host_->port());
@@ -89,7 +98,7 @@ class PeerTlsTest : public ::testing::Test {
   static inline std::string* dir_ = nullptr;
   static inline DeviceKey* keys_[3] = {nullptr, nullptr, nullptr};
   PeerTrust trust_;
-  EchoPeer service_;
+  EchoPeer service_{&trust_};
   std::unique_ptr<ServerHost> host_;
   std::string address_;
 };
@@ -116,14 +125,14 @@ TEST_F(PeerTlsTest, NonMemberMayCallOnlyTheOpenMethod) {
   grpc::Status s = stub->Join(&ctx, {}, &resp);
   ASSERT_TRUE(s.ok()) << s.error_message();
   // The handler sees the caller's key, authenticated by TLS.
-  EXPECT_EQ(resp.proof(), std::string(DigestBytes(c().certificate().key_sha256)));
+  EXPECT_EQ(resp.proof(),
+            std::string(DigestBytes(c().certificate().key_sha256)));
 }
 
 TEST_F(PeerTlsTest, ChannelPinnedToAnotherDeviceFailsTheHandshake) {
   // B means to reach C, but A answers at that address: no call is made.
   grpc::Status s = Ping(b(), c().certificate());
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE)
-      << s.error_message();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
 }
 
 TEST_F(PeerTlsTest, RemovedMemberIsRefusedOnItsOpenConnection) {
@@ -142,6 +151,54 @@ TEST_F(PeerTlsTest, RemovedMemberIsRefusedOnItsOpenConnection) {
   EXPECT_EQ(ping().error_code(), grpc::StatusCode::UNAUTHENTICATED);
   trust_.Set({a().certificate(), b().certificate()});
   EXPECT_TRUE(ping().ok());
+}
+
+// Calls of one connection share its auth context and are authorized
+// concurrently: each must still be let in and named, and nothing may be
+// written to the shared context (ThreadSanitizer found the per-call
+// properties racing, which crashed the transfer service in an iterator).
+TEST_F(PeerTlsTest, ConcurrentCallsOnOneConnectionAreEachNamed) {
+  auto stub =
+      v1::Peer::NewStub(MakePeerChannel(address_, b(), a().certificate()));
+  constexpr int kThreads = 8;
+  constexpr int kCalls = 50;
+  std::atomic<int> named{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kCalls; ++i) {
+        grpc::ClientContext ctx;
+        SetDeadline(&ctx, absl::Seconds(20));
+        v1::PingResponse r;
+        if (stub->Ping(&ctx, {}, &r).ok() &&
+            r.self().device_id() == b().device_id().AsBytes()) {
+          ++named;
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(named.load(), kThreads * kCalls);
+}
+
+// The device is looked up on every call, not remembered per connection: a
+// member removed while connected is no longer named on an open method.
+TEST_F(PeerTlsTest, RemovedMemberIsNotNamedOnAnOpenMethod) {
+  auto stub =
+      v1::Peer::NewStub(MakePeerChannel(address_, b(), a().certificate()));
+  auto who = [&] {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    v1::JoinResponse r;
+    grpc::Status s = stub->Join(&ctx, {}, &r);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return r.records_size() == 1;
+  };
+  EXPECT_TRUE(who());
+  trust_.Set({a().certificate()});
+  EXPECT_FALSE(who());
+  trust_.Set({a().certificate(), b().certificate()});
+  EXPECT_TRUE(who());
 }
 
 TEST_F(PeerTlsTest, PlaintextClientIsRefused) {
