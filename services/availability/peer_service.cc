@@ -5,6 +5,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/ordered_reactor.h"
 #include "common/transport.h"
 #include "services/availability/local_inventory.h"
 
@@ -18,8 +19,7 @@ struct Outgoing {
   std::vector<Entry> deltas;  // when !snapshot, ascending seq
 };
 
-class ExchangeReactor final
-    : public grpc::ServerWriteReactor<v1::ExchangeResponse> {
+class ExchangeReactor final : public OrderedWriteReactor<v1::ExchangeResponse> {
  public:
   ExchangeReactor(std::deque<Outgoing> work, v1::Summary summary,
                   uint32_t max_message_bytes)
@@ -30,6 +30,7 @@ class ExchangeReactor final
   }
 
   void OnWriteDone(bool ok) override {
+    Reaction r(this);
     if (!ok) {
       Finish(grpc::Status(grpc::StatusCode::CANCELLED, "peer went away"));
       return;
@@ -37,7 +38,10 @@ class ExchangeReactor final
     NextOrFinish();
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    ReactionDone(this);
+    delete this;
+  }
 
  private:
   // Encodes the next message (CPU only, no waiting) and starts its write.
@@ -117,10 +121,13 @@ absl::StatusOr<Uuid> Caller(const grpc::ServerContextBase& ctx,
   return *who;
 }
 
-class Reject final : public grpc::ServerWriteReactor<v1::ExchangeResponse> {
+class Reject final : public OrderedWriteReactor<v1::ExchangeResponse> {
  public:
   explicit Reject(grpc::Status s) { Finish(std::move(s)); }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    ReactionDone(this);
+    delete this;
+  }
 };
 
 }  // namespace

@@ -3,17 +3,18 @@
 #include <deque>
 
 #include "absl/strings/str_cat.h"
+#include "common/ordered_reactor.h"
 #include "common/sidecar_key.h"
 
 namespace sidecar::availability {
 
-class WatchHub::Watcher
-    : public grpc::ServerWriteReactor<v1::AvailabilityEvent> {
+class WatchHub::Watcher : public OrderedWriteReactor<v1::AvailabilityEvent> {
  public:
   Watcher(WatchHub* hub, const v1::WatchRequest& req) : hub_(hub) {
     local_ = req.include_local() || !req.include_remote();
     remote_ = req.include_remote() || !req.include_local();
     for (int k : req.kinds()) kinds_.push_back(static_cast<Kind>(k));
+    PublishConstruction();
   }
 
   bool Wants(bool is_local, Kind kind) const {
@@ -57,6 +58,7 @@ class WatchHub::Watcher
   }
 
   void OnWriteDone(bool ok) override {
+    Reaction r(this);
     {
       absl::MutexLock lock(&mu_);
       if (!ok || finished_) {
@@ -73,9 +75,13 @@ class WatchHub::Watcher
     }
   }
 
-  void OnCancel() override { End(grpc::Status::CANCELLED); }
+  void OnCancel() override {
+    Reaction r(this);
+    End(grpc::Status::CANCELLED);
+  }
 
   void OnDone() override {
+    ReactionDone(this);
     hub_->Remove(this);
     delete this;
   }

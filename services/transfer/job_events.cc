@@ -2,6 +2,8 @@
 
 #include <optional>
 
+#include "common/ordered_reactor.h"
+
 namespace sidecar::transfer {
 
 bool IsFinal(v1::JobState state) {
@@ -9,10 +11,12 @@ bool IsFinal(v1::JobState state) {
          state == v1::JOB_STATE_CANCELLED;
 }
 
-class JobEvents::Watcher : public grpc::ServerWriteReactor<v1::JobStatus> {
+class JobEvents::Watcher : public OrderedWriteReactor<v1::JobStatus> {
  public:
   Watcher(JobEvents* hub, std::string job_id)
-      : hub_(hub), job_id_(std::move(job_id)) {}
+      : hub_(hub), job_id_(std::move(job_id)) {
+    PublishConstruction();
+  }
 
   const std::string& job_id() const { return job_id_; }
 
@@ -36,6 +40,7 @@ class JobEvents::Watcher : public grpc::ServerWriteReactor<v1::JobStatus> {
   }
 
   void OnWriteDone(bool ok) override {
+    Reaction r(this);
     absl::MutexLock lock(&mu_);
     writing_ = false;
     if (finished_) return;
@@ -56,9 +61,13 @@ class JobEvents::Watcher : public grpc::ServerWriteReactor<v1::JobStatus> {
     }
   }
 
-  void OnCancel() override { End(grpc::Status::CANCELLED); }
+  void OnCancel() override {
+    Reaction r(this);
+    End(grpc::Status::CANCELLED);
+  }
 
   void OnDone() override {
+    ReactionDone(this);
     hub_->Remove(this);
     delete this;
   }

@@ -19,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/crc32c.h"
 #include "common/log.h"
+#include "common/ordered_reactor.h"
 #include "common/sha256.h"
 #include "common/sidecar_key.h"
 
@@ -171,7 +172,7 @@ struct PeerServer::Core {
 // of: a pool task queued or running, a write in flight, or finished; so the
 // per-call fields below mu_ are only touched by one thread at a time (handed
 // over through the pool's queue or gRPC's completion).
-class PeerServer::ReadReactor : public grpc::ServerWriteReactor<v1::ReadChunk> {
+class PeerServer::ReadReactor : public OrderedWriteReactor<v1::ReadChunk> {
  public:
   ReadReactor(std::shared_ptr<const Core> core, const v1::ReadRequest& req)
       : core_(std::move(core)), req_(req) {
@@ -183,10 +184,12 @@ class PeerServer::ReadReactor : public grpc::ServerWriteReactor<v1::ReadChunk> {
     }
     key_ = std::move(call->key);
     chunk_bytes_ = call->chunk_bytes;
+    PublishConstruction();
     RunOnPool(&ReadReactor::Open);
   }
 
   void OnWriteDone(bool ok) override {
+    Reaction r(this);
     if (!ok) {
       Finish(grpc::Status(grpc::StatusCode::CANCELLED, "write failed"));
       return;
@@ -199,11 +202,13 @@ class PeerServer::ReadReactor : public grpc::ServerWriteReactor<v1::ReadChunk> {
   }
 
   void OnCancel() override {
+    Reaction r(this);
     absl::MutexLock lock(&mu_);
     cancelled_ = true;
   }
 
   void OnDone() override {
+    ReactionDone(this);
     bool last;
     {
       absl::MutexLock lock(&mu_);
@@ -349,7 +354,7 @@ class PeerServer::ReadReactor : public grpc::ServerWriteReactor<v1::ReadChunk> {
 // up while a write is in flight, so the slower the network, the fuller the
 // messages. Items go out in the order they became ready.
 class PeerServer::BatchReactor
-    : public grpc::ServerWriteReactor<v1::BatchReadResponse> {
+    : public OrderedWriteReactor<v1::BatchReadResponse> {
  public:
   BatchReactor(std::shared_ptr<const Core> core,
                const v1::BatchReadRequest& req)
@@ -359,6 +364,7 @@ class PeerServer::BatchReactor
       return;
     }
     keys_.assign(req.keys().begin(), req.keys().end());
+    PublishConstruction();
     {
       absl::MutexLock lock(&mu_);
       ++pending_;
@@ -370,6 +376,7 @@ class PeerServer::BatchReactor
   }
 
   void OnWriteDone(bool ok) override {
+    Reaction r(this);
     // The message is still ours (writing_ is set): free it before its bytes
     // leave the read-ahead count.
     writing_msg_ = v1::BatchReadResponse();
@@ -387,6 +394,7 @@ class PeerServer::BatchReactor
   }
 
   void OnCancel() override {
+    Reaction r(this);
     Plan plan;
     {
       absl::MutexLock lock(&mu_);
@@ -397,6 +405,7 @@ class PeerServer::BatchReactor
   }
 
   void OnDone() override {
+    ReactionDone(this);
     bool last;
     {
       absl::MutexLock lock(&mu_);
