@@ -1,73 +1,91 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets of tests/fuzz with clang (build-fuzz/,
-# SIDECAR_FUZZ=ON: AddressSanitizer, UndefinedBehaviorSanitizer) and runs
-# each for FUZZ_SECONDS (default 60) on a scratch copy of its seed corpus.
-# Prints one line per target with libFuzzer's count of executions; exits
-# non-zero if any target crashed, leaked or tripped a sanitizer (its output
-# and the crashing input are kept under build-fuzz/fuzz-runs/<target>/).
+# Builds the libFuzzer targets of tests/fuzz in the clang checking build
+# (build-asan/, scripts/build-asan.sh: AddressSanitizer, UndefinedBehavior-
+# Sanitizer, libFuzzer's coverage hooks) and runs each for FUZZ_SECONDS
+# (default 60) on a scratch copy of its seed corpus, FUZZ_JOBS (default 2) at
+# a time. Prints one line per target with libFuzzer's count of executions;
+# exits non-zero if any target crashed, leaked or tripped a sanitizer (its
+# output and the crashing input are kept under build-asan/fuzz-runs/<target>/).
 #
 #   scripts/fuzz.sh                        # every target, 60 s each
 #   FUZZ_SECONDS=10 scripts/fuzz.sh        # a quick look
 #   FUZZ_TARGETS="config pairing_code" scripts/fuzz.sh
 #   FUZZ_RUNS=1000000 scripts/fuzz.sh      # a number of executions instead
 #
-# JOBS (default 2) bounds the build's parallelism.
+# JOBS (default: nproc) bounds the build's parallelism.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-BUILD="${FUZZ_BUILD_DIR:-$ROOT/build-fuzz}"
+BUILD="$ROOT/build-asan"
 SECONDS_EACH="${FUZZ_SECONDS:-60}"
 RUNS="${FUZZ_RUNS:-}"
-JOBS="${JOBS:-2}"
+PARALLEL="${FUZZ_JOBS:-2}"
 ALL_TARGETS=(sidecar_key entry_batch exchange_receive has_keys read_request
   batch_read config batch_file pairing_code)
 read -r -a TARGETS <<<"${FUZZ_TARGETS:-${ALL_TARGETS[*]}}"
 
-# clang-14, its libFuzzer and sanitizer runtimes, and llvm-symbolizer for
-# readable stacks.
-"$ROOT/scripts/install-deps.sh" clang-14 libclang-rt-14-dev llvm-14
-
-cmake -S "$ROOT" -B "$BUILD" -DCMAKE_CXX_COMPILER=clang++-14 \
-  -DSIDECAR_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-nice -n 10 cmake --build "$BUILD" --target fuzz_targets -j "$JOBS"
+nice -n 10 "$ROOT/scripts/build-asan.sh" fuzz_targets >/dev/null
 echo "fuzz: built in ${SECONDS}s"
+export ASAN_SYMBOLIZER_PATH="${ASAN_SYMBOLIZER_PATH:-$(command -v llvm-symbolizer-14 || command -v llvm-symbolizer || true)}"
 
 RUNS_DIR="$BUILD/fuzz-runs"
-failed=()
-for t in "${TARGETS[@]}"; do
-  bin="$BUILD/tests/fuzz/fuzz_$t"
-  seeds="$ROOT/tests/fuzz/corpus/$t"
-  if [[ ! -x "$bin" || ! -d "$seeds" ]]; then
-    echo "fuzz: unknown target $t" >&2
-    exit 1
-  fi
-  work="$RUNS_DIR/$t"
+
+# Runs target $1 and writes its one-line verdict to $RUNS_DIR/$1/verdict;
+# the verdict starts with "ok" or "FAILED".
+run_one() {
+  local t="$1" bin="$BUILD/tests/fuzz/fuzz_$1" seeds="$ROOT/tests/fuzz/corpus/$1"
+  local work="$RUNS_DIR/$t"
   rm -rf "$work"
   mkdir -p "$work/corpus"
   # libFuzzer adds what it finds to its first corpus directory: a copy,
   # never the seeds in the repository.
   cp "$seeds"/* "$work/corpus/"
-  limit=(-max_total_time="$SECONDS_EACH")
+  local limit=(-max_total_time="$SECONDS_EACH")
   [[ -n "$RUNS" ]] && limit=(-runs="$RUNS")
-  rc=0
+  local rc=0
   (cd "$work" && "$bin" "${limit[@]}" -rss_limit_mb=2048 -timeout=10 \
     -print_final_stats=1 -artifact_prefix="$work/" corpus \
     >"$work/log" 2>&1) || rc=$?
+  local execs rate
   execs="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$work/log" |
     tail -1 | grep -o '[0-9]*$' || true)"
   rate="$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$work/log" |
     tail -1 | grep -o '[0-9]*$' || true)"
   if [[ $rc -eq 0 ]]; then
-    printf 'fuzz: %-13s %10s executions (%s/s), ok\n' "$t" "${execs:-?}" \
-      "${rate:-?}"
+    printf 'ok     %-16s %10s executions (%s/s)\n' "$t" "${execs:-?}" \
+      "${rate:-?}" >"$work/verdict"
   else
-    printf 'fuzz: %-13s %10s executions, FAILED (exit %d; see %s)\n' "$t" \
-      "${execs:-?}" "$rc" "$work/log"
-    grep -m1 -E 'ERROR: |SUMMARY: |property violated' "$work/log" >&2 || true
-    failed+=("$t")
+    {
+      printf 'FAILED %-16s %10s executions (exit %d; see %s)\n' "$t" \
+        "${execs:-?}" "$rc" "$work/log"
+      grep -m1 -E 'ERROR: |SUMMARY: |property violated' "$work/log" || true
+    } >"$work/verdict"
+  fi
+}
+
+for t in "${TARGETS[@]}"; do
+  if [[ ! -x "$BUILD/tests/fuzz/fuzz_$t" || ! -d "$ROOT/tests/fuzz/corpus/$t" ]]; then
+    echo "fuzz: unknown target $t" >&2
+    exit 1
   fi
 done
+running=0
+for t in "${TARGETS[@]}"; do
+  if ((running >= PARALLEL)); then
+    wait -n || true
+    running=$((running - 1))
+  fi
+  run_one "$t" &
+  running=$((running + 1))
+done
+wait
 
+failed=()
+for t in "${TARGETS[@]}"; do
+  echo "fuzz: $(cat "$RUNS_DIR/$t/verdict" 2>/dev/null || echo "FAILED $t (no verdict)")"
+  grep -q '^ok' "$RUNS_DIR/$t/verdict" 2>/dev/null || failed+=("$t")
+done
+echo "fuzz: done in ${SECONDS}s"
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "fuzz: failed: ${failed[*]}" >&2
   exit 1
