@@ -27,31 +27,46 @@ OriginInfo InfoFromHello(const v1::Hello& h) {
 
 }  // namespace
 
+// A member this device contacts, and the state of its worker.
+//
+// Locking: every mutable field is guarded by the manager's mu_, which the
+// peer names `mu` so that clang's analysis can check the fields (it cannot
+// name the enclosing object's member from here). The analysis does not know
+// that p->mu and mu_ are one mutex: code holding mu_ says so with
+// p->mu.AssertHeld() (checked at run time too) before it touches p.
 struct PeerManager::Peer {
-  std::string address;
-  bool configured = false;  // paired directly
+  Peer(absl::Mutex& manager_mu, const Uuid& id)
+      : mu(manager_mu), device_id(id) {}
+
+  absl::Mutex& mu;       // PeerManager::mu_
+  const Uuid device_id;  // peers are members; never changes
+  std::string address ABSL_GUARDED_BY(mu);
+  bool configured ABSL_GUARDED_BY(mu) = false;  // paired directly
   // Replaced when the member's address changes; calls copy it first.
-  std::shared_ptr<v1::Peer::Stub> stub;
-  std::optional<Uuid> device_id;  // always set: peers are members
-  std::string cert_der;           // the pinned certificate
-  std::string name;
-  std::string transfer_address;
-  bool online = false;
-  bool retired = false;     // a duplicate of another peer; its worker ends
-  bool need_round = false;  // a pull failed; pull again at next contact
-  bool need_member_sync = false;  // its members digest differs from ours
-  absl::Time last_contact = absl::InfinitePast();
-  absl::Duration rtt = absl::ZeroDuration();
-  std::string last_error;
-  absl::Time next_ping;
-  absl::Time next_round;
-  absl::Time prompt_at = absl::InfiniteFuture();
-  absl::Time last_round = absl::InfinitePast();
+  std::shared_ptr<v1::Peer::Stub> stub ABSL_GUARDED_BY(mu);
+  std::string cert_der ABSL_GUARDED_BY(mu);  // the pinned certificate
+  std::string name ABSL_GUARDED_BY(mu);
+  std::string transfer_address ABSL_GUARDED_BY(mu);
+  bool online ABSL_GUARDED_BY(mu) = false;
+  // No longer contacted (removed, or not direct); its worker ends.
+  bool retired ABSL_GUARDED_BY(mu) = false;
+  // A pull failed; pull again at next contact.
+  bool need_round ABSL_GUARDED_BY(mu) = false;
+  // Its members digest differs from ours.
+  bool need_member_sync ABSL_GUARDED_BY(mu) = false;
+  absl::Time last_contact ABSL_GUARDED_BY(mu) = absl::InfinitePast();
+  absl::Duration rtt ABSL_GUARDED_BY(mu) = absl::ZeroDuration();
+  std::string last_error ABSL_GUARDED_BY(mu);
+  absl::Time next_ping ABSL_GUARDED_BY(mu);
+  absl::Time next_round ABSL_GUARDED_BY(mu);
+  absl::Time prompt_at ABSL_GUARDED_BY(mu) = absl::InfiniteFuture();
+  absl::Time last_round ABSL_GUARDED_BY(mu) = absl::InfinitePast();
   // Kinds of refusal already logged for this peer (logged once each).
-  absl::flat_hash_set<absl::StatusCode> refusals_logged;
-  grpc::ClientContext* active = nullptr;  // call in flight, for Stop()
-  absl::CondVar cv;
-  std::thread thread;
+  absl::flat_hash_set<absl::StatusCode> refusals_logged ABSL_GUARDED_BY(mu);
+  // The call in flight, for Stop() to cancel.
+  grpc::ClientContext* active ABSL_GUARDED_BY(mu) = nullptr;
+  std::thread thread ABSL_GUARDED_BY(mu);
+  absl::CondVar cv;  // waits on mu
 };
 
 PeerManager::PeerManager(PeerManagerOptions options, PeerCache* cache,
@@ -69,8 +84,10 @@ PeerManager::PeerManager(PeerManagerOptions options, PeerCache* cache,
 PeerManager::~PeerManager() { Stop(); }
 
 PeerManager::Peer* PeerManager::FindByDeviceLocked(const Uuid& id) {
-  for (auto& p : peers_)
+  for (auto& p : peers_) {
+    p->mu.AssertHeld();
     if (!p->retired && p->device_id == id) return p.get();
+  }
   return nullptr;
 }
 
@@ -78,16 +95,19 @@ PeerManager::Peer* PeerManager::AddPeerLocked(const MemberView& member,
                                               bool direct) {
   if (stopping_) return nullptr;
   size_t live = 0;
-  for (auto& p : peers_) live += !p->retired;
+  for (auto& p : peers_) {
+    p->mu.AssertHeld();
+    live += !p->retired;
+  }
   if (live >= options_.max_peers) {
-    SC_LOG(WARNING) << "not adding peer " << member.peer_address
-                    << ": already " << live << " peers (max_peers)";
+    SC_LOG(WARNING) << "not adding peer " << member.peer_address << ": already "
+                    << live << " peers (max_peers)";
     return nullptr;
   }
-  auto p = std::make_unique<Peer>();
+  auto p = std::make_unique<Peer>(mu_, member.cert.device_id);
+  p->mu.AssertHeld();
   p->address = member.peer_address;
   p->configured = direct;
-  p->device_id = member.cert.device_id;
   p->name = member.name;
   p->transfer_address = member.transfer_address;
   p->cert_der = member.cert.der;
@@ -98,6 +118,7 @@ PeerManager::Peer* PeerManager::AddPeerLocked(const MemberView& member,
   p->next_round = now;  // pull at once: catch up after our own restart
   Peer* raw = p.get();
   peers_.push_back(std::move(p));
+  raw->mu.AssertHeld();
   if (started_) raw->thread = std::thread([this, raw] { Run(raw); });
   SC_LOG(INFO) << "peer " << member.name << " ("
                << member.cert.device_id.ToString() << ") at "
@@ -124,20 +145,22 @@ void PeerManager::SyncPeers() {
       AddPeerLocked(m, direct);
       continue;
     }
+    p->mu.AssertHeld();
     p->configured = direct;
     p->name = m.name;
     if (p->address != m.peer_address || p->cert_der != m.cert.der) {
       SC_LOG(INFO) << "peer " << m.name << " moved to " << m.peer_address;
       p->address = m.peer_address;
       p->cert_der = m.cert.der;
-      p->stub = v1::Peer::NewStub(
-          MakePeerChannel(m.peer_address, *key_, m.cert));
+      p->stub =
+          v1::Peer::NewStub(MakePeerChannel(m.peer_address, *key_, m.cert));
       p->next_ping = std::min(p->next_ping, absl::Now());
       p->cv.Signal();
     }
   }
   for (auto& p : peers_) {
-    if (!p->retired && p->device_id && !wanted.contains(*p->device_id)) {
+    p->mu.AssertHeld();
+    if (!p->retired && !wanted.contains(p->device_id)) {
       SC_LOG(INFO) << "peer " << p->name << " is no longer contacted";
       p->retired = true;
       if (p->active != nullptr) p->active->TryCancel();
@@ -161,6 +184,7 @@ void PeerManager::OnLibraryChange(const Library::Change& change) {
   if (change.any()) {
     absl::MutexLock lock(&mu_);
     for (auto& p : peers_) {
+      p->mu.AssertHeld();
       if (p->retired) continue;
       p->need_member_sync = true;
       p->next_ping = std::min(p->next_ping, absl::Now());
@@ -176,6 +200,7 @@ void PeerManager::Start() {
     started_ = true;
     for (auto& p : peers_) {
       Peer* raw = p.get();
+      raw->mu.AssertHeld();
       raw->thread = std::thread([this, raw] { Run(raw); });
     }
   }
@@ -188,6 +213,7 @@ void PeerManager::Stop() {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
     for (auto& p : peers_) {
+      p->mu.AssertHeld();
       if (p->active != nullptr) p->active->TryCancel();
       p->cv.SignalAll();
       if (p->thread.joinable()) threads.push_back(std::move(p->thread));
@@ -204,7 +230,33 @@ absl::Duration PeerManager::NextRoundDelay() {
 }
 
 void PeerManager::Run(Peer* p) {
-  absl::MutexLock lock(&mu_);
+  for (;;) {
+    bool round;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!AwaitContactLocked(p, &round)) return;
+    }
+    v1::Hello hello;
+    absl::Duration rtt = absl::ZeroDuration();
+    absl::Status s = round ? DoExchange(p, &hello) : DoPing(p, &hello, &rtt);
+    bool sync_members;
+    {
+      absl::MutexLock lock(&mu_);
+      sync_members = RecordContactLocked(p, round, s, hello, rtt);
+    }
+    if (!sync_members) continue;
+    absl::Status ms = DoSyncMembers(p);
+    if (!ms.ok()) {
+      absl::MutexLock lock(&mu_);
+      p->mu.AssertHeld();
+      p->need_member_sync = true;  // at the next contact
+      SC_LOG(DEBUG) << "member sync with " << p->address << ": " << ms;
+    }
+  }
+}
+
+bool PeerManager::AwaitContactLocked(Peer* p, bool* round) {
+  p->mu.AssertHeld();
   while (!stopping_ && !p->retired) {
     absl::Time now = absl::Now();
     absl::Time due = std::min({p->next_ping, p->next_round, p->prompt_at});
@@ -212,60 +264,59 @@ void PeerManager::Run(Peer* p) {
       p->cv.WaitWithDeadline(&mu_, due);
       continue;
     }
-    bool round = now >= p->next_round || now >= p->prompt_at;
-    if (round) {
+    *round = now >= p->next_round || now >= p->prompt_at;
+    if (*round) {
       p->last_round = now;
       p->prompt_at = absl::InfiniteFuture();
       p->next_round = now + NextRoundDelay();
+    } else {
+      // Rounds do not push pings back: pings keep measuring round-trip.
+      p->next_ping = now + options_.ping_interval;
     }
-    // Rounds do not push pings back: pings keep measuring round-trip.
-    if (!round) p->next_ping = now + options_.ping_interval;
-    v1::Hello hello;
-    absl::Duration rtt = absl::ZeroDuration();
-    mu_.Unlock();
-    absl::Status s = round ? DoExchange(p, &hello) : DoPing(p, &hello, &rtt);
-    mu_.Lock();
-    if (round && !s.ok()) p->need_round = true;
-    if (round && s.ok()) p->need_round = false;
-    RecordResult(p, s, hello, rtt);
-    if (p->need_member_sync && s.ok() && !stopping_ && !p->retired) {
-      p->need_member_sync = false;
-      mu_.Unlock();
-      absl::Status ms = DoSyncMembers(p);
-      mu_.Lock();
-      if (!ms.ok()) {
-        p->need_member_sync = true;  // at the next contact
-        SC_LOG(DEBUG) << "member sync with " << p->address << ": " << ms;
-      }
-    }
+    return true;
   }
+  return false;
 }
 
-absl::StatusOr<std::shared_ptr<v1::Peer::Stub>> PeerManager::BeginCall(
+bool PeerManager::RecordContactLocked(Peer* p, bool round,
+                                      const absl::Status& s,
+                                      const v1::Hello& hello,
+                                      absl::Duration rtt) {
+  p->mu.AssertHeld();
+  if (round) p->need_round = !s.ok();
+  RecordResult(p, s, hello, rtt);
+  if (!p->need_member_sync || !s.ok() || stopping_ || p->retired) return false;
+  p->need_member_sync = false;
+  return true;
+}
+
+absl::StatusOr<PeerManager::CallTarget> PeerManager::BeginCall(
     Peer* p, grpc::ClientContext* ctx) {
   absl::MutexLock lock(&mu_);
+  p->mu.AssertHeld();
   if (stopping_) return absl::CancelledError("stopping");
   p->active = ctx;
-  return p->stub;
+  return CallTarget{p->stub, p->address};
 }
 
 void PeerManager::EndCall(Peer* p) {
   absl::MutexLock lock(&mu_);
+  p->mu.AssertHeld();
   p->active = nullptr;
 }
 
 absl::Status PeerManager::DoSyncMembers(Peer* p) {
   grpc::ClientContext ctx;
   SetDeadline(&ctx, options_.rpc_timeout);
-  absl::StatusOr<std::shared_ptr<v1::Peer::Stub>> stub = BeginCall(p, &ctx);
-  if (!stub.ok()) return stub.status();
+  absl::StatusOr<CallTarget> target = BeginCall(p, &ctx);
+  if (!target.ok()) return target.status();
   v1::SyncMembersRequest req;
   *req.mutable_from() = SelfHello();
   for (v1::MemberRecord& r : library_->Records()) {
     *req.add_records() = std::move(r);
   }
   v1::SyncMembersResponse resp;
-  grpc::Status s = (*stub)->SyncMembers(&ctx, req, &resp);
+  grpc::Status s = target->stub->SyncMembers(&ctx, req, &resp);
   EndCall(p);
   if (!s.ok()) return FromGrpcStatus(s);
   std::vector<v1::MemberRecord> records(resp.records().begin(),
@@ -274,7 +325,7 @@ absl::Status PeerManager::DoSyncMembers(Peer* p) {
   absl::StatusOr<Library::Change> c = library_->Merge(records, &rejected);
   if (!c.ok()) return c.status();
   if (rejected > 0) {
-    SC_LOG(DEBUG) << "member sync with " << p->address << ": " << rejected
+    SC_LOG(DEBUG) << "member sync with " << target->address << ": " << rejected
                   << " record(s) not accepted";
   }
   return absl::OkStatus();
@@ -284,13 +335,13 @@ absl::Status PeerManager::DoPing(Peer* p, v1::Hello* their_hello,
                                  absl::Duration* rtt) {
   grpc::ClientContext ctx;
   SetDeadline(&ctx, options_.rpc_timeout);
-  absl::StatusOr<std::shared_ptr<v1::Peer::Stub>> stub = BeginCall(p, &ctx);
-  if (!stub.ok()) return stub.status();
+  absl::StatusOr<CallTarget> target = BeginCall(p, &ctx);
+  if (!target.ok()) return target.status();
   v1::PingRequest req;
   *req.mutable_from() = SelfHello();
   v1::PingResponse resp;
   absl::Time start = absl::Now();
-  grpc::Status s = (*stub)->Ping(&ctx, req, &resp);
+  grpc::Status s = target->stub->Ping(&ctx, req, &resp);
   *rtt = absl::Now() - start;
   EndCall(p);
   if (!s.ok()) return FromGrpcStatus(s);
@@ -301,16 +352,16 @@ absl::Status PeerManager::DoPing(Peer* p, v1::Hello* their_hello,
 absl::Status PeerManager::DoExchange(Peer* p, v1::Hello* their_hello) {
   grpc::ClientContext ctx;
   SetDeadline(&ctx, options_.exchange_timeout);
-  absl::StatusOr<std::shared_ptr<v1::Peer::Stub>> stub = BeginCall(p, &ctx);
-  if (!stub.ok()) return stub.status();
+  absl::StatusOr<CallTarget> target = BeginCall(p, &ctx);
+  if (!target.ok()) return target.status();
   v1::ExchangeRequest req;
   *req.mutable_from() = SelfHello();
   DigestToProto(cache_->Digest(), req.mutable_digest());
   req.set_max_message_bytes(options_.max_message_bytes);
   std::unique_ptr<grpc::ClientReader<v1::ExchangeResponse>> reader =
-      (*stub)->Exchange(&ctx, req);
+      target->stub->Exchange(&ctx, req);
 
-  ExchangeReceiver receiver(cache_, library_, *p->device_id);
+  ExchangeReceiver receiver(cache_, library_, p->device_id);
   absl::Status failure = absl::OkStatus();
   v1::ExchangeResponse msg;
   while (failure.ok() && reader->Read(&msg)) failure = receiver.OnMessage(msg);
@@ -324,14 +375,14 @@ absl::Status PeerManager::DoExchange(Peer* p, v1::Hello* their_hello) {
     if (theirs.ok()) {
       for (const DigestEntry& d : *theirs) {
         if (d.origin == cache_->self_id()) {
-          self_view_listener_(*p->device_id, d);
+          self_view_listener_(p->device_id, d);
         }
       }
     }
   }
   if (!failure.ok()) ctx.TryCancel();
   grpc::Status s = reader->Finish();
-  SC_LOG(DEBUG) << "exchange with " << p->address << ": " << s.error_code()
+  SC_LOG(DEBUG) << "exchange with " << target->address << ": " << s.error_code()
                 << " " << s.error_message();
   EndCall(p);
   // Gossip on: our digest is now ahead of our other peers', and a prompt
@@ -343,10 +394,12 @@ absl::Status PeerManager::DoExchange(Peer* p, v1::Hello* their_hello) {
     bool first;
     {
       absl::MutexLock lock(&mu_);
+      p->mu.AssertHeld();
       first = p->refusals_logged.insert(failure.code()).second;
     }
     if (first) {
-      SC_LOG(WARNING) << "exchange with " << p->address << " stopped: it sent "
+      SC_LOG(WARNING) << "exchange with " << target->address
+                      << " stopped: it sent "
                       << (failure.code() == absl::StatusCode::kResourceExhausted
                               ? "more than this device accepts: "
                               : "bad data: ")
@@ -359,6 +412,7 @@ absl::Status PeerManager::DoExchange(Peer* p, v1::Hello* their_hello) {
 
 void PeerManager::RecordResult(Peer* p, const absl::Status& s,
                                const v1::Hello& hello, absl::Duration rtt) {
+  p->mu.AssertHeld();
   absl::Time now = absl::Now();
   if (!s.ok()) {
     if (s.code() == absl::StatusCode::kCancelled && stopping_) return;
@@ -366,10 +420,10 @@ void PeerManager::RecordResult(Peer* p, const absl::Status& s,
     if (p->online && now - p->last_contact >= options_.offline_after) {
       p->online = false;
       SC_LOG(INFO) << "peer " << p->address << " is offline: " << s.message();
-      if (hub_ && p->device_id) {
+      if (hub_) {
         v1::AvailabilityEvent ev;
         ev.set_type(v1::AvailabilityEvent::TYPE_OFFLINE);
-        ev.set_device_id(p->device_id->ToString());
+        ev.set_device_id(p->device_id.ToString());
         hub_->Publish(ev);
       }
     }
@@ -400,10 +454,10 @@ void PeerManager::RecordResult(Peer* p, const absl::Status& s,
     p->online = true;
     SC_LOG(INFO) << "peer " << p->address << " is online";
     p->prompt_at = std::min(p->prompt_at, now);  // catch up now
-    if (hub_ && p->device_id) {
+    if (hub_) {
       v1::AvailabilityEvent ev;
       ev.set_type(v1::AvailabilityEvent::TYPE_ONLINE);
-      ev.set_device_id(p->device_id->ToString());
+      ev.set_device_id(p->device_id.ToString());
       hub_->Publish(ev);
     }
   }
@@ -448,12 +502,14 @@ void PeerManager::OnInboundHello(const v1::Hello& hello, bool caller_is_ahead) {
   const bool members_differ = hello.members_digest() != library_->Digest();
   absl::MutexLock lock(&mu_);
   Peer* p = FindByDeviceLocked(info.device_id);
-  if (p != nullptr && members_differ && !p->need_member_sync) {
+  if (p == nullptr) return;
+  p->mu.AssertHeld();
+  if (members_differ && !p->need_member_sync) {
     p->need_member_sync = true;
     p->next_ping = std::min(p->next_ping, absl::Now());
     p->cv.Signal();
   }
-  if (p != nullptr && caller_is_ahead) {
+  if (caller_is_ahead) {
     // Pull soon, but never in a tight loop with one peer.
     absl::Time at = std::max(absl::Now(), p->last_round + kMinRoundGap);
     if (at < p->prompt_at) {
@@ -467,6 +523,7 @@ void PeerManager::RequestPromptRound() {
   absl::MutexLock lock(&mu_);
   absl::Time due = absl::Now() + options_.prompt_delay;
   for (auto& p : peers_) {
+    p->mu.AssertHeld();
     if (p->retired) continue;
     if (p->prompt_at > due) {
       p->prompt_at = due;
@@ -479,6 +536,7 @@ std::vector<PeerStatus> PeerManager::List() const {
   absl::MutexLock lock(&mu_);
   std::vector<PeerStatus> out;
   for (const auto& p : peers_) {
+    p->mu.AssertHeld();
     if (p->retired) continue;
     PeerStatus s;
     s.address = p->address;
@@ -490,10 +548,8 @@ std::vector<PeerStatus> PeerManager::List() const {
     s.last_contact = p->last_contact;
     s.rtt = p->rtt;
     s.last_error = p->last_error;
-    if (p->device_id) {
-      auto it = transfer_stats_.find(*p->device_id);
-      if (it != transfer_stats_.end()) s.throughput = it->second.throughput;
-    }
+    auto it = transfer_stats_.find(p->device_id);
+    if (it != transfer_stats_.end()) s.throughput = it->second.throughput;
     out.push_back(std::move(s));
   }
   return out;
@@ -503,8 +559,9 @@ absl::flat_hash_map<Uuid, DeviceStats> PeerManager::Stats() const {
   absl::MutexLock lock(&mu_);
   absl::flat_hash_map<Uuid, DeviceStats> out;
   for (const auto& p : peers_) {
-    if (p->retired || !p->device_id) continue;
-    DeviceStats& d = out[*p->device_id];
+    p->mu.AssertHeld();
+    if (p->retired) continue;
+    DeviceStats& d = out[p->device_id];
     // A device reachable at any of its addresses is online.
     d.online = d.online || p->online;
     d.last_contact = std::max(d.last_contact, p->last_contact);
@@ -548,8 +605,9 @@ void PeerManager::QueryPeers(const std::vector<SidecarKey>& keys,
   {
     absl::MutexLock lock(&mu_);
     for (const auto& p : peers_) {
-      if (!p->retired && p->online && p->device_id) {
-        targets.push_back({p->stub, *p->device_id});
+      p->mu.AssertHeld();
+      if (!p->retired && p->online) {
+        targets.push_back({p->stub, p->device_id});
       }
     }
   }

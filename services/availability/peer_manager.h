@@ -139,12 +139,27 @@ class PeerManager : public PeerDirectory {
   Peer* FindByDeviceLocked(const Uuid& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Makes peers_ follow the library. Takes mu_.
   void SyncPeers();
+  // p's worker: pings and gossip rounds until the manager stops or p is
+  // retired. Takes mu_ between calls, never during one.
   void Run(Peer* p);
+  // Waits until p is due a contact; false when the worker should end.
+  // Sets *round: a gossip round (Exchange) rather than a ping.
+  bool AwaitContactLocked(Peer* p, bool* round)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records how a contact went; true if the members should be synced now.
+  bool RecordContactLocked(Peer* p, bool round, const absl::Status& s,
+                           const v1::Hello& hello, absl::Duration rtt)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What a call to a peer needs, copied under mu_ (the member may move
+  // while the call runs).
+  struct CallTarget {
+    std::shared_ptr<v1::Peer::Stub> stub;
+    std::string address;  // for the log
+  };
   // Registers `ctx` as p's call in flight (Stop() cancels it) and returns
-  // the stub to make it on; CANCELLED when stopping. EndCall undoes it.
+  // what to make it on; CANCELLED when stopping. EndCall undoes it.
   // Both take mu_.
-  absl::StatusOr<std::shared_ptr<v1::Peer::Stub>> BeginCall(
-      Peer* p, grpc::ClientContext* ctx);
+  absl::StatusOr<CallTarget> BeginCall(Peer* p, grpc::ClientContext* ctx);
   void EndCall(Peer* p);
   // These run without mu_ held; return OK or why the call failed.
   absl::Status DoPing(Peer* p, v1::Hello* their_hello, absl::Duration* rtt);
