@@ -7,7 +7,7 @@
 #   scripts/build-asan.sh                # everything
 #   scripts/build-asan.sh fuzz_targets   # only the named make targets
 #
-# The same build serves the tests (scripts/test-asan.sh) and the libFuzzer
+# The same build serves the tests (scripts/test-sanitized.sh asan) and the libFuzzer
 # targets (scripts/fuzz.sh): SIDECAR_FUZZ=ON adds libFuzzer's coverage hooks
 # to everything, which costs the tests little and saves a second clang build
 # of the whole tree (about 11 minutes on two cores).

@@ -12,10 +12,13 @@
 # synchronization library and what it links (about 20 shared libraries, under
 # a minute) from Debian's own source package of the installed version, with
 # -fsanitize=thread, into build-tsan/absl-tsan/lib. They keep Debian's
-# sonames; scripts/test-tsan.sh puts that directory first on
+# sonames; scripts/test-sanitized.sh tsan puts that directory first on
 # LD_LIBRARY_PATH, so the tests, the services they start and gRPC all lock
 # through the instrumented Mutex. gRPC itself stays uninstrumented
-# (tests/sanitizers/tsan.supp says what that costs).
+# (tests/sanitizers/tsan.supp says what that costs); the order libgrpc keeps
+# between starting an operation and running its completion is marked by a
+# small preloaded library (tests/sanitizers/tsan_grpc_order.c), built here
+# into build-tsan/libtsan_grpc_order.so.
 #
 # -O1 with line tables only, as build-asan.sh. JOBS (default: nproc).
 set -euo pipefail
@@ -71,7 +74,16 @@ build_absl() {
   echo "build-tsan: Abseil $version with ThreadSanitizer in $ABSL_LIB"
 }
 
+# The preloaded library that marks how libgrpc orders a call's operations
+# (tests/sanitizers/tsan_grpc_order.c); deliberately not instrumented.
+build_grpc_order() {
+  local src=tests/sanitizers/tsan_grpc_order.c lib="$OUT/libtsan_grpc_order.so"
+  [[ -e "$lib" && "$lib" -nt "$src" ]] && return 0
+  clang-14 -shared -fPIC -O2 -Wall -Werror -o "$lib" "$src" -ldl
+}
+
 build_absl
+build_grpc_order
 CC=clang-14 CXX=clang++-14 cmake -S . -B build-tsan \
   -DCMAKE_BUILD_TYPE=Debug \
   -DCMAKE_CXX_FLAGS_DEBUG="-gline-tables-only" \

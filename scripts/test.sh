@@ -6,13 +6,11 @@
 # Extra arguments go to ctest, e.g.: scripts/test.sh -R Inventory
 #
 # Without arguments it then runs, each from its own clang build:
-#   - scripts/test-asan.sh: the same tests under AddressSanitizer and
-#     UndefinedBehaviorSanitizer, with the fuzz targets' smoke runs;
+#   - scripts/test-sanitized.sh asan: the same tests under AddressSanitizer
+#     and UndefinedBehaviorSanitizer, with the fuzz targets' smoke runs;
 #   - scripts/fuzz.sh: every libFuzzer target for FUZZ_SECONDS (default 60),
 #     two at a time;
-#   - scripts/test-tsan.sh -L unit: the unit tests under ThreadSanitizer
-#     (the integration tests are not clean under it yet: see README,
-#     "Sanitizers and lock annotations");
+#   - scripts/test-sanitized.sh tsan: the same tests under ThreadSanitizer;
 #   - scripts/cluster-test.sh: the docker-compose cluster test.
 # SKIP_SANITIZERS=1 skips the first three, SKIP_CLUSTER_TEST=1 the last.
 # Prints how long each stage took.
@@ -32,9 +30,9 @@ stage build scripts/build.sh
 stage ctest ctest --test-dir build --output-on-failure -j2 "$@"
 
 if [[ $# -eq 0 && "${SKIP_SANITIZERS:-0}" != 1 ]]; then
-  stage asan scripts/test-asan.sh
+  stage asan scripts/test-sanitized.sh asan
   stage fuzz scripts/fuzz.sh
-  stage tsan scripts/test-tsan.sh -L unit
+  stage tsan scripts/test-sanitized.sh tsan
 fi
 
 # The docker-compose cluster test (tests/cluster/): installs and starts Docker
