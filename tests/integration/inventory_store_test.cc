@@ -19,7 +19,6 @@
 namespace sidecar::availability {
 namespace {
 
-
 constexpr absl::Duration kConnectTimeout = absl::Seconds(10);
 
 Uuid UuidFor(uint64_t i) {
@@ -507,17 +506,18 @@ TEST_F(InventoryStoreTest, LoadAdvertisedStreamsManyRows) {
 }
 
 TEST(InventoryStoreOpenTest, UnreachableServerIsUnavailableAfterTimeout) {
-  absl::StatusOr<int> port = testing::PickUnusedPort();
-  ASSERT_TRUE(port.ok());
+  absl::StatusOr<testing::ClosedPort> closed = testing::ClosedPort::Reserve();
+  ASSERT_TRUE(closed.ok()) << closed.status();
+  const int port = closed->port();
   absl::Time start = absl::Now();
   auto store = InventoryStore::Open(
-      absl::StrCat("host=127.0.0.1 port=", *port, " dbname=x user=postgres"),
+      absl::StrCat("host=127.0.0.1 port=", port, " dbname=x user=postgres"),
       absl::Seconds(1));
   absl::Duration took = absl::Now() - start;
   ASSERT_FALSE(store.ok());
   EXPECT_EQ(store.status().code(), absl::StatusCode::kUnavailable)
       << store.status();
-  EXPECT_NE(store.status().message().find(absl::StrCat(*port)),
+  EXPECT_NE(store.status().message().find(absl::StrCat(port)),
             std::string::npos)
       << store.status();
   EXPECT_GE(took, absl::Milliseconds(900));

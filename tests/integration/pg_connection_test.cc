@@ -8,7 +8,6 @@
 namespace sidecar::pg {
 namespace {
 
-
 class PgConnectionTest : public ::sidecar::testing::PgTest {
  protected:
   void SetUp() override {
@@ -163,13 +162,14 @@ TEST_F(PgConnectionTest, ReconnectsAndRepreparesAfterRestart) {
 }
 
 TEST(PgConnectionOpenTest, UnreachableAndMalformed) {
-  auto port = testing::PickUnusedPort();
-  ASSERT_TRUE(port.ok());
+  absl::StatusOr<testing::ClosedPort> closed = testing::ClosedPort::Reserve();
+  ASSERT_TRUE(closed.ok()) << closed.status();
+  const int port = closed->port();
   ConnectOptions options;
   options.connect_timeout = absl::Milliseconds(300);
   absl::Time start = absl::Now();
   auto conn = Connection::Open(
-      absl::StrCat("host=127.0.0.1 port=", *port, " dbname=x"), options);
+      absl::StrCat("host=127.0.0.1 port=", port, " dbname=x"), options);
   ASSERT_FALSE(conn.ok());
   EXPECT_TRUE(IsConnectionLoss(conn.status())) << conn.status();
   EXPECT_GE(absl::Now() - start, absl::Milliseconds(250));

@@ -254,7 +254,11 @@ absl::StatusOr<int> WaitForPortFile(const std::string& path,
   }
 }
 
-absl::StatusOr<int> PickUnusedPort() {
+namespace {
+
+// A TCP socket bound to 127.0.0.1, port 0 (the kernel picks), not listening.
+// Sets *port to the port it got.
+absl::StatusOr<int> BindLoopbackPortZero(int* port) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return absl::InternalError(absl::StrCat("socket: ", strerror(errno)));
@@ -269,8 +273,33 @@ absl::StatusOr<int> PickUnusedPort() {
     close(fd);
     return absl::InternalError(absl::StrCat("bind: ", strerror(err)));
   }
-  close(fd);
-  return ntohs(addr.sin_port);
+  *port = ntohs(addr.sin_port);
+  return fd;
+}
+
+}  // namespace
+
+absl::StatusOr<int> PickUnusedPort() {
+  int port = 0;
+  absl::StatusOr<int> fd = BindLoopbackPortZero(&port);
+  if (!fd.ok()) return fd.status();
+  close(*fd);
+  return port;
+}
+
+absl::StatusOr<ClosedPort> ClosedPort::Reserve() {
+  ClosedPort p;
+  absl::StatusOr<int> fd = BindLoopbackPortZero(&p.port_);
+  if (!fd.ok()) return fd.status();
+  p.fd_ = *fd;
+  return p;
+}
+
+ClosedPort::ClosedPort(ClosedPort&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)), port_(other.port_) {}
+
+ClosedPort::~ClosedPort() {
+  if (fd_ >= 0) close(fd_);
 }
 
 std::string ReadTail(const std::string& path, size_t max_bytes) {

@@ -91,6 +91,25 @@ absl::StatusOr<int> WaitForPortFile(const std::string& path,
 // callers retry on a bind failure.
 absl::StatusOr<int> PickUnusedPort();
 
+// A TCP port on 127.0.0.1 held bound but not listening while this object
+// lives: a connection to it is refused at once, and no other process can
+// take it meanwhile (unlike a port from PickUnusedPort). For tests of what
+// happens when nothing answers.
+class ClosedPort {
+ public:
+  static absl::StatusOr<ClosedPort> Reserve();
+  ClosedPort(ClosedPort&& other) noexcept;
+  ClosedPort& operator=(ClosedPort&&) = delete;
+  ~ClosedPort();
+
+  int port() const { return port_; }
+
+ private:
+  ClosedPort() = default;
+  int fd_ = -1;
+  int port_ = 0;
+};
+
 // The last `max_bytes` of a file, for error messages ("" if unreadable).
 std::string ReadTail(const std::string& path, size_t max_bytes = 2000);
 
