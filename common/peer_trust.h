@@ -66,10 +66,11 @@ class PeerTrust {
 
   // Returns once a refresh that started at or after `missed` has run:
   // runs one, at most one per kMinRefreshInterval, unless another caller's
-  // did. REQUIRES: refresh_ set.
-  void RefreshAfterMiss(absl::Time missed) const;
+  // did. REQUIRES: refresh_ set; neither mutex held (refresh_ calls Set).
+  void RefreshAfterMiss(absl::Time missed) const
+      ABSL_LOCKS_EXCLUDED(refresh_mu_, mu_);
 
-  std::function<void()> refresh_;
+  std::function<void()> refresh_;   // set once before use (set_refresh)
   mutable absl::Mutex refresh_mu_;  // held while refresh_ runs
   mutable absl::Time last_refresh_ ABSL_GUARDED_BY(refresh_mu_) =
       absl::InfinitePast();

@@ -53,13 +53,16 @@ class ThreadPool {
   size_t queued() const;
 
  private:
-  void WorkerLoop();
+  void WorkerLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  // The condition workers wait for. REQUIRES: mu_ held.
   bool WorkOrStopping() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const ThreadPoolOptions options_;
   mutable absl::Mutex mu_;
   std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Filled by the constructor and joined by the destructor; only read
+  // (threads()) in between, so it needs no lock.
   std::vector<std::thread> workers_;
 };
 

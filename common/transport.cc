@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <fstream>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"

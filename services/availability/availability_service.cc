@@ -72,8 +72,9 @@ grpc::Status AvailabilityService::GetDevice(grpc::ServerContext*,
                                             const v1::GetDeviceRequest*,
                                             v1::DeviceInfo* resp) {
   v1::Hello self = d_.peers->SelfHello();
-  resp->set_device_id(d_.store->identity().device_id.ToString());
-  resp->set_generation(d_.store->identity().generation);
+  const DeviceIdentity id = d_.store->identity();  // one snapshot
+  resp->set_device_id(id.device_id.ToString());
+  resp->set_generation(id.generation);
   resp->set_max_seq(d_.inventory->max_seq());
   resp->set_name(self.name());
   resp->set_peer_address(self.peer_address());

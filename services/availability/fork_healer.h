@@ -58,8 +58,9 @@ class ForkHealer {
   // Writes the own origin's position to the mark if it moved since
   // `*written`.
   void UpdateMark(LogPosition* written);
-  void Heal(const DigestEntry& claim, const Uuid& claimant);
-  void Run();
+  void Heal(const DigestEntry& claim, const Uuid& claimant)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  void Run() ABSL_LOCKS_EXCLUDED(mu_);
 
   LocalInventory* const inventory_;
   PeerCache* const cache_;
@@ -72,7 +73,7 @@ class ForkHealer {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   DigestEntry claim_ ABSL_GUARDED_BY(mu_);
   Uuid claimant_ ABSL_GUARDED_BY(mu_);
-  std::thread thread_;
+  std::thread thread_;  // started by the constructor, joined by Stop
 };
 
 }  // namespace sidecar::availability

@@ -269,9 +269,10 @@ class PgInventoryStore final : public InventoryStore {
                    DeviceIdentity identity)
       : conn_(std::move(conn)), identity_(identity) {}
 
-  // Not synchronized with ResetChangeLog (the reference is to a member it
-  // rewrites); callers read it at start-up or from the same thread.
-  const DeviceIdentity& identity() const override { return identity_; }
+  DeviceIdentity identity() const override {
+    absl::MutexLock lock(&identity_mu_);
+    return identity_;
+  }
 
   absl::Status LoadAdvertised(
       const std::function<void(const ChangeRecord&)>& fn) override;
@@ -291,9 +292,12 @@ class PgInventoryStore final : public InventoryStore {
                           const std::string& record) override;
 
  private:
+  // Held for every use of the connection (one statement at a time).
   absl::Mutex mu_;
-  const std::unique_ptr<pg::Connection> conn_ ABSL_GUARDED_BY(mu_);
-  DeviceIdentity identity_;  // written by ResetChangeLog with mu_ held
+  const std::unique_ptr<pg::Connection> conn_ ABSL_PT_GUARDED_BY(mu_);
+  // Not mu_: identity() must not wait for a transaction in progress.
+  mutable absl::Mutex identity_mu_;
+  DeviceIdentity identity_ ABSL_GUARDED_BY(identity_mu_);
 };
 
 absl::Status PgInventoryStore::LoadAdvertised(
@@ -453,7 +457,10 @@ absl::StatusOr<DeviceIdentity> PgInventoryStore::ResetChangeLog() {
         return conn.Exec(kRewriteLogSql).status();
       });
   if (!s.ok()) return s;
-  identity_ = next;
+  {
+    absl::MutexLock identity_lock(&identity_mu_);
+    identity_ = next;
+  }
   SC_LOG(INFO) << "change log reset; generation " << next.generation;
   return next;
 }

@@ -75,7 +75,8 @@ class InventoryStore {
 
   virtual ~InventoryStore() = default;
 
-  virtual const DeviceIdentity& identity() const = 0;
+  // A copy: ResetChangeLog may replace it meanwhile. Thread-safe.
+  virtual DeviceIdentity identity() const = 0;
 
   // Calls `fn` once per key that has a change-log entry, with its latest
   // change (READY entries and tombstones), in unspecified order. Used once at

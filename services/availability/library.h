@@ -142,9 +142,10 @@ class Library : public MemberKeys {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Recomputes the digest and feeds PeerTrust. REQUIRES: mu_ held.
   void RefreshLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Persists, then tells the listener.
+  // Persists, then tells the listener. Runs without mu_ held.
   void Publish(const Change& change,
-               const std::vector<std::pair<Uuid, std::string>>& to_save);
+               const std::vector<std::pair<Uuid, std::string>>& to_save)
+      ABSL_LOCKS_EXCLUDED(mu_);
   v1::Signed SignBody(const std::string& context,
                       const std::string& body) const;
 
@@ -153,7 +154,7 @@ class Library : public MemberKeys {
   PeerTrust* const trust_;
   const std::string self_name_;
   const Uuid self_id_;
-  Listener listener_;
+  Listener listener_;  // set before Load (set_listener), then only read
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<Uuid, Record> records_ ABSL_GUARDED_BY(mu_);

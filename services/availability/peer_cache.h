@@ -102,6 +102,7 @@ class PeerCache {
   // generation 0 and empty, so only a snapshot (Replace) can give it a
   // generation: a delta never starts one. An existing table takes the info
   // as UpdateInfo (from the origin itself) or FillInfo (from a relay).
+  // REQUIRES: mu_ held.
   OriginTable* FindOrCreate(const OriginInfo& info, InfoSource source,
                             uint64_t generation)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

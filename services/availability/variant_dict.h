@@ -54,7 +54,9 @@ class VariantDict {
  private:
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, uint16_t> ids_ ABSL_GUARDED_BY(mu_);
-  // Fixed-size table of stable pointers; written once per id under mu_.
+  // Fixed-size table of stable pointers; written once per id under mu_,
+  // read without it by Name() (not GUARDED_BY: an id reaches a caller only
+  // after its slot is written, so each slot is read after its one write).
   std::vector<const std::string*> names_;
   size_t next_ ABSL_GUARDED_BY(mu_) = 0;
 };

@@ -10,9 +10,10 @@ namespace sidecar::availability {
 
 class WatchHub::Watcher : public OrderedWriteReactor<v1::AvailabilityEvent> {
  public:
-  Watcher(WatchHub* hub, const v1::WatchRequest& req) : hub_(hub) {
-    local_ = req.include_local() || !req.include_remote();
-    remote_ = req.include_remote() || !req.include_local();
+  Watcher(WatchHub* hub, const v1::WatchRequest& req)
+      : hub_(hub),
+        local_(req.include_local() || !req.include_remote()),
+        remote_(req.include_remote() || !req.include_local()) {
     for (int k : req.kinds()) kinds_.push_back(static_cast<Kind>(k));
     PublishConstruction();
   }
@@ -87,9 +88,9 @@ class WatchHub::Watcher : public OrderedWriteReactor<v1::AvailabilityEvent> {
   }
 
  private:
-  WatchHub* hub_;
-  bool local_ = true, remote_ = true;
-  std::vector<Kind> kinds_;
+  WatchHub* const hub_;
+  const bool local_, remote_;
+  std::vector<Kind> kinds_;  // filled by the constructor, then only read
   absl::Mutex mu_;
   std::deque<v1::AvailabilityEvent> queue_ ABSL_GUARDED_BY(mu_);
   v1::AvailabilityEvent current_ ABSL_GUARDED_BY(mu_);  // the write in flight

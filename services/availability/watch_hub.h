@@ -45,7 +45,7 @@ class WatchHub {
  private:
   class Watcher;
   friend class Watcher;
-  void Remove(Watcher* w);
+  void Remove(Watcher* w) ABSL_LOCKS_EXCLUDED(mu_);
 
   mutable absl::Mutex mu_;
   absl::flat_hash_set<Watcher*> active_ ABSL_GUARDED_BY(mu_);

@@ -16,6 +16,9 @@
 namespace sidecar::transfer {
 
 struct Fetcher::Attempt {
+  // Set by RunJob before the attempt's streams start, then only read; other
+  // threads that find the attempt in running_ touch only `cancelled` and
+  // what mu guards.
   Job job;
   uint64_t size = 0;
   Sha256Digest expected{};
@@ -780,21 +783,26 @@ absl::Status Fetcher::FetchMulti(Attempt* a,
   // taking and finishing pieces meanwhile. Two workers' syncs may end in
   // either order: the job row (and the live count) only ever take a larger
   // prefix than they have.
-  absl::Mutex published_mu;
-  uint64_t published = a->verified.load();  // guarded by published_mu
+  struct Published {
+    absl::Mutex mu;
+    uint64_t prefix ABSL_GUARDED_BY(mu);
+  } published{.prefix = a->verified.load()};
   auto checkpoint = [&](uint64_t prefix) {
     // Every piece of `prefix` was written before it was reported finished,
     // so this sync covers all of it.
     (void)part->Sync();
-    absl::MutexLock lock(&published_mu);
-    if (prefix <= published) return;
-    published = prefix;
+    absl::MutexLock lock(&published.mu);
+    if (prefix <= published.prefix) return;
+    published.prefix = prefix;
     a->verified = prefix;
     // A job that ended elsewhere stops the attempt (a->cancelled).
     RecordProgress(a, prefix);
   };
-  absl::Mutex last_mu;
-  absl::Status last = absl::OkStatus();
+  // The error of the source that failed last.
+  struct LastError {
+    absl::Mutex mu;
+    absl::Status status ABSL_GUARDED_BY(mu);
+  } last;
   {
     absl::MutexLock alock(&a->mu);
     a->sources.clear();
@@ -826,9 +834,9 @@ absl::Status Fetcher::FetchMulti(Attempt* a,
           continue;
         }
         if (!s.ok()) {
-          absl::MutexLock l(&last_mu);
-          last = absl::Status(s.code(),
-                              absl::StrCat(SourceName(src), ": ", s.message()));
+          absl::MutexLock l(&last.mu);
+          last.status = absl::Status(
+              s.code(), absl::StrCat(SourceName(src), ": ", s.message()));
           break;
         }
         if (o.advanced_prefix.has_value()) checkpoint(*o.advanced_prefix);
@@ -845,8 +853,9 @@ absl::Status Fetcher::FetchMulti(Attempt* a,
     return absl::CancelledError("cancelled");
   }
   if (!complete) {
-    absl::MutexLock l(&last_mu);
-    return last.ok() ? absl::UnavailableError("incomplete") : last;
+    absl::MutexLock l(&last.mu);
+    return last.status.ok() ? absl::UnavailableError("incomplete")
+                            : last.status;
   }
   part.reset();
   absl::Status c = Commit(a, sources[0], nullptr);

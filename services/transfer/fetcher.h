@@ -101,15 +101,16 @@ class Fetcher {
     std::vector<std::string> sources;
   };
 
-  void WorkerLoop();
-  void BatchLoop();
+  // These take mu_ as needed.
+  void WorkerLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  void BatchLoop() ABSL_LOCKS_EXCLUDED(mu_);
   // Runs the batch lane on `jobs` (claimed, never attempted).
-  void RunBatch(std::vector<Job> jobs);
+  void RunBatch(std::vector<Job> jobs) ABSL_LOCKS_EXCLUDED(mu_);
   // Sleeps until woken, a retry is due, or a second has passed.
-  void Idle();
-  void WatchdogLoop();
+  void Idle() ABSL_LOCKS_EXCLUDED(mu_);
+  void WatchdogLoop() ABSL_LOCKS_EXCLUDED(mu_);
   // Runs one attempt of `job` and records its outcome in the store.
-  void RunJob(Job job);
+  void RunJob(Job job) ABSL_LOCKS_EXCLUDED(mu_);
   // Returns OK when committed; otherwise why the attempt failed.
   absl::Status FetchSingle(Attempt* a, const std::vector<FetchSource>& sources);
   absl::Status FetchMulti(Attempt* a, const std::vector<FetchSource>& sources);
@@ -119,14 +120,14 @@ class Fetcher {
   // The stub for `src`'s transfer service; PERMISSION_DENIED for a holder
   // that is not a member.
   absl::StatusOr<std::shared_ptr<v1::TransferPeer::Stub>> PeerStub(
-      const FetchSource& src);
+      const FetchSource& src) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status ReadRange(Attempt* a, const FetchSource& src, uint64_t offset,
                          uint64_t length, PartFile* part, Sha256* hasher,
                          uint64_t* received, bool* corrupt,
                          const std::atomic<bool>* abandon = nullptr);
   absl::Status Commit(Attempt* a, const FetchSource& from,
                       const Sha256Digest* streamed_digest);
-  void PublishProgress(Attempt* a, bool force);
+  void PublishProgress(Attempt* a, bool force) ABSL_LOCKS_EXCLUDED(mu_);
   // Stops a running attempt: its streams are cancelled and it commits
   // nothing. Records no state.
   void StopAttempt(Attempt* a);
@@ -161,7 +162,7 @@ class Fetcher {
   absl::flat_hash_map<std::string, std::shared_ptr<v1::TransferPeer::Stub>>
       stubs_ ABSL_GUARDED_BY(mu_);
   PeerChannels* const channels_;
-  std::vector<std::thread> threads_;
+  std::vector<std::thread> threads_;  // Start and Stop only (the owner's)
 };
 
 }  // namespace sidecar::transfer

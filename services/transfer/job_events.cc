@@ -73,13 +73,14 @@ class JobEvents::Watcher : public OrderedWriteReactor<v1::JobStatus> {
   }
 
  private:
+  // REQUIRES: mu_ held.
   void WriteLocked(const v1::JobStatus& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     current_ = s;
     writing_ = true;
     StartWrite(&current_);
   }
 
-  JobEvents* hub_;
+  JobEvents* const hub_;
   const std::string job_id_;
   absl::Mutex mu_;
   v1::JobStatus current_ ABSL_GUARDED_BY(mu_);

@@ -46,7 +46,7 @@ class JobEvents {
 
  private:
   class Watcher;
-  void Remove(Watcher* w);
+  void Remove(Watcher* w) ABSL_LOCKS_EXCLUDED(mu_);
 
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, absl::flat_hash_set<Watcher*>> by_job_

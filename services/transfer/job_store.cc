@@ -360,8 +360,8 @@ class PgJobStore final : public JobStore {
                                          const pg::Params& params)
       ABSL_LOCKS_EXCLUDED(mu_);
 
-  absl::Mutex mu_;
-  const std::unique_ptr<pg::Connection> conn_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex mu_;  // held for every use of the connection
+  const std::unique_ptr<pg::Connection> conn_ ABSL_PT_GUARDED_BY(mu_);
 };
 
 // Why an update of job `id` touched no row; `conn` is in use by the caller.

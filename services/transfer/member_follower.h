@@ -42,7 +42,7 @@ class MemberFollower {
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t last_version_ ABSL_GUARDED_BY(mu_) = 0;
-  std::thread thread_;
+  std::thread thread_;  // Start and Stop only (the owner's thread)
 };
 
 }  // namespace sidecar::transfer

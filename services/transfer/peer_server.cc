@@ -219,7 +219,7 @@ class PeerServer::ReadReactor : public OrderedWriteReactor<v1::ReadChunk> {
   }
 
  private:
-  void RunOnPool(void (ReadReactor::*step)()) {
+  void RunOnPool(void (ReadReactor::*step)()) ABSL_LOCKS_EXCLUDED(mu_) {
     {
       absl::MutexLock lock(&mu_);
       ++pending_;
@@ -230,7 +230,7 @@ class PeerServer::ReadReactor : public OrderedWriteReactor<v1::ReadChunk> {
     });
   }
 
-  void Release() {
+  void Release() ABSL_LOCKS_EXCLUDED(mu_) {
     bool last;
     {
       absl::MutexLock lock(&mu_);
@@ -239,7 +239,7 @@ class PeerServer::ReadReactor : public OrderedWriteReactor<v1::ReadChunk> {
     if (last) delete this;
   }
 
-  bool Cancelled() {
+  bool Cancelled() ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
     return cancelled_;
   }
@@ -435,7 +435,7 @@ class PeerServer::BatchReactor
     std::optional<grpc::Status> finish;
   };
 
-  void Release() {
+  void Release() ABSL_LOCKS_EXCLUDED(mu_) {
     bool last;
     {
       absl::MutexLock lock(&mu_);
@@ -561,7 +561,7 @@ class PeerServer::BatchReactor
 
   // Whether the next todo item may start being read: within the read-ahead
   // bounds (items being read, read, or in the message being written, and
-  // their bytes; at least one item).
+  // their bytes; at least one item). REQUIRES: mu_ held.
   bool CanReadNextLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (todo_.empty()) return false;
     const PeerServerOptions& o = core_->options;
@@ -573,7 +573,7 @@ class PeerServer::BatchReactor
   }
 
   // Decides what to start next; the caller executes the plan after
-  // releasing mu_.
+  // releasing mu_. REQUIRES: mu_ held.
   Plan PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     Plan plan;
     if (finished_) return plan;
@@ -636,7 +636,7 @@ class PeerServer::BatchReactor
     return plan;
   }
 
-  void Execute(Plan plan) {
+  void Execute(Plan plan) ABSL_LOCKS_EXCLUDED(mu_) {
     for (std::vector<Todo>& group : plan.groups) {
       // pending_ was counted by PumpLocked.
       core_->pool->Schedule([this, group = std::move(group)] {
@@ -649,7 +649,9 @@ class PeerServer::BatchReactor
   }
 
   const std::shared_ptr<const Core> core_;
-  std::vector<v1::SidecarKey> keys_;  // the request's; until looked up
+  // The request's, until looked up: written by the constructor, then used
+  // by the LookUp task alone (handed over through the pool's queue).
+  std::vector<v1::SidecarKey> keys_;
 
   absl::Mutex mu_;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
@@ -670,8 +672,9 @@ class PeerServer::BatchReactor
   // Of the message being written: its read items and their bytes.
   size_t writing_items_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t writing_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  // The message being written; only filled while !writing_, and emptied by
-  // OnWriteDone.
+  // The message being written; only filled while !writing_ (by PumpLocked,
+  // with mu_ held), and emptied by OnWriteDone. Not GUARDED_BY: while
+  // writing_ is set, gRPC and then OnWriteDone own it without mu_.
   v1::BatchReadResponse writing_msg_;
 };
 

@@ -54,15 +54,16 @@ class Prefetcher {
   uint64_t queued() const;
 
  private:
-  void WatchLoop();
-  void FlushLoop();
-  void Flush();
+  // These take mu_ as needed.
+  void WatchLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  void FlushLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  void Flush() ABSL_LOCKS_EXCLUDED(mu_);
   // Queues what peers hold and this device lacks (ListMissing, paged):
   // events alone miss what was learned before the watch started, while it
   // was broken, and through snapshots (one RESET event, no keys).
-  void CatchUp();
+  void CatchUp() ABSL_LOCKS_EXCLUDED(mu_);
   // Resolves `keys` (distinct) and queues jobs for those still remote.
-  void Queue(std::vector<SidecarKey> keys);
+  void Queue(std::vector<SidecarKey> keys) ABSL_LOCKS_EXCLUDED(mu_);
 
   const PrefetchOptions options_;
   AvailabilityClient* const availability_;
@@ -77,7 +78,7 @@ class Prefetcher {
   bool catch_up_ ABSL_GUARDED_BY(mu_) = false;
   grpc::ClientContext* watch_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
   uint64_t queued_ ABSL_GUARDED_BY(mu_) = 0;
-  std::vector<std::thread> threads_;
+  std::vector<std::thread> threads_;  // Start and Stop only (the owner's)
 };
 
 }  // namespace sidecar::transfer

@@ -28,6 +28,7 @@ class RateLimiter {
   absl::Duration WouldWait(uint64_t bytes);
 
  private:
+  // REQUIRES: mu_ held.
   void RefillLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   const double rate_;
   absl::Mutex mu_;
