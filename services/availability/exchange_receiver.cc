@@ -78,7 +78,7 @@ absl::Status ExchangeReceiver::Decode(const v1::EntryBatch& b, Pending* p) {
         "exchange answer would hold more than ", limits_.max_pending_entries,
         " entries before applying them"));
   }
-  absl::Status s = DecodeEntries(b, b.up_to_seq(), &p->entries);
+  absl::Status s = DecodeEntries(b, b.up_to_seq(), sender_, &p->entries);
   if (s.ok()) pending_entries_ += n;
   return s;
 }

@@ -123,7 +123,7 @@ void EncodeEntries(absl::Span<const Entry> entries, v1::EntryBatch* batch) {
 }
 
 absl::Status DecodeEntries(const v1::EntryBatch& batch, uint64_t max_seq,
-                           std::vector<Entry>* out) {
+                           const Uuid& sender, std::vector<Entry>* out) {
   const size_t n = batch.kinds().size();
   auto bad = [](absl::string_view why) {
     return absl::InvalidArgumentError(
@@ -146,7 +146,7 @@ absl::Status DecodeEntries(const v1::EntryBatch& batch, uint64_t max_seq,
   for (const std::string& v : batch.variants()) {
     if (absl::Status s = ValidateVariant(v); !s.ok()) return bad(s.message());
     absl::StatusOr<uint16_t> id =
-        VariantDict::Global().Intern(v, VariantDict::Source::kPeer);
+        VariantDict::Global().InternFromPeer(v, sender);
     if (!id.ok()) return id.status();
     variant_ids.push_back(*id);
   }

@@ -113,9 +113,10 @@ void EncodeEntries(absl::Span<const Entry> entries, v1::EntryBatch* batch);
 // kMaxBatchVariants), sizes and seqs in range, seqs not above `max_seq`. On
 // error nothing is appended and the status says what was wrong:
 // INVALID_ARGUMENT, or RESOURCE_EXHAUSTED when the batch names too many
-// variants or the share of the variant dictionary peers may fill is full.
+// variants, or a new name would exceed the share of the variant dictionary
+// that `sender` (the peer the batch came from) or all peers may fill.
 absl::Status DecodeEntries(const v1::EntryBatch& batch, uint64_t max_seq,
-                           std::vector<Entry>* out);
+                           const Uuid& sender, std::vector<Entry>* out);
 
 // Validates a Hello from the wire: 16-byte non-nil device id, bounded
 // address and name lengths.

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "common/uuid.h"
 
 namespace sidecar::availability {
 
@@ -23,10 +24,11 @@ class VariantDict {
   // Ids only this device's own registrations may take: whatever peers send,
   // the device can still register sidecars under this many new variants.
   static constexpr size_t kLocalReserve = 4096;
-
-  // Who asks for a new id. Names from peers may fill the dictionary only up
-  // to kCapacity - kLocalReserve.
-  enum class Source { kLocal, kPeer };
+  // New names one peer may add, however many batches it sends: a member
+  // that floods the dictionary cannot keep the others from naming new
+  // variants (it takes at least 8 such members to fill the peers' part,
+  // kCapacity - kLocalReserve). Real libraries use a few dozen variants.
+  static constexpr size_t kPerPeerShare = 8192;
 
   // The process-wide dictionary.
   static VariantDict& Global();
@@ -35,11 +37,18 @@ class VariantDict {
   VariantDict(const VariantDict&) = delete;
   VariantDict& operator=(const VariantDict&) = delete;
 
-  // Returns the id of `name`, adding it if new. REQUIRES: name is a valid
-  // variant (ValidateVariant). RESOURCE_EXHAUSTED once 65,536 distinct
-  // variants exist, or, for kPeer, once only the local reserve is left.
-  absl::StatusOr<uint16_t> Intern(absl::string_view name,
-                                  Source source = Source::kLocal);
+  // Returns the id of `name`, adding it if new, for this device's own
+  // registrations. REQUIRES: name is a valid variant (ValidateVariant).
+  // RESOURCE_EXHAUSTED once 65,536 distinct variants exist.
+  absl::StatusOr<uint16_t> Intern(absl::string_view name)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // As Intern, for a name that `peer` sent. A new name is charged to the
+  // peer: RESOURCE_EXHAUSTED once the peer has added kPerPeerShare names,
+  // or once only the local reserve is left.
+  absl::StatusOr<uint16_t> InternFromPeer(absl::string_view name,
+                                          const Uuid& peer)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // The id of `name` if it is known; never adds. Lookups of keys from
   // requests use this, so queries cannot fill the dictionary.
@@ -50,8 +59,14 @@ class VariantDict {
   absl::string_view Name(uint16_t id) const { return *names_[id]; }
 
   size_t size() const;
+  // How many names `peer` has added.
+  size_t added_by(const Uuid& peer) const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
+  // Stores `name` under the next id. REQUIRES: mu_ held, name not present,
+  // next_ < kCapacity.
+  uint16_t AddLocked(absl::string_view name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, uint16_t> ids_ ABSL_GUARDED_BY(mu_);
   // Fixed-size table of stable pointers; written once per id under mu_,
@@ -59,6 +74,9 @@ class VariantDict {
   // after its slot is written, so each slot is read after its one write).
   std::vector<const std::string*> names_;
   size_t next_ ABSL_GUARDED_BY(mu_) = 0;
+  // Names each peer added. As many keys as peers that added a name, and
+  // peers are members.
+  absl::flat_hash_map<Uuid, size_t> added_by_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace sidecar::availability

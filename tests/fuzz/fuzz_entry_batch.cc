@@ -5,8 +5,9 @@
 // Properties: on error nothing is appended; on success every entry is
 // within the documented bounds and names a valid key, and encoding the
 // entries again and decoding that gives the same entries.
-// The variant dictionary is process-wide and bounded (65,536 names): a long
-// run fills it, and from then on batches with new names are refused with
+// The variant dictionary is process-wide and bounded (65,536 names, 8,192
+// per peer): a long run fills a sender's share and then the peers' part,
+// and from then on batches with new names are refused with
 // RESOURCE_EXHAUSTED, which is a documented answer, not a finding.
 #include <cstddef>
 #include <cstdint>
@@ -46,9 +47,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!batch.ParseFromArray(data, static_cast<int>(size))) return 0;
   const uint64_t max_seq = batch.up_to_seq();
 
+  // New names are charged to the sender, up to a share per peer: one of
+  // 16 senders, so that a long run also reaches the share of all peers.
+  Uuid sender;
+  sender.bytes.fill(static_cast<uint8_t>(size % 16));
   std::vector<Entry> out = {Sentinel()};
   const std::vector<Entry> before = out;
-  absl::Status s = availability::DecodeEntries(batch, max_seq, &out);
+  absl::Status s = availability::DecodeEntries(batch, max_seq, sender, &out);
   if (!s.ok()) {
     FUZZ_CHECK(s.code() == absl::StatusCode::kInvalidArgument ||
                s.code() == absl::StatusCode::kResourceExhausted);
@@ -71,7 +76,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   v1::EntryBatch again;
   availability::EncodeEntries(decoded, &again);
   std::vector<Entry> round;
-  absl::Status s2 = availability::DecodeEntries(again, max_seq, &round);
+  absl::Status s2 = availability::DecodeEntries(again, max_seq, sender, &round);
   // Every name is in the dictionary already, so it cannot be full for them.
   FUZZ_CHECK(s2.ok());
   FUZZ_CHECK(SameEntries(round, decoded));

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <cstring>
 #include <filesystem>
 
 #include "absl/container/flat_hash_map.h"
@@ -275,38 +276,63 @@ TEST_F(ExchangeReceiverTest, OwnOriginAndNonMembersAreNeverTaken) {
   EXPECT_FALSE(cache_->View(stranger->device_id()).has_value());
 }
 
+// A batch of `origin`'s with one entry that names kMaxBatchVariants new
+// variants, "<tag>_<i>" (a batch may list names no entry uses; every name
+// listed is interned). EncodeEntries is bypassed to name them. One entry per
+// batch keeps the flood under the per-origin entry bound, so that what
+// stops it is the dictionary's.
+v1::ExchangeResponse VariantFlood(const v1::ExchangeResponse& header,
+                                  const std::string& tag) {
+  v1::ExchangeResponse m = header;
+  v1::EntryBatch* b = m.mutable_batch();
+  b->clear_variants();
+  b->clear_variant_index();
+  for (size_t i = 0; i < kMaxBatchVariants; ++i) {
+    b->add_variants(absl::StrCat(tag, "_", i));
+  }
+  b->add_variant_index(0);
+  b->set_up_to_seq(1);
+  return m;
+}
+
 // Last in this file: it fills the process-wide variant dictionary.
 TEST_F(ExchangeReceiverTest, PeerVariantsNeverBlockOwnRegistrations) {
+  const v1::ExchangeResponse header =
+      Batch(*origin_, v1::EntryBatch::MODE_DELTA, 0, Entries(0, 1, 1), 0);
+  VariantDict& dict = VariantDict::Global();
+  const size_t before = dict.size();
+
+  // One member floods: it adds its share and no more.
   absl::Status s = absl::OkStatus();
   int batches = 0;
   for (; s.ok() && batches < 100; ++batches) {
-    v1::ExchangeResponse m =
-        Batch(*origin_, v1::EntryBatch::MODE_DELTA, 0, {}, 0);
-    v1::EntryBatch* b = m.mutable_batch();
-    // One entry per variant; EncodeEntries is bypassed to name new ones.
-    std::vector<Entry> one = Entries(0, 1, 1);
-    EncodeEntries(one, b);
-    b->clear_variants();
-    b->clear_variant_index();
-    b->set_uuids(std::string(16 * kMaxBatchVariants, '\1'));
-    b->set_kinds(std::string(kMaxBatchVariants, '\1'));
-    b->set_formats(std::string(kMaxBatchVariants, '\1'));
-    b->set_sha256s(std::string(32 * kMaxBatchVariants, '\2'));
-    b->set_removed(std::string(kMaxBatchVariants, '\0'));
-    b->clear_sizes();
-    b->clear_seqs();
-    for (size_t i = 0; i < kMaxBatchVariants; ++i) {
-      b->add_variants(absl::StrCat("flood", batches, "_", i));
-      b->add_variant_index(static_cast<uint32_t>(i));
-      b->add_sizes(1);
-      b->add_seqs(1);
-    }
-    b->set_up_to_seq(1);
-    s = Receive(*origin_, {m});
+    s = Receive(*origin_,
+                {VariantFlood(header, absl::StrCat("flood", batches))});
   }
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
-  EXPECT_LE(VariantDict::Global().size(),
-            VariantDict::kCapacity - VariantDict::kLocalReserve);
+  EXPECT_EQ(dict.added_by(origin_->device_id()), VariantDict::kPerPeerShare);
+  EXPECT_LE(dict.size(), before + VariantDict::kPerPeerShare);
+
+  // Another member still names new variants, relaying the same origin's.
+  ASSERT_TRUE(Receive(*relay_, {VariantFlood(header, "relayed")}).ok());
+  EXPECT_TRUE(dict.Find("relayed_0").has_value());
+  EXPECT_EQ(dict.added_by(relay_->device_id()), kMaxBatchVariants);
+
+  // Many members together fill no more than the peers' part.
+  absl::StatusOr<uint16_t> id;
+  for (uint32_t peer = 0; peer < 64; ++peer) {
+    Uuid fake;
+    fake.bytes.fill(0);
+    std::memcpy(fake.bytes.data(), &peer, sizeof(peer));
+    for (size_t i = 0; i < VariantDict::kPerPeerShare; ++i) {
+      id = dict.InternFromPeer(absl::StrCat("many", peer, "_", i), fake);
+      if (!id.ok()) break;
+    }
+    if (!id.ok()) break;
+  }
+  EXPECT_EQ(id.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(dict.size(), VariantDict::kCapacity - VariantDict::kLocalReserve);
+
   // This device can still name new variants of its own.
   for (int i = 0; i < 100; ++i) {
     SidecarKey key;
@@ -319,7 +345,7 @@ TEST_F(ExchangeReceiverTest, PeerVariantsNeverBlockOwnRegistrations) {
   v1::EntryBatch wide;
   for (size_t i = 0; i <= kMaxBatchVariants; ++i) wide.add_variants("grid@1x");
   std::vector<Entry> out;
-  EXPECT_EQ(DecodeEntries(wide, 1, &out).code(),
+  EXPECT_EQ(DecodeEntries(wide, 1, relay_->device_id(), &out).code(),
             absl::StatusCode::kResourceExhausted);
 }
 

@@ -7,6 +7,13 @@
 namespace sidecar::availability {
 namespace {
 
+// The peer new variant names are charged to.
+const Uuid kSender = [] {
+  Uuid u;
+  u.bytes.fill(0x5e);
+  return u;
+}();
+
 Uuid U(int n) {
   Uuid u;
   u.bytes[15] = static_cast<uint8_t>(n);
@@ -100,7 +107,7 @@ TEST(CodecTest, RoundTripsEntries) {
   v1::EntryBatch parsed;
   ASSERT_TRUE(parsed.ParseFromString(wire));
   std::vector<Entry> out;
-  ASSERT_TRUE(DecodeEntries(parsed, 100, &out).ok());
+  ASSERT_TRUE(DecodeEntries(parsed, 100, kSender, &out).ok());
   ASSERT_EQ(out.size(), in.size());
   for (size_t i = 0; i < in.size(); ++i) {
     EXPECT_EQ(0, std::memcmp(&in[i], &out[i], sizeof(Entry))) << i;
@@ -113,7 +120,7 @@ TEST(CodecTest, RejectsMalformedBatchesWithoutPartialOutput) {
   std::vector<Entry> out = SomeEntries(3);
 
   auto expect_bad = [&](v1::EntryBatch b, const char* what) {
-    absl::Status s = DecodeEntries(b, 100, &out);
+    absl::Status s = DecodeEntries(b, 100, kSender, &out);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << what;
     EXPECT_EQ(out.size(), 3u) << what;
   };
@@ -138,7 +145,7 @@ TEST(CodecTest, RejectsMalformedBatchesWithoutPartialOutput) {
   b = good;
   b.set_seqs(1, 0);
   expect_bad(b, "seq zero");
-  EXPECT_EQ(DecodeEntries(good, 5, &out).code(),
+  EXPECT_EQ(DecodeEntries(good, 5, kSender, &out).code(),
             absl::StatusCode::kInvalidArgument)
       << "seq above the batch's up_to_seq";
   b = good;
