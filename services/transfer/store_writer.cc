@@ -635,10 +635,13 @@ absl::Status StoreWriter::CheckSpace(uint64_t size,
   absl::StatusOr<uint64_t> free = FreeBytes();
   if (!free.ok()) return free.status();
   if (size > *free) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("fetching ", HumanBytes(size), " needs more than the ",
-                     HumanBytes(*free), " free on ", root_, "; at least ",
-                     HumanBytes(min_free_bytes), " must stay free"));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "fetching ", HumanBytes(size), " needs more than the ",
+        HumanBytes(*free), " free on ", root_,
+        min_free_bytes > 0
+            ? absl::StrCat("; at least ", HumanBytes(min_free_bytes),
+                           " must stay free")
+            : ""));
   }
   if (*free - size < min_free_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(

@@ -4,6 +4,7 @@
 // test_cross_device_sidecar_fetch, in spirit, and the transfer faults.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -551,6 +552,170 @@ TEST_F(TransferTest, CorruptBytesAreNeverCommitted) {
   v1::JobStatus done = WaitJob(b, f2.job_id(), absl::Seconds(60));
   ASSERT_EQ(done.state(), v1::JOB_STATE_DONE) << done.last_error();
   EXPECT_EQ(ReadAll(final_path), bytes);
+}
+
+// A small real filesystem (tmpfs) under the receiver's whole store, mounted
+// before its services start, and unmounted (lazily) when the test ends.
+class TmpfsMount {
+ public:
+  static absl::StatusOr<std::unique_ptr<TmpfsMount>> Mount(
+      const std::string& dir, uint64_t bytes) {
+    std::string opts = absl::StrCat("size=", bytes, ",mode=0755");
+    if (::mount("tmpfs", dir.c_str(), "tmpfs", 0, opts.c_str()) != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot mount a tmpfs on ", dir, ": ", strerror(errno),
+                       " (the full-disk test needs root)"));
+    }
+    return std::unique_ptr<TmpfsMount>(new TmpfsMount(dir));
+  }
+  ~TmpfsMount() { ::umount2(dir_.c_str(), MNT_DETACH); }
+
+ private:
+  explicit TmpfsMount(std::string dir) : dir_(std::move(dir)) {}
+  const std::string dir_;
+};
+
+// Fills `path` with zeros until the filesystem is full (ENOSPC) or `max`
+// bytes are written; returns how many were.
+uint64_t FillFile(const std::string& path, uint64_t max) {
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr) return 0;
+  const std::string chunk(64 << 10, '\0');
+  uint64_t written = 0;
+  while (written < max) {
+    size_t n = std::fwrite(chunk.data(), 1,
+                           std::min<uint64_t>(chunk.size(), max - written), f);
+    written += n;
+    if (n < chunk.size() || std::fflush(f) != 0) break;
+  }
+  std::fclose(f);
+  return written;
+}
+
+// The receiver's disk fills up: before a fetch, in the middle of one, and
+// in the middle of a batch of thumbnails. A fetch that starts has its room
+// reserved; one that cannot have it ends saying so; nothing partial is ever
+// left in the store or its .incoming; the services keep answering; and once
+// there is room the same sidecars come whole.
+TEST_F(TransferTest, FullDiskNeverLeavesPartialSidecars) {
+  Device* a = Add("a");
+  Device* b = Add("b", {{"min_free_bytes", "0"}, {"max_attempts", "2"}});
+  const std::string root = b->avail->sidecar_root();
+  const uint64_t kDisk = 24 << 20;
+  absl::StatusOr<std::unique_ptr<TmpfsMount>> disk =
+      TmpfsMount::Mount(root, kDisk);
+  ASSERT_TRUE(disk.ok()) << disk.status();
+  StartAll({{a, b}});
+  const size_t kSize = 16 << 20;
+  std::string bytes = RandomBytes(kSize, 11);
+  v1::SidecarKey key =
+      Publish(a,
+              RandomKeyProto(v1::SIDECAR_KIND_PROXY, "proxy_edit",
+                             v1::SIDECAR_FORMAT_MP4),
+              bytes);
+  const int kThumbs = 20;
+  std::vector<v1::SidecarKey> thumbs;
+  std::vector<std::string> bodies;
+  for (int i = 0; i < kThumbs; ++i) {
+    bodies.push_back(MakeWebp(50000 + i, 300 + i));
+    thumbs.push_back(Publish(a,
+                             RandomKeyProto(v1::SIDECAR_KIND_THUMB, "grid@2x",
+                                            v1::SIDECAR_FORMAT_WEBP),
+                             bodies.back()));
+  }
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return KnowsRemote(b, key, 1) && KnowsRemote(b, thumbs.back(), 1);
+      },
+      absl::Seconds(5)));
+  auto stored = [&](const v1::SidecarKey& k) {
+    return root + "/" + RelativePath(*KeyFromProto(k));
+  };
+  auto incoming_empty = [&] {
+    std::filesystem::path incoming = std::filesystem::path(root) / ".incoming";
+    return !std::filesystem::exists(incoming) ||
+           std::filesystem::is_empty(incoming);
+  };
+  const std::string filler = root + "/filler";
+
+  // Too little room from the start: refused before a byte is fetched.
+  ASSERT_GT(FillFile(filler, 12 << 20), 0u);
+  FetchResult f = Fetch(b, key);
+  ASSERT_EQ(f.outcome(), FetchResult::OUTCOME_QUEUED) << f.reason();
+  v1::JobStatus refused = WaitJob(b, f.job_id(), absl::Seconds(20));
+  EXPECT_EQ(refused.state(), v1::JOB_STATE_GENERATE);
+  EXPECT_NE(refused.reason().find("free"), std::string::npos)
+      << refused.reason();
+  EXPECT_EQ(a->proxy->bytes_down(), 0u);
+  EXPECT_FALSE(std::filesystem::exists(stored(key)));
+  EXPECT_TRUE(incoming_empty());
+
+  // Room at the start; the disk fills while the bytes arrive. The fetch
+  // reserved its room when it began, so it completes, and what filled the
+  // disk got only the rest.
+  std::filesystem::remove(filler);
+  a->proxy->SetDownRate(4 << 20);  // about 4 s for the whole file
+  f = Fetch(b, key);
+  ASSERT_EQ(f.outcome(), FetchResult::OUTCOME_QUEUED) << f.reason();
+  ASSERT_TRUE(WaitFor([&] { return Checkpointed(b, f.job_id()) > 0; },
+                      absl::Seconds(20)));
+  const uint64_t filled = FillFile(filler, kDisk);
+  std::cerr << "filled the last " << filled << " B of the disk mid-fetch\n";
+  EXPECT_LE(filled, kDisk - kSize + (64 << 10));  // a few pages of slack
+  v1::JobStatus done = WaitJob(b, f.job_id(), absl::Seconds(30));
+  ASSERT_EQ(done.state(), v1::JOB_STATE_DONE) << done.last_error();
+  EXPECT_EQ(ReadAll(stored(key)), bytes);
+  a->proxy->SetDownRate(0);
+
+  // Room for a few thumbnails of a batch, not for all of them: each ends
+  // DONE with its exact bytes or GENERATE with nothing on disk.
+  std::filesystem::resize_file(filler,
+                               filled > (300 << 10) ? filled - (300 << 10) : 0);
+  v1::FetchRequest req;
+  for (const auto& k : thumbs) *req.add_keys() = k;
+  auto fetch_thumbs = [&](const v1::FetchRequest& r) {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(10));
+    v1::FetchResponse resp;
+    EXPECT_TRUE(b->xfer->api()->Fetch(&ctx, r, &resp).ok());
+    return resp;
+  };
+  v1::FetchResponse resp = fetch_thumbs(req);
+  ASSERT_EQ(resp.results_size(), kThumbs);
+  v1::FetchRequest again;
+  std::string no_room;
+  for (int i = 0; i < kThumbs; ++i) {
+    ASSERT_EQ(resp.results(i).outcome(), FetchResult::OUTCOME_QUEUED);
+    v1::JobStatus st = WaitJob(b, resp.results(i).job_id(), absl::Seconds(30));
+    if (st.state() == v1::JOB_STATE_DONE) {
+      EXPECT_EQ(ReadAll(stored(thumbs[i])), bodies[i]) << i;
+      continue;
+    }
+    EXPECT_EQ(st.state(), v1::JOB_STATE_GENERATE) << i << st.last_error();
+    EXPECT_FALSE(std::filesystem::exists(stored(thumbs[i]))) << i;
+    if (again.keys_size() == 0) no_room = st.reason();
+    *again.add_keys() = thumbs[i];
+  }
+  std::cerr << again.keys_size() << " of " << kThumbs
+            << " thumbnails found no room; the first: " << no_room << "\n";
+  EXPECT_GT(again.keys_size(), 0) << "the disk never filled";
+  EXPECT_TRUE(incoming_empty());
+  ASSERT_TRUE(b->xfer->running());
+  ASSERT_TRUE(b->avail->running());
+
+  // Room again: the rest come whole.
+  std::filesystem::remove(filler);
+  resp = fetch_thumbs(again);
+  ASSERT_EQ(resp.results_size(), again.keys_size());
+  for (int i = 0; i < resp.results_size(); ++i) {
+    ASSERT_EQ(resp.results(i).outcome(), FetchResult::OUTCOME_QUEUED);
+    v1::JobStatus st = WaitJob(b, resp.results(i).job_id(), absl::Seconds(30));
+    EXPECT_EQ(st.state(), v1::JOB_STATE_DONE) << st.last_error();
+  }
+  for (int i = 0; i < kThumbs; ++i) {
+    EXPECT_EQ(ReadAll(stored(thumbs[i])), bodies[i]) << i;
+  }
+  EXPECT_TRUE(incoming_empty());
 }
 
 TEST_F(TransferTest, LargeSidecarComesFromSeveralHoldersAtOnce) {

@@ -430,6 +430,9 @@ TEST_F(StoreWriterTest, CheckSpace) {
 
   s = writer_->CheckSpace(*free + (1ull << 40), 0);
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_NE(s.message().find("needs more than"), absl::string_view::npos) << s;
+  // No reserve was asked for, so the message names none.
+  EXPECT_EQ(s.message().find("must stay free"), absl::string_view::npos) << s;
 }
 
 }  // namespace
