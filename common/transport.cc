@@ -7,6 +7,7 @@
 #include <grpcpp/security/auth_metadata_processor.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/security/server_credentials.h>
+#include <grpcpp/support/server_interceptor.h>
 #include <netdb.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -441,6 +442,41 @@ void InitServiceProcess(int argc, char** argv, const char* usage) {
   ParseConfig(argc, argv, usage);
 }
 
+namespace {
+
+// Counts the calls in flight: one interceptor lives exactly as long as its
+// call (gRPC creates it as the call starts and deletes it as it ends).
+class CallCounter final : public grpc::experimental::Interceptor {
+ public:
+  explicit CallCounter(std::shared_ptr<std::atomic<int64_t>> n)
+      : n_(std::move(n)) {
+    n_->fetch_add(1, std::memory_order_relaxed);
+  }
+  ~CallCounter() override { n_->fetch_sub(1, std::memory_order_release); }
+  void Intercept(grpc::experimental::InterceptorBatchMethods* m) override {
+    m->Proceed();
+  }
+
+ private:
+  const std::shared_ptr<std::atomic<int64_t>> n_;
+};
+
+class CallCounterFactory final
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit CallCounterFactory(std::shared_ptr<std::atomic<int64_t>> n)
+      : n_(std::move(n)) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo*) override {
+    return new CallCounter(n_);
+  }
+
+ private:
+  const std::shared_ptr<std::atomic<int64_t>> n_;
+};
+
+}  // namespace
+
 ServerHost::ServerHost(LocalListener listener)
     : listen_address_(listener.address), local_(std::move(listener)) {}
 
@@ -489,6 +525,12 @@ absl::Status ServerHost::Start() {
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
   for (auto* s : services_) builder.RegisterService(s);
+  std::vector<
+      std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+      interceptors;
+  interceptors.push_back(
+      std::make_unique<CallCounterFactory>(calls_in_flight_));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   const bool unix_socket = absl::StartsWith(listen_address_, "unix:");
   if (unix_socket) {
     // A socket file left by a process that died is in the way; one that a
@@ -531,8 +573,14 @@ int ServerHost::WaitForShutdownSignal() {
 void ServerHost::Shutdown(absl::Duration drain) {
   if (!server_) return;
   SetServing(false);
-  server_->Shutdown(std::chrono::system_clock::now() +
-                    absl::ToChronoMicroseconds(drain));
+  const absl::Time deadline = absl::Now() + drain;
+  while (calls_in_flight_->load(std::memory_order_acquire) > 0 &&
+         absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  // No call left (or the drain is over): whatever started meanwhile is
+  // cancelled, and connections close without waiting for their clients.
+  server_->Shutdown(std::chrono::system_clock::now());
   server_->Wait();
   server_.reset();
 }

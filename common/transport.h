@@ -161,8 +161,14 @@ class ServerHost {
   // Waits for SIGTERM or SIGINT and returns the signal. The caller then
   // ends its long-lived streams and calls Shutdown.
   int WaitForShutdownSignal();
-  // NOT_SERVING, then drain up to `drain`, then cancel what is left.
+  // NOT_SERVING, then waits up to `drain` for the calls in flight to end,
+  // then cancels what is left and closes every connection. Idle
+  // connections are not waited for: a client that holds one without reading
+  // (an idle channel nobody polls) would otherwise keep the drain open to
+  // its end.
   void Shutdown(absl::Duration drain);
+  // Calls that have started and not yet ended.
+  int64_t calls_in_flight() const { return calls_in_flight_->load(); }
   // Shutdown of several hosts at once: the drain is `drain` overall.
   static void ShutdownAll(const std::vector<ServerHost*>& hosts,
                           absl::Duration drain);
@@ -176,6 +182,9 @@ class ServerHost {
   std::vector<grpc::Service*> services_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
+  // Counted by a server interceptor; shared with it, as gRPC owns it.
+  std::shared_ptr<std::atomic<int64_t>> calls_in_flight_ =
+      std::make_shared<std::atomic<int64_t>>(0);
 };
 
 // Writes "port\n" to `path` atomically, so tests and scripts that start a

@@ -331,10 +331,14 @@ int Main() {
   hub.Shutdown();  // Watch streams would otherwise hold the drain open
   stop_join = true;
   if (join_thread.joinable()) join_thread.join();
+  const absl::Time peers_stop = absl::Now();
   peers.Stop();
   healer.Stop();
+  SC_LOG(INFO) << "peers stopped in " << absl::Now() - peers_stop;
+  const absl::Time drain_start = absl::Now();
   ServerHost::ShutdownAll({&peer_host, &local_host}, drain);
-  SC_LOG(INFO) << "stopped";
+  SC_LOG(INFO) << "stopped; calls in flight drained in "
+               << absl::Now() - drain_start;
   return 0;
 }
 

@@ -264,8 +264,10 @@ int Main() {
   const absl::Time fetcher_stop = absl::Now();
   fetcher.Stop();  // running jobs stay resumable
   SC_LOG(INFO) << "fetcher stopped in " << absl::Now() - fetcher_stop;
+  const absl::Time drain_start = absl::Now();
   ServerHost::ShutdownAll({&peer_host, &local_host}, drain);
-  SC_LOG(INFO) << "stopped";
+  SC_LOG(INFO) << "stopped; calls in flight drained in "
+               << absl::Now() - drain_start;
   return 0;
 }
 

@@ -5,6 +5,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
@@ -14,10 +15,12 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/device_key.h"
 #include "common/peer_trust.h"
 #include "common/transport.h"
 #include "sidecar/v1/peer.grpc.pb.h"
+#include "tests/support/process.h"
 
 namespace sidecar {
 namespace {
@@ -263,6 +266,94 @@ TEST(LocalListenerTest, LoopbackAndUnixSocketsServe) {
   EXPECT_EQ(twice.Start().code(), absl::StatusCode::kUnavailable);
   unix_host.Shutdown(absl::ZeroDuration());
   std::filesystem::remove(sock);
+}
+
+// Answers Ping after `delay`, as a call still in flight at shutdown.
+class SlowPeer final : public v1::Peer::Service {
+ public:
+  explicit SlowPeer(absl::Duration delay) : delay_(delay) {}
+  grpc::Status Ping(grpc::ServerContext*, const v1::PingRequest*,
+                    v1::PingResponse*) override {
+    absl::SleepFor(delay_);
+    return grpc::Status::OK;
+  }
+
+ private:
+  const absl::Duration delay_;
+};
+
+// A graceful stop waits for the calls in flight, up to the drain, but not
+// for idle connections: a client holding one without reading it (an idle
+// channel nobody polls) kept every stop of the services open for the whole
+// drain (10 s).
+TEST(ServerHostShutdownTest, WaitsForCallsInFlightNotForIdleConnections) {
+  SlowPeer service(absl::Milliseconds(700));
+  auto start = [&](ServerHost* host) {
+    host->AddService(&service);
+    ASSERT_TRUE(host->Start().ok());
+  };
+  auto connect = [](const ServerHost& host) {
+    auto ch = MakeLocalChannel(absl::StrCat("127.0.0.1:", host.port()));
+    EXPECT_TRUE(ch->WaitForConnected(std::chrono::system_clock::now() +
+                                     std::chrono::seconds(5)));
+    return ch;
+  };
+
+  // Only an idle connection, held by another process that does not read it:
+  // the stop does not wait for it.
+  {
+    ServerHost host(LocalListener{"127.0.0.1:0"});
+    ASSERT_NO_FATAL_FAILURE(start(&host));
+    std::string log = (std::filesystem::temp_directory_path() /
+                       absl::StrCat("idle-client-", ::getpid(), ".log"))
+                          .string();
+    std::filesystem::remove(log);
+    absl::StatusOr<testing::ChildProcess> client = testing::ChildProcess::Spawn(
+        {IDLE_CLIENT_BIN, absl::StrCat("127.0.0.1:", host.port()), "30"},
+        {{"GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS", "0"}}, log);
+    ASSERT_TRUE(client.ok()) << client.status();
+    absl::Time t0 = absl::Now();
+    while (testing::ReadTail(log).find("connected") == std::string::npos &&
+           absl::Now() - t0 < absl::Seconds(10)) {
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    ASSERT_NE(testing::ReadTail(log).find("connected"), std::string::npos)
+        << testing::ReadTail(log);
+    t0 = absl::Now();
+    host.Shutdown(absl::Seconds(10));
+    absl::Duration took = absl::Now() - t0;
+    std::cerr << "stop beside another process's idle connection took " << took
+              << "\n";
+    EXPECT_LT(took, absl::Seconds(2));
+    client->Kill();
+    std::filesystem::remove(log);
+  }
+
+  // A call in flight: it finishes (not cancelled) before the stop returns.
+  ServerHost host(LocalListener{"127.0.0.1:0"});
+  ASSERT_NO_FATAL_FAILURE(start(&host));
+  auto idle = connect(host);
+  auto stub = v1::Peer::NewStub(connect(host));
+  grpc::Status call_status;
+  std::thread call([&] {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(10));
+    v1::PingResponse resp;
+    call_status = stub->Ping(&ctx, {}, &resp);
+  });
+  absl::Time t0 = absl::Now();
+  while (host.calls_in_flight() == 0 && absl::Now() - t0 < absl::Seconds(5)) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  ASSERT_EQ(host.calls_in_flight(), 1);
+  host.Shutdown(absl::Seconds(10));
+  absl::Duration took = absl::Now() - t0;
+  call.join();
+  std::cerr << "stop with a 700 ms call in flight took " << took << "\n";
+  EXPECT_TRUE(call_status.ok()) << call_status.error_message();
+  EXPECT_GE(took, absl::Milliseconds(500));
+  EXPECT_LT(took, absl::Seconds(3));
+  EXPECT_EQ(host.calls_in_flight(), 0);
 }
 
 }  // namespace
