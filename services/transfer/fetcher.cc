@@ -188,6 +188,14 @@ class AsyncCheckpointer {
   std::thread thread_;
 };
 
+// Logs a bookkeeping step that failed but that the fetch goes on without:
+// a job row not updated (the job is retried or recovered at the next start)
+// or a partial file not deleted (removed at the next start).
+void WarnIfFailed(const absl::Status& s, absl::string_view job_id,
+                  absl::string_view what) {
+  if (!s.ok()) SC_LOG(WARNING) << "job " << job_id << ": " << what << ": " << s;
+}
+
 std::string SourceName(const FetchSource& s) {
   return s.name.empty()
              ? s.device_id
@@ -411,7 +419,8 @@ void Fetcher::RunBatch(std::vector<Job> jobs) {
         const std::string& data = item.data();
         if (data.size() != want.size || Sha256Of(data) != want.sha256) {
           corrupt = true;
-          (void)jobs_->AddDemoted(jobs[i].id, src.device_id);
+          WarnIfFailed(jobs_->AddDemoted(jobs[i].id, src.device_id), jobs[i].id,
+                       "cannot demote the source");
           fallback.push_back({i, absl::StrCat(SourceName(src),
                                               " sent bytes that fail the "
                                               "advertised SHA-256")});
@@ -483,19 +492,29 @@ void Fetcher::RunBatch(std::vector<Job> jobs) {
     }
   }
   for (const auto& [from, d] : done_by_source) {
-    (void)jobs_->FinishMany(
+    absl::StatusOr<uint64_t> finished = jobs_->FinishMany(
         d.ids, v1::JOB_STATE_DONE,
         absl::StrCat("fetched from ", from, " in a batch of ", jobs.size(),
                      " in ", absl::FormatDuration(absl::Now() - start)),
         d.sizes);
+    WarnIfFailed(finished.status(),
+                 absl::StrCat(d.ids.front(), " (and ", d.ids.size() - 1,
+                              " more of its batch)"),
+                 "cannot record it done");
   }
   if (!already_local.empty()) {
-    (void)jobs_->FinishMany(already_local, v1::JOB_STATE_DONE,
-                            "already present locally");
+    absl::StatusOr<uint64_t> finished = jobs_->FinishMany(
+        already_local, v1::JOB_STATE_DONE, "already present locally");
+    WarnIfFailed(finished.status(),
+                 absl::StrCat(already_local.front(), " (and ",
+                              already_local.size() - 1, " more of its batch)"),
+                 "cannot record it done");
   }
   for (const auto& [i, why] : fallback) {
-    (void)store_->Discard(jobs[i].id);
-    (void)jobs_->ScheduleRetry(jobs[i].id, absl::Now(), why);
+    WarnIfFailed(store_->Discard(jobs[i].id), jobs[i].id,
+                 "cannot delete its partial data");
+    WarnIfFailed(jobs_->ScheduleRetry(jobs[i].id, absl::Now(), why), jobs[i].id,
+                 "cannot schedule its retry");
   }
   if (!fallback.empty()) Wake();
   SC_LOG(DEBUG) << "batch of " << jobs.size() << ": " << done.size()
@@ -616,7 +635,10 @@ void Fetcher::RunJob(Job job) {
     absl::Status s =
         jobs_->Finish(job.id, state, reason, static_cast<int>(code)).status();
     if (!s.ok()) SC_LOG(WARNING) << "job " << job.id << ": " << s;
-    if (state != v1::JOB_STATE_DONE) (void)store_->Discard(job.id);
+    if (state != v1::JOB_STATE_DONE) {
+      WarnIfFailed(store_->Discard(job.id), job.id,
+                   "cannot delete its partial data");
+    }
   };
 
   absl::Status result;
@@ -675,14 +697,19 @@ void Fetcher::RunJob(Job job) {
   }
   if (a.cancelled) {
     // Cancel() records the final state; a job that ended elsewhere has one.
-    if (a.ended_elsewhere) (void)store_->Discard(job.id);
+    if (a.ended_elsewhere) {
+      WarnIfFailed(store_->Discard(job.id), job.id,
+                   "cannot delete its partial data");
+    }
   } else if (result.ok()) {
     if (done_reason == "fetched") {
       // Finished in Commit.
     }
   } else if (stopping) {
     // Resumable: back to the queue at the next start.
-    (void)jobs_->ScheduleRetry(job.id, absl::Now(), "interrupted by shutdown");
+    WarnIfFailed(
+        jobs_->ScheduleRetry(job.id, absl::Now(), "interrupted by shutdown"),
+        job.id, "cannot schedule its retry");
   } else if (static_cast<int>(job.attempts) >= options_.max_attempts) {
     finish(v1::JOB_STATE_GENERATE,
            absl::StrCat(
@@ -691,7 +718,9 @@ void Fetcher::RunJob(Job job) {
            result.code());
   } else {
     absl::Time at = absl::Now() + Backoff(job.attempts);
-    (void)jobs_->ScheduleRetry(job.id, at, std::string(result.message()));
+    WarnIfFailed(
+        jobs_->ScheduleRetry(job.id, at, std::string(result.message())), job.id,
+        "cannot schedule its retry");
   }
   if (absl::StatusOr<std::optional<Job>> j = jobs_->Get(job.id);
       j.ok() && j->has_value()) {
@@ -704,7 +733,8 @@ absl::Status Fetcher::FetchSingle(Attempt* a,
   absl::Status last = absl::UnavailableError("no source tried");
   for (const FetchSource& src : sources) {
     if (a->cancelled) return absl::CancelledError("cancelled");
-    (void)jobs_->AddSourceTried(a->job.id, src.device_id);
+    WarnIfFailed(jobs_->AddSourceTried(a->job.id, src.device_id), a->job.id,
+                 "cannot record the source tried");
     {
       absl::MutexLock alock(&a->mu);
       a->sources = {src.device_id};
@@ -725,11 +755,16 @@ absl::Status Fetcher::FetchSingle(Attempt* a,
     absl::Time start = absl::Now();
     absl::Status s = ReadRange(a, src, resume, a->size - resume, part.get(),
                                &hasher, &received, &corrupt);
-    (void)part->Sync();
-    const bool go_on = RecordProgress(a, a->verified.load());
+    // Progress is recorded only once it is durable: a resume trusts it.
+    absl::Status synced = part->Sync();
+    WarnIfFailed(synced, a->job.id, "cannot sync its partial data");
+    const bool go_on = !synced.ok() || RecordProgress(a, a->verified.load());
     availability_->ReportTransfer(src.device_id, received, absl::Now() - start,
                                   s.ok(), corrupt);
-    if (corrupt) (void)jobs_->AddDemoted(a->job.id, src.device_id);
+    if (corrupt) {
+      WarnIfFailed(jobs_->AddDemoted(a->job.id, src.device_id), a->job.id,
+                   "cannot demote the source");
+    }
     if (!go_on) return absl::CancelledError("the job ended meanwhile");
     if (s.ok()) {
       Sha256Digest digest = hasher.Finish();
@@ -741,12 +776,14 @@ absl::Status Fetcher::FetchSingle(Attempt* a,
       // source holds other bytes than it advertises.
       availability_->ReportTransfer(src.device_id, 0, absl::ZeroDuration(),
                                     false, /*corrupt=*/true);
-      (void)jobs_->AddDemoted(a->job.id, src.device_id);
+      WarnIfFailed(jobs_->AddDemoted(a->job.id, src.device_id), a->job.id,
+                   "cannot demote the source");
       s = absl::DataLossError(absl::StrCat(
           SourceName(src), " sent bytes whose SHA-256 ", DigestToHex(digest),
           " differs from the advertised ", DigestToHex(a->expected)));
       part.reset();
-      (void)store_->Discard(a->job.id);
+      WarnIfFailed(store_->Discard(a->job.id), a->job.id,
+                   "cannot delete its partial data");
       a->verified = 0;
       if (!RecordProgress(a, 0)) {
         return absl::CancelledError("the job ended meanwhile");
@@ -790,7 +827,8 @@ absl::Status Fetcher::FetchMulti(Attempt* a,
   auto checkpoint = [&](uint64_t prefix) {
     // Every piece of `prefix` was written before it was reported finished,
     // so this sync covers all of it.
-    (void)part->Sync();
+    // Not durable: no checkpoint (the commit's own sync reports the error).
+    if (!part->Sync().ok()) return;
     absl::MutexLock lock(&published.mu);
     if (prefix <= published.prefix) return;
     published.prefix = prefix;
@@ -810,7 +848,8 @@ absl::Status Fetcher::FetchMulti(Attempt* a,
   }
   std::vector<std::thread> workers;
   for (const FetchSource& src : sources) {
-    (void)jobs_->AddSourceTried(a->job.id, src.device_id);
+    WarnIfFailed(jobs_->AddSourceTried(a->job.id, src.device_id), a->job.id,
+                 "cannot record the source tried");
     workers.emplace_back([&, src] {
       absl::Time start = absl::Now();
       uint64_t total = 0;
@@ -846,10 +885,12 @@ absl::Status Fetcher::FetchMulti(Attempt* a,
     });
   }
   for (std::thread& t : workers) t.join();
-  (void)part->Sync();
+  // Progress is recorded only once it is durable: a resume trusts it.
+  absl::Status synced = part->Sync();
+  WarnIfFailed(synced, a->job.id, "cannot sync its partial data");
   const bool complete = scheduler.Complete();
   a->verified = scheduler.VerifiedPrefix();
-  if (!RecordProgress(a, a->verified.load()) || a->cancelled) {
+  if ((synced.ok() && !RecordProgress(a, a->verified.load())) || a->cancelled) {
     return absl::CancelledError("cancelled");
   }
   if (!complete) {
@@ -865,7 +906,8 @@ absl::Status Fetcher::FetchMulti(Attempt* a,
   // time, where each is checked on its own.
   SC_LOG(WARNING) << "job " << a->job.id << ": " << c
                   << "; retrying one source at a time";
-  (void)store_->Discard(a->job.id);
+  WarnIfFailed(store_->Discard(a->job.id), a->job.id,
+               "cannot delete its partial data");
   a->verified = 0;
   return FetchSingle(a, sources);
 }
@@ -1075,7 +1117,8 @@ absl::StatusOr<v1::JobState> Fetcher::Cancel(const std::string& job_id) {
       jobs_->Finish(job_id, v1::JOB_STATE_CANCELLED, "cancelled by request", 1)
           .status();
   if (!s.ok()) return s;
-  (void)store_->Discard(job_id);
+  WarnIfFailed(store_->Discard(job_id), job_id,
+               "cannot delete its partial data");
   if (absl::StatusOr<std::optional<Job>> j = jobs_->Get(job_id);
       j.ok() && j->has_value()) {
     events_->Publish(StatusOf(**j));
