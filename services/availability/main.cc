@@ -80,6 +80,10 @@ ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
 ABSL_FLAG(bool, reset_change_log, false,
           "at start-up, compact the change log into a new generation (peers "
           "then take a snapshot instead of deltas)");
+ABSL_FLAG(uint64_t, max_entries_per_origin,
+          sidecar::availability::kMaxEntriesPerOrigin,
+          "entries cached per other device; a peer's answer that would "
+          "exceed it is refused (RESOURCE_EXHAUSTED)");
 ABSL_FLAG(bool, verbose, false, "log debug messages");
 
 namespace sidecar::availability {
@@ -89,7 +93,6 @@ std::string PortOf(const std::string& address) {
   size_t colon = address.rfind(':');
   return colon == std::string::npos ? "" : address.substr(colon + 1);
 }
-
 
 // --join=CODE@ADDRESS: pairs once at start-up, retrying while the inviter
 // is not reachable yet (containers start together). A refusal is final.
@@ -230,7 +233,9 @@ int Main() {
 
   OriginInfo self_info{id.device_id, "", self.transfer_address(), self.name()};
   WatchHub hub;
-  PeerCache cache(self_info, &hub);
+  PeerCache cache(
+      self_info, &hub,
+      static_cast<size_t>(absl::GetFlag(FLAGS_max_entries_per_origin)));
   PeerTrust trust;
   Library library(&*key, store->get(), &trust, self.name());
 
@@ -272,9 +277,10 @@ int Main() {
   };
   peers.set_self_view_listener(on_self_view);
 
-  AvailabilityService::Deps deps{store->get(), &inventory, &cache, &peers,
-                                 &hub,         root.string(), &library,
-                                 &pairing,     absl::GetFlag(FLAGS_peers)};
+  AvailabilityService::Deps deps{
+      store->get(), &inventory, &cache,
+      &peers,       &hub,       root.string(),
+      &library,     &pairing,   absl::GetFlag(FLAGS_peers)};
   deps.join_timeout = absl::GetFlag(FLAGS_rpc_timeout) * 2;
   deps.transfer_address_fixed = !absl::GetFlag(FLAGS_transfer_address).empty();
   AvailabilityService local_api(deps);
@@ -283,10 +289,8 @@ int Main() {
   ServerHost local_host(LocalListenerFromFlags(state_dir, "availability"));
   const std::string local_address = local_host.address();
   local_host.AddService(&local_api);
-  ServerHost peer_host(PeerListener{absl::GetFlag(FLAGS_listen),
-                                    &*key,
-                                    &trust,
-                                    {PeerService::kOpenMethod}});
+  ServerHost peer_host(PeerListener{
+      absl::GetFlag(FLAGS_listen), &*key, &trust, {PeerService::kOpenMethod}});
   peer_host.AddService(&peer_api);
   startup_signals.Disarm();  // from here on a signal drains
   for (ServerHost* h : {&local_host, &peer_host}) {
@@ -297,7 +301,8 @@ int Main() {
   }
   std::string advertise = absl::GetFlag(FLAGS_advertise_address);
   if (advertise.empty()) {
-    advertise = AdvertisedAddress(absl::GetFlag(FLAGS_listen), peer_host.port());
+    advertise =
+        AdvertisedAddress(absl::GetFlag(FLAGS_listen), peer_host.port());
   } else if (PortOf(advertise) == "0") {
     advertise = AdvertisedAddress(advertise, peer_host.port());
   }

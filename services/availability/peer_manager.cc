@@ -1,6 +1,7 @@
 #include "services/availability/peer_manager.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/random/random.h"
@@ -63,6 +64,8 @@ struct PeerManager::Peer {
   absl::Time last_round ABSL_GUARDED_BY(mu) = absl::InfinitePast();
   // Kinds of refusal already logged for this peer (logged once each).
   absl::flat_hash_set<absl::StatusCode> refusals_logged ABSL_GUARDED_BY(mu);
+  // Why its last answer was refused, to tell it with the next request.
+  std::optional<v1::Refusal> refusal_to_tell ABSL_GUARDED_BY(mu);
   // The call in flight, for Stop() to cancel.
   grpc::ClientContext* active ABSL_GUARDED_BY(mu) = nullptr;
   std::thread thread ABSL_GUARDED_BY(mu);
@@ -358,6 +361,14 @@ absl::Status PeerManager::DoExchange(Peer* p, v1::Hello* their_hello) {
   *req.mutable_from() = SelfHello();
   DigestToProto(cache_->Digest(), req.mutable_digest());
   req.set_max_message_bytes(options_.max_message_bytes);
+  {
+    absl::MutexLock lock(&mu_);
+    p->mu.AssertHeld();
+    if (p->refusal_to_tell) {
+      *req.mutable_refusal() = std::move(*p->refusal_to_tell);
+      p->refusal_to_tell.reset();
+    }
+  }
   std::unique_ptr<grpc::ClientReader<v1::ExchangeResponse>> reader =
       target->stub->Exchange(&ctx, req);
 
@@ -396,6 +407,11 @@ absl::Status PeerManager::DoExchange(Peer* p, v1::Hello* their_hello) {
       absl::MutexLock lock(&mu_);
       p->mu.AssertHeld();
       first = p->refusals_logged.insert(failure.code()).second;
+      // The peer saw only a cancelled stream: say why next time.
+      v1::Refusal r;
+      r.set_code(static_cast<int>(failure.code()));
+      r.set_message(std::string(failure.message().substr(0, 512)));
+      p->refusal_to_tell = std::move(r);
     }
     if (first) {
       SC_LOG(WARNING) << "exchange with " << target->address

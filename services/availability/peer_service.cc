@@ -3,6 +3,7 @@
 #include <deque>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/ordered_reactor.h"
@@ -224,10 +225,28 @@ grpc::Status PeerService::HasKeys(grpc::ServerContext* ctx,
   return grpc::Status::OK;
 }
 
+void PeerService::NoteRefusal(const Uuid& caller, const v1::Refusal& refusal) {
+  constexpr size_t kMaxMessage = 512;
+  const int code =
+      refusal.code() > 0 && refusal.code() <= 16 ? refusal.code() : 2;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!refusals_logged_.insert({caller, code}).second) return;
+  }
+  std::string name = caller.ToString();
+  if (std::optional<MemberView> m = library_->Find(caller)) name = m->name;
+  SC_LOG(WARNING)
+      << "peer " << name << " refused this device's Exchange answer: "
+      << absl::StatusCodeToString(static_cast<absl::StatusCode>(code)) << ": "
+      << absl::CHexEscape(
+             absl::string_view(refusal.message()).substr(0, kMaxMessage));
+}
+
 grpc::ServerWriteReactor<v1::ExchangeResponse>* PeerService::Exchange(
     grpc::CallbackServerContext* ctx, const v1::ExchangeRequest* req) {
   absl::StatusOr<Uuid> who = Caller(*ctx, library_->trust(), &req->from());
   if (!who.ok()) return new Reject(ToGrpcStatus(who.status()));
+  if (req->has_refusal()) NoteRefusal(*who, req->refusal());
   absl::Status bad = ValidateHello(req->from());
   absl::StatusOr<std::vector<DigestEntry>> digest =
       bad.ok() ? DigestFromProto(req->digest())

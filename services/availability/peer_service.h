@@ -10,6 +10,11 @@
 #ifndef SIDECAR_SERVICES_AVAILABILITY_PEER_SERVICE_H_
 #define SIDECAR_SERVICES_AVAILABILITY_PEER_SERVICE_H_
 
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
 #include "services/availability/library.h"
 #include "services/availability/pairing.h"
 #include "services/availability/peer_cache.h"
@@ -52,6 +57,16 @@ class PeerService final
   Library* const library_;
   Pairing* const pairing_;
   SelfViewListener self_view_listener_;
+
+  // Logs a caller's refusal of this device's previous answer, once per
+  // caller and code (a member that keeps refusing must not fill the log).
+  void NoteRefusal(const Uuid& caller, const v1::Refusal& refusal)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  absl::Mutex mu_;
+  // (caller, code) pairs logged; at most 17 codes per member.
+  absl::flat_hash_set<std::pair<Uuid, int>> refusals_logged_
+      ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace sidecar::availability

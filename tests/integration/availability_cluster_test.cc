@@ -773,9 +773,9 @@ void ForkAndHeal(ClusterTest* t, AvailabilityProcess* a, AvailabilityProcess* b,
   std::ifstream log(a->log_path());
   std::string text((std::istreambuf_iterator<char>(log)),
                    std::istreambuf_iterator<char>());
-  EXPECT_EQ(text.find("is behind what this device had reached") !=
-                std::string::npos,
-            !drop_mark)
+  EXPECT_EQ(
+      text.find("is behind what this device had reached") != std::string::npos,
+      !drop_mark)
       << "the change-log mark should catch the restore at start iff kept";
   EXPECT_EQ(text.find("more than the database holds") != std::string::npos,
             drop_mark)
@@ -798,6 +798,54 @@ TEST_F(ClusterTest, RestoredDatabaseIsCaughtAtStartByTheChangeLogMark) {
 TEST_F(ClusterTest, ForkedChangeLogHealsByThePeersDigests) {
   StartLine();
   ForkAndHeal(this, a_, b_, c_, a_id_, /*drop_mark=*/true, /*fresh_count=*/3);
+}
+
+// A receiver can only cancel an answer it refuses, which the sender sees as
+// CANCELLED: it says why with its next request, and the sender logs that
+// once. B keeps at most 10 entries of any other device; A advertises 30.
+TEST_F(ClusterTest, ARefusedAnswerIsExplainedToItsSenderOnce) {
+  a_ = AddDevice("a", {});
+  b_ = AddDevice("b", {{"max_entries_per_origin", "10"}});
+  for (auto* d : {a_, b_}) ASSERT_TRUE(d->Start().ok()) << d->log_path();
+  ASSERT_TRUE(Pair(b_, a_).ok());
+  a_id_ = DeviceId(a_);
+  std::vector<Sidecar> s;
+  for (int i = 0; i < 30; ++i) s.push_back(MakeSidecar(100 + i));
+  Publish(a_, s);
+  auto count = [](AvailabilityProcess* d, const std::string& what) {
+    std::ifstream log(d->log_path());
+    std::string text((std::istreambuf_iterator<char>(log)),
+                     std::istreambuf_iterator<char>());
+    size_t n = 0;
+    for (size_t at = text.find(what); at != std::string::npos;
+         at = text.find(what, at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  const std::string told =
+      "refused this device's Exchange answer: RESOURCE_EXHAUSTED";
+  ASSERT_TRUE(WaitFor([&] { return count(a_, told) > 0; }, absl::Seconds(10)))
+      << a_->log_path();
+  EXPECT_EQ(count(b_, "stopped: it sent more than this device accepts"), 1u);
+  // More rounds, more refusals (every answer of A's is too big for B): each
+  // is told, but logged once.
+  const size_t rounds = count(b_, "exchange with ");
+  for (int i = 0; i < 3; ++i) {
+    Publish(a_, {MakeSidecar(200 + i)});
+    absl::SleepFor(absl::Milliseconds(300));
+  }
+  EXPECT_GT(count(b_, "exchange with "), rounds) << "no further round";
+  EXPECT_EQ(count(a_, told), 1u);
+  EXPECT_GT(count(a_, "at most 10"), 0u) << "the reason is in the line";
+  // B never holds more of A's entries than it keeps.
+  v1::WhoHasResponse r = WhoHas(b_, s);
+  size_t held = 0;
+  for (size_t i = 0; i < s.size(); ++i) {
+    auto h = Holders(r, static_cast<int>(i));
+    held += std::count(h.begin(), h.end(), a_id_);
+  }
+  EXPECT_LE(held, 10u);
 }
 
 TEST_F(ClusterTest, HealthServiceReportsServing) {
