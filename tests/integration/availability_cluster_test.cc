@@ -77,8 +77,8 @@ class ClusterTest : public ::sidecar::testing::ProcessTest {
     c_ = AddDevice("c", {{"contact_learned_peers",
                           c_contacts_learned ? "true" : "false"}});
     for (auto* d : {a_, b_, c_}) ASSERT_TRUE(d->Start().ok()) << d->log_path();
-    ASSERT_TRUE(Pair(b_, a_).ok());
-    ASSERT_TRUE(Pair(b_, c_).ok());
+    ASSERT_EQ(Pair(b_, a_), absl::OkStatus());
+    ASSERT_EQ(Pair(b_, c_), absl::OkStatus());
     a_id_ = DeviceId(a_);
     b_id_ = DeviceId(b_);
     c_id_ = DeviceId(c_);
@@ -807,7 +807,7 @@ TEST_F(ClusterTest, ARefusedAnswerIsExplainedToItsSenderOnce) {
   a_ = AddDevice("a", {});
   b_ = AddDevice("b", {{"max_entries_per_origin", "10"}});
   for (auto* d : {a_, b_}) ASSERT_TRUE(d->Start().ok()) << d->log_path();
-  ASSERT_TRUE(Pair(b_, a_).ok());
+  ASSERT_EQ(Pair(b_, a_), absl::OkStatus());
   a_id_ = DeviceId(a_);
   std::vector<Sidecar> s;
   for (int i = 0; i < 30; ++i) s.push_back(MakeSidecar(100 + i));
@@ -868,7 +868,7 @@ TEST_F(ClusterTest, DirectQueryFindsWhatGossipHasNotYetCarried) {
   b_ = AddDevice("b", {{"prompt_delay", "1m"}});
   ASSERT_TRUE(a_->Start().ok());
   ASSERT_TRUE(b_->Start().ok());
-  ASSERT_TRUE(Pair(a_, b_).ok());
+  ASSERT_EQ(Pair(a_, b_), absl::OkStatus());
   a_id_ = DeviceId(a_);
   ASSERT_TRUE(WaitFor(
       [&] {

@@ -632,7 +632,7 @@ class StrangerTest : public PeerAuthTest {
     b_ = Add("b");
     ASSERT_NO_FATAL_FAILURE(Start(a_));
     ASSERT_NO_FATAL_FAILURE(Start(b_));
-    ASSERT_TRUE(Pair(a_->avail.get(), b_->avail.get()).ok());
+    ASSERT_EQ(Pair(a_->avail.get(), b_->avail.get()), absl::OkStatus());
     bytes_ = RandomBytes(20000, 1);
     key_ = Publish(a_, bytes_);
     stranger_ = NewPeer("stranger");
@@ -795,7 +795,7 @@ class ForgedHelloTest : public PeerAuthTest {
     b_ = Add("b");
     ASSERT_NO_FATAL_FAILURE(Start(a_));
     ASSERT_NO_FATAL_FAILURE(Start(b_));
-    ASSERT_TRUE(Pair(a_->avail.get(), b_->avail.get()).ok());
+    ASSERT_EQ(Pair(a_->avail.get(), b_->avail.get()), absl::OkStatus());
     b_key_ = Publish(b_, RandomBytes(5000, 2));
     member_ = NewPeer("member");
     ASSERT_TRUE(member_ != nullptr);
@@ -1178,7 +1178,7 @@ TEST_F(PeerAuthTest, ChannelPinnedToADeviceFailsAgainstAnotherKey) {
   Device* b = Add("b");
   ASSERT_NO_FATAL_FAILURE(Start(a));
   ASSERT_NO_FATAL_FAILURE(Start(b));
-  ASSERT_TRUE(Pair(a->avail.get(), b->avail.get()).ok());
+  ASSERT_EQ(Pair(a->avail.get(), b->avail.get()), absl::OkStatus());
   auto member = NewPeer("member");
   ASSERT_TRUE(member != nullptr);
   ASSERT_TRUE(member->JoinLibraryOf(a->avail.get()).ok());
@@ -1446,7 +1446,7 @@ TEST_F(PeerAuthTest, PairingSurvivesRestartsOfBothServicesAndPostgres) {
   // otherwise takes about 5 s per process.
   ASSERT_NO_FATAL_FAILURE(Start(a, {{"drain_timeout", "1s"}}));
   ASSERT_NO_FATAL_FAILURE(Start(b, {{"drain_timeout", "1s"}}));
-  ASSERT_TRUE(Pair(a->avail.get(), b->avail.get()).ok());
+  ASSERT_EQ(Pair(a->avail.get(), b->avail.get()), absl::OkStatus());
   std::set<std::string> a_members = MemberSet(a);
   std::set<std::string> b_members = MemberSet(b);
   ASSERT_EQ(a_members.size(), 2u);
@@ -1490,8 +1490,8 @@ TEST_F(PeerAuthTest, MemberLearnedThroughTheLibraryIsFetchedFromDirectly) {
   Device* b = Add("b", true);
   Device* c = Add("c", true);
   for (Device* d : {a, b, c}) ASSERT_NO_FATAL_FAILURE(Start(d));
-  ASSERT_TRUE(Pair(b->avail.get(), a->avail.get()).ok());
-  ASSERT_TRUE(Pair(b->avail.get(), c->avail.get()).ok());
+  ASSERT_EQ(Pair(b->avail.get(), a->avail.get()), absl::OkStatus());
+  ASSERT_EQ(Pair(b->avail.get(), c->avail.get()), absl::OkStatus());
   // C knows A (and A knows C), both introduced by B.
   ASSERT_TRUE(WaitFor(
       [&] {
@@ -1557,8 +1557,8 @@ TEST_F(PeerAuthTest, UnpairedDeviceIsRefusedAndForgottenEverywhere) {
   Device* b = Add("b", true);
   Device* c = Add("c", true);
   for (Device* d : {a, b, c}) ASSERT_NO_FATAL_FAILURE(Start(d));
-  ASSERT_TRUE(Pair(a->avail.get(), b->avail.get()).ok());
-  ASSERT_TRUE(Pair(a->avail.get(), c->avail.get()).ok());
+  ASSERT_EQ(Pair(a->avail.get(), b->avail.get()), absl::OkStatus());
+  ASSERT_EQ(Pair(a->avail.get(), c->avail.get()), absl::OkStatus());
   absl::StatusOr<DeviceKey> c_key = DeviceKey::Load(c->avail->state_dir());
   ASSERT_TRUE(c_key.ok()) << c_key.status();
   ASSERT_EQ(c_key->device_id().ToString(), c->id);
