@@ -1115,20 +1115,26 @@ TEST_F(TransferTest, ThumbnailsLearnedWhileNotWatchingArePrefetched) {
   std::cerr << "catch-up after an availability restart: 12 thumbnails in "
             << *t2 << "\n";
 
-  // The proxy is never prefetched; nothing was fetched twice.
+  // The proxy is never prefetched; nothing was fetched twice. A batch's
+  // jobs are marked DONE just after its sidecars are registered (and so
+  // resolve LOCAL): wait for the rows.
   EXPECT_EQ(Resolve(b, proxy).outcome(), ResolveResponse::OUTCOME_REMOTE);
-  grpc::ClientContext ctx;
-  SetDeadline(&ctx, absl::Seconds(5));
-  v1::ListJobsRequest lr;
   v1::ListJobsResponse jobs;
-  ASSERT_TRUE(b->xfer->api()->ListJobs(&ctx, lr, &jobs).ok());
-  int done = 0;
+  auto done = [&] {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    jobs.Clear();
+    if (!b->xfer->api()->ListJobs(&ctx, {}, &jobs).ok()) return -1;
+    int n = 0;
+    for (const auto& j : jobs.jobs()) n += j.state() == v1::JOB_STATE_DONE;
+    return n;
+  };
+  EXPECT_TRUE(WaitFor([&] { return done() >= 24; }, absl::Seconds(10)));
+  EXPECT_EQ(done(), 24);
   for (const auto& j : jobs.jobs()) {
     EXPECT_EQ(j.priority(), v1::PRIORITY_PREFETCH);
     EXPECT_NE(j.key().kind(), v1::SIDECAR_KIND_PROXY);
-    if (j.state() == v1::JOB_STATE_DONE) ++done;
   }
-  EXPECT_EQ(done, 24);
 }
 
 }  // namespace
