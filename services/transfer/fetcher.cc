@@ -873,6 +873,9 @@ absl::Status Fetcher::FetchMulti(Attempt* a,
           continue;
         }
         if (!s.ok()) {
+          // The others take over its pieces; say why this one stopped.
+          SC_LOG(WARNING) << "job " << a->job.id << ": " << SourceName(src)
+                          << " stops helping: " << s;
           absl::MutexLock l(&last.mu);
           last.status = absl::Status(
               s.code(), absl::StrCat(SourceName(src), ": ", s.message()));

@@ -722,8 +722,11 @@ TEST_F(TransferTest, LargeSidecarComesFromSeveralHoldersAtOnce) {
   Device* h1 = Add("h1");
   Device* h2 = Add("h2");
   Device* h3 = Add("h3");
-  Device* b = Add(
-      "b", {{"multi_source_min_bytes", "8000000"}, {"piece_bytes", "1048576"}});
+  // A holder whose first bytes come late on a loaded machine (a TLS
+  // handshake behind other work) is not dropped as stalled too early.
+  Device* b = Add("b", {{"multi_source_min_bytes", "8000000"},
+                        {"piece_bytes", "1048576"},
+                        {"stall_timeout", "10s"}});
   StartAll({{h1, b}, {h2, b}, {h3, b}});
   // Each holder sends at most 8 MB/s, so the fetch takes about two seconds
   // with all three and six with one: a holder whose channel or process the
@@ -741,12 +744,17 @@ TEST_F(TransferTest, LargeSidecarComesFromSeveralHoldersAtOnce) {
   v1::JobStatus done = WaitJob(b, f.job_id(), absl::Seconds(60));
   ASSERT_EQ(done.state(), v1::JOB_STATE_DONE) << done.last_error();
   EXPECT_EQ(ReadAll(done.local_path()), bytes);
+  // Several holders at once: at least two sent a real share. (All three
+  // usually do; beside a CI run one holder once started too late to take
+  // any piece, so all three is not something the test can ask.)
   uint64_t total = 0;
+  int sharing = 0;
   for (Device* h : {h1, h2, h3}) {
     std::cerr << h->name << " sent " << h->proxy->bytes_down() << " B\n";
-    EXPECT_GT(h->proxy->bytes_down(), kSize / 10) << h->name;
+    sharing += h->proxy->bytes_down() > kSize / 10;
     total += h->proxy->bytes_down();
   }
+  EXPECT_GE(sharing, 2);
   EXPECT_LT(total, kSize + kSize / 10);
 }
 
