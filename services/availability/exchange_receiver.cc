@@ -61,6 +61,7 @@ absl::Status ExchangeReceiver::OnMessage(const v1::ExchangeResponse& msg) {
   header.generation = b.origin().generation();
   header.up_to_seq = b.up_to_seq();
   header.floor_seq = b.floor_seq();
+  header.head = HeadFromProto(b.origin());
   switch (b.mode()) {
     case v1::EntryBatch::MODE_DELTA:
       return OnDelta(b, std::move(header));
@@ -86,6 +87,7 @@ absl::Status ExchangeReceiver::Decode(const v1::EntryBatch& b, Pending* p) {
 absl::Status ExchangeReceiver::OnDelta(const v1::EntryBatch& b,
                                        Pending header) {
   const Uuid origin = header.info.device_id;
+  std::optional<SignedHead> head = header.head;
   auto it = deltas_.find(origin);
   if (it != deltas_.end() && it->second.generation != header.generation) {
     if (absl::Status s = FlushDelta(origin); !s.ok()) return s;
@@ -95,9 +97,45 @@ absl::Status ExchangeReceiver::OnDelta(const v1::EntryBatch& b,
     it = deltas_.emplace(origin, std::move(header)).first;
   }
   if (absl::Status s = Decode(b, &it->second); !s.ok()) return s;
-  it->second.up_to_seq = b.up_to_seq();
-  if (it->second.entries.size() >= kApplySlice) return FlushDelta(origin);
+  Pending& p = it->second;
+  p.up_to_seq = b.up_to_seq();
+  p.head = std::move(head);
+  // The origin's own deltas apply in slices; a relay's only whole, once
+  // they reach the head they can be checked against.
+  if (p.source == InfoSource::kOrigin ? p.entries.size() >= kApplySlice
+                                      : ReachesHead(p)) {
+    return FlushDelta(origin);
+  }
   return absl::OkStatus();
+}
+
+bool ExchangeReceiver::HeadIsSigned(const Uuid& origin,
+                                    const std::optional<SignedHead>& head) {
+  if (!head) {
+    RefuseRelayed(absl::PermissionDeniedError(
+        absl::StrCat("relayed state of origin ", origin.ToString(),
+                     " without the origin's signed head")));
+    return false;
+  }
+  if (auto v = signed_heads_.find(origin);
+      v != signed_heads_.end() && v->second == *head) {
+    return true;
+  }
+  std::optional<DeviceCertificate> cert = members_->MemberCertificate(origin);
+  if (!cert ||
+      !VerifySignature(*cert, HeadStatement(origin, *head), head->signature)) {
+    RefuseRelayed(absl::PermissionDeniedError(
+        absl::StrCat("relayed head of origin ", origin.ToString(), " (seq ",
+                     head->max_seq, ") is not signed by it")));
+    return false;
+  }
+  signed_heads_[origin] = *head;
+  return true;
+}
+
+void ExchangeReceiver::RefuseRelayed(absl::Status why) {
+  SC_LOG(DEBUG) << "from " << sender_.ToString() << ": " << why;
+  if (relayed_refused_++ == 0) first_relayed_refusal_ = std::move(why);
 }
 
 bool ExchangeReceiver::MayStartGeneration(const Pending& header) {
@@ -153,12 +191,21 @@ absl::Status ExchangeReceiver::OnSnapshot(const v1::EntryBatch& b,
   Pending p = std::move(it->second);
   snapshots_.erase(it);
   pending_entries_ -= p.entries.size();
-  learned_ = true;
-  absl::Status s =
-      cache_->ReplaceRemote(p.info, p.source, p.generation, b.up_to_seq(),
-                            b.floor_seq(), std::move(p.entries));
+  // The head of the last part is the one the whole snapshot must match.
+  std::optional<SignedHead> head = HeadFromProto(b.origin());
+  if (p.source == InfoSource::kRelay && !HeadIsSigned(origin, head)) {
+    return absl::OkStatus();
+  }
+  absl::Status s = cache_->ReplaceRemote(
+      p.info, p.source, p.generation, b.up_to_seq(), b.floor_seq(),
+      std::move(p.entries), head ? &*head : nullptr);
+  if (s.ok()) learned_ = true;
   if (s.code() == absl::StatusCode::kResourceExhausted) return s;
-  if (!s.ok()) SC_LOG(DEBUG) << "from " << sender_.ToString() << ": " << s;
+  if (s.code() == absl::StatusCode::kPermissionDenied) {
+    RefuseRelayed(std::move(s));
+  } else if (!s.ok()) {
+    SC_LOG(DEBUG) << "from " << sender_.ToString() << ": " << s;
+  }
   return absl::OkStatus();
 }
 
@@ -168,12 +215,24 @@ absl::Status ExchangeReceiver::FlushDelta(const Uuid& origin) {
   Pending d = std::move(it->second);
   deltas_.erase(it);
   pending_entries_ -= d.entries.size();
-  learned_ = true;
+  if (d.source == InfoSource::kRelay) {
+    if (!ReachesHead(d)) {  // the answer ended before the head's seq
+      SC_LOG(DEBUG) << "relayed deltas of " << origin.ToString() << " from "
+                    << sender_.ToString() << " stop before their head";
+      return absl::OkStatus();
+    }
+    if (!HeadIsSigned(origin, d.head)) return absl::OkStatus();
+  }
   absl::Status s = cache_->ApplyRemoteDelta(d.info, d.source, d.generation,
-                                            d.up_to_seq, std::move(d.entries));
+                                            d.up_to_seq, std::move(d.entries),
+                                            d.head ? &*d.head : nullptr);
+  if (s.ok()) learned_ = true;
   if (s.code() == absl::StatusCode::kResourceExhausted) return s;
-  if (!s.ok())
+  if (s.code() == absl::StatusCode::kPermissionDenied) {
+    RefuseRelayed(std::move(s));
+  } else if (!s.ok()) {
     SC_LOG(DEBUG) << "deltas from " << sender_.ToString() << ": " << s;
+  }
   return absl::OkStatus();
 }
 

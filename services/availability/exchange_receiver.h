@@ -11,9 +11,13 @@
 //     the dictionary kept for this device's own sidecars (VariantDict);
 //   - origins: members only; the own origin is never taken from a peer;
 //   - addresses: only well-formed ones, and a relay's only fill gaps.
-// A new generation of origin X replaces what is cached of X only when the
-// sender is X or the batch carries X's signature over it: nobody else can
-// make this device forget what X advertises.
+// Nobody but X can change what this device believes X advertises:
+//   - a new generation of origin X replaces what is cached of X only when
+//     the sender is X or the batch carries X's signature over it;
+//   - within a generation, what a relay sends about X is applied only if it
+//     brings the cached state of X to exactly the state of a head that X
+//     signed (state_hash.h). Relayed deltas are therefore held until the
+//     batch that reaches the head's seq, and applied at once.
 //
 // Not thread-safe: one receiver per answer stream, used by one thread.
 #ifndef SIDECAR_SERVICES_AVAILABILITY_EXCHANGE_RECEIVER_H_
@@ -77,6 +81,13 @@ class ExchangeReceiver {
   // Snapshots of a new generation skipped because a relay sent them
   // without the origin's signature.
   size_t unsigned_generations_skipped() const { return unsigned_skipped_; }
+  // Origin states a relay sent that its origin did not sign (no head, a
+  // bad signature, or entries that do not make the signed state): skipped.
+  size_t relayed_states_refused() const { return relayed_refused_; }
+  // Why the first of them was refused; OK if none was.
+  const absl::Status& first_relayed_refusal() const {
+    return first_relayed_refusal_;
+  }
   // Entries held now, and the capacity reserved for them (bytes).
   size_t pending_entries() const { return pending_entries_; }
   size_t pending_capacity_bytes() const;
@@ -88,6 +99,7 @@ class ExchangeReceiver {
     uint64_t generation = 0;
     uint64_t up_to_seq = 0;
     uint64_t floor_seq = 0;
+    std::optional<SignedHead> head;  // of the latest batch
     std::vector<Entry> entries;
   };
 
@@ -99,8 +111,20 @@ class ExchangeReceiver {
   bool MayStartGeneration(const Pending& header);
   // Applies and forgets origin's pending deltas. RESOURCE_EXHAUSTED if the
   // origin would exceed kMaxEntriesPerOrigin; other refusals (a stale
-  // generation) are only logged.
+  // generation, a relay's state the origin did not sign) are logged and
+  // counted.
   absl::Status FlushDelta(const Uuid& origin);
+  // Whether a relay's pending deltas reach the seq of their head, so that
+  // the result can be checked against it.
+  static bool ReachesHead(const Pending& p) {
+    return p.head && p.head->generation == p.generation &&
+           p.up_to_seq == p.head->max_seq;
+  }
+  // For a relay's batch: whether `head` is present and signed by `origin`
+  // (checked once per head and answer). Counts a refusal if not.
+  bool HeadIsSigned(const Uuid& origin, const std::optional<SignedHead>& head);
+  // Counts a relayed state refused, keeping the first reason.
+  void RefuseRelayed(absl::Status why);
 
   PeerCache* const cache_;
   const MemberKeys* const members_;
@@ -115,6 +139,10 @@ class ExchangeReceiver {
   size_t messages_ = 0;
   size_t pending_entries_ = 0;
   size_t unsigned_skipped_ = 0;
+  // Heads whose signature was checked in this answer, per origin.
+  absl::flat_hash_map<Uuid, SignedHead> signed_heads_;
+  size_t relayed_refused_ = 0;
+  absl::Status first_relayed_refusal_;
   bool learned_ = false;
   std::optional<v1::Hello> hello_;
   google::protobuf::RepeatedPtrField<v1::OriginDigest> digest_;

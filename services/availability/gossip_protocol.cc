@@ -213,10 +213,37 @@ std::string GenerationStatement(const Uuid& origin, uint64_t generation) {
   std::string out(kGenerationContext);
   absl::string_view id = origin.AsBytes();
   out.append(id.data(), id.size());
-  for (int shift = 56; shift >= 0; shift -= 8) {
-    out.push_back(static_cast<char>((generation >> shift) & 0xff));
-  }
+  AppendBigEndian(generation, &out);
   return out;
+}
+
+std::string HeadStatement(const Uuid& origin, const SignedHead& head) {
+  std::string out(kHeadContext);
+  absl::string_view id = origin.AsBytes();
+  out.append(id.data(), id.size());
+  AppendBigEndian(head.generation, &out);
+  AppendBigEndian(head.max_seq, &out);
+  absl::string_view state = DigestBytes(head.state);
+  out.append(state.data(), state.size());
+  return out;
+}
+
+std::optional<SignedHead> HeadFromProto(const v1::OriginInfo& proto) {
+  if (!proto.has_head()) return std::nullopt;
+  const v1::Head& h = proto.head();
+  absl::StatusOr<Sha256Digest> state = DigestFromBytes(h.state());
+  if (!state.ok() || h.signature().size() != 64 || h.max_seq() > kMaxSeq) {
+    return std::nullopt;
+  }
+  return SignedHead{h.generation(), h.max_seq(), *state, h.signature()};
+}
+
+void HeadToProto(const SignedHead& head, v1::OriginInfo* proto) {
+  v1::Head* h = proto->mutable_head();
+  h->set_generation(head.generation);
+  h->set_max_seq(head.max_seq);
+  h->set_state(std::string(DigestBytes(head.state)));
+  h->set_signature(head.signature);
 }
 
 bool IsDialableAddress(absl::string_view address) {

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "google/protobuf/repeated_ptr_field.h"
 #include "services/availability/entry.h"
 #include "services/availability/origin_table.h"
+#include "services/availability/state_hash.h"
 #include "sidecar/v1/peer.pb.h"
 
 namespace sidecar::availability {
@@ -41,6 +43,18 @@ inline constexpr char kGenerationContext[] = "sidecar-sync generation v1";
 // The bytes an origin signs to start `generation`: the context, the 16-byte
 // device id and the generation as 8 big-endian bytes.
 std::string GenerationStatement(const Uuid& origin, uint64_t generation);
+
+// Signature context of a head (state_hash.h).
+inline constexpr char kHeadContext[] = "sidecar-sync head v1";
+
+// The bytes an origin signs for a head: the context, the 16-byte device id,
+// generation and max_seq as 8 big-endian bytes each, and the state digest.
+std::string HeadStatement(const Uuid& origin, const SignedHead& head);
+
+// The head a batch carries, or nullopt if it has none or a malformed one
+// (state not 32 bytes, signature not 64, max_seq out of range).
+std::optional<SignedHead> HeadFromProto(const v1::OriginInfo& proto);
+void HeadToProto(const SignedHead& head, v1::OriginInfo* proto);
 
 // Whether `address` can be dialed as a peer: "host:port" with a port in
 // 1..65535 and a host of letters, digits, '.', '-' and '_', or "[v6]:port";

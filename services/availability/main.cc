@@ -236,6 +236,8 @@ int Main() {
   PeerCache cache(
       self_info, &hub,
       static_cast<size_t>(absl::GetFlag(FLAGS_max_entries_per_origin)));
+  cache.set_signer(
+      [&key](absl::string_view statement) { return key->Sign(statement); });
   PeerTrust trust;
   Library library(&*key, store->get(), &trust, self.name());
 

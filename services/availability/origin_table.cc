@@ -25,6 +25,16 @@ void OriginTable::FillInfo(const OriginInfo& info) {
   if (info_.name.empty()) info_.name = info.name;
 }
 
+void OriginTable::AdoptState(OriginTable&& other) {
+  generation_ = other.generation_;
+  max_seq_ = other.max_seq_;
+  floor_seq_ = other.floor_seq_;
+  live_count_ = other.live_count_;
+  entries_ = std::move(other.entries_);
+  head_ = std::move(other.head_);
+  hasher_ = std::move(other.hasher_);
+}
+
 const Entry* OriginTable::Find(const EntryKey& key) const {
   return entries_->Find(key);
 }
@@ -60,6 +70,7 @@ void OriginTable::ApplyDelta(std::vector<Entry> batch, uint64_t up_to_seq,
       continue;
     }
     if (a == old.end() || KeyLess(*b, *a)) {  // new key
+      hasher_.Touch(b->content);
       if (!b->removed()) {
         ++live_count_;
         if (changed) changed->push_back(*b);
@@ -70,6 +81,7 @@ void OriginTable::ApplyDelta(std::vector<Entry> batch, uint64_t up_to_seq,
     }
     // Same key: the newer change wins.
     if (b->seq() > a->seq()) {
+      hasher_.Touch(b->content);
       bool was_live = !a->removed(), is_live = !b->removed();
       live_count_ += is_live;
       live_count_ -= was_live;
@@ -96,6 +108,7 @@ void OriginTable::Replace(uint64_t generation, uint64_t max_seq,
   live_count_ = 0;
   for (const Entry& e : sorted) live_count_ += !e.removed();
   entries_ = std::make_shared<const EntrySet>(std::move(sorted));
+  hasher_.TouchAll();
 }
 
 std::vector<Entry> OriginTable::Since(const Entries& entries, uint64_t since) {

@@ -3,6 +3,9 @@
 // its generation, the highest change-log seq applied and the floor below
 // which deltas can no longer be served.
 //
+// It also keeps the origin's latest signed head (state_hash.h) and what is
+// needed to recompute the digest of its state cheaply after small changes.
+//
 // Entries live in an immutable, shared EntrySet: readers (gossip senders,
 // lookups) take a reference and need no lock while they read; writers build a
 // new vector and swap it in. Not thread-safe itself; PeerCache serializes.
@@ -15,6 +18,7 @@
 #include <vector>
 
 #include "services/availability/entry_set.h"
+#include "services/availability/state_hash.h"
 
 namespace sidecar::availability {
 
@@ -51,6 +55,29 @@ class OriginTable {
   size_t entry_count() const { return entries_->size(); }
   std::shared_ptr<const EntrySet> entries() const { return entries_; }
 
+  // The origin's signed head if it describes this table's state (the same
+  // generation and max_seq), else nullptr.
+  const SignedHead* head() const {
+    return head_.generation == generation_ && head_.max_seq == max_seq_ &&
+                   !head_.signature.empty()
+               ? &head_
+               : nullptr;
+  }
+  // Keeps `head` as the origin's latest; head() shows it once the table
+  // reaches its generation and max_seq.
+  void set_head(SignedHead head) { head_ = std::move(head); }
+  // The digest of the table's live entries (StateHashOf), recomputing only
+  // what changed since the last call.
+  Sha256Digest ComputeStateHash() {
+    return hasher_.Compute(entries_->entries());
+  }
+  // For ComputeStateHash without the caller's lock (StateHasher::Fork).
+  StateHasher ForkHasher() { return hasher_.Fork(); }
+  void AdoptHasher(const StateHasher& computed) { hasher_.Adopt(computed); }
+  // Takes the entries, counters, head and hasher of `other`, a copy of this
+  // table that was changed and verified; keeps this table's info.
+  void AdoptState(OriginTable&& other);
+
   // The entry for `key` (live or tombstone), or nullptr.
   const Entry* Find(const EntryKey& key) const;
 
@@ -78,6 +105,8 @@ class OriginTable {
   uint64_t floor_seq_ = 0;
   uint64_t live_count_ = 0;
   std::shared_ptr<const EntrySet> entries_;
+  SignedHead head_;
+  StateHasher hasher_;  // touched by every change to entries_
 };
 
 }  // namespace sidecar::availability

@@ -72,47 +72,158 @@ std::optional<Entry> PeerCache::FindSelf(const EntryKey& key) const {
   return *e;
 }
 
+void PeerCache::set_signer(Signer signer) {
+  absl::MutexLock lock(&head_mu_);
+  signer_ = std::move(signer);
+}
+
+std::optional<SignedHead> PeerCache::RefreshSelfHead() {
+  absl::MutexLock serial(&head_mu_);
+  if (!signer_) return std::nullopt;
+  StateHasher hasher;
+  std::shared_ptr<const EntrySet> entries;
+  SignedHead head;
+  {
+    absl::MutexLock lock(&mu_);
+    OriginTable* self = origins_.at(self_id_).get();
+    if (const SignedHead* h = self->head()) return *h;
+    hasher = self->ForkHasher();
+    entries = self->entries();
+    head.generation = self->generation();
+    head.max_seq = self->max_seq();
+  }
+  head.state = hasher.Compute(entries->entries());
+  head.signature = signer_(HeadStatement(self_id_, head));
+  {
+    absl::MutexLock lock(&mu_);
+    OriginTable* self = origins_.at(self_id_).get();
+    self->AdoptHasher(hasher);
+    self->set_head(head);
+  }
+  return head;
+}
+
+absl::Status PeerCache::CheckDelta(const OriginTable& t, const Uuid& origin,
+                                   uint64_t generation,
+                                   const std::vector<Entry>& batch) const {
+  if (t.generation() != generation) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("deltas for origin ", origin.ToString(), " generation ",
+                     generation, " but generation ", t.generation(),
+                     " is cached; a snapshot is needed first"));
+  }
+  if (t.entry_count() + batch.size() > max_entries_per_origin_) {
+    size_t added = 0;
+    for (const Entry& e : batch) added += t.Find(EntryKey::Of(e)) == nullptr;
+    if (t.entry_count() + added > max_entries_per_origin_) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("origin ", origin.ToString(), " would hold ",
+                       t.entry_count() + added, " entries; at most ",
+                       max_entries_per_origin_, " are kept per device"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PeerCache::CheckAgainstHead(const Uuid& origin,
+                                         const SignedHead& head,
+                                         OriginTable* candidate) {
+  if (candidate->generation() != head.generation ||
+      candidate->max_seq() != head.max_seq) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "relayed state of origin ", origin.ToString(), " would be at seq ",
+        candidate->max_seq(), " of generation ", candidate->generation(),
+        ", but the origin's signed head is at seq ", head.max_seq,
+        " of generation ", head.generation));
+  }
+  if (candidate->ComputeStateHash() != head.state) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("relayed entries of origin ", origin.ToString(),
+                     " are not the ones it signed for seq ", head.max_seq,
+                     " of generation ", head.generation));
+  }
+  candidate->set_head(head);
+  return absl::OkStatus();
+}
+
 absl::Status PeerCache::ApplyRemoteDelta(const OriginInfo& info,
                                          InfoSource source, uint64_t generation,
                                          uint64_t up_to_seq,
-                                         std::vector<Entry> batch) {
+                                         std::vector<Entry> batch,
+                                         const SignedHead* head) {
   if (info.device_id == self_id_) return absl::OkStatus();
   std::vector<Entry> changed;
-  {
+  if (source == InfoSource::kRelay) {
+    absl::Status s = ApplyRelayedDelta(info, generation, up_to_seq,
+                                       std::move(batch), head, &changed);
+    if (!s.ok()) return s;
+  } else {
     absl::MutexLock lock(&mu_);
     OriginTable* t = FindOrCreate(info, source, generation);
-    if (t->generation() != generation) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "deltas for origin ", info.device_id.ToString(), " generation ",
-          generation, " but generation ", t->generation(),
-          " is cached; a snapshot is needed first"));
-    }
-    if (t->entry_count() + batch.size() > max_entries_per_origin_) {
-      size_t added = 0;
-      for (const Entry& e : batch) added += t->Find(EntryKey::Of(e)) == nullptr;
-      if (t->entry_count() + added > max_entries_per_origin_) {
-        return absl::ResourceExhaustedError(
-            absl::StrCat("origin ", info.device_id.ToString(), " would hold ",
-                         t->entry_count() + added, " entries; at most ",
-                         max_entries_per_origin_, " are kept per device"));
-      }
-    }
+    absl::Status s = CheckDelta(*t, info.device_id, generation, batch);
+    if (!s.ok()) return s;
     t->ApplyDelta(std::move(batch), up_to_seq, hub_ ? &changed : nullptr);
+    if (head != nullptr) t->set_head(*head);
   }
   if (hub_) hub_->PublishEntries(info.device_id, /*is_local=*/false, changed);
+  return absl::OkStatus();
+}
+
+absl::Status PeerCache::ApplyRelayedDelta(const OriginInfo& info,
+                                          uint64_t generation,
+                                          uint64_t up_to_seq,
+                                          std::vector<Entry> batch,
+                                          const SignedHead* head,
+                                          std::vector<Entry>* changed) {
+  const Uuid& origin = info.device_id;
+  if (head == nullptr) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("relayed deltas of origin ", origin.ToString(),
+                     " without the origin's signed head"));
+  }
+  // Check a changed copy without the lock: hashing can take milliseconds,
+  // and lookups must not wait for it.
+  std::optional<OriginTable> candidate;
+  std::shared_ptr<const EntrySet> base;  // held so its address stays unique
+  {
+    absl::MutexLock lock(&mu_);
+    OriginTable* t = FindOrCreate(info, InfoSource::kRelay, generation);
+    absl::Status s = CheckDelta(*t, origin, generation, batch);
+    if (!s.ok()) return s;
+    candidate.emplace(*t);
+    base = t->entries();
+  }
+  candidate->ApplyDelta(std::move(batch), up_to_seq, hub_ ? changed : nullptr);
+  absl::Status s = CheckAgainstHead(origin, *head, &*candidate);
+  if (!s.ok()) return s;
+  absl::MutexLock lock(&mu_);
+  auto it = origins_.find(origin);
+  if (it == origins_.end() || it->second->entries() != base ||
+      it->second->generation() != generation) {
+    return absl::AbortedError(
+        absl::StrCat("origin ", origin.ToString(),
+                     " changed while relayed deltas were checked"));
+  }
+  it->second->AdoptState(std::move(*candidate));
   return absl::OkStatus();
 }
 
 absl::Status PeerCache::ReplaceRemote(const OriginInfo& info, InfoSource source,
                                       uint64_t generation, uint64_t max_seq,
                                       uint64_t floor_seq,
-                                      std::vector<Entry> entries) {
-  if (info.device_id == self_id_) return absl::OkStatus();
+                                      std::vector<Entry> entries,
+                                      const SignedHead* head) {
+  const Uuid& origin = info.device_id;
+  if (origin == self_id_) return absl::OkStatus();
   if (entries.size() > max_entries_per_origin_) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("snapshot of origin ", info.device_id.ToString(), " has ",
-                     entries.size(), " entries; at most ",
-                     max_entries_per_origin_, " are kept per device"));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "snapshot of origin ", origin.ToString(), " has ", entries.size(),
+        " entries; at most ", max_entries_per_origin_, " are kept per device"));
+  }
+  if (source == InfoSource::kRelay && head == nullptr) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("relayed snapshot of origin ", origin.ToString(),
+                     " without the origin's signed head"));
   }
   // Snapshots usually arrive in key order already; sorting is the fallback
   // for custom variants whose ids differ between processes.
@@ -121,23 +232,41 @@ absl::Status PeerCache::ReplaceRemote(const OriginInfo& info, InfoSource source,
           [](const Entry& a, const Entry& b) { return KeyLess(a, b); })) {
     OriginTable::SortAndDedupe(&entries);
   }
+  // Whether the snapshot may replace what is cached (checked again after a
+  // relay's snapshot was hashed, without the lock). OK and false: we
+  // already know more.
+  auto may_replace = [&](const OriginTable& t) -> absl::StatusOr<bool> {
+    if (t.generation() > generation) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "snapshot of origin ", origin.ToString(), " generation ", generation,
+          " is older than the cached generation ", t.generation()));
+    }
+    return !(t.generation() == generation && t.max_seq() > max_seq);
+  };
+  OriginTable candidate(info, generation);
+  candidate.Replace(generation, max_seq, floor_seq, std::move(entries));
+  if (source == InfoSource::kRelay) {
+    {
+      absl::MutexLock lock(&mu_);
+      absl::StatusOr<bool> ok =
+          may_replace(*FindOrCreate(info, source, generation));
+      if (!ok.ok() || !*ok) return ok.status();
+    }
+    absl::Status s = CheckAgainstHead(origin, *head, &candidate);
+    if (!s.ok()) return s;
+  } else if (head != nullptr) {
+    candidate.set_head(*head);
+  }
   {
     absl::MutexLock lock(&mu_);
     OriginTable* t = FindOrCreate(info, source, generation);
-    if (t->generation() > generation) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "snapshot of origin ", info.device_id.ToString(), " generation ",
-          generation, " is older than the cached generation ",
-          t->generation()));
-    }
-    if (t->generation() == generation && t->max_seq() > max_seq) {
-      return absl::OkStatus();  // we already know more; keep it
-    }
+    absl::StatusOr<bool> ok = may_replace(*t);
+    if (!ok.ok() || !*ok) return ok.status();
     // A relay's same-generation snapshot may lack the signature: keep ours.
     if (t->generation() != generation || !info.generation_signature.empty()) {
       t->set_generation_signature(info.generation_signature);
     }
-    t->Replace(generation, max_seq, floor_seq, std::move(entries));
+    t->AdoptState(std::move(candidate));
   }
   // Receiving a large snapshot leaves many freed message buffers in malloc's
   // arenas; hand them back so the process's footprint is the cache itself.
@@ -145,7 +274,7 @@ absl::Status PeerCache::ReplaceRemote(const OriginInfo& info, InfoSource source,
   if (hub_) {
     v1::AvailabilityEvent ev;
     ev.set_type(v1::AvailabilityEvent::TYPE_RESET);
-    ev.set_device_id(info.device_id.ToString());
+    ev.set_device_id(origin.ToString());
     hub_->Publish(ev);
   }
   return absl::OkStatus();
@@ -197,6 +326,7 @@ PeerCache::OriginView MakeView(const OriginTable& t) {
   v.state = {t.generation(), t.max_seq(), t.floor_seq(), t.entry_count()};
   v.live_count = t.live_count();
   v.entries = t.entries();
+  if (const SignedHead* h = t.head()) v.head = *h;
   return v;
 }
 }  // namespace

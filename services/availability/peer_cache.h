@@ -7,6 +7,7 @@
 #ifndef SIDECAR_SERVICES_AVAILABILITY_PEER_CACHE_H_
 #define SIDECAR_SERVICES_AVAILABILITY_PEER_CACHE_H_
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "absl/types/span.h"
 #include "services/availability/gossip_protocol.h"
 #include "services/availability/origin_table.h"
+#include "services/availability/state_hash.h"
 #include "services/availability/watch_hub.h"
 
 namespace sidecar::availability {
@@ -46,6 +48,27 @@ class PeerCache {
   // The own origin's entry for `key`, or nullptr-equivalent nullopt.
   std::optional<Entry> FindSelf(const EntryKey& key) const;
 
+  // Signs a statement with this device's key (DeviceKey::Sign).
+  using Signer = std::function<std::string(absl::string_view statement)>;
+  // Lets the cache sign the own origin's heads. Call once, before serving.
+  void set_signer(Signer signer) ABSL_LOCKS_EXCLUDED(head_mu_);
+
+  // The own origin's signed head for its current state; nullopt without a
+  // signer. Made only when the state changed since the last one, and then
+  // rehashing only the changed part (about 50 ms per million entries the
+  // first time), outside the lock that lookups take.
+  std::optional<SignedHead> RefreshSelfHead() ABSL_LOCKS_EXCLUDED(head_mu_);
+
+  // What ApplyRemoteDelta and ReplaceRemote take about a remote origin:
+  // `head` is the origin's signed head that came with it, or null.
+  //  - From the origin itself (kOrigin), the head is kept, so that this
+  //    device can relay the state once it reaches the head.
+  //  - From a relay (kRelay), the head is required and its signature must
+  //    have been checked by the caller; the change is applied only if it
+  //    brings the cached state to exactly the state the head describes.
+  //    PERMISSION_DENIED, changing nothing, otherwise; ABORTED if the
+  //    origin's table changed while it was checked (gossip retries).
+
   // Applies deltas received about a remote origin. Ignored (OK) when the
   // origin is this device; FAILED_PRECONDITION when `generation` is not the
   // one cached (a snapshot must come first); RESOURCE_EXHAUSTED, applying
@@ -53,7 +76,8 @@ class PeerCache {
   // Publishes ADDED/REMOVED events.
   absl::Status ApplyRemoteDelta(const OriginInfo& info, InfoSource source,
                                 uint64_t generation, uint64_t up_to_seq,
-                                std::vector<Entry> batch);
+                                std::vector<Entry> batch,
+                                const SignedHead* head = nullptr);
 
   // Replaces all that is known of a remote origin with a snapshot. Ignored
   // when the origin is this device or the cached generation is newer.
@@ -62,7 +86,8 @@ class PeerCache {
   // signature (ExchangeReceiver).
   absl::Status ReplaceRemote(const OriginInfo& info, InfoSource source,
                              uint64_t generation, uint64_t max_seq,
-                             uint64_t floor_seq, std::vector<Entry> entries);
+                             uint64_t floor_seq, std::vector<Entry> entries,
+                             const SignedHead* head = nullptr);
 
   // The generation cached for `origin`, 0 if none.
   uint64_t Generation(const Uuid& origin) const;
@@ -83,6 +108,9 @@ class PeerCache {
     OriginState state;
     uint64_t live_count = 0;
     std::shared_ptr<const EntrySet> entries;
+    // The origin's signed head for exactly this state, if this device has
+    // it: only then may the state be relayed.
+    std::optional<SignedHead> head;
   };
   std::optional<OriginView> View(const Uuid& origin) const;
   std::vector<OriginView> Views() const;
@@ -107,12 +135,35 @@ class PeerCache {
                             uint64_t generation)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // Whether the state of `candidate` (a changed copy of `origin`'s table) is
+  // the one `head` describes: PERMISSION_DENIED, saying how it differs, if
+  // not. Sets the head on the candidate if so.
+  static absl::Status CheckAgainstHead(const Uuid& origin,
+                                       const SignedHead& head,
+                                       OriginTable* candidate);
+  // ApplyRemoteDelta for a relay's batch (see above).
+  absl::Status ApplyRelayedDelta(const OriginInfo& info, uint64_t generation,
+                                 uint64_t up_to_seq, std::vector<Entry> batch,
+                                 const SignedHead* head,
+                                 std::vector<Entry>* changed)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Checks bounds and generation for ApplyRemoteDelta.
+  // REQUIRES: mu_ held.
+  absl::Status CheckDelta(const OriginTable& t, const Uuid& origin,
+                          uint64_t generation,
+                          const std::vector<Entry>& batch) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   const Uuid self_id_;
   WatchHub* const hub_;
   const size_t max_entries_per_origin_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<Uuid, std::unique_ptr<OriginTable>> origins_
       ABSL_GUARDED_BY(mu_);
+  // Serializes RefreshSelfHead (its fork and adopt of the own hasher must
+  // not interleave). Acquired before mu_.
+  absl::Mutex head_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  Signer signer_ ABSL_GUARDED_BY(head_mu_);
 };
 
 }  // namespace sidecar::availability

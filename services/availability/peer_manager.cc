@@ -399,6 +399,22 @@ absl::Status PeerManager::DoExchange(Peer* p, v1::Hello* their_hello) {
   // Gossip on: our digest is now ahead of our other peers', and a prompt
   // round lets them see it and pull (A -> B -> C without A and C talking).
   if (receiver.learned()) RequestPromptRound();
+  if (receiver.relayed_states_refused() > 0) {
+    bool first;
+    {
+      absl::MutexLock lock(&mu_);
+      p->mu.AssertHeld();
+      first =
+          p->refusals_logged.insert(absl::StatusCode::kPermissionDenied).second;
+    }
+    if (first) {
+      SC_LOG(WARNING) << "peer " << target->address << " relayed "
+                      << receiver.relayed_states_refused()
+                      << " device state(s) that their devices did not sign; "
+                         "skipped (logged once per peer): "
+                      << receiver.first_relayed_refusal().message();
+    }
+  }
   if (!failure.ok()) {
     // Once per peer and kind of refusal: a peer that keeps sending too much
     // must not fill the log.

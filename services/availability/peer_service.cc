@@ -61,6 +61,7 @@ class ExchangeReactor final : public OrderedWriteReactor<v1::ExchangeResponse> {
       v1::EntryBatch* b = msg_.mutable_batch();
       OriginInfoToProto(o.view.info, o.view.state.generation,
                         b->mutable_origin());
+      if (o.view.head) HeadToProto(*o.view.head, b->mutable_origin());
       if (o.snapshot) {
         b->set_mode(v1::EntryBatch::MODE_SNAPSHOT);
         b->set_first(pos_ == 0);
@@ -264,6 +265,8 @@ grpc::ServerWriteReactor<v1::ExchangeResponse>* PeerService::Exchange(
     }
   }
 
+  // Sign the own state first, so that the views carry its head.
+  cache_->RefreshSelfHead();
   std::vector<PeerCache::OriginView> views = cache_->Views();
   absl::flat_hash_set<Uuid> known;
   for (const auto& v : views) known.insert(v.info.device_id);
@@ -278,6 +281,10 @@ grpc::ServerWriteReactor<v1::ExchangeResponse>* PeerService::Exchange(
       caller_ahead = true;
     }
     if (v.info.device_id == caller) continue;  // it knows itself best
+    // Another origin's state goes on only with that origin's head for it;
+    // the caller would refuse it otherwise. The own state goes without one
+    // if this device cannot sign.
+    if (!v.head && v.info.device_id != cache_->self_id()) continue;
     SendPlan plan = PlanSend(v.state, remote);
     if (plan == SendPlan::kNothing) continue;
     Outgoing o;

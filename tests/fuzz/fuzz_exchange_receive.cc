@@ -5,11 +5,15 @@
 // The library's members are the origins whose first id byte is even; the
 // sender is member 02..02, this device 04..04. Small bounds (4,096 entries
 // per origin and held, 64 messages) so that the fuzzer reaches them.
+// A signature field that reads "sign" (a generation signature or a head's)
+// is replaced with the members' real signature over what it signs, so that
+// the checks behind the signature's are reached.
 // Properties: every refusal is INVALID_ARGUMENT or RESOURCE_EXHAUSTED;
 // memory held stays within the bound whatever the size hints say; after
 // Finish nothing is held; the own origin is never taken from a peer; no
 // non-member appears in the cache; no origin exceeds its entry bound; every
-// cached address is dialable.
+// cached address is dialable; a relayed origin holds only a state with its
+// origin's head.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -46,6 +50,28 @@ class EvenMembers : public availability::MemberKeys {
     absl::StatusOr<DeviceKey> key = DeviceKey::Create(dir, "fuzz");
     FUZZ_CHECK(key.ok());
     cert_ = key->certificate();
+    key_.emplace(std::move(*key));
+  }
+  // Signs what a "sign" signature field of `origin` stands for.
+  void SignMagic(v1::OriginInfo* origin) const {
+    absl::StatusOr<Uuid> id = Uuid::FromBytes(origin->device_id());
+    if (!id.ok()) return;
+    if (origin->generation_signature() == "sign") {
+      // Generation statements name the signer's certificate (one for all
+      // members here).
+      origin->set_generation_signature(
+          key_->Sign(availability::GenerationStatement(cert_.device_id,
+                                                       origin->generation())));
+    }
+    if (origin->head().signature() == "sign") {
+      origin->mutable_head()->set_signature(std::string(64, 'x'));
+      std::optional<availability::SignedHead> h =
+          availability::HeadFromProto(*origin);
+      if (h) {
+        origin->mutable_head()->set_signature(
+            key_->Sign(availability::HeadStatement(*id, *h)));
+      }
+    }
   }
   bool IsMember(const Uuid& device) const override {
     return device.bytes[0] % 2 == 0;
@@ -58,6 +84,7 @@ class EvenMembers : public availability::MemberKeys {
 
  private:
   DeviceCertificate cert_;
+  std::optional<DeviceKey> key_;
 };
 
 }  // namespace
@@ -81,6 +108,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     bool parsed = msg.ParseFromArray(data + pos, static_cast<int>(len));
     pos += len;
     if (!parsed) continue;
+    if (msg.has_batch()) {
+      members->SignMagic(msg.mutable_batch()->mutable_origin());
+    }
     absl::Status s = receiver.OnMessage(msg);
     FUZZ_CHECK(receiver.pending_entries() <= kEntriesBound);
     FUZZ_CHECK(receiver.pending_capacity_bytes() <=
@@ -102,6 +132,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     FUZZ_CHECK(id.bytes[0] % 2 == 0);
     FUZZ_CHECK(v.entries->size() <= kEntriesBound);
+    // What a relay brought is exactly a state its origin signed.
+    if (id != Filled(2) && !v.entries->empty()) {
+      FUZZ_CHECK(v.head.has_value());
+      FUZZ_CHECK(v.head->state ==
+                 availability::StateHashOf(v.entries->entries()));
+    }
     FUZZ_CHECK(v.info.peer_address.empty() ||
                availability::IsDialableAddress(v.info.peer_address));
     FUZZ_CHECK(v.info.transfer_address.empty() ||

@@ -70,7 +70,8 @@ def entry_batch(entries, variants, up_to_seq, mode=1):
     return msg
 
 
-def origin_info(device, generation, peer="", transfer="", sig=b""):
+def origin_info(device, generation, peer="", transfer="", sig=b"",
+                head=b""):
     msg = field_bytes(1, device) + field_varint(2, generation)
     if peer:
         msg += field_bytes(3, peer)
@@ -78,14 +79,41 @@ def origin_info(device, generation, peer="", transfer="", sig=b""):
         msg += field_bytes(4, transfer)
     if sig:
         msg += field_bytes(6, sig)
+    if head:
+        msg += field_bytes(7, head)
     return msg
+
+
+def state_hash(entries, variants):
+    """The state digest (services/availability/state_hash.h) of live
+    entries given as in entry_batch, with distinct content ids."""
+    buckets = {}
+    for i, (uuid, kind, fmt, vi, size, _seq, removed) in enumerate(entries):
+        if removed:
+            continue
+        name = variants[vi].encode()
+        leaf = (uuid + bytes([kind, fmt, len(name)]) + name +
+                struct.pack(">Q", size) + hashlib.sha256(bytes([i])).digest())
+        buckets[(uuid[0] << 8 | uuid[1]) >> 4] = leaf
+    root = hashlib.sha256(b"sidecar-sync state v1")
+    for b in range(4096):
+        root.update(hashlib.sha256(buckets.get(b, b"")).digest())
+    return root.digest()
+
+
+def head(generation, max_seq, state, sig=b"sign"):
+    """A Head; the fuzz target replaces the signature "sign" with a real
+    one, so that the checks after the signature's are reached."""
+    return (field_varint(1, generation) + field_varint(2, max_seq) +
+            field_bytes(3, state) + field_bytes(4, sig))
 
 
 def exchange_batch(device, generation, entries, variants, up_to_seq, mode,
                    first=False, last=False, hint=0, peer="", transfer="",
-                   sig=b""):
+                   sig=b"", head=b""):
     """One ExchangeResponse carrying an EntryBatch of `device`."""
-    b = field_bytes(1, origin_info(device, generation, peer, transfer, sig))
+    b = field_bytes(1, origin_info(device, generation, peer, transfer, sig,
+                                   head))
     b += entry_batch(entries, variants, up_to_seq, mode)
     if first:
         b += field_varint(3, 1)
@@ -152,6 +180,18 @@ SEEDS = {
                            sig=b"\x00" * 64),
             exchange_batch(b"\x06" * 16, 9, [(U2, 3, 2, 0, 5, 2, 0)],
                            ["detail@1x"], 2, 1, transfer="evil:443")),
+        # A relay's new generation of a third member, signed (the target
+        # signs "sign"), with the member's head: taken. Then relayed deltas
+        # that do not make the state of their head: refused.
+        "relayed_signed": stream(
+            exchange_batch(b"\x06" * 16, 9, [(U1, 3, 2, 0, 5, 1, 0)],
+                           ["detail@1x"], 1, 2, first=True, last=True,
+                           sig=b"sign",
+                           head=head(9, 1, state_hash(
+                               [(U1, 3, 2, 0, 5, 1, 0)], ["detail@1x"]))),
+            exchange_batch(b"\x06" * 16, 9, [(U2, 3, 2, 0, 5, 2, 0)],
+                           ["detail@1x"], 2, 1,
+                           head=head(9, 2, b"\x00" * 32))),
         # Our own origin relayed back, a non-member, and a huge size hint.
         "self_stranger_hint": stream(
             exchange_batch(b"\x04" * 16, 1, [(U1, 1, 1, 0, 1, 1, 0)],

@@ -12,6 +12,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "services/availability/entry.h"
+#include "services/availability/state_hash.h"
 #include "services/availability/variant_dict.h"
 
 namespace sidecar::availability {
@@ -98,6 +99,22 @@ class ExchangeReceiverTest : public ::testing::Test {
     return signer.Sign(GenerationStatement(origin.device_id(), generation));
   }
 
+  // The head `signer` makes for `origin` at (generation, max_seq) when the
+  // origin's live state is `state`; signed by the origin, it is genuine.
+  static SignedHead Head(const DeviceKey& signer, const DeviceKey& origin,
+                         uint64_t generation, uint64_t max_seq,
+                         std::vector<Entry> state) {
+    OriginTable::SortAndDedupe(&state);
+    SignedHead h{generation, max_seq, StateHashOf(state), ""};
+    h.signature = signer.Sign(HeadStatement(origin.device_id(), h));
+    return h;
+  }
+  static v1::ExchangeResponse WithHead(v1::ExchangeResponse r,
+                                       const SignedHead& head) {
+    HeadToProto(head, r.mutable_batch()->mutable_origin());
+    return r;
+  }
+
   // Applies `msgs` as one answer from `sender`; returns the first error.
   absl::Status Receive(const DeviceKey& sender,
                        const std::vector<v1::ExchangeResponse>& msgs,
@@ -110,7 +127,13 @@ class ExchangeReceiverTest : public ::testing::Test {
     }
     s.Update(r.Finish());
     last_skipped_ = r.unsigned_generations_skipped();
+    last_refused_ = r.relayed_states_refused();
     return s;
+  }
+
+  uint64_t MaxSeq(const DeviceKey& origin) const {
+    auto v = cache_->View(origin.device_id());
+    return v ? v->state.max_seq : 0;
   }
 
   uint64_t LiveCount(const DeviceKey& origin) const {
@@ -123,6 +146,7 @@ class ExchangeReceiverTest : public ::testing::Test {
   FakeMembers members_;
   std::unique_ptr<PeerCache> cache_;
   size_t last_skipped_ = 0;
+  size_t last_refused_ = 0;
 };
 
 TEST_F(ExchangeReceiverTest, OriginStartsItsOwnGenerationWithoutSignature) {
@@ -162,8 +186,9 @@ TEST_F(ExchangeReceiverTest, RelayPassesOnASignedGeneration) {
   ASSERT_TRUE(Receive(*origin_, {Batch(*origin_, v1::EntryBatch::MODE_SNAPSHOT,
                                        5, Entries(0, 10, 1), 10)})
                   .ok());
-  v1::ExchangeResponse next =
-      Batch(*origin_, v1::EntryBatch::MODE_SNAPSHOT, 6, Entries(100, 3, 1), 3);
+  v1::ExchangeResponse next = WithHead(
+      Batch(*origin_, v1::EntryBatch::MODE_SNAPSHOT, 6, Entries(100, 3, 1), 3),
+      Head(*origin_, *origin_, 6, 3, Entries(100, 3, 1)));
   next.mutable_batch()->mutable_origin()->set_generation_signature(
       SignGeneration(*origin_, *origin_, 6));
   ASSERT_TRUE(Receive(*relay_, {next}).ok());
@@ -175,14 +200,170 @@ TEST_F(ExchangeReceiverTest, RelayPassesOnASignedGeneration) {
             next.batch().origin().generation_signature());
 }
 
-TEST_F(ExchangeReceiverTest, RelayedDeltasOfTheCachedGenerationApply) {
+TEST_F(ExchangeReceiverTest, RelayedDeltasWithTheOriginsHeadApply) {
   ASSERT_TRUE(Receive(*origin_, {Batch(*origin_, v1::EntryBatch::MODE_SNAPSHOT,
                                        5, Entries(0, 10, 1), 10)})
                   .ok());
-  ASSERT_TRUE(Receive(*relay_, {Batch(*origin_, v1::EntryBatch::MODE_DELTA, 5,
-                                      Entries(10, 5, 11), 15)})
+  const SignedHead head = Head(*origin_, *origin_, 5, 15, Entries(0, 15, 1));
+  ASSERT_TRUE(
+      Receive(*relay_, {WithHead(Batch(*origin_, v1::EntryBatch::MODE_DELTA, 5,
+                                       Entries(10, 5, 11), 15),
+                                 head)})
+          .ok());
+  EXPECT_EQ(last_refused_, 0u);
+  EXPECT_EQ(LiveCount(*origin_), 15u);
+  // The head came along: this device may relay the state in turn.
+  EXPECT_EQ(cache_->View(origin_->device_id())->head, head);
+}
+
+// Deltas of a relay are held until the batch that reaches their head's seq:
+// an answer that stops before it changes nothing.
+TEST_F(ExchangeReceiverTest, RelayedDeltasApplyOnlyOnceTheyReachTheirHead) {
+  ASSERT_TRUE(Receive(*origin_, {Batch(*origin_, v1::EntryBatch::MODE_SNAPSHOT,
+                                       5, Entries(0, 10, 1), 10)})
+                  .ok());
+  const SignedHead head = Head(*origin_, *origin_, 5, 15, Entries(0, 15, 1));
+  v1::ExchangeResponse first = WithHead(
+      Batch(*origin_, v1::EntryBatch::MODE_DELTA, 5, Entries(10, 2, 11), 12),
+      head);
+  v1::ExchangeResponse rest = WithHead(
+      Batch(*origin_, v1::EntryBatch::MODE_DELTA, 5, Entries(12, 3, 13), 15),
+      head);
+  ASSERT_TRUE(Receive(*relay_, {first}).ok());
+  EXPECT_EQ(LiveCount(*origin_), 10u);
+  EXPECT_EQ(MaxSeq(*origin_), 10u);
+  ASSERT_TRUE(Receive(*relay_, {first, rest}).ok());
+  EXPECT_EQ(LiveCount(*origin_), 15u);
+  EXPECT_EQ(MaxSeq(*origin_), 15u);
+}
+
+// The gap the generation signature leaves: within the cached generation, a
+// relay tries to make this device forget, add or withdraw the origin's
+// sidecars, or skip its next changes by claiming a later seq. Each attempt
+// is refused and changes nothing; the origin's real changes still apply.
+TEST_F(ExchangeReceiverTest, RelayCannotChangeAnOriginWithinItsGeneration) {
+  ASSERT_TRUE(Receive(*origin_, {Batch(*origin_, v1::EntryBatch::MODE_SNAPSHOT,
+                                       5, Entries(0, 10, 1), 10)})
+                  .ok());
+  auto unchanged = [&](const char* attempt) {
+    EXPECT_EQ(LiveCount(*origin_), 10u) << attempt;
+    EXPECT_EQ(MaxSeq(*origin_), 10u) << attempt;
+    EXPECT_EQ(cache_->Generation(origin_->device_id()), 5u) << attempt;
+  };
+  const v1::ExchangeResponse wipe =
+      Batch(*origin_, v1::EntryBatch::MODE_SNAPSHOT, 5, {}, 1000);
+
+  // An empty snapshot of the same generation at a later seq: unsigned, ...
+  ASSERT_TRUE(Receive(*relay_, {wipe}).ok());
+  EXPECT_EQ(last_refused_, 1u);
+  unchanged("unsigned wipe");
+  // ... with a head the relay signed, ...
+  ASSERT_TRUE(
+      Receive(*relay_, {WithHead(wipe, Head(*relay_, *origin_, 5, 1000, {}))})
+          .ok());
+  EXPECT_EQ(last_refused_, 1u);
+  unchanged("wipe signed by the relay");
+  // ... or with a genuine head of the origin for another seq or state.
+  const SignedHead real_11 = Head(*origin_, *origin_, 5, 11, Entries(0, 11, 1));
+  ASSERT_TRUE(Receive(*relay_, {WithHead(wipe, real_11)}).ok());
+  EXPECT_EQ(last_refused_, 1u);
+  unchanged("wipe with a head of another seq");
+  v1::ExchangeResponse wipe_11 = WithHead(wipe, real_11);
+  wipe_11.mutable_batch()->set_up_to_seq(11);
+  ASSERT_TRUE(Receive(*relay_, {wipe_11}).ok());
+  EXPECT_EQ(last_refused_, 1u);
+  unchanged("wipe with a head of another state");
+
+  // Deltas that add a sidecar the origin does not have, ...
+  std::vector<Entry> fake = {MakeEntry(500, 11)};
+  ASSERT_TRUE(
+      Receive(*relay_, {WithHead(Batch(*origin_, v1::EntryBatch::MODE_DELTA, 5,
+                                       fake, 11),
+                                 real_11)})
+          .ok());
+  EXPECT_EQ(last_refused_, 1u);
+  unchanged("an added sidecar");
+  // ... withdraw one it has, ...
+  Entry withdrawn = MakeEntry(3, 11);
+  withdrawn.size_bits |= uint64_t{1} << 56;
+  ASSERT_TRUE(
+      Receive(*relay_, {WithHead(Batch(*origin_, v1::EntryBatch::MODE_DELTA, 5,
+                                       {withdrawn}, 11),
+                                 real_11)})
+          .ok());
+  EXPECT_EQ(last_refused_, 1u);
+  EXPECT_EQ(cache_->View(origin_->device_id())
+                ->entries->Find(EntryKey::Of(MakeEntry(3, 1)))
+                ->removed(),
+            false);
+  unchanged("a withdrawn sidecar");
+  // ... or claim a later seq than the head: held, never applied.
+  ASSERT_TRUE(
+      Receive(*relay_, {WithHead(Batch(*origin_, v1::EntryBatch::MODE_DELTA, 5,
+                                       {}, 1000),
+                                 real_11)})
+          .ok());
+  unchanged("a later seq");
+
+  // The origin's real next changes still apply, from a relay with its head
+  // or from the origin itself.
+  ASSERT_TRUE(
+      Receive(*relay_, {WithHead(Batch(*origin_, v1::EntryBatch::MODE_DELTA, 5,
+                                       Entries(10, 1, 11), 11),
+                                 real_11)})
+          .ok());
+  EXPECT_EQ(last_refused_, 0u);
+  EXPECT_EQ(LiveCount(*origin_), 11u);
+  ASSERT_TRUE(Receive(*origin_, {Batch(*origin_, v1::EntryBatch::MODE_DELTA, 5,
+                                       Entries(11, 4, 12), 15)})
                   .ok());
   EXPECT_EQ(LiveCount(*origin_), 15u);
+}
+
+// A relay's snapshot of a generation (new, or one this device is behind
+// the floor of) is taken only with the origin's head for its entries.
+TEST_F(ExchangeReceiverTest, RelayedSnapshotMustMatchTheOriginsHead) {
+  v1::ExchangeResponse snap =
+      Batch(*origin_, v1::EntryBatch::MODE_SNAPSHOT, 5, Entries(0, 10, 1), 10);
+  snap.mutable_batch()->mutable_origin()->set_generation_signature(
+      SignGeneration(*origin_, *origin_, 5));
+  // A head for one entry fewer: refused.
+  ASSERT_TRUE(Receive(*relay_, {WithHead(snap, Head(*origin_, *origin_, 5, 10,
+                                                    Entries(0, 9, 1)))})
+                  .ok());
+  EXPECT_EQ(last_refused_, 1u);
+  EXPECT_EQ(LiveCount(*origin_), 0u);
+  ASSERT_TRUE(Receive(*relay_, {WithHead(snap, Head(*origin_, *origin_, 5, 10,
+                                                    Entries(0, 10, 1)))})
+                  .ok());
+  EXPECT_EQ(last_refused_, 0u);
+  EXPECT_EQ(LiveCount(*origin_), 10u);
+}
+
+// This device's own head: signed with its key over the digest of its own
+// state, made again only when that state changes.
+TEST_F(ExchangeReceiverTest, OwnHeadIsSignedAndFollowsTheOwnState) {
+  EXPECT_FALSE(cache_->RefreshSelfHead().has_value());  // no signer yet
+  cache_->set_signer(
+      [this](absl::string_view statement) { return self_->Sign(statement); });
+  cache_->InitSelf(3, "", 10, Entries(0, 10, 1));
+  std::optional<SignedHead> head = cache_->RefreshSelfHead();
+  ASSERT_TRUE(head.has_value());
+  EXPECT_EQ(head->generation, 3u);
+  EXPECT_EQ(head->max_seq, 10u);
+  EXPECT_EQ(head->state, StateHashOf(Entries(0, 10, 1)));
+  EXPECT_TRUE(VerifySignature(self_->certificate(),
+                              HeadStatement(self_->device_id(), *head),
+                              head->signature));
+  EXPECT_EQ(cache_->View(self_->device_id())->head, head);
+  EXPECT_EQ(cache_->RefreshSelfHead(), head);  // unchanged state, same head
+
+  cache_->ApplySelf(Entries(10, 2, 11), 12);
+  EXPECT_FALSE(cache_->View(self_->device_id())->head.has_value());
+  std::optional<SignedHead> next = cache_->RefreshSelfHead();
+  ASSERT_TRUE(next.has_value());
+  EXPECT_EQ(next->max_seq, 12u);
+  EXPECT_EQ(next->state, StateHashOf(Entries(0, 12, 1)));
 }
 
 TEST_F(ExchangeReceiverTest, SizeHintReservesNothing) {
@@ -243,8 +424,9 @@ TEST_F(ExchangeReceiverTest, RelayedAddressesOnlyFillGaps) {
       Batch(*origin_, v1::EntryBatch::MODE_SNAPSHOT, 5, Entries(0, 1, 1), 1);
   own.mutable_batch()->mutable_origin()->set_transfer_address("origin:7000");
   ASSERT_TRUE(Receive(*origin_, {own}).ok());
-  v1::ExchangeResponse lie =
-      Batch(*origin_, v1::EntryBatch::MODE_DELTA, 5, Entries(1, 1, 2), 2);
+  v1::ExchangeResponse lie = WithHead(
+      Batch(*origin_, v1::EntryBatch::MODE_DELTA, 5, Entries(1, 1, 2), 2),
+      Head(*origin_, *origin_, 5, 2, Entries(0, 2, 1)));
   lie.mutable_batch()->mutable_origin()->set_transfer_address("evil:443");
   lie.mutable_batch()->mutable_origin()->set_peer_address("evil:444");
   ASSERT_TRUE(Receive(*relay_, {lie}).ok());
