@@ -28,6 +28,7 @@
 #include "common/sha256.h"
 #include "common/sidecar_key.h"
 #include "common/transport.h"
+#include "services/availability/gossip_protocol.h"
 #include "services/availability/library.h"
 #include "sidecar/v1/availability.grpc.pb.h"
 #include "sidecar/v1/peer.grpc.pb.h"
@@ -236,6 +237,79 @@ class CountingPeer final : public v1::Peer::Service {
   std::atomic<int> joins{0};
 };
 
+// A member in the test process that lies about a third device, `victim`,
+// to every device that pulls from it. Each answer holds what a relay could
+// try within the victim's current generation (the one the asker caches):
+//   1. an empty snapshot at a later seq, unsigned (forget everything, and
+//      take the victim's next changes for old);
+//   2. an empty snapshot with the victim's real head;
+//   3. a withdrawal of one of the victim's sidecars, with its real head;
+//   4. a sidecar the victim does not have, with its real head.
+class ForgingRelay final : public v1::Peer::Service {
+ public:
+  ForgingRelay(v1::Hello self, v1::OriginInfo victim, availability::Entry held)
+      : self_(std::move(self)), victim_(std::move(victim)), held_(held) {}
+
+  grpc::Status Ping(grpc::ServerContext*, const v1::PingRequest*,
+                    v1::PingResponse* resp) override {
+    *resp->mutable_self() = self_;
+    return grpc::Status::OK;
+  }
+  grpc::Status SyncMembers(grpc::ServerContext*, const v1::SyncMembersRequest*,
+                           v1::SyncMembersResponse*) override {
+    return grpc::Status::OK;
+  }
+  grpc::Status Exchange(
+      grpc::ServerContext*, const v1::ExchangeRequest* req,
+      grpc::ServerWriter<v1::ExchangeResponse>* writer) override {
+    for (const v1::OriginDigest& d : req->digest()) {
+      if (d.device_id() != victim_.device_id()) continue;
+      for (const v1::ExchangeResponse& m : Lies(d)) writer->Write(m);
+      ++answers;
+    }
+    v1::ExchangeResponse summary;
+    *summary.mutable_summary()->mutable_self() = self_;
+    writer->Write(summary);
+    return grpc::Status::OK;
+  }
+
+  std::atomic<int> answers{0};
+
+ private:
+  std::vector<v1::ExchangeResponse> Lies(const v1::OriginDigest& d) const {
+    using availability::Entry;
+    const uint64_t head_seq = victim_.head().max_seq();
+    auto batch = [&](v1::EntryBatch::Mode mode, uint64_t up_to_seq,
+                     bool with_head, const std::vector<Entry>& entries) {
+      v1::ExchangeResponse r;
+      v1::EntryBatch* b = r.mutable_batch();
+      *b->mutable_origin() = victim_;
+      b->mutable_origin()->set_generation(d.generation());
+      if (!with_head) b->mutable_origin()->clear_head();
+      b->set_mode(mode);
+      b->set_first(mode == v1::EntryBatch::MODE_SNAPSHOT);
+      b->set_last(mode == v1::EntryBatch::MODE_SNAPSHOT);
+      b->set_up_to_seq(up_to_seq);
+      availability::EncodeEntries(entries, b);
+      return r;
+    };
+    Entry withdrawn = Entry::Make(held_.content, held_.kind(), held_.format(),
+                                  held_.variant(), held_.size(), held_.sha256,
+                                  head_seq, /*removed=*/true);
+    Entry invented = Entry::Make(Uuid::Random(), held_.kind(), held_.format(),
+                                 held_.variant(), 77, held_.sha256, head_seq,
+                                 /*removed=*/false);
+    return {batch(v1::EntryBatch::MODE_SNAPSHOT, d.max_seq() + 1000, false, {}),
+            batch(v1::EntryBatch::MODE_SNAPSHOT, head_seq, true, {}),
+            batch(v1::EntryBatch::MODE_DELTA, head_seq, true, {withdrawn}),
+            batch(v1::EntryBatch::MODE_DELTA, head_seq, true, {invented})};
+  }
+
+  const v1::Hello self_;
+  const v1::OriginInfo victim_;     // with the victim's real head
+  const availability::Entry held_;  // one of the victim's sidecars
+};
+
 // --- What a failed start must leave alone. ---
 
 struct FileState {
@@ -316,8 +390,10 @@ class PeerAuthTest : public ::sidecar::testing::ProcessTest {
   }
 
   static std::map<std::string, std::string> AvailabilityFlags() {
-    return {{"ping_interval", "200ms"}, {"offline_after", "1s"},
-            {"prompt_delay", "50ms"},   {"gossip_interval", "5m"},
+    return {{"ping_interval", "200ms"},
+            {"offline_after", "1s"},
+            {"prompt_delay", "50ms"},
+            {"gossip_interval", "5m"},
             {"rpc_timeout", "1s"}};
   }
 
@@ -332,14 +408,14 @@ class PeerAuthTest : public ::sidecar::testing::ProcessTest {
     if (!a.ok()) return nullptr;
     d->avail = std::move(*a);
     if (transfer) {
-      auto x = TransferProcess::Create(
-          TRANSFER_BIN, server_, dir_, d->name, d->avail->state_dir(),
-          d->avail->sidecar_root(),
-          {{"retry_initial_backoff", "50ms"},
-           {"prefetch_kinds", ""},
-           {"stall_timeout", "2s"},
-           {"members_interval", "1s"},
-           {"rpc_timeout", "1s"}});
+      auto x = TransferProcess::Create(TRANSFER_BIN, server_, dir_, d->name,
+                                       d->avail->state_dir(),
+                                       d->avail->sidecar_root(),
+                                       {{"retry_initial_backoff", "50ms"},
+                                        {"prefetch_kinds", ""},
+                                        {"stall_timeout", "2s"},
+                                        {"members_interval", "1s"},
+                                        {"rpc_timeout", "1s"}});
       EXPECT_TRUE(x.ok()) << x.status();
       if (!x.ok()) return nullptr;
       d->xfer = std::move(*x);
@@ -385,7 +461,8 @@ class PeerAuthTest : public ::sidecar::testing::ProcessTest {
   // Stubs to `d`'s peer listeners as `key`, pinned to d's certificate.
   static std::unique_ptr<v1::Peer::Stub> PeerStubAs(const DeviceKey& key,
                                                     Device* d) {
-    return v1::Peer::NewStub(MakePeerChannel(d->avail->address(), key, d->cert));
+    return v1::Peer::NewStub(
+        MakePeerChannel(d->avail->address(), key, d->cert));
   }
   static std::unique_ptr<v1::TransferPeer::Stub> TransferStubAs(
       const DeviceKey& key, Device* d) {
@@ -1070,8 +1147,7 @@ TEST_F(PeerAuthTest, LocalApiIsNotServedOnThePeerListeners) {
   // up all along).
   v1::Hello mine = member->Hello();
   v1::PingResponse pong;
-  grpc::Status s =
-      CallPing(PeerStubAs(member->key(), a).get(), &mine, &pong);
+  grpc::Status s = CallPing(PeerStubAs(member->key(), a).get(), &mine, &pong);
   EXPECT_TRUE(s.ok()) << Describe(s);
 }
 
@@ -1090,8 +1166,8 @@ TEST_F(PeerAuthTest, LocalListenerOnANetworkAddressIsRefusedAtStart) {
   EXPECT_TRUE(absl::StrContains(r.log, "unix socket")) << r.log;
 
   // The transfer service too (the key exists now: the first start made it).
-  ASSERT_TRUE(std::filesystem::exists(a->avail->state_dir() + "/" +
-                                      kDeviceKeyFile));
+  ASSERT_TRUE(
+      std::filesystem::exists(a->avail->state_dir() + "/" + kDeviceKeyFile));
   std::string xport = absl::StrCat(dir_, "/xfer-local-net.port");
   Run x = RunToExit(
       {TRANSFER_BIN, "--listen=127.0.0.1:0",
@@ -1184,8 +1260,8 @@ TEST_F(PeerAuthTest, ChannelPinnedToADeviceFailsAgainstAnotherKey) {
   ASSERT_TRUE(member->JoinLibraryOf(a->avail.get()).ok());
   // B trusts the member too (it learned it from A).
   const std::string mid = member->key().device_id().ToString();
-  ASSERT_TRUE(WaitFor([&] { return MemberIds(b).contains(mid); },
-                      absl::Seconds(5)));
+  ASSERT_TRUE(
+      WaitFor([&] { return MemberIds(b).contains(mid); }, absl::Seconds(5)));
   v1::Hello hello = member->Hello();
   v1::PingResponse pong;
   ASSERT_TRUE(CallPing(PeerStubAs(member->key(), b).get(), &hello, &pong).ok());
@@ -1330,9 +1406,8 @@ TEST_F(PeerAuthTest, WrongProofIsRefusedAndTheCodeStaysGood) {
   std::string code = Invite(a);  // a live code the guesses do not know
   auto guesser = NewPeer("guesser");
   ASSERT_TRUE(guesser != nullptr);
-  absl::StatusOr<DeviceCertificate> cert =
-      FetchPeerCertificate(a->avail->address(), guesser->key(),
-                           absl::Seconds(5));
+  absl::StatusOr<DeviceCertificate> cert = FetchPeerCertificate(
+      a->avail->address(), guesser->key(), absl::Seconds(5));
   ASSERT_TRUE(cert.ok()) << cert.status();
   ASSERT_EQ(cert->der, a->cert.der);
   auto stub = PeerStubAs(guesser->key(), a);
@@ -1633,8 +1708,8 @@ TEST_F(PeerAuthTest, UnpairedDeviceIsRefusedAndForgottenEverywhere) {
   EXPECT_TRUE(Holders(b, on_c).empty());
   for (Device* d : {a, b}) {
     EXPECT_NE(Resolve(d, on_c).outcome(), v1::ResolveResponse::OUTCOME_REMOTE);
-    ReadResult r = CallRead(d == a ? a_xfer.get() : b_xfer.get(),
-                            d == a ? on_a : on_b);
+    ReadResult r =
+        CallRead(d == a ? a_xfer.get() : b_xfer.get(), d == a ? on_a : on_b);
     EXPECT_EQ(r.status.error_code(), StatusCode::UNAUTHENTICATED);
     EXPECT_TRUE(r.bytes.empty());
     EXPECT_FALSE(MemberIds(d).contains(c->id));
@@ -1646,6 +1721,101 @@ TEST_F(PeerAuthTest, UnpairedDeviceIsRefusedAndForgottenEverywhere) {
   // A and B still work with each other.
   EXPECT_TRUE(OffersSource(b, on_a, a->id));
   EXPECT_TRUE(OffersSource(a, on_b, b->id));
+}
+
+// ---------------------------------------------------------------------------
+// 7b. A member that lies about a third device changes nothing: relayed
+// state is taken only if its origin signed it (services/availability/
+// state_hash.h).
+
+TEST_F(PeerAuthTest, MemberCannotChangeWhatOthersBelieveAThirdDeviceHolds) {
+  Device* a = Add("a");
+  Device* b = Add("b");
+  for (Device* d : {a, b}) ASSERT_NO_FATAL_FAILURE(Start(d));
+  ASSERT_EQ(Pair(a->avail.get(), b->avail.get()), absl::OkStatus());
+  std::vector<v1::SidecarKey> keys;
+  for (int i = 0; i < 3; ++i) keys.push_back(Publish(a, RandomBytes(1000, i)));
+  auto b_lists_all = [&] {
+    for (const auto& k : keys) {
+      if (!HeldBy(b, k, a->id)) return false;
+    }
+    return true;
+  };
+  ASSERT_TRUE(WaitFor(b_lists_all, absl::Seconds(5)));
+
+  // M, a member (joined through A), asks A for its state, as any member
+  // may: A's answer carries A's signed head.
+  std::unique_ptr<TestPeer> m = NewPeer("liar");
+  ASSERT_NE(m, nullptr);
+  ASSERT_EQ(m->JoinLibraryOf(a->avail.get()), absl::OkStatus());
+  const std::string m_id = m->key().device_id().ToString();
+  ASSERT_TRUE(
+      WaitFor([&] { return MemberIds(b).contains(m_id); }, absl::Seconds(5)));
+  v1::OriginInfo victim;
+  std::optional<availability::Entry> held;
+  {
+    auto to_a = PeerStubAs(m->key(), a);
+    v1::ExchangeRequest ask;
+    *ask.mutable_from() = m->Hello();
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    auto reader = to_a->Exchange(&ctx, ask);
+    v1::ExchangeResponse msg;
+    while (reader->Read(&msg)) {
+      if (!msg.has_batch() ||
+          msg.batch().origin().device_id() != IdBytes(a->id))
+        continue;
+      victim = msg.batch().origin();
+      std::vector<availability::Entry> entries;
+      ASSERT_TRUE(availability::DecodeEntries(msg.batch(),
+                                              msg.batch().up_to_seq(),
+                                              m->key().device_id(), &entries)
+                      .ok());
+      if (!entries.empty()) held = entries[0];
+    }
+    ASSERT_TRUE(reader->Finish().ok());
+  }
+  ASSERT_EQ(victim.head().signature().size(), 64u) << "A sent no signed head";
+  ASSERT_TRUE(held.has_value());
+
+  // M serves its lies and tells B where it is, claiming to know more of A,
+  // so that B pulls from it.
+  PeerTrust trust;
+  trust.Set({a->cert, b->cert});
+  ServerHost host(PeerListener{"127.0.0.1:0", &m->key(), &trust, {}});
+  v1::Hello m_hello = m->Hello();
+  ForgingRelay relay(m_hello, victim, *held);
+  host.AddService(&relay);
+  ASSERT_TRUE(host.Start().ok());
+  m_hello.set_peer_address(absl::StrCat("127.0.0.1:", host.port()));
+  v1::ExchangeRequest tell;
+  *tell.mutable_from() = m_hello;
+  v1::OriginDigest* claim = tell.add_digest();
+  claim->set_device_id(IdBytes(a->id));
+  claim->set_generation(victim.generation());
+  claim->set_max_seq(victim.head().max_seq() + 1000);
+  auto to_b = PeerStubAs(m->key(), b);
+  ASSERT_TRUE(CallExchange(to_b.get(), tell).status.ok());
+  ASSERT_TRUE(WaitFor([&] { return relay.answers >= 1; }, absl::Seconds(10)))
+      << "B never pulled from M";
+
+  // B still lists A for all three sidecars, and takes A's next one.
+  EXPECT_TRUE(b_lists_all());
+  v1::SidecarKey next = Publish(a, RandomBytes(1000, 9));
+  EXPECT_TRUE(WaitFor([&] { return HeldBy(b, next, a->id); }, absl::Seconds(5)))
+      << "B takes A's next change for old";
+  EXPECT_TRUE(b_lists_all());
+  // Having learned, B pulled from every peer again, M too. It said why it
+  // refused M's lies once, however often M answered.
+  EXPECT_TRUE(WaitFor([&] { return relay.answers >= 2; }, absl::Seconds(10)));
+  const std::string log = ReadAll(b->avail->log_path());
+  size_t said = 0;
+  for (size_t at = log.find("did not sign"); at != std::string::npos;
+       at = log.find("did not sign", at + 1)) {
+    ++said;
+  }
+  EXPECT_EQ(said, 1u) << log;
+  std::cerr << "M answered B " << relay.answers << " times\n";
 }
 
 // ---------------------------------------------------------------------------
