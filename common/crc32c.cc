@@ -1,11 +1,10 @@
 #include "common/crc32c.h"
 
+#include <isa-l/crc.h>
+
+#include <algorithm>
 #include <array>
 #include <cstring>
-
-#if defined(__x86_64__)
-#include <nmmintrin.h>
-#endif
 
 namespace sidecar {
 namespace {
@@ -32,31 +31,8 @@ constexpr Tables MakeTables() {
 
 constexpr Tables kTables = MakeTables();
 
-#if defined(__x86_64__)
-__attribute__((target("sse4.2"))) uint32_t ExtendSse42(uint32_t crc,
-                                                       const char* p,
-                                                       size_t n) {
-  uint64_t c = ~crc;
-  while (n >= 8) {
-    uint64_t w;
-    std::memcpy(&w, p, 8);
-    c = _mm_crc32_u64(c, w);
-    p += 8;
-    n -= 8;
-  }
-  uint32_t c32 = static_cast<uint32_t>(c);
-  while (n > 0) {
-    c32 = _mm_crc32_u8(c32, static_cast<uint8_t>(*p++));
-    --n;
-  }
-  return ~c32;
-}
-
-bool HasSse42() {
-  static const bool has = __builtin_cpu_supports("sse4.2");
-  return has;
-}
-#endif
+// crc32_iscsi takes its length as an int.
+constexpr size_t kMaxIsalPiece = size_t{1} << 30;
 
 }  // namespace
 
@@ -89,10 +65,19 @@ uint32_t Crc32cExtendPortable(uint32_t crc, absl::string_view data) {
 }  // namespace internal
 
 uint32_t Crc32cExtend(uint32_t crc, absl::string_view data) {
-#if defined(__x86_64__)
-  if (HasSse42()) return ExtendSse42(crc, data.data(), data.size());
-#endif
-  return internal::Crc32cExtendPortable(crc, data);
+  // ISA-L takes and returns the CRC register itself, without the inversion
+  // before and after that CRC-32C specifies: the CRC-32C continued from
+  // `crc` is ~crc32_iscsi(data, ~crc). It does not write the buffer.
+  auto* p = reinterpret_cast<unsigned char*>(const_cast<char*>(data.data()));
+  size_t n = data.size();
+  uint32_t c = ~crc;
+  while (n > 0) {
+    const size_t piece = std::min(n, kMaxIsalPiece);
+    c = crc32_iscsi(p, static_cast<int>(piece), c);
+    p += piece;
+    n -= piece;
+  }
+  return ~c;
 }
 
 }  // namespace sidecar
