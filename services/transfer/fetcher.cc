@@ -1105,7 +1105,7 @@ absl::StatusOr<v1::JobState> Fetcher::Cancel(const std::string& job_id) {
   if (!job->has_value()) {
     return absl::NotFoundError(absl::StrCat("no job ", job_id));
   }
-  if (IsFinal((*job)->state)) {
+  if (IsFinalState((*job)->state)) {
     return absl::FailedPreconditionError(
         absl::StrCat("job ", job_id, " already ended (",
                      v1::JobState_Name((*job)->state), ")"));

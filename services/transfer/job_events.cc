@@ -6,11 +6,6 @@
 
 namespace sidecar::transfer {
 
-bool IsFinal(v1::JobState state) {
-  return state == v1::JOB_STATE_DONE || state == v1::JOB_STATE_GENERATE ||
-         state == v1::JOB_STATE_CANCELLED;
-}
-
 class JobEvents::Watcher : public OrderedWriteReactor<v1::JobStatus> {
  public:
   Watcher(JobEvents* hub, std::string job_id)
@@ -49,7 +44,7 @@ class JobEvents::Watcher : public OrderedWriteReactor<v1::JobStatus> {
       Finish(grpc::Status::CANCELLED);
       return;
     }
-    if (IsFinal(current_.state())) {
+    if (IsFinalState(current_.state())) {
       finished_ = done_sending_ = true;
       Finish(grpc::Status::OK);
       return;

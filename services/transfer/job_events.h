@@ -15,11 +15,10 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "services/transfer/job_store.h"
 #include "sidecar/v1/transfer.pb.h"
 
 namespace sidecar::transfer {
-
-bool IsFinal(v1::JobState state);
 
 class JobEvents {
  public:
