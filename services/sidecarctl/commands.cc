@@ -115,7 +115,7 @@ int RegisterBatch(CommandContext& ctx, const std::string& path,
   if (total == 0)
     return ctx.UsageError(absl::StrCat(path, ": no sidecars in it"));
 
-  // Pass 2 sends them, kMaxKeysPerCall at a time; each call is atomic.
+  // Pass 2 sends them, kMaxKeysPerRequest at a time; each call is atomic.
   std::ifstream in(path);
   std::string line;
   v1::RegisterRequest req;
@@ -131,7 +131,7 @@ int RegisterBatch(CommandContext& ctx, const std::string& path,
     changes += resp.advertised_changes();
     max_seq = resp.max_seq();
     req.clear_sidecars();
-    if (total > static_cast<uint64_t>(kMaxKeysPerCall)) {
+    if (total > kMaxKeysPerRequest) {
       ctx.out() << "  registered " << sent << "/" << total << "\n";
     }
     return kExitOk;
@@ -145,7 +145,7 @@ int RegisterBatch(CommandContext& ctx, const std::string& path,
     }
     s->set_status(status);
     s->set_generator_version(generator);
-    if (req.sidecars_size() == kMaxKeysPerCall) {
+    if (static_cast<size_t>(req.sidecars_size()) == kMaxKeysPerRequest) {
       if (int rc = flush(); rc != kExitOk) return rc;
     }
   }
@@ -232,9 +232,9 @@ int RunRemove(CommandContext& ctx, const Args& args) {
   std::vector<v1::SidecarKey> keys;
   if (int rc = ParseUris(ctx, args, &keys); rc != kExitOk) return rc;
   uint64_t removed = 0, not_found = 0;
-  for (size_t i = 0; i < keys.size(); i += kMaxKeysPerCall) {
+  for (size_t i = 0; i < keys.size(); i += kMaxKeysPerRequest) {
     v1::RemoveRequest req;
-    size_t end = std::min(keys.size(), i + kMaxKeysPerCall);
+    size_t end = std::min(keys.size(), i + kMaxKeysPerRequest);
     for (size_t j = i; j < end; ++j) *req.add_keys() = keys[j];
     grpc::ClientContext cc;
     ctx.SetCallDeadline(&cc);
@@ -360,10 +360,10 @@ int RunLs(CommandContext& ctx, const Args&) {
 int RunWhoHas(CommandContext& ctx, const Args& args) {
   std::vector<v1::SidecarKey> keys;
   if (int rc = ParseUris(ctx, args, &keys); rc != kExitOk) return rc;
-  for (size_t i = 0; i < keys.size(); i += kMaxKeysPerCall) {
+  for (size_t i = 0; i < keys.size(); i += kMaxKeysPerRequest) {
     v1::WhoHasRequest req;
     req.set_query_peers(absl::GetFlag(FLAGS_query_peers));
-    size_t end = std::min(keys.size(), i + kMaxKeysPerCall);
+    size_t end = std::min(keys.size(), i + kMaxKeysPerRequest);
     for (size_t j = i; j < end; ++j) *req.add_keys() = keys[j];
     grpc::ClientContext cc;
     ctx.SetCallDeadline(&cc);

@@ -10,13 +10,11 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/request_limits.h"
 #include "services/sidecarctl/cli.h"
 #include "sidecar/v1/availability.pb.h"
 
 namespace sidecar::ctl {
-
-// Most sidecars one Register, Remove or WhoHas call may carry.
-inline constexpr int kMaxKeysPerCall = 10000;
 
 // The availability commands, in the order the usage lists them.
 std::vector<CommandSpec> AvailabilityCommands();

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/request_limits.h"
 #include "common/transport.h"
 
 namespace sidecar::transfer {
@@ -50,8 +51,6 @@ Resolution FromProto(const v1::ResolveResponse& resp) {
   return r;
 }
 
-constexpr size_t kBatch = 10000;
-
 }  // namespace
 
 absl::StatusOr<Resolution> AvailabilityClient::Resolve(const SidecarKey& key,
@@ -72,9 +71,10 @@ absl::StatusOr<std::vector<Resolution>> AvailabilityClient::ResolveMany(
     absl::Span<const SidecarKey> keys, v1::ResolveMode mode) {
   std::vector<Resolution> out;
   out.reserve(keys.size());
-  for (size_t base = 0; base < keys.size(); base += kBatch) {
+  for (size_t base = 0; base < keys.size(); base += kMaxKeysPerRequest) {
     v1::ResolveBatchRequest req;
-    for (size_t i = base; i < std::min(keys.size(), base + kBatch); ++i) {
+    for (size_t i = base; i < std::min(keys.size(), base + kMaxKeysPerRequest);
+         ++i) {
       v1::ResolveRequest* r = req.add_requests();
       KeyToProto(keys[i], r->mutable_key());
       r->set_mode(mode);
@@ -94,9 +94,10 @@ absl::StatusOr<std::vector<Resolution>> AvailabilityClient::ResolveMany(
 
 absl::Status AvailabilityClient::RegisterReadyMany(
     absl::Span<const ReadyItem> items) {
-  for (size_t base = 0; base < items.size(); base += kBatch) {
+  for (size_t base = 0; base < items.size(); base += kMaxKeysPerRequest) {
     v1::RegisterRequest req;
-    for (size_t i = base; i < std::min(items.size(), base + kBatch); ++i) {
+    for (size_t i = base; i < std::min(items.size(), base + kMaxKeysPerRequest);
+         ++i) {
       v1::LocalSidecar* l = req.add_sidecars();
       KeyToProto(items[i].key, l->mutable_key());
       l->set_size(items[i].size);

@@ -20,7 +20,8 @@ absl::StatusOr<std::vector<std::optional<LocalSidecarInfo>>> LocalIndex::Lookup(
     absl::Span<const SidecarKey> keys) {
   std::vector<std::optional<LocalSidecarInfo>> out;
   out.reserve(keys.size());
-  const size_t batch = std::clamp<size_t>(options_.batch_size, 1, 10000);
+  const size_t batch =
+      std::clamp<size_t>(options_.batch_size, 1, kMaxKeysPerRequest);
   for (size_t start = 0; start < keys.size(); start += batch) {
     absl::Status s = LookupBatch(keys.subspan(start, batch), &out);
     if (!s.ok()) return s;

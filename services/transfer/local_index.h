@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "common/request_limits.h"
 #include "common/sha256.h"
 #include "common/sidecar_key.h"
 #include "sidecar/v1/availability.grpc.pb.h"
@@ -41,8 +42,9 @@ struct LocalSidecarInfo {
 struct LocalIndexOptions {
   // Deadline of one GetLocal call.
   absl::Duration rpc_timeout = absl::Seconds(2);
-  // Keys per GetLocal call (the service accepts at most 10,000).
-  size_t batch_size = 10000;
+  // Keys per GetLocal call (clamped to 1..kMaxKeysPerRequest, what the
+  // service accepts).
+  size_t batch_size = kMaxKeysPerRequest;
 };
 
 class LocalIndex {

@@ -44,9 +44,9 @@ absl::StatusOr<ByteRange> ReadRange(uint64_t offset, uint64_t length,
 }
 
 absl::Status CheckBatchReadSize(const v1::BatchReadRequest& req) {
-  if (static_cast<size_t>(req.keys_size()) > kMaxBatchReadKeys) {
+  if (static_cast<size_t>(req.keys_size()) > kMaxKeysPerRequest) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("BatchRead takes at most ", kMaxBatchReadKeys,
+        absl::StrCat("BatchRead takes at most ", kMaxKeysPerRequest,
                      " keys; got ", req.keys_size(), ": split the call"));
   }
   return absl::OkStatus();

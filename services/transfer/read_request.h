@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "common/request_limits.h"
 #include "common/sidecar_key.h"
 #include "sidecar/v1/transfer.pb.h"
 
@@ -23,7 +24,6 @@ inline constexpr uint32_t kMinChunkBytes = 64 << 10;
 inline constexpr uint32_t kMaxChunkBytes = 1 << 20;
 // Chosen by tests/bench/chunk_size_bench.cc (loopback, SHA-NI).
 inline constexpr uint32_t kDefaultChunkBytes = 256 << 10;
-inline constexpr size_t kMaxBatchReadKeys = 10000;
 
 // The chunk size a Read with `requested` chunk_bytes gets: `requested`, or
 // `default_bytes` for 0 (kDefaultChunkBytes if that is 0 too), clamped to
@@ -54,7 +54,7 @@ struct ByteRange {
 absl::StatusOr<ByteRange> ReadRange(uint64_t offset, uint64_t length,
                                     uint64_t size, const SidecarKey& key);
 
-// RESOURCE_EXHAUSTED if a BatchRead names more than kMaxBatchReadKeys keys
+// RESOURCE_EXHAUSTED if a BatchRead names more than kMaxKeysPerRequest keys
 // (the whole call is refused).
 absl::Status CheckBatchReadSize(const v1::BatchReadRequest& req);
 

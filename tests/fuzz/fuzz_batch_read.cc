@@ -21,10 +21,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!req.ParseFromArray(data, static_cast<int>(size))) return 0;
   if (absl::Status s = CheckBatchReadSize(req); !s.ok()) {
     FUZZ_CHECK(s.code() == absl::StatusCode::kResourceExhausted);
-    FUZZ_CHECK(static_cast<size_t>(req.keys_size()) > kMaxBatchReadKeys);
+    FUZZ_CHECK(static_cast<size_t>(req.keys_size()) > kMaxKeysPerRequest);
     return 0;
   }
-  FUZZ_CHECK(static_cast<size_t>(req.keys_size()) <= kMaxBatchReadKeys);
+  FUZZ_CHECK(static_cast<size_t>(req.keys_size()) <= kMaxKeysPerRequest);
   // The server copies the keys out of the request, as here.
   const std::vector<v1::SidecarKey> protos(req.keys().begin(),
                                            req.keys().end());

@@ -1,0 +1,21 @@
+// Limits of one request that both services state in their protocol
+// (protos/sidecar/v1/*.proto) and that their clients must keep to.
+#ifndef SIDECAR_COMMON_REQUEST_LIMITS_H_
+#define SIDECAR_COMMON_REQUEST_LIMITS_H_
+
+#include <cstddef>
+
+namespace sidecar {
+
+// Most sidecar keys one call may carry: the availability service's Register,
+// Remove, GetLocal, WhoHas and ResolveBatch, and the transfer service's
+// BatchRead ("at most 10,000 keys" in the protos). Clients send more in
+// several calls. Not a page size: ListLocal's page_size and the like have
+// limits of their own that only happen to be 10,000 too. The availability
+// service keeps its own copy (kMaxBatch in services/availability/
+// local_inventory.h) of the same number.
+inline constexpr size_t kMaxKeysPerRequest = 10000;
+
+}  // namespace sidecar
+
+#endif  // SIDECAR_COMMON_REQUEST_LIMITS_H_
