@@ -165,6 +165,15 @@ absl::Status ValidateKindFormat(int kind, int format) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateKey(const SidecarKey& key) {
+  absl::Status s = ValidateKindFormat(key.kind, key.format);
+  if (s.ok()) s = ValidateVariant(key.variant);
+  if (s.ok() && key.content.IsNil()) {
+    s = absl::InvalidArgumentError("content uuid must not be nil");
+  }
+  return s;
+}
+
 absl::StatusOr<SidecarKey> KeyFromProto(const v1::SidecarKey& proto) {
   SidecarKey key;
   auto uuid = Uuid::Parse(proto.content_uuid());

@@ -61,6 +61,11 @@ absl::Status ValidateVariant(absl::string_view variant);
 // Validates kind and format enum values.
 absl::Status ValidateKindFormat(int kind, int format);
 
+// Validates a key built or stored in memory rather than parsed: kind and
+// format, variant, and a content UUID that is not nil. INVALID_ARGUMENT
+// saying what is wrong.
+absl::Status ValidateKey(const SidecarKey& key);
+
 // Validates and converts. Every failure is INVALID_ARGUMENT naming the field.
 absl::StatusOr<SidecarKey> KeyFromProto(const v1::SidecarKey& proto);
 void KeyToProto(const SidecarKey& key, v1::SidecarKey* proto);

@@ -402,12 +402,7 @@ absl::StatusOr<std::vector<Job>> PgJobStore::Query(const std::string& name,
 namespace {
 
 absl::Status ValidateNewJob(const SidecarKey& key, v1::Priority priority) {
-  absl::Status valid = ValidateKindFormat(key.kind, key.format);
-  if (valid.ok()) valid = ValidateVariant(key.variant);
-  if (!valid.ok()) return valid;
-  if (key.content.IsNil()) {
-    return absl::InvalidArgumentError("content uuid must not be nil");
-  }
+  if (absl::Status valid = ValidateKey(key); !valid.ok()) return valid;
   if (!v1::Priority_IsValid(priority)) {
     return absl::InvalidArgumentError(
         absl::StrCat("priority ", static_cast<int>(priority), " is unknown"));

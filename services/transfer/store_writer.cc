@@ -64,15 +64,6 @@ absl::StatusOr<std::string> CanonicalJobId(absl::string_view job_id) {
   return u->ToString();
 }
 
-absl::Status ValidateKey(const SidecarKey& key) {
-  absl::Status s = ValidateKindFormat(key.kind, key.format);
-  if (s.ok()) s = ValidateVariant(key.variant);
-  if (s.ok() && key.content.IsNil()) {
-    s = absl::InvalidArgumentError("content uuid must not be nil");
-  }
-  return s;
-}
-
 absl::Status FsyncDir(const std::string& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus(errno, absl::StrCat("cannot open ", dir));
