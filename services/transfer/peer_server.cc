@@ -22,33 +22,13 @@
 #include "common/ordered_reactor.h"
 #include "common/sha256.h"
 #include "common/sidecar_key.h"
+#include "common/unique_fd.h"
 
 namespace sidecar::transfer {
 namespace {
 
 // Headroom for a BatchReadItem's fields besides its data.
 constexpr size_t kItemHeadroomBytes = 64 << 10;
-
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  ~UniqueFd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& o) noexcept {
-    if (this != &o) {
-      if (fd_ >= 0) close(fd_);
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_ = -1;
-};
 
 std::string SidecarPath(const std::string& root, const SidecarKey& key) {
   return absl::StrCat(root, "/", RelativePath(key));

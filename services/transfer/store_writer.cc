@@ -39,20 +39,6 @@ absl::Status ErrnoStatus(int err, absl::string_view what) {
   }
 }
 
-// Closes a descriptor on scope exit.
-class FdCloser {
- public:
-  explicit FdCloser(int fd) : fd_(fd) {}
-  ~FdCloser() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  FdCloser(const FdCloser&) = delete;
-  FdCloser& operator=(const FdCloser&) = delete;
-
- private:
-  int fd_;
-};
-
 // The canonical (lowercase) form of a job id; INVALID_ARGUMENT unless it is
 // a UUID, which also keeps it a safe file name.
 absl::StatusOr<std::string> CanonicalJobId(absl::string_view job_id) {
@@ -67,7 +53,7 @@ absl::StatusOr<std::string> CanonicalJobId(absl::string_view job_id) {
 absl::Status FsyncDir(const std::string& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus(errno, absl::StrCat("cannot open ", dir));
-  FdCloser closer(fd);
+  UniqueFd closer(fd);
   if (::fsync(fd) != 0) {
     return ErrnoStatus(errno, absl::StrCat("cannot sync directory ", dir));
   }
@@ -178,10 +164,10 @@ std::string HumanBytes(uint64_t n) {
 
 // ---------------------------------------------------------------- PartFile
 
-PartFile::PartFile(int fd, std::string path,
+PartFile::PartFile(UniqueFd fd, std::string path,
                    std::optional<uint64_t> expected_size, uint64_t size,
                    Sha256 prefix_hash)
-    : fd_(fd),
+    : fd_(std::move(fd)),
       path_(std::move(path)),
       expected_size_(expected_size),
       size_(size),
@@ -189,7 +175,7 @@ PartFile::PartFile(int fd, std::string path,
       prefix_hash_(std::move(prefix_hash)) {}
 
 PartFile::PartFile(PartFile&& other) noexcept
-    : fd_(std::exchange(other.fd_, -1)),
+    : fd_(std::move(other.fd_)),
       path_(std::move(other.path_)),
       expected_size_(other.expected_size_),
       size_(other.size_.load()),
@@ -198,8 +184,7 @@ PartFile::PartFile(PartFile&& other) noexcept
 
 PartFile& PartFile::operator=(PartFile&& other) noexcept {
   if (this != &other) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = std::exchange(other.fd_, -1);
+    fd_ = std::move(other.fd_);
     path_ = std::move(other.path_);
     expected_size_ = other.expected_size_;
     size_ = other.size_.load();
@@ -209,23 +194,22 @@ PartFile& PartFile::operator=(PartFile&& other) noexcept {
   return *this;
 }
 
-PartFile::~PartFile() {
-  if (fd_ >= 0) ::close(fd_);
-}
+PartFile::~PartFile() = default;
 
 absl::Status PartFile::Append(absl::string_view data) {
   return WriteAt(size_.load(), data);
 }
 
 absl::Status PartFile::WriteAt(uint64_t offset, absl::string_view data) {
-  if (fd_ < 0) return absl::FailedPreconditionError("part file is closed");
+  if (!fd_.valid()) return absl::FailedPreconditionError("part file is closed");
   const uint64_t end = offset + data.size();
   if (end < offset || (expected_size_.has_value() && end > *expected_size_)) {
     return absl::OutOfRangeError(absl::StrCat(
         "write of ", data.size(), " bytes at ", offset, " passes the end (",
         expected_size_.value_or(0), " bytes) of ", path_));
   }
-  if (absl::Status s = WriteAll(fd_, offset, data, path_); !s.ok()) return s;
+  if (absl::Status s = WriteAll(fd_.get(), offset, data, path_); !s.ok())
+    return s;
   // Concurrent writers of other ranges: the furthest end wins.
   uint64_t seen = size_.load();
   while (seen < end && !size_.compare_exchange_weak(seen, end)) {
@@ -234,8 +218,8 @@ absl::Status PartFile::WriteAt(uint64_t offset, absl::string_view data) {
 }
 
 absl::Status PartFile::Sync() {
-  if (fd_ < 0) return absl::FailedPreconditionError("part file is closed");
-  if (::fdatasync(fd_) != 0) {
+  if (!fd_.valid()) return absl::FailedPreconditionError("part file is closed");
+  if (::fdatasync(fd_.get()) != 0) {
     return ErrnoStatus(errno, absl::StrCat("cannot sync ", path_));
   }
   return absl::OkStatus();
@@ -276,51 +260,48 @@ absl::StatusOr<PartFile> StoreWriter::OpenPart(
   if (expected_size.has_value()) {
     resume_from = std::min(resume_from, *expected_size);
   }
-  int fd = -1;
+  UniqueFd fd;
   uint64_t keep = 0;
   Sha256 hash;
   if (resume_from > 0) {
-    fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-    if (fd < 0 && errno != ENOENT) {
+    fd.reset(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+    if (!fd.valid() && errno != ENOENT) {
       return ErrnoStatus(errno, absl::StrCat("cannot open ", path));
     }
-    if (fd >= 0) {
+    if (fd.valid()) {
       struct stat st;
-      if (::fstat(fd, &st) != 0) {
-        absl::Status s = ErrnoStatus(errno, absl::StrCat("cannot stat ", path));
-        ::close(fd);
-        return s;
+      if (::fstat(fd.get(), &st) != 0) {
+        return ErrnoStatus(errno, absl::StrCat("cannot stat ", path));
       }
       keep = std::min(resume_from, static_cast<uint64_t>(st.st_size));
       absl::Status s;
-      if (::ftruncate(fd, static_cast<off_t>(keep)) != 0) {
+      if (::ftruncate(fd.get(), static_cast<off_t>(keep)) != 0) {
         s = ErrnoStatus(errno, absl::StrCat("cannot truncate ", path));
       }
-      if (s.ok()) s = HashPrefix(fd, keep, hash, path);
-      if (!s.ok()) {
-        ::close(fd);
-        return s;
-      }
+      if (s.ok()) s = HashPrefix(fd.get(), keep, hash, path);
+      if (!s.ok()) return s;
     }
   }
-  if (fd < 0) {
-    fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return ErrnoStatus(errno, absl::StrCat("cannot create ", path));
+  if (!fd.valid()) {
+    fd.reset(
+        ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (!fd.valid()) {
+      return ErrnoStatus(errno, absl::StrCat("cannot create ", path));
+    }
   }
   if (expected_size.has_value() && *expected_size > keep) {
     // Reserve the space now (a full disk fails here, not midway), without
     // changing the size. Filesystems without fallocate just skip it.
-    int err = ::fallocate(fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(keep),
-                          static_cast<off_t>(*expected_size - keep));
+    int err =
+        ::fallocate(fd.get(), FALLOC_FL_KEEP_SIZE, static_cast<off_t>(keep),
+                    static_cast<off_t>(*expected_size - keep));
     if (err != 0 && errno != EOPNOTSUPP && errno != ENOSYS) {
-      absl::Status s = ErrnoStatus(
+      return ErrnoStatus(
           errno, absl::StrCat("cannot reserve ", HumanBytes(*expected_size),
                               " for ", path));
-      ::close(fd);
-      return s;
     }
   }
-  return PartFile(fd, path, expected_size, keep, std::move(hash));
+  return PartFile(std::move(fd), path, expected_size, keep, std::move(hash));
 }
 
 absl::StatusOr<CommittedFile> StoreWriter::Commit(
@@ -356,7 +337,7 @@ absl::StatusOr<CommittedFile> StoreWriter::CommitImpl(
       return ErrnoStatus(errno,
                          absl::StrCat("no part file to commit for ", what));
     }
-    FdCloser closer(fd);
+    UniqueFd closer(fd);
     // Durable before it becomes visible under its final name.
     if (::fsync(fd) != 0) {
       return ErrnoStatus(errno, absl::StrCat("cannot sync ", part));
@@ -419,7 +400,7 @@ absl::Status StoreWriter::WriteWholePart(absl::string_view job_id,
   const std::string part = PartPath(*id);
   int fd = ::open(part.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoStatus(errno, absl::StrCat("cannot create ", part));
-  FdCloser closer(fd);
+  UniqueFd closer(fd);
   return WriteAll(fd, 0, data, part);
 }
 
@@ -439,7 +420,7 @@ absl::StatusOr<std::string> CheckedPart(int incoming_fd,
   const int fd = sync ? ::openat(incoming_fd, part.c_str(),
                                  O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
                       : -1;
-  FdCloser closer(fd);
+  UniqueFd closer(fd);
   if (sync ? fd < 0 || ::fstat(fd, &st) != 0
            : ::fstatat(incoming_fd, part.c_str(), &st, AT_SYMLINK_NOFOLLOW) !=
                  0) {
@@ -506,7 +487,7 @@ std::vector<absl::Status> StoreWriter::CommitBatch(
     for (auto& o : out) o = s;
     return out;
   }
-  FdCloser closer(root_fd);
+  UniqueFd closer(root_fd);
   int incoming_fd =
       ::open(incoming_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (incoming_fd < 0) {
@@ -515,7 +496,7 @@ std::vector<absl::Status> StoreWriter::CommitBatch(
     for (auto& o : out) o = s;
     return out;
   }
-  FdCloser incoming_closer(incoming_fd);
+  UniqueFd incoming_closer(incoming_fd);
   if (items.size() <= kFsyncBatchMax)
     return CommitFewSynced(items, root_fd, incoming_fd);
   // 1. Every part's data on disk before any name points at it.

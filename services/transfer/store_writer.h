@@ -31,6 +31,7 @@
 #include "absl/types/span.h"
 #include "common/sha256.h"
 #include "common/sidecar_key.h"
+#include "common/unique_fd.h"
 
 namespace sidecar::transfer {
 
@@ -70,10 +71,10 @@ class PartFile {
 
  private:
   friend class StoreWriter;
-  PartFile(int fd, std::string path, std::optional<uint64_t> expected_size,
+  PartFile(UniqueFd fd, std::string path, std::optional<uint64_t> expected_size,
            uint64_t size, Sha256 prefix_hash);
 
-  int fd_ = -1;
+  UniqueFd fd_;
   std::string path_;
   std::optional<uint64_t> expected_size_;
   std::atomic<uint64_t> size_{0};
