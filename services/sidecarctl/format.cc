@@ -88,18 +88,6 @@ std::string ShortSha(absl::string_view raw_sha256) {
 
 std::string Hex(absl::string_view raw) { return absl::BytesToHexString(raw); }
 
-std::string HumanBytes(uint64_t bytes) {
-  if (bytes < 1024) return absl::StrCat(bytes, " B");
-  constexpr const char* kUnits[] = {"KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(bytes) / 1024.0;
-  int unit = 0;
-  while (v >= 1024.0 && unit < 3) {
-    v /= 1024.0;
-    ++unit;
-  }
-  return absl::StrFormat("%.1f %s", v, kUnits[unit]);
-}
-
 std::string Rtt(uint32_t micros) {
   if (micros == 0) return "-";
   if (micros < 10000) return absl::StrFormat("%.2f ms", micros / 1000.0);

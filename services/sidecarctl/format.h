@@ -12,6 +12,7 @@
 
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/bytes_format.h"  // HumanBytes, for the commands
 #include "google/protobuf/timestamp.pb.h"
 
 namespace sidecar::ctl {
@@ -36,8 +37,6 @@ std::string ShortId(absl::string_view device_id);
 std::string ShortSha(absl::string_view raw_sha256);
 // Full lowercase hex of raw bytes.
 std::string Hex(absl::string_view raw);
-// "812 B", "45.1 KiB", "3.2 MiB", "1.5 GiB".
-std::string HumanBytes(uint64_t bytes);
 // "0.42 ms", "12 ms"; "-" for 0 (not measured).
 std::string Rtt(uint32_t micros);
 // "12.5 MiB/s"; "-" for 0 (not measured).

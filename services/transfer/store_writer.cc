@@ -17,6 +17,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/bytes_format.h"
 #include "common/log.h"
 #include "common/uuid.h"
 
@@ -146,18 +147,6 @@ absl::Status HashPrefix(int fd, uint64_t length, Sha256& hash,
     offset += static_cast<uint64_t>(n);
   }
   return absl::OkStatus();
-}
-
-std::string HumanBytes(uint64_t n) {
-  constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  if (n < 1024) return absl::StrCat(n, " B");
-  double v = static_cast<double>(n);
-  int unit = 0;
-  while (v >= 1024 && unit < 5) {
-    v /= 1024;
-    ++unit;
-  }
-  return absl::StrFormat("%.1f %s", v, kUnits[unit]);
 }
 
 }  // namespace

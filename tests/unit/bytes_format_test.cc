@@ -1,0 +1,36 @@
+#include "common/bytes_format.h"
+
+#include <cstdint>
+
+#include "gtest/gtest.h"
+
+namespace sidecar {
+namespace {
+
+TEST(HumanBytesTest, BelowOneKibIsExact) {
+  EXPECT_EQ(HumanBytes(0), "0 B");
+  EXPECT_EQ(HumanBytes(812), "812 B");
+  EXPECT_EQ(HumanBytes(1023), "1023 B");
+}
+
+TEST(HumanBytesTest, OneDecimalInTheLargestUnit) {
+  EXPECT_EQ(HumanBytes(1024), "1.0 KiB");
+  EXPECT_EQ(HumanBytes(46182), "45.1 KiB");
+  EXPECT_EQ(HumanBytes(64ull << 20), "64.0 MiB");
+  EXPECT_EQ(HumanBytes(3ull << 30 >> 1), "1.5 GiB");
+  EXPECT_EQ(HumanBytes(5ull << 40), "5.0 TiB");
+  EXPECT_EQ(HumanBytes(2ull << 50), "2.0 PiB");
+}
+
+TEST(HumanBytesTest, RoundsWithinTheUnitBelow) {
+  // Just under 1 MiB stays in KiB and rounds up there.
+  EXPECT_EQ(HumanBytes((1ull << 20) - 1), "1024.0 KiB");
+}
+
+TEST(HumanBytesTest, PibIsTheLargestUnit) {
+  EXPECT_EQ(HumanBytes(2048ull << 50), "2048.0 PiB");
+  EXPECT_EQ(HumanBytes(UINT64_MAX), "16384.0 PiB");
+}
+
+}  // namespace
+}  // namespace sidecar
