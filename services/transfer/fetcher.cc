@@ -1,14 +1,12 @@
 #include "services/transfer/fetcher.h"
 
 #include <algorithm>
-#include <deque>
 #include <functional>
 #include <optional>
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "common/crc32c.h"
 #include "common/log.h"
 #include "common/transport.h"
 #include "services/transfer/piece_scheduler.h"
@@ -44,149 +42,6 @@ struct Fetcher::Attempt {
 };
 
 namespace {
-
-// A stream's progress is synced (fdatasync) whenever at least this many
-// bytes are unsynced, and recorded in its job row at most this often.
-constexpr uint64_t kCheckpointBytes = 2ull << 20;
-constexpr absl::Duration kCheckpointInterval = absl::Milliseconds(250);
-
-// Feeds a Sha256 on its own thread, so that the whole-file hash runs beside
-// the per-chunk checks and the writes instead of after them (the machines
-// have two cores). At most kMaxQueued chunks wait; Add blocks beyond. Hashed
-// buffers are handed back (TakeBuffer) for the next chunks, so that a long
-// stream does not allocate, and fault in, fresh memory for every chunk.
-class AsyncHasher {
- public:
-  explicit AsyncHasher(Sha256* hasher)
-      : hasher_(hasher), thread_([this] { Run(); }) {}
-  ~AsyncHasher() { Finish(); }
-
-  void Add(std::string data) {
-    absl::MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(this, &AsyncHasher::HasRoomLocked));
-    queue_.push_back(std::move(data));
-  }
-
-  // A hashed buffer to read the next chunk into, or an empty string.
-  std::string TakeBuffer() {
-    absl::MutexLock lock(&mu_);
-    if (free_.empty()) return std::string();
-    std::string b = std::move(free_.back());
-    free_.pop_back();
-    return b;
-  }
-
-  // Waits until everything added is hashed.
-  void Finish() {
-    {
-      absl::MutexLock lock(&mu_);
-      if (done_) return;
-      done_ = true;
-    }
-    thread_.join();
-  }
-
- private:
-  static constexpr size_t kMaxQueued = 64;
-  static constexpr size_t kMaxFree = 4;
-
-  // Conditions for mu_.Await (which calls them with mu_ held).
-  bool HasRoomLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return queue_.size() < kMaxQueued;
-  }
-  bool HasWorkOrDoneLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return !queue_.empty() || done_;
-  }
-
-  void Run() {
-    while (true) {
-      std::string data;
-      {
-        absl::MutexLock lock(&mu_);
-        mu_.Await(absl::Condition(this, &AsyncHasher::HasWorkOrDoneLocked));
-        if (queue_.empty()) return;
-        data = std::move(queue_.front());
-        queue_.pop_front();
-      }
-      hasher_->Update(data);
-      absl::MutexLock lock(&mu_);
-      if (free_.size() < kMaxFree) free_.push_back(std::move(data));
-    }
-  }
-
-  Sha256* const hasher_;
-  absl::Mutex mu_;
-  std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> free_ ABSL_GUARDED_BY(mu_);
-  bool done_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;
-};
-
-// Makes a stream's progress durable on its own thread: syncs the part file
-// and then records the synced length, so that the receive loop never waits
-// for the disk. Syncing while bytes still arrive is also write-behind: the
-// disk writes beside the network instead of after it, the dirty pages stay
-// few, and the commit's final sync finds little left to do.
-class AsyncCheckpointer {
- public:
-  // `record(n)` is called on the checkpointer's thread with a length whose
-  // bytes are synced.
-  AsyncCheckpointer(PartFile* part, uint64_t synced,
-                    std::function<void(uint64_t)> record)
-      : part_(part),
-        record_(std::move(record)),
-        written_(synced),
-        thread_([this, synced] { Run(synced); }) {}
-  ~AsyncCheckpointer() { Finish(); }
-
-  // The part file holds every byte before `written`. Never blocks on I/O.
-  void Written(uint64_t written) {
-    absl::MutexLock lock(&mu_);
-    written_ = written;
-  }
-
-  // Waits for a sync in progress and stops; what was written since is left
-  // to the caller's own final sync.
-  void Finish() {
-    {
-      absl::MutexLock lock(&mu_);
-      if (done_) return;
-      done_ = true;
-    }
-    thread_.join();
-  }
-
- private:
-  void Run(uint64_t synced) {
-    absl::Time recorded_at = absl::Now();
-    while (true) {
-      uint64_t target;
-      {
-        absl::MutexLock lock(&mu_);
-        auto ready = [this, synced] {
-          mu_.AssertHeld();
-          return done_ || written_ - synced >= kCheckpointBytes;
-        };
-        mu_.Await(absl::Condition(&ready));
-        if (done_) return;
-        target = written_;
-      }
-      if (!part_->Sync().ok()) return;  // the final sync reports it
-      synced = target;
-      if (absl::Now() - recorded_at >= kCheckpointInterval) {
-        record_(synced);
-        recorded_at = absl::Now();
-      }
-    }
-  }
-
-  PartFile* const part_;
-  const std::function<void(uint64_t)> record_;
-  absl::Mutex mu_;
-  uint64_t written_ ABSL_GUARDED_BY(mu_);
-  bool done_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;
-};
 
 // Logs a bookkeeping step that failed but that the fetch goes on without:
 // a job row not updated (the job is retried or recovered at the next start)
@@ -750,18 +605,22 @@ absl::Status Fetcher::FetchSingle(Attempt* a,
     SC_LOG(INFO) << "job " << a->job.id << ": reading from " << SourceName(src)
                  << (resume > 0 ? " from byte " : " at byte ") << resume
                  << " of " << a->size;
-    uint64_t received = 0;
-    bool corrupt = false;
+    RangeReader reader = MakeReader(a, src);
     absl::Time start = absl::Now();
-    absl::Status s = ReadRange(a, src, resume, a->size - resume, part.get(),
-                               &hasher, &received, &corrupt);
+    absl::StatusOr<std::shared_ptr<v1::TransferPeer::Stub>> stub =
+        PeerStub(src);
+    absl::Status s =
+        stub.ok() ? reader.ReadInOrder(stub->get(), resume, a->size - resume,
+                                       part.get(), &hasher)
+                  : stub.status();
     // Progress is recorded only once it is durable: a resume trusts it.
     absl::Status synced = part->Sync();
     WarnIfFailed(synced, a->job.id, "cannot sync its partial data");
     const bool go_on = !synced.ok() || RecordProgress(a, a->verified.load());
-    availability_->ReportTransfer(src.device_id, received, absl::Now() - start,
-                                  s.ok(), corrupt);
-    if (corrupt) {
+    availability_->ReportTransfer(src.device_id, reader.received(),
+                                  absl::Now() - start, s.ok(),
+                                  reader.corrupt());
+    if (reader.corrupt()) {
       WarnIfFailed(jobs_->AddDemoted(a->job.id, src.device_id), a->job.id,
                    "cannot demote the source");
     }
@@ -851,9 +710,8 @@ absl::Status Fetcher::FetchMulti(Attempt* a,
     WarnIfFailed(jobs_->AddSourceTried(a->job.id, src.device_id), a->job.id,
                  "cannot record the source tried");
     workers.emplace_back([&, src] {
+      RangeReader reader = MakeReader(a, src);
       absl::Time start = absl::Now();
-      uint64_t total = 0;
-      bool corrupt = false;
       absl::Status s;
       while (!a->cancelled) {
         std::optional<PieceScheduler::Piece> p = scheduler.Next();
@@ -863,10 +721,12 @@ absl::Status Fetcher::FetchMulti(Attempt* a,
                        << " also fetches piece " << p->index
                        << ", still in flight from a slower source";
         }
-        uint64_t received = 0;
-        s = ReadRange(a, src, p->offset, p->length, part.get(), nullptr,
-                      &received, &corrupt, scheduler.abandon_flag(p->index));
-        total += received;
+        absl::StatusOr<std::shared_ptr<v1::TransferPeer::Stub>> stub =
+            PeerStub(src);
+        s = stub.ok()
+                ? reader.ReadPiece(stub->get(), p->offset, p->length,
+                                   part.get(), scheduler.abandon_flag(p->index))
+                : stub.status();
         PieceScheduler::Outcome o = scheduler.Finished(p->index, s.ok());
         if (o.result == PieceScheduler::Result::kAlreadyDone) {
           s = absl::OkStatus();  // the other copy arrived first
@@ -883,8 +743,9 @@ absl::Status Fetcher::FetchMulti(Attempt* a,
         }
         if (o.advanced_prefix.has_value()) checkpoint(*o.advanced_prefix);
       }
-      availability_->ReportTransfer(src.device_id, total, absl::Now() - start,
-                                    s.ok(), corrupt);
+      availability_->ReportTransfer(src.device_id, reader.received(),
+                                    absl::Now() - start, s.ok(),
+                                    reader.corrupt());
     });
   }
   for (std::thread& t : workers) t.join();
@@ -915,123 +776,34 @@ absl::Status Fetcher::FetchMulti(Attempt* a,
   return FetchSingle(a, sources);
 }
 
-absl::Status Fetcher::ReadRange(Attempt* a, const FetchSource& src,
-                                uint64_t offset, uint64_t length,
-                                PartFile* part, Sha256* hasher,
-                                uint64_t* received, bool* corrupt,
-                                const std::atomic<bool>* abandon) {
-  absl::StatusOr<std::shared_ptr<v1::TransferPeer::Stub>> stub_or =
-      PeerStub(src);
-  if (!stub_or.ok()) return stub_or.status();
-  const std::shared_ptr<v1::TransferPeer::Stub> stub = *stub_or;
-  grpc::ClientContext ctx;
-  // Generous for the size (at least 256 KiB/s); stalls are caught sooner by
-  // the watchdog.
-  SetDeadline(&ctx,
-              absl::Seconds(30) +
-                  absl::Seconds(static_cast<double>(length) / (256 << 10)));
-  {
+RangeReader::Callbacks Fetcher::StreamCallbacks(Attempt* a) {
+  RangeReader::Callbacks cb;
+  cb.stream_started = [a](grpc::ClientContext* ctx) {
     absl::MutexLock alock(&a->mu);
-    a->streams[&ctx] = absl::Now();
+    a->streams[ctx] = absl::Now();
     // StopAttempt sets `cancelled` before it cancels the streams it finds
     // under a->mu: a stream it missed sees the flag here.
-    if (a->cancelled) ctx.TryCancel();
-  }
-  v1::ReadRequest req;
-  KeyToProto(a->job.key, req.mutable_key());
-  req.set_offset(offset);
-  req.set_length(length);
-  req.set_chunk_bytes(options_.chunk_bytes);
-  std::unique_ptr<grpc::ClientReader<v1::ReadChunk>> reader =
-      stub->Read(&ctx, req);
-  v1::ReadChunk chunk;
-  std::optional<AsyncHasher> async_hasher;
-  std::optional<AsyncCheckpointer> checkpointer;
-  if (hasher != nullptr) {
-    async_hasher.emplace(hasher);
-    // What is synced and recorded survives a crash of this process; the
-    // next attempt resumes there.
-    checkpointer.emplace(part, offset, [this, a](uint64_t synced) {
-      // A job that ended elsewhere cancels this stream.
-      RecordProgress(a, synced);
-    });
-  }
-  uint64_t next = offset;
-  const uint64_t end = offset + length;
-  bool first = true;
-  std::string problem;
-  bool abandoned = false;
-  while (reader->Read(&chunk)) {
-    {
-      absl::MutexLock alock(&a->mu);
-      a->streams[&ctx] = absl::Now();
-    }
-    if (abandon != nullptr && abandon->load()) {
-      abandoned = true;
-      ctx.TryCancel();
-      break;
-    }
-    if (first) {
-      first = false;
-      if (chunk.file_size() != a->size ||
-          chunk.file_sha256() != DigestBytes(a->expected)) {
-        problem = "it holds another version of the sidecar than advertised";
-        break;
-      }
-    }
-    const std::string& data = chunk.data();
-    if (chunk.offset() != next || next + data.size() > end) {
-      problem = absl::StrCat("it sent bytes at ", chunk.offset(), "+",
-                             data.size(), " when ", next, " was expected");
-      break;
-    }
-    if (Crc32c(data) != chunk.chunk_crc32c()) {
-      problem = absl::StrCat("the chunk at ", next, " failed its checksum");
-      break;
-    }
-    limiter_->Acquire(data.size());
-    if (absl::Status w = part->WriteAt(next, data); !w.ok()) {
-      ctx.TryCancel();
-      reader->Finish();
-      absl::MutexLock alock(&a->mu);
-      a->streams.erase(&ctx);
-      return w;
-    }
-    next += data.size();
-    *received += data.size();
-    if (hasher != nullptr) {
-      // The hasher takes the chunk's buffer; the message gets a hashed one
-      // back, whose capacity the next Read reuses.
-      std::string hashed = async_hasher->TakeBuffer();
-      hashed.swap(*chunk.mutable_data());
-      async_hasher->Add(std::move(hashed));
-      a->verified = next;
-      checkpointer->Written(next);
-    }
-    PublishProgress(a, false);
-  }
-  if (checkpointer) checkpointer->Finish();
-  if (async_hasher) async_hasher->Finish();  // the hash covers what we kept
-  if (!problem.empty()) {
-    *corrupt = true;
-    ctx.TryCancel();
-  }
-  grpc::Status st = reader->Finish();
-  {
+    if (a->cancelled) ctx->TryCancel();
+  };
+  cb.stream_alive = [a](grpc::ClientContext* ctx) {
     absl::MutexLock alock(&a->mu);
-    a->streams.erase(&ctx);
-  }
-  if (!problem.empty()) {
-    return absl::DataLossError(
-        absl::StrCat("bad data from ", SourceName(src), ": ", problem));
-  }
-  if (abandoned) return absl::CancelledError("another source was faster");
-  if (!st.ok()) return FromGrpcStatus(st);
-  if (next != end) {
-    return absl::UnavailableError(absl::StrCat(
-        "stream from ", SourceName(src), " ended at ", next, " of ", end));
-  }
-  return absl::OkStatus();
+    a->streams[ctx] = absl::Now();
+  };
+  cb.stream_ended = [a](grpc::ClientContext* ctx) {
+    absl::MutexLock alock(&a->mu);
+    a->streams.erase(ctx);
+  };
+  cb.verified = [a](uint64_t n) { a->verified = n; };
+  // A job that ended elsewhere cancels the stream.
+  cb.durable = [this, a](uint64_t synced) { RecordProgress(a, synced); };
+  cb.chunk_written = [this, a] { PublishProgress(a, false); };
+  return cb;
+}
+
+RangeReader Fetcher::MakeReader(Attempt* a, const FetchSource& src) {
+  return RangeReader(RangeTarget{a->job.key, a->size, a->expected},
+                     SourceName(src), options_.chunk_bytes, limiter_,
+                     StreamCallbacks(a));
 }
 
 absl::Status Fetcher::Commit(Attempt* a, const FetchSource& from,

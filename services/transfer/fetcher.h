@@ -36,6 +36,7 @@
 #include "services/transfer/availability_client.h"
 #include "services/transfer/job_events.h"
 #include "services/transfer/job_store.h"
+#include "services/transfer/range_reader.h"
 #include "services/transfer/rate_limiter.h"
 #include "services/transfer/store_writer.h"
 #include "sidecar/v1/transfer.grpc.pb.h"
@@ -114,17 +115,18 @@ class Fetcher {
   // Returns OK when committed; otherwise why the attempt failed.
   absl::Status FetchSingle(Attempt* a, const std::vector<FetchSource>& sources);
   absl::Status FetchMulti(Attempt* a, const std::vector<FetchSource>& sources);
-  // Streams [offset, offset+length) of the sidecar from `src` into `part`;
-  // with `hasher`, also feeds it in order. Sets *corrupt when a chunk failed
-  // its checksum or the source sent what was not asked for.
   // The stub for `src`'s transfer service; PERMISSION_DENIED for a holder
   // that is not a member.
   absl::StatusOr<std::shared_ptr<v1::TransferPeer::Stub>> PeerStub(
       const FetchSource& src) ABSL_LOCKS_EXCLUDED(mu_);
-  absl::Status ReadRange(Attempt* a, const FetchSource& src, uint64_t offset,
-                         uint64_t length, PartFile* part, Sha256* hasher,
-                         uint64_t* received, bool* corrupt,
-                         const std::atomic<bool>* abandon = nullptr);
+  // A reader of `a`'s sidecar (a->size and a->expected must be set) from
+  // `src`, for one thread. Callers look the stub up (PeerStub) before each
+  // read, so a holder that stops being a member is refused mid-fetch.
+  RangeReader MakeReader(Attempt* a, const FetchSource& src);
+  // What a reader tells `a`: its streams are registered in a->streams (for
+  // the watchdog and StopAttempt); in-order reads set a->verified, record
+  // the synced prefix (RecordProgress) and publish progress.
+  RangeReader::Callbacks StreamCallbacks(Attempt* a);
   absl::Status Commit(Attempt* a, const FetchSource& from,
                       const Sha256Digest* streamed_digest);
   void PublishProgress(Attempt* a, bool force) ABSL_LOCKS_EXCLUDED(mu_);
