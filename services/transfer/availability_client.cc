@@ -21,6 +21,12 @@ absl::Status Explain(const grpc::Status& s, const std::string& address,
 
 }  // namespace
 
+std::string SourceName(const FetchSource& s) {
+  return s.name.empty()
+             ? s.device_id
+             : absl::StrCat(s.name, " (", s.device_id.substr(0, 8), ")");
+}
+
 AvailabilityClient::AvailabilityClient(const std::string& address,
                                        absl::Duration timeout)
     : address_(address),

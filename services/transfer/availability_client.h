@@ -28,6 +28,10 @@ struct FetchSource {
   absl::Duration rtt = absl::ZeroDuration();
 };
 
+// How logs and messages name a source: "laptop (3f2a1b4c)", or its device
+// id if it has no name.
+std::string SourceName(const FetchSource& s);
+
 struct Resolution {
   v1::ResolveResponse::Outcome outcome =
       v1::ResolveResponse::OUTCOME_UNSPECIFIED;

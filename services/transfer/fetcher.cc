@@ -9,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/transport.h"
+#include "services/transfer/job_log.h"
 #include "services/transfer/piece_scheduler.h"
 
 namespace sidecar::transfer {
@@ -41,24 +42,6 @@ struct Fetcher::Attempt {
   std::vector<std::string> sources ABSL_GUARDED_BY(mu);
 };
 
-namespace {
-
-// Logs a bookkeeping step that failed but that the fetch goes on without:
-// a job row not updated (the job is retried or recovered at the next start)
-// or a partial file not deleted (removed at the next start).
-void WarnIfFailed(const absl::Status& s, absl::string_view job_id,
-                  absl::string_view what) {
-  if (!s.ok()) SC_LOG(WARNING) << "job " << job_id << ": " << what << ": " << s;
-}
-
-std::string SourceName(const FetchSource& s) {
-  return s.name.empty()
-             ? s.device_id
-             : absl::StrCat(s.name, " (", s.device_id.substr(0, 8), ")");
-}
-
-}  // namespace
-
 Fetcher::Fetcher(FetcherOptions options, JobStore* jobs, StoreWriter* store,
                  AvailabilityClient* availability, RateLimiter* limiter,
                  JobEvents* events, PeerChannels* channels)
@@ -68,7 +51,18 @@ Fetcher::Fetcher(FetcherOptions options, JobStore* jobs, StoreWriter* store,
       availability_(availability),
       limiter_(limiter),
       events_(events),
-      channels_(channels) {}
+      channels_(channels),
+      batch_lane_(
+          BatchLaneOptions{.kinds = options_.batch_kinds,
+                           .max_jobs = options_.batch_max_jobs,
+                           .max_item_bytes = options_.batch_max_item_bytes,
+                           .stall_timeout = options_.stall_timeout},
+          jobs, store, availability, limiter, events,
+          BatchLane::Hooks{
+              .stub = [this](const FetchSource& src) { return PeerStub(src); },
+              .idle = [this] { Idle(); },
+              .wake = [this] { Wake(); },
+              .status_of = [this](const Job& job) { return StatusOf(job); }}) {}
 
 absl::StatusOr<std::shared_ptr<v1::TransferPeer::Stub>> Fetcher::PeerStub(
     const FetchSource& src) {
@@ -91,7 +85,7 @@ void Fetcher::Start() {
   }
   if (!options_.batch_kinds.empty() && options_.batch_max_jobs > 0) {
     for (int i = 0; i < options_.batch_lanes; ++i) {
-      threads_.emplace_back([this] { BatchLoop(); });
+      threads_.emplace_back([this] { batch_lane_.Loop(); });
     }
   }
   threads_.emplace_back([this] { WatchdogLoop(); });
@@ -102,15 +96,12 @@ void Fetcher::Stop() {
     absl::MutexLock lock(&mu_);
     if (stopping_ && threads_.empty()) return;
     stopping_ = true;
-    stop_requested_ = true;
     limiter_->Cancel();  // nothing waits for bandwidth any more
     for (auto& [id, a] : running_) {
       absl::MutexLock alock(&a->mu);
       for (auto& [ctx, t] : a->streams) ctx->TryCancel();
     }
-    // Unfinished batch items go back to their jobs, which resume at the
-    // next start.
-    for (auto& [ctx, t] : batch_streams_) ctx->TryCancel();
+    batch_lane_.Stop();
     wake_.SignalAll();
   }
   for (std::thread& t : threads_) t.join();
@@ -165,247 +156,12 @@ void Fetcher::Idle() {
   }
 }
 
-void Fetcher::BatchLoop() {
-  while (true) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (stopping_) return;
-    }
-    absl::StatusOr<std::vector<Job>> jobs = jobs_->ClaimBatch(
-        absl::Now(), options_.batch_max_jobs, options_.batch_kinds);
-    if (jobs.ok() && !jobs->empty()) {
-      RunBatch(std::move(*jobs));
-      continue;
-    }
-    if (!jobs.ok()) SC_LOG(WARNING) << "claiming a batch: " << jobs.status();
-    Idle();
-  }
-}
-
-void Fetcher::RunBatch(std::vector<Job> jobs) {
-  absl::Time start = absl::Now();
-  std::vector<SidecarKey> keys;
-  keys.reserve(jobs.size());
-  for (const Job& j : jobs) keys.push_back(j.key);
-  // Jobs the lane gives back to the one-by-one path, with why.
-  std::vector<std::pair<size_t, std::string>> fallback;
-  std::vector<std::string> already_local;
-  absl::StatusOr<std::vector<Resolution>> res =
-      availability_->ResolveMany(keys, v1::RESOLVE_MODE_FETCH_ONLY);
-  if (!res.ok()) {
-    for (size_t i = 0; i < jobs.size(); ++i) {
-      fallback.push_back({i, std::string(res.status().message())});
-    }
-  }
-  // Group by the best source.
-  absl::flat_hash_map<std::string, std::vector<size_t>> by_source;
-  absl::flat_hash_map<std::string, FetchSource> source_of;
-  for (size_t i = 0; res.ok() && i < jobs.size(); ++i) {
-    const Resolution& r = (*res)[i];
-    if (r.outcome == v1::ResolveResponse::OUTCOME_LOCAL) {
-      already_local.push_back(jobs[i].id);
-    } else if (r.sources.empty()) {
-      fallback.push_back({i, "no online device has it"});
-    } else if (r.sources[0].size > options_.batch_max_item_bytes) {
-      fallback.push_back({i, "large: fetched on its own"});
-    } else {
-      by_source[r.sources[0].transfer_address].push_back(i);
-      source_of.emplace(r.sources[0].transfer_address, r.sources[0]);
-    }
-  }
-  const absl::Time resolved = absl::Now();
-  std::vector<StoreWriter::BatchItem> written;
-  std::vector<size_t> written_index;
-  std::vector<std::string> from_name(jobs.size());
-  for (auto& [address, members] : by_source) {
-    const FetchSource& src = source_of[address];
-    absl::StatusOr<std::shared_ptr<v1::TransferPeer::Stub>> stub_or =
-        PeerStub(src);
-    if (!stub_or.ok()) {
-      SC_LOG(WARNING) << "batch: " << stub_or.status();
-      for (size_t i : members) {
-        fallback.push_back({i, std::string(stub_or.status().message())});
-      }
-      continue;  // its jobs go back to the workers, one by one
-    }
-    v1::TransferPeer::Stub* stub = stub_or->get();
-    v1::BatchReadRequest req;
-    uint64_t expected_bytes = 0;
-    for (size_t i : members) {
-      KeyToProto(jobs[i].key, req.add_keys());
-      expected_bytes += (*res)[i].sources[0].size;
-    }
-    grpc::ClientContext ctx;
-    SetDeadline(&ctx, absl::Seconds(30) +
-                          absl::Seconds(static_cast<double>(expected_bytes) /
-                                        (256 << 10)));
-    absl::Time t0 = absl::Now();
-    {
-      absl::MutexLock lock(&mu_);
-      if (stopping_) ctx.TryCancel();
-      batch_streams_[&ctx] = t0;
-    }
-    std::unique_ptr<grpc::ClientReader<v1::BatchReadResponse>> reader =
-        stub->BatchRead(&ctx, req);
-    std::vector<char> seen(members.size(), 0);
-    uint64_t received = 0;
-    bool corrupt = false;
-    v1::BatchReadResponse batch;
-    while (reader->Read(&batch)) {
-      {
-        absl::MutexLock lock(&mu_);
-        auto it = batch_streams_.find(&ctx);
-        // InfiniteFuture: the watchdog already cancelled it.
-        if (it->second != absl::InfiniteFuture()) it->second = absl::Now();
-      }
-      for (const v1::BatchReadItem& item : batch.items()) {
-        // On Stop the rest of the message is left to the jobs' next start,
-        // like the items not received yet.
-        if (stop_requested_.load(std::memory_order_relaxed)) break;
-        if (item.index() >= members.size() || seen[item.index()]) continue;
-        seen[item.index()] = 1;
-        size_t i = members[item.index()];
-        const FetchSource& want = (*res)[i].sources[0];
-        if (item.status_code() != 0) {
-          fallback.push_back(
-              {i, absl::StrCat(SourceName(src), ": ", item.status_message())});
-          continue;
-        }
-        const std::string& data = item.data();
-        if (data.size() != want.size || Sha256Of(data) != want.sha256) {
-          corrupt = true;
-          WarnIfFailed(jobs_->AddDemoted(jobs[i].id, src.device_id), jobs[i].id,
-                       "cannot demote the source");
-          fallback.push_back({i, absl::StrCat(SourceName(src),
-                                              " sent bytes that fail the "
-                                              "advertised SHA-256")});
-          continue;
-        }
-        limiter_->Acquire(data.size());
-        received += data.size();
-        if (absl::Status w = store_->WriteWholePart(jobs[i].id, data);
-            !w.ok()) {
-          fallback.push_back({i, std::string(w.message())});
-          continue;
-        }
-        written.push_back({jobs[i].id, jobs[i].key, data.size()});
-        written_index.push_back(i);
-        from_name[i] = SourceName(src);
-      }
-    }
-    grpc::Status st = reader->Finish();
-    {
-      absl::MutexLock lock(&mu_);
-      batch_streams_.erase(&ctx);
-    }
-    for (size_t k = 0; k < members.size(); ++k) {
-      if (!seen[k]) {
-        fallback.push_back(
-            {members[k], absl::StrCat(SourceName(src), ": ",
-                                      st.ok() ? "item missing from the batch"
-                                              : st.error_message())});
-      }
-    }
-    availability_->ReportTransfer(src.device_id, received, absl::Now() - t0,
-                                  st.ok() && !corrupt, corrupt);
-  }
-  // Install, register, finish.
-  const absl::Time received_all = absl::Now();
-  std::vector<absl::Status> committed = store_->CommitBatch(written);
-  const absl::Time installed = absl::Now();
-  std::vector<AvailabilityClient::ReadyItem> ready;
-  std::vector<size_t> ready_index;
-  for (size_t k = 0; k < written.size(); ++k) {
-    size_t i = written_index[k];
-    if (!committed[k].ok()) {
-      fallback.push_back({i, std::string(committed[k].message())});
-      continue;
-    }
-    const FetchSource& s = (*res)[i].sources[0];
-    ready.push_back({jobs[i].key, s.size, s.sha256,
-                     absl::StrCat("fetched from ", from_name[i])});
-    ready_index.push_back(i);
-  }
-  absl::Status reg = availability_->RegisterReadyMany(ready);
-  const absl::Time registered = absl::Now();
-  // Finished per source, so each job says where it came from.
-  struct Done {
-    std::vector<std::string> ids;
-    std::vector<uint64_t> sizes;
-  };
-  absl::flat_hash_map<std::string, Done> done_by_source;
-  std::vector<std::string> done;
-  for (size_t k = 0; k < ready_index.size(); ++k) {
-    size_t i = ready_index[k];
-    if (!reg.ok()) {
-      fallback.push_back({i, std::string(reg.message())});
-    } else {
-      Done& d = done_by_source[from_name[i]];
-      d.ids.push_back(jobs[i].id);
-      d.sizes.push_back(ready[k].size);
-      done.push_back(jobs[i].id);
-    }
-  }
-  for (const auto& [from, d] : done_by_source) {
-    absl::StatusOr<uint64_t> finished = jobs_->FinishMany(
-        d.ids, v1::JOB_STATE_DONE,
-        absl::StrCat("fetched from ", from, " in a batch of ", jobs.size(),
-                     " in ", absl::FormatDuration(absl::Now() - start)),
-        d.sizes);
-    WarnIfFailed(finished.status(),
-                 absl::StrCat(d.ids.front(), " (and ", d.ids.size() - 1,
-                              " more of its batch)"),
-                 "cannot record it done");
-  }
-  if (!already_local.empty()) {
-    absl::StatusOr<uint64_t> finished = jobs_->FinishMany(
-        already_local, v1::JOB_STATE_DONE, "already present locally");
-    WarnIfFailed(finished.status(),
-                 absl::StrCat(already_local.front(), " (and ",
-                              already_local.size() - 1, " more of its batch)"),
-                 "cannot record it done");
-  }
-  for (const auto& [i, why] : fallback) {
-    WarnIfFailed(store_->Discard(jobs[i].id), jobs[i].id,
-                 "cannot delete its partial data");
-    WarnIfFailed(jobs_->ScheduleRetry(jobs[i].id, absl::Now(), why), jobs[i].id,
-                 "cannot schedule its retry");
-  }
-  if (!fallback.empty()) Wake();
-  SC_LOG(DEBUG) << "batch of " << jobs.size() << ": " << done.size()
-                << " fetched, " << already_local.size() << " local, "
-                << fallback.size() << " left to the workers, in "
-                << absl::Now() - start << " (resolve " << resolved - start
-                << ", receive " << received_all - resolved << ", install "
-                << installed - received_all << ", register "
-                << registered - installed << ", finish "
-                << absl::Now() - registered << ")";
-  // Only watched jobs are read back (one query each).
-  for (const std::vector<std::string>* ids : {&done, &already_local}) {
-    for (const std::string& id : *ids) {
-      if (!events_->HasWatchers(id)) continue;
-      if (absl::StatusOr<std::optional<Job>> j = jobs_->Get(id);
-          j.ok() && j->has_value()) {
-        events_->Publish(StatusOf(**j));
-      }
-    }
-  }
-}
-
 void Fetcher::WatchdogLoop() {
   absl::MutexLock lock(&mu_);
   while (!stopping_) {
     wake_.WaitWithTimeout(&mu_, absl::Milliseconds(250));
     absl::Time now = absl::Now();
-    for (auto& [ctx, last] : batch_streams_) {
-      if (now - last > options_.stall_timeout) {
-        SC_LOG(WARNING) << "batch: source stalled for "
-                        << options_.stall_timeout
-                        << ", cancelling; its items are retried one by one";
-        ctx->TryCancel();
-        last = absl::InfiniteFuture();  // cancel once
-      }
-    }
+    batch_lane_.CancelStalled(now);
     for (auto& [id, a] : running_) {
       absl::MutexLock alock(&a->mu);
       for (auto& [ctx, last] : a->streams) {

@@ -34,6 +34,7 @@
 #include "absl/time/time.h"
 #include "common/peer_channels.h"
 #include "services/transfer/availability_client.h"
+#include "services/transfer/batch_lane.h"
 #include "services/transfer/job_events.h"
 #include "services/transfer/job_store.h"
 #include "services/transfer/range_reader.h"
@@ -104,9 +105,6 @@ class Fetcher {
 
   // These take mu_ as needed.
   void WorkerLoop() ABSL_LOCKS_EXCLUDED(mu_);
-  void BatchLoop() ABSL_LOCKS_EXCLUDED(mu_);
-  // Runs the batch lane on `jobs` (claimed, never attempted).
-  void RunBatch(std::vector<Job> jobs) ABSL_LOCKS_EXCLUDED(mu_);
   // Sleeps until woken, a retry is due, or a second has passed.
   void Idle() ABSL_LOCKS_EXCLUDED(mu_);
   void WatchdogLoop() ABSL_LOCKS_EXCLUDED(mu_);
@@ -150,20 +148,17 @@ class Fetcher {
   mutable absl::Mutex mu_;
   absl::CondVar wake_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  // Set with stopping_; read without mu_ between batch items.
-  std::atomic<bool> stop_requested_{false};
   uint64_t wake_seq_ ABSL_GUARDED_BY(mu_) = 0;  // bumped by Wake()
   absl::flat_hash_map<std::string, Attempt*> running_ ABSL_GUARDED_BY(mu_);
-  // The batch lanes' BatchRead calls and when each last received a message:
-  // Stop() cancels them, the watchdog cancels one that stalls.
-  absl::flat_hash_map<grpc::ClientContext*, absl::Time> batch_streams_
-      ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Progress> progress_ ABSL_GUARDED_BY(mu_);
   // Stubs on channels pinned to each holder's certificate, per (device,
   // address). Looked up through PeerStub, which refuses non-members.
   absl::flat_hash_map<std::string, std::shared_ptr<v1::TransferPeer::Stub>>
       stubs_ ABSL_GUARDED_BY(mu_);
   PeerChannels* const channels_;
+  // Its threads run Loop; Stop() stops it, the watchdog cancels its stalled
+  // streams, both with mu_ held (mu_ comes before the lane's own mutex).
+  BatchLane batch_lane_;
   std::vector<std::thread> threads_;  // Start and Stop only (the owner's)
 };
 
