@@ -184,6 +184,23 @@ absl::Status RangeReader::ReadPiece(v1::TransferPeer::Stub* stub,
   return Read(stub, offset, length, part, nullptr, abandon);
 }
 
+std::string RangeReader::ChunkProblem(const v1::ReadChunk& chunk, uint64_t next,
+                                      uint64_t end, bool first) const {
+  if (first && (chunk.file_size() != target_.size ||
+                chunk.file_sha256() != DigestBytes(target_.sha256))) {
+    return "it holds another version of the sidecar than advertised";
+  }
+  const std::string& data = chunk.data();
+  if (chunk.offset() != next || next + data.size() > end) {
+    return absl::StrCat("it sent bytes at ", chunk.offset(), "+", data.size(),
+                        " when ", next, " was expected");
+  }
+  if (Crc32c(data) != chunk.chunk_crc32c()) {
+    return absl::StrCat("the chunk at ", next, " failed its checksum");
+  }
+  return std::string();
+}
+
 absl::Status RangeReader::Read(v1::TransferPeer::Stub* stub, uint64_t offset,
                                uint64_t length, PartFile* part, Sha256* hasher,
                                const std::atomic<bool>* abandon) {
@@ -222,24 +239,10 @@ absl::Status RangeReader::Read(v1::TransferPeer::Stub* stub, uint64_t offset,
       ctx.TryCancel();
       break;
     }
-    if (first) {
-      first = false;
-      if (chunk.file_size() != target_.size ||
-          chunk.file_sha256() != DigestBytes(target_.sha256)) {
-        problem = "it holds another version of the sidecar than advertised";
-        break;
-      }
-    }
+    problem = ChunkProblem(chunk, next, end, first);
+    first = false;
+    if (!problem.empty()) break;
     const std::string& data = chunk.data();
-    if (chunk.offset() != next || next + data.size() > end) {
-      problem = absl::StrCat("it sent bytes at ", chunk.offset(), "+",
-                             data.size(), " when ", next, " was expected");
-      break;
-    }
-    if (Crc32c(data) != chunk.chunk_crc32c()) {
-      problem = absl::StrCat("the chunk at ", next, " failed its checksum");
-      break;
-    }
     limiter_->Acquire(data.size());
     if (absl::Status w = part->WriteAt(next, data); !w.ok()) {
       ctx.TryCancel();

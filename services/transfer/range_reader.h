@@ -85,6 +85,11 @@ class RangeReader {
   absl::Status ReadPiece(v1::TransferPeer::Stub* stub, uint64_t offset,
                          uint64_t length, PartFile* part,
                          const std::atomic<bool>* abandon);
+  // Why `chunk`, expected at byte `next` of a range that ends at `end`,
+  // is bad data; empty if it is good. The stream's `first` chunk must also
+  // name the target's size and SHA-256.
+  std::string ChunkProblem(const v1::ReadChunk& chunk, uint64_t next,
+                           uint64_t end, bool first) const;
 
   // Bytes written to part files by this reader's calls so far.
   uint64_t received() const { return received_; }
