@@ -16,6 +16,11 @@ namespace sidecar {
 // local_inventory.h) of the same number.
 inline constexpr size_t kMaxKeysPerRequest = 10000;
 
+// Most keys one Fetch call of the transfer service's local API may carry
+// ("at most 1,000 keys" in transfer.proto): the service refuses more,
+// sidecarctl splits.
+inline constexpr size_t kMaxFetchKeysPerRequest = 1000;
+
 }  // namespace sidecar
 
 #endif  // SIDECAR_COMMON_REQUEST_LIMITS_H_

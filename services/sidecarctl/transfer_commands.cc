@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "common/request_limits.h"
 #include "common/transport.h"
 #include "services/sidecarctl/commands.h"
 #include "services/sidecarctl/format.h"
@@ -116,8 +117,8 @@ grpc::Status Follow(CommandContext& ctx, const std::string& job_id,
     if (slot.interrupted()) {
       return grpc::Status(grpc::StatusCode::CANCELLED, "interrupted");
     }
-    if (s.ok() || (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
-                   got_any)) {
+    if (s.ok() ||
+        (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && got_any)) {
       continue;  // still running: watch again
     }
     if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
@@ -142,12 +143,12 @@ int RunFetch(CommandContext& ctx, const Args& args) {
   CallSlot slot;
   InterruptWatcher interrupt([&slot] { slot.Interrupt(); });
 
-  // 1. Ask for every key, kMaxFetchKeysPerCall at a time.
+  // 1. Ask for every key, kMaxFetchKeysPerRequest at a time.
   std::vector<v1::FetchResult> results;
-  for (size_t i = 0; i < keys.size(); i += kMaxFetchKeysPerCall) {
+  for (size_t i = 0; i < keys.size(); i += kMaxFetchKeysPerRequest) {
     v1::FetchRequest req;
     req.set_priority(*priority);
-    for (size_t j = i; j < std::min(keys.size(), i + kMaxFetchKeysPerCall);
+    for (size_t j = i; j < std::min(keys.size(), i + kMaxFetchKeysPerRequest);
          ++j) {
       *req.add_keys() = keys[j];
     }
@@ -160,8 +161,7 @@ int RunFetch(CommandContext& ctx, const Args& args) {
     if (slot.interrupted()) return Interrupted(ctx);
     if (!s.ok()) {
       if (!results.empty()) {
-        ctx.err() << kProgram << ": " << results.size() << " of "
-                  << keys.size()
+        ctx.err() << kProgram << ": " << results.size() << " of " << keys.size()
                   << " sidecars were asked for before this failure\n";
       }
       return ctx.TransferError("fetch", s);
@@ -222,11 +222,11 @@ int RunFetch(CommandContext& ctx, const Args& args) {
     const std::string uri = UriOf(keys[i]);
     switch (last.state()) {
       case v1::JOB_STATE_DONE:
-        PrintOutcome(ctx, "DONE", uri,
-                     last.reason().empty()
-                         ? last.local_path()
-                         : absl::StrCat(last.local_path(), "  (",
-                                        last.reason(), ")"));
+        PrintOutcome(
+            ctx, "DONE", uri,
+            last.reason().empty()
+                ? last.local_path()
+                : absl::StrCat(last.local_path(), "  (", last.reason(), ")"));
         break;
       case v1::JOB_STATE_GENERATE:
         PrintOutcome(ctx, "GENERATE", uri, last.reason());
@@ -255,8 +255,9 @@ std::string JobDetail(const v1::JobStatus& j) {
 int RunJobs(CommandContext& ctx, const Args&) {
   const int64_t limit = absl::GetFlag(FLAGS_limit);
   if (limit < 0 || limit > 1000) {
-    return ctx.UsageError("--limit must be 0 (the service's default, 100) "
-                          "to 1000");
+    return ctx.UsageError(
+        "--limit must be 0 (the service's default, 100) "
+        "to 1000");
   }
   v1::ListJobsRequest req;
   req.set_active_only(absl::GetFlag(FLAGS_active));
@@ -270,9 +271,9 @@ int RunJobs(CommandContext& ctx, const Args&) {
     ctx.out() << (req.active_only() ? "no active jobs\n" : "no jobs\n");
     return kExitOk;
   }
-  std::vector<std::vector<std::string>> rows = {
-      {"ID", "STATE", "SIDECAR", "PROGRESS", "RATE", "ATTEMPTS",
-       "LAST ERROR / REASON"}};
+  std::vector<std::vector<std::string>> rows = {{"ID", "STATE", "SIDECAR",
+                                                 "PROGRESS", "RATE", "ATTEMPTS",
+                                                 "LAST ERROR / REASON"}};
   for (const v1::JobStatus& j : resp.jobs()) {
     rows.push_back({ShortId(j.job_id()), JobStateName(j.state()),
                     UriOf(j.key()), ProgressCell(j),
@@ -346,9 +347,8 @@ absl::StatusOr<v1::Priority> ParsePriorityName(absl::string_view name) {
   if (n == "interactive") return v1::PRIORITY_INTERACTIVE;
   if (n == "normal") return v1::PRIORITY_NORMAL;
   if (n == "prefetch") return v1::PRIORITY_PREFETCH;
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown priority \"", name,
-                   "\"; use interactive, normal or prefetch"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown priority \"", name, "\"; use interactive, normal or prefetch"));
 }
 
 std::vector<CommandSpec> TransferCommands() {
@@ -377,17 +377,17 @@ std::vector<CommandSpec> TransferCommands() {
                .summary = "list fetch jobs, newest first (transfer service)",
                .flags = {"active", "limit"},
                .run = RunJobs});
-  c.push_back(
-      {.name = "cancel",
-       .synopsis = "JOB_ID",
-       .summary = "cancel a fetch job and delete its partial data",
-       .details = "JOB_ID may be the start of an id, e.g. the 8 characters "
-                  "\"jobs\" shows, if only one\nof the newest 1000 jobs "
-                  "starts so. A job that already ended is not changed\n"
-                  "(FAILED_PRECONDITION, exit 1).",
-       .min_args = 1,
-       .max_args = 1,
-       .run = RunCancel});
+  c.push_back({.name = "cancel",
+               .synopsis = "JOB_ID",
+               .summary = "cancel a fetch job and delete its partial data",
+               .details =
+                   "JOB_ID may be the start of an id, e.g. the 8 characters "
+                   "\"jobs\" shows, if only one\nof the newest 1000 jobs "
+                   "starts so. A job that already ended is not changed\n"
+                   "(FAILED_PRECONDITION, exit 1).",
+               .min_args = 1,
+               .max_args = 1,
+               .run = RunCancel});
   return c;
 }
 

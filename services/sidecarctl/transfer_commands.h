@@ -27,9 +27,6 @@
 
 namespace sidecar::ctl {
 
-// Most keys one Fetch call may carry (the service's bound).
-inline constexpr int kMaxFetchKeysPerCall = 1000;
-
 // The transfer commands, in the order the usage lists them.
 std::vector<CommandSpec> TransferCommands();
 

@@ -1,6 +1,7 @@
 #include "services/transfer/transfer_service.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/request_limits.h"
 #include "common/transport.h"
 
 namespace sidecar::transfer {
@@ -18,11 +19,11 @@ TransferService::TransferService(JobStore* jobs, Fetcher* fetcher,
 grpc::Status TransferService::Fetch(grpc::ServerContext*,
                                     const v1::FetchRequest* req,
                                     v1::FetchResponse* resp) {
-  if (req->keys_size() > kMaxFetchKeys) {
+  if (static_cast<size_t>(req->keys_size()) > kMaxFetchKeysPerRequest) {
     return grpc::Status(
         grpc::StatusCode::RESOURCE_EXHAUSTED,
         absl::StrCat(req->keys_size(), " keys in one Fetch; at most ",
-                     kMaxFetchKeys, ": split the request"));
+                     kMaxFetchKeysPerRequest, ": split the request"));
   }
   if (!v1::Priority_IsValid(req->priority())) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,

@@ -12,8 +12,6 @@
 
 namespace sidecar::transfer {
 
-inline constexpr int kMaxFetchKeys = 1000;
-
 class TransferService final
     : public v1::Transfer::WithCallbackMethod_WatchJob<v1::Transfer::Service> {
  public:
