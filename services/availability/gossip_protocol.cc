@@ -209,6 +209,14 @@ OriginInfo OriginInfoFromProto(const v1::OriginInfo& proto, const Uuid& id) {
   return info;
 }
 
+absl::StatusCode RefusalCode(int32_t wire_code) {
+  constexpr int32_t kLastCode =
+      static_cast<int32_t>(absl::StatusCode::kUnauthenticated);
+  return wire_code > 0 && wire_code <= kLastCode
+             ? static_cast<absl::StatusCode>(wire_code)
+             : absl::StatusCode::kUnknown;
+}
+
 std::string GenerationStatement(const Uuid& origin, uint64_t generation) {
   std::string out(kGenerationContext);
   absl::string_view id = origin.AsBytes();

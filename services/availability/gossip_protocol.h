@@ -37,6 +37,14 @@ inline constexpr size_t kMaxExchangeMessages = size_t{1} << 16;
 // Distinct variant names in one batch (a real vocabulary has about 20).
 inline constexpr size_t kMaxBatchVariants = 1024;
 
+// An Exchange refusal's message (ExchangeRequest.refusal) is cut to this
+// many bytes by the device that refused and again by the one told.
+inline constexpr size_t kMaxRefusalMessageBytes = 512;
+
+// The status code a received Refusal names: a google.rpc code other than
+// OK, or UNKNOWN for anything else a peer may send.
+absl::StatusCode RefusalCode(int32_t wire_code);
+
 // Signature context of a generation statement.
 inline constexpr char kGenerationContext[] = "sidecar-sync generation v1";
 

@@ -426,7 +426,8 @@ absl::Status PeerManager::DoExchange(Peer* p, v1::Hello* their_hello) {
       // The peer saw only a cancelled stream: say why next time.
       v1::Refusal r;
       r.set_code(static_cast<int>(failure.code()));
-      r.set_message(std::string(failure.message().substr(0, 512)));
+      r.set_message(
+          std::string(failure.message().substr(0, kMaxRefusalMessageBytes)));
       p->refusal_to_tell = std::move(r);
     }
     if (first) {

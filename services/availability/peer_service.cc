@@ -227,20 +227,20 @@ grpc::Status PeerService::HasKeys(grpc::ServerContext* ctx,
 }
 
 void PeerService::NoteRefusal(const Uuid& caller, const v1::Refusal& refusal) {
-  constexpr size_t kMaxMessage = 512;
-  const int code =
-      refusal.code() > 0 && refusal.code() <= 16 ? refusal.code() : 2;
+  const absl::StatusCode code = RefusalCode(refusal.code());
   {
     absl::MutexLock lock(&mu_);
-    if (!refusals_logged_.insert({caller, code}).second) return;
+    if (!refusals_logged_.insert({caller, static_cast<int>(code)}).second) {
+      return;
+    }
   }
   std::string name = caller.ToString();
   if (std::optional<MemberView> m = library_->Find(caller)) name = m->name;
-  SC_LOG(WARNING)
-      << "peer " << name << " refused this device's Exchange answer: "
-      << absl::StatusCodeToString(static_cast<absl::StatusCode>(code)) << ": "
-      << absl::CHexEscape(
-             absl::string_view(refusal.message()).substr(0, kMaxMessage));
+  SC_LOG(WARNING) << "peer " << name
+                  << " refused this device's Exchange answer: "
+                  << absl::StatusCodeToString(code) << ": "
+                  << absl::CHexEscape(absl::string_view(refusal.message())
+                                          .substr(0, kMaxRefusalMessageBytes));
 }
 
 grpc::ServerWriteReactor<v1::ExchangeResponse>* PeerService::Exchange(

@@ -170,5 +170,15 @@ TEST(CodecTest, MessageBoundsHold) {
   EXPECT_LE(r.ByteSizeLong(), kDefaultMessageBytes);
 }
 
+// A peer's Refusal names any int32; only real error codes are taken.
+TEST(RefusalTest, CodeIsAnErrorCodeOrUnknown) {
+  EXPECT_EQ(RefusalCode(8), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(RefusalCode(16), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(RefusalCode(1), absl::StatusCode::kCancelled);
+  EXPECT_EQ(RefusalCode(0), absl::StatusCode::kUnknown);  // OK is no refusal
+  EXPECT_EQ(RefusalCode(17), absl::StatusCode::kUnknown);
+  EXPECT_EQ(RefusalCode(-3), absl::StatusCode::kUnknown);
+}
+
 }  // namespace
 }  // namespace sidecar::availability
