@@ -45,6 +45,9 @@ std::pair<size_t, size_t> BucketRange(const Entries& entries, uint32_t bucket) {
 // variant are put in name order, which is the same on every device.
 Sha256Digest BucketDigest(const Entries& entries, size_t first, size_t last,
                           std::string* scratch) {
+  // Most buckets of a small table are empty: their digest is a constant.
+  static const Sha256Digest kEmpty = Sha256Of("");
+  if (first == last) return kEmpty;
   scratch->clear();
   std::vector<const Entry*> group;
   for (size_t i = first; i < last;) {

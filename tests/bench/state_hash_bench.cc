@@ -110,6 +110,7 @@ void BM_VerifyHead(benchmark::State& state) {
 }
 
 BENCHMARK(BM_StateHashFromScratch)
+    ->Arg(16)
     ->Arg(1 << 12)
     ->Arg(1'000'000)
     ->Unit(benchmark::kMillisecond);
