@@ -11,9 +11,7 @@ namespace sidecar {
 // Remove, GetLocal, WhoHas and ResolveBatch, and the transfer service's
 // BatchRead ("at most 10,000 keys" in the protos). Clients send more in
 // several calls. Not a page size: ListLocal's page_size and the like have
-// limits of their own that only happen to be 10,000 too. The availability
-// service keeps its own copy (kMaxBatch in services/availability/
-// local_inventory.h) of the same number.
+// limits of their own that only happen to be 10,000 too.
 inline constexpr size_t kMaxKeysPerRequest = 10000;
 
 // Most keys one Fetch call of the transfer service's local API may carry

@@ -7,6 +7,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/request_limits.h"
 #include "common/transport.h"
 #include "google/protobuf/util/time_util.h"
 #include "services/availability/ranking.h"
@@ -20,10 +21,13 @@ grpc::Status Invalid(std::string msg) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::move(msg));
 }
 
+// Most entries one page of ListLocal or ListMissing may ask for.
+constexpr size_t kMaxPageSize = 10000;
+
 grpc::Status TooMany(absl::string_view what, size_t n) {
   return grpc::Status(
       grpc::StatusCode::RESOURCE_EXHAUSTED,
-      absl::StrCat(n, " ", what, " in one call; at most ", kMaxBatch,
+      absl::StrCat(n, " ", what, " in one call; at most ", kMaxKeysPerRequest,
                    " are accepted: split the request into batches"));
 }
 
@@ -88,7 +92,7 @@ grpc::Status AvailabilityService::GetDevice(grpc::ServerContext*,
 grpc::Status AvailabilityService::Register(grpc::ServerContext*,
                                            const v1::RegisterRequest* req,
                                            v1::RegisterResponse* resp) {
-  if (static_cast<size_t>(req->sidecars_size()) > kMaxBatch) {
+  if (static_cast<size_t>(req->sidecars_size()) > kMaxKeysPerRequest) {
     return TooMany("sidecars", req->sidecars_size());
   }
   std::vector<LocalRecord> records;
@@ -135,7 +139,7 @@ grpc::Status AvailabilityService::Register(grpc::ServerContext*,
 grpc::Status AvailabilityService::Remove(grpc::ServerContext*,
                                          const v1::RemoveRequest* req,
                                          v1::RemoveResponse* resp) {
-  if (static_cast<size_t>(req->keys_size()) > kMaxBatch) {
+  if (static_cast<size_t>(req->keys_size()) > kMaxKeysPerRequest) {
     return TooMany("keys", req->keys_size());
   }
   absl::StatusOr<std::vector<SidecarKey>> keys =
@@ -154,8 +158,9 @@ grpc::Status AvailabilityService::ListLocal(grpc::ServerContext*,
                                             const v1::ListLocalRequest* req,
                                             v1::ListLocalResponse* resp) {
   uint32_t limit = req->page_size() == 0 ? 1000 : req->page_size();
-  if (limit > kMaxBatch) {
-    return Invalid(absl::StrCat("page_size ", limit, " is above ", kMaxBatch));
+  if (limit > kMaxPageSize) {
+    return Invalid(
+        absl::StrCat("page_size ", limit, " is above ", kMaxPageSize));
   }
   std::optional<SidecarKey> after;
   if (!req->page_token().empty()) {
@@ -209,8 +214,9 @@ grpc::Status AvailabilityService::ListMissing(grpc::ServerContext*,
                                               const v1::ListMissingRequest* req,
                                               v1::ListMissingResponse* resp) {
   const size_t limit = req->page_size() == 0 ? 1000 : req->page_size();
-  if (limit > kMaxBatch) {
-    return Invalid(absl::StrCat("page_size ", limit, " is above ", kMaxBatch));
+  if (limit > kMaxPageSize) {
+    return Invalid(
+        absl::StrCat("page_size ", limit, " is above ", kMaxPageSize));
   }
   std::vector<bool> kind_wanted(256, req->kinds().empty());
   for (int k : req->kinds()) {
@@ -292,7 +298,7 @@ grpc::Status AvailabilityService::ListMissing(grpc::ServerContext*,
 grpc::Status AvailabilityService::GetLocal(grpc::ServerContext*,
                                            const v1::GetLocalRequest* req,
                                            v1::GetLocalResponse* resp) {
-  if (static_cast<size_t>(req->keys_size()) > kMaxBatch) {
+  if (static_cast<size_t>(req->keys_size()) > kMaxKeysPerRequest) {
     return TooMany("keys", req->keys_size());
   }
   absl::StatusOr<std::vector<SidecarKey>> keys =
@@ -328,7 +334,7 @@ grpc::Status AvailabilityService::WhoHas(grpc::ServerContext* ctx,
 
 grpc::Status AvailabilityService::WhoHasImpl(const v1::WhoHasRequest* req,
                                              v1::WhoHasResponse* resp) {
-  if (static_cast<size_t>(req->keys_size()) > kMaxBatch) {
+  if (static_cast<size_t>(req->keys_size()) > kMaxKeysPerRequest) {
     return TooMany("keys", req->keys_size());
   }
   absl::StatusOr<std::vector<SidecarKey>> keys =
@@ -423,7 +429,7 @@ grpc::Status AvailabilityService::Resolve(grpc::ServerContext*,
 grpc::Status AvailabilityService::ResolveBatch(
     grpc::ServerContext*, const v1::ResolveBatchRequest* req,
     v1::ResolveBatchResponse* resp) {
-  if (static_cast<size_t>(req->requests_size()) > kMaxBatch) {
+  if (static_cast<size_t>(req->requests_size()) > kMaxKeysPerRequest) {
     return TooMany("requests", req->requests_size());
   }
   for (int i = 0; i < req->requests_size(); ++i) {
@@ -636,8 +642,8 @@ grpc::Status AvailabilityService::AnnounceTransfer(
   if (!d_.transfer_address_fixed) {
     d_.peers->SetSelfTransferAddress(address);
     v1::Hello self = d_.peers->SelfHello();
-    d_.cache->NoteOrigin({d_.cache->self_id(), self.peer_address(), address,
-                          self.name()});
+    d_.cache->NoteOrigin(
+        {d_.cache->self_id(), self.peer_address(), address, self.name()});
     d_.library->NoteAddresses(d_.cache->self_id(), "", address);
   }
   resp->set_transfer_address(d_.peers->SelfHello().transfer_address());
@@ -656,9 +662,9 @@ grpc::Status AvailabilityService::CreateInvite(
   return grpc::Status::OK;
 }
 
-grpc::Status AvailabilityService::JoinLibrary(
-    grpc::ServerContext*, const v1::JoinLibraryRequest* req,
-    v1::JoinLibraryResponse* resp) {
+grpc::Status AvailabilityService::JoinLibrary(grpc::ServerContext*,
+                                              const v1::JoinLibraryRequest* req,
+                                              v1::JoinLibraryResponse* resp) {
   std::vector<std::string> addresses;
   if (!req->address().empty()) {
     addresses.push_back(req->address());
@@ -678,9 +684,9 @@ grpc::Status AvailabilityService::JoinLibrary(
   return grpc::Status::OK;
 }
 
-grpc::Status AvailabilityService::ListMembers(
-    grpc::ServerContext*, const v1::ListMembersRequest* req,
-    v1::ListMembersResponse* resp) {
+grpc::Status AvailabilityService::ListMembers(grpc::ServerContext*,
+                                              const v1::ListMembersRequest* req,
+                                              v1::ListMembersResponse* resp) {
   for (const MemberView& m : d_.library->List(req->include_removed())) {
     MemberToProto(m, resp->add_members());
   }
@@ -707,15 +713,14 @@ grpc::Status AvailabilityService::Unpair(grpc::ServerContext*,
     if (id.rfind(want, 0) == 0) hits.push_back(m);
   }
   if (hits.empty()) {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                        absl::StrCat("no member \"", want,
-                                     "\" (see `sidecarctl devices`)"));
+    return grpc::Status(
+        grpc::StatusCode::NOT_FOUND,
+        absl::StrCat("no member \"", want, "\" (see `sidecarctl devices`)"));
   }
   if (hits.size() > 1) {
-    return grpc::Status(
-        grpc::StatusCode::INVALID_ARGUMENT,
-        absl::StrCat("\"", want, "\" matches ", hits.size(),
-                     " members; give more of the device id"));
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("\"", want, "\" matches ", hits.size(),
+                                     " members; give more of the device id"));
   }
   absl::StatusOr<v1::MemberRecord> r =
       d_.library->Remove(hits[0].cert.device_id);

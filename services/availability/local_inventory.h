@@ -13,12 +13,11 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/request_limits.h"
 #include "services/availability/inventory_store.h"
 #include "services/availability/peer_cache.h"
 
 namespace sidecar::availability {
-
-inline constexpr size_t kMaxBatch = 10000;
 
 class LocalInventory {
  public:
@@ -47,7 +46,7 @@ class LocalInventory {
     uint64_t max_seq = 0;
   };
   // REQUIRES: records validated (ValidateRecord), no key twice, at most
-  // kMaxBatch.
+  // kMaxKeysPerRequest.
   absl::StatusOr<RegisterResult> Register(std::vector<LocalRecord> records);
 
   struct RemoveResult {
@@ -55,7 +54,7 @@ class LocalInventory {
     uint32_t not_found = 0;
     uint64_t max_seq = 0;
   };
-  // REQUIRES: keys valid, no key twice, at most kMaxBatch.
+  // REQUIRES: keys valid, no key twice, at most kMaxKeysPerRequest.
   absl::StatusOr<RemoveResult> Remove(std::vector<SidecarKey> keys);
 
   uint64_t max_seq() const;

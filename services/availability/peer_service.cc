@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/ordered_reactor.h"
+#include "common/request_limits.h"
 #include "common/transport.h"
 #include "services/availability/local_inventory.h"
 
@@ -201,10 +202,11 @@ grpc::Status PeerService::HasKeys(grpc::ServerContext* ctx,
   absl::StatusOr<Uuid> caller =
       Caller(*ctx, library_->trust(), req->has_from() ? &req->from() : nullptr);
   if (!caller.ok()) return ToGrpcStatus(caller.status());
-  if (static_cast<size_t>(req->keys_size()) > kMaxBatch) {
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        absl::StrCat("HasKeys takes at most ", kMaxBatch,
-                                     " keys; split the request"));
+  if (static_cast<size_t>(req->keys_size()) > kMaxKeysPerRequest) {
+    return grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat("HasKeys takes at most ", kMaxKeysPerRequest,
+                     " keys; split the request"));
   }
   for (int i = 0; i < req->keys_size(); ++i) {
     absl::StatusOr<SidecarKey> key = KeyFromProto(req->keys(i));

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "common/request_limits.h"
 #include "services/availability/entry.h"
 #include "services/availability/gossip_protocol.h"
 #include "services/availability/local_inventory.h"
@@ -25,7 +26,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     absl::Status s = availability::ValidateHello(req.from());
     FUZZ_CHECK(s.ok() || s.code() == absl::StatusCode::kInvalidArgument);
   }
-  if (static_cast<size_t>(req.keys_size()) > availability::kMaxBatch) return 0;
+  if (static_cast<size_t>(req.keys_size()) > kMaxKeysPerRequest) return 0;
   const availability::VariantDict& dict = availability::VariantDict::Global();
   const size_t names = dict.size();
   for (const v1::SidecarKey& proto : req.keys()) {
