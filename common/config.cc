@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/status_macros.h"
 
 extern char** environ;
 
@@ -64,11 +65,7 @@ absl::Status ApplyConfigText(absl::string_view text, absl::string_view source) {
     }
     absl::string_view name = absl::StripAsciiWhitespace(l.substr(0, eq));
     absl::string_view value = absl::StripAsciiWhitespace(l.substr(eq + 1));
-    if (absl::Status s =
-            SetFlag(name, value, absl::StrCat(source, ":", lineno));
-        !s.ok()) {
-      return s;
-    }
+    SC_RETURN_IF_ERROR(SetFlag(name, value, absl::StrCat(source, ":", lineno)));
   }
   return absl::OkStatus();
 }
@@ -85,12 +82,8 @@ absl::Status ApplyEnvironment() {
     if (name == "config") continue;
     // Variables for other programs may share the prefix: only known flags.
     if (absl::FindCommandLineFlag(name) == nullptr) continue;
-    if (absl::Status s =
-            SetFlag(name, kv.substr(eq + 1),
-                    absl::StrCat("environment ", kv.substr(0, eq)));
-        !s.ok()) {
-      return s;
-    }
+    SC_RETURN_IF_ERROR(SetFlag(name, kv.substr(eq + 1),
+                               absl::StrCat("environment ", kv.substr(0, eq))));
   }
   return absl::OkStatus();
 }

@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/internal/openssl.h"
+#include "common/status_macros.h"
 
 namespace sidecar {
 namespace {
@@ -534,7 +535,7 @@ absl::StatusOr<DeviceKey> DeviceKey::Create(const std::string& state_dir,
                                             absl::string_view name) {
   absl::StatusOr<std::string> common_name = CommonName(name);
   if (!common_name.ok()) return common_name.status();
-  if (absl::Status s = MakeDirs(state_dir); !s.ok()) return s;
+  SC_RETURN_IF_ERROR(MakeDirs(state_dir));
   Fd dir(::open(state_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dir.get() < 0) {
     return absl::FailedPreconditionError(
@@ -578,11 +579,8 @@ absl::StatusOr<DeviceKey> DeviceKey::Create(const std::string& state_dir,
 
   // Key first: if the certificate then cannot be written, take the key away
   // again so that the directory is left as it was, not half an identity.
-  if (absl::Status s =
-          WriteFileAtomically(state_dir, kDeviceKeyFile, *key_pem, 0600);
-      !s.ok()) {
-    return s;
-  }
+  SC_RETURN_IF_ERROR(
+      WriteFileAtomically(state_dir, kDeviceKeyFile, *key_pem, 0600));
   if (absl::Status s =
           WriteFileAtomically(state_dir, kDeviceCertFile, cert->pem, 0644);
       !s.ok()) {

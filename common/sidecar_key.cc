@@ -3,6 +3,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/status_macros.h"
 
 namespace sidecar {
 namespace {
@@ -182,13 +183,10 @@ absl::StatusOr<SidecarKey> KeyFromProto(const v1::SidecarKey& proto) {
         absl::StrCat("content_uuid: ", uuid.status().message()));
   }
   key.content = *uuid;
-  if (absl::Status s = ValidateKindFormat(proto.kind(), proto.format());
-      !s.ok()) {
-    return s;
-  }
+  SC_RETURN_IF_ERROR(ValidateKindFormat(proto.kind(), proto.format()));
   key.kind = proto.kind();
   key.format = proto.format();
-  if (absl::Status s = ValidateVariant(proto.variant()); !s.ok()) return s;
+  SC_RETURN_IF_ERROR(ValidateVariant(proto.variant()));
   key.variant = proto.variant();
   return key;
 }

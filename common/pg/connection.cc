@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 
 namespace sidecar::pg {
 namespace {
@@ -428,7 +429,7 @@ std::string StatementName(absl::string_view text) {
 }  // namespace
 
 absl::StatusOr<Result> Connection::Exec(absl::string_view sql) {
-  if (absl::Status s = EnsureConnected(); !s.ok()) return s;
+  SC_RETURN_IF_ERROR(EnsureConnected());
   std::string text(sql);
   return Check(ResultHandle(PQexec(conn_.get(), text.c_str())),
                StatementName(sql));
@@ -436,7 +437,7 @@ absl::StatusOr<Result> Connection::Exec(absl::string_view sql) {
 
 absl::StatusOr<Result> Connection::ExecParams(absl::string_view sql,
                                               const Params& params) {
-  if (absl::Status s = EnsureConnected(); !s.ok()) return s;
+  SC_RETURN_IF_ERROR(EnsureConnected());
   std::string text(sql);
   ParamArrays arrays(params);
   return Check(
@@ -453,7 +454,7 @@ absl::Status Connection::Prepare(const std::string& name,
     return absl::FailedPreconditionError(absl::StrCat(
         "prepared statement \"", name, "\" already exists with other SQL"));
   }
-  if (absl::Status s = EnsureConnected(); !s.ok()) return s;
+  SC_RETURN_IF_ERROR(EnsureConnected());
   absl::StatusOr<Result> r =
       Check(ResultHandle(
                 PQprepare(conn_.get(), name.c_str(), sql.c_str(), 0, nullptr)),
@@ -472,7 +473,7 @@ absl::StatusOr<Result> Connection::ExecPrepared(const std::string& name,
     return absl::NotFoundError(
         absl::StrCat("no prepared statement \"", name, "\"; Prepare() it"));
   }
-  if (absl::Status s = EnsureConnected(); !s.ok()) return s;
+  SC_RETURN_IF_ERROR(EnsureConnected());
   ParamArrays arrays(params);
   return Check(
       ResultHandle(PQexecPrepared(conn_.get(), name.c_str(), arrays.count(),
@@ -482,7 +483,7 @@ absl::StatusOr<Result> Connection::ExecPrepared(const std::string& name,
 
 absl::Status Connection::StreamParams(absl::string_view sql,
                                       const Params& params, const RowFn& fn) {
-  if (absl::Status s = EnsureConnected(); !s.ok()) return s;
+  SC_RETURN_IF_ERROR(EnsureConnected());
   std::string text(sql);
   ParamArrays arrays(params);
   std::string what = StatementName(sql);
@@ -525,7 +526,7 @@ absl::Status Connection::StreamParams(absl::string_view sql,
 absl::Status Connection::StreamCursor(absl::string_view sql,
                                       const Params& params, int batch_rows,
                                       const RowFn& fn) {
-  if (absl::Status s = EnsureConnected(); !s.ok()) return s;
+  SC_RETURN_IF_ERROR(EnsureConnected());
   PGTransactionStatusType txn = PQtransactionStatus(conn_.get());
   if (txn != PQTRANS_IDLE && txn != PQTRANS_INTRANS) {
     return absl::FailedPreconditionError(

@@ -2,8 +2,9 @@
 // statements, automatic reconnect after the server restarts, a bounded
 // transaction-retry helper and streaming reads.
 //
-//   ASSIGN_OR_RETURN(auto conn, pg::Connection::Open("host=... dbname=..."));
-//   RETURN_IF_ERROR(conn->Prepare("get", "SELECT v FROM t WHERE k = $1"));
+//   SC_ASSIGN_OR_RETURN(auto conn,
+//                       pg::Connection::Open("host=... dbname=..."));
+//   SC_RETURN_IF_ERROR(conn->Prepare("get", "SELECT v FROM t WHERE k = $1"));
 //   absl::StatusOr<pg::Result> r = conn->ExecPrepared("get", {"key"});
 //
 // Errors: every failed statement becomes an absl::Status whose message holds

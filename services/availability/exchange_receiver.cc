@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 #include "services/availability/gossip_protocol.h"
 
 namespace sidecar::availability {
@@ -90,13 +91,13 @@ absl::Status ExchangeReceiver::OnDelta(const v1::EntryBatch& b,
   std::optional<SignedHead> head = header.head;
   auto it = deltas_.find(origin);
   if (it != deltas_.end() && it->second.generation != header.generation) {
-    if (absl::Status s = FlushDelta(origin); !s.ok()) return s;
+    SC_RETURN_IF_ERROR(FlushDelta(origin));
     it = deltas_.end();
   }
   if (it == deltas_.end()) {
     it = deltas_.emplace(origin, std::move(header)).first;
   }
-  if (absl::Status s = Decode(b, &it->second); !s.ok()) return s;
+  SC_RETURN_IF_ERROR(Decode(b, &it->second));
   Pending& p = it->second;
   p.up_to_seq = b.up_to_seq();
   p.head = std::move(head);
@@ -186,7 +187,7 @@ absl::Status ExchangeReceiver::OnSnapshot(const v1::EntryBatch& b,
     }
     return absl::InvalidArgumentError("snapshot part without its first part");
   }
-  if (absl::Status s = Decode(b, &it->second); !s.ok()) return s;
+  SC_RETURN_IF_ERROR(Decode(b, &it->second));
   if (!b.last()) return absl::OkStatus();
   Pending p = std::move(it->second);
   snapshots_.erase(it);

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/pg/connection.h"
 #include "common/pg/migrate.h"
+#include "common/status_macros.h"
 #include "services/availability/migrations.h"
 
 namespace sidecar::availability {
@@ -177,7 +178,7 @@ absl::StatusOr<ApplyParams> BuildApplyParams(
   unique.reserve(upserts.size());
   for (size_t i = upserts.size(); i-- > 0;) {
     const LocalRecord& rec = upserts[i];
-    if (absl::Status s = ValidateKey(rec.key, "upserts", i); !s.ok()) return s;
+    SC_RETURN_IF_ERROR(ValidateKey(rec.key, "upserts", i));
     if (rec.status == v1::SIDECAR_STATUS_UNSPECIFIED ||
         !v1::SidecarStatus_IsValid(rec.status)) {
       return absl::InvalidArgumentError(
@@ -222,7 +223,7 @@ absl::StatusOr<ApplyParams> BuildApplyParams(
   pg::ArrayBuilder ru, rk, rv, rf;
   for (size_t i = 0; i < removes.size(); ++i) {
     const SidecarKey& key = removes[i];
-    if (absl::Status s = ValidateKey(key, "removes", i); !s.ok()) return s;
+    SC_RETURN_IF_ERROR(ValidateKey(key, "removes", i));
     if (!seen.insert(key).second) continue;
     ru.Add(key.content.ToString());
     rk.AddInt(key.kind);
@@ -238,7 +239,7 @@ absl::StatusOr<ApplyParams> BuildApplyParams(
     pg::ArrayBuilder q, u, k, v, f, r, sz, h;
     for (size_t i = 0; i < changes.size(); ++i) {
       const ChangeRecord& c = changes[i];
-      if (absl::Status s = ValidateKey(c.key, "changes", i); !s.ok()) return s;
+      SC_RETURN_IF_ERROR(ValidateKey(c.key, "changes", i));
       if (c.seq == 0 || c.seq > kMaxBigint || c.size > kMaxBigint) {
         return absl::InvalidArgumentError(
             absl::StrCat("changes[", i, "]: seq must be 1..2^63-1 (is ", c.seq,
@@ -579,7 +580,7 @@ absl::Status PrepareStatements(pg::Connection& conn) {
       {"list_after_status", ListSql(true, true)},
   };
   for (const auto& [name, sql] : statements) {
-    if (absl::Status s = conn.Prepare(name, sql); !s.ok()) return s;
+    SC_RETURN_IF_ERROR(conn.Prepare(name, sql));
   }
   return absl::OkStatus();
 }

@@ -7,6 +7,7 @@
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/sha256.h"
+#include "common/status_macros.h"
 
 namespace sidecar::availability {
 namespace {
@@ -64,8 +65,7 @@ absl::Status Library::Load() {
     for (const std::string& bytes : *stored) {
       v1::MemberRecord r;
       Record rec;
-      if (!r.ParseFromString(bytes) ||
-          !ParseRecordLocked(r, &rec).ok()) {
+      if (!r.ParseFromString(bytes) || !ParseRecordLocked(r, &rec).ok()) {
         SC_LOG(WARNING) << "skipping an unreadable library record";
         continue;
       }
@@ -88,7 +88,7 @@ absl::Status Library::Load() {
     RefreshLocked();
   }
   for (const auto& [id, bytes] : to_save) {
-    if (absl::Status s = store_->SaveMember(id, bytes); !s.ok()) return s;
+    SC_RETURN_IF_ERROR(store_->SaveMember(id, bytes));
   }
   return absl::OkStatus();
 }
@@ -240,13 +240,13 @@ absl::StatusOr<Library::Change> Library::Merge(
           later.push_back(r);
           continue;
         }
-        const DeviceCertificate& signer_cert =
-            rec.view.admitted_by == id ? rec.view.cert
-                                       : signer->second.view.cert;
-        if (!VerifySignature(signer_cert,
-                             WithContext(kIntroductionContext,
-                                         r->introduction().body()),
-                             r->introduction().signature())) {
+        const DeviceCertificate& signer_cert = rec.view.admitted_by == id
+                                                   ? rec.view.cert
+                                                   : signer->second.view.cert;
+        if (!VerifySignature(
+                signer_cert,
+                WithContext(kIntroductionContext, r->introduction().body()),
+                r->introduction().signature())) {
           ++bad;
           continue;
         }
@@ -294,16 +294,15 @@ absl::StatusOr<Library::Change> Library::AcceptInvitation(
       Record rec;
       if (!ParseRecordLocked(r, &rec).ok()) continue;
       if (rec.view.cert.device_id == inviter.device_id &&
-          rec.view.cert.key_sha256 == inviter.key_sha256 &&
-          !rec.view.removed) {
+          rec.view.cert.key_sha256 == inviter.key_sha256 && !rec.view.removed) {
         inviter_record = &r;
       }
       if (rec.view.cert.device_id == self_id_ &&
           rec.view.admitted_by == inviter.device_id &&
-          VerifySignature(inviter,
-                          WithContext(kIntroductionContext,
-                                      r.introduction().body()),
-                          r.introduction().signature())) {
+          VerifySignature(
+              inviter,
+              WithContext(kIntroductionContext, r.introduction().body()),
+              r.introduction().signature())) {
         vouched_for_us = true;
       }
     }
@@ -384,9 +383,8 @@ absl::StatusOr<v1::MemberRecord> Library::Remove(const Uuid& device) {
     absl::ReaderMutexLock lock(&mu_);
     auto it = records_.find(device);
     if (it == records_.end() || it->second.view.removed) {
-      return absl::NotFoundError(
-          absl::StrCat("device ", device.ToString(),
-                       " is not a member of this library"));
+      return absl::NotFoundError(absl::StrCat(
+          "device ", device.ToString(), " is not a member of this library"));
     }
     r = it->second.proto;
   }
@@ -446,8 +444,9 @@ void Library::RefreshLocked() {
   trust_->Set(members);
 }
 
-void Library::Publish(const Change& change,
-                      const std::vector<std::pair<Uuid, std::string>>& to_save) {
+void Library::Publish(
+    const Change& change,
+    const std::vector<std::pair<Uuid, std::string>>& to_save) {
   for (const auto& [id, bytes] : to_save) {
     if (absl::Status s = store_->SaveMember(id, bytes); !s.ok()) {
       SC_LOG(WARNING) << "cannot persist the library record of "
@@ -486,9 +485,10 @@ std::vector<MemberView> Library::List(bool include_removed) const {
   for (const auto& [id, r] : records_) {
     if (include_removed || !r.view.removed) out.push_back(r.view);
   }
-  std::sort(out.begin(), out.end(), [](const MemberView& a, const MemberView& b) {
-    return a.admitted_at < b.admitted_at;
-  });
+  std::sort(out.begin(), out.end(),
+            [](const MemberView& a, const MemberView& b) {
+              return a.admitted_at < b.admitted_at;
+            });
   return out;
 }
 

@@ -3,6 +3,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 
 namespace sidecar::availability {
 
@@ -26,7 +27,7 @@ absl::StatusOr<uint64_t> LocalInventory::StartNewGeneration() {
     absl::StatusOr<DeviceIdentity> id = store_->ResetChangeLog();
     if (!id.ok()) return id.status();
     generation = id->generation;
-    if (absl::Status s = LoadLocked(); !s.ok()) return s;
+    SC_RETURN_IF_ERROR(LoadLocked());
   }
   if (on_change_) on_change_();
   return generation;

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/pg/connection.h"
 #include "common/pg/migrate.h"
+#include "common/status_macros.h"
 #include "common/uuid.h"
 #include "services/transfer/job_migrations.h"
 
@@ -302,7 +303,7 @@ absl::Status PrepareStatements(pg::Connection& conn) {
                              TimeParam(1))},
   };
   for (const auto& [name, sql] : statements) {
-    if (absl::Status s = conn.Prepare(name, sql); !s.ok()) return s;
+    SC_RETURN_IF_ERROR(conn.Prepare(name, sql));
   }
   return absl::OkStatus();
 }
@@ -402,7 +403,7 @@ absl::StatusOr<std::vector<Job>> PgJobStore::Query(const std::string& name,
 namespace {
 
 absl::Status ValidateNewJob(const SidecarKey& key, v1::Priority priority) {
-  if (absl::Status valid = ValidateKey(key); !valid.ok()) return valid;
+  SC_RETURN_IF_ERROR(ValidateKey(key));
   if (!v1::Priority_IsValid(priority)) {
     return absl::InvalidArgumentError(
         absl::StrCat("priority ", static_cast<int>(priority), " is unknown"));
@@ -451,11 +452,11 @@ absl::Status CreateAllInTransaction(pg::Connection& conn,
     absl::StatusOr<pg::Result> r =
         conn.ExecPrepared("create_many", {id.Finish(), us, ks, vs, fs, prio});
     if (!r.ok()) return r.status();
-    if (absl::Status s = take(*r); !s.ok()) return s;
+    SC_RETURN_IF_ERROR(take(*r));
     if (all_new && static_cast<size_t>(r->rows()) == keys.size()) break;
     r = conn.ExecPrepared("create_existing_many", {us, ks, vs, fs, prio});
     if (!r.ok()) return r.status();
-    if (absl::Status s = take(*r); !s.ok()) return s;
+    SC_RETURN_IF_ERROR(take(*r));
   }
   for (size_t i = 0; i < keys.size(); ++i) {
     if (!jobs[i]) {
@@ -481,7 +482,7 @@ absl::StatusOr<std::vector<Job>> PgJobStore::CreateMany(
     absl::Span<const SidecarKey> keys, v1::Priority priority) {
   if (priority == v1::PRIORITY_UNSPECIFIED) priority = v1::PRIORITY_NORMAL;
   for (const SidecarKey& key : keys) {
-    if (absl::Status s = ValidateNewJob(key, priority); !s.ok()) return s;
+    SC_RETURN_IF_ERROR(ValidateNewJob(key, priority));
   }
   // Ids are chosen here so that a retry after a lost COMMIT finds the jobs
   // it created (as the active jobs of the keys) instead of making more.
@@ -539,12 +540,9 @@ absl::StatusOr<std::vector<Job>> PgJobStore::Claim(const std::string& statement,
         // Plan the claim for the table as it is now. A generic plan made
         // while the table was small (statistics lag behind a burst of
         // Fetch calls) scans every queued job per claimed one.
-        if (absl::Status s =
-                conn.Exec("SET LOCAL plan_cache_mode = force_custom_plan")
-                    .status();
-            !s.ok()) {
-          return s;
-        }
+        SC_RETURN_IF_ERROR(
+            conn.Exec("SET LOCAL plan_cache_mode = force_custom_plan")
+                .status());
         absl::StatusOr<pg::Result> r;
         if (attempt > 0) {
           // The first attempt's COMMIT may have gone through: then the jobs

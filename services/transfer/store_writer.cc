@@ -19,6 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "common/bytes_format.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 #include "common/uuid.h"
 
 namespace sidecar::transfer {
@@ -79,7 +80,7 @@ absl::Status MakeDirs(const std::string& dir) {
   }
   std::string parent = Dirname(dir);
   if (parent != dir) {
-    if (absl::Status s = MakeDirs(parent); !s.ok()) return s;
+    SC_RETURN_IF_ERROR(MakeDirs(parent));
   }
   if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
     return ErrnoStatus(errno, absl::StrCat("cannot create directory ", dir));
@@ -100,9 +101,7 @@ absl::Status MakeDirsAt(int dir_fd, const std::string& rel) {
   if (slash == std::string::npos || slash == 0) {
     return ErrnoStatus(ENOENT, absl::StrCat("cannot create directory ", rel));
   }
-  if (absl::Status s = MakeDirsAt(dir_fd, rel.substr(0, slash)); !s.ok()) {
-    return s;
-  }
+  SC_RETURN_IF_ERROR(MakeDirsAt(dir_fd, rel.substr(0, slash)));
   if (::mkdirat(dir_fd, rel.c_str(), 0755) != 0 && errno != EEXIST) {
     return ErrnoStatus(errno, absl::StrCat("cannot create directory ", rel));
   }
@@ -197,8 +196,7 @@ absl::Status PartFile::WriteAt(uint64_t offset, absl::string_view data) {
         "write of ", data.size(), " bytes at ", offset, " passes the end (",
         expected_size_.value_or(0), " bytes) of ", path_));
   }
-  if (absl::Status s = WriteAll(fd_.get(), offset, data, path_); !s.ok())
-    return s;
+  SC_RETURN_IF_ERROR(WriteAll(fd_.get(), offset, data, path_));
   // Concurrent writers of other ranges: the furthest end wins.
   uint64_t seen = size_.load();
   while (seen < end && !size_.compare_exchange_weak(seen, end)) {
@@ -228,7 +226,7 @@ absl::StatusOr<std::unique_ptr<StoreWriter>> StoreWriter::Open(
   std::string trimmed = root;
   while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
   std::unique_ptr<StoreWriter> writer(new StoreWriter(std::move(trimmed)));
-  if (absl::Status s = MakeDirs(writer->incoming_); !s.ok()) return s;
+  SC_RETURN_IF_ERROR(MakeDirs(writer->incoming_));
   return writer;
 }
 
@@ -314,7 +312,7 @@ absl::StatusOr<CommittedFile> StoreWriter::CommitImpl(
     std::optional<uint64_t> expected_size) const {
   absl::StatusOr<std::string> id = CanonicalJobId(job_id);
   if (!id.ok()) return id.status();
-  if (absl::Status s = ValidateKey(key); !s.ok()) return s;
+  SC_RETURN_IF_ERROR(ValidateKey(key));
   const std::string part = PartPath(*id);
   const std::string what =
       absl::StrCat(KeyDebugString(key), " (job ", *id, ")");
@@ -346,9 +344,7 @@ absl::StatusOr<CommittedFile> StoreWriter::CommitImpl(
         out.sha256 = *computed_sha256;
       } else {
         Sha256 hash;
-        if (absl::Status s = HashPrefix(fd, out.size, hash, part); !s.ok()) {
-          return s;
-        }
+        SC_RETURN_IF_ERROR(HashPrefix(fd, out.size, hash, part));
         out.sha256 = hash.Finish();
       }
       if (out.sha256 != expected_sha256) {
@@ -368,12 +364,12 @@ absl::StatusOr<CommittedFile> StoreWriter::CommitImpl(
 
   out.path = FinalPath(key);
   const std::string dir = Dirname(out.path);
-  if (absl::Status s = MakeDirs(dir); !s.ok()) return s;
+  SC_RETURN_IF_ERROR(MakeDirs(dir));
   if (::rename(part.c_str(), out.path.c_str()) != 0) {
     return ErrnoStatus(errno,
                        absl::StrCat("cannot move ", part, " to ", out.path));
   }
-  if (absl::Status s = FsyncDir(dir); !s.ok()) return s;
+  SC_RETURN_IF_ERROR(FsyncDir(dir));
   if (absl::Status s = FsyncDir(incoming_); !s.ok()) {
     // The file is in place and durable; a stale directory entry of the part
     // is only something for CleanupStray.

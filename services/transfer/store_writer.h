@@ -6,13 +6,13 @@
 // committed only after its whole content has been verified against the
 // expected SHA-256; the final path never holds a partial or unverified file.
 //
-//   ASSIGN_OR_RETURN(auto writer, StoreWriter::Open("/home/me/.sidecars"));
-//   ASSIGN_OR_RETURN(PartFile part, writer->OpenPart(job.id, size, 0));
+//   SC_ASSIGN_OR_RETURN(auto writer, StoreWriter::Open("/home/me/.sidecars"));
+//   SC_ASSIGN_OR_RETURN(PartFile part, writer->OpenPart(job.id, size, 0));
 //   Sha256 hash = part.TakePrefixHash();
 //   ... part.Append(chunk); hash.Update(chunk); ...
-//   ASSIGN_OR_RETURN(auto done, writer->CommitVerified(job.id, job.key,
-//                                                     hash.Finish(), sha,
-//                                                     size));
+//   SC_ASSIGN_OR_RETURN(auto done, writer->CommitVerified(job.id, job.key,
+//                                                        hash.Finish(), sha,
+//                                                        size));
 //
 // Thread-safe as long as each job id is used by one thread at a time.
 #ifndef SIDECAR_SERVICES_TRANSFER_STORE_WRITER_H_
