@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 
 namespace sidecar::availability {
 
@@ -72,27 +73,39 @@ std::optional<Entry> PeerCache::FindSelf(const EntryKey& key) const {
   return *e;
 }
 
+namespace {
+PeerCache::OriginView MakeView(const OriginTable& t) {
+  PeerCache::OriginView v;
+  v.info = t.info();
+  v.state = {t.generation(), t.max_seq(), t.floor_seq(), t.entry_count()};
+  v.live_count = t.live_count();
+  v.entries = t.entries();
+  if (const SignedHead* h = t.head()) v.head = *h;
+  return v;
+}
+}  // namespace
+
 void PeerCache::set_signer(Signer signer) {
   absl::MutexLock lock(&head_mu_);
   signer_ = std::move(signer);
 }
 
-std::optional<SignedHead> PeerCache::RefreshSelfHead() {
+std::optional<PeerCache::OriginView> PeerCache::SignedSelfView() {
   absl::MutexLock serial(&head_mu_);
   if (!signer_) return std::nullopt;
   StateHasher hasher;
-  std::shared_ptr<const EntrySet> entries;
-  SignedHead head;
+  OriginView view;
   {
     absl::MutexLock lock(&mu_);
     OriginTable* self = origins_.at(self_id_).get();
-    if (const SignedHead* h = self->head()) return *h;
+    view = MakeView(*self);
+    if (view.head) return view;
     hasher = self->ForkHasher();
-    entries = self->entries();
-    head.generation = self->generation();
-    head.max_seq = self->max_seq();
   }
-  head.state = hasher.Compute(entries->entries());
+  SignedHead head;
+  head.generation = view.state.generation;
+  head.max_seq = view.state.max_seq;
+  head.state = hasher.Compute(view.entries->entries());
   head.signature = signer_(HeadStatement(self_id_, head));
   {
     absl::MutexLock lock(&mu_);
@@ -100,7 +113,8 @@ std::optional<SignedHead> PeerCache::RefreshSelfHead() {
     self->AdoptHasher(hasher);
     self->set_head(head);
   }
-  return head;
+  view.head = std::move(head);
+  return view;
 }
 
 absl::Status PeerCache::CheckDelta(const OriginTable& t, const Uuid& origin,
@@ -160,8 +174,7 @@ absl::Status PeerCache::ApplyRemoteDelta(const OriginInfo& info,
   } else {
     absl::MutexLock lock(&mu_);
     OriginTable* t = FindOrCreate(info, source, generation);
-    absl::Status s = CheckDelta(*t, info.device_id, generation, batch);
-    if (!s.ok()) return s;
+    SC_RETURN_IF_ERROR(CheckDelta(*t, info.device_id, generation, batch));
     t->ApplyDelta(std::move(batch), up_to_seq, hub_ ? &changed : nullptr);
     if (head != nullptr) t->set_head(*head);
   }
@@ -194,8 +207,7 @@ absl::Status PeerCache::ApplyRelayedDelta(const OriginInfo& info,
     base = t->entries();
   }
   candidate->ApplyDelta(std::move(batch), up_to_seq, hub_ ? changed : nullptr);
-  absl::Status s = CheckAgainstHead(origin, *head, &*candidate);
-  if (!s.ok()) return s;
+  SC_RETURN_IF_ERROR(CheckAgainstHead(origin, *head, &*candidate));
   absl::MutexLock lock(&mu_);
   auto it = origins_.find(origin);
   if (it == origins_.end() || it->second->entries() != base ||
@@ -318,18 +330,6 @@ std::vector<DigestEntry> PeerCache::Digest() const {
   }
   return out;
 }
-
-namespace {
-PeerCache::OriginView MakeView(const OriginTable& t) {
-  PeerCache::OriginView v;
-  v.info = t.info();
-  v.state = {t.generation(), t.max_seq(), t.floor_seq(), t.entry_count()};
-  v.live_count = t.live_count();
-  v.entries = t.entries();
-  if (const SignedHead* h = t.head()) v.head = *h;
-  return v;
-}
-}  // namespace
 
 std::optional<PeerCache::OriginView> PeerCache::View(const Uuid& origin) const {
   absl::ReaderMutexLock lock(&mu_);

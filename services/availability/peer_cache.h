@@ -53,12 +53,6 @@ class PeerCache {
   // Lets the cache sign the own origin's heads. Call once, before serving.
   void set_signer(Signer signer) ABSL_LOCKS_EXCLUDED(head_mu_);
 
-  // The own origin's signed head for its current state; nullopt without a
-  // signer. Made only when the state changed since the last one, and then
-  // rehashing only the changed part (about 50 ms per million entries the
-  // first time), outside the lock that lookups take.
-  std::optional<SignedHead> RefreshSelfHead() ABSL_LOCKS_EXCLUDED(head_mu_);
-
   // What ApplyRemoteDelta and ReplaceRemote take about a remote origin:
   // `head` is the origin's signed head that came with it, or null.
   //  - From the origin itself (kOrigin), the head is kept, so that this
@@ -114,6 +108,14 @@ class PeerCache {
   };
   std::optional<OriginView> View(const Uuid& origin) const;
   std::vector<OriginView> Views() const;
+
+  // The own origin's view (as Views() gives it) together with its signed
+  // head, both of one and the same state: what an Exchange answer sends, so
+  // that a receiver always gets the head of exactly the entries it gets.
+  // nullopt without a signer. The head is made only when the state changed
+  // since the last one, rehashing only the changed part (about 65 ms per
+  // million entries the first time), outside the lock that lookups take.
+  std::optional<OriginView> SignedSelfView() ABSL_LOCKS_EXCLUDED(head_mu_);
 
   // Looks every key up in every view. Afterwards found[i * views.size() + v]
   // is the live entry of views[v] for keys[i], or nullptr. `views` must come

@@ -267,9 +267,13 @@ grpc::ServerWriteReactor<v1::ExchangeResponse>* PeerService::Exchange(
     }
   }
 
-  // Sign the own state first, so that the views carry its head.
-  cache_->RefreshSelfHead();
   std::vector<PeerCache::OriginView> views = cache_->Views();
+  // The own state goes with its signed head, of exactly those entries.
+  if (std::optional<PeerCache::OriginView> self = cache_->SignedSelfView()) {
+    for (PeerCache::OriginView& v : views) {
+      if (v.info.device_id == cache_->self_id()) v = std::move(*self);
+    }
+  }
   absl::flat_hash_set<Uuid> known;
   for (const auto& v : views) known.insert(v.info.device_id);
   Uuid caller = *Uuid::FromBytes(req->from().device_id());

@@ -343,27 +343,32 @@ TEST_F(ExchangeReceiverTest, RelayedSnapshotMustMatchTheOriginsHead) {
 // This device's own head: signed with its key over the digest of its own
 // state, made again only when that state changes.
 TEST_F(ExchangeReceiverTest, OwnHeadIsSignedAndFollowsTheOwnState) {
-  EXPECT_FALSE(cache_->RefreshSelfHead().has_value());  // no signer yet
+  EXPECT_FALSE(cache_->SignedSelfView().has_value());  // no signer yet
   cache_->set_signer(
       [this](absl::string_view statement) { return self_->Sign(statement); });
   cache_->InitSelf(3, "", 10, Entries(0, 10, 1));
-  std::optional<SignedHead> head = cache_->RefreshSelfHead();
-  ASSERT_TRUE(head.has_value());
-  EXPECT_EQ(head->generation, 3u);
-  EXPECT_EQ(head->max_seq, 10u);
-  EXPECT_EQ(head->state, StateHashOf(Entries(0, 10, 1)));
+  std::optional<PeerCache::OriginView> view = cache_->SignedSelfView();
+  ASSERT_TRUE(view.has_value() && view->head.has_value());
+  const SignedHead head = *view->head;
+  EXPECT_EQ(head.generation, 3u);
+  EXPECT_EQ(head.max_seq, 10u);
+  EXPECT_EQ(head.state, StateHashOf(Entries(0, 10, 1)));
+  // The view is of the state the head signs.
+  EXPECT_EQ(view->state.max_seq, 10u);
+  EXPECT_EQ(StateHashOf(view->entries->entries()), head.state);
   EXPECT_TRUE(VerifySignature(self_->certificate(),
-                              HeadStatement(self_->device_id(), *head),
-                              head->signature));
+                              HeadStatement(self_->device_id(), head),
+                              head.signature));
   EXPECT_EQ(cache_->View(self_->device_id())->head, head);
-  EXPECT_EQ(cache_->RefreshSelfHead(), head);  // unchanged state, same head
+  EXPECT_EQ(cache_->SignedSelfView()->head, head);  // unchanged: same head
 
   cache_->ApplySelf(Entries(10, 2, 11), 12);
   EXPECT_FALSE(cache_->View(self_->device_id())->head.has_value());
-  std::optional<SignedHead> next = cache_->RefreshSelfHead();
-  ASSERT_TRUE(next.has_value());
-  EXPECT_EQ(next->max_seq, 12u);
-  EXPECT_EQ(next->state, StateHashOf(Entries(0, 12, 1)));
+  std::optional<PeerCache::OriginView> next = cache_->SignedSelfView();
+  ASSERT_TRUE(next.has_value() && next->head.has_value());
+  EXPECT_EQ(next->head->max_seq, 12u);
+  EXPECT_EQ(next->state.max_seq, 12u);
+  EXPECT_EQ(next->head->state, StateHashOf(Entries(0, 12, 1)));
 }
 
 TEST_F(ExchangeReceiverTest, SizeHintReservesNothing) {
