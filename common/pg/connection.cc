@@ -256,8 +256,7 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(
   }
   PQconninfoFree(parsed);
   auto conn = std::unique_ptr<Connection>(new Connection(conninfo, options));
-  absl::Status s = conn->Reconnect(absl::Now() + options.connect_timeout);
-  if (!s.ok()) return s;
+  SC_RETURN_IF_ERROR(conn->Reconnect(absl::Now() + options.connect_timeout));
   conn->reconnects_ = 0;
   return conn;
 }

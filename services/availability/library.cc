@@ -80,8 +80,7 @@ absl::Status Library::Load() {
       Record rec;
       *rec.proto.mutable_introduction() =
           SignBody(kIntroductionContext, intro.SerializeAsString());
-      absl::Status s = ParseRecordLocked(rec.proto, &rec);
-      if (!s.ok()) return s;
+      SC_RETURN_IF_ERROR(ParseRecordLocked(rec.proto, &rec));
       to_save.emplace_back(self_id_, rec.proto.SerializeAsString());
       records_[self_id_] = std::move(rec);
     }

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 #include "common/transport.h"
 #include "services/transfer/job_log.h"
 #include "services/transfer/piece_scheduler.h"
@@ -567,14 +568,13 @@ absl::Status Fetcher::Commit(Attempt* a, const FetchSource& from,
   // A cancel (or a job that ended elsewhere) that came while the last bytes
   // arrived: nothing is committed.
   if (a->cancelled) return absl::CancelledError("cancelled");
-  absl::Status s =
+  SC_RETURN_IF_ERROR(
       streamed_digest != nullptr
           ? store_
                 ->CommitVerified(a->job.id, a->job.key, *streamed_digest,
                                  a->expected, a->size)
                 .status()
-          : store_->Commit(a->job.id, a->job.key, a->expected).status();
-  if (!s.ok()) return s;
+          : store_->Commit(a->job.id, a->job.key, a->expected).status());
   // Registered READY so it is advertised: this device becomes a source.
   absl::Status reg;
   for (int i = 0; i < 3; ++i) {
@@ -644,10 +644,9 @@ absl::StatusOr<v1::JobState> Fetcher::Cancel(const std::string& job_id) {
       StopAttempt(it->second);
     }
   }
-  absl::Status s =
+  SC_RETURN_IF_ERROR(
       jobs_->Finish(job_id, v1::JOB_STATE_CANCELLED, "cancelled by request", 1)
-          .status();
-  if (!s.ok()) return s;
+          .status());
   WarnIfFailed(store_->Discard(job_id), job_id,
                "cannot delete its partial data");
   if (absl::StatusOr<std::optional<Job>> j = jobs_->Get(job_id);

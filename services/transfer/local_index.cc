@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "common/transport.h"
 
 namespace sidecar::transfer {
@@ -23,8 +24,7 @@ absl::StatusOr<std::vector<std::optional<LocalSidecarInfo>>> LocalIndex::Lookup(
   const size_t batch =
       std::clamp<size_t>(options_.batch_size, 1, kMaxKeysPerRequest);
   for (size_t start = 0; start < keys.size(); start += batch) {
-    absl::Status s = LookupBatch(keys.subspan(start, batch), &out);
-    if (!s.ok()) return s;
+    SC_RETURN_IF_ERROR(LookupBatch(keys.subspan(start, batch), &out));
   }
   return out;
 }
