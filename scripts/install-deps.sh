@@ -15,7 +15,7 @@ PACKAGES=(
   libpq-dev postgresql-15
   libssl-dev libisal-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  clang-format
+  clang-format iproute2
   "$@"
 )
 

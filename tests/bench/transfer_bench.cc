@@ -21,6 +21,17 @@
 // per run, `sync` before each), and the medians and ratios ours/baseline
 // are printed at the end.
 //
+// A second client mode, for tests/bench/netns_foreground.sh, measures how
+// long an interactive thumbnail fetch takes with the link idle and while
+// background work loads it, side by side in one run:
+//
+//   transfer_bench --mode=foreground --transfer=HOST:PORT
+//       --availability=HOST:PORT --interactive_file=FILE
+//       --prefetch_file=FILE --proxy=URI [--samples=5]
+//
+// Each file lists sidecar URIs, one per line; every interactive fetch takes
+// a key not fetched before (2 x --samples per load, 4 loads' worth).
+//
 // A client mode for the namespace benchmark (tests/bench/netns_multisource.sh)
 // fetches sidecars through a running transfer service and reports the time
 // and the source:
@@ -103,6 +114,17 @@ ABSL_FLAG(std::string, availability, "",
           "fetch mode: the same device's availability service (prints the "
           "ranked sources of each sidecar before fetching)");
 ABSL_FLAG(absl::Duration, timeout, absl::Minutes(10), "fetch mode: deadline");
+ABSL_FLAG(std::string, interactive_file, "",
+          "foreground mode: URIs fetched one at a time, interactive");
+ABSL_FLAG(std::string, prefetch_file, "",
+          "foreground mode: URIs fetched as prefetch (the first load)");
+ABSL_FLAG(std::string, proxy, "",
+          "foreground mode: a large sidecar fetched at normal priority (the "
+          "second load)");
+ABSL_FLAG(int, samples, 5, "foreground mode: interactive fetches per phase");
+ABSL_FLAG(std::string, rx_interface, "",
+          "foreground mode: the network interface the loads arrive on (its "
+          "received bytes tell how fast they moved meanwhile)");
 ABSL_FLAG(int, wait_sources, 0,
           "fetch mode, with --availability: first wait (up to 60 s) until "
           "Resolve lists at least this many sources of each sidecar");
@@ -309,8 +331,10 @@ void RegisterReady(Device* d, const std::vector<v1::SidecarKey>& keys,
   }
 }
 
-// Waits until `d` knows a remote holder of every key.
-void WaitKnown(Device* d, const std::vector<v1::SidecarKey>& keys) {
+// Waits until the device of `avail` knows an online remote holder of every
+// key.
+void WaitKnown(v1::Availability::Stub* avail,
+               const std::vector<v1::SidecarKey>& keys) {
   absl::Time start = absl::Now();
   while (true) {
     size_t known = 0;
@@ -322,7 +346,7 @@ void WaitKnown(Device* d, const std::vector<v1::SidecarKey>& keys) {
       grpc::ClientContext ctx;
       SetDeadline(&ctx, absl::Seconds(60));
       v1::WhoHasResponse resp;
-      CheckRpc(d->avail->api()->WhoHas(&ctx, req, &resp), "WhoHas");
+      CheckRpc(avail->WhoHas(&ctx, req, &resp), "WhoHas");
       for (const auto& r : resp.results()) {
         for (const auto& h : r.holders()) {
           if (!resp.devices(h.device()).is_local() &&
@@ -335,8 +359,8 @@ void WaitKnown(Device* d, const std::vector<v1::SidecarKey>& keys) {
     }
     if (known == keys.size()) return;
     if (absl::Now() - start > absl::Seconds(120)) {
-      Die(absl::StrCat("B knows holders of only ", known, " of ", keys.size(),
-                       " keys after 120 s"));
+      Die(absl::StrCat("the device knows holders of only ", known, " of ",
+                       keys.size(), " keys after 120 s"));
     }
     absl::SleepFor(absl::Milliseconds(100));
   }
@@ -562,7 +586,7 @@ void BenchLarge(PgServer* pg, const std::string& work,
   Check(digest.status(), "hashing the source");
   const std::string hex = DigestToHex(*digest);
   RegisterReady(a.get(), {key}, {size}, {*digest});
-  WaitKnown(b.get(), {key});
+  WaitKnown(b->avail->api(), {key});
 
   const bool with_curl = WantsBaseline("curl");
   Servers servers;
@@ -590,7 +614,7 @@ void BenchLarge(PgServer* pg, const std::string& work,
   for (int r = 0; r < runs; ++r) {
     auto ours = [&] {
       Forget(b.get(), {key});
-      WaitKnown(b.get(), {key});
+      WaitKnown(b->avail->api(), {key});
       Settle();
       absl::Time t0 = absl::Now();
       std::vector<std::string> ids =
@@ -691,7 +715,7 @@ void BenchThumbs(PgServer* pg, const std::string& work,
     rels.push_back(rel);
   }
   RegisterReady(a.get(), keys, sizes, digests);
-  WaitKnown(b.get(), keys);
+  WaitKnown(b->avail->api(), keys);
 
   // Only the baselines asked for: the smoke run under ctest asks for none,
   // and a fresh machine has neither nginx nor rsync.
@@ -727,7 +751,7 @@ void BenchThumbs(PgServer* pg, const std::string& work,
   for (int r = 0; r < runs; ++r) {
     auto ours = [&] {
       Forget(b.get(), keys);
-      WaitKnown(b.get(), keys);
+      WaitKnown(b->avail->api(), keys);
       Settle();
       auto cpu0 = CpuByProcess(a->root(), b->root());
       absl::Time t0 = absl::Now();
@@ -903,6 +927,214 @@ int FetchMode(const std::vector<char*>& args) {
   return rc;
 }
 
+// ---- foreground mode
+// ---------------------------------------------------------
+
+std::vector<v1::SidecarKey> ReadUris(const std::string& file) {
+  std::ifstream in(file);
+  if (!in) Die("cannot read " + file);
+  std::vector<v1::SidecarKey> keys;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    absl::StatusOr<SidecarKey> k = ParseSidecarUri(line);
+    Check(k.status(), line);
+    KeyToProto(*k, &keys.emplace_back());
+  }
+  return keys;
+}
+
+// The status of job `id` now (WatchJob's first message).
+v1::JobStatus JobNow(v1::Transfer::Stub* api, const std::string& id) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, absl::Seconds(10));
+  v1::WatchJobRequest req;
+  req.set_job_id(id);
+  auto reader = api->WatchJob(&ctx, req);
+  v1::JobStatus s;
+  if (!reader->Read(&s)) Die("WatchJob " + id + ": no status");
+  ctx.TryCancel();
+  reader->Finish();
+  return s;
+}
+
+// Bytes received so far on --rx_interface (0 without one).
+uint64_t RxBytes() {
+  const std::string dev = absl::GetFlag(FLAGS_rx_interface);
+  if (dev.empty()) return 0;
+  std::ifstream in("/sys/class/net/" + dev + "/statistics/rx_bytes");
+  uint64_t n = 0;
+  if (!(in >> n)) Die("cannot read the received bytes of " + dev);
+  return n;
+}
+
+// How many of `keys` are on the device (GetLocal, READY).
+size_t CountLocal(v1::Availability::Stub* avail,
+                  const std::vector<v1::SidecarKey>& keys) {
+  size_t n = 0;
+  for (size_t at = 0; at < keys.size(); at += 10000) {
+    v1::GetLocalRequest req;
+    for (size_t i = at; i < std::min(keys.size(), at + 10000); ++i) {
+      *req.add_keys() = keys[i];
+    }
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(30));
+    v1::GetLocalResponse resp;
+    CheckRpc(avail->GetLocal(&ctx, req, &resp), "GetLocal");
+    for (const auto& e : resp.entries()) n += e.ready() ? 1 : 0;
+  }
+  return n;
+}
+
+// Interactive fetches of the next `n` keys of `keys`, one at a time with a
+// pause between them (as a person opens photos); seconds from Fetch until
+// WatchJob says DONE, each.
+std::vector<double> SampleInteractive(v1::Transfer::Stub* api,
+                                      const std::vector<v1::SidecarKey>& keys,
+                                      size_t* next, int n) {
+  std::vector<double> secs;
+  for (int i = 0; i < n; ++i) {
+    if (*next >= keys.size()) Die("--interactive_file has too few keys");
+    absl::Time t0 = absl::Now();
+    std::vector<std::string> ids =
+        FetchAll(api, {keys[(*next)++]}, v1::PRIORITY_INTERACTIVE, nullptr);
+    v1::JobStatus s = WatchUntilEnd(api, ids[0], absl::Minutes(2));
+    if (s.state() != v1::JOB_STATE_DONE) {
+      Die(absl::StrCat("interactive fetch ended ", v1::JobState_Name(s.state()),
+                       ": ", s.last_error()));
+    }
+    secs.push_back(Secs(t0));
+    absl::SleepFor(absl::Milliseconds(300));
+  }
+  return secs;
+}
+
+std::string Millis(const std::vector<double>& secs) {
+  return absl::StrJoin(secs, " ", [](std::string* out, double s) {
+    absl::StrAppend(out, absl::StrFormat("%.0f", s * 1000));
+  });
+}
+
+// Prints one loaded phase against the idle phase before it.
+void ReportLoaded(const std::string& load, const std::vector<double>& idle,
+                  const std::vector<double>& loaded,
+                  const std::string& load_progress) {
+  double mi = Median(idle), ml = Median(loaded);
+  std::cout << absl::StrFormat(
+      "== %s: interactive thumbnail median %.0f ms loaded vs %.0f ms idle = "
+      "%.2fx (loaded ms: %s; idle ms: %s); the load meanwhile: %s\n",
+      load, ml * 1000, mi * 1000, ml / mi, Millis(loaded), Millis(idle),
+      load_progress);
+}
+
+int ForegroundMode() {
+  const std::string target = absl::GetFlag(FLAGS_transfer);
+  const std::string avail_target = absl::GetFlag(FLAGS_availability);
+  if (target.empty() || avail_target.empty() ||
+      absl::GetFlag(FLAGS_proxy).empty()) {
+    std::cerr << "usage: transfer_bench --mode=foreground --transfer=HOST:PORT "
+                 "--availability=HOST:PORT --interactive_file=FILE "
+                 "--prefetch_file=FILE --proxy=URI\n";
+    return 2;
+  }
+  auto api = v1::Transfer::NewStub(MakeLocalChannel(target));
+  auto avail = v1::Availability::NewStub(MakeLocalChannel(avail_target));
+  const std::vector<v1::SidecarKey> interactive =
+      ReadUris(absl::GetFlag(FLAGS_interactive_file));
+  const std::vector<v1::SidecarKey> prefetch =
+      ReadUris(absl::GetFlag(FLAGS_prefetch_file));
+  absl::StatusOr<SidecarKey> pk = ParseSidecarUri(absl::GetFlag(FLAGS_proxy));
+  Check(pk.status(), "--proxy");
+  v1::SidecarKey proxy;
+  KeyToProto(*pk, &proxy);
+  const int n = absl::GetFlag(FLAGS_samples);
+  size_t next = 0;
+  std::vector<v1::SidecarKey> all = interactive;
+  all.insert(all.end(), prefetch.begin(), prefetch.end());
+  all.push_back(proxy);
+  WaitKnown(avail.get(), all);
+
+  // A first fetch opens the connection and measures the link.
+  SampleInteractive(api.get(), interactive, &next, 1);
+  std::vector<double> idle1 =
+      SampleInteractive(api.get(), interactive, &next, n);
+
+  // Load 1: a large sidecar at normal priority.
+  std::string proxy_job =
+      FetchAll(api.get(), {proxy}, v1::PRIORITY_NORMAL, nullptr)[0];
+  absl::Time since = absl::Now();
+  while (JobNow(api.get(), proxy_job).bytes_verified() < (4u << 20)) {
+    if (absl::Now() - since > absl::Seconds(60)) Die("the proxy did not start");
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  uint64_t b0 = JobNow(api.get(), proxy_job).bytes_verified();
+  const uint64_t proxy_rx0 = RxBytes();
+  absl::Time t0 = absl::Now();
+  std::vector<double> with_proxy =
+      SampleInteractive(api.get(), interactive, &next, n);
+  v1::JobStatus p1 = JobNow(api.get(), proxy_job);
+  const uint64_t proxy_rx1 = RxBytes();
+  const double proxy_secs = Secs(t0);
+  if (p1.state() == v1::JOB_STATE_DONE) {
+    Die("the proxy finished while sampling: use a larger one");
+  }
+  ReportLoaded(
+      "normal-priority proxy", idle1, with_proxy,
+      absl::StrFormat("the proxy moved %.1f Mbit/s%s",
+                      (p1.bytes_verified() - b0) * 8 / 1e6 / proxy_secs,
+                      absl::GetFlag(FLAGS_rx_interface).empty()
+                          ? ""
+                          : absl::StrFormat("; the link carried %.1f Mbit/s",
+                                            (proxy_rx1 - proxy_rx0) * 8 / 1e6 /
+                                                proxy_secs)));
+  {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(10));
+    v1::CancelRequest req;
+    req.set_job_id(proxy_job);
+    v1::CancelResponse resp;
+    CheckRpc(api->Cancel(&ctx, req, &resp), "Cancel");
+  }
+  absl::SleepFor(absl::Seconds(1));  // the cancelled stream drains
+  std::vector<double> idle2 =
+      SampleInteractive(api.get(), interactive, &next, n);
+
+  // Load 2: thousands of thumbnails prefetched.
+  FetchAll(api.get(), prefetch, v1::PRIORITY_PREFETCH, nullptr);
+  // Under way once 2 MB have arrived (batches commit at their end, so local
+  // copies lag), or after 5 s without --rx_interface.
+  since = absl::Now();
+  const uint64_t rx_start = RxBytes();
+  while (absl::GetFlag(FLAGS_rx_interface).empty()
+             ? absl::Now() - since < absl::Seconds(5)
+             : RxBytes() - rx_start < (2u << 20)) {
+    if (absl::Now() - since > absl::Seconds(60)) Die("prefetch did not start");
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  size_t c0 = CountLocal(avail.get(), prefetch);
+  const uint64_t rx0 = RxBytes();
+  t0 = absl::Now();
+  std::vector<double> with_prefetch =
+      SampleInteractive(api.get(), interactive, &next, n);
+  size_t c1 = CountLocal(avail.get(), prefetch);
+  const uint64_t rx1 = RxBytes();
+  const double prefetch_secs = Secs(t0);
+  if (c1 == prefetch.size()) {
+    Die(absl::StrCat("prefetch finished while sampling (interactive ms: ",
+                     Millis(with_prefetch), "): use more thumbnails"));
+  }
+  ReportLoaded(
+      "prefetch of thumbnails", idle2, with_prefetch,
+      absl::StrFormat(
+          "%zu thumbnails prefetched and committed (%.0f/s)%s", c1 - c0,
+          (c1 - c0) / prefetch_secs,
+          absl::GetFlag(FLAGS_rx_interface).empty()
+              ? ""
+              : absl::StrFormat("; the link carried %.1f Mbit/s",
+                                (rx1 - rx0) * 8 / 1e6 / prefetch_secs)));
+  return 0;
+}
+
 // A new ext4 (with its journal, as mkfs makes it) on a loop device backed
 // by a sparse file, mounted for the object's lifetime.
 class LoopMount {
@@ -938,6 +1170,7 @@ class LoopMount {
 int Run(const std::vector<char*>& args) {
   std::cout << std::unitbuf;  // progress lines appear as they happen
   if (absl::GetFlag(FLAGS_mode) == "fetch") return FetchMode(args);
+  if (absl::GetFlag(FLAGS_mode) == "foreground") return ForegroundMode();
   std::string t = absl::GetFlag(FLAGS_data_dir) + "/transfer-bench-XXXXXX";
   if (mkdtemp(t.data()) == nullptr)
     Die("mkdtemp in " + absl::GetFlag(FLAGS_data_dir));
