@@ -8,6 +8,7 @@
 
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
@@ -16,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/device_key.h"
 #include "common/peer_trust.h"
+#include "common/transport.h"
 #include "common/uuid.h"
 
 namespace sidecar {
@@ -29,17 +31,19 @@ class PeerChannels {
   PeerChannels(const DeviceKey* key, const PeerTrust* trust)
       : key_(key), trust_(trust) {}
 
-  // A channel to member `device` at `address`. PERMISSION_DENIED if
-  // `device` is not (or no longer) a member: nothing is sent to it.
+  // A channel to member `device` at `address` for `traffic`.
+  // PERMISSION_DENIED if `device` is not (or no longer) a member: nothing is
+  // sent to it.
   absl::StatusOr<std::shared_ptr<grpc::Channel>> Get(
-      const Uuid& device, const std::string& address);
+      const Uuid& device, const std::string& address,
+      TrafficClass traffic = TrafficClass::kDefault);
 
  private:
   const DeviceKey* const key_;
   const PeerTrust* const trust_;
   absl::Mutex mu_;
   // Bounded by members x addresses seen; cleared when it grows past 256.
-  absl::flat_hash_map<std::pair<Uuid, std::string>,
+  absl::flat_hash_map<std::tuple<Uuid, std::string, TrafficClass>,
                       std::shared_ptr<grpc::Channel>>
       channels_ ABSL_GUARDED_BY(mu_);
 };

@@ -160,9 +160,10 @@ std::shared_ptr<grpc::Channel> MakeLocalChannel(const std::string& address) {
                                    ChannelArgs());
 }
 
-std::shared_ptr<grpc::Channel> MakePeerChannel(
-    const std::string& address, const DeviceKey& self,
-    const DeviceCertificate& callee) {
+std::shared_ptr<grpc::Channel> MakePeerChannel(const std::string& address,
+                                               const DeviceKey& self,
+                                               const DeviceCertificate& callee,
+                                               TrafficClass traffic) {
   grpc::SslCredentialsOptions tls;
   tls.pem_root_certs = callee.pem;  // the one certificate this channel trusts
   tls.pem_private_key = self.private_key_pem();
@@ -171,6 +172,12 @@ std::shared_ptr<grpc::Channel> MakePeerChannel(
   // The callee's certificate names it by device id, whatever host or
   // address it is reached at.
   args.SetSslTargetNameOverride(DeviceTlsName(callee.device_id));
+  // Channels with different arguments never share a connection.
+  args.SetInt("sidecar.traffic_class", static_cast<int>(traffic));
+  if (traffic == TrafficClass::kBackground) {
+    args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+    args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 << 10);
+  }
   return grpc::CreateCustomChannel(address, grpc::SslCredentials(tls), args);
 }
 

@@ -53,12 +53,22 @@ absl::Status FromGrpcStatus(const grpc::Status& s);
 // on every call.
 std::shared_ptr<grpc::Channel> MakeLocalChannel(const std::string& address);
 
+// What a peer channel carries. Each class gets its own connection, so that
+// bytes queued for one class never delay another's on the way:
+//   kDefault:     everything but fetches of other priorities;
+//   kInteractive: fetches a person waits for;
+//   kBackground:  prefetch. Flow-control windows stay small (no BDP
+//                 probing), so that when prefetch pauses for foreground
+//                 work, little of it is still in flight to drain.
+enum class TrafficClass { kDefault, kInteractive, kBackground };
+
 // A mutual-TLS channel to the peer listener at `address` of the member
 // whose certificate is `callee`: the handshake fails unless the server
 // there holds that very key. `self` is this device's identity.
-std::shared_ptr<grpc::Channel> MakePeerChannel(const std::string& address,
-                                               const DeviceKey& self,
-                                               const DeviceCertificate& callee);
+std::shared_ptr<grpc::Channel> MakePeerChannel(
+    const std::string& address, const DeviceKey& self,
+    const DeviceCertificate& callee,
+    TrafficClass traffic = TrafficClass::kDefault);
 
 // Connects to the peer listener at `address` with TLS, presenting `self`,
 // and returns the certificate the server there presented, without trusting

@@ -13,6 +13,8 @@ namespace sidecar::transfer {
 // `jobs`.
 struct BatchLane::Batch {
   std::vector<Job> jobs;
+  v1::Priority priority = v1::PRIORITY_NORMAL;  // the jobs'
+
   absl::Time start;
   // ResolveMany's answers, one per job, or why there are none.
   absl::StatusOr<std::vector<Resolution>> res;
@@ -33,12 +35,12 @@ struct BatchLane::Batch {
 
 BatchLane::BatchLane(BatchLaneOptions options, JobStore* jobs,
                      StoreWriter* store, AvailabilityClient* availability,
-                     RateLimiter* limiter, JobEvents* events, Hooks hooks)
+                     Bandwidth* bandwidth, JobEvents* events, Hooks hooks)
     : options_(std::move(options)),
       jobs_(jobs),
       store_(store),
       availability_(availability),
-      limiter_(limiter),
+      bandwidth_(bandwidth),
       events_(events),
       hooks_(std::move(hooks)) {}
 
@@ -70,7 +72,13 @@ void BatchLane::Stop() {
 
 void BatchLane::CancelStalled(absl::Time now) {
   absl::MutexLock lock(&mu_);
-  for (auto& [ctx, last] : streams_) {
+  for (auto& [ctx, stream] : streams_) {
+    absl::Time& last = stream.last;
+    if (last != absl::InfiniteFuture() &&
+        bandwidth_->Yielding(stream.priority)) {
+      last = now;  // paused, not stalled
+      continue;
+    }
     if (now - last > options_.stall_timeout) {
       SC_LOG(WARNING) << "batch: source stalled for " << options_.stall_timeout
                       << ", cancelling; its items are retried one by one";
@@ -80,17 +88,18 @@ void BatchLane::CancelStalled(absl::Time now) {
   }
 }
 
-void BatchLane::StreamStarted(grpc::ClientContext* ctx, absl::Time t0) {
+void BatchLane::StreamStarted(grpc::ClientContext* ctx, absl::Time t0,
+                              v1::Priority priority) {
   absl::MutexLock lock(&mu_);
   if (stopped_) ctx->TryCancel();
-  streams_[ctx] = t0;
+  streams_[ctx] = Stream{t0, priority};
 }
 
 void BatchLane::StreamAlive(grpc::ClientContext* ctx) {
   absl::MutexLock lock(&mu_);
   auto it = streams_.find(ctx);
   // InfiniteFuture: CancelStalled already cancelled it.
-  if (it->second != absl::InfiniteFuture()) it->second = absl::Now();
+  if (it->second.last != absl::InfiniteFuture()) it->second.last = absl::Now();
 }
 
 void BatchLane::StreamEnded(grpc::ClientContext* ctx) {
@@ -102,6 +111,9 @@ void BatchLane::Run(std::vector<Job> jobs) {
   Batch b;
   b.start = absl::Now();
   b.jobs = std::move(jobs);
+  if (!b.jobs.empty()) b.priority = b.jobs[0].priority;
+  // Lower priorities yield to this batch while it runs.
+  Bandwidth::Lease lease = bandwidth_->Begin(b.priority);
   absl::flat_hash_map<std::string, std::pair<FetchSource, Members>> groups =
       Resolve(b);
   b.resolved = absl::Now();
@@ -147,7 +159,7 @@ BatchLane::Resolve(Batch& b) {
 void BatchLane::ReadFrom(Batch& b, const FetchSource& src,
                          const Members& members) {
   absl::StatusOr<std::shared_ptr<v1::TransferPeer::Stub>> stub =
-      hooks_.stub(src);
+      hooks_.stub(src, b.priority);
   if (!stub.ok()) {
     SC_LOG(WARNING) << "batch: " << stub.status();
     for (size_t i : members) {
@@ -166,7 +178,7 @@ void BatchLane::ReadFrom(Batch& b, const FetchSource& src,
                         absl::Seconds(static_cast<double>(expected_bytes) /
                                       (256 << 10)));
   absl::Time t0 = absl::Now();
-  StreamStarted(&ctx, t0);
+  StreamStarted(&ctx, t0, b.priority);
   std::unique_ptr<grpc::ClientReader<v1::BatchReadResponse>> reader =
       (*stub)->BatchRead(&ctx, req);
   std::vector<char> seen(members.size(), 0);
@@ -218,7 +230,7 @@ void BatchLane::TakeItem(Batch& b, const FetchSource& src, size_t i,
                                           "advertised SHA-256")});
     return;
   }
-  limiter_->Acquire(data.size());
+  bandwidth_->Take(data.size(), b.priority);
   *received += data.size();
   if (absl::Status w = store_->WriteWholePart(job.id, data); !w.ok()) {
     b.fallback.push_back({i, std::string(w.message())});

@@ -31,9 +31,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "services/transfer/availability_client.h"
+#include "services/transfer/bandwidth.h"
 #include "services/transfer/job_events.h"
 #include "services/transfer/job_store.h"
-#include "services/transfer/rate_limiter.h"
 #include "services/transfer/store_writer.h"
 #include "sidecar/v1/transfer.grpc.pb.h"
 
@@ -55,10 +55,10 @@ class BatchLane {
  public:
   // What the lane needs of the Fetcher it runs in. Every member must be set.
   struct Hooks {
-    // The stub for a holder's transfer service (PERMISSION_DENIED for a
-    // holder that is not a member).
+    // The stub for a holder's transfer service, for fetches of a priority
+    // (PERMISSION_DENIED for a holder that is not a member).
     std::function<absl::StatusOr<std::shared_ptr<v1::TransferPeer::Stub>>(
-        const FetchSource&)>
+        const FetchSource&, v1::Priority)>
         stub;
     // Sleeps until there may be work again (or Stop).
     std::function<void()> idle;
@@ -70,7 +70,7 @@ class BatchLane {
 
   // Pointers must outlive the lane.
   BatchLane(BatchLaneOptions options, JobStore* jobs, StoreWriter* store,
-            AvailabilityClient* availability, RateLimiter* limiter,
+            AvailabilityClient* availability, Bandwidth* bandwidth,
             JobEvents* events, Hooks hooks);
 
   BatchLane(const BatchLane&) = delete;
@@ -80,7 +80,8 @@ class BatchLane {
   // none. Returns at once after Stop.
   void Loop() ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Runs the lane on `jobs` (claimed, never attempted): every job ends DONE
+  // Runs the lane on `jobs` (claimed, never attempted, all of one priority:
+  // ClaimBatch's): every job ends DONE
   // or is scheduled for a retry by the workers (unless Stop interrupts:
   // then jobs not received yet stay RUNNING and resume at the next start).
   void Run(std::vector<Job> jobs) ABSL_LOCKS_EXCLUDED(mu_);
@@ -90,7 +91,9 @@ class BatchLane {
   void Stop() ABSL_LOCKS_EXCLUDED(mu_);
 
   // Cancels, once, each BatchRead that has received nothing for longer
-  // than stall_timeout before `now`: its items are retried one by one.
+  // than stall_timeout before `now`: its items are retried one by one. A
+  // BatchRead paused for foreground work (Bandwidth::Yielding) is not
+  // stalled: its clock restarts.
   void CancelStalled(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
@@ -123,8 +126,8 @@ class BatchLane {
   void Conclude(Batch& b);
 
   // The BatchRead `ctx` starts, delivers a message, ends.
-  void StreamStarted(grpc::ClientContext* ctx, absl::Time t0)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  void StreamStarted(grpc::ClientContext* ctx, absl::Time t0,
+                     v1::Priority priority) ABSL_LOCKS_EXCLUDED(mu_);
   void StreamAlive(grpc::ClientContext* ctx) ABSL_LOCKS_EXCLUDED(mu_);
   void StreamEnded(grpc::ClientContext* ctx) ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -132,7 +135,7 @@ class BatchLane {
   JobStore* const jobs_;
   StoreWriter* const store_;
   AvailabilityClient* const availability_;
-  RateLimiter* const limiter_;
+  Bandwidth* const bandwidth_;
   JobEvents* const events_;
   const Hooks hooks_;
 
@@ -140,9 +143,13 @@ class BatchLane {
   std::atomic<bool> stop_requested_{false};
   absl::Mutex mu_;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
-  // The BatchReads in flight and when each last received a message
-  // (InfiniteFuture once CancelStalled cancelled it).
-  absl::flat_hash_map<grpc::ClientContext*, absl::Time> streams_
+  // The BatchReads in flight, when each last received a message
+  // (InfiniteFuture once CancelStalled cancelled it) and its priority.
+  struct Stream {
+    absl::Time last;
+    v1::Priority priority;
+  };
+  absl::flat_hash_map<grpc::ClientContext*, Stream> streams_
       ABSL_GUARDED_BY(mu_);
 };
 

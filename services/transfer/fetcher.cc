@@ -44,13 +44,13 @@ struct Fetcher::Attempt {
 };
 
 Fetcher::Fetcher(FetcherOptions options, JobStore* jobs, StoreWriter* store,
-                 AvailabilityClient* availability, RateLimiter* limiter,
+                 AvailabilityClient* availability, Bandwidth* bandwidth,
                  JobEvents* events, PeerChannels* channels)
     : options_(std::move(options)),
       jobs_(jobs),
       store_(store),
       availability_(availability),
-      limiter_(limiter),
+      bandwidth_(bandwidth),
       events_(events),
       channels_(channels),
       batch_lane_(
@@ -58,22 +58,28 @@ Fetcher::Fetcher(FetcherOptions options, JobStore* jobs, StoreWriter* store,
                            .max_jobs = options_.batch_max_jobs,
                            .max_item_bytes = options_.batch_max_item_bytes,
                            .stall_timeout = options_.stall_timeout},
-          jobs, store, availability, limiter, events,
+          jobs, store, availability, bandwidth, events,
           BatchLane::Hooks{
-              .stub = [this](const FetchSource& src) { return PeerStub(src); },
+              .stub = [this](const FetchSource& src,
+                             v1::Priority p) { return PeerStub(src, p); },
               .idle = [this] { Idle(); },
               .wake = [this] { Wake(); },
               .status_of = [this](const Job& job) { return StatusOf(job); }}) {}
 
 absl::StatusOr<std::shared_ptr<v1::TransferPeer::Stub>> Fetcher::PeerStub(
-    const FetchSource& src) {
+    const FetchSource& src, v1::Priority priority) {
   absl::StatusOr<Uuid> id = Uuid::Parse(src.device_id);
   if (!id.ok()) return id.status();
+  const TrafficClass traffic =
+      priority == v1::PRIORITY_INTERACTIVE ? TrafficClass::kInteractive
+      : priority == v1::PRIORITY_PREFETCH  ? TrafficClass::kBackground
+                                           : TrafficClass::kDefault;
   absl::StatusOr<std::shared_ptr<grpc::Channel>> ch =
-      channels_->Get(*id, src.transfer_address);
+      channels_->Get(*id, src.transfer_address, traffic);
   if (!ch.ok()) return ch.status();
   absl::MutexLock lock(&mu_);
-  auto& st = stubs_[absl::StrCat(src.device_id, "@", src.transfer_address)];
+  auto& st = stubs_[absl::StrCat(src.device_id, "@", src.transfer_address, "#",
+                                 static_cast<int>(traffic))];
   if (!st) st = v1::TransferPeer::NewStub(*ch);
   return st;
 }
@@ -82,7 +88,10 @@ Fetcher::~Fetcher() { Stop(); }
 
 void Fetcher::Start() {
   for (int i = 0; i < options_.workers; ++i) {
-    threads_.emplace_back([this] { WorkerLoop(); });
+    threads_.emplace_back([this] { WorkerLoop(v1::PRIORITY_PREFETCH); });
+  }
+  for (int i = 0; i < options_.interactive_workers; ++i) {
+    threads_.emplace_back([this] { WorkerLoop(v1::PRIORITY_INTERACTIVE); });
   }
   if (!options_.batch_kinds.empty() && options_.batch_max_jobs > 0) {
     for (int i = 0; i < options_.batch_lanes; ++i) {
@@ -97,7 +106,7 @@ void Fetcher::Stop() {
     absl::MutexLock lock(&mu_);
     if (stopping_ && threads_.empty()) return;
     stopping_ = true;
-    limiter_->Cancel();  // nothing waits for bandwidth any more
+    bandwidth_->Cancel();  // nothing waits for bandwidth any more
     for (auto& [id, a] : running_) {
       absl::MutexLock alock(&a->mu);
       for (auto& [ctx, t] : a->streams) ctx->TryCancel();
@@ -123,17 +132,21 @@ absl::Duration Fetcher::Backoff(int attempts) {
   return d * absl::Uniform(gen, 0.5, 1.5);
 }
 
-void Fetcher::WorkerLoop() {
+void Fetcher::WorkerLoop(v1::Priority min_priority) {
+  // New small jobs are the batch lane's, except interactive ones for the
+  // interactive workers: those start at once, whatever the lanes are doing.
+  const bool leave_small =
+      options_.batch_max_jobs > 0 && min_priority != v1::PRIORITY_INTERACTIVE;
   while (true) {
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) return;
     }
-    // New small jobs are the batch lane's.
     absl::StatusOr<std::optional<Job>> job = jobs_->ClaimNext(
-        absl::Now(), options_.batch_max_jobs > 0
-                         ? absl::Span<const Kind>(options_.batch_kinds)
-                         : absl::Span<const Kind>());
+        absl::Now(),
+        leave_small ? absl::Span<const Kind>(options_.batch_kinds)
+                    : absl::Span<const Kind>(),
+        min_priority);
     if (job.ok() && job->has_value()) {
       RunJob(std::move(**job));
       continue;
@@ -164,8 +177,13 @@ void Fetcher::WatchdogLoop() {
     absl::Time now = absl::Now();
     batch_lane_.CancelStalled(now);
     for (auto& [id, a] : running_) {
+      const bool paused = bandwidth_->Yielding(a->job.priority);
       absl::MutexLock alock(&a->mu);
       for (auto& [ctx, last] : a->streams) {
+        if (paused && last != absl::InfiniteFuture()) {
+          last = now;  // yielding to foreground work, not stalled
+          continue;
+        }
         if (now - last > options_.stall_timeout) {
           SC_LOG(WARNING) << "job " << id << ": source stalled for "
                           << options_.stall_timeout << ", cancelling";
@@ -293,6 +311,8 @@ void Fetcher::RunJob(Job job) {
       result = absl::CancelledError("the job ended meanwhile");
     } else {
       PublishProgress(&a, true);
+      // Lower priorities yield to this attempt while it fetches.
+      Bandwidth::Lease lease = bandwidth_->Begin(job.priority);
       bool multi = a.size >= options_.multi_source_min_bytes &&
                    sources.size() >= 2 && options_.max_sources >= 2;
       result = multi ? FetchMulti(&a, sources) : FetchSingle(&a, sources);
@@ -365,7 +385,7 @@ absl::Status Fetcher::FetchSingle(Attempt* a,
     RangeReader reader = MakeReader(a, src);
     absl::Time start = absl::Now();
     absl::StatusOr<std::shared_ptr<v1::TransferPeer::Stub>> stub =
-        PeerStub(src);
+        PeerStub(src, a->job.priority);
     absl::Status s =
         stub.ok() ? reader.ReadInOrder(stub->get(), resume, a->size - resume,
                                        part.get(), &hasher)
@@ -479,7 +499,7 @@ absl::Status Fetcher::FetchMulti(Attempt* a,
                        << ", still in flight from a slower source";
         }
         absl::StatusOr<std::shared_ptr<v1::TransferPeer::Stub>> stub =
-            PeerStub(src);
+            PeerStub(src, a->job.priority);
         s = stub.ok()
                 ? reader.ReadPiece(stub->get(), p->offset, p->length,
                                    part.get(), scheduler.abandon_flag(p->index))
@@ -559,8 +579,8 @@ RangeReader::Callbacks Fetcher::StreamCallbacks(Attempt* a) {
 
 RangeReader Fetcher::MakeReader(Attempt* a, const FetchSource& src) {
   return RangeReader(RangeTarget{a->job.key, a->size, a->expected},
-                     SourceName(src), options_.chunk_bytes, limiter_,
-                     StreamCallbacks(a));
+                     SourceName(src), options_.chunk_bytes, bandwidth_,
+                     a->job.priority, StreamCallbacks(a));
 }
 
 absl::Status Fetcher::Commit(Attempt* a, const FetchSource& from,

@@ -34,11 +34,11 @@
 #include "absl/time/time.h"
 #include "common/peer_channels.h"
 #include "services/transfer/availability_client.h"
+#include "services/transfer/bandwidth.h"
 #include "services/transfer/batch_lane.h"
 #include "services/transfer/job_events.h"
 #include "services/transfer/job_store.h"
 #include "services/transfer/range_reader.h"
-#include "services/transfer/rate_limiter.h"
 #include "services/transfer/store_writer.h"
 #include "sidecar/v1/transfer.grpc.pb.h"
 
@@ -46,6 +46,10 @@ namespace sidecar::transfer {
 
 struct FetcherOptions {
   int workers = 3;
+  // Workers that take only interactive jobs (small ones too), so that a new
+  // interactive job starts at once, whatever the other workers and the
+  // batch lanes are busy with.
+  int interactive_workers = 2;
   int max_attempts = 5;
   absl::Duration initial_backoff = absl::Milliseconds(200);
   absl::Duration max_backoff = absl::Seconds(30);
@@ -75,7 +79,7 @@ class Fetcher {
   // Pointers must outlive the fetcher.
   // `channels` makes the pinned channels to holders.
   Fetcher(FetcherOptions options, JobStore* jobs, StoreWriter* store,
-          AvailabilityClient* availability, RateLimiter* limiter,
+          AvailabilityClient* availability, Bandwidth* bandwidth,
           JobEvents* events, PeerChannels* channels);
   ~Fetcher();
 
@@ -104,7 +108,8 @@ class Fetcher {
   };
 
   // These take mu_ as needed.
-  void WorkerLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  // Claims and runs jobs of at least `min_priority` until Stop.
+  void WorkerLoop(v1::Priority min_priority) ABSL_LOCKS_EXCLUDED(mu_);
   // Sleeps until woken, a retry is due, or a second has passed.
   void Idle() ABSL_LOCKS_EXCLUDED(mu_);
   void WatchdogLoop() ABSL_LOCKS_EXCLUDED(mu_);
@@ -113,10 +118,11 @@ class Fetcher {
   // Returns OK when committed; otherwise why the attempt failed.
   absl::Status FetchSingle(Attempt* a, const std::vector<FetchSource>& sources);
   absl::Status FetchMulti(Attempt* a, const std::vector<FetchSource>& sources);
-  // The stub for `src`'s transfer service; PERMISSION_DENIED for a holder
-  // that is not a member.
+  // The stub for `src`'s transfer service, on the connection for fetches of
+  // `priority` (TrafficClass); PERMISSION_DENIED for a holder that is not a
+  // member.
   absl::StatusOr<std::shared_ptr<v1::TransferPeer::Stub>> PeerStub(
-      const FetchSource& src) ABSL_LOCKS_EXCLUDED(mu_);
+      const FetchSource& src, v1::Priority priority) ABSL_LOCKS_EXCLUDED(mu_);
   // A reader of `a`'s sidecar (a->size and a->expected must be set) from
   // `src`, for one thread. Callers look the stub up (PeerStub) before each
   // read, so a holder that stops being a member is refused mid-fetch.
@@ -142,7 +148,7 @@ class Fetcher {
   JobStore* const jobs_;
   StoreWriter* const store_;
   AvailabilityClient* const availability_;
-  RateLimiter* const limiter_;
+  Bandwidth* const bandwidth_;
   JobEvents* const events_;
 
   mutable absl::Mutex mu_;

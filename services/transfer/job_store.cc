@@ -225,10 +225,11 @@ absl::Status PrepareStatements(pg::Connection& conn) {
            "next_attempt_at = NULL, claim_token = $2, "
            "updated_at = clock_timestamp() "
            "WHERE state IN (1, 3) AND id = (SELECT id FROM transfer_jobs "
-           "WHERE (state = 1 AND NOT (attempts = 0 AND "
+           "WHERE ((state = 1 AND NOT (attempts = 0 AND "
            "kind = ANY($3::smallint[]))) OR (state = 3 AND next_attempt_at <= ",
            TimeParam(1),
-           ") ORDER BY priority DESC, created_at, id LIMIT 1 "
+           ")) AND priority >= $4::smallint "
+           "ORDER BY priority DESC, created_at, id LIMIT 1 "
            "FOR UPDATE SKIP LOCKED)",
            returning)},
       {"claim_batch",
@@ -243,6 +244,9 @@ absl::Status PrepareStatements(pg::Connection& conn) {
            "updated_at = clock_timestamp() "
            "WHERE id = ANY(ARRAY(SELECT id FROM transfer_jobs "
            "WHERE state = 1 AND attempts = 0 AND kind = ANY($2::smallint[]) "
+           "AND priority = (SELECT priority FROM transfer_jobs WHERE state = "
+           "1 AND attempts = 0 AND kind = ANY($2::smallint[]) ORDER BY "
+           "priority DESC LIMIT 1) "
            "ORDER BY priority DESC, created_at, id LIMIT $3 "
            "FOR UPDATE SKIP LOCKED))",
            returning)},
@@ -320,7 +324,8 @@ class PgJobStore final : public JobStore {
                                         uint32_t limit) override;
   absl::StatusOr<std::vector<std::string>> ActiveIds() override;
   absl::StatusOr<std::optional<Job>> ClaimNext(
-      absl::Time now, absl::Span<const Kind> leave_fresh) override;
+      absl::Time now, absl::Span<const Kind> leave_fresh,
+      v1::Priority min_priority) override;
   absl::StatusOr<std::vector<Job>> CreateMany(absl::Span<const SidecarKey> keys,
                                               v1::Priority priority) override;
   absl::StatusOr<std::vector<Job>> ClaimBatch(
@@ -650,10 +655,13 @@ absl::StatusOr<std::vector<std::string>> PgJobStore::ActiveIds() {
 }
 
 absl::StatusOr<std::optional<Job>> PgJobStore::ClaimNext(
-    absl::Time now, absl::Span<const Kind> leave_fresh) {
+    absl::Time now, absl::Span<const Kind> leave_fresh,
+    v1::Priority min_priority) {
   const std::string token = Uuid::Random().ToString();
   absl::StatusOr<std::vector<Job>> jobs =
-      Claim("claim", token, {TimeArg(now), token, KindArray(leave_fresh)});
+      Claim("claim", token,
+            {TimeArg(now), token, KindArray(leave_fresh),
+             std::to_string(static_cast<int>(min_priority))});
   if (!jobs.ok()) return jobs.status();
   if (jobs->empty()) return std::optional<Job>();
   return std::optional<Job>(std::move(jobs->front()));

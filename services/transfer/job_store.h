@@ -98,13 +98,15 @@ class JobStore {
   // Concurrent claimers (SKIP LOCKED) never get the same job. nullopt if
   // nothing is runnable.
   // Jobs never attempted whose kind is in `leave_fresh` are left to
-  // ClaimBatch.
+  // ClaimBatch; jobs of a priority below `min_priority` are left alone.
   virtual absl::StatusOr<std::optional<Job>> ClaimNext(
-      absl::Time now, absl::Span<const Kind> leave_fresh = {}) = 0;
+      absl::Time now, absl::Span<const Kind> leave_fresh = {},
+      v1::Priority min_priority = v1::PRIORITY_PREFETCH) = 0;
 
   // The batch lane for small sidecars: claims up to `max` jobs never
-  // attempted (QUEUED with attempts 0) whose kind is in `kinds`, highest
-  // priority first, as ClaimNext does for one. Jobs that fail in the batch
+  // attempted (QUEUED with attempts 0) whose kind is in `kinds`, all of the
+  // highest priority any such job has, oldest first: an interactive job
+  // never waits in a batch of prefetch jobs. Jobs that fail in the batch
   // lane are retried one by one through ClaimNext.
   virtual absl::StatusOr<std::vector<Job>> ClaimBatch(
       absl::Time now, size_t max, absl::Span<const Kind> kinds) = 0;

@@ -22,6 +22,7 @@
 #include "common/thread_pool.h"
 #include "common/transport.h"
 #include "services/transfer/availability_client.h"
+#include "services/transfer/bandwidth.h"
 #include "services/transfer/fetcher.h"
 #include "services/transfer/job_events.h"
 #include "services/transfer/job_store.h"
@@ -30,7 +31,6 @@
 #include "services/transfer/peer_server.h"
 #include "services/transfer/policy.h"
 #include "services/transfer/prefetcher.h"
-#include "services/transfer/rate_limiter.h"
 #include "services/transfer/store_writer.h"
 #include "services/transfer/transfer_service.h"
 
@@ -78,6 +78,13 @@ ABSL_FLAG(absl::Duration, stall_timeout, absl::Seconds(10),
           "a source that sends nothing this long is abandoned");
 ABSL_FLAG(double, bandwidth_limit, 0,
           "bytes per second all fetches may use together (0: unlimited)");
+ABSL_FLAG(double, background_bandwidth_limit, 0,
+          "bytes per second prefetch may use (0: what foreground work "
+          "leaves); prefetch always yields to interactive and normal "
+          "fetches");
+ABSL_FLAG(int, interactive_workers, 2,
+          "workers that take only interactive jobs, so that they start at "
+          "once");
 ABSL_FLAG(uint64_t, min_free_bytes, 64ull << 20,
           "a fetch that would leave less free space on the store fails");
 ABSL_FLAG(std::string, strategy, "prefer-fetch",
@@ -175,10 +182,13 @@ int Main() {
   ThreadPool pool(ThreadPoolOptions{absl::GetFlag(FLAGS_io_threads)});
   PeerServer peer_api(&index, root.string(), &pool);
 
-  RateLimiter limiter(absl::GetFlag(FLAGS_bandwidth_limit));
+  Bandwidth bandwidth(absl::GetFlag(FLAGS_bandwidth_limit),
+                      absl::GetFlag(FLAGS_background_bandwidth_limit));
   JobEvents events;
   FetcherOptions fo;
   fo.workers = absl::GetFlag(FLAGS_workers);
+  fo.interactive_workers =
+      std::max(0, absl::GetFlag(FLAGS_interactive_workers));
   fo.max_attempts = absl::GetFlag(FLAGS_max_attempts);
   fo.initial_backoff = absl::GetFlag(FLAGS_retry_initial_backoff);
   fo.max_backoff = absl::GetFlag(FLAGS_retry_max_backoff);
@@ -191,7 +201,7 @@ int Main() {
   fo.batch_lanes = std::max(0, absl::GetFlag(FLAGS_batch_lanes));
   fo.batch_max_jobs =
       static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_batch_max_jobs)));
-  Fetcher fetcher(fo, jobs->get(), store->get(), &availability, &limiter,
+  Fetcher fetcher(fo, jobs->get(), store->get(), &availability, &bandwidth,
                   &events, &channels);
   TransferService local_api(jobs->get(), &fetcher, &availability, &events,
                             *policy);
@@ -243,8 +253,7 @@ int Main() {
   prefetcher.Start();
   SC_LOG(INFO) << "peer API (mutual TLS) on port " << peer_host.port()
                << "; local API on " << local_address << "; sidecar root "
-               << root.string() << ", availability at "
-               << availability_address;
+               << root.string() << ", availability at " << availability_address;
   if (std::string pf = absl::GetFlag(FLAGS_port_file); !pf.empty()) {
     if (absl::Status s = WritePortFile(pf, peer_host.port()); !s.ok()) {
       SC_LOG(ERROR) << s;

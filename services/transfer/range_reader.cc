@@ -163,12 +163,13 @@ class AsyncCheckpointer {
 }  // namespace
 
 RangeReader::RangeReader(RangeTarget target, std::string source_name,
-                         uint32_t chunk_bytes, RateLimiter* limiter,
-                         Callbacks callbacks)
+                         uint32_t chunk_bytes, Bandwidth* bandwidth,
+                         v1::Priority priority, Callbacks callbacks)
     : target_(std::move(target)),
       source_name_(std::move(source_name)),
       chunk_bytes_(chunk_bytes),
-      limiter_(limiter),
+      bandwidth_(bandwidth),
+      priority_(priority),
       callbacks_(std::move(callbacks)) {}
 
 absl::Status RangeReader::ReadInOrder(v1::TransferPeer::Stub* stub,
@@ -243,7 +244,7 @@ absl::Status RangeReader::Read(v1::TransferPeer::Stub* stub, uint64_t offset,
     first = false;
     if (!problem.empty()) break;
     const std::string& data = chunk.data();
-    limiter_->Acquire(data.size());
+    bandwidth_->Take(data.size(), priority_);
     if (absl::Status w = part->WriteAt(next, data); !w.ok()) {
       ctx.TryCancel();
       reader->Finish();

@@ -21,7 +21,7 @@
 #include "absl/status/status.h"
 #include "common/sha256.h"
 #include "common/sidecar_key.h"
-#include "services/transfer/rate_limiter.h"
+#include "services/transfer/bandwidth.h"
 #include "services/transfer/store_writer.h"
 #include "sidecar/v1/transfer.grpc.pb.h"
 
@@ -58,10 +58,10 @@ class RangeReader {
   };
 
   // `source_name` names the holder in error messages. `chunk_bytes` goes in
-  // every ReadRequest (0: the server's choice). `limiter` (bandwidth) must
-  // outlive the reader.
+  // every ReadRequest (0: the server's choice). Received bytes are taken
+  // from `bandwidth` at `priority`; it must outlive the reader.
   RangeReader(RangeTarget target, std::string source_name, uint32_t chunk_bytes,
-              RateLimiter* limiter, Callbacks callbacks);
+              Bandwidth* bandwidth, v1::Priority priority, Callbacks callbacks);
 
   RangeReader(const RangeReader&) = delete;
   RangeReader& operator=(const RangeReader&) = delete;
@@ -104,7 +104,8 @@ class RangeReader {
   const RangeTarget target_;
   const std::string source_name_;
   const uint32_t chunk_bytes_;
-  RateLimiter* const limiter_;
+  Bandwidth* const bandwidth_;
+  const v1::Priority priority_;
   const Callbacks callbacks_;
   uint64_t received_ = 0;
   bool corrupt_ = false;

@@ -19,7 +19,6 @@
 namespace sidecar::transfer {
 namespace {
 
-
 constexpr absl::Duration kConnectTimeout = absl::Seconds(10);
 
 SidecarKey KeyFor(uint64_t i, std::string variant = "grid@2x") {
@@ -216,6 +215,38 @@ TEST_F(JobStoreTest, ClaimNextTakesHighestPriorityThenOldest) {
   EXPECT_EQ(order, (std::vector<std::string>{interactive.id, normal1.id,
                                              normal2.id, prefetch.id}));
   EXPECT_EQ(MustGet(*store, normal1.id).state, v1::JOB_STATE_RUNNING);
+}
+
+// The interactive workers' claim: nothing below the priority asked for,
+// and new small jobs too (they would otherwise wait for a batch lane).
+TEST_F(JobStoreTest, ClaimNextLeavesJobsBelowTheMinimumPriority) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  MustCreate(*store, KeyFor(1), v1::PRIORITY_PREFETCH);
+  MustCreate(*store, KeyFor(2), v1::PRIORITY_NORMAL);
+  Job interactive = MustCreate(*store, KeyFor(3), v1::PRIORITY_INTERACTIVE);
+  const Kind thumbs[] = {KeyFor(3).kind};
+
+  // A worker that leaves new thumbnails to the lanes finds nothing of at
+  // least interactive priority; an interactive worker takes the job.
+  auto none = store->ClaimNext(absl::Now(), thumbs, v1::PRIORITY_INTERACTIVE);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->has_value());
+  auto got = store->ClaimNext(absl::Now(), {}, v1::PRIORITY_INTERACTIVE);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_TRUE(got->has_value());
+  EXPECT_EQ((*got)->id, interactive.id);
+  auto next = store->ClaimNext(absl::Now(), {}, v1::PRIORITY_INTERACTIVE);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_FALSE(next->has_value());
+
+  // Normal workers take the rest, highest first.
+  auto normal = store->ClaimNext(absl::Now(), {}, v1::PRIORITY_NORMAL);
+  ASSERT_TRUE(normal.ok() && normal->has_value());
+  EXPECT_EQ((*normal)->priority, v1::PRIORITY_NORMAL);
+  auto prefetch = store->ClaimNext(absl::Now());
+  ASSERT_TRUE(prefetch.ok() && prefetch->has_value());
+  EXPECT_EQ((*prefetch)->priority, v1::PRIORITY_PREFETCH);
 }
 
 TEST_F(JobStoreTest, ConcurrentClaimersNeverGetTheSameJob) {
@@ -495,10 +526,11 @@ TEST_F(JobStoreTest, RequeueRunningAfterCrash) {
 }
 
 // The batch lane's claim takes at most `max` new jobs of the given kinds,
-// highest priority first, also when its plan was cached while the table was
-// empty (as on a fresh device before the first burst of Fetch calls). Such
-// a stale plan ran the picking subquery once per row and claimed them all.
-TEST_F(JobStoreTest, ClaimBatchTakesAtMostMaxByPriorityWithAStalePlan) {
+// all of the highest priority (an interactive job never shares a batch with
+// slower work), also when its plan was cached while the table was empty (as
+// on a fresh device before the first burst of Fetch calls). Such a stale
+// plan ran the picking subquery once per row and claimed them all.
+TEST_F(JobStoreTest, ClaimBatchTakesAtMostMaxOfOnePriorityWithAStalePlan) {
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
   const Kind thumbs[] = {v1::SIDECAR_KIND_THUMB};
@@ -521,25 +553,35 @@ TEST_F(JobStoreTest, ClaimBatchTakesAtMostMaxByPriorityWithAStalePlan) {
   auto urgent = store->CreateMany(interactive, v1::PRIORITY_INTERACTIVE);
   ASSERT_TRUE(urgent.ok()) << urgent.status();
 
+  // First the interactive thumbnails, alone.
   auto batch = store->ClaimBatch(absl::Now(), 1000, thumbs);
   ASSERT_TRUE(batch.ok()) << batch.status();
-  ASSERT_EQ(batch->size(), 1000u);
+  ASSERT_EQ(batch->size(), 100u);
   std::set<std::string> ids;
   for (const Job& job : *batch) {
     EXPECT_EQ(job.key.kind, v1::SIDECAR_KIND_THUMB);
+    EXPECT_EQ(job.priority, v1::PRIORITY_INTERACTIVE);
     EXPECT_EQ(job.state, v1::JOB_STATE_RUNNING);
     EXPECT_EQ(job.attempts, 1u);
     ids.insert(job.id);
   }
-  EXPECT_EQ(ids.size(), 1000u);
   for (const Job& job : *urgent) EXPECT_TRUE(ids.count(job.id)) << job.id;
+
+  // Then the normal ones, at most 1000 at a time.
+  auto second = store->ClaimBatch(absl::Now(), 1000, thumbs);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_EQ(second->size(), 1000u);
+  for (const Job& job : *second) {
+    EXPECT_EQ(job.priority, v1::PRIORITY_NORMAL);
+    EXPECT_TRUE(ids.insert(job.id).second) << job.id;
+  }
 
   auto conn = pg::Connection::Open(conninfo_);
   ASSERT_TRUE(conn.ok()) << conn.status();
   auto running =
       (*conn)->Exec("SELECT count(*) FROM transfer_jobs WHERE state = 2");
   ASSERT_TRUE(running.ok()) << running.status();
-  EXPECT_EQ(running->GetInt64(0, 0).value_or(-1), 1000);
+  EXPECT_EQ(running->GetInt64(0, 0).value_or(-1), 1100);
 
   // The rest comes in later batches, then nothing.
   size_t rest = 0;
@@ -549,7 +591,7 @@ TEST_F(JobStoreTest, ClaimBatchTakesAtMostMaxByPriorityWithAStalePlan) {
     if (more->empty()) break;
     rest += more->size();
   }
-  EXPECT_EQ(rest, 1100u);
+  EXPECT_EQ(rest, 1000u);
 }
 
 TEST_F(JobStoreTest, SurvivesServerRestart) {
