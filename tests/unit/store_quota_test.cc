@@ -2,6 +2,8 @@
 // Evictor's order of work (journal, withdraw, delete; recovery after a
 // crash in between) against a fake availability service on a real
 // directory.
+#include "services/transfer/store_quota.h"
+
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -14,7 +16,6 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "services/transfer/evictor.h"
-#include "services/transfer/store_quota.h"
 
 namespace sidecar::transfer {
 namespace {
@@ -106,8 +107,8 @@ EvictionCandidate Cand(uint8_t n, uint64_t size, Kind kind = kThumb) {
   c.key.content = Uuid::Random();
   c.key.kind = kind;
   c.key.variant = "grid@2x";
-  c.key.format = kind == kProxy ? v1::SIDECAR_FORMAT_MP4
-                                : v1::SIDECAR_FORMAT_WEBP;
+  c.key.format =
+      kind == kProxy ? v1::SIDECAR_FORMAT_MP4 : v1::SIDECAR_FORMAT_WEBP;
   c.size = size;
   c.sha256[0] = n;
   return c;
@@ -123,8 +124,7 @@ TEST(ChooseEvictionsTest, OldestFirstSkippingLastCopiesUntilEnough) {
             (std::vector<size_t>{0, 2, 3}));
   EXPECT_EQ(ChooseEvictions(c, holders, 1000, false),
             (std::vector<size_t>{0, 2, 3, 4}));
-  EXPECT_EQ(ChooseEvictions(c, holders, 25, true),
-            (std::vector<size_t>{0, 1}));
+  EXPECT_EQ(ChooseEvictions(c, holders, 25, true), (std::vector<size_t>{0, 1}));
   EXPECT_TRUE(ChooseEvictions(c, holders, 0, false).empty());
   EXPECT_TRUE(ChooseEvictions(c, {0, 0, 0, 0, 0}, 10, false).empty());
 }
@@ -227,9 +227,9 @@ class EvictorTest : public ::testing::Test {
   // A sidecar with its file on disk.
   FakeBackend::Item& Add(uint64_t size, bool fetched, int others,
                          Kind kind = kThumb) {
-    FakeBackend::Item i{Cand(static_cast<uint8_t>(backend_.items.size()), size,
-                             kind),
-                        fetched, others};
+    FakeBackend::Item i{
+        Cand(static_cast<uint8_t>(backend_.items.size()), size, kind), fetched,
+        others};
     std::string path = File(i.c.key);
     std::filesystem::create_directories(
         std::filesystem::path(path).parent_path());
