@@ -60,6 +60,19 @@ absl::StatusOr<std::vector<SidecarKey>> ParseKeys(
 
 std::string PageToken(const SidecarKey& k) { return FormatSidecarUri(k); }
 
+void RecordToProto(const LocalRecord& r, v1::LocalSidecar* s) {
+  KeyToProto(r.key, s->mutable_key());
+  s->set_size(r.size);
+  if (r.sha256) s->set_sha256(std::string(DigestBytes(*r.sha256)));
+  s->set_status(r.status);
+  s->set_generator_version(r.generator_version);
+  s->set_relative_path(RelativePath(r.key));
+  SetTime(r.created_at, s->mutable_created_at());
+  SetTime(r.updated_at, s->mutable_updated_at());
+  s->set_fetched(r.fetched);
+  SetTime(r.last_used, s->mutable_last_used());
+}
+
 }  // namespace
 
 AvailabilityService::AvailabilityService(Deps deps) : d_(std::move(deps)) {}
@@ -114,6 +127,7 @@ grpc::Status AvailabilityService::Register(grpc::ServerContext*,
     r.size = s.size();
     r.status = s.status();
     r.generator_version = s.generator_version();
+    r.fetched = s.fetched();
     if (!s.sha256().empty()) {
       absl::StatusOr<Sha256Digest> d = DigestFromBytes(s.sha256());
       if (!d.ok()) {
@@ -154,6 +168,44 @@ grpc::Status AvailabilityService::Remove(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
+grpc::Status AvailabilityService::GetLocalUsage(
+    grpc::ServerContext*, const v1::GetLocalUsageRequest*,
+    v1::GetLocalUsageResponse* resp) {
+  absl::StatusOr<std::vector<KindUsage>> usage = d_.store->Usage();
+  if (!usage.ok()) return ToGrpcStatus(usage.status());
+  for (const KindUsage& u : *usage) {
+    v1::KindUsage* k = resp->add_kinds();
+    k->set_kind(u.kind);
+    k->set_own_count(u.own_count);
+    k->set_own_bytes(u.own_bytes);
+    k->set_fetched_count(u.fetched_count);
+    k->set_fetched_bytes(u.fetched_bytes);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status AvailabilityService::ListEvictable(
+    grpc::ServerContext*, const v1::ListEvictableRequest* req,
+    v1::ListEvictableResponse* resp) {
+  uint32_t limit = req->limit() == 0 ? 1000 : req->limit();
+  if (limit > kMaxPageSize) {
+    return Invalid(absl::StrCat("limit ", req->limit(), " is above ",
+                                kMaxPageSize, ": ask for fewer at a time"));
+  }
+  std::optional<Kind> kind;
+  if (req->kind() != v1::SIDECAR_KIND_UNSPECIFIED) {
+    if (!v1::SidecarKind_IsValid(req->kind())) {
+      return Invalid(absl::StrCat("kind ", req->kind(), " is not known"));
+    }
+    kind = req->kind();
+  }
+  absl::StatusOr<std::vector<LocalRecord>> rows =
+      d_.store->ListEvictable(kind, limit);
+  if (!rows.ok()) return ToGrpcStatus(rows.status());
+  for (const LocalRecord& r : *rows) RecordToProto(r, resp->add_sidecars());
+  return grpc::Status::OK;
+}
+
 grpc::Status AvailabilityService::ListLocal(grpc::ServerContext*,
                                             const v1::ListLocalRequest* req,
                                             v1::ListLocalResponse* resp) {
@@ -182,17 +234,7 @@ grpc::Status AvailabilityService::ListLocal(grpc::ServerContext*,
   absl::StatusOr<std::vector<LocalRecord>> rows =
       d_.store->List(after, limit, status);
   if (!rows.ok()) return ToGrpcStatus(rows.status());
-  for (const LocalRecord& r : *rows) {
-    v1::LocalSidecar* s = resp->add_sidecars();
-    KeyToProto(r.key, s->mutable_key());
-    s->set_size(r.size);
-    if (r.sha256) s->set_sha256(std::string(DigestBytes(*r.sha256)));
-    s->set_status(r.status);
-    s->set_generator_version(r.generator_version);
-    s->set_relative_path(RelativePath(r.key));
-    SetTime(r.created_at, s->mutable_created_at());
-    SetTime(r.updated_at, s->mutable_updated_at());
-  }
+  for (const LocalRecord& r : *rows) RecordToProto(r, resp->add_sidecars());
   if (rows->size() == limit) {
     resp->set_next_page_token(PageToken(rows->back().key));
   }
@@ -470,6 +512,7 @@ grpc::Status AvailabilityService::ResolveOne(const v1::ResolveRequest& r,
       resp->set_size(self->size());
       resp->set_sha256(std::string(DigestBytes(self->sha256)));
       resp->set_reason("a ready local copy is present");
+      if (d_.usage != nullptr) d_.usage->Touch(*key);
       return grpc::Status::OK;
     }
     local_note = absl::StrCat("registered as ready here but ", path,

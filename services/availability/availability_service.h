@@ -14,6 +14,7 @@
 #include "services/availability/pairing.h"
 #include "services/availability/peer_cache.h"
 #include "services/availability/peer_manager.h"
+#include "services/availability/usage_recorder.h"
 #include "services/availability/watch_hub.h"
 #include "sidecar/v1/availability.grpc.pb.h"
 
@@ -38,6 +39,8 @@ class AvailabilityService final
     absl::Duration join_timeout = absl::Seconds(10);
     // Set by --transfer_address: announcements are then ignored.
     bool transfer_address_fixed = false;
+    // Records LOCAL answers of Resolve as uses; may be null.
+    UsageRecorder* usage = nullptr;
   };
   explicit AvailabilityService(Deps deps);
 
@@ -47,6 +50,12 @@ class AvailabilityService final
                         v1::RegisterResponse*) override;
   grpc::Status Remove(grpc::ServerContext*, const v1::RemoveRequest*,
                       v1::RemoveResponse*) override;
+  grpc::Status GetLocalUsage(grpc::ServerContext*,
+                             const v1::GetLocalUsageRequest*,
+                             v1::GetLocalUsageResponse*) override;
+  grpc::Status ListEvictable(grpc::ServerContext*,
+                             const v1::ListEvictableRequest*,
+                             v1::ListEvictableResponse*) override;
   grpc::Status ListLocal(grpc::ServerContext*, const v1::ListLocalRequest*,
                          v1::ListLocalResponse*) override;
   grpc::Status ListMissing(grpc::ServerContext*, const v1::ListMissingRequest*,

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/pg/connection.h"
 #include "common/pg/migrate.h"
+#include "common/request_limits.h"
 #include "common/status_macros.h"
 #include "services/availability/migrations.h"
 
@@ -28,19 +29,42 @@ constexpr char kNowMicros[] =
 constexpr char kRecordColumns[] =
     "content_uuid, kind, variant, format, size, sha256, status, "
     "generator_version, (extract(epoch FROM created_at) * 1000000)::bigint, "
-    "(extract(epoch FROM updated_at) * 1000000)::bigint";
+    "(extract(epoch FROM updated_at) * 1000000)::bigint, fetched, "
+    "(extract(epoch FROM last_used) * 1000000)::bigint";
 
 constexpr char kUpsertSql[] = R"sql(
 INSERT INTO sidecars AS s (content_uuid, kind, variant, format, size, sha256,
-                           status, relative_path, generator_version)
-SELECT t.u, t.k, t.v, t.f, t.sz, decode(t.h, 'hex'), t.st, t.p, t.g
+                           status, relative_path, generator_version,
+                           fetched)
+SELECT t.u, t.k, t.v, t.f, t.sz, decode(t.h, 'hex'), t.st, t.p, t.g, t.fe
 FROM unnest($1::uuid[], $2::smallint[], $3::text[], $4::smallint[],
-            $5::bigint[], $6::text[], $7::smallint[], $8::text[], $9::text[])
-     AS t(u, k, v, f, sz, h, st, p, g)
+            $5::bigint[], $6::text[], $7::smallint[], $8::text[], $9::text[],
+            $10::bool[])
+     AS t(u, k, v, f, sz, h, st, p, g, fe)
 ON CONFLICT (content_uuid, kind, variant, format) DO UPDATE SET
   size = EXCLUDED.size, sha256 = EXCLUDED.sha256, status = EXCLUDED.status,
   relative_path = EXCLUDED.relative_path,
-  generator_version = EXCLUDED.generator_version, updated_at = now())sql";
+  generator_version = EXCLUDED.generator_version, fetched = EXCLUDED.fetched,
+  updated_at = now(), last_used = now())sql";
+
+// Only moves forward: a late flush never makes a sidecar look older.
+constexpr char kTouchSql[] = R"sql(
+UPDATE sidecars s SET last_used = greatest(s.last_used, $5::timestamptz)
+FROM unnest($1::uuid[], $2::smallint[], $3::text[], $4::smallint[])
+     AS t(u, k, v, f)
+WHERE s.content_uuid = t.u AND s.kind = t.k AND s.variant = t.v
+  AND s.format = t.f)sql";
+
+constexpr char kUsageSql[] = R"sql(
+SELECT kind, fetched, count(*), coalesce(sum(size), 0)::bigint
+FROM sidecars WHERE status = 2 GROUP BY kind, fetched ORDER BY kind)sql";
+
+std::string EvictableSql(bool kind) {
+  return absl::StrCat("SELECT ", kRecordColumns,
+                      " FROM sidecars WHERE fetched AND status = 2",
+                      kind ? " AND kind = $2" : "",
+                      " ORDER BY last_used LIMIT $1");
+}
 
 constexpr char kDeleteSql[] = R"sql(
 DELETE FROM sidecars s
@@ -143,6 +167,10 @@ absl::StatusOr<LocalRecord> RecordFromRow(const pg::Result& r, int row) {
   if (!updated.ok()) return updated.status();
   rec.created_at = absl::FromUnixMicros(*created);
   rec.updated_at = absl::FromUnixMicros(*updated);
+  rec.fetched = r.Get(row, 10) == "t";
+  absl::StatusOr<int64_t> used = r.GetInt64(row, 11);
+  if (!used.ok()) return used.status();
+  rec.last_used = absl::FromUnixMicros(*used);
   return rec;
 }
 
@@ -197,7 +225,7 @@ absl::StatusOr<ApplyParams> BuildApplyParams(
     if (seen.insert(rec.key).second) unique.push_back(&rec);
   }
   if (!unique.empty()) {
-    pg::ArrayBuilder u, k, v, f, sz, h, st, p, g;
+    pg::ArrayBuilder u, k, v, f, sz, h, st, p, g, fe;
     for (auto it = unique.rbegin(); it != unique.rend(); ++it) {
       const LocalRecord& rec = **it;
       u.Add(rec.key.content.ToString());
@@ -213,9 +241,11 @@ absl::StatusOr<ApplyParams> BuildApplyParams(
       st.AddInt(rec.status);
       p.Add(RelativePath(rec.key));
       g.Add(rec.generator_version);
+      fe.AddBool(rec.fetched);
     }
-    out.upserts = {u.Finish(), k.Finish(),  v.Finish(), f.Finish(), sz.Finish(),
-                   h.Finish(), st.Finish(), p.Finish(), g.Finish()};
+    out.upserts = {u.Finish(),  k.Finish(), v.Finish(), f.Finish(),
+                   sz.Finish(), h.Finish(), st.Finish(), p.Finish(),
+                   g.Finish(),  fe.Finish()};
     out.upsert_count = static_cast<uint32_t>(unique.size());
   }
 
@@ -287,6 +317,11 @@ class PgInventoryStore final : public InventoryStore {
       std::optional<v1::SidecarStatus> status) override;
   absl::StatusOr<std::optional<LocalRecord>> Get(
       const SidecarKey& key) override;
+  absl::Status TouchUsed(absl::Span<const SidecarKey> keys,
+                         absl::Time at) override;
+  absl::StatusOr<std::vector<KindUsage>> Usage() override;
+  absl::StatusOr<std::vector<LocalRecord>> ListEvictable(
+      std::optional<Kind> kind, uint32_t limit) override;
   absl::StatusOr<DeviceIdentity> ResetChangeLog() override;
   absl::StatusOr<std::vector<std::string>> LoadMembers() override;
   absl::Status SaveMember(const Uuid& device,
@@ -436,6 +471,73 @@ absl::StatusOr<std::optional<LocalRecord>> PgInventoryStore::Get(
   return out;
 }
 
+absl::Status PgInventoryStore::TouchUsed(absl::Span<const SidecarKey> keys,
+                                         absl::Time at) {
+  if (keys.empty()) return absl::OkStatus();
+  if (keys.size() > kMaxKeysPerRequest) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(keys.size(), " keys to touch; at most ",
+                     kMaxKeysPerRequest, " per call"));
+  }
+  pg::ArrayBuilder u, k, v, f;
+  for (const SidecarKey& key : keys) {
+    u.Add(key.content.ToString());
+    k.AddInt(key.kind);
+    v.Add(key.variant);
+    f.AddInt(key.format);
+  }
+  pg::Params params = {u.Finish(), k.Finish(), v.Finish(), f.Finish(),
+                       absl::FormatTime(absl::RFC3339_full, at,
+                                        absl::UTCTimeZone())};
+  absl::MutexLock lock(&mu_);
+  return conn_->RunWithRetry(
+      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
+        return conn.ExecPrepared("touch", params).status();
+      });
+}
+
+absl::StatusOr<std::vector<KindUsage>> PgInventoryStore::Usage() {
+  absl::MutexLock lock(&mu_);
+  std::vector<KindUsage> out;
+  absl::Status s = conn_->RunWithRetry(
+      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
+        out.clear();
+        absl::StatusOr<pg::Result> r = conn.ExecPrepared("usage", {});
+        if (!r.ok()) return r.status();
+        for (int row = 0; row < r->rows(); ++row) {
+          absl::StatusOr<int64_t> kind = r->GetInt64(row, 0);
+          absl::StatusOr<int64_t> count = r->GetInt64(row, 2);
+          absl::StatusOr<int64_t> bytes = r->GetInt64(row, 3);
+          if (!kind.ok()) return kind.status();
+          if (!count.ok()) return count.status();
+          if (!bytes.ok()) return bytes.status();
+          if (out.empty() || out.back().kind != *kind) {
+            out.push_back(KindUsage{static_cast<Kind>(*kind)});
+          }
+          if (r->Get(row, 1) == "t") {
+            out.back().fetched_count = static_cast<uint64_t>(*count);
+            out.back().fetched_bytes = static_cast<uint64_t>(*bytes);
+          } else {
+            out.back().own_count = static_cast<uint64_t>(*count);
+            out.back().own_bytes = static_cast<uint64_t>(*bytes);
+          }
+        }
+        return absl::OkStatus();
+      });
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<std::vector<LocalRecord>> PgInventoryStore::ListEvictable(
+    std::optional<Kind> kind, uint32_t limit) {
+  pg::Params params = {std::to_string(limit)};
+  if (kind) params.push_back(std::to_string(*kind));
+  absl::MutexLock lock(&mu_);
+  return pg::QueryPrepared<LocalRecord>(
+      *conn_, kRetryTimeout, kind ? "evictable_kind" : "evictable", params,
+      RecordFromRow);
+}
+
 absl::StatusOr<DeviceIdentity> PgInventoryStore::ResetChangeLog() {
   absl::MutexLock lock(&mu_);
   DeviceIdentity next;
@@ -574,6 +676,10 @@ absl::Status PrepareStatements(pg::Connection& conn) {
       {"get", absl::StrCat("SELECT ", kRecordColumns,
                            " FROM sidecars WHERE content_uuid = $1 AND "
                            "kind = $2 AND variant = $3 AND format = $4")},
+      {"touch", kTouchSql},
+      {"usage", kUsageSql},
+      {"evictable", EvictableSql(false)},
+      {"evictable_kind", EvictableSql(true)},
       {"list", ListSql(false, false)},
       {"list_after", ListSql(true, false)},
       {"list_status", ListSql(false, true)},

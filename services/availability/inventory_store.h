@@ -31,9 +31,23 @@ struct LocalRecord {
   std::optional<Sha256Digest> sha256;  // required when status is READY
   v1::SidecarStatus status = v1::SIDECAR_STATUS_PENDING;
   std::string generator_version;
-  // Filled by the store on reads; ignored on writes.
+  // Fetched from a peer by the transfer service (evictable), rather than
+  // generated on this device.
+  bool fetched = false;
+  // Filled by the store on reads; ignored on writes (a write sets
+  // last_used to now).
   absl::Time created_at;
   absl::Time updated_at;
+  absl::Time last_used;
+};
+
+// READY sidecars of one kind, split by provenance.
+struct KindUsage {
+  Kind kind = v1::SIDECAR_KIND_UNSPECIFIED;
+  uint64_t own_count = 0;
+  uint64_t own_bytes = 0;
+  uint64_t fetched_count = 0;
+  uint64_t fetched_bytes = 0;
 };
 
 // One change-log row: key became advertised (READY, with size and checksum)
@@ -115,6 +129,19 @@ class InventoryStore {
   // One local sidecar, or nullopt.
   virtual absl::StatusOr<std::optional<LocalRecord>> Get(
       const SidecarKey& key) = 0;
+
+  // Sets last_used of the rows of `keys` (those that exist) to `at`, in
+  // one statement. At most kMaxKeysPerRequest keys.
+  virtual absl::Status TouchUsed(absl::Span<const SidecarKey> keys,
+                                 absl::Time at) = 0;
+
+  // What READY sidecars use, per kind (kinds with none are left out).
+  virtual absl::StatusOr<std::vector<KindUsage>> Usage() = 0;
+
+  // Fetched READY sidecars (of `kind`, or of any kind if nullopt), least
+  // recently used first, at most `limit`.
+  virtual absl::StatusOr<std::vector<LocalRecord>> ListEvictable(
+      std::optional<Kind> kind, uint32_t limit) = 0;
 
   // Starts a new generation: deletes the change log and rewrites it as one
   // entry per READY sidecar, seq 1..n. Returns the new identity.

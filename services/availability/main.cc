@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <algorithm>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -75,6 +76,10 @@ ABSL_FLAG(bool, contact_learned_peers, true,
           "with this one directly");
 ABSL_FLAG(uint32_t, max_message_bytes, 0,
           "bound of one gossip message (0: 1 MiB; clamped to 64 KiB..4 MiB)");
+ABSL_FLAG(absl::Duration, usage_flush_interval, absl::Seconds(30),
+          "how often uses of local sidecars (Resolve answered LOCAL) are "
+          "written to the database, in one batch (the store quota's "
+          "least-recently-used order)");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
           "on SIGTERM, how long in-flight calls may finish");
 ABSL_FLAG(bool, reset_change_log, false,
@@ -279,12 +284,19 @@ int Main() {
   };
   peers.set_self_view_listener(on_self_view);
 
+  UsageRecorder usage(store->get(),
+                      {.flush_interval = std::max(
+                           absl::Milliseconds(10),
+                           absl::GetFlag(FLAGS_usage_flush_interval))});
+  usage.Start();
+
   AvailabilityService::Deps deps{
       store->get(), &inventory, &cache,
       &peers,       &hub,       root.string(),
       &library,     &pairing,   absl::GetFlag(FLAGS_peers)};
   deps.join_timeout = absl::GetFlag(FLAGS_rpc_timeout) * 2;
   deps.transfer_address_fixed = !absl::GetFlag(FLAGS_transfer_address).empty();
+  deps.usage = &usage;
   AvailabilityService local_api(deps);
   PeerService peer_api(&cache, &peers, &library, &pairing);
   peer_api.set_self_view_listener(on_self_view);
@@ -346,6 +358,7 @@ int Main() {
   ServerHost::ShutdownAll({&peer_host, &local_host}, drain);
   SC_LOG(INFO) << "stopped; calls in flight drained in "
                << absl::Now() - drain_start;
+  usage.Stop();  // the last uses
   return 0;
 }
 

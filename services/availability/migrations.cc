@@ -54,6 +54,20 @@ CREATE TABLE library_members (
   updated_at timestamptz NOT NULL DEFAULT now()
 );
 )sql"},
+    {3, "provenance and last use of local sidecars", R"sql(
+-- fetched: the transfer service fetched it from a peer (evictable under a
+-- store quota); false: the application registered it (generated here).
+-- Sidecars fetched before this column say so in their generator_version.
+ALTER TABLE sidecars ADD COLUMN fetched boolean NOT NULL DEFAULT false;
+UPDATE sidecars SET fetched = true WHERE generator_version LIKE 'fetched from %';
+-- last_used: last registration or LOCAL answer of Resolve (recorded in
+-- batches). Eviction walks fetched READY rows in this order.
+ALTER TABLE sidecars ADD COLUMN last_used timestamptz NOT NULL DEFAULT now();
+CREATE INDEX sidecars_lru ON sidecars (last_used)
+  WHERE fetched AND status = 2;
+CREATE INDEX sidecars_kind_lru ON sidecars (kind, last_used)
+  WHERE fetched AND status = 2;
+)sql"},
 };
 
 }  // namespace

@@ -14,7 +14,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "common/bytes_format.h"
 #include "common/request_limits.h"
+#include "common/sidecar_key.h"
 #include "common/transport.h"
 #include "services/sidecarctl/commands.h"
 #include "services/sidecarctl/format.h"
@@ -252,6 +254,42 @@ std::string JobDetail(const v1::JobStatus& j) {
   return text.empty() ? "-" : text;
 }
 
+int RunStore(CommandContext& ctx, const Args&) {
+  grpc::ClientContext cc;
+  ctx.SetCallDeadline(&cc);
+  v1::GetStoreUsageResponse u;
+  grpc::Status s = ctx.transfer().GetStoreUsage(&cc, {}, &u);
+  if (!s.ok()) return ctx.TransferError("store", s);
+  auto quota = [](uint64_t q) {
+    return q == 0 ? std::string("-") : HumanBytes(q);
+  };
+  std::vector<std::vector<std::string>> rows = {
+      {"KIND", "OWN", "OWN BYTES", "FETCHED", "FETCHED BYTES", "QUOTA"}};
+  for (const v1::StoreKindUsage& k : u.kinds()) {
+    rows.push_back({std::string(::sidecar::KindName(
+                        static_cast<::sidecar::Kind>(k.kind()))),
+                    absl::StrCat(k.own_count()), HumanBytes(k.own_bytes()),
+                    absl::StrCat(k.fetched_count()),
+                    HumanBytes(k.fetched_bytes()), quota(k.quota_bytes())});
+  }
+  PrintTable(ctx.out(), rows);
+  ctx.out() << "used " << HumanBytes(u.used_bytes()) << " of quota "
+            << (u.quota_bytes() == 0 ? std::string("none")
+                                     : HumanBytes(u.quota_bytes()))
+            << "; " << HumanBytes(u.free_bytes()) << " free on the filesystem\n"
+            << "pinned (generated here, never evicted): "
+            << HumanBytes(u.pinned_bytes()) << "\n"
+            << "evictable (fetched, while another online device holds them): "
+            << HumanBytes(u.evictable_bytes()) << "\n"
+            << "evicted since start: " << u.evicted_count() << " ("
+            << HumanBytes(u.evicted_bytes())
+            << "); kept as last copies: " << u.kept_last_copies() << "\n";
+  if (!u.last_error().empty()) {
+    ctx.out() << "last error: " << u.last_error() << "\n";
+  }
+  return kExitOk;
+}
+
 int RunJobs(CommandContext& ctx, const Args&) {
   const int64_t limit = absl::GetFlag(FLAGS_limit);
   if (limit < 0 || limit > 1000) {
@@ -377,6 +415,17 @@ std::vector<CommandSpec> TransferCommands() {
                .summary = "list fetch jobs, newest first (transfer service)",
                .flags = {"active", "limit"},
                .run = RunJobs});
+  c.push_back({.name = "store",
+               .synopsis = "",
+               .summary = "what uses the sidecar store, per kind, and its "
+                          "quota (transfer service)",
+               .details =
+                   "OWN sidecars were generated on this device and are never "
+                   "evicted; FETCHED ones\ncame from peers and are evicted, "
+                   "least recently used first, when the store\npasses "
+                   "--store_quota_bytes or a --store_kind_quotas entry, as "
+                   "long as another\nonline device holds them.",
+               .run = RunStore});
   c.push_back({.name = "cancel",
                .synopsis = "JOB_ID",
                .summary = "cancel a fetch job and delete its partial data",

@@ -110,6 +110,7 @@ absl::Status AvailabilityClient::RegisterReadyMany(
       l->set_sha256(DigestBytes(items[i].sha256).data(), 32);
       l->set_status(v1::SIDECAR_STATUS_READY);
       l->set_generator_version(items[i].generator_version);
+      l->set_fetched(true);
     }
     v1::RegisterResponse resp;
     grpc::ClientContext ctx;
@@ -130,12 +131,83 @@ absl::Status AvailabilityClient::RegisterReady(
   l->set_sha256(DigestBytes(sha256).data(), 32);
   l->set_status(v1::SIDECAR_STATUS_READY);
   l->set_generator_version(generator_version);
+  l->set_fetched(true);
   v1::RegisterResponse resp;
   grpc::ClientContext ctx;
   SetDeadline(&ctx, timeout_);
   grpc::Status s = stub_->Register(&ctx, req, &resp);
   if (!s.ok()) return Explain(s, address_, "register fetched sidecar");
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::KindUsage>> AvailabilityClient::LocalUsage() {
+  v1::GetLocalUsageResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, timeout_ * 2);
+  grpc::Status s = stub_->GetLocalUsage(&ctx, {}, &resp);
+  if (!s.ok()) return Explain(s, address_, "read the store's usage");
+  return std::vector<v1::KindUsage>(resp.kinds().begin(), resp.kinds().end());
+}
+
+absl::StatusOr<std::vector<v1::LocalSidecar>> AvailabilityClient::ListEvictable(
+    Kind kind, uint32_t limit) {
+  v1::ListEvictableRequest req;
+  req.set_kind(kind);
+  req.set_limit(limit);
+  v1::ListEvictableResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, timeout_);
+  grpc::Status s = stub_->ListEvictable(&ctx, req, &resp);
+  if (!s.ok()) return Explain(s, address_, "list eviction candidates");
+  return std::vector<v1::LocalSidecar>(resp.sidecars().begin(),
+                                       resp.sidecars().end());
+}
+
+absl::StatusOr<std::vector<int>> AvailabilityClient::OnlineOtherHolders(
+    absl::Span<const SidecarKey> keys, absl::Span<const uint64_t> sizes,
+    absl::Span<const Sha256Digest> sha256s) {
+  if (keys.size() > kMaxKeysPerRequest || sizes.size() != keys.size() ||
+      sha256s.size() != keys.size()) {
+    return absl::InvalidArgumentError("OnlineOtherHolders: bad batch");
+  }
+  v1::WhoHasRequest req;
+  for (const SidecarKey& k : keys) KeyToProto(k, req.add_keys());
+  v1::WhoHasResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, timeout_);
+  grpc::Status s = stub_->WhoHas(&ctx, req, &resp);
+  if (!s.ok()) return Explain(s, address_, "ask who holds a sidecar");
+  if (resp.results_size() != req.keys_size()) {
+    return absl::InternalError("availability answered a different count");
+  }
+  std::vector<int> out(keys.size(), 0);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    for (const v1::Holder& h : resp.results(i).holders()) {
+      if (h.device() >= static_cast<uint32_t>(resp.devices_size())) continue;
+      const v1::DeviceRef& d = resp.devices(h.device());
+      if (d.is_local() || !d.online()) continue;
+      if (h.size() != sizes[i] || h.sha256() != DigestBytes(sha256s[i])) {
+        continue;
+      }
+      ++out[i];
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<uint32_t> AvailabilityClient::Remove(
+    absl::Span<const SidecarKey> keys) {
+  if (keys.size() > kMaxKeysPerRequest) {
+    return absl::InvalidArgumentError("Remove: more than 10,000 keys");
+  }
+  v1::RemoveRequest req;
+  for (const SidecarKey& k : keys) KeyToProto(k, req.add_keys());
+  v1::RemoveResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, timeout_ * 2);
+  grpc::Status s = stub_->Remove(&ctx, req, &resp);
+  if (!s.ok()) return Explain(s, address_, "withdraw evicted sidecars");
+  return resp.removed();
 }
 
 void AvailabilityClient::ReportTransfer(const std::string& device_id,

@@ -60,13 +60,32 @@ class AvailabilityClient {
     Sha256Digest sha256{};
     std::string generator_version;
   };
-  // Registers many fetched sidecars as READY (sent in batches of 10,000).
+  // Registers many fetched sidecars as READY (sent in batches of 10,000),
+  // marked fetched (evictable under a store quota).
   absl::Status RegisterReadyMany(absl::Span<const ReadyItem> items);
 
-  // Registers a fetched sidecar as READY.
+  // Registers a fetched sidecar as READY, marked fetched.
   absl::Status RegisterReady(const SidecarKey& key, uint64_t size,
                              const Sha256Digest& sha256,
                              const std::string& generator_version);
+
+  // For the store quota (see Evictor).
+  //
+  // What READY sidecars use per kind, own and fetched.
+  absl::StatusOr<std::vector<v1::KindUsage>> LocalUsage();
+  // Fetched READY sidecars of `kind` (UNSPECIFIED: any), least recently
+  // used first, at most `limit` (<= 10,000).
+  absl::StatusOr<std::vector<v1::LocalSidecar>> ListEvictable(Kind kind,
+                                                              uint32_t limit);
+  // For each key (at most 10,000), in order: how many *other* devices that
+  // are online hold it with exactly `sizes[i]` bytes and `sha256s[i]`.
+  absl::StatusOr<std::vector<int>> OnlineOtherHolders(
+      absl::Span<const SidecarKey> keys, absl::Span<const uint64_t> sizes,
+      absl::Span<const Sha256Digest> sha256s);
+  // Withdraws local sidecars (Availability.Remove, at most 10,000 keys):
+  // recorded in the change log, so peers learn it. Returns how many were
+  // removed.
+  absl::StatusOr<uint32_t> Remove(absl::Span<const SidecarKey> keys);
 
   // Reports a transfer's outcome (best effort; errors are logged only).
   void ReportTransfer(const std::string& device_id, uint64_t bytes,

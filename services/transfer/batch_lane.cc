@@ -147,6 +147,11 @@ BatchLane::Resolve(Batch& b) {
       b.fallback.push_back({i, "no online device has it"});
     } else if (r.sources[0].size > options_.max_item_bytes) {
       b.fallback.push_back({i, "large: fetched on its own"});
+    } else if (absl::Status q = hooks_.admit
+                                    ? hooks_.admit(b.jobs[i], r.sources[0].size)
+                                    : absl::OkStatus();
+               !q.ok()) {
+      b.fallback.push_back({i, std::string(q.message())});
     } else {
       auto& [src, members] = by_source[r.sources[0].transfer_address];
       if (members.empty()) src = r.sources[0];  // the first one named

@@ -53,7 +53,8 @@ struct BatchLaneOptions {
 
 class BatchLane {
  public:
-  // What the lane needs of the Fetcher it runs in. Every member must be set.
+  // What the lane needs of the Fetcher it runs in. Every member but admit
+  // must be set.
   struct Hooks {
     // The stub for a holder's transfer service, for fetches of a priority
     // (PERMISSION_DENIED for a holder that is not a member).
@@ -66,6 +67,9 @@ class BatchLane {
     std::function<void()> wake;
     // A job's status for its watchers.
     std::function<v1::JobStatus(const Job&)> status_of;
+    // The store quota, asked per job before its bytes are read; a job it
+    // refuses is set aside for the workers with the reason. May be null.
+    std::function<absl::Status(const Job&, uint64_t bytes)> admit;
   };
 
   // Pointers must outlive the lane.

@@ -64,7 +64,8 @@ Fetcher::Fetcher(FetcherOptions options, JobStore* jobs, StoreWriter* store,
                              v1::Priority p) { return PeerStub(src, p); },
               .idle = [this] { Idle(); },
               .wake = [this] { Wake(); },
-              .status_of = [this](const Job& job) { return StatusOf(job); }}) {}
+              .status_of = [this](const Job& job) { return StatusOf(job); },
+              .admit = options_.admit}) {}
 
 absl::StatusOr<std::shared_ptr<v1::TransferPeer::Stub>> Fetcher::PeerStub(
     const FetchSource& src, v1::Priority priority) {
@@ -302,6 +303,10 @@ void Fetcher::RunJob(Job job) {
     absl::Status space = store_->CheckSpace(
         a.size - std::min<uint64_t>(a.size, a.verified.load()),
         options_.min_free_bytes);
+    if (space.ok() && options_.admit) {
+      space = options_.admit(
+          job, a.size - std::min<uint64_t>(a.size, a.verified.load()));
+    }
     if (!space.ok()) {
       finish(v1::JOB_STATE_GENERATE, std::string(space.message()),
              space.code());

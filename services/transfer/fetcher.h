@@ -23,6 +23,7 @@
 #define SIDECAR_SERVICES_TRANSFER_FETCHER_H_
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -72,6 +73,10 @@ struct FetcherOptions {
   // another's flushes and renames.
   int batch_lanes = 4;
   uint64_t batch_max_item_bytes = 4ull << 20;
+  // The store quota (Evictor::Admit), asked before a job fetches `bytes`
+  // more; a non-OK answer ends the job GENERATE with its message. Null: no
+  // quota.
+  std::function<absl::Status(const Job& job, uint64_t bytes)> admit;
 };
 
 class Fetcher {

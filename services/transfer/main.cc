@@ -23,6 +23,7 @@
 #include "common/transport.h"
 #include "services/transfer/availability_client.h"
 #include "services/transfer/bandwidth.h"
+#include "services/transfer/evictor.h"
 #include "services/transfer/fetcher.h"
 #include "services/transfer/job_events.h"
 #include "services/transfer/job_store.h"
@@ -31,6 +32,7 @@
 #include "services/transfer/peer_server.h"
 #include "services/transfer/policy.h"
 #include "services/transfer/prefetcher.h"
+#include "services/transfer/store_quota.h"
 #include "services/transfer/store_writer.h"
 #include "services/transfer/transfer_service.h"
 
@@ -85,6 +87,17 @@ ABSL_FLAG(double, background_bandwidth_limit, 0,
 ABSL_FLAG(int, interactive_workers, 2,
           "workers that take only interactive jobs, so that they start at "
           "once");
+ABSL_FLAG(std::string, store_quota_bytes, "0",
+          "the most this device's sidecars may use (e.g. 20G; 0: no quota); "
+          "above it fetched sidecars are evicted, least recently used first");
+ABSL_FLAG(std::string, store_kind_quotas, "",
+          "quotas per kind, comma-separated KIND:SIZE (e.g. "
+          "thumb:2G,proxy:20G)");
+ABSL_FLAG(bool, evict_last_copies, false,
+          "let the store quota evict a fetched sidecar that no other online "
+          "device holds");
+ABSL_FLAG(absl::Duration, store_usage_interval, absl::Seconds(10),
+          "how often the store's usage is read and the quota enforced");
 ABSL_FLAG(uint64_t, min_free_bytes, 64ull << 20,
           "a fetch that would leave less free space on the store fails");
 ABSL_FLAG(std::string, strategy, "prefer-fetch",
@@ -171,6 +184,35 @@ int Main() {
 
   AvailabilityClient availability(availability_address,
                                   absl::GetFlag(FLAGS_rpc_timeout));
+  absl::StatusOr<uint64_t> quota_total =
+      ParseByteSize(absl::GetFlag(FLAGS_store_quota_bytes));
+  if (!quota_total.ok()) {
+    SC_LOG(ERROR) << "--store_quota_bytes: " << quota_total.status().message();
+    return 2;
+  }
+  absl::StatusOr<QuotaConfig> quota =
+      QuotaConfig::Parse(*quota_total, absl::GetFlag(FLAGS_store_kind_quotas));
+  if (!quota.ok()) {
+    SC_LOG(ERROR) << "--store_kind_quotas: " << quota.status().message();
+    return 2;
+  }
+  std::unique_ptr<Evictor::Backend> evict_backend =
+      Evictor::ForAvailability(&availability);
+  Evictor evictor(
+      Evictor::Options{
+          .root = root.string(),
+          .quota = *quota,
+          .refresh_interval = std::max(absl::Milliseconds(10),
+                                       absl::GetFlag(FLAGS_store_usage_interval)),
+          .evict_last_copies = absl::GetFlag(FLAGS_evict_last_copies)},
+      evict_backend.get());
+  // Files of sidecars withdrawn by an eviction a crash interrupted: deleted
+  // before any fetch could bring them back.
+  if (absl::StatusOr<uint64_t> n = evictor.Recover(); !n.ok()) {
+    SC_LOG(WARNING) << "store quota: interrupted evictions not cleaned up "
+                       "(tried again at the next start): "
+                    << n.status();
+  }
   LocalIndex index(availability_address);
   PeerTrust trust;
   // Set once the follower exists (it needs the bound port to announce).
@@ -201,10 +243,16 @@ int Main() {
   fo.batch_lanes = std::max(0, absl::GetFlag(FLAGS_batch_lanes));
   fo.batch_max_jobs =
       static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_batch_max_jobs)));
+  if (evictor.enabled()) {
+    fo.admit = [&evictor](const Job& job, uint64_t bytes) {
+      return evictor.Admit(job.priority, job.key.kind, bytes);
+    };
+  }
   Fetcher fetcher(fo, jobs->get(), store->get(), &availability, &bandwidth,
                   &events, &channels);
   TransferService local_api(jobs->get(), &fetcher, &availability, &events,
                             *policy);
+  local_api.set_store(&evictor, store->get());
 
   PrefetchOptions po;
   po.kinds.clear();
@@ -251,6 +299,7 @@ int Main() {
   follower = &members;
   fetcher.Start();
   prefetcher.Start();
+  evictor.Start();
   SC_LOG(INFO) << "peer API (mutual TLS) on port " << peer_host.port()
                << "; local API on " << local_address << "; sidecar root "
                << root.string() << ", availability at " << availability_address;
@@ -270,6 +319,7 @@ int Main() {
   prefetcher.Stop();
   follower = nullptr;
   members.Stop();
+  evictor.Stop();
   const absl::Time fetcher_stop = absl::Now();
   fetcher.Stop();  // running jobs stay resumable
   SC_LOG(INFO) << "fetcher stopped in " << absl::Now() - fetcher_stop;

@@ -120,3 +120,22 @@ grpc::Status TransferService::ListJobs(grpc::ServerContext*,
 }
 
 }  // namespace sidecar::transfer
+
+namespace sidecar::transfer {
+
+grpc::Status TransferService::GetStoreUsage(grpc::ServerContext*,
+                                            const v1::GetStoreUsageRequest*,
+                                            v1::GetStoreUsageResponse* resp) {
+  if (evictor_ == nullptr || store_ == nullptr) {
+    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                        "this transfer service reports no store usage");
+  }
+  if (absl::Status s = evictor_->Refresh(); !s.ok()) return ToGrpcStatus(s);
+  *resp = evictor_->Report();
+  if (absl::StatusOr<uint64_t> free = store_->FreeBytes(); free.ok()) {
+    resp->set_free_bytes(*free);
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace sidecar::transfer

@@ -1,9 +1,10 @@
 // TransferService: the local API of the transfer service (Transfer in
-// transfer.proto): Fetch, WatchJob, Cancel, ListJobs.
+// transfer.proto): Fetch, WatchJob, Cancel, ListJobs, GetStoreUsage.
 #ifndef SIDECAR_SERVICES_TRANSFER_TRANSFER_SERVICE_H_
 #define SIDECAR_SERVICES_TRANSFER_TRANSFER_SERVICE_H_
 
 #include "services/transfer/availability_client.h"
+#include "services/transfer/evictor.h"
 #include "services/transfer/fetcher.h"
 #include "services/transfer/job_events.h"
 #include "services/transfer/job_store.h"
@@ -31,6 +32,18 @@ class TransferService final
                       v1::CancelResponse*) override;
   grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest*,
                         v1::ListJobsResponse*) override;
+  // Reads the usage afresh from the availability service (UNAVAILABLE if
+  // it does not answer) and adds the quotas and the eviction counts.
+  grpc::Status GetStoreUsage(grpc::ServerContext*,
+                             const v1::GetStoreUsageRequest*,
+                             v1::GetStoreUsageResponse*) override;
+
+  // Where GetStoreUsage reads from; both must outlive the service. Without
+  // them it answers UNIMPLEMENTED.
+  void set_store(Evictor* evictor, StoreWriter* store) {
+    evictor_ = evictor;
+    store_ = store;
+  }
 
  private:
   JobStore* const jobs_;
@@ -38,6 +51,8 @@ class TransferService final
   AvailabilityClient* const availability_;
   JobEvents* const events_;
   const FetchPolicy policy_;
+  Evictor* evictor_ = nullptr;
+  StoreWriter* store_ = nullptr;
 };
 
 }  // namespace sidecar::transfer

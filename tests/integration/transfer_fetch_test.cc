@@ -106,7 +106,8 @@ class TransferTest : public ::sidecar::testing::ProcessTest {
 
   // Creates a device; peers are set by Wire() before Start().
   Device* Add(const std::string& name,
-              std::map<std::string, std::string> xfer_flags = {}) {
+              std::map<std::string, std::string> xfer_flags = {},
+              const std::map<std::string, std::string>& avail_flags = {}) {
     auto d = std::make_unique<Device>();
     std::string unique = absl::StrCat(
         name, "_",
@@ -117,6 +118,7 @@ class TransferTest : public ::sidecar::testing::ProcessTest {
                                                  {"prompt_delay", "50ms"},
                                                  {"gossip_interval", "5m"},
                                                  {"rpc_timeout", "1s"}};
+    for (const auto& [k, v] : avail_flags) aflags[k] = v;
     auto a = AvailabilityProcess::Create(AVAILABILITY_BIN, server_, dir_,
                                          {unique, {}, aflags});
     EXPECT_TRUE(a.ok()) << a.status();
@@ -1143,6 +1145,143 @@ TEST_F(TransferTest, ThumbnailsLearnedWhileNotWatchingArePrefetched) {
     EXPECT_EQ(j.priority(), v1::PRIORITY_PREFETCH);
     EXPECT_NE(j.key().kind(), v1::SIDECAR_KIND_PROXY);
   }
+}
+
+
+// The store quota on a small real filesystem (tmpfs), real processes and
+// PostgreSQL. b may keep 600 KiB of sidecars: its own (never evicted) and
+// fetched ones. A prefetch past the quota ends saying so and writes
+// nothing; an interactive fetch evicts the least recently used fetched
+// sidecar held elsewhere (a Resolve LOCAL counts as use), which is
+// withdrawn from gossip (a no longer lists b) and deleted; a last copy
+// (its holder removed it) stays; GetStoreUsage tells what uses the space.
+TEST_F(TransferTest, StoreQuotaEvictsLeastRecentlyUsedFetchedSidecars) {
+  Device* a = Add("a");
+  Device* b = Add("b",
+                  {{"min_free_bytes", "0"},
+                   {"store_quota_bytes", "600K"},
+                   {"store_usage_interval", "200ms"}},
+                  {{"usage_flush_interval", "100ms"}});
+  const std::string root = b->avail->sidecar_root();
+  absl::StatusOr<std::unique_ptr<TmpfsMount>> disk =
+      TmpfsMount::Mount(root, 16 << 20);
+  ASSERT_TRUE(disk.ok()) << disk.status();
+  StartAll({{a, b}});
+  const size_t kSize = 200 << 10;
+  auto thumb = [] {
+    return RandomKeyProto(v1::SIDECAR_KIND_THUMB, "grid@2x",
+                          v1::SIDECAR_FORMAT_WEBP);
+  };
+  std::vector<v1::SidecarKey> t;
+  std::vector<std::string> body;
+  for (int i = 0; i < 5; ++i) {
+    body.push_back(MakeWebp(kSize, 700 + i));
+    t.push_back(Publish(a, thumb(), body.back()));
+  }
+  // b's own thumbnail: generated there, never evicted.
+  v1::SidecarKey own = Publish(b, thumb(), MakeWebp(kSize, 799));
+  ASSERT_TRUE(WaitFor([&] { return KnowsRemote(b, t[4], 1); },
+                      absl::Seconds(5)));
+  auto stored = [&](const v1::SidecarKey& k) {
+    return root + "/" + RelativePath(*KeyFromProto(k));
+  };
+  auto fetch = [&](const v1::SidecarKey& k, v1::Priority p) {
+    v1::FetchRequest req;
+    *req.add_keys() = k;
+    req.set_priority(p);
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(10));
+    v1::FetchResponse resp;
+    EXPECT_TRUE(b->xfer->api()->Fetch(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.results(0).outcome(), FetchResult::OUTCOME_QUEUED);
+    return WaitJob(b, resp.results(0).job_id(), absl::Seconds(20));
+  };
+  auto usage = [&] {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    v1::GetStoreUsageResponse u;
+    grpc::Status s = b->xfer->api()->GetStoreUsage(&ctx, {}, &u);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return u;
+  };
+
+  // Up to the quota: own 200 KiB + t0 + t1.
+  ASSERT_EQ(fetch(t[0], v1::PRIORITY_INTERACTIVE).state(),
+            v1::JOB_STATE_DONE);
+  ASSERT_EQ(fetch(t[1], v1::PRIORITY_INTERACTIVE).state(),
+            v1::JOB_STATE_DONE);
+  // t0 is used now, so t1 is the least recently used.
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_EQ(Resolve(b, t[0]).outcome(), ResolveResponse::OUTCOME_LOCAL);
+  absl::SleepFor(absl::Milliseconds(400));  // flushed and refreshed
+
+  v1::GetStoreUsageResponse u = usage();
+  EXPECT_EQ(u.quota_bytes(), 600u << 10);
+  EXPECT_EQ(u.used_bytes(), 3 * kSize);
+  EXPECT_EQ(u.pinned_bytes(), kSize);
+  EXPECT_EQ(u.evictable_bytes(), 2 * kSize);
+  ASSERT_EQ(u.kinds_size(), 1);
+  EXPECT_EQ(u.kinds(0).own_count(), 1u);
+  EXPECT_EQ(u.kinds(0).fetched_count(), 2u);
+
+  // A prefetch stops at the quota, with the reason, and writes nothing.
+  v1::JobStatus pre = fetch(t[2], v1::PRIORITY_PREFETCH);
+  EXPECT_EQ(pre.state(), v1::JOB_STATE_GENERATE);
+  EXPECT_NE(pre.reason().find("store quota of 600.0 KiB reached"),
+            std::string::npos)
+      << pre.reason();
+  EXPECT_NE(pre.reason().find("prefetch resumes when space frees"),
+            std::string::npos)
+      << pre.reason();
+  EXPECT_FALSE(std::filesystem::exists(stored(t[2])));
+
+  // An interactive fetch makes room: t1 goes, t0 (used) and own stay.
+  ASSERT_EQ(fetch(t[3], v1::PRIORITY_INTERACTIVE).state(),
+            v1::JOB_STATE_DONE);
+  EXPECT_EQ(ReadAll(stored(t[3])), body[3]);
+  EXPECT_FALSE(std::filesystem::exists(stored(t[1])));
+  EXPECT_TRUE(std::filesystem::exists(stored(t[0])));
+  EXPECT_TRUE(std::filesystem::exists(stored(own)));
+  EXPECT_NE(Resolve(b, t[1]).outcome(), ResolveResponse::OUTCOME_LOCAL);
+  // Withdrawn from gossip: a learns that b no longer holds t1.
+  auto holders = [&](Device* d, const v1::SidecarKey& k) {
+    v1::WhoHasRequest req;
+    *req.add_keys() = k;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    v1::WhoHasResponse resp;
+    EXPECT_TRUE(d->avail->api()->WhoHas(&ctx, req, &resp).ok());
+    return resp.results_size() ? resp.results(0).holders_size() : -1;
+  };
+  EXPECT_TRUE(WaitFor([&] { return holders(a, t[1]) == 1; },
+                      absl::Seconds(5)));
+  EXPECT_EQ(holders(a, t[3]), 2);
+  EXPECT_TRUE(std::filesystem::is_empty(root + "/.evicting"));
+
+  // t0 becomes a last copy: a removes its own. Then b needs room again:
+  // t0 is the least recently used but stays; t3 goes.
+  {
+    v1::RemoveRequest req;
+    *req.add_keys() = t[0];
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    v1::RemoveResponse resp;
+    ASSERT_TRUE(a->avail->api()->Remove(&ctx, req, &resp).ok());
+  }
+  ASSERT_TRUE(WaitFor([&] { return holders(b, t[0]) == 1; },
+                      absl::Seconds(5)));
+  ASSERT_EQ(fetch(t[4], v1::PRIORITY_INTERACTIVE).state(),
+            v1::JOB_STATE_DONE);
+  EXPECT_TRUE(std::filesystem::exists(stored(t[0])));
+  EXPECT_EQ(Resolve(b, t[0]).outcome(), ResolveResponse::OUTCOME_LOCAL);
+  EXPECT_FALSE(std::filesystem::exists(stored(t[3])));
+  EXPECT_TRUE(std::filesystem::exists(stored(t[4])));
+  u = usage();
+  EXPECT_EQ(u.evicted_count(), 2u);
+  EXPECT_EQ(u.evicted_bytes(), 2 * kSize);
+  EXPECT_GE(u.kept_last_copies(), 1u);
+  EXPECT_LE(u.used_bytes(), 600u << 10);
+  EXPECT_GT(u.free_bytes(), 0u);
 }
 
 }  // namespace

@@ -1,0 +1,176 @@
+#include "services/transfer/store_quota.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/bytes_format.h"
+
+namespace sidecar::transfer {
+
+absl::StatusOr<uint64_t> ParseByteSize(absl::string_view text) {
+  std::string t = absl::AsciiStrToLower(absl::StripAsciiWhitespace(text));
+  auto bad = [&] {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", text,
+                     "' is not a size: write bytes or a number with k, M, G or "
+                     "T (binary units), e.g. 512M or 2G"));
+  };
+  if (t.empty()) return bad();
+  for (absl::string_view suffix : {"ib", "b"}) {
+    if (t.size() > suffix.size() && absl::EndsWith(t, suffix)) {
+      t.resize(t.size() - suffix.size());
+      break;
+    }
+  }
+  uint64_t unit = 1;
+  switch (t.back()) {
+    case 'k':
+      unit = 1ull << 10;
+      break;
+    case 'm':
+      unit = 1ull << 20;
+      break;
+    case 'g':
+      unit = 1ull << 30;
+      break;
+    case 't':
+      unit = 1ull << 40;
+      break;
+    default:
+      break;
+  }
+  if (unit != 1) t.pop_back();
+  uint64_t whole = 0;
+  if (absl::SimpleAtoi(t, &whole)) {
+    if (whole > UINT64_MAX / unit) return bad();
+    return whole * unit;
+  }
+  double d = 0;
+  if (unit == 1 || !absl::SimpleAtod(t, &d) || !std::isfinite(d) || d < 0 ||
+      d * static_cast<double>(unit) > 1.8e19) {
+    return bad();
+  }
+  return static_cast<uint64_t>(d * static_cast<double>(unit));
+}
+
+absl::StatusOr<QuotaConfig> QuotaConfig::Parse(uint64_t total,
+                                               absl::string_view kinds) {
+  QuotaConfig c;
+  c.total = total;
+  for (absl::string_view item :
+       absl::StrSplit(kinds, ',', absl::SkipWhitespace())) {
+    std::pair<absl::string_view, absl::string_view> kv =
+        absl::StrSplit(item, absl::MaxSplits(':', 1));
+    std::optional<Kind> kind =
+        KindFromName(absl::StripAsciiWhitespace(kv.first));
+    if (!kind) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "store kind quota '", item, "': '", kv.first,
+          "' is no kind (thumb, thumbstrip, proxy, embeddings, ocr, "
+          "transcript, gaussian_splat); write KIND:SIZE, e.g. thumb:2G"));
+    }
+    absl::StatusOr<uint64_t> bytes = ParseByteSize(kv.second);
+    if (!bytes.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "store kind quota '", item, "': ", bytes.status().message()));
+    }
+    if (*bytes == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "store kind quota '", item,
+          "': a quota of 0 keeps nothing; leave the kind out for no quota"));
+    }
+    if (!c.per_kind.emplace(*kind, *bytes).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "store kind quota: ", KindName(*kind), " is given twice"));
+    }
+  }
+  return c;
+}
+
+uint64_t QuotaConfig::KindQuota(Kind kind) const {
+  auto it = per_kind.find(kind);
+  return it == per_kind.end() ? 0 : it->second;
+}
+
+void StoreQuota::SetUsage(const std::vector<v1::KindUsage>& kinds) {
+  usage_.clear();
+  admitted_.clear();
+  for (const v1::KindUsage& k : kinds) usage_[k.kind()] = k;
+}
+
+void StoreQuota::Admitted(Kind kind, uint64_t bytes) {
+  admitted_[kind] += bytes;
+}
+
+void StoreQuota::Evicted(Kind kind, uint64_t count, uint64_t bytes) {
+  v1::KindUsage& u = usage_[kind];
+  u.set_kind(kind);
+  u.set_fetched_count(u.fetched_count() - std::min(u.fetched_count(), count));
+  u.set_fetched_bytes(u.fetched_bytes() - std::min(u.fetched_bytes(), bytes));
+}
+
+uint64_t StoreQuota::UsedOf(Kind kind) const {
+  uint64_t used = 0;
+  if (auto it = usage_.find(kind); it != usage_.end()) {
+    used += it->second.own_bytes() + it->second.fetched_bytes();
+  }
+  if (auto it = admitted_.find(kind); it != admitted_.end()) {
+    used += it->second;
+  }
+  return used;
+}
+
+uint64_t StoreQuota::Used() const {
+  uint64_t used = admitted();
+  for (const auto& [kind, u] : usage_) {
+    used += u.own_bytes() + u.fetched_bytes();
+  }
+  return used;
+}
+
+uint64_t StoreQuota::admitted() const {
+  uint64_t sum = 0;
+  for (const auto& [kind, b] : admitted_) sum += b;
+  return sum;
+}
+
+StoreQuota::Need StoreQuota::NeedFor(Kind kind, uint64_t bytes) const {
+  Need n;
+  if (uint64_t q = config_.KindQuota(kind); q > 0) {
+    uint64_t after = UsedOf(kind) + bytes;
+    if (after > q) n.of_kind = after - q;
+  }
+  if (config_.total > 0) {
+    uint64_t after = Used() + bytes;
+    if (after > config_.total) n.total = after - config_.total;
+  }
+  return n;
+}
+
+bool StoreQuota::Over() const {
+  if (!NeedFor(v1::SIDECAR_KIND_UNSPECIFIED, 0).none()) return true;
+  for (const auto& [kind, q] : config_.per_kind) {
+    if (NeedFor(kind, 0).of_kind > 0) return true;
+  }
+  return false;
+}
+
+std::string StoreQuota::PrefetchRefusal(Kind kind, uint64_t bytes) const {
+  Need n = NeedFor(kind, bytes);
+  const char* tail = "; prefetch resumes when space frees";
+  if (n.of_kind > 0) {
+    return absl::StrCat("store quota of ", HumanBytes(config_.KindQuota(kind)),
+                        " for ", KindName(kind), " reached (",
+                        HumanBytes(UsedOf(kind)), " used, ", HumanBytes(bytes),
+                        " more needed)", tail);
+  }
+  return absl::StrCat("store quota of ", HumanBytes(config_.total),
+                      " reached (", HumanBytes(Used()), " used, ",
+                      HumanBytes(bytes), " more needed)", tail);
+}
+
+}  // namespace sidecar::transfer
