@@ -49,8 +49,8 @@ const FormatRow* FindFormat(Format f) {
   return nullptr;
 }
 
-// Whether `s` is well-formed UTF-8 (RFC 3629: no overlong forms, no
-// surrogates, nothing above U+10FFFF), as protobuf requires of a string.
+}  // namespace
+
 bool IsUtf8(absl::string_view s) {
   size_t i = 0;
   while (i < s.size()) {
@@ -82,8 +82,6 @@ bool IsUtf8(absl::string_view s) {
   }
   return true;
 }
-
-}  // namespace
 
 absl::string_view KindDir(Kind kind) {
   const KindRow* r = FindKind(kind);

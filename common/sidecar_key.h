@@ -54,6 +54,10 @@ std::optional<Kind> KindFromName(absl::string_view name);
 // Accepts a format name ("messagepack") or extension ("msgpack").
 std::optional<Format> FormatFromName(absl::string_view name);
 
+// Whether `s` is well-formed UTF-8 (RFC 3629: no overlong forms, no
+// surrogates, nothing above U+10FFFF), as protobuf requires of a string.
+bool IsUtf8(absl::string_view s);
+
 // OK iff the variant is a safe single path component: 1..64 bytes of
 // UTF-8, no '/', '\\', NUL or control characters (< 0x20, 0x7f), not "." /
 // "..", no "..", and not starting with '.'. The message says what to change.

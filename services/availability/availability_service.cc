@@ -10,6 +10,7 @@
 #include "common/request_limits.h"
 #include "common/transport.h"
 #include "google/protobuf/util/time_util.h"
+#include "services/availability/generator_version.h"
 #include "services/availability/ranking.h"
 
 namespace sidecar::availability {
@@ -439,8 +440,10 @@ grpc::Status AvailabilityService::WhoHasImpl(const v1::WhoHasRequest* req,
     }
   }
   resp->mutable_results()->Reserve(keys->size());
+  std::vector<HeldCopy> copies;
   for (size_t i = 0; i < keys->size(); ++i) {
     v1::KeyHolders* kh = resp->add_results();
+    copies.clear();
     for (size_t v = 0; v < nv; ++v) {
       const Entry* e = found[i * nv + v];
       if (e == nullptr) continue;
@@ -448,6 +451,12 @@ grpc::Status AvailabilityService::WhoHasImpl(const v1::WhoHasRequest* req,
       holder->set_device(device_ref(views[v].info.device_id, &views[v].info));
       holder->set_size(e->size());
       holder->set_sha256(DigestBytes(e->sha256).data(), 32);
+      absl::string_view version = GeneratorVersionOf(*e);
+      holder->set_generator_version(std::string(version));
+      copies.push_back({version, e->sha256, e->size()});
+    }
+    for (std::string& c : ConflictingVersions(copies)) {
+      kh->add_conflicting_versions(std::move(c));
     }
     if (!direct.empty()) {
       for (const auto& a : direct[i]) {
@@ -501,9 +510,90 @@ grpc::Status AvailabilityService::ResolveOne(const v1::ResolveRequest& r,
   resp->set_relative_path(RelativePath(*key));
   std::optional<EntryKey> ek = FindEntryKey(*key);
 
-  std::string local_note;
+  // Every known holder, this device included: the local copy is stale if
+  // another holds a newer version, and conflicts count every copy.
+  struct Holder {
+    Uuid device;
+    OriginInfo info;
+    uint64_t size;
+    Sha256Digest sha;
+    absl::string_view version;  // in GeneratorVersionDict: never freed
+  };
+  std::vector<Holder> holders;
   std::optional<Entry> self;
-  if (ek) self = d_.cache->FindSelf(*ek);
+  if (ek) {
+    std::vector<PeerCache::OriginView> views = d_.cache->Views();
+    std::vector<const Entry*> found;
+    PeerCache::Lookup(views, absl::MakeConstSpan(&ek, 1), &found);
+    for (size_t v = 0; v < views.size(); ++v) {
+      const Entry* e = found[v];
+      if (e == nullptr) continue;
+      if (views[v].info.device_id == d_.cache->self_id()) {
+        self = *e;
+        continue;
+      }
+      holders.push_back({views[v].info.device_id, views[v].info, e->size(),
+                         e->sha256, GeneratorVersionOf(*e)});
+    }
+  }
+  auto report_conflicts = [&] {
+    std::vector<HeldCopy> copies;
+    for (const Holder& h : holders)
+      copies.push_back({h.version, h.sha, h.size});
+    if (self) {
+      copies.push_back({GeneratorVersionOf(*self), self->sha256, self->size()});
+    }
+    std::vector<std::string> conflicts = ConflictingVersions(copies);
+    for (std::string& c : conflicts) {
+      resp->add_conflicting_versions(std::move(c));
+    }
+    if (conflicts.empty()) return std::string();
+    return absl::StrCat("; holders disagree on the bytes of version(s) ",
+                        absl::StrJoin(resp->conflicting_versions(), ", "));
+  };
+  absl::flat_hash_map<Uuid, DeviceStats> stats;
+  std::vector<Candidate> candidates;
+  // Ranks `holders` into resp->sources; how many online.
+  auto add_sources = [&](auto keep) {
+    if (stats.empty()) stats = d_.peers->Stats();
+    candidates.clear();
+    std::vector<size_t> index;
+    for (size_t i = 0; i < holders.size(); ++i) {
+      const Holder& h = holders[i];
+      if (!keep(h)) continue;
+      Candidate c;
+      c.device = h.device;
+      c.size = h.size;
+      c.sha256 = h.sha;
+      c.generator_version = h.version;
+      if (auto it = stats.find(h.device); it != stats.end()) {
+        c.online = it->second.online;
+        c.rtt = it->second.rtt;
+        c.throughput = it->second.throughput;
+        c.demoted = it->second.demoted;
+      }
+      candidates.push_back(c);
+      index.push_back(i);
+    }
+    std::vector<size_t> order = RankSources(candidates);
+    for (size_t o : order) {
+      const Holder& h = holders[index[o]];
+      v1::Source* s = resp->add_sources();
+      s->set_device_id(h.device.ToString());
+      s->set_transfer_address(h.info.transfer_address);
+      s->set_name(h.info.name);
+      s->set_size(h.size);
+      s->set_sha256(std::string(DigestBytes(h.sha)));
+      s->set_generator_version(std::string(h.version));
+      s->set_rtt_micros(
+          static_cast<uint32_t>(absl::ToInt64Microseconds(candidates[o].rtt)));
+      s->set_throughput_bytes_per_sec(
+          static_cast<uint64_t>(candidates[o].throughput));
+    }
+    return order.size();
+  };
+
+  std::string local_note;
   if (self && !self->removed()) {
     std::string path;
     if (LocalFilePresent(*key, self->size(), &path)) {
@@ -511,7 +601,27 @@ grpc::Status AvailabilityService::ResolveOne(const v1::ResolveRequest& r,
       resp->set_local_path(path);
       resp->set_size(self->size());
       resp->set_sha256(std::string(DigestBytes(self->sha256)));
-      resp->set_reason("a ready local copy is present");
+      absl::string_view mine = GeneratorVersionOf(*self);
+      resp->set_generator_version(std::string(mine));
+      std::string reason = "a ready local copy is present";
+      absl::string_view newest;
+      for (const Holder& h : holders) {
+        if (IsNewerGeneratorVersion(h.version, mine) &&
+            (newest.empty() || IsNewerGeneratorVersion(h.version, newest))) {
+          newest = h.version;
+        }
+      }
+      if (!newest.empty()) {
+        resp->set_stale(true);
+        size_t online = add_sources([&](const Holder& h) {
+          return IsNewerGeneratorVersion(h.version, mine);
+        });
+        absl::StrAppend(&reason, "; it is stale: its generator version \"",
+                        mine, "\" is older than \"", newest, "\", which ",
+                        online, " online device(s) hold");
+      }
+      absl::StrAppend(&reason, report_conflicts());
+      resp->set_reason(std::move(reason));
       if (d_.usage != nullptr) d_.usage->Touch(*key);
       return grpc::Status::OK;
     }
@@ -530,53 +640,20 @@ grpc::Status AvailabilityService::ResolveOne(const v1::ResolveRequest& r,
     return generate("no ready local copy and the mode is local-only");
   }
 
-  struct Holder {
-    Uuid device;
-    OriginInfo info;
-    uint64_t size;
-    Sha256Digest sha;
-  };
-  std::vector<Holder> holders;
-  std::vector<PeerCache::OriginView> views = d_.cache->Views();
-  std::vector<const Entry*> found;
-  PeerCache::Lookup(views, absl::MakeConstSpan(&ek, 1), &found);
-  for (size_t v = 0; v < views.size(); ++v) {
-    const Entry* e = found[v];
-    if (e == nullptr || views[v].info.device_id == d_.cache->self_id()) {
-      continue;
-    }
-    holders.push_back(
-        {views[v].info.device_id, views[v].info, e->size(), e->sha256});
-  }
-
   if (holders.empty() && req->query_peers()) {
     std::vector<std::vector<PeerManager::DirectAnswer>> answers;
     d_.peers->QueryPeers({*key}, &answers);
     for (const auto& a : answers[0]) {
       auto view = d_.cache->View(a.device);
-      holders.push_back(
-          {a.device, view ? view->info : OriginInfo{}, a.size, a.sha256});
+      holders.push_back({a.device, view ? view->info : OriginInfo{}, a.size,
+                         a.sha256, absl::string_view()});
     }
   }
   if (holders.empty()) {
     return generate("no known device has it");
   }
-  absl::flat_hash_map<Uuid, DeviceStats> stats = d_.peers->Stats();
-  std::vector<Candidate> candidates;
-  for (const Holder& h : holders) {
-    Candidate c;
-    c.device = h.device;
-    c.size = h.size;
-    if (auto it = stats.find(h.device); it != stats.end()) {
-      c.online = it->second.online;
-      c.rtt = it->second.rtt;
-      c.throughput = it->second.throughput;
-      c.demoted = it->second.demoted;
-    }
-    candidates.push_back(c);
-  }
-  std::vector<size_t> order = RankSources(candidates);
-  if (order.empty()) {
+  size_t online = add_sources([](const Holder&) { return true; });
+  if (online == 0) {
     std::vector<std::string> names;
     for (const Holder& h : holders) {
       names.push_back(h.info.name.empty() ? h.device.ToString() : h.info.name);
@@ -585,21 +662,14 @@ grpc::Status AvailabilityService::ResolveOne(const v1::ResolveRequest& r,
         absl::StrCat("its holders are offline: ", absl::StrJoin(names, ", ")));
   }
   resp->set_outcome(v1::ResolveResponse::OUTCOME_REMOTE);
-  for (size_t i : order) {
-    const Holder& h = holders[i];
-    v1::Source* s = resp->add_sources();
-    s->set_device_id(h.device.ToString());
-    s->set_transfer_address(h.info.transfer_address);
-    s->set_name(h.info.name);
-    s->set_size(h.size);
-    s->set_sha256(std::string(DigestBytes(h.sha)));
-    s->set_rtt_micros(
-        static_cast<uint32_t>(absl::ToInt64Microseconds(candidates[i].rtt)));
-    s->set_throughput_bytes_per_sec(
-        static_cast<uint64_t>(candidates[i].throughput));
+  std::string reason =
+      absl::StrCat(local_note, online, " online device(s) have it");
+  if (!resp->sources(0).generator_version().empty()) {
+    absl::StrAppend(&reason, "; the first holds generator version \"",
+                    resp->sources(0).generator_version(), "\"");
   }
-  resp->set_reason(
-      absl::StrCat(local_note, order.size(), " online device(s) have it"));
+  absl::StrAppend(&reason, report_conflicts());
+  resp->set_reason(std::move(reason));
   return grpc::Status::OK;
 }
 

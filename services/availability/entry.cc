@@ -1,5 +1,6 @@
 #include "services/availability/entry.h"
 
+#include "services/availability/generator_version.h"
 #include "services/availability/variant_dict.h"
 
 namespace sidecar::availability {
@@ -28,5 +29,9 @@ SidecarKey KeyOf(const EntryKey& k) {
 }
 
 SidecarKey KeyOf(const Entry& e) { return KeyOf(EntryKey::Of(e)); }
+
+absl::string_view GeneratorVersionOf(const Entry& e) {
+  return GeneratorVersionDict::Global().Name(e.version());
+}
 
 }  // namespace sidecar::availability

@@ -13,38 +13,53 @@
 #include "common/sha256.h"
 #include "common/sidecar_key.h"
 #include "common/uuid.h"
+#include "sidecar/v1/sidecar.pb.h"
 
 namespace sidecar::availability {
 
 inline constexpr uint64_t kMaxEntrySize = (uint64_t{1} << 40) - 1;  // 1 TiB
 inline constexpr uint64_t kMaxSeq = (uint64_t{1} << 48) - 1;
+// Ids of GeneratorVersionDict: 11 bits.
+inline constexpr uint16_t kMaxVersionId = (1u << 11) - 1;
+
+// Kinds and formats take 6 bits each in an entry.
+static_assert(v1::SidecarKind_MAX < 64 && v1::SidecarFormat_MAX < 64,
+              "Entry packs kinds and formats in 6 bits");
 
 struct Entry {
   Uuid content;         // 16
   Sha256Digest sha256;  // 32
-  uint64_t size_bits;   // size:40 | kind:8 | format:8 | removed:8
-  uint64_t seq_bits;    // seq:48 | variant id:16
+  // size:40 | kind:6 | format:6 | removed:1 | generator version id:11
+  uint64_t size_bits;
+  uint64_t seq_bits;  // seq:48 | variant id:16
 
+  // REQUIRES: kind and format valid, version <= kMaxVersionId.
   static Entry Make(const Uuid& content, Kind kind, Format format,
                     uint16_t variant, uint64_t size, const Sha256Digest& sha,
-                    uint64_t seq, bool removed) {
+                    uint64_t seq, bool removed, uint16_t version = 0) {
     Entry e;
     e.content = content;
     e.sha256 = sha;
-    e.size_bits = (size & kMaxEntrySize) |
-                  (uint64_t{static_cast<uint8_t>(kind)} << 40) |
-                  (uint64_t{static_cast<uint8_t>(format)} << 48) |
-                  (uint64_t{removed ? 1u : 0u} << 56);
+    e.size_bits =
+        (size & kMaxEntrySize) |
+        (uint64_t{static_cast<uint8_t>(kind) & 0x3fu} << 40) |
+        (uint64_t{static_cast<uint8_t>(format) & 0x3fu} << 46) |
+        (uint64_t{removed ? 1u : 0u} << 52) |
+        (uint64_t{static_cast<uint16_t>(version & kMaxVersionId)} << 53);
     e.seq_bits = (seq & kMaxSeq) | (uint64_t{variant} << 48);
     return e;
   }
 
   uint64_t size() const { return size_bits & kMaxEntrySize; }
-  Kind kind() const { return static_cast<Kind>((size_bits >> 40) & 0xff); }
+  Kind kind() const { return static_cast<Kind>((size_bits >> 40) & 0x3f); }
   Format format() const {
-    return static_cast<Format>((size_bits >> 48) & 0xff);
+    return static_cast<Format>((size_bits >> 46) & 0x3f);
   }
-  bool removed() const { return (size_bits >> 56) & 1; }
+  bool removed() const { return (size_bits >> 52) & 1; }
+  // The id of the generator version in GeneratorVersionDict (0: none).
+  uint16_t version() const {
+    return static_cast<uint16_t>(size_bits >> 53) & kMaxVersionId;
+  }
   uint64_t seq() const { return seq_bits & kMaxSeq; }
   uint16_t variant() const { return static_cast<uint16_t>(seq_bits >> 48); }
 };
@@ -100,6 +115,8 @@ absl::StatusOr<EntryKey> ToEntryKey(const SidecarKey& key);
 // As ToEntryKey, but without adding to the variant dictionary: nullopt if the
 // variant was never seen (then no cache entry can match).
 std::optional<EntryKey> FindEntryKey(const SidecarKey& key);
+// The generator version of an entry ("" if none was given).
+absl::string_view GeneratorVersionOf(const Entry& e);
 // The full key of an entry.
 SidecarKey KeyOf(const Entry& e);
 SidecarKey KeyOf(const EntryKey& k);

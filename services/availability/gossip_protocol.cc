@@ -8,6 +8,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "services/availability/generator_version.h"
 #include "services/availability/variant_dict.h"
 
 namespace sidecar::availability {
@@ -83,10 +84,11 @@ uint32_t ClampMessageBytes(uint32_t requested) {
 
 size_t EntriesPerMessage(uint32_t max_message_bytes) {
   // Worst case per entry: 16 + 1 + 1 + 3 (variant index) + 6 (size) + 32 +
-  // 8 (seq) + 1 = 68 bytes; the variant dictionary adds at most 65 bytes per
-  // distinct variant. Reserve 4 KiB for headers.
+  // 8 (seq) + 1 + 2 (version index) = 70 bytes; the variant dictionary adds
+  // at most 65 bytes per distinct variant, the version dictionary 130 per
+  // distinct version. Reserve 4 KiB for headers.
   size_t usable = ClampMessageBytes(max_message_bytes) - 4096;
-  return usable / 72;
+  return usable / 74;
 }
 
 void EncodeEntries(absl::Span<const Entry> entries, v1::EntryBatch* batch) {
@@ -106,6 +108,12 @@ void EncodeEntries(absl::Span<const Entry> entries, v1::EntryBatch* batch) {
   batch->mutable_variant_index()->Reserve(n);
   absl::flat_hash_map<uint16_t, uint32_t> local_index;
   const VariantDict& dict = VariantDict::Global();
+  // The version column only when some entry has a version.
+  bool versions = false;
+  for (const Entry& e : entries) versions |= e.version() != 0;
+  absl::flat_hash_map<uint16_t, uint32_t> version_index;
+  if (versions) batch->mutable_version_index()->Reserve(n);
+  const GeneratorVersionDict& vdict = GeneratorVersionDict::Global();
   for (size_t i = 0; i < n; ++i) {
     const Entry& e = entries[i];
     std::memcpy(uuids->data() + 16 * i, e.content.bytes.data(), 16);
@@ -119,6 +127,14 @@ void EncodeEntries(absl::Span<const Entry> entries, v1::EntryBatch* batch) {
         e.variant(), static_cast<uint32_t>(batch->variants_size()));
     if (inserted) batch->add_variants(std::string(dict.Name(e.variant())));
     batch->add_variant_index(it->second);
+    if (versions) {
+      auto [vt, added] = version_index.try_emplace(
+          e.version(), static_cast<uint32_t>(batch->generator_versions_size()));
+      if (added) {
+        batch->add_generator_versions(std::string(vdict.Name(e.version())));
+      }
+      batch->add_version_index(vt->second);
+    }
   }
 }
 
@@ -133,7 +149,9 @@ absl::Status DecodeEntries(const v1::EntryBatch& batch, uint64_t max_seq,
       batch.sha256s().size() != 32 * n || batch.removed().size() != n ||
       static_cast<size_t>(batch.sizes_size()) != n ||
       static_cast<size_t>(batch.seqs_size()) != n ||
-      static_cast<size_t>(batch.variant_index_size()) != n) {
+      static_cast<size_t>(batch.variant_index_size()) != n ||
+      (batch.version_index_size() != 0 &&
+       static_cast<size_t>(batch.version_index_size()) != n)) {
     return bad("column lengths disagree");
   }
   if (static_cast<size_t>(batch.variants_size()) > kMaxBatchVariants) {
@@ -150,6 +168,28 @@ absl::Status DecodeEntries(const v1::EntryBatch& batch, uint64_t max_seq,
     if (!id.ok()) return id.status();
     variant_ids.push_back(*id);
   }
+  if (static_cast<size_t>(batch.generator_versions_size()) >
+      kMaxBatchVersions) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("entry batch names ", batch.generator_versions_size(),
+                     " generator versions; at most ", kMaxBatchVersions));
+  }
+  // Every version is checked before any is added, so that a bad batch adds
+  // nothing to the dictionary.
+  for (const std::string& v : batch.generator_versions()) {
+    if (absl::Status s = ValidateGeneratorVersion(v); !s.ok()) {
+      return bad(s.message());
+    }
+  }
+  std::vector<uint16_t> version_ids;
+  version_ids.reserve(batch.generator_versions_size());
+  for (const std::string& v : batch.generator_versions()) {
+    absl::StatusOr<uint16_t> id =
+        GeneratorVersionDict::Global().InternFromPeer(v, sender);
+    if (!id.ok()) return id.status();
+    version_ids.push_back(*id);
+  }
+  const bool has_versions = batch.version_index_size() != 0;
   // No reserve here: growing geometrically keeps many appends linear.
   const size_t start = out->size();
   const char* uuids = batch.uuids().data();
@@ -175,6 +215,9 @@ absl::Status DecodeEntries(const v1::EntryBatch& batch, uint64_t max_seq,
       s = bad(absl::StrCat("entry ", i, " seq ", seq, " outside 1..", max_seq));
     } else if (removed > 1) {
       s = bad(absl::StrCat("entry ", i, " has removed flag ", removed));
+    } else if (has_versions && batch.version_index(i) >= version_ids.size()) {
+      s = bad(absl::StrCat("entry ", i, " names generator version ",
+                           batch.version_index(i), " outside the dictionary"));
     }
     if (!s.ok()) {
       out->resize(start);
@@ -185,7 +228,8 @@ absl::Status DecodeEntries(const v1::EntryBatch& batch, uint64_t max_seq,
     std::memcpy(e.sha256.data(), shas + 32 * i, 32);
     e = Entry::Make(e.content, static_cast<Kind>(kind),
                     static_cast<Format>(format), variant_ids[vi], size,
-                    e.sha256, seq, removed == 1);
+                    e.sha256, seq, removed == 1,
+                    has_versions ? version_ids[batch.version_index(i)] : 0);
     out->push_back(e);
   }
   return absl::OkStatus();

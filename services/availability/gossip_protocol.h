@@ -36,6 +36,9 @@ inline constexpr size_t kMaxPendingEntries = size_t{1} << 24;
 inline constexpr size_t kMaxExchangeMessages = size_t{1} << 16;
 // Distinct variant names in one batch (a real vocabulary has about 20).
 inline constexpr size_t kMaxBatchVariants = 1024;
+// Distinct generator versions in one batch (GeneratorVersionDict's per-peer
+// share).
+inline constexpr size_t kMaxBatchVersions = 256;
 
 // An Exchange refusal's message (ExchangeRequest.refusal) is cut to this
 // many bytes by the device that refused and again by the one told.
@@ -53,7 +56,8 @@ inline constexpr char kGenerationContext[] = "sidecar-sync generation v1";
 std::string GenerationStatement(const Uuid& origin, uint64_t generation);
 
 // Signature context of a head (state_hash.h).
-inline constexpr char kHeadContext[] = "sidecar-sync head v1";
+// v2: the state digest covers generator versions.
+inline constexpr char kHeadContext[] = "sidecar-sync head v2";
 
 // The bytes an origin signs for a head: the context, the 16-byte device id,
 // generation and max_seq as 8 big-endian bytes each, and the state digest.
@@ -132,11 +136,13 @@ void EncodeEntries(absl::Span<const Entry> entries, v1::EntryBatch* batch);
 
 // Appends the entries of `batch` to `out` after validating every column:
 // consistent lengths, known kinds and formats, safe variant names (at most
-// kMaxBatchVariants), sizes and seqs in range, seqs not above `max_seq`. On
-// error nothing is appended and the status says what was wrong:
-// INVALID_ARGUMENT, or RESOURCE_EXHAUSTED when the batch names too many
-// variants, or a new name would exceed the share of the variant dictionary
-// that `sender` (the peer the batch came from) or all peers may fill.
+// kMaxBatchVariants), valid generator versions (ValidateGeneratorVersion, at
+// most kMaxBatchVersions), sizes and seqs in range, seqs not above
+// `max_seq`. On error nothing is appended and the status says what was
+// wrong: INVALID_ARGUMENT, or RESOURCE_EXHAUSTED when the batch names too
+// many variants or versions, or a new one would exceed the share of the
+// variant or version dictionary that `sender` (the peer the batch came
+// from) or all peers may fill.
 absl::Status DecodeEntries(const v1::EntryBatch& batch, uint64_t max_seq,
                            const Uuid& sender, std::vector<Entry>* out);
 

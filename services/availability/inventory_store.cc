@@ -75,17 +75,18 @@ WHERE s.content_uuid = t.u AND s.kind = t.k AND s.variant = t.v
 
 constexpr char kAppendChangesSql[] = R"sql(
 INSERT INTO change_log (seq, content_uuid, kind, variant, format, removed,
-                        size, sha256)
-SELECT t.q, t.u, t.k, t.v, t.f, t.r, t.sz, decode(t.h, 'hex')
+                        size, sha256, generator_version)
+SELECT t.q, t.u, t.k, t.v, t.f, t.r, t.sz, decode(t.h, 'hex'), t.g
 FROM unnest($1::bigint[], $2::uuid[], $3::smallint[], $4::text[],
-            $5::smallint[], $6::bool[], $7::bigint[], $8::text[])
-     AS t(q, u, k, v, f, r, sz, h))sql";
+            $5::smallint[], $6::bool[], $7::bigint[], $8::text[], $9::text[])
+     AS t(q, u, k, v, f, r, sz, h, g))sql";
 
 // Latest change per key. The sort runs in memory with the session's
 // work_mem raised for it (see LoadAdvertised).
 constexpr char kLoadAdvertisedSql[] = R"sql(
 SELECT DISTINCT ON (content_uuid, kind, variant, format)
-       seq, content_uuid, kind, variant, format, removed, size, sha256
+       seq, content_uuid, kind, variant, format, removed, size, sha256,
+       generator_version
 FROM change_log
 ORDER BY content_uuid, kind, variant, format, seq DESC)sql";
 
@@ -96,9 +97,10 @@ constexpr char kResetIdentitySql[] =
 
 constexpr char kRewriteLogSql[] = R"sql(
 INSERT INTO change_log (seq, content_uuid, kind, variant, format, removed,
-                        size, sha256)
+                        size, sha256, generator_version)
 SELECT row_number() OVER (ORDER BY content_uuid, kind, variant, format),
-       content_uuid, kind, variant, format, false, size, sha256
+       content_uuid, kind, variant, format, false, size, sha256,
+       generator_version
 FROM sidecars WHERE status = 2)sql";
 
 std::string ListSql(bool after, bool status) {
@@ -266,7 +268,7 @@ absl::StatusOr<ApplyParams> BuildApplyParams(
   }
 
   if (!changes.empty()) {
-    pg::ArrayBuilder q, u, k, v, f, r, sz, h;
+    pg::ArrayBuilder q, u, k, v, f, r, sz, h, g;
     for (size_t i = 0; i < changes.size(); ++i) {
       const ChangeRecord& c = changes[i];
       SC_RETURN_IF_ERROR(ValidateKey(c.key, "changes", i));
@@ -287,9 +289,10 @@ absl::StatusOr<ApplyParams> BuildApplyParams(
       } else {
         h.Add(DigestToHex(c.sha256));
       }
+      g.Add(c.generator_version);
     }
-    out.changes = {q.Finish(), u.Finish(), k.Finish(),  v.Finish(),
-                   f.Finish(), r.Finish(), sz.Finish(), h.Finish()};
+    out.changes = {q.Finish(), u.Finish(),  k.Finish(), v.Finish(), f.Finish(),
+                   r.Finish(), sz.Finish(), h.Finish(), g.Finish()};
   }
   return out;
 }
@@ -371,6 +374,7 @@ absl::Status PgInventoryStore::LoadAdvertised(
                 if (!d.ok()) return d.status();
                 c.sha256 = *d;
               }
+              c.generator_version = std::string(r.Get(row, 8));
               delivered = true;
               fn(c);
               return absl::OkStatus();

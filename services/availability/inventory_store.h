@@ -50,14 +50,15 @@ struct KindUsage {
   uint64_t fetched_bytes = 0;
 };
 
-// One change-log row: key became advertised (READY, with size and checksum)
-// or was withdrawn (removed = true).
+// One change-log row: key became advertised (READY, with size, checksum and
+// generator version) or was withdrawn (removed = true).
 struct ChangeRecord {
   uint64_t seq = 0;
   SidecarKey key;
   bool removed = false;
   uint64_t size = 0;
   Sha256Digest sha256{};
+  std::string generator_version;
 };
 
 struct DeviceIdentity {

@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "services/availability/generator_version.h"
 
 namespace sidecar::availability {
 
@@ -42,14 +43,21 @@ absl::Status LocalInventory::LoadLocked() {
   std::vector<Entry> entries;
   absl::Status bad = absl::OkStatus();
   absl::Status s = store_->LoadAdvertised([&](const ChangeRecord& c) {
+    if (!bad.ok()) return;
     absl::StatusOr<EntryKey> k = ToEntryKey(c.key);
     if (!k.ok()) {
       bad = k.status();
       return;
     }
+    absl::StatusOr<uint16_t> version =
+        GeneratorVersionDict::Global().Intern(c.generator_version);
+    if (!version.ok()) {
+      bad = version.status();
+      return;
+    }
     entries.push_back(Entry::Make(c.key.content, c.key.kind, c.key.format,
                                   k->variant, c.size, c.sha256, c.seq,
-                                  c.removed));
+                                  c.removed, *version));
   });
   if (!s.ok()) return s;
   if (!bad.ok()) return bad;
@@ -83,9 +91,8 @@ absl::Status LocalInventory::ValidateRecord(const LocalRecord& r) {
     return absl::InvalidArgumentError(
         absl::StrCat(where, ": size ", r.size, " exceeds the 1 TiB limit"));
   }
-  if (r.generator_version.size() > 128) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, ": generator_version is longer than 128 bytes"));
+  if (absl::Status s = ValidateGeneratorVersion(r.generator_version); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": ", s.message()));
   }
   return absl::OkStatus();
 }
@@ -104,12 +111,19 @@ absl::StatusOr<LocalInventory::RegisterResult> LocalInventory::Register(
     bool live = cur.has_value() && !cur->removed();
     bool ready = r.status == v1::SIDECAR_STATUS_READY;
     bool change = false;
+    uint16_t version = 0;
     ChangeRecord c;
     c.key = r.key;
     if (ready) {
-      change = !live || cur->size() != r.size || cur->sha256 != *r.sha256;
+      absl::StatusOr<uint16_t> v =
+          GeneratorVersionDict::Global().Intern(r.generator_version);
+      if (!v.ok()) return v.status();
+      version = *v;
+      change = !live || cur->size() != r.size || cur->sha256 != *r.sha256 ||
+               cur->version() != version;
       c.size = r.size;
       c.sha256 = *r.sha256;
+      c.generator_version = r.generator_version;
     } else {
       change = live;  // withdrawn: no longer ready
       c.removed = true;
@@ -118,7 +132,7 @@ absl::StatusOr<LocalInventory::RegisterResult> LocalInventory::Register(
     c.seq = ++seq;
     entries.push_back(Entry::Make(r.key.content, r.key.kind, r.key.format,
                                   k->variant, c.size, c.sha256, c.seq,
-                                  c.removed));
+                                  c.removed, version));
     changes.push_back(std::move(c));
   }
   absl::StatusOr<InventoryStore::ApplyResult> applied =

@@ -1,8 +1,8 @@
 // LocalInventory: registers and removes this device's sidecars. It decides
-// which writes change what is advertised (READY with a new size or checksum,
-// or leaving READY), numbers those changes, persists them with the rows in
-// one transaction, and only then updates the in-memory own origin, so the
-// cache never advertises what the database does not hold.
+// which writes change what is advertised (READY with a new size, checksum or
+// generator version, or leaving READY), numbers those changes, persists them
+// with the rows in one transaction, and only then updates the in-memory own
+// origin, so the cache never advertises what the database does not hold.
 #ifndef SIDECAR_SERVICES_AVAILABILITY_LOCAL_INVENTORY_H_
 #define SIDECAR_SERVICES_AVAILABILITY_LOCAL_INVENTORY_H_
 
@@ -61,7 +61,8 @@ class LocalInventory {
   uint64_t generation() const;
 
   // Checks one record as received over the API: READY needs a 32-byte
-  // checksum; size at most 1 TiB; generator_version at most 128 bytes.
+  // checksum; size at most 1 TiB; generator_version at most 128 bytes of
+  // UTF-8 without control characters (ValidateGeneratorVersion).
   static absl::Status ValidateRecord(const LocalRecord& r);
 
  private:

@@ -68,6 +68,23 @@ CREATE INDEX sidecars_lru ON sidecars (last_used)
 CREATE INDEX sidecars_kind_lru ON sidecars (kind, last_used)
   WHERE fetched AND status = 2;
 )sql"},
+    {4, "generator versions in the change log", R"sql(
+-- What is advertised now includes the generator version. Entries logged
+-- before have none, so the log starts a new generation (as ResetChangeLog
+-- does): peers then take a snapshot with the versions.
+ALTER TABLE change_log ADD COLUMN generator_version text NOT NULL DEFAULT '';
+UPDATE device_identity SET generation =
+  greatest((extract(epoch FROM clock_timestamp()) * 1000000)::bigint,
+           generation + 1)
+WHERE EXISTS (SELECT 1 FROM change_log);
+TRUNCATE change_log;
+INSERT INTO change_log (seq, content_uuid, kind, variant, format, removed,
+                        size, sha256, generator_version)
+SELECT row_number() OVER (ORDER BY content_uuid, kind, variant, format),
+       content_uuid, kind, variant, format, false, size, sha256,
+       generator_version
+FROM sidecars WHERE status = 2;
+)sql"},
 };
 
 }  // namespace

@@ -3,13 +3,15 @@
 #include <algorithm>
 #include <cstring>
 
+#include "services/availability/generator_version.h"
 #include "services/availability/variant_dict.h"
 
 namespace sidecar::availability {
 namespace {
 
 constexpr uint32_t kBuckets = uint32_t{1} << kStateHashBucketBits;
-constexpr char kStateContext[] = "sidecar-sync state v1";
+// v2: leaves end with the generator version.
+constexpr char kStateContext[] = "sidecar-sync state v2";
 
 uint32_t BucketOf(const Uuid& content) {
   uint32_t top = uint32_t{content.bytes[0]} << 8 | content.bytes[1];
@@ -27,6 +29,9 @@ void AppendLeaf(const Entry& e, std::string* out) {
   out->append(name.data(), name.size());
   AppendBigEndian(e.size(), out);
   out->append(reinterpret_cast<const char*>(e.sha256.data()), e.sha256.size());
+  absl::string_view version = GeneratorVersionDict::Global().Name(e.version());
+  out->push_back(static_cast<char>(version.size()));  // at most 128 bytes
+  out->append(version.data(), version.size());
 }
 
 // The entries of `bucket`, as [first, last) into `entries`.

@@ -9,7 +9,10 @@
 // What is hashed: the live entries only (tombstones are not part of what is
 // advertised, and devices may compact them differently), each as its
 // content id, kind, format, variant *name* (ids differ between processes),
-// size and SHA-256, in canonical order (content id, kind, format, name).
+// size, SHA-256 and generator version (as its string: a byte of length and
+// the bytes), in canonical order (content id, kind, format, name). The
+// version is covered so that a relay cannot change what others believe
+// about which generator made a third device's sidecars.
 //
 // Recomputing it over millions of entries for every change would cost too
 // much, so entries are split into 4,096 buckets by the leading bits of

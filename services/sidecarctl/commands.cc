@@ -13,6 +13,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
@@ -378,7 +379,7 @@ int RunWhoHas(CommandContext& ctx, const Args& args) {
         continue;
       }
       std::vector<std::vector<std::string>> rows = {
-          {"  DEVICE", "STATE", "RTT", "SIZE", "SHA256"}};
+          {"  DEVICE", "STATE", "RTT", "SIZE", "SHA256", "VERSION"}};
       std::set<std::string> checksums;
       for (const v1::Holder& h : resp.results(r).holders()) {
         checksums.insert(h.sha256());
@@ -394,10 +395,17 @@ int RunWhoHas(CommandContext& ctx, const Args& args) {
         }
         row.push_back(HumanBytes(h.size()));
         row.push_back(ShortSha(h.sha256()));
+        row.push_back(h.generator_version().empty() ? "-"
+                                                    : h.generator_version());
         rows.push_back(std::move(row));
       }
       PrintTable(ctx.out(), rows);
-      if (checksums.size() > 1) {
+      const auto& conflicts = resp.results(r).conflicting_versions();
+      if (!conflicts.empty()) {
+        ctx.out() << "  conflict: holders of generator version "
+                  << absl::StrJoin(conflicts, ", ")
+                  << " disagree on its checksum\n";
+      } else if (checksums.size() > 1) {
         ctx.out() << "  note: the holders disagree on its checksum\n";
       }
     }
@@ -435,6 +443,19 @@ int RunResolve(CommandContext& ctx, const Args& args) {
     rows.push_back({"  local file", resp.local_path()});
     rows.push_back({"  size", HumanBytes(resp.size())});
     rows.push_back({"  sha256", Hex(resp.sha256())});
+    rows.push_back({"  version", resp.generator_version().empty()
+                                     ? "-"
+                                     : resp.generator_version()});
+    if (resp.stale()) {
+      rows.push_back({"  stale", "yes: a holder has a newer version"});
+    }
+  }
+  if (!resp.conflicting_versions().empty()) {
+    rows.push_back(
+        {"  conflict",
+         absl::StrCat("holders of version ",
+                      absl::StrJoin(resp.conflicting_versions(), ", "),
+                      " disagree on its checksum")});
   }
   ctx.out() << FormatSidecarUri(*key) << "\n";
   PrintTable(ctx.out(), rows);
@@ -442,14 +463,15 @@ int RunResolve(CommandContext& ctx, const Args& args) {
     ctx.out() << "  sources, best first:\n";
     std::vector<std::vector<std::string>> src = {
         {"    #", "DEVICE", "TRANSFER ADDRESS", "RTT", "THROUGHPUT", "SIZE",
-         "SHA256"}};
+         "SHA256", "VERSION"}};
     int n = 0;
     for (const v1::Source& so : resp.sources()) {
       src.push_back(
           {absl::StrCat("    ", ++n), DeviceLabel(so.name(), so.device_id()),
            so.transfer_address().empty() ? "-" : so.transfer_address(),
            Rtt(so.rtt_micros()), Throughput(so.throughput_bytes_per_sec()),
-           HumanBytes(so.size()), ShortSha(so.sha256())});
+           HumanBytes(so.size()), ShortSha(so.sha256()),
+           so.generator_version().empty() ? "-" : so.generator_version()});
     }
     PrintTable(ctx.out(), src);
   }

@@ -40,6 +40,9 @@ Resolution FromProto(const v1::ResolveResponse& resp) {
   r.outcome = resp.outcome();
   r.local_path = resp.local_path();
   r.reason = resp.reason();
+  r.stale = resp.stale();
+  r.conflicting_versions.assign(resp.conflicting_versions().begin(),
+                                resp.conflicting_versions().end());
   for (const v1::Source& src : resp.sources()) {
     absl::StatusOr<Sha256Digest> sha = DigestFromBytes(src.sha256());
     if (!sha.ok()) continue;
@@ -51,6 +54,7 @@ Resolution FromProto(const v1::ResolveResponse& resp) {
     f.sha256 = *sha;
     f.throughput = static_cast<double>(src.throughput_bytes_per_sec());
     f.rtt = absl::Microseconds(src.rtt_micros());
+    f.generator_version = src.generator_version();
     if (f.transfer_address.empty()) continue;  // cannot be dialed
     r.sources.push_back(std::move(f));
   }

@@ -26,6 +26,7 @@ struct FetchSource {
   Sha256Digest sha256{};
   double throughput = 0;  // bytes/s measured by earlier transfers; 0 unknown
   absl::Duration rtt = absl::ZeroDuration();
+  std::string generator_version;  // of the source's copy; "" unknown
 };
 
 // How logs and messages name a source: "laptop (3f2a1b4c)", or its device
@@ -38,6 +39,9 @@ struct Resolution {
   std::string local_path;
   std::vector<FetchSource> sources;  // best first
   std::string reason;
+  bool stale = false;  // LOCAL: a holder has a newer generator version
+  // Versions of which holders hold different bytes (Resolve).
+  std::vector<std::string> conflicting_versions;
 };
 
 class AvailabilityClient {

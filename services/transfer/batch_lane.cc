@@ -259,8 +259,8 @@ void BatchLane::Install(Batch& b) {
       continue;
     }
     const FetchSource& s = (*b.res)[i].sources[0];
-    ready.push_back({b.jobs[i].key, s.size, s.sha256,
-                     absl::StrCat("fetched from ", b.from_name[i])});
+    // Registered with the generator version of the bytes fetched.
+    ready.push_back({b.jobs[i].key, s.size, s.sha256, s.generator_version});
     ready_index.push_back(i);
   }
   absl::Status reg = availability_->RegisterReadyMany(ready);

@@ -6,6 +6,7 @@
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -22,6 +23,9 @@ struct Fetcher::Attempt {
   Job job;
   uint64_t size = 0;
   Sha256Digest expected{};
+  // The generator version of the bytes fetched (the first source's), which
+  // the local copy is registered with.
+  std::string generator_version;
   std::atomic<bool> cancelled{false};
   // Set with `cancelled` when the job's row says it ended (cancelled or
   // finished elsewhere): RunJob then deletes the partial data, as Cancel()
@@ -288,15 +292,26 @@ void Fetcher::RunJob(Job job) {
         absl::StrCat("no online device has it (", r->reason, ")"));
   } else {
     // Holders must agree on the content; the best-ranked one decides and
-    // holders of another version are left out.
+    // holders of other bytes are left out, so a fetch never mixes bytes of
+    // different digests. Resolve ranks holders of the newest generator
+    // version first and keeps holders of the same bytes together; when
+    // holders of one version disagree (a conflict, which Resolve reports),
+    // the first source's bytes are fetched.
     std::vector<FetchSource> sources;
     for (const FetchSource& s : r->sources) {
       if (s.sha256 == r->sources[0].sha256 && s.size == r->sources[0].size) {
         sources.push_back(s);
       }
     }
+    if (!r->conflicting_versions.empty()) {
+      SC_LOG(WARNING) << "holders of " << KeyDebugString(job.key)
+                      << " disagree on the bytes of generator version(s) "
+                      << absl::StrJoin(r->conflicting_versions, ", ")
+                      << "; fetching those of " << SourceName(sources[0]);
+    }
     a.size = sources[0].size;
     a.expected = sources[0].sha256;
+    a.generator_version = sources[0].generator_version;
     if (job.expected_sha256.has_value() && *job.expected_sha256 != a.expected) {
       a.verified = 0;  // a different version than the bytes we kept
     }
@@ -603,9 +618,8 @@ absl::Status Fetcher::Commit(Attempt* a, const FetchSource& from,
   // Registered READY so it is advertised: this device becomes a source.
   absl::Status reg;
   for (int i = 0; i < 3; ++i) {
-    reg = availability_->RegisterReady(
-        a->job.key, a->size, a->expected,
-        absl::StrCat("fetched from ", SourceName(from)));
+    reg = availability_->RegisterReady(a->job.key, a->size, a->expected,
+                                       a->generator_version);
     if (reg.ok()) break;
     absl::SleepFor(absl::Milliseconds(200) * (i + 1));
   }

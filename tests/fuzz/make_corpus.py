@@ -53,8 +53,10 @@ def hello(device=b"\x11" * 16):
             field_bytes(5, "laptop"))
 
 
-def entry_batch(entries, variants, up_to_seq, mode=1):
-    """entries: (uuid bytes, kind, fmt, variant index, size, seq, removed)."""
+def entry_batch(entries, variants, up_to_seq, mode=1, versions=None):
+    """entries: (uuid bytes, kind, fmt, variant index, size, seq, removed
+    [, generator version index]); `versions`: the batch's generator
+    versions (None: no version column)."""
     msg = field_varint(2, mode) + field_varint(5, up_to_seq)
     msg += field_bytes(10, b"".join(e[0] for e in entries))
     msg += field_bytes(11, bytes(e[1] for e in entries))
@@ -67,6 +69,10 @@ def entry_batch(entries, variants, up_to_seq, mode=1):
                                     for i in range(len(entries))))
     msg += packed(17, [e[5] for e in entries])
     msg += field_bytes(18, bytes(e[6] for e in entries))
+    if versions is not None:
+        msg += packed(19, [e[7] for e in entries])
+        for v in versions:
+            msg += field_bytes(20, v)
     return msg
 
 
@@ -84,18 +90,21 @@ def origin_info(device, generation, peer="", transfer="", sig=b"",
     return msg
 
 
-def state_hash(entries, variants):
+def state_hash(entries, variants, versions=None):
     """The state digest (services/availability/state_hash.h) of live
     entries given as in entry_batch, with distinct content ids."""
     buckets = {}
-    for i, (uuid, kind, fmt, vi, size, _seq, removed) in enumerate(entries):
+    for i, e in enumerate(entries):
+        uuid, kind, fmt, vi, size, _seq, removed = e[:7]
         if removed:
             continue
         name = variants[vi].encode()
+        version = versions[e[7]].encode() if versions is not None else b""
         leaf = (uuid + bytes([kind, fmt, len(name)]) + name +
-                struct.pack(">Q", size) + hashlib.sha256(bytes([i])).digest())
+                struct.pack(">Q", size) + hashlib.sha256(bytes([i])).digest() +
+                bytes([len(version)]) + version)
         buckets[(uuid[0] << 8 | uuid[1]) >> 4] = leaf
-    root = hashlib.sha256(b"sidecar-sync state v1")
+    root = hashlib.sha256(b"sidecar-sync state v2")
     for b in range(4096):
         root.update(hashlib.sha256(buckets.get(b, b"")).digest())
     return root.digest()
@@ -110,11 +119,11 @@ def head(generation, max_seq, state, sig=b"sign"):
 
 def exchange_batch(device, generation, entries, variants, up_to_seq, mode,
                    first=False, last=False, hint=0, peer="", transfer="",
-                   sig=b"", head=b""):
+                   sig=b"", head=b"", versions=None):
     """One ExchangeResponse carrying an EntryBatch of `device`."""
     b = field_bytes(1, origin_info(device, generation, peer, transfer, sig,
                                    head))
-    b += entry_batch(entries, variants, up_to_seq, mode)
+    b += entry_batch(entries, variants, up_to_seq, mode, versions)
     if first:
         b += field_varint(3, 1)
     if last:
@@ -157,6 +166,12 @@ SEEDS = {
                                        ["grid@1x"], 8),
         "columns_disagree": field_bytes(11, b"\x01\x01") + field_bytes(
             10, U1),
+        "versions": entry_batch(
+            [(U1, 1, 1, 0, 1024, 5, 0, 1), (U2, 1, 1, 0, 2048, 6, 0, 0)],
+            ["grid@2x"], 6, versions=["", "thumbgen 1.2"]),
+        "version_control_char": entry_batch(
+            [(U1, 1, 1, 0, 1024, 5, 0, 0)], ["grid@2x"], 5,
+            versions=["thumbgen\x011.2"]),
     },
     "exchange_receive": {
         # The sender (02..02) sends its own snapshot in two parts, then a
@@ -184,11 +199,12 @@ SEEDS = {
         # signs "sign"), with the member's head: taken. Then relayed deltas
         # that do not make the state of their head: refused.
         "relayed_signed": stream(
-            exchange_batch(b"\x06" * 16, 9, [(U1, 3, 2, 0, 5, 1, 0)],
+            exchange_batch(b"\x06" * 16, 9, [(U1, 3, 2, 0, 5, 1, 0, 0)],
                            ["detail@1x"], 1, 2, first=True, last=True,
-                           sig=b"sign",
+                           sig=b"sign", versions=["proxygen 3.1"],
                            head=head(9, 1, state_hash(
-                               [(U1, 3, 2, 0, 5, 1, 0)], ["detail@1x"]))),
+                               [(U1, 3, 2, 0, 5, 1, 0, 0)], ["detail@1x"],
+                               ["proxygen 3.1"]))),
             exchange_batch(b"\x06" * 16, 9, [(U2, 3, 2, 0, 5, 2, 0)],
                            ["detail@1x"], 2, 1,
                            head=head(9, 2, b"\x00" * 32))),

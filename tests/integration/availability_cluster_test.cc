@@ -99,7 +99,8 @@ class ClusterTest : public ::sidecar::testing::ProcessTest {
   }
 
   // Writes the file under the device's root and registers it READY.
-  void Publish(AvailabilityProcess* d, const std::vector<Sidecar>& sidecars) {
+  void Publish(AvailabilityProcess* d, const std::vector<Sidecar>& sidecars,
+               const std::string& generator_version = "test-1") {
     v1::RegisterRequest req;
     for (const Sidecar& s : sidecars) {
       auto key = KeyFromProto(s.key);
@@ -113,7 +114,7 @@ class ClusterTest : public ::sidecar::testing::ProcessTest {
       l->set_size(s.bytes.size());
       l->set_sha256(std::string(DigestBytes(Sha256Of(s.bytes))));
       l->set_status(v1::SIDECAR_STATUS_READY);
-      l->set_generator_version("test-1");
+      l->set_generator_version(generator_version);
     }
     grpc::ClientContext ctx;
     SetDeadline(&ctx, absl::Seconds(10));
@@ -259,6 +260,109 @@ TEST_F(ClusterTest, UpdatesSpreadPromptlyAndTransitively) {
                       absl::Seconds(3));
   EXPECT_TRUE(gone.has_value()) << "C still lists A for a removed sidecar";
   EXPECT_EQ(Holders(WhoHas(c_, {s[0]}), 0), std::vector<std::string>{a_id_});
+}
+
+// Generator versions travel in gossip, transitively (A's reach C through B,
+// under A's signed head); Resolve prefers the newest version, says when the
+// local copy is older, and reports holders of one version with different
+// bytes.
+TEST_F(ClusterTest, GeneratorVersionsRankSourcesAndShowStaleAndConflicts) {
+  StartLine();
+  absl::SleepFor(absl::Milliseconds(500));
+  Sidecar thumb_old = MakeSidecar(1), thumb_new = thumb_old;
+  thumb_new.bytes += " regenerated";
+  Sidecar ocr_a = MakeSidecar(2), ocr_c = ocr_a;
+  ocr_c.bytes += " other bytes";
+  Publish(a_, {thumb_old}, "thumbgen 1.2");
+  Publish(a_, {ocr_a}, "ocr 3");
+  Publish(c_, {thumb_new}, "thumbgen 1.10");
+  Publish(c_, {ocr_c}, "ocr 3");
+  const std::string sha_old =
+      std::string(DigestBytes(Sha256Of(thumb_old.bytes)));
+  const std::string sha_new =
+      std::string(DigestBytes(Sha256Of(thumb_new.bytes)));
+
+  // B hears of both holders of both keys; C of A's versions through B.
+  auto version_of = [](const v1::WhoHasResponse& r, int i,
+                       const std::string& id) -> std::string {
+    for (const auto& h : r.results(i).holders()) {
+      if (r.devices(h.device()).device_id() == id) return h.generator_version();
+    }
+    return "(not a holder)";
+  };
+  auto learned = WaitFor(
+      [&] {
+        v1::WhoHasResponse r = WhoHas(b_, {thumb_old, ocr_a});
+        v1::WhoHasResponse rc = WhoHas(c_, {thumb_old});
+        return version_of(r, 0, a_id_) == "thumbgen 1.2" &&
+               version_of(r, 0, c_id_) == "thumbgen 1.10" &&
+               version_of(r, 1, a_id_) == "ocr 3" &&
+               version_of(r, 1, c_id_) == "ocr 3" &&
+               version_of(rc, 0, a_id_) == "thumbgen 1.2";
+      },
+      absl::Seconds(5));
+  ASSERT_TRUE(learned.has_value()) << "versions did not spread";
+  v1::WhoHasResponse r = WhoHas(b_, {thumb_old, ocr_a});
+  EXPECT_TRUE(r.results(0).conflicting_versions().empty());
+  ASSERT_EQ(r.results(1).conflicting_versions_size(), 1);
+  EXPECT_EQ(r.results(1).conflicting_versions(0), "ocr 3");
+
+  // B prefers C, the holder of the newer version, whatever the round trips.
+  ResolveResponse at_b = Resolve(b_, thumb_old.key);
+  ASSERT_EQ(at_b.outcome(), ResolveResponse::OUTCOME_REMOTE) << at_b.reason();
+  ASSERT_EQ(at_b.sources_size(), 2);
+  EXPECT_EQ(at_b.sources(0).device_id(), c_id_);
+  EXPECT_EQ(at_b.sources(0).generator_version(), "thumbgen 1.10");
+  EXPECT_EQ(at_b.sources(0).sha256(), sha_new);
+  EXPECT_EQ(at_b.sources(1).generator_version(), "thumbgen 1.2");
+  EXPECT_TRUE(at_b.conflicting_versions().empty());
+
+  // The conflict is reported, not resolved silently; sources of one digest
+  // are adjacent (one each here).
+  ResolveResponse conflict = Resolve(b_, ocr_a.key);
+  ASSERT_EQ(conflict.outcome(), ResolveResponse::OUTCOME_REMOTE);
+  ASSERT_EQ(conflict.conflicting_versions_size(), 1);
+  EXPECT_EQ(conflict.conflicting_versions(0), "ocr 3");
+  EXPECT_NE(conflict.reason().find("disagree"), std::string::npos)
+      << conflict.reason();
+  ASSERT_EQ(conflict.sources_size(), 2);
+  EXPECT_NE(conflict.sources(0).sha256(), conflict.sources(1).sha256());
+
+  // A's own copy is older than C's, which A learned through B: stale, with
+  // the newer source (B relays; A does not contact C, so C is offline to A:
+  // stale all the same, with no source online).
+  ASSERT_TRUE(WaitFor(
+                  [&] {
+                    return version_of(WhoHas(a_, {thumb_old}), 0, c_id_) ==
+                           "thumbgen 1.10";
+                  },
+                  absl::Seconds(5))
+                  .has_value())
+      << "A never learned C's version through B";
+  ResolveResponse at_a = Resolve(a_, thumb_old.key);
+  ASSERT_EQ(at_a.outcome(), ResolveResponse::OUTCOME_LOCAL) << at_a.reason();
+  EXPECT_EQ(at_a.generator_version(), "thumbgen 1.2");
+  EXPECT_TRUE(at_a.stale()) << at_a.reason();
+  EXPECT_NE(at_a.reason().find("thumbgen 1.10"), std::string::npos)
+      << at_a.reason();
+  // B registers the old version too: LOCAL and stale, C as the source.
+  Publish(b_, {thumb_old}, "thumbgen 1.2");
+  ResolveResponse b_local = Resolve(b_, thumb_old.key);
+  ASSERT_EQ(b_local.outcome(), ResolveResponse::OUTCOME_LOCAL);
+  EXPECT_TRUE(b_local.stale());
+  ASSERT_EQ(b_local.sources_size(), 1);
+  EXPECT_EQ(b_local.sources(0).device_id(), c_id_);
+  // C holds the newest: LOCAL, not stale.
+  ResolveResponse c_local = Resolve(c_, thumb_old.key);
+  ASSERT_EQ(c_local.outcome(), ResolveResponse::OUTCOME_LOCAL);
+  EXPECT_FALSE(c_local.stale()) << c_local.reason();
+  // Once B regenerates with the new version it is no longer stale.
+  Publish(b_, {thumb_new}, "thumbgen 1.10");
+  b_local = Resolve(b_, thumb_old.key);
+  EXPECT_FALSE(b_local.stale()) << b_local.reason();
+  EXPECT_EQ(b_local.generator_version(), "thumbgen 1.10");
+  EXPECT_EQ(b_local.sha256(), sha_new);
+  EXPECT_NE(sha_old, sha_new);
 }
 
 // ListMissing pages through what peers hold and this device lacks: each key

@@ -12,6 +12,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "services/availability/entry.h"
+#include "services/availability/generator_version.h"
 #include "services/availability/state_hash.h"
 #include "services/availability/variant_dict.h"
 
@@ -285,7 +286,10 @@ TEST_F(ExchangeReceiverTest, RelayCannotChangeAnOriginWithinItsGeneration) {
   unchanged("an added sidecar");
   // ... withdraw one it has, ...
   Entry withdrawn = MakeEntry(3, 11);
-  withdrawn.size_bits |= uint64_t{1} << 56;
+  withdrawn = Entry::Make(withdrawn.content, withdrawn.kind(),
+                          withdrawn.format(), withdrawn.variant(),
+                          withdrawn.size(), withdrawn.sha256, withdrawn.seq(),
+                          /*removed=*/true);
   ASSERT_TRUE(
       Receive(*relay_, {WithHead(Batch(*origin_, v1::EntryBatch::MODE_DELTA, 5,
                                        {withdrawn}, 11),
@@ -482,6 +486,97 @@ v1::ExchangeResponse VariantFlood(const v1::ExchangeResponse& header,
   return m;
 }
 
+// `e` with the generator version `version` (interned as this device's).
+Entry WithVersion(const Entry& e, absl::string_view version) {
+  uint16_t id = GeneratorVersionDict::Global().Intern(version).value();
+  return Entry::Make(e.content, e.kind(), e.format(), e.variant(), e.size(),
+                     e.sha256, e.seq(), e.removed(), id);
+}
+
+TEST_F(ExchangeReceiverTest, GeneratorVersionsArriveAndAreCoveredByTheHead) {
+  std::vector<Entry> state = Entries(0, 3, 1);
+  state[0] = WithVersion(state[0], "thumbgen 1.2");
+  state[1] = WithVersion(state[1], "thumbgen 1.3");
+  v1::ExchangeResponse snap =
+      Batch(*origin_, v1::EntryBatch::MODE_SNAPSHOT, 5, state, 3);
+  // Sent as a per-batch dictionary: each string once.
+  EXPECT_EQ(snap.batch().generator_versions_size(), 3);  // "", 1.2, 1.3
+  EXPECT_EQ(snap.batch().version_index_size(), 3);
+  ASSERT_TRUE(Receive(*origin_, {snap}).ok());
+  auto view = cache_->View(origin_->device_id());
+  ASSERT_TRUE(view.has_value());
+  const Entry* got = view->entries->Find(EntryKey::Of(state[1]));
+  ASSERT_NE(got, nullptr);
+  EXPECT_EQ(GeneratorVersionOf(*got), "thumbgen 1.3");
+  EXPECT_EQ(GeneratorVersionOf(*view->entries->Find(EntryKey::Of(state[2]))),
+            "");
+
+  // A relay claims the origin's sidecar 1 was made by another version,
+  // with the origin's genuine head of a later seq over the real state: the
+  // digest covers the version, so it is refused.
+  Entry changed = WithVersion(MakeEntry(1, 4), "thumbgen 9.9");
+  std::vector<Entry> real_next = state;
+  real_next[1] = MakeEntry(1, 4);  // the origin's real seq 4: no version
+  ASSERT_TRUE(
+      Receive(*relay_, {WithHead(Batch(*origin_, v1::EntryBatch::MODE_DELTA, 5,
+                                       {changed}, 4),
+                                 Head(*origin_, *origin_, 5, 4, real_next))})
+          .ok());
+  EXPECT_EQ(last_refused_, 1u);
+  EXPECT_EQ(GeneratorVersionOf(*cache_->View(origin_->device_id())
+                                    ->entries->Find(EntryKey::Of(state[1]))),
+            "thumbgen 1.3");
+  // The true change passes.
+  ASSERT_TRUE(
+      Receive(*relay_, {WithHead(Batch(*origin_, v1::EntryBatch::MODE_DELTA, 5,
+                                       {real_next[1]}, 4),
+                                 Head(*origin_, *origin_, 5, 4, real_next))})
+          .ok());
+  EXPECT_EQ(last_refused_, 0u);
+  EXPECT_EQ(GeneratorVersionOf(*cache_->View(origin_->device_id())
+                                    ->entries->Find(EntryKey::Of(state[1]))),
+            "");
+}
+
+TEST_F(ExchangeReceiverTest, HostileGeneratorVersionsAreRefused) {
+  v1::ExchangeResponse good =
+      Batch(*origin_, v1::EntryBatch::MODE_SNAPSHOT, 5,
+            {WithVersion(MakeEntry(0, 1), "thumbgen 1.2")}, 1);
+  const size_t dict_before = GeneratorVersionDict::Global().size();
+  ASSERT_EQ(good.batch().generator_versions_size(), 1);
+  auto expect_refused = [&](v1::ExchangeResponse m, absl::StatusCode code,
+                            const char* what) {
+    absl::Status s = Receive(*origin_, {m});
+    EXPECT_EQ(s.code(), code) << what << ": " << s;
+    EXPECT_EQ(LiveCount(*origin_), 0u) << what;
+  };
+  v1::ExchangeResponse m = good;
+  m.mutable_batch()->set_generator_versions(0, std::string(129, 'v'));
+  expect_refused(m, absl::StatusCode::kInvalidArgument, "too long");
+  m = good;
+  m.mutable_batch()->set_generator_versions(0, "thumbgen \xff" "1.2");
+  expect_refused(m, absl::StatusCode::kInvalidArgument, "not UTF-8");
+  m = good;
+  m.mutable_batch()->set_generator_versions(0, "thumbgen\n1.2");
+  expect_refused(m, absl::StatusCode::kInvalidArgument, "control character");
+  m = good;
+  m.mutable_batch()->set_version_index(0, 1);
+  expect_refused(m, absl::StatusCode::kInvalidArgument, "index outside");
+  m = good;
+  m.mutable_batch()->add_version_index(0);
+  expect_refused(m, absl::StatusCode::kInvalidArgument, "column length");
+  m = good;
+  for (size_t i = 0; i < kMaxBatchVersions; ++i) {
+    m.mutable_batch()->add_generator_versions(absl::StrCat("many ", i));
+  }
+  expect_refused(m, absl::StatusCode::kResourceExhausted, "too many");
+  // A refused batch added nothing to the dictionary.
+  EXPECT_EQ(GeneratorVersionDict::Global().size(), dict_before);
+  EXPECT_EQ(GeneratorVersionDict::Global().added_by(origin_->device_id()), 0u);
+  ASSERT_TRUE(Receive(*origin_, {good}).ok());
+  EXPECT_EQ(LiveCount(*origin_), 1u);
+}
+
 // Last in this file: it fills the process-wide variant dictionary.
 TEST_F(ExchangeReceiverTest, PeerVariantsNeverBlockOwnRegistrations) {
   const v1::ExchangeResponse header =
@@ -534,6 +629,56 @@ TEST_F(ExchangeReceiverTest, PeerVariantsNeverBlockOwnRegistrations) {
   std::vector<Entry> out;
   EXPECT_EQ(DecodeEntries(wide, 1, relay_->device_id(), &out).code(),
             absl::StatusCode::kResourceExhausted);
+}
+
+// Fills the process-wide generator version dictionary: keep it last.
+TEST_F(ExchangeReceiverTest, PeerGeneratorVersionsNeverBlockOwnRegistrations) {
+  GeneratorVersionDict& dict = GeneratorVersionDict::Global();
+  const size_t before = dict.size();
+  auto flood = [&](const DeviceKey& sender, absl::string_view prefix,
+                   int count) {
+    v1::ExchangeResponse m =
+        Batch(*origin_, v1::EntryBatch::MODE_DELTA, 0, {MakeEntry(0, 1)}, 1);
+    m.mutable_batch()->clear_generator_versions();
+    m.mutable_batch()->clear_version_index();
+    m.mutable_batch()->add_version_index(0);
+    for (int i = 0; i < count; ++i) {
+      m.mutable_batch()->add_generator_versions(absl::StrCat(prefix, " ", i));
+    }
+    return Receive(sender, {m});
+  };
+  // One member floods, batch after batch: it adds its share and no more.
+  absl::Status s = absl::OkStatus();
+  for (int batch = 0; s.ok() && batch < 20; ++batch) {
+    s = flood(*origin_, absl::StrCat("flood", batch), 200);
+  }
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_EQ(dict.added_by(origin_->device_id()),
+            GeneratorVersionDict::kPerPeerShare);
+  EXPECT_LE(dict.size(), before + GeneratorVersionDict::kPerPeerShare);
+  // Another member still names new versions.
+  EXPECT_TRUE(flood(*relay_, "relayed", 10).ok());
+  EXPECT_TRUE(dict.Find("relayed 0").has_value());
+
+  // Many members together fill no more than the peers' part.
+  absl::StatusOr<uint16_t> id;
+  for (uint32_t peer = 0; peer < 64; ++peer) {
+    Uuid fake;
+    fake.bytes.fill(0xee);
+    std::memcpy(fake.bytes.data(), &peer, sizeof(peer));
+    for (size_t i = 0; i < GeneratorVersionDict::kPerPeerShare; ++i) {
+      id = dict.InternFromPeer(absl::StrCat("many", peer, " ", i), fake);
+      if (!id.ok()) break;
+    }
+    if (!id.ok()) break;
+  }
+  EXPECT_EQ(id.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(dict.size(), GeneratorVersionDict::kCapacity -
+                             GeneratorVersionDict::kLocalReserve);
+  // This device can still register new versions of its own.
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_TRUE(dict.Intern(absl::StrCat("own ", i)).ok()) << i;
+  }
 }
 
 }  // namespace

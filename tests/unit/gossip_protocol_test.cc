@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "services/availability/generator_version.h"
 #include "services/availability/variant_dict.h"
 
 namespace sidecar::availability {
@@ -111,6 +112,40 @@ TEST(CodecTest, RoundTripsEntries) {
   ASSERT_EQ(out.size(), in.size());
   for (size_t i = 0; i < in.size(); ++i) {
     EXPECT_EQ(0, std::memcmp(&in[i], &out[i], sizeof(Entry))) << i;
+  }
+}
+
+TEST(CodecTest, GeneratorVersionsTravelAsAPerBatchDictionary) {
+  std::vector<Entry> plain = SomeEntries(100);
+  v1::EntryBatch without;
+  EncodeEntries(plain, &without);
+  // No version anywhere: no column at all.
+  EXPECT_EQ(without.version_index_size(), 0);
+  EXPECT_EQ(without.generator_versions_size(), 0);
+
+  GeneratorVersionDict& dict = GeneratorVersionDict::Global();
+  const uint16_t ids[] = {dict.Intern("thumbgen 1.2").value(),
+                          dict.Intern("thumbgen 1.3").value()};
+  std::vector<Entry> in;
+  for (const Entry& e : plain) {
+    in.push_back(Entry::Make(e.content, e.kind(), e.format(), e.variant(),
+                             e.size(), e.sha256, e.seq(), e.removed(),
+                             ids[e.seq() % 2]));
+  }
+  v1::EntryBatch b;
+  EncodeEntries(in, &b);
+  EXPECT_EQ(b.generator_versions_size(), 2);
+  EXPECT_EQ(b.version_index_size(), 100);
+  // One byte per entry and each string once.
+  const size_t extra = b.ByteSizeLong() - without.ByteSizeLong();
+  EXPECT_LE(extra, 100u + 2 * (12 + 2) + 8);  // 133 bytes, as measured
+  std::vector<Entry> out;
+  ASSERT_TRUE(DecodeEntries(b, 100, kSender, &out).ok());
+  ASSERT_EQ(out.size(), in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    EXPECT_EQ(0, std::memcmp(&in[i], &out[i], sizeof(Entry))) << i;
+    EXPECT_EQ(GeneratorVersionOf(out[i]),
+              i % 2 ? "thumbgen 1.2" : "thumbgen 1.3");  // seq = i + 1
   }
 }
 

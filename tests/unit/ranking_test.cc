@@ -57,5 +57,56 @@ TEST(RankingTest, DemotedGoesLastAndTiesAreDeterministic) {
   EXPECT_EQ(RankSources(c), std::vector<size_t>({1, 2, 0}));
 }
 
+Sha256Digest Bytes(int n) {
+  Sha256Digest d{};
+  d[0] = static_cast<uint8_t>(n);
+  return d;
+}
+
+TEST(RankingTest, HoldersOfTheNewestVersionComeFirst) {
+  // The fastest holder has the older version: it comes after both holders
+  // of the newer one.
+  std::vector<Candidate> c = {C(1, true, 1, 100e6, 10), C(2, true, 30, 1e6, 10),
+                              C(3, true, 20, 1e6, 10)};
+  c[0].generator_version = "thumbgen 1.2";
+  c[0].sha256 = Bytes(1);
+  c[1].generator_version = c[2].generator_version = "thumbgen 1.10";
+  c[1].sha256 = c[2].sha256 = Bytes(2);
+  EXPECT_EQ(RankSources(c), std::vector<size_t>({2, 1, 0}));
+  // A newer version held only offline does not demote what can be fetched.
+  c[1].online = c[2].online = false;
+  EXPECT_EQ(RankSources(c), std::vector<size_t>({0}));
+  // Versions of another generator, or unparsable, are not older: speed
+  // decides among them.
+  c[1].online = c[2].online = true;
+  c[1].generator_version = "othergen 9";
+  c[2].generator_version = "nightly";
+  EXPECT_EQ(RankSources(c), std::vector<size_t>({0, 2, 1}));
+}
+
+TEST(RankingTest, HoldersOfTheSameBytesStayTogether) {
+  // Same version, two different digests: the group of the best holder
+  // first, whole, then the other; a fetch of the first source's bytes
+  // finds all its agreeing sources at the front.
+  std::vector<Candidate> c = {C(1, true, 1, 0, 10), C(2, true, 2, 0, 10),
+                              C(3, true, 3, 0, 10), C(4, true, 4, 0, 10)};
+  for (Candidate& x : c) x.generator_version = "ocr 3";
+  c[0].sha256 = c[2].sha256 = Bytes(1);
+  c[1].sha256 = c[3].sha256 = Bytes(2);
+  EXPECT_EQ(RankSources(c), std::vector<size_t>({0, 2, 1, 3}));
+}
+
+TEST(RankingTest, ConflictingVersionsAreSameVersionDifferentBytes) {
+  std::vector<HeldCopy> copies = {
+      {"ocr 3", Bytes(1), 10},      {"ocr 3", Bytes(1), 10},
+      {"ocr 4", Bytes(2), 10},      {"ocr 4", Bytes(3), 10},
+      {"thumbgen 1", Bytes(4), 10}, {"thumbgen 1", Bytes(4), 11},
+      {"", Bytes(5), 10},           {"", Bytes(6), 10}};
+  EXPECT_EQ(ConflictingVersions(copies),
+            std::vector<std::string>({"ocr 4", "thumbgen 1"}));
+  copies.resize(2);
+  EXPECT_TRUE(ConflictingVersions(copies).empty());
+}
+
 }  // namespace
 }  // namespace sidecar::availability

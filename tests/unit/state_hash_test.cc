@@ -7,6 +7,7 @@
 
 #include <random>
 
+#include "services/availability/generator_version.h"
 #include "services/availability/origin_table.h"
 #include "services/availability/variant_dict.h"
 
@@ -50,6 +51,50 @@ TEST(StateHashTest, CoversWhatIsAdvertisedAndNothingElse) {
   other_sha.sha256[0] ^= 1;
   EXPECT_NE(StateHashOf(Sorted({other_sha, Make(b, 3, 20, 2)})), base);
   EXPECT_NE(StateHashOf({}), base);
+}
+
+// The generator version is advertised, so it is covered: by its string,
+// which is the same on every device, not by its id, which is not.
+TEST(StateHashTest, CoversTheGeneratorVersion) {
+  std::mt19937_64 rng(4);
+  Uuid a = RandomUuid(rng), b = RandomUuid(rng);
+  GeneratorVersionDict& dict = GeneratorVersionDict::Global();
+  const uint16_t v12 = dict.Intern("thumbgen 1.2").value();
+  const uint16_t v13 = dict.Intern("thumbgen 1.3").value();
+  auto with = [](Entry e, uint16_t version) {
+    return Entry::Make(e.content, e.kind(), e.format(), e.variant(), e.size(),
+                       e.sha256, e.seq(), e.removed(), version);
+  };
+  const Sha256Digest base =
+      StateHashOf(Sorted({with(Make(a, 3, 10, 1), v12), Make(b, 3, 20, 2)}));
+  EXPECT_NE(
+      StateHashOf(Sorted({with(Make(a, 3, 10, 1), v13), Make(b, 3, 20, 2)})),
+      base);
+  EXPECT_NE(StateHashOf(Sorted({Make(a, 3, 10, 1), Make(b, 3, 20, 2)})), base);
+  // The empty version and none at all are the same thing.
+  EXPECT_EQ(
+      StateHashOf(Sorted({with(Make(a, 3, 10, 1), 0), Make(b, 3, 20, 2)})),
+      StateHashOf(Sorted({Make(a, 3, 10, 1), Make(b, 3, 20, 2)})));
+  // The canonical leaf: ..., size, sha256, then the version's length byte
+  // and bytes (as tests/fuzz/make_corpus.py computes it independently).
+  Entries one = {with(Make(a, 3, 10, 1), v12)};
+  std::string leaf(std::string(a.AsBytes()));
+  leaf.push_back(static_cast<char>(v1::SIDECAR_KIND_THUMB));
+  leaf.push_back(static_cast<char>(v1::SIDECAR_FORMAT_WEBP));
+  absl::string_view name = VariantDict::Global().Name(3);
+  leaf.push_back(static_cast<char>(name.size()));
+  leaf.append(name.data(), name.size());
+  AppendBigEndian(10, &leaf);
+  leaf.append(std::string(DigestBytes(Sha256Of("10"))));
+  leaf.push_back(static_cast<char>(12));
+  leaf.append("thumbgen 1.2");
+  const uint32_t bucket = (uint32_t{a.bytes[0]} << 8 | a.bytes[1]) >> 4;
+  Sha256 root;
+  root.Update("sidecar-sync state v2");
+  for (uint32_t i = 0; i < 4096; ++i) {
+    root.Update(DigestBytes(Sha256Of(i == bucket ? leaf : "")));
+  }
+  EXPECT_EQ(StateHashOf(one), root.Finish());
 }
 
 // Variant ids differ between processes; the digest must follow the names.
