@@ -75,6 +75,15 @@ void Bandwidth::Take(uint64_t bytes, v1::Priority p) {
   if (level == 0) background_.Acquire(bytes);
 }
 
+bool Bandwidth::WaitTurn(v1::Priority p, absl::Duration max_pause) {
+  const int level = Level(p);
+  absl::MutexLock lock(&mu_);
+  auto may_go = [this, level]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return cancelled_ || !HigherActive(level);
+  };
+  return mu_.AwaitWithTimeout(absl::Condition(&may_go), max_pause);
+}
+
 void Bandwidth::Cancel() {
   {
     absl::MutexLock lock(&mu_);

@@ -22,6 +22,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "services/transfer/rate_limiter.h"
 #include "sidecar/v1/transfer.pb.h"
 
@@ -60,6 +61,13 @@ class Bandwidth {
   // waits while a transfer of higher priority is active, then for the caps
   // that apply (Cancel ends both waits).
   void Take(uint64_t bytes, v1::Priority p) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Waits up to `max_pause` while a transfer of higher priority than `p` is
+  // active. True when `p` may go on; false when it is still yielding (for
+  // work that would rather give up its turn than wait: a batch gives back
+  // what it has not received yet).
+  bool WaitTurn(v1::Priority p, absl::Duration max_pause)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // Whether transfers of priority `p` are yielding now (for the stall
   // watchdog: a paused stream is not a stalled one).

@@ -20,6 +20,9 @@ struct BatchLane::Batch {
   absl::StatusOr<std::vector<Resolution>> res;
   // Jobs the lane gives back to the one-by-one path, with why.
   std::vector<std::pair<size_t, std::string>> fallback;
+  // Jobs not received when the batch yielded to foreground work: back to
+  // the queue, unattempted.
+  std::vector<std::string> yielded;
   // Ids of jobs whose sidecar is already on this device.
   std::vector<std::string> already_local;
   // Items written as part files, the index of each one's job, and the
@@ -190,6 +193,7 @@ void BatchLane::ReadFrom(Batch& b, const FetchSource& src,
   uint64_t received = 0;
   bool corrupt = false;
   v1::BatchReadResponse batch;
+  bool yielded = false;
   while (reader->Read(&batch)) {
     StreamAlive(&ctx);
     for (const v1::BatchReadItem& item : batch.items()) {
@@ -197,14 +201,26 @@ void BatchLane::ReadFrom(Batch& b, const FetchSource& src,
       // like the items not received yet.
       if (stop_requested_.load(std::memory_order_relaxed)) break;
       if (item.index() >= members.size() || seen[item.index()]) continue;
+      // Paused too long for foreground work: keep what came, give back
+      // the rest.
+      if (!yielded && !bandwidth_->WaitTurn(b.priority, options_.yield_after)) {
+        yielded = true;
+        ctx.TryCancel();
+      }
       seen[item.index()] = 1;
-      TakeItem(b, src, members[item.index()], item, &received, &corrupt);
+      TakeItem(b, src, members[item.index()], item, !yielded, &received,
+               &corrupt);
+      // Waiting for the bandwidth caps is not a stall.
+      StreamAlive(&ctx);
     }
+    if (yielded) break;
   }
   grpc::Status st = reader->Finish();
   StreamEnded(&ctx);
   for (size_t k = 0; k < members.size(); ++k) {
-    if (!seen[k]) {
+    if (!seen[k] && yielded) {
+      b.yielded.push_back(b.jobs[members[k]].id);
+    } else if (!seen[k]) {
       b.fallback.push_back(
           {members[k], absl::StrCat(SourceName(src), ": ",
                                     st.ok() ? "item missing from the batch"
@@ -216,8 +232,8 @@ void BatchLane::ReadFrom(Batch& b, const FetchSource& src,
 }
 
 void BatchLane::TakeItem(Batch& b, const FetchSource& src, size_t i,
-                         const v1::BatchReadItem& item, uint64_t* received,
-                         bool* corrupt) {
+                         const v1::BatchReadItem& item, bool charge,
+                         uint64_t* received, bool* corrupt) {
   const Job& job = b.jobs[i];
   const FetchSource& want = (*b.res)[i].sources[0];
   if (item.status_code() != 0) {
@@ -235,7 +251,7 @@ void BatchLane::TakeItem(Batch& b, const FetchSource& src, size_t i,
                                           "advertised SHA-256")});
     return;
   }
-  bandwidth_->Take(data.size(), b.priority);
+  if (charge) bandwidth_->Take(data.size(), b.priority);
   *received += data.size();
   if (absl::Status w = store_->WriteWholePart(job.id, data); !w.ok()) {
     b.fallback.push_back({i, std::string(w.message())});
@@ -317,12 +333,24 @@ void BatchLane::Conclude(Batch& b) {
     WarnIfFailed(jobs_->ScheduleRetry(id, absl::Now(), why), id,
                  "cannot schedule its retry");
   }
-  if (!b.fallback.empty()) hooks_.wake();
+  if (!b.yielded.empty()) {
+    absl::StatusOr<uint64_t> n = jobs_->Requeue(b.yielded);
+    if (!n.ok()) {
+      // They stay RUNNING until the next start resumes them.
+      SC_LOG(WARNING) << "batch: cannot put " << b.yielded.size()
+                      << " jobs back in the queue: " << n.status();
+    } else {
+      SC_LOG(INFO) << "batch yielded to foreground work: " << *n
+                   << " jobs back in the queue";
+    }
+  }
+  if (!b.fallback.empty() || !b.yielded.empty()) hooks_.wake();
   SC_LOG(DEBUG) << "batch of " << b.jobs.size() << ": " << b.done.size()
                 << " fetched, " << b.already_local.size() << " local, "
-                << b.fallback.size() << " left to the workers, in "
-                << absl::Now() - b.start << " (resolve " << b.resolved - b.start
-                << ", receive " << b.received_all - b.resolved << ", install "
+                << b.fallback.size() << " left to the workers, "
+                << b.yielded.size() << " yielded, in " << absl::Now() - b.start
+                << " (resolve " << b.resolved - b.start << ", receive "
+                << b.received_all - b.resolved << ", install "
                 << b.installed - b.received_all << ", register "
                 << b.registered - b.installed << ", finish "
                 << absl::Now() - b.registered << ")";

@@ -49,6 +49,10 @@ struct BatchLaneOptions {
   // A BatchRead that receives nothing for this long is cancelled
   // (CancelStalled).
   absl::Duration stall_timeout = absl::Seconds(10);
+  // A batch paused this long for foreground work (Bandwidth) finishes
+  // early: what it received is installed, and the jobs of the rest go back
+  // to the queue unattempted, so the lane is free for the foreground.
+  absl::Duration yield_after = absl::Seconds(1);
 };
 
 class BatchLane {
@@ -113,9 +117,11 @@ class BatchLane {
   void ReadFrom(Batch& b, const FetchSource& src, const Members& members)
       ABSL_LOCKS_EXCLUDED(mu_);
   // One item of `src`'s answer; adds its bytes to *received and sets
-  // *corrupt if they fail the advertised SHA-256.
+  // *corrupt if they fail the advertised SHA-256. `charge`: take the bytes
+  // from the bandwidth (waiting for the caps); not for an item received
+  // after the batch decided to yield.
   void TakeItem(Batch& b, const FetchSource& src, size_t i,
-                const v1::BatchReadItem& item, uint64_t* received,
+                const v1::BatchReadItem& item, bool charge, uint64_t* received,
                 bool* corrupt);
   // Installs the written items and registers them READY (FinishDone).
   void Install(Batch& b);
@@ -125,8 +131,9 @@ class BatchLane {
                   const std::vector<AvailabilityClient::ReadyItem>& ready,
                   const std::vector<size_t>& ready_index,
                   const absl::Status& reg);
-  // Schedules the set-aside jobs for the workers, logs the batch and
-  // publishes what watched jobs became.
+  // Schedules the set-aside jobs for the workers, puts those the batch
+  // yielded back in the queue, logs the batch and publishes what watched
+  // jobs became.
   void Conclude(Batch& b);
 
   // The BatchRead `ctx` starts, delivers a message, ends.

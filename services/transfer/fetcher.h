@@ -73,6 +73,9 @@ struct FetcherOptions {
   // another's flushes and renames.
   int batch_lanes = 4;
   uint64_t batch_max_item_bytes = 4ull << 20;
+  // A batch paused this long for foreground work finishes early
+  // (BatchLaneOptions::yield_after).
+  absl::Duration batch_yield_after = absl::Seconds(1);
   // The store quota (Evictor::Admit), asked before a job fetches `bytes`
   // more; a non-OK answer ends the job GENERATE with its message. Null: no
   // quota.

@@ -250,6 +250,10 @@ absl::Status PrepareStatements(pg::Connection& conn) {
            "ORDER BY priority DESC, created_at, id LIMIT $3 "
            "FOR UPDATE SKIP LOCKED))",
            returning)},
+      {"give_back",
+       "UPDATE transfer_jobs SET state = 1, attempts = greatest(attempts - 1, "
+       "0), claim_token = NULL, next_attempt_at = NULL, updated_at = "
+       "clock_timestamp() WHERE id = ANY($1::uuid[]) AND state = 2"},
       {"finish_many",
        "UPDATE transfer_jobs t SET state = $2::smallint, reason = $3, "
        "error_code = 0, next_attempt_at = NULL, "
@@ -330,6 +334,7 @@ class PgJobStore final : public JobStore {
                                               v1::Priority priority) override;
   absl::StatusOr<std::vector<Job>> ClaimBatch(
       absl::Time now, size_t max, absl::Span<const Kind> kinds) override;
+  absl::StatusOr<uint64_t> Requeue(absl::Span<const std::string> ids) override;
   // Runs a claiming UPDATE that marks its jobs with `token`, in a
   // transaction; a retry after a lost COMMIT finds them by the token.
   absl::StatusOr<std::vector<Job>> Claim(const std::string& statement,
@@ -616,6 +621,28 @@ absl::StatusOr<uint64_t> PgJobStore::FinishMany(
         return absl::OkStatus();
       });
   if (!s.ok()) return s;
+  return n;
+}
+
+absl::StatusOr<uint64_t> PgJobStore::Requeue(
+    absl::Span<const std::string> ids) {
+  if (ids.empty()) return 0;
+  std::string array = "{";
+  for (size_t i = 0; i < ids.size(); ++i) {
+    std::optional<std::string> c = CanonicalId(ids[i]);
+    if (!c) return absl::InvalidArgumentError("job ids are UUIDs");
+    absl::StrAppend(&array, i ? "," : "", *c);
+  }
+  array += "}";
+  absl::MutexLock lock(&mu_);
+  uint64_t n = 0;
+  SC_RETURN_IF_ERROR(conn_->RunWithRetry(
+      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
+        SC_ASSIGN_OR_RETURN(pg::Result r,
+                            conn.ExecPrepared("give_back", {array}));
+        n = r.affected_rows();
+        return absl::OkStatus();
+      }));
   return n;
 }
 

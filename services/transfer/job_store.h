@@ -138,6 +138,12 @@ class JobStore {
   virtual absl::Status AddDemoted(absl::string_view id,
                                   absl::string_view device_id) = 0;
 
+  // Puts RUNNING jobs among `ids` back to QUEUED as if never claimed (their
+  // claim's attempt is not counted): for work that yielded to foreground
+  // work before it started. Returns how many it put back.
+  virtual absl::StatusOr<uint64_t> Requeue(
+      absl::Span<const std::string> ids) = 0;
+
   // Puts an active job into WAITING_RETRY until `next_attempt_at`, with
   // `last_error`. bytes_verified is kept. Errors as UpdateProgress.
   virtual absl::Status ScheduleRetry(absl::string_view id,

@@ -64,6 +64,9 @@ ABSL_FLAG(int, workers, 3, "fetch jobs run at once");
 ABSL_FLAG(int, batch_lanes, 4,
           "batches of small sidecars (thumbnails...) fetched at once");
 ABSL_FLAG(int, batch_max_jobs, 1000, "sidecars per batch");
+ABSL_FLAG(absl::Duration, batch_yield_after, absl::Seconds(1),
+          "a batch paused this long for foreground work finishes early and "
+          "gives its unreceived jobs back to the queue");
 ABSL_FLAG(int, max_attempts, 5, "attempts of a job before it ends in GENERATE");
 ABSL_FLAG(absl::Duration, retry_initial_backoff, absl::Milliseconds(200),
           "wait before the second attempt; doubles per attempt, with jitter");
@@ -202,8 +205,9 @@ int Main() {
       Evictor::Options{
           .root = root.string(),
           .quota = *quota,
-          .refresh_interval = std::max(absl::Milliseconds(10),
-                                       absl::GetFlag(FLAGS_store_usage_interval)),
+          .refresh_interval =
+              std::max(absl::Milliseconds(10),
+                       absl::GetFlag(FLAGS_store_usage_interval)),
           .evict_last_copies = absl::GetFlag(FLAGS_evict_last_copies)},
       evict_backend.get());
   // Files of sidecars withdrawn by an eviction a crash interrupted: deleted
@@ -241,6 +245,7 @@ int Main() {
   fo.stall_timeout = absl::GetFlag(FLAGS_stall_timeout);
   fo.min_free_bytes = absl::GetFlag(FLAGS_min_free_bytes);
   fo.batch_lanes = std::max(0, absl::GetFlag(FLAGS_batch_lanes));
+  fo.batch_yield_after = absl::GetFlag(FLAGS_batch_yield_after);
   fo.batch_max_jobs =
       static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_batch_max_jobs)));
   if (evictor.enabled()) {

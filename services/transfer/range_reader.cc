@@ -245,6 +245,7 @@ absl::Status RangeReader::Read(v1::TransferPeer::Stub* stub, uint64_t offset,
     if (!problem.empty()) break;
     const std::string& data = chunk.data();
     bandwidth_->Take(data.size(), priority_);
+    callbacks_.stream_alive(&ctx);  // waiting for bandwidth is not a stall
     if (absl::Status w = part->WriteAt(next, data); !w.ok()) {
       ctx.TryCancel();
       reader->Finish();

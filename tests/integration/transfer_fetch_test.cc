@@ -974,6 +974,77 @@ TEST_F(TransferTest, ManyThumbnailsGoThroughTheBatchLane) {
   EXPECT_EQ(Resolve(b, keys[0]).outcome(), ResolveResponse::OUTCOME_LOCAL);
 }
 
+// Foreground first: a prefetch batch that has to pause for an interactive
+// fetch longer than --batch_yield_after finishes early. Its unreceived
+// jobs go back to the queue unattempted and are fetched after the
+// interactive one, each in one attempt.
+TEST_F(TransferTest, PrefetchBatchYieldsToAnInteractiveFetch) {
+  Device* a = Add("a");
+  // Prefetch crawls (400 KB/s: its 3 MB come in about three BatchRead
+  // messages) and the interactive proxy takes seconds (2 MB/s for
+  // everything): the batch is paused far longer than it may be.
+  Device* b = Add("b", {{"background_bandwidth_limit", "400000"},
+                        {"bandwidth_limit", "2000000"},
+                        {"batch_yield_after", "300ms"},
+                        {"batch_lanes", "1"}});
+  StartAll({{a, b}});
+  std::vector<v1::SidecarKey> thumbs;
+  for (int i = 0; i < 150; ++i) {
+    thumbs.push_back(Publish(a,
+                             RandomKeyProto(v1::SIDECAR_KIND_THUMB, "grid@2x",
+                                            v1::SIDECAR_FORMAT_WEBP),
+                             MakeWebp(20000, 200 + i)));
+  }
+  v1::SidecarKey proxy = Publish(
+      a, RandomKeyProto(v1::SIDECAR_KIND_PROXY, "edit", v1::SIDECAR_FORMAT_MP4),
+      RandomBytes(12 << 20, 7));
+  ASSERT_TRUE(
+      WaitFor([&] { return KnowsRemote(b, proxy, 1); }, absl::Seconds(10)));
+  ASSERT_TRUE(WaitFor([&] { return KnowsRemote(b, thumbs.back(), 1); },
+                      absl::Seconds(10)));
+
+  auto fetch = [&](const std::vector<v1::SidecarKey>& keys, v1::Priority p) {
+    v1::FetchRequest req;
+    req.set_priority(p);
+    for (const auto& k : keys) *req.add_keys() = k;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(10));
+    v1::FetchResponse resp;
+    EXPECT_TRUE(b->xfer->api()->Fetch(&ctx, req, &resp).ok());
+    std::vector<std::string> ids;
+    for (const auto& r : resp.results()) {
+      EXPECT_EQ(r.outcome(), FetchResult::OUTCOME_QUEUED);
+      ids.push_back(r.job_id());
+    }
+    return ids;
+  };
+  std::vector<std::string> prefetch = fetch(thumbs, v1::PRIORITY_PREFETCH);
+  ASSERT_EQ(prefetch.size(), thumbs.size());
+  // The batch is under way before the interactive fetch comes.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        std::optional<v1::JobStatus> j = Job(b, prefetch[0]);
+        return j && j->state() == v1::JOB_STATE_RUNNING;
+      },
+      absl::Seconds(10)));
+  absl::SleepFor(absl::Milliseconds(300));
+  std::vector<std::string> urgent = fetch({proxy}, v1::PRIORITY_INTERACTIVE);
+  ASSERT_EQ(urgent.size(), 1u);
+  v1::JobStatus st = WaitJob(b, urgent[0], absl::Seconds(60));
+  EXPECT_EQ(st.state(), v1::JOB_STATE_DONE) << st.last_error();
+  EXPECT_EQ(st.attempts(), 1u);
+
+  for (const std::string& id : prefetch) {
+    v1::JobStatus t = WaitJob(b, id, absl::Seconds(60));
+    EXPECT_EQ(t.state(), v1::JOB_STATE_DONE) << id << " " << t.last_error();
+    // Given back unattempted, so one attempt each, with no retry.
+    EXPECT_EQ(t.attempts(), 1u) << id;
+  }
+  const std::string log = ReadAll(b->xfer->log_path());
+  EXPECT_NE(log.find("batch yielded to foreground work"), std::string::npos)
+      << log;
+}
+
 TEST_F(TransferTest, ThumbnailsArePrefetchedProxiesAreNot) {
   Device* a = Add("a");
   Device* b = Add("b", {{"prefetch_kinds", "thumb"}});
@@ -1147,7 +1218,6 @@ TEST_F(TransferTest, ThumbnailsLearnedWhileNotWatchingArePrefetched) {
   }
 }
 
-
 // The store quota on a small real filesystem (tmpfs), real processes and
 // PostgreSQL. b may keep 600 KiB of sidecars: its own (never evicted) and
 // fetched ones. A prefetch past the quota ends saying so and writes
@@ -1180,8 +1250,8 @@ TEST_F(TransferTest, StoreQuotaEvictsLeastRecentlyUsedFetchedSidecars) {
   }
   // b's own thumbnail: generated there, never evicted.
   v1::SidecarKey own = Publish(b, thumb(), MakeWebp(kSize, 799));
-  ASSERT_TRUE(WaitFor([&] { return KnowsRemote(b, t[4], 1); },
-                      absl::Seconds(5)));
+  ASSERT_TRUE(
+      WaitFor([&] { return KnowsRemote(b, t[4], 1); }, absl::Seconds(5)));
   auto stored = [&](const v1::SidecarKey& k) {
     return root + "/" + RelativePath(*KeyFromProto(k));
   };
@@ -1206,10 +1276,8 @@ TEST_F(TransferTest, StoreQuotaEvictsLeastRecentlyUsedFetchedSidecars) {
   };
 
   // Up to the quota: own 200 KiB + t0 + t1.
-  ASSERT_EQ(fetch(t[0], v1::PRIORITY_INTERACTIVE).state(),
-            v1::JOB_STATE_DONE);
-  ASSERT_EQ(fetch(t[1], v1::PRIORITY_INTERACTIVE).state(),
-            v1::JOB_STATE_DONE);
+  ASSERT_EQ(fetch(t[0], v1::PRIORITY_INTERACTIVE).state(), v1::JOB_STATE_DONE);
+  ASSERT_EQ(fetch(t[1], v1::PRIORITY_INTERACTIVE).state(), v1::JOB_STATE_DONE);
   // t0 is used now, so t1 is the least recently used.
   absl::SleepFor(absl::Milliseconds(50));
   EXPECT_EQ(Resolve(b, t[0]).outcome(), ResolveResponse::OUTCOME_LOCAL);
@@ -1236,8 +1304,7 @@ TEST_F(TransferTest, StoreQuotaEvictsLeastRecentlyUsedFetchedSidecars) {
   EXPECT_FALSE(std::filesystem::exists(stored(t[2])));
 
   // An interactive fetch makes room: t1 goes, t0 (used) and own stay.
-  ASSERT_EQ(fetch(t[3], v1::PRIORITY_INTERACTIVE).state(),
-            v1::JOB_STATE_DONE);
+  ASSERT_EQ(fetch(t[3], v1::PRIORITY_INTERACTIVE).state(), v1::JOB_STATE_DONE);
   EXPECT_EQ(ReadAll(stored(t[3])), body[3]);
   EXPECT_FALSE(std::filesystem::exists(stored(t[1])));
   EXPECT_TRUE(std::filesystem::exists(stored(t[0])));
@@ -1253,8 +1320,7 @@ TEST_F(TransferTest, StoreQuotaEvictsLeastRecentlyUsedFetchedSidecars) {
     EXPECT_TRUE(d->avail->api()->WhoHas(&ctx, req, &resp).ok());
     return resp.results_size() ? resp.results(0).holders_size() : -1;
   };
-  EXPECT_TRUE(WaitFor([&] { return holders(a, t[1]) == 1; },
-                      absl::Seconds(5)));
+  EXPECT_TRUE(WaitFor([&] { return holders(a, t[1]) == 1; }, absl::Seconds(5)));
   EXPECT_EQ(holders(a, t[3]), 2);
   EXPECT_TRUE(std::filesystem::is_empty(root + "/.evicting"));
 
@@ -1268,10 +1334,8 @@ TEST_F(TransferTest, StoreQuotaEvictsLeastRecentlyUsedFetchedSidecars) {
     v1::RemoveResponse resp;
     ASSERT_TRUE(a->avail->api()->Remove(&ctx, req, &resp).ok());
   }
-  ASSERT_TRUE(WaitFor([&] { return holders(b, t[0]) == 1; },
-                      absl::Seconds(5)));
-  ASSERT_EQ(fetch(t[4], v1::PRIORITY_INTERACTIVE).state(),
-            v1::JOB_STATE_DONE);
+  ASSERT_TRUE(WaitFor([&] { return holders(b, t[0]) == 1; }, absl::Seconds(5)));
+  ASSERT_EQ(fetch(t[4], v1::PRIORITY_INTERACTIVE).state(), v1::JOB_STATE_DONE);
   EXPECT_TRUE(std::filesystem::exists(stored(t[0])));
   EXPECT_EQ(Resolve(b, t[0]).outcome(), ResolveResponse::OUTCOME_LOCAL);
   EXPECT_FALSE(std::filesystem::exists(stored(t[3])));

@@ -594,6 +594,39 @@ TEST_F(JobStoreTest, ClaimBatchTakesAtMostMaxOfOnePriorityWithAStalePlan) {
   EXPECT_EQ(rest, 1000u);
 }
 
+// A batch that yields to foreground work gives its unreceived jobs back as
+// if never claimed: QUEUED, no attempt counted, batchable again. Jobs no
+// longer RUNNING are left alone.
+TEST_F(JobStoreTest, RequeueGivesClaimedJobsBackUnattempted) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  std::vector<SidecarKey> keys;
+  for (int i = 0; i < 5; ++i) keys.push_back(KeyFor(500 + i));
+  ASSERT_TRUE(store->CreateMany(keys, v1::PRIORITY_PREFETCH).ok());
+  const Kind thumbs[] = {v1::SIDECAR_KIND_THUMB};
+  auto batch = store->ClaimBatch(absl::Now(), 10, thumbs);
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  ASSERT_EQ(batch->size(), 5u);
+  ASSERT_TRUE(
+      store->FinishMany({(*batch)[0].id}, v1::JOB_STATE_DONE, "done").ok());
+
+  std::vector<std::string> ids;
+  for (const Job& j : *batch) ids.push_back(j.id);
+  auto n = store->Requeue(ids);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 4u);  // the finished one stays DONE
+  EXPECT_EQ(MustGet(*store, ids[0]).state, v1::JOB_STATE_DONE);
+  for (size_t i = 1; i < ids.size(); ++i) {
+    Job j = MustGet(*store, ids[i]);
+    EXPECT_EQ(j.state, v1::JOB_STATE_QUEUED);
+    EXPECT_EQ(j.attempts, 0u);
+  }
+  auto again = store->ClaimBatch(absl::Now(), 10, thumbs);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->size(), 4u);
+  EXPECT_FALSE(store->Requeue({"not-a-uuid"}).ok());
+}
+
 TEST_F(JobStoreTest, SurvivesServerRestart) {
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
