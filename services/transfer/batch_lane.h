@@ -34,6 +34,7 @@
 #include "services/transfer/bandwidth.h"
 #include "services/transfer/job_events.h"
 #include "services/transfer/job_store.h"
+#include "services/transfer/prefetch_gate.h"
 #include "services/transfer/store_writer.h"
 #include "sidecar/v1/transfer.grpc.pb.h"
 
@@ -49,6 +50,9 @@ struct BatchLaneOptions {
   // A BatchRead that receives nothing for this long is cancelled
   // (CancelStalled).
   absl::Duration stall_timeout = absl::Seconds(10);
+  // Batches of prefetch jobs are claimed only with a slot of this gate (one
+  // per batch, held until the batch ends). Null: no limit.
+  PrefetchGate* prefetch_gate = nullptr;
 };
 
 class BatchLane {
