@@ -62,7 +62,7 @@ class PrefetchRules {
   // what the prefetcher watches and lists.
   std::vector<Kind> EagerKindList() const;
 
-  // The canonical text form (kind rules before variant rules, both sorted);
+  // The canonical text form (by kind, a kind's own rule before its variants');
   // Parse(ToString()) gives equal rules.
   std::string ToString() const;
 
