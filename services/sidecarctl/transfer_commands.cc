@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -11,6 +12,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
@@ -290,6 +292,95 @@ int RunStore(CommandContext& ctx, const Args&) {
   return kExitOk;
 }
 
+void PrintPrefetchPolicy(CommandContext& ctx, const v1::PrefetchPolicy& p) {
+  ctx.out() << "rules: "
+            << (p.rules().empty() ? std::string("(none: every kind lazy)")
+                                  : p.rules())
+            << "\n"
+            << "max concurrent prefetch: " << p.max_concurrent_prefetch()
+            << " (running now: " << p.running_prefetch() << ")\n"
+            << "metered: " << (p.metered() ? "yes" : "no")
+            << "; prefetch when metered: "
+            << (p.prefetch_when_metered() ? "yes" : "no") << "\n"
+            << "background limit: "
+            << (p.background_bytes_per_sec() == 0
+                    ? std::string("none")
+                    : absl::StrCat(HumanBytes(p.background_bytes_per_sec()),
+                                   "/s"))
+            << "\n"
+            << "prefetch: " << (p.paused() ? "paused (metered)" : "active")
+            << "\n"
+            << "source: "
+            << (p.stored() ? "stored (set at run time)" : "the service's flags")
+            << "\n";
+}
+
+std::optional<bool> ParseYesNo(absl::string_view v) {
+  if (v == "true" || v == "yes" || v == "on" || v == "1") return true;
+  if (v == "false" || v == "no" || v == "off" || v == "0") return false;
+  return std::nullopt;
+}
+
+int RunPrefetch(CommandContext& ctx, const Args& args) {
+  grpc::ClientContext cc;
+  ctx.SetCallDeadline(&cc);
+  v1::PrefetchPolicy p;
+  if (args.empty()) {
+    grpc::Status s = ctx.transfer().GetPrefetchPolicy(&cc, {}, &p);
+    if (!s.ok()) return ctx.TransferError("prefetch", s);
+    PrintPrefetchPolicy(ctx, p);
+    return kExitOk;
+  }
+  if (args[0] != "set" || args.size() < 2) {
+    return ctx.UsageError(
+        "use \"prefetch\" to show the policy, or \"prefetch set "
+        "KEY=VALUE...\"");
+  }
+  v1::SetPrefetchPolicyRequest req;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const size_t eq = args[i].find('=');
+    if (eq == std::string::npos) {
+      return ctx.UsageError(
+          absl::StrCat("\"", args[i], "\": give KEY=VALUE, e.g. metered=yes"));
+    }
+    const std::string key = args[i].substr(0, eq);
+    const std::string value = args[i].substr(eq + 1);
+    if (key == "rules") {
+      req.set_rules(value);
+    } else if (key == "max_concurrent") {
+      uint32_t n;
+      if (!absl::SimpleAtoi(value, &n)) {
+        return ctx.UsageError("max_concurrent takes a number, e.g. 3");
+      }
+      req.set_max_concurrent_prefetch(n);
+    } else if (key == "metered" || key == "prefetch_when_metered") {
+      std::optional<bool> b = ParseYesNo(value);
+      if (!b) return ctx.UsageError(absl::StrCat(key, " takes yes or no"));
+      if (key == "metered") {
+        req.set_metered(*b);
+      } else {
+        req.set_prefetch_when_metered(*b);
+      }
+    } else if (key == "background_limit") {
+      uint64_t n;
+      if (!absl::SimpleAtoi(value, &n)) {
+        return ctx.UsageError(
+            "background_limit takes bytes per second, e.g. 1000000 (0: none)");
+      }
+      req.set_background_bytes_per_sec(n);
+    } else {
+      return ctx.UsageError(absl::StrCat(
+          "unknown setting \"", key,
+          "\"; use rules, max_concurrent, metered, prefetch_when_metered or "
+          "background_limit"));
+    }
+  }
+  grpc::Status s = ctx.transfer().SetPrefetchPolicy(&cc, req, &p);
+  if (!s.ok()) return ctx.TransferError("prefetch set", s);
+  PrintPrefetchPolicy(ctx, p);
+  return kExitOk;
+}
+
 int RunJobs(CommandContext& ctx, const Args&) {
   const int64_t limit = absl::GetFlag(FLAGS_limit);
   if (limit < 0 || limit > 1000) {
@@ -426,6 +517,29 @@ std::vector<CommandSpec> TransferCommands() {
                    "--store_quota_bytes or a --store_kind_quotas entry, as "
                    "long as another\nonline device holds them.",
                .run = RunStore});
+  c.push_back(
+      {.name = "prefetch",
+       .synopsis = "[set KEY=VALUE...]",
+       .summary = "show or change the prefetch policy (transfer service)",
+       .details =
+           "Without arguments shows the policy in force. \"set\" changes the "
+           "settings given,\nstores them (they win over the service's flags "
+           "from then on, across restarts)\nand applies them at once:\n"
+           "  rules=KIND[/VARIANT]=eager|lazy|never,...  e.g.\n"
+           "      rules=thumb/grid@2x=eager,thumb=lazy,proxy=never\n"
+           "    eager: prefetched as soon as a peer has it; lazy: fetched on "
+           "request only;\n    never: not prefetched, and prefetch-priority "
+           "requests are refused. A variant\n    rule overrides its kind's; "
+           "a kind without a rule is lazy. rules= clears all.\n"
+           "  max_concurrent=N            prefetch attempts at once (a batch "
+           "counts as one)\n"
+           "  metered=yes|no              this device's link; prefetch pauses "
+           "while metered\n"
+           "  prefetch_when_metered=yes|no\n"
+           "  background_limit=BYTES      per second for prefetch (0: none)\n"
+           "Queued prefetch jobs that are no longer eager are cancelled.",
+       .max_args = CommandSpec::kUnlimited,
+       .run = RunPrefetch});
   c.push_back({.name = "cancel",
                .synopsis = "JOB_ID",
                .summary = "cancel a fetch job and delete its partial data",

@@ -73,6 +73,12 @@ class Bandwidth {
   // watchdog: a paused stream is not a stalled one).
   bool Yielding(v1::Priority p) const ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Changes the background (prefetch) cap; 0: unlimited (what foreground
+  // work leaves). Takes effect for the next bytes taken.
+  void SetBackgroundRate(double bytes_per_sec) {
+    background_.SetRate(bytes_per_sec);
+  }
+
   // Wakes every waiting Take and makes later ones return at once: for
   // shutting down.
   void Cancel() ABSL_LOCKS_EXCLUDED(mu_);

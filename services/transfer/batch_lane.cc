@@ -53,10 +53,18 @@ void BatchLane::Loop() {
       absl::MutexLock lock(&mu_);
       if (stopped_) return;
     }
+    PrefetchGate* const gate = options_.prefetch_gate;
+    const bool slot = gate == nullptr || gate->TryAcquire();
     absl::StatusOr<std::vector<Job>> jobs =
-        jobs_->ClaimBatch(absl::Now(), options_.max_jobs, options_.kinds);
+        jobs_->ClaimBatch(absl::Now(), options_.max_jobs, options_.kinds,
+                          slot ? v1::PRIORITY_PREFETCH : v1::PRIORITY_NORMAL);
+    // A batch holds one priority: the slot is kept for a prefetch batch.
+    const bool keep = slot && gate != nullptr && jobs.ok() && !jobs->empty() &&
+                      jobs->front().priority == v1::PRIORITY_PREFETCH;
+    if (slot && gate != nullptr && !keep && gate->Release()) hooks_.wake();
     if (jobs.ok() && !jobs->empty()) {
       Run(std::move(*jobs));
+      if (keep && gate->Release()) hooks_.wake();
       continue;
     }
     if (!jobs.ok()) SC_LOG(WARNING) << "claiming a batch: " << jobs.status();

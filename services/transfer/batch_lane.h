@@ -34,6 +34,7 @@
 #include "services/transfer/bandwidth.h"
 #include "services/transfer/job_events.h"
 #include "services/transfer/job_store.h"
+#include "services/transfer/prefetch_gate.h"
 #include "services/transfer/store_writer.h"
 #include "sidecar/v1/transfer.grpc.pb.h"
 
@@ -53,6 +54,9 @@ struct BatchLaneOptions {
   // early: what it received is installed, and the jobs of the rest go back
   // to the queue unattempted, so the lane is free for the foreground.
   absl::Duration yield_after = absl::Seconds(1);
+  // Batches of prefetch jobs are claimed only with a slot of this gate (one
+  // per batch, held until the batch ends). Null: no limit.
+  PrefetchGate* prefetch_gate = nullptr;
 };
 
 class BatchLane {

@@ -62,7 +62,8 @@ Fetcher::Fetcher(FetcherOptions options, JobStore* jobs, StoreWriter* store,
                            .max_jobs = options_.batch_max_jobs,
                            .max_item_bytes = options_.batch_max_item_bytes,
                            .stall_timeout = options_.stall_timeout,
-                           .yield_after = options_.batch_yield_after},
+                           .yield_after = options_.batch_yield_after,
+                           .prefetch_gate = options_.prefetch_gate},
           jobs, store, availability, bandwidth, events,
           BatchLane::Hooks{
               .stub = [this](const FetchSource& src,
@@ -148,13 +149,28 @@ void Fetcher::WorkerLoop(v1::Priority min_priority) {
       absl::MutexLock lock(&mu_);
       if (stopping_) return;
     }
+    // Prefetch jobs only with a slot of the gate (the limit, the metered
+    // pause); without one they stay queued for a worker that has one.
+    PrefetchGate* const gate = options_.prefetch_gate;
+    bool slot = false;
+    v1::Priority min = min_priority;
+    if (min == v1::PRIORITY_PREFETCH && gate != nullptr) {
+      slot = gate->TryAcquire();
+      if (!slot) min = v1::PRIORITY_NORMAL;
+    }
     absl::StatusOr<std::optional<Job>> job = jobs_->ClaimNext(
         absl::Now(),
         leave_small ? absl::Span<const Kind>(options_.batch_kinds)
                     : absl::Span<const Kind>(),
-        min_priority);
+        min);
+    if (slot && !(job.ok() && job->has_value() &&
+                  (**job).priority == v1::PRIORITY_PREFETCH)) {
+      if (gate->Release()) Wake();  // a worker refused a slot may claim
+      slot = false;
+    }
     if (job.ok() && job->has_value()) {
       RunJob(std::move(**job));
+      if (slot && gate->Release()) Wake();
       continue;
     }
     if (!job.ok()) SC_LOG(WARNING) << "claiming a job: " << job.status();

@@ -39,6 +39,7 @@
 #include "services/transfer/batch_lane.h"
 #include "services/transfer/job_events.h"
 #include "services/transfer/job_store.h"
+#include "services/transfer/prefetch_gate.h"
 #include "services/transfer/range_reader.h"
 #include "services/transfer/store_writer.h"
 #include "sidecar/v1/transfer.grpc.pb.h"
@@ -80,6 +81,10 @@ struct FetcherOptions {
   // more; a non-OK answer ends the job GENERATE with its message. Null: no
   // quota.
   std::function<absl::Status(const Job& job, uint64_t bytes)> admit;
+  // The limit on prefetch attempts at once and the metered pause: workers
+  // and batch lanes claim prefetch jobs only with a slot of it (a batch
+  // holds one). Null: no limit.
+  PrefetchGate* prefetch_gate = nullptr;
 };
 
 class Fetcher {

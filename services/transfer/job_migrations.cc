@@ -48,6 +48,20 @@ CREATE INDEX transfer_jobs_retry
 -- List, newest first.
 CREATE INDEX transfer_jobs_created ON transfer_jobs (created_at DESC, id DESC);
 )sql"},
+    {2, "prefetch policy", R"sql(
+-- The prefetch policy set through the local API (SetPrefetchPolicy): one
+-- row once set; until then the flags give the policy.
+CREATE TABLE prefetch_policy (
+  id boolean PRIMARY KEY DEFAULT true CHECK (id),
+  rules text NOT NULL,
+  max_concurrent integer NOT NULL CHECK (max_concurrent BETWEEN 0 AND 64),
+  metered boolean NOT NULL,
+  prefetch_when_metered boolean NOT NULL,
+  background_bytes_per_sec bigint NOT NULL
+    CHECK (background_bytes_per_sec >= 0),
+  updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+)sql"},
 };
 
 }  // namespace

@@ -245,8 +245,8 @@ absl::Status PrepareStatements(pg::Connection& conn) {
            "WHERE id = ANY(ARRAY(SELECT id FROM transfer_jobs "
            "WHERE state = 1 AND attempts = 0 AND kind = ANY($2::smallint[]) "
            "AND priority = (SELECT priority FROM transfer_jobs WHERE state = "
-           "1 AND attempts = 0 AND kind = ANY($2::smallint[]) ORDER BY "
-           "priority DESC LIMIT 1) "
+           "1 AND attempts = 0 AND kind = ANY($2::smallint[]) AND "
+           "priority >= $4::smallint ORDER BY priority DESC LIMIT 1) "
            "ORDER BY priority DESC, created_at, id LIMIT $3 "
            "FOR UPDATE SKIP LOCKED))",
            returning)},
@@ -254,6 +254,22 @@ absl::Status PrepareStatements(pg::Connection& conn) {
        "UPDATE transfer_jobs SET state = 1, attempts = greatest(attempts - 1, "
        "0), claim_token = NULL, next_attempt_at = NULL, updated_at = "
        "clock_timestamp() WHERE id = ANY($1::uuid[]) AND state = 2"},
+      {"waiting_prefetch",
+       absl::StrCat("SELECT ", kJobColumns,
+                    " FROM transfer_jobs WHERE state IN (1, 3) AND "
+                    "priority = 1 AND id > $1::uuid ORDER BY id LIMIT $2")},
+      {"load_prefetch_policy",
+       "SELECT rules, max_concurrent, metered, prefetch_when_metered, "
+       "background_bytes_per_sec FROM prefetch_policy"},
+      {"save_prefetch_policy",
+       "INSERT INTO prefetch_policy (id, rules, max_concurrent, metered, "
+       "prefetch_when_metered, background_bytes_per_sec) VALUES (true, $1, "
+       "$2::integer, $3::boolean, $4::boolean, $5::bigint) ON CONFLICT (id) "
+       "DO UPDATE SET rules = EXCLUDED.rules, max_concurrent = "
+       "EXCLUDED.max_concurrent, metered = EXCLUDED.metered, "
+       "prefetch_when_metered = EXCLUDED.prefetch_when_metered, "
+       "background_bytes_per_sec = EXCLUDED.background_bytes_per_sec, "
+       "updated_at = clock_timestamp()"},
       {"finish_many",
        "UPDATE transfer_jobs t SET state = $2::smallint, reason = $3, "
        "error_code = 0, next_attempt_at = NULL, "
@@ -333,7 +349,13 @@ class PgJobStore final : public JobStore {
   absl::StatusOr<std::vector<Job>> CreateMany(absl::Span<const SidecarKey> keys,
                                               v1::Priority priority) override;
   absl::StatusOr<std::vector<Job>> ClaimBatch(
-      absl::Time now, size_t max, absl::Span<const Kind> kinds) override;
+      absl::Time now, size_t max, absl::Span<const Kind> kinds,
+      v1::Priority min_priority) override;
+  absl::StatusOr<std::vector<Job>> ListWaitingPrefetch(
+      absl::string_view after_id, uint32_t limit) override;
+  absl::StatusOr<std::optional<StoredPrefetchPolicy>> LoadPrefetchPolicy()
+      override;
+  absl::Status SavePrefetchPolicy(const StoredPrefetchPolicy& policy) override;
   absl::StatusOr<uint64_t> Requeue(absl::Span<const std::string> ids) override;
   // Runs a claiming UPDATE that marks its jobs with `token`, in a
   // transaction; a retry after a lost COMMIT finds them by the token.
@@ -576,11 +598,79 @@ absl::StatusOr<std::vector<Job>> PgJobStore::Claim(const std::string& statement,
 }
 
 absl::StatusOr<std::vector<Job>> PgJobStore::ClaimBatch(
-    absl::Time now, size_t max, absl::Span<const Kind> kinds) {
+    absl::Time now, size_t max, absl::Span<const Kind> kinds,
+    v1::Priority min_priority) {
   if (max == 0 || kinds.empty()) return std::vector<Job>();
   const std::string token = Uuid::Random().ToString();
   return Claim("claim_batch", token,
-               {token, KindArray(kinds), std::to_string(max)});
+               {token, KindArray(kinds), std::to_string(max),
+                std::to_string(static_cast<int>(min_priority))});
+}
+
+absl::StatusOr<std::vector<Job>> PgJobStore::ListWaitingPrefetch(
+    absl::string_view after_id, uint32_t limit) {
+  std::string after = "00000000-0000-0000-0000-000000000000";
+  if (!after_id.empty()) {
+    std::optional<std::string> canonical = CanonicalId(after_id);
+    if (!canonical) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"", after_id, "\" is not a job id"));
+    }
+    after = *canonical;
+  }
+  if (limit == 0) limit = kDefaultListLimit;
+  limit = std::min(limit, kMaxListLimit);
+  return Query("waiting_prefetch", {after, std::to_string(limit)});
+}
+
+absl::StatusOr<std::optional<StoredPrefetchPolicy>>
+PgJobStore::LoadPrefetchPolicy() {
+  absl::MutexLock lock(&mu_);
+  std::optional<StoredPrefetchPolicy> out;
+  absl::Status s = conn_->RunWithRetry(
+      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
+        out.reset();
+        absl::StatusOr<pg::Result> r =
+            conn.ExecPrepared("load_prefetch_policy", {});
+        if (!r.ok()) return r.status();
+        if (r->rows() == 0) return absl::OkStatus();
+        StoredPrefetchPolicy p;
+        p.rules = std::string(r->Get(0, 0));
+        SC_ASSIGN_OR_RETURN(int64_t max, r->GetInt64(0, 1));
+        SC_ASSIGN_OR_RETURN(p.metered, r->GetBool(0, 2));
+        SC_ASSIGN_OR_RETURN(p.prefetch_when_metered, r->GetBool(0, 3));
+        SC_ASSIGN_OR_RETURN(int64_t rate, r->GetInt64(0, 4));
+        p.max_concurrent = static_cast<int>(max);
+        p.background_bytes_per_sec = static_cast<uint64_t>(rate);
+        out = std::move(p);
+        return absl::OkStatus();
+      });
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::Status PgJobStore::SavePrefetchPolicy(
+    const StoredPrefetchPolicy& policy) {
+  if (policy.max_concurrent < 0 || policy.max_concurrent > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max concurrent prefetch ", policy.max_concurrent,
+                     " is out of range: use 0 to 64"));
+  }
+  if (policy.background_bytes_per_sec > static_cast<uint64_t>(INT64_MAX)) {
+    return absl::InvalidArgumentError(
+        "background bytes per second must be below 2^63");
+  }
+  absl::MutexLock lock(&mu_);
+  return conn_->RunWithRetry(
+      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
+        return conn
+            .ExecPrepared("save_prefetch_policy",
+                          {policy.rules, std::to_string(policy.max_concurrent),
+                           policy.metered ? "true" : "false",
+                           policy.prefetch_when_metered ? "true" : "false",
+                           std::to_string(policy.background_bytes_per_sec)})
+            .status();
+      });
 }
 
 absl::StatusOr<uint64_t> PgJobStore::FinishMany(

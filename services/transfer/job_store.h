@@ -58,6 +58,16 @@ struct Job {
   std::optional<absl::Time> finished_at;  // set iff the state is final
 };
 
+// The prefetch policy as stored (prefetch_policy): rules in their text form
+// (PrefetchRules), parsed by the caller.
+struct StoredPrefetchPolicy {
+  std::string rules;
+  int max_concurrent = 3;  // 0..64
+  bool metered = false;
+  bool prefetch_when_metered = false;
+  uint64_t background_bytes_per_sec = 0;  // below 2^63
+};
+
 class JobStore {
  public:
   // Connects to `conninfo` (libpq syntax), retrying until `connect_timeout`
@@ -107,9 +117,26 @@ class JobStore {
   // attempted (QUEUED with attempts 0) whose kind is in `kinds`, all of the
   // highest priority any such job has, oldest first: an interactive job
   // never waits in a batch of prefetch jobs. Jobs that fail in the batch
-  // lane are retried one by one through ClaimNext.
+  // lane are retried one by one through ClaimNext. Jobs of a priority below
+  // `min_priority` are left alone (the prefetch limit, PrefetchGate).
   virtual absl::StatusOr<std::vector<Job>> ClaimBatch(
-      absl::Time now, size_t max, absl::Span<const Kind> kinds) = 0;
+      absl::Time now, size_t max, absl::Span<const Kind> kinds,
+      v1::Priority min_priority = v1::PRIORITY_PREFETCH) = 0;
+
+  // Prefetch jobs waiting to run (QUEUED or WAITING_RETRY, priority
+  // PREFETCH) whose id is greater than `after_id` ("" for the first page),
+  // by id, at most `limit` (clamped to 1,000): for cancelling those a new
+  // prefetch policy no longer wants.
+  virtual absl::StatusOr<std::vector<Job>> ListWaitingPrefetch(
+      absl::string_view after_id, uint32_t limit) = 0;
+
+  // The stored prefetch policy, or nullopt if none was ever stored.
+  virtual absl::StatusOr<std::optional<StoredPrefetchPolicy>>
+  LoadPrefetchPolicy() = 0;
+  // Stores `policy`, replacing any stored one. INVALID_ARGUMENT for values
+  // out of range.
+  virtual absl::Status SavePrefetchPolicy(
+      const StoredPrefetchPolicy& policy) = 0;
 
   // Ends the active jobs among `ids` in `state` (DONE, GENERATE or
   // CANCELLED) with `reason`. `sizes` (empty, or one per id) records each

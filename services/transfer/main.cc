@@ -31,6 +31,9 @@
 #include "services/transfer/member_follower.h"
 #include "services/transfer/peer_server.h"
 #include "services/transfer/policy.h"
+#include "services/transfer/prefetch_control.h"
+#include "services/transfer/prefetch_gate.h"
+#include "services/transfer/prefetch_rules.h"
 #include "services/transfer/prefetcher.h"
 #include "services/transfer/store_quota.h"
 #include "services/transfer/store_writer.h"
@@ -106,13 +109,29 @@ ABSL_FLAG(uint64_t, min_free_bytes, 64ull << 20,
 ABSL_FLAG(std::string, strategy, "prefer-fetch",
           "prefer-fetch, generate-cheap or unmetered-only");
 ABSL_FLAG(bool, metered, false,
-          "this device is on a metered link (see --strategy)");
+          "this device is on a metered link: prefetch pauses (see "
+          "--prefetch_when_metered, --strategy); initial value, settable at "
+          "run time (sidecarctl prefetch set --metered)");
 ABSL_FLAG(std::string, cheap_kinds, "thumb",
           "kinds generated locally under --strategy=generate-cheap");
 ABSL_FLAG(int, io_threads, 4, "threads reading files for peers");
 ABSL_FLAG(std::string, prefetch_kinds, "thumb",
           "kinds fetched eagerly as soon as a peer advertises them "
-          "(comma-separated; empty: no prefetch)");
+          "(comma-separated; empty: no prefetch); --prefetch_rules, if set, "
+          "replaces it");
+ABSL_FLAG(std::string, prefetch_rules, "",
+          "prefetch policy per kind and variant, comma-separated "
+          "KIND[/VARIANT]=eager|lazy|never (e.g. "
+          "thumb/grid@2x=eager,thumb=lazy,proxy=never); a variant rule "
+          "overrides its kind's, a kind without a rule is lazy. Initial "
+          "value: a policy set with SetPrefetchPolicy (sidecarctl prefetch "
+          "set) is stored and wins at later starts");
+ABSL_FLAG(int, max_concurrent_prefetch, 3,
+          "prefetch attempts running at once (a batch counts as one); "
+          "initial value, as --prefetch_rules");
+ABSL_FLAG(bool, prefetch_when_metered, false,
+          "keep prefetching while --metered (default: prefetch pauses); "
+          "initial value, as --prefetch_rules");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
           "on SIGTERM, how long in-flight calls may finish");
 ABSL_FLAG(bool, verbose, false, "log debug messages");
@@ -230,6 +249,40 @@ int Main() {
 
   Bandwidth bandwidth(absl::GetFlag(FLAGS_bandwidth_limit),
                       absl::GetFlag(FLAGS_background_bandwidth_limit));
+  PrefetchPolicy prefetch_defaults{
+      .max_concurrent = std::clamp(absl::GetFlag(FLAGS_max_concurrent_prefetch),
+                                   0, kMaxConcurrentPrefetchLimit),
+      .metered = absl::GetFlag(FLAGS_metered),
+      .prefetch_when_metered = absl::GetFlag(FLAGS_prefetch_when_metered),
+      .background_bytes_per_sec = static_cast<uint64_t>(
+          std::max(0.0, absl::GetFlag(FLAGS_background_bandwidth_limit)))};
+  if (std::string rules = absl::GetFlag(FLAGS_prefetch_rules); !rules.empty()) {
+    absl::StatusOr<PrefetchRules> parsed = PrefetchRules::Parse(rules);
+    if (!parsed.ok()) {
+      SC_LOG(ERROR) << "--prefetch_rules: " << parsed.status().message();
+      return 2;
+    }
+    prefetch_defaults.rules = *std::move(parsed);
+  } else {
+    std::vector<Kind> eager;
+    for (absl::string_view k : absl::StrSplit(
+             absl::GetFlag(FLAGS_prefetch_kinds), ',', absl::SkipEmpty())) {
+      std::optional<Kind> kind = KindFromName(absl::StripAsciiWhitespace(k));
+      if (!kind) {
+        SC_LOG(ERROR) << "--prefetch_kinds: unknown kind \"" << k << "\"";
+        return 2;
+      }
+      eager.push_back(*kind);
+    }
+    prefetch_defaults.rules = PrefetchRules::EagerKinds(eager);
+  }
+  PrefetchGate prefetch_gate(prefetch_defaults.max_concurrent);
+  PrefetchControl prefetch_control(prefetch_defaults, jobs->get(),
+                                   &prefetch_gate, &bandwidth);
+  if (absl::Status s = prefetch_control.Load(); !s.ok()) {
+    SC_LOG(ERROR) << "cannot read the stored prefetch policy: " << s;
+    return 1;
+  }
   JobEvents events;
   FetcherOptions fo;
   fo.workers = absl::GetFlag(FLAGS_workers);
@@ -248,6 +301,7 @@ int Main() {
   fo.batch_yield_after = absl::GetFlag(FLAGS_batch_yield_after);
   fo.batch_max_jobs =
       static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_batch_max_jobs)));
+  fo.prefetch_gate = &prefetch_gate;
   if (evictor.enabled()) {
     fo.admit = [&evictor](const Job& job, uint64_t bytes) {
       return evictor.Admit(job.priority, job.key.kind, bytes);
@@ -259,18 +313,13 @@ int Main() {
                             *policy);
   local_api.set_store(&evictor, store->get());
 
-  PrefetchOptions po;
-  po.kinds.clear();
-  for (absl::string_view k : absl::StrSplit(absl::GetFlag(FLAGS_prefetch_kinds),
-                                            ',', absl::SkipEmpty())) {
-    std::optional<Kind> kind = KindFromName(absl::StripAsciiWhitespace(k));
-    if (!kind) {
-      SC_LOG(ERROR) << "--prefetch_kinds: unknown kind \"" << k << "\"";
-      return 2;
-    }
-    po.kinds.push_back(*kind);
-  }
-  Prefetcher prefetcher(po, &availability, jobs->get(), &fetcher, &*policy);
+  Prefetcher prefetcher(PrefetchOptions{}, &availability, jobs->get(), &fetcher,
+                        &*policy, &prefetch_control);
+  prefetch_control.set_on_change([&prefetcher, &fetcher] {
+    prefetcher.PolicyChanged();
+    fetcher.Wake();
+  });
+  local_api.set_prefetch_control(&prefetch_control);
 
   ServerHost local_host(LocalListenerFromFlags(state_dir, "transfer"));
   const std::string local_address = local_host.address();

@@ -34,8 +34,8 @@ absl::StatusOr<FetchPolicy> FetchPolicy::Make(absl::string_view strategy,
   return p;
 }
 
-std::optional<std::string> FetchPolicy::GenerateInstead(
-    const SidecarKey& key) const {
+std::optional<std::string> FetchPolicy::GenerateInstead(const SidecarKey& key,
+                                                        bool metered) const {
   switch (strategy_) {
     case Strategy::kPreferFetch:
       return std::nullopt;
@@ -48,7 +48,7 @@ std::optional<std::string> FetchPolicy::GenerateInstead(
       }
       return std::nullopt;
     case Strategy::kUnmeteredOnly:
-      if (metered_) {
+      if (metered) {
         return "this device is on a metered link and fetches only on "
                "unmetered ones (strategy unmetered-only)";
       }

@@ -26,7 +26,14 @@ class FetchPolicy {
                                           absl::string_view cheap_kinds);
 
   // nullopt if fetching `key` is allowed; else why it should be generated.
-  std::optional<std::string> GenerateInstead(const SidecarKey& key) const;
+  // Uses the metered state given to Make.
+  std::optional<std::string> GenerateInstead(const SidecarKey& key) const {
+    return GenerateInstead(key, metered_);
+  }
+  // The same with the device's metered state now (it changes at run time:
+  // PrefetchControl).
+  std::optional<std::string> GenerateInstead(const SidecarKey& key,
+                                             bool metered) const;
 
  private:
   Strategy strategy_ = Strategy::kPreferFetch;

@@ -10,17 +10,18 @@ namespace sidecar::transfer {
 
 Prefetcher::Prefetcher(PrefetchOptions options,
                        AvailabilityClient* availability, JobStore* jobs,
-                       Fetcher* fetcher, const FetchPolicy* policy)
+                       Fetcher* fetcher, const FetchPolicy* policy,
+                       const PrefetchControl* control)
     : options_(std::move(options)),
       availability_(availability),
       jobs_(jobs),
       fetcher_(fetcher),
-      policy_(policy) {}
+      policy_(policy),
+      control_(control) {}
 
 Prefetcher::~Prefetcher() { Stop(); }
 
 void Prefetcher::Start() {
-  if (options_.kinds.empty()) return;
   threads_.emplace_back([this] { WatchLoop(); });
   threads_.emplace_back([this] { FlushLoop(); });
 }
@@ -36,6 +37,14 @@ void Prefetcher::Stop() {
   threads_.clear();
 }
 
+void Prefetcher::PolicyChanged() {
+  absl::MutexLock lock(&mu_);
+  policy_changed_ = true;
+  catch_up_ = true;
+  if (watch_ctx_ != nullptr) watch_ctx_->TryCancel();
+  cv_.SignalAll();
+}
+
 uint64_t Prefetcher::queued() const {
   absl::MutexLock lock(&mu_);
   return queued_;
@@ -46,14 +55,25 @@ void Prefetcher::WatchLoop() {
   while (true) {
     grpc::ClientContext ctx;
     SetDeadline(&ctx, options_.watch_deadline);
+    PrefetchRules rules;
+    std::vector<Kind> kinds;
     {
       absl::MutexLock lock(&mu_);
-      if (stopping_) return;
+      // Nothing eager: nothing to watch until the policy changes (an empty
+      // kind list would watch every kind).
+      while (true) {
+        if (stopping_) return;
+        policy_changed_ = false;
+        rules = control_->policy().rules;
+        kinds = rules.EagerKindList();
+        if (!kinds.empty()) break;
+        cv_.Wait(&mu_);
+      }
       watch_ctx_ = &ctx;
     }
     v1::WatchRequest req;
     req.set_include_remote(true);
-    for (Kind k : options_.kinds) req.add_kinds(k);
+    for (Kind k : kinds) req.add_kinds(k);
     auto reader = availability_->stub()->Watch(&ctx, req);
     {
       absl::MutexLock lock(&mu_);
@@ -80,10 +100,7 @@ void Prefetcher::WatchLoop() {
       }
       absl::StatusOr<SidecarKey> key = KeyFromProto(ev.key());
       if (!key.ok()) continue;
-      if (std::find(options_.kinds.begin(), options_.kinds.end(), key->kind) ==
-          options_.kinds.end()) {
-        continue;
-      }
+      if (rules.ModeOf(*key) != PrefetchMode::kEager) continue;
       absl::MutexLock lock(&mu_);
       if (pending_.size() < options_.max_pending) {
         pending_.push_back(std::move(*key));
@@ -93,6 +110,7 @@ void Prefetcher::WatchLoop() {
     absl::MutexLock lock(&mu_);
     watch_ctx_ = nullptr;
     if (stopping_) return;
+    if (policy_changed_) continue;  // at once, with the new kinds
     if (got_any) backoff = absl::Milliseconds(200);
     SC_LOG(DEBUG) << "prefetch watch ended: " << s.error_message()
                   << "; again in " << backoff;
@@ -134,6 +152,9 @@ void Prefetcher::Flush() {
 }
 
 void Prefetcher::CatchUp() {
+  const PrefetchRules rules = control_->policy().rules;
+  const std::vector<Kind> kinds = rules.EagerKindList();
+  if (kinds.empty()) return;
   std::string token;
   size_t listed = 0;
   absl::Time start = absl::Now();
@@ -143,7 +164,7 @@ void Prefetcher::CatchUp() {
       if (stopping_) return;
     }
     v1::ListMissingRequest req;
-    for (Kind k : options_.kinds) req.add_kinds(k);
+    for (Kind k : kinds) req.add_kinds(k);
     req.set_page_size(options_.catch_up_page);
     req.set_page_token(token);
     v1::ListMissingResponse resp;
@@ -169,9 +190,12 @@ void Prefetcher::CatchUp() {
 }
 
 void Prefetcher::Queue(std::vector<SidecarKey> keys) {
+  // The policy now in force: it may have changed since the keys came.
+  const PrefetchPolicy policy = control_->policy();
   std::vector<SidecarKey> unique;
   for (SidecarKey& k : keys) {
-    if (!policy_->GenerateInstead(k).has_value()) {
+    if (policy.rules.ModeOf(k) == PrefetchMode::kEager &&
+        !policy_->GenerateInstead(k, policy.metered).has_value()) {
       unique.push_back(std::move(k));
     }
   }

@@ -1,13 +1,14 @@
-// Prefetcher: eager prefetch of cheap, commonly needed kinds (thumbnails by
-// default). It watches the local availability service for sidecars that
-// peers newly advertise and queues PRIORITY_PREFETCH jobs for those of its
-// kinds that are not here, in batches; the fetcher runs them after every
-// interactive and normal job. Lazy kinds are fetched on request only; kinds
-// not listed (e.g. proxies) are never prefetched. The device's strategy
-// (FetchPolicy) applies: a metered device under unmetered-only prefetches
-// nothing. Each time the watch (re)starts, after a RESET event and when a
-// peer comes online, it catches up with a listing of what peers hold and
-// this device lacks.
+// Prefetcher: eager prefetch of the kinds and variants the prefetch policy
+// (PrefetchControl, PrefetchRules) says are eager (thumbnails by default).
+// It watches the local availability service for sidecars that peers newly
+// advertise and queues PRIORITY_PREFETCH jobs for eager ones that are not
+// here, in batches; the fetcher runs them after every interactive and
+// normal job, at most the policy's limit at once (PrefetchGate). Lazy and
+// never kinds are not prefetched. The device's strategy (FetchPolicy)
+// applies: a metered device under unmetered-only prefetches nothing. Each
+// time the watch (re)starts, after a RESET event, when a peer comes online
+// and when the policy changes, it catches up with a listing of what peers
+// hold and this device lacks.
 #ifndef SIDECAR_SERVICES_TRANSFER_PREFETCHER_H_
 #define SIDECAR_SERVICES_TRANSFER_PREFETCHER_H_
 
@@ -22,11 +23,11 @@
 #include "services/transfer/fetcher.h"
 #include "services/transfer/job_store.h"
 #include "services/transfer/policy.h"
+#include "services/transfer/prefetch_control.h"
 
 namespace sidecar::transfer {
 
 struct PrefetchOptions {
-  std::vector<Kind> kinds = {v1::SIDECAR_KIND_THUMB};
   // Events are gathered this long before their jobs are queued together.
   absl::Duration batch_window = absl::Milliseconds(200);
   // Keys waiting to be queued; beyond this, new ones are dropped (they are
@@ -44,11 +45,16 @@ class Prefetcher {
  public:
   // Pointers must outlive the prefetcher.
   Prefetcher(PrefetchOptions options, AvailabilityClient* availability,
-             JobStore* jobs, Fetcher* fetcher, const FetchPolicy* policy);
+             JobStore* jobs, Fetcher* fetcher, const FetchPolicy* policy,
+             const PrefetchControl* control);
   ~Prefetcher();
 
   void Start();
   void Stop();
+
+  // The policy changed: the watch restarts with the eager kinds now in
+  // force and a catch-up follows. Returns at once.
+  void PolicyChanged() ABSL_LOCKS_EXCLUDED(mu_);
 
   // Keys queued for prefetch so far (for tests and logs).
   uint64_t queued() const;
@@ -70,12 +76,14 @@ class Prefetcher {
   JobStore* const jobs_;
   Fetcher* const fetcher_;
   const FetchPolicy* const policy_;
+  const PrefetchControl* const control_;
 
   mutable absl::Mutex mu_;
   absl::CondVar cv_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<SidecarKey> pending_ ABSL_GUARDED_BY(mu_);
   bool catch_up_ ABSL_GUARDED_BY(mu_) = false;
+  bool policy_changed_ ABSL_GUARDED_BY(mu_) = false;
   grpc::ClientContext* watch_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
   uint64_t queued_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::thread> threads_;  // Start and Stop only (the owner's)

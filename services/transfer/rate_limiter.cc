@@ -15,18 +15,24 @@ void RateLimiter::RefillLocked(absl::Time now) {
   last_ = now;
 }
 
-absl::Duration RateLimiter::WouldWait(uint64_t bytes) {
-  if (rate_ <= 0) return absl::ZeroDuration();
+void RateLimiter::SetRate(double bytes_per_sec) {
   absl::MutexLock lock(&mu_);
+  RefillLocked(absl::Now());
+  rate_ = std::max(0.0, bytes_per_sec);
+  tokens_ = std::clamp(tokens_, -rate_, rate_);
+}
+
+absl::Duration RateLimiter::WouldWait(uint64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  if (rate_ <= 0) return absl::ZeroDuration();
   RefillLocked(absl::Now());
   double missing = static_cast<double>(bytes) - tokens_;
   return missing <= 0 ? absl::ZeroDuration() : absl::Seconds(missing / rate_);
 }
 
 void RateLimiter::Acquire(uint64_t bytes) {
-  if (rate_ <= 0) return;
   absl::MutexLock lock(&mu_);
-  if (cancelled_) return;
+  if (rate_ <= 0 || cancelled_) return;
   RefillLocked(absl::Now());
   tokens_ -= static_cast<double>(bytes);  // may go into debt
   if (tokens_ >= 0) return;

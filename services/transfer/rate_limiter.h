@@ -24,13 +24,17 @@ class RateLimiter {
   // for shutting down.
   void Cancel();
 
+  // Changes the rate (0: unlimited) for later Acquire calls; a debt already
+  // taken is kept, at most one second's worth of the new rate.
+  void SetRate(double bytes_per_sec);
+
   // How long Acquire(bytes) would wait now; for tests.
   absl::Duration WouldWait(uint64_t bytes);
 
  private:
   // REQUIRES: mu_ held.
   void RefillLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  const double rate_;
+  double rate_ ABSL_GUARDED_BY(mu_);
   absl::Mutex mu_;
   double tokens_ ABSL_GUARDED_BY(mu_);
   absl::Time last_ ABSL_GUARDED_BY(mu_);

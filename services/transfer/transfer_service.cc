@@ -45,6 +45,8 @@ grpc::Status TransferService::Fetch(grpc::ServerContext*,
   absl::StatusOr<std::vector<Resolution>> resolved =
       availability_->ResolveMany(keys, v1::RESOLVE_MODE_FETCH_OR_GENERATE);
   if (!resolved.ok()) return ToGrpcStatus(resolved.status());
+  std::optional<PrefetchPolicy> prefetch;
+  if (prefetch_ != nullptr) prefetch = prefetch_->policy();
   std::vector<SidecarKey> to_queue;
   std::vector<v1::FetchResult*> queued_results;
   for (size_t i = 0; i < keys.size(); ++i) {
@@ -61,7 +63,19 @@ grpc::Status TransferService::Fetch(grpc::ServerContext*,
       out->set_reason(r.reason.empty() ? "no online device has it" : r.reason);
       continue;
     }
-    if (std::optional<std::string> why = policy_.GenerateInstead(key)) {
+    if (priority == v1::PRIORITY_PREFETCH && prefetch.has_value() &&
+        prefetch->rules.ModeOf(key) == PrefetchMode::kNever) {
+      out->set_outcome(v1::FetchResult::OUTCOME_GENERATE);
+      out->set_reason(
+          absl::StrCat("this device never prefetches it (prefetch rule ",
+                       prefetch->rules.RuleFor(key),
+                       "); fetch it at normal or interactive priority"));
+      continue;
+    }
+    if (std::optional<std::string> why =
+            prefetch.has_value()
+                ? policy_.GenerateInstead(key, prefetch->metered)
+                : policy_.GenerateInstead(key)) {
       out->set_outcome(v1::FetchResult::OUTCOME_GENERATE);
       out->set_reason(*why);
       continue;
@@ -122,6 +136,31 @@ grpc::Status TransferService::ListJobs(grpc::ServerContext*,
 }  // namespace sidecar::transfer
 
 namespace sidecar::transfer {
+
+grpc::Status TransferService::GetPrefetchPolicy(
+    grpc::ServerContext*, const v1::GetPrefetchPolicyRequest*,
+    v1::PrefetchPolicy* resp) {
+  if (prefetch_ == nullptr) {
+    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                        "this transfer service has no prefetch policy");
+  }
+  prefetch_->ToProto(resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status TransferService::SetPrefetchPolicy(
+    grpc::ServerContext*, const v1::SetPrefetchPolicyRequest* req,
+    v1::PrefetchPolicy* resp) {
+  if (prefetch_ == nullptr) {
+    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                        "this transfer service has no prefetch policy");
+  }
+  if (absl::Status s = prefetch_->Update(*req); !s.ok()) {
+    return ToGrpcStatus(s);
+  }
+  prefetch_->ToProto(resp);
+  return grpc::Status::OK;
+}
 
 grpc::Status TransferService::GetStoreUsage(grpc::ServerContext*,
                                             const v1::GetStoreUsageRequest*,

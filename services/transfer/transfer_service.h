@@ -1,5 +1,6 @@
 // TransferService: the local API of the transfer service (Transfer in
-// transfer.proto): Fetch, WatchJob, Cancel, ListJobs, GetStoreUsage.
+// transfer.proto): Fetch, WatchJob, Cancel, ListJobs, GetStoreUsage,
+// GetPrefetchPolicy, SetPrefetchPolicy.
 #ifndef SIDECAR_SERVICES_TRANSFER_TRANSFER_SERVICE_H_
 #define SIDECAR_SERVICES_TRANSFER_TRANSFER_SERVICE_H_
 
@@ -9,6 +10,7 @@
 #include "services/transfer/job_events.h"
 #include "services/transfer/job_store.h"
 #include "services/transfer/policy.h"
+#include "services/transfer/prefetch_control.h"
 #include "sidecar/v1/transfer.grpc.pb.h"
 
 namespace sidecar::transfer {
@@ -21,9 +23,9 @@ class TransferService final
                   AvailabilityClient* availability, JobEvents* events,
                   FetchPolicy policy);
 
-  // Per key: LOCAL, GENERATE (no online holder, or the device's strategy)
-  // or a queued job. Resolution happens now, so "nobody has it" is answered
-  // within the call's deadline.
+  // Per key: LOCAL, GENERATE (no online holder, the device's strategy, or
+  // at PRIORITY_PREFETCH a `never` prefetch rule) or a queued job. Resolution
+  // happens now, so "nobody has it" is answered within the call's deadline.
   grpc::Status Fetch(grpc::ServerContext*, const v1::FetchRequest*,
                      v1::FetchResponse*) override;
   grpc::ServerWriteReactor<v1::JobStatus>* WatchJob(
@@ -37,6 +39,18 @@ class TransferService final
   grpc::Status GetStoreUsage(grpc::ServerContext*,
                              const v1::GetStoreUsageRequest*,
                              v1::GetStoreUsageResponse*) override;
+
+  // The prefetch policy (PrefetchControl). UNIMPLEMENTED without a control.
+  grpc::Status GetPrefetchPolicy(grpc::ServerContext*,
+                                 const v1::GetPrefetchPolicyRequest*,
+                                 v1::PrefetchPolicy*) override;
+  grpc::Status SetPrefetchPolicy(grpc::ServerContext*,
+                                 const v1::SetPrefetchPolicyRequest*,
+                                 v1::PrefetchPolicy*) override;
+
+  // The prefetch policy's control (rules, metered state); must outlive the
+  // service. Without it every kind is lazy and the link unmetered.
+  void set_prefetch_control(PrefetchControl* control) { prefetch_ = control; }
 
   // Where GetStoreUsage reads from; both must outlive the service. Without
   // them it answers UNIMPLEMENTED.
@@ -53,6 +67,7 @@ class TransferService final
   const FetchPolicy policy_;
   Evictor* evictor_ = nullptr;
   StoreWriter* store_ = nullptr;
+  PrefetchControl* prefetch_ = nullptr;
 };
 
 }  // namespace sidecar::transfer

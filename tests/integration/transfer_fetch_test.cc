@@ -1218,6 +1218,187 @@ TEST_F(TransferTest, ThumbnailsLearnedWhileNotWatchingArePrefetched) {
   }
 }
 
+v1::PrefetchPolicy GetPrefetch(Device* d) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, absl::Seconds(5));
+  v1::PrefetchPolicy p;
+  grpc::Status s = d->xfer->api()->GetPrefetchPolicy(&ctx, {}, &p);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return p;
+}
+
+grpc::Status SetPrefetch(Device* d, const v1::SetPrefetchPolicyRequest& req,
+                         v1::PrefetchPolicy* out = nullptr) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, absl::Seconds(10));
+  v1::PrefetchPolicy p;
+  grpc::Status s = d->xfer->api()->SetPrefetchPolicy(&ctx, req, &p);
+  if (out != nullptr) *out = p;
+  return s;
+}
+
+// A variant-level eager rule prefetches only that variant; a never rule
+// refuses prefetch-priority requests; SetPrefetchPolicy takes effect without
+// a restart (the newly eager variant is caught up) and the stored policy
+// wins over the flags after a restart of the transfer service.
+TEST_F(TransferTest, PrefetchPolicyPerVariantSetAtRunTimeAndStored) {
+  Device* a = Add("a");
+  Device* b = Add(
+      "b", {{"prefetch_rules", "thumb/grid@2x=eager,thumb=lazy,proxy=never"}});
+  StartAll({{a, b}});
+  auto publish = [&](const std::string& variant, int n, int seed) {
+    std::vector<v1::SidecarKey> keys;
+    for (int i = 0; i < n; ++i) {
+      keys.push_back(Publish(a,
+                             RandomKeyProto(v1::SIDECAR_KIND_THUMB, variant,
+                                            v1::SIDECAR_FORMAT_WEBP),
+                             MakeWebp(2000 + seed + i, seed + i)));
+    }
+    return keys;
+  };
+  auto all = [&](const std::vector<v1::SidecarKey>& keys,
+                 ResolveResponse::Outcome outcome) {
+    for (const auto& k : keys) {
+      if (Resolve(b, k).outcome() != outcome) return false;
+    }
+    return true;
+  };
+  std::vector<v1::SidecarKey> grid2x = publish("grid@2x", 4, 100);
+  std::vector<v1::SidecarKey> grid1x = publish("grid@1x", 4, 200);
+  ASSERT_TRUE(
+      WaitFor([&] { return all(grid2x, ResolveResponse::OUTCOME_LOCAL); },
+              absl::Seconds(10)))
+      << "grid@2x thumbnails were not prefetched";
+  ASSERT_TRUE(
+      WaitFor([&] { return all(grid1x, ResolveResponse::OUTCOME_REMOTE); },
+              absl::Seconds(10)));
+  absl::SleepFor(absl::Milliseconds(500));  // a batch window and more
+  EXPECT_TRUE(all(grid1x, ResolveResponse::OUTCOME_REMOTE))
+      << "a lazy variant was prefetched";
+
+  // never: a prefetch-priority request is answered GENERATE with the rule.
+  v1::SidecarKey proxy =
+      Publish(a,
+              RandomKeyProto(v1::SIDECAR_KIND_PROXY, "proxy_scrub",
+                             v1::SIDECAR_FORMAT_MP4),
+              RandomBytes(20000, 15));
+  ASSERT_TRUE(
+      WaitFor([&] { return KnowsRemote(b, proxy, 1); }, absl::Seconds(10)));
+  {
+    v1::FetchRequest req;
+    *req.add_keys() = proxy;
+    req.set_priority(v1::PRIORITY_PREFETCH);
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(10));
+    v1::FetchResponse resp;
+    ASSERT_TRUE(b->xfer->api()->Fetch(&ctx, req, &resp).ok());
+    ASSERT_EQ(resp.results_size(), 1);
+    EXPECT_EQ(resp.results(0).outcome(), FetchResult::OUTCOME_GENERATE);
+    EXPECT_NE(resp.results(0).reason().find("proxy=never"), std::string::npos)
+        << resp.results(0).reason();
+  }
+
+  // Bad rules are refused, naming the rule; nothing changes.
+  v1::SetPrefetchPolicyRequest bad;
+  bad.set_rules("thumb=eager,gif=lazy");
+  grpc::Status s = SetPrefetch(b, bad);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("gif=lazy"), std::string::npos)
+      << s.error_message();
+  v1::PrefetchPolicy p = GetPrefetch(b);
+  EXPECT_EQ(p.rules(), "thumb=lazy,thumb/grid@2x=eager,proxy=never");
+  EXPECT_FALSE(p.stored());
+  EXPECT_EQ(p.max_concurrent_prefetch(), 3u);
+
+  // At run time: every thumbnail eager. The lazy ones are caught up.
+  v1::SetPrefetchPolicyRequest req;
+  req.set_rules("thumb=eager");
+  ASSERT_TRUE(SetPrefetch(b, req, &p).ok());
+  EXPECT_EQ(p.rules(), "thumb=eager");
+  EXPECT_TRUE(p.stored());
+  auto t = WaitFor([&] { return all(grid1x, ResolveResponse::OUTCOME_LOCAL); },
+                   absl::Seconds(10));
+  ASSERT_TRUE(t.has_value()) << "newly eager thumbnails were not caught up";
+  std::cerr << "newly eager variant caught up in " << *t << "\n";
+
+  // After a restart the stored policy wins over --prefetch_rules.
+  EXPECT_EQ(b->xfer->Stop(), 0);
+  ASSERT_TRUE(StartXfer(b).ok());
+  p = GetPrefetch(b);
+  EXPECT_EQ(p.rules(), "thumb=eager");
+  EXPECT_TRUE(p.stored());
+  std::vector<v1::SidecarKey> later = publish("grid@1x", 2, 300);
+  EXPECT_TRUE(
+      WaitFor([&] { return all(later, ResolveResponse::OUTCOME_LOCAL); },
+              absl::Seconds(10)))
+      << "the stored policy did not survive the restart";
+}
+
+// While metered, prefetch pauses: jobs are queued, none runs. Unmetered
+// (set at run time), they run, never more than max_concurrent_prefetch at
+// once (one job per worker: no batch lane here).
+TEST_F(TransferTest, MeteredPausesPrefetchAndTheLimitHolds) {
+  Device* a = Add("a");
+  Device* b = Add("b", {{"prefetch_rules", "thumb=eager"},
+                        {"metered", "true"},
+                        {"max_concurrent_prefetch", "2"},
+                        {"workers", "6"},
+                        {"batch_max_jobs", "0"},
+                        {"background_bandwidth_limit", "600000"}});
+  StartAll({{a, b}});
+  std::vector<v1::SidecarKey> keys;
+  for (int i = 0; i < 8; ++i) {
+    keys.push_back(Publish(a,
+                           RandomKeyProto(v1::SIDECAR_KIND_THUMB, "grid@2x",
+                                          v1::SIDECAR_FORMAT_WEBP),
+                           MakeWebp(200000 + i, 400 + i)));
+  }
+  auto jobs = [&] {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    v1::ListJobsResponse resp;
+    EXPECT_TRUE(b->xfer->api()->ListJobs(&ctx, {}, &resp).ok());
+    return resp;
+  };
+  auto count = [&](v1::JobState state) {
+    int n = 0;
+    const v1::ListJobsResponse r = jobs();
+    for (const auto& j : r.jobs()) n += j.state() == state;
+    return n;
+  };
+  ASSERT_TRUE(WaitFor([&] { return count(v1::JOB_STATE_QUEUED) == 8; },
+                      absl::Seconds(10)))
+      << "prefetch jobs were not queued while metered";
+  absl::SleepFor(absl::Seconds(1));
+  EXPECT_EQ(count(v1::JOB_STATE_QUEUED), 8) << "prefetch ran while metered";
+  EXPECT_EQ(a->proxy->bytes_down(), 0u);
+  EXPECT_TRUE(GetPrefetch(b).paused());
+
+  v1::SetPrefetchPolicyRequest req;
+  req.set_metered(false);
+  v1::PrefetchPolicy p;
+  ASSERT_TRUE(SetPrefetch(b, req, &p).ok());
+  EXPECT_FALSE(p.paused());
+  int most_running = 0;
+  auto done = WaitFor(
+      [&] {
+        v1::ListJobsResponse r = jobs();
+        int running = 0, finished = 0;
+        for (const auto& j : r.jobs()) {
+          running += j.state() == v1::JOB_STATE_RUNNING;
+          finished += j.state() == v1::JOB_STATE_DONE;
+        }
+        most_running = std::max(most_running, running);
+        return finished == 8;
+      },
+      absl::Seconds(25));
+  ASSERT_TRUE(done.has_value()) << "prefetch did not resume when unmetered";
+  std::cerr << "8 prefetches in " << *done << ", at most " << most_running
+            << " running at once\n";
+  EXPECT_LE(most_running, 2);
+  EXPECT_GE(most_running, 1);
+}
+
 // The store quota on a small real filesystem (tmpfs), real processes and
 // PostgreSQL. b may keep 600 KiB of sidecars: its own (never evicted) and
 // fetched ones. A prefetch past the quota ends saying so and writes

@@ -667,5 +667,85 @@ TEST_F(JobStoreTest, UnavailableWhileServerIsDown) {
   EXPECT_TRUE(store->Create(KeyFor(1), v1::PRIORITY_NORMAL).ok());
 }
 
+// The prefetch limit: without a slot, claims leave prefetch jobs queued.
+TEST_F(JobStoreTest, ClaimsBelowMinPriorityLeavePrefetchJobsQueued) {
+  std::unique_ptr<JobStore> store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  const Kind thumbs[] = {v1::SIDECAR_KIND_THUMB};
+  ASSERT_TRUE(
+      store->CreateMany({KeyFor(1), KeyFor(2)}, v1::PRIORITY_PREFETCH).ok());
+  auto none = store->ClaimBatch(absl::Now(), 100, thumbs, v1::PRIORITY_NORMAL);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(none->empty());
+  auto one = store->ClaimNext(absl::Now(), {}, v1::PRIORITY_NORMAL);
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_FALSE(one->has_value());
+  // A normal job is still claimed by a batch that may not take prefetch.
+  ASSERT_TRUE(store->Create(KeyFor(3), v1::PRIORITY_NORMAL).ok());
+  auto normal =
+      store->ClaimBatch(absl::Now(), 100, thumbs, v1::PRIORITY_NORMAL);
+  ASSERT_TRUE(normal.ok()) << normal.status();
+  ASSERT_EQ(normal->size(), 1u);
+  EXPECT_EQ((*normal)[0].key, KeyFor(3));
+  // With a slot, the prefetch jobs come.
+  auto batch = store->ClaimBatch(absl::Now(), 100, thumbs);
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  EXPECT_EQ(batch->size(), 2u);
+}
+
+TEST_F(JobStoreTest, ListWaitingPrefetchPagesByIdAndSkipsOthers) {
+  std::unique_ptr<JobStore> store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  std::vector<SidecarKey> keys;
+  for (int i = 0; i < 5; ++i) keys.push_back(KeyFor(100 + i));
+  ASSERT_TRUE(store->CreateMany(keys, v1::PRIORITY_PREFETCH).ok());
+  ASSERT_TRUE(store->Create(KeyFor(200), v1::PRIORITY_NORMAL).ok());
+  std::set<std::string> seen;
+  std::string after;
+  for (int page = 0; page < 10; ++page) {
+    auto jobs = store->ListWaitingPrefetch(after, 2);
+    ASSERT_TRUE(jobs.ok()) << jobs.status();
+    if (jobs->empty()) break;
+    for (const Job& j : *jobs) {
+      EXPECT_EQ(j.priority, v1::PRIORITY_PREFETCH);
+      EXPECT_TRUE(seen.insert(j.id).second) << "listed twice: " << j.id;
+    }
+    after = jobs->back().id;
+  }
+  EXPECT_EQ(seen.size(), 5u);
+  EXPECT_EQ(store->ListWaitingPrefetch("not-an-id", 2).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(JobStoreTest, PrefetchPolicyIsStoredAndReplaced) {
+  std::unique_ptr<JobStore> store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  auto none = store->LoadPrefetchPolicy();
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->has_value());
+  StoredPrefetchPolicy p{.rules = "thumb/grid@2x=eager,proxy=never",
+                         .max_concurrent = 2,
+                         .metered = true,
+                         .prefetch_when_metered = false,
+                         .background_bytes_per_sec = 123456};
+  ASSERT_TRUE(store->SavePrefetchPolicy(p).ok());
+  p.max_concurrent = 5;
+  p.metered = false;
+  ASSERT_TRUE(store->SavePrefetchPolicy(p).ok());
+  // A second store on the same database (a restart) reads it back.
+  std::unique_ptr<JobStore> again = OpenStore();
+  ASSERT_NE(again, nullptr);
+  auto got = again->LoadPrefetchPolicy();
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_TRUE(got->has_value());
+  EXPECT_EQ((*got)->rules, p.rules);
+  EXPECT_EQ((*got)->max_concurrent, 5);
+  EXPECT_FALSE((*got)->metered);
+  EXPECT_EQ((*got)->background_bytes_per_sec, 123456u);
+  p.max_concurrent = 65;
+  EXPECT_EQ(store->SavePrefetchPolicy(p).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace sidecar::transfer
