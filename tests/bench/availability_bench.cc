@@ -13,16 +13,26 @@
 //     an identical empty device).
 //
 //   availability_bench --scales=1000000,6000000
+//
+// --bench=busy: device B's local API latency (WhoHas of 100 keys and a
+// single-key Resolve, sampled every few milliseconds) idle, while B receives
+// a snapshot of N entries from A, and while B sends that snapshot on to a
+// fresh device C, side by side in one run:
+//
+//   availability_bench --bench=busy --busy_entries=1000000
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <numeric>
+#include <optional>
 #include <thread>
 
 #include "absl/container/flat_hash_map.h"
@@ -31,6 +41,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/civil_time.h"
 #include "absl/time/clock.h"
 #include "common/sha256.h"
 #include "common/transport.h"
@@ -45,6 +56,17 @@ ABSL_FLAG(int, whohas_calls, 50, "WhoHas calls per measurement");
 ABSL_FLAG(absl::Duration, round_window, absl::Seconds(10),
           "how long to count bytes of unchanged gossip rounds");
 ABSL_FLAG(std::string, binary, AVAILABILITY_BIN, "sidecar-availability");
+ABSL_FLAG(std::vector<std::string>, bench, {"scale"},
+          "what to run: scale (the figures above, per --scales), busy "
+          "(local API latency while a snapshot is received and sent)");
+ABSL_FLAG(uint64_t, busy_entries, 1000000,
+          "--bench=busy: sidecars on device A, sent as one snapshot");
+ABSL_FLAG(absl::Duration, busy_interval, absl::Milliseconds(5),
+          "--bench=busy: time between the starts of two samples");
+ABSL_FLAG(int, busy_rounds, 3,
+          "--bench=busy: rounds, each with new devices; phases pooled");
+ABSL_FLAG(absl::Duration, idle_window, absl::Seconds(2),
+          "--bench=busy: how long each idle phase is sampled");
 
 namespace sidecar::bench {
 namespace {
@@ -204,8 +226,7 @@ void RunScale(PgServer* pg, const std::string& dir, uint64_t n) {
   auto proxy = TcpProxy::Start("127.0.0.1", 0);
   Check(proxy.status(), "proxy");
   absl::Time t = absl::Now();
-  Check((*a)->StartWithExtraFlags(
-            {{"advertise_address", (*proxy)->address()}}),
+  Check((*a)->StartWithExtraFlags({{"advertise_address", (*proxy)->address()}}),
         "start A");
   (*proxy)->Retarget((*a)->port());
   std::cout << absl::StrFormat(
@@ -346,6 +367,293 @@ void RunScale(PgServer* pg, const std::string& dir, uint64_t n) {
       rounds ? static_cast<double>(bytes) / rounds : 0.0);
 }
 
+// --bench=busy ------------------------------------------------------------
+
+// One sample of B's local API: a WhoHas of 100 keys, then a Resolve.
+struct ApiSample {
+  absl::Time start;
+  double whohas_ms = 0;
+  double resolve_ms = 0;
+  bool ok = true;
+};
+
+// Calls WhoHas and Resolve on a device's local API every `interval` (or
+// back to back when a call takes longer) on its own thread, until Stop().
+class ApiSampler {
+ public:
+  ApiSampler(v1::Availability::Stub* api, v1::WhoHasRequest whohas,
+             v1::ResolveRequest resolve, absl::Duration interval)
+      : api_(api),
+        whohas_(std::move(whohas)),
+        resolve_(std::move(resolve)),
+        interval_(interval),
+        thread_([this] { Run(); }) {}
+
+  std::vector<ApiSample> Stop() {
+    stop_ = true;
+    thread_.join();
+    return std::move(samples_);
+  }
+
+ private:
+  void Run() {
+    while (!stop_) {
+      ApiSample s;
+      s.start = absl::Now();
+      {
+        grpc::ClientContext ctx;
+        SetDeadline(&ctx, absl::Seconds(30));
+        v1::WhoHasResponse resp;
+        s.ok &= api_->WhoHas(&ctx, whohas_, &resp).ok();
+      }
+      absl::Time mid = absl::Now();
+      s.whohas_ms = absl::ToDoubleMilliseconds(mid - s.start);
+      {
+        grpc::ClientContext ctx;
+        SetDeadline(&ctx, absl::Seconds(30));
+        v1::ResolveResponse resp;
+        s.ok &= api_->Resolve(&ctx, resolve_, &resp).ok();
+      }
+      s.resolve_ms = absl::ToDoubleMilliseconds(absl::Now() - mid);
+      samples_.push_back(s);
+      absl::SleepFor(s.start + interval_ - absl::Now());
+    }
+  }
+
+  v1::Availability::Stub* const api_;
+  const v1::WhoHasRequest whohas_;
+  const v1::ResolveRequest resolve_;
+  const absl::Duration interval_;
+  std::atomic<bool> stop_{false};
+  std::vector<ApiSample> samples_;  // the sampler thread's until Stop()
+  std::thread thread_;
+};
+
+// The time of a service log line (common/log.cc: "I1207 08:17:20.123456
+// tag] ...", UTC), if it has one.
+std::optional<absl::Time> LogLineTime(const std::string& line) {
+  const absl::TimeZone utc = absl::UTCTimeZone();
+  char level;
+  int mo, d, h, mi, sec, us;
+  if (std::sscanf(line.c_str(), "%c%2d%2d %d:%d:%d.%d", &level, &mo, &d, &h,
+                  &mi, &sec, &us) != 7) {
+    return std::nullopt;
+  }
+  const int64_t year = absl::ToCivilYear(absl::Now(), utc).year();
+  return absl::FromCivil(absl::CivilSecond(year, mo, d, h, mi, sec), utc) +
+         absl::Microseconds(us);
+}
+
+double Quantile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t i = static_cast<size_t>(q * (v.size() - 1) + 0.5);
+  return v[std::min(i, v.size() - 1)];
+}
+
+// The samples of one phase, pooled over rounds, and how long it lasted.
+struct Phase {
+  std::string name;
+  std::vector<ApiSample> samples;
+  absl::Duration length;
+  // The slowest WhoHas and when it started, from its phase's start.
+  double worst_ms = 0;
+  absl::Duration worst_at;
+
+  // Takes the samples of `all` that started within [from, to].
+  void Add(const std::vector<ApiSample>& all, absl::Time from, absl::Time to) {
+    length += to - from;
+    for (const ApiSample& s : all) {
+      if (s.start < from || s.start > to) continue;
+      samples.push_back(s);
+      if (s.whohas_ms > worst_ms) {
+        worst_ms = s.whohas_ms;
+        worst_at = s.start - from;
+      }
+    }
+  }
+  size_t failed() const {
+    size_t n = 0;
+    for (const ApiSample& s : samples) n += !s.ok;
+    return n;
+  }
+  double WhoHas(double q) const {
+    std::vector<double> v;
+    for (const ApiSample& s : samples) v.push_back(s.whohas_ms);
+    return Quantile(std::move(v), q);
+  }
+  double Resolve(double q) const {
+    std::vector<double> v;
+    for (const ApiSample& s : samples) v.push_back(s.resolve_ms);
+    return Quantile(std::move(v), q);
+  }
+};
+
+void PrintPhase(const Phase& f, const Phase* idle) {
+  std::cout << absl::StrFormat(
+      "  %-10s %5d samples in %8s: WhoHas(100) median %6.2f ms p99 %7.2f ms; "
+      "Resolve median %6.2f ms p99 %7.2f ms; slowest WhoHas %.1f ms at +%s",
+      f.name, f.samples.size(),
+      absl::FormatDuration(absl::Trunc(f.length, absl::Milliseconds(1))),
+      f.WhoHas(0.5), f.WhoHas(0.99), f.Resolve(0.5), f.Resolve(0.99),
+      f.worst_ms,
+      absl::FormatDuration(absl::Trunc(f.worst_at, absl::Milliseconds(1))));
+  if (size_t failed = f.failed()) std::cout << " (" << failed << " failed)";
+  auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
+  if (idle != nullptr) {
+    std::cout << absl::StrFormat(
+        "\n  %-10s vs %s: WhoHas median x%.2f p99 x%.2f; Resolve median "
+        "x%.2f p99 x%.2f",
+        "", idle->name, ratio(f.WhoHas(0.5), idle->WhoHas(0.5)),
+        ratio(f.WhoHas(0.99), idle->WhoHas(0.99)),
+        ratio(f.Resolve(0.5), idle->Resolve(0.5)),
+        ratio(f.Resolve(0.99), idle->Resolve(0.99)));
+  }
+  std::cout << "\n";
+}
+
+// Waits until `d` knows the entries of `origin` (A's snapshot: the last of
+// its n keys is held by origin); when that happened. ListPeers would count
+// them, but lists only the devices `d` contacts itself.
+absl::Time AwaitKnown(AvailabilityProcess* d, const std::string& origin,
+                      uint64_t n) {
+  v1::WhoHasRequest req;
+  KeyToProto(KeyFor(n - 1), req.add_keys());
+  absl::Time start = absl::Now();
+  while (true) {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    v1::WhoHasResponse resp;
+    if (d->api()->WhoHas(&ctx, req, &resp).ok() && resp.results_size() == 1) {
+      for (const v1::Holder& h : resp.results(0).holders()) {
+        if (resp.devices(h.device()).device_id() == origin) return absl::Now();
+      }
+    }
+    if (absl::Now() - start > absl::Minutes(2)) {
+      std::cerr << d->name() << " did not learn the entries of " << origin
+                << "\n";
+      std::exit(1);
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+}
+
+// The start of the exchange `sender` answered to `receiver` from `after` on:
+// the sender logs each Exchange it answers ("exchange from <address>: ...
+// sending K origins"); the first with K > 0 is the snapshot.
+absl::Time ExchangeStart(AvailabilityProcess* sender,
+                         AvailabilityProcess* receiver, absl::Time after) {
+  const std::string needle =
+      absl::StrCat("exchange from ", receiver->address());
+  std::ifstream in(sender->log_path());
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find(needle) == std::string::npos ||
+        line.find("sending 0 origins") != std::string::npos) {
+      continue;
+    }
+    std::optional<absl::Time> t = LogLineTime(line);
+    if (t && *t >= after) return *t;
+  }
+  std::cerr << "no exchange from " << receiver->address() << " in "
+            << sender->log_path() << "; counting from the pairing\n";
+  return after;
+}
+
+// WhoHas/Resolve latency on B: idle, receiving a snapshot of n entries from
+// A, idle again, sending it on to a fresh C; --busy_rounds times, each with
+// new devices, the samples of each phase pooled.
+int RunBusy(PgServer* pg, const std::string& dir, uint64_t n) {
+  std::cout << "\n== local API latency of B while a snapshot of " << n
+            << " entries is received and sent ==\n";
+  const std::map<std::string, std::string> quiet = {
+      {"gossip_interval", "1h"},
+      {"ping_interval", "1h"},
+      {"contact_learned_peers", "false"},
+      {"verbose", "true"}};
+  // 100 keys, half held by A; one key A holds for Resolve (fetch-only: the
+  // answer ranks A as a source once B knows it).
+  v1::WhoHasRequest whohas;
+  for (int i = 0; i < 100; ++i) {
+    SidecarKey k = i % 2 ? KeyFor((i * 7919ull) % n) : KeyFor(n + i);
+    KeyToProto(k, whohas.add_keys());
+  }
+  v1::ResolveRequest resolve;
+  KeyToProto(KeyFor(12345 % n), resolve.mutable_key());
+  resolve.set_mode(v1::RESOLVE_MODE_FETCH_ONLY);
+
+  Phase idle_empty{"idle"}, receiving{"receiving"}, idle_full{"idle(full)"},
+      sending{"sending"};
+  const absl::Duration idle = absl::GetFlag(FLAGS_idle_window);
+  for (int round = 0; round < absl::GetFlag(FLAGS_busy_rounds); ++round) {
+    // A new library each round: a device that joins through a later member
+    // does not take the founder's record (Library::Merge), so C would not
+    // learn an earlier round's A.
+    auto a =
+        AvailabilityProcess::Create(absl::GetFlag(FLAGS_binary), pg, dir,
+                                    {absl::StrCat("busy-a", round), {}, quiet});
+    Check(a.status(), "create A");
+    Seed((*a)->conninfo(), n);
+    Check((*a)->Start(), "start A");
+    const std::string a_id = DeviceId(a->get());
+    auto b =
+        AvailabilityProcess::Create(absl::GetFlag(FLAGS_binary), pg, dir,
+                                    {absl::StrCat("busy-b", round), {}, quiet});
+    Check(b.status(), "create B");
+    Check((*b)->Start(), "start B");
+    auto c =
+        AvailabilityProcess::Create(absl::GetFlag(FLAGS_binary), pg, dir,
+                                    {absl::StrCat("busy-c", round), {}, quiet});
+    Check(c.status(), "create C");
+    Check((*c)->Start(), "start C");
+
+    ApiSampler sampler((*b)->api(), whohas, resolve,
+                       absl::GetFlag(FLAGS_busy_interval));
+    absl::Time idle0 = absl::Now();
+    absl::SleepFor(idle);
+    absl::Time pair_ab = absl::Now();
+    Check(testing::Pair(a->get(), b->get()), "pair B with A");
+    absl::Time received = AwaitKnown(b->get(), a_id, n);
+    absl::Time receive_start = ExchangeStart(a->get(), b->get(), pair_ab);
+    absl::SleepFor(absl::Seconds(1));  // prompt rounds after learning
+    absl::Time idle1 = absl::Now();
+    absl::SleepFor(idle);
+    absl::Time pair_bc = absl::Now();
+    Check(testing::Pair(b->get(), c->get()), "pair C with B");
+    absl::Time sent = AwaitKnown(c->get(), a_id, n);
+    absl::Time send_start = ExchangeStart(b->get(), c->get(), pair_bc);
+    std::vector<ApiSample> samples = sampler.Stop();
+    std::cout << absl::StrFormat(
+        "round %d: exchange A->B %s (pairing took %s), B->C %s (pairing "
+        "took %s)\n",
+        round, absl::FormatDuration(received - receive_start),
+        absl::FormatDuration(receive_start - pair_ab),
+        absl::FormatDuration(sent - send_start),
+        absl::FormatDuration(send_start - pair_bc));
+    idle_empty.Add(samples, idle0, idle0 + idle);
+    receiving.Add(samples, receive_start, received);
+    idle_full.Add(samples, idle1, idle1 + idle);
+    sending.Add(samples, send_start, sent);
+  }
+  std::cout << "B's WhoHas of 100 keys and Resolve of one, one sample every "
+            << absl::FormatDuration(absl::GetFlag(FLAGS_busy_interval))
+            << " (samples that started within each phase; idle: B alone, "
+               "idle(full): B holding A's entries):\n";
+  PrintPhase(idle_empty, nullptr);
+  PrintPhase(receiving, &idle_empty);
+  PrintPhase(idle_full, nullptr);
+  PrintPhase(sending, &idle_full);
+  bool ok = true;
+  for (const Phase* f : {&idle_empty, &receiving, &idle_full, &sending}) {
+    if (f->samples.empty() || f->failed() > 0) {
+      std::cerr << f->name << ": " << f->samples.size() << " samples, "
+                << f->failed() << " failed\n";
+      ok = false;
+    }
+  }
+  return ok ? 0 : 1;
+}
+
 }  // namespace
 }  // namespace sidecar::bench
 
@@ -356,14 +664,25 @@ int main(int argc, char** argv) {
   sidecar::testing::PgServerOptions opts;
   sidecar::testing::PgServer pg(opts);
   sidecar::bench::Check(pg.Start(), "start PostgreSQL");
-  for (const std::string& s : absl::GetFlag(FLAGS_scales)) {
-    uint64_t n = 0;
-    if (!absl::SimpleAtoi(s, &n) || n == 0) {
-      std::cerr << "bad scale " << s << "\n";
+  int rc = 0;
+  for (const std::string& bench : absl::GetFlag(FLAGS_bench)) {
+    if (bench == "scale") {
+      for (const std::string& s : absl::GetFlag(FLAGS_scales)) {
+        uint64_t n = 0;
+        if (!absl::SimpleAtoi(s, &n) || n == 0) {
+          std::cerr << "bad scale " << s << "\n";
+          return 2;
+        }
+        sidecar::bench::RunScale(&pg, dir, n);
+      }
+    } else if (bench == "busy") {
+      rc |=
+          sidecar::bench::RunBusy(&pg, dir, absl::GetFlag(FLAGS_busy_entries));
+    } else {
+      std::cerr << "unknown --bench " << bench << " (scale, busy)\n";
       return 2;
     }
-    sidecar::bench::RunScale(&pg, dir, n);
   }
   std::cout << "\n(work dir " << dir << ")\n";
-  return 0;
+  return rc;
 }
