@@ -232,7 +232,8 @@ void Evictor::Loop() {
     bool room = false;
     {
       absl::MutexLock lock(&mu_);
-      if (refused_prefetch_ && refreshed_ && !quota_.Over()) {
+      if (refused_prefetch_ && refreshed_ &&
+          quota_.NeedFor(refused_kind_, refused_bytes_).none()) {
         refused_prefetch_ = false;
         room = true;
       }
@@ -266,6 +267,10 @@ absl::Status Evictor::Admit(v1::Priority priority, Kind kind, uint64_t bytes) {
       return absl::OkStatus();
     }
     if (priority == v1::PRIORITY_PREFETCH) {
+      if (!refused_prefetch_ || bytes < refused_bytes_) {
+        refused_kind_ = kind;
+        refused_bytes_ = bytes;
+      }
       refused_prefetch_ = true;
       return absl::ResourceExhaustedError(quota_.PrefetchRefusal(kind, bytes));
     }

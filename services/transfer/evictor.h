@@ -160,6 +160,10 @@ class Evictor {
   StoreQuota quota_ ABSL_GUARDED_BY(mu_);
   bool refreshed_ ABSL_GUARDED_BY(mu_) = false;
   bool refused_prefetch_ ABSL_GUARDED_BY(mu_) = false;
+  // The smallest prefetch refused since (its kind and size): there is room
+  // again when it would fit.
+  Kind refused_kind_ ABSL_GUARDED_BY(mu_) = v1::SIDECAR_KIND_UNSPECIFIED;
+  uint64_t refused_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t evicted_total_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t evicted_bytes_total_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t kept_last_copies_ ABSL_GUARDED_BY(mu_) = 0;

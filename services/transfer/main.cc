@@ -353,7 +353,8 @@ int Main() {
   follower = &members;
   fetcher.Start();
   prefetcher.Start();
-  evictor.Start();
+  // Prefetch refused at the quota resumes when there is room again.
+  evictor.Start([&prefetcher] { prefetcher.CatchUpSoon(); });
   SC_LOG(INFO) << "peer API (mutual TLS) on port " << peer_host.port()
                << "; local API on " << local_address << "; sidecar root "
                << root.string() << ", availability at " << availability_address;

@@ -45,6 +45,12 @@ void Prefetcher::PolicyChanged() {
   cv_.SignalAll();
 }
 
+void Prefetcher::CatchUpSoon() {
+  absl::MutexLock lock(&mu_);
+  catch_up_ = true;
+  cv_.SignalAll();
+}
+
 uint64_t Prefetcher::queued() const {
   absl::MutexLock lock(&mu_);
   return queued_;

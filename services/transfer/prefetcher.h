@@ -56,6 +56,11 @@ class Prefetcher {
   // force and a catch-up follows. Returns at once.
   void PolicyChanged() ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Something that held prefetch back has gone (e.g. the store quota has
+  // room again): a catch-up follows, which queues again what peers hold
+  // and this device lacks. Returns at once.
+  void CatchUpSoon() ABSL_LOCKS_EXCLUDED(mu_);
+
   // Keys queued for prefetch so far (for tests and logs).
   uint64_t queued() const;
 

@@ -1529,5 +1529,73 @@ TEST_F(TransferTest, StoreQuotaEvictsLeastRecentlyUsedFetchedSidecars) {
   EXPECT_GT(u.free_bytes(), 0u);
 }
 
+// Prefetch refused at the quota resumes by itself once there is room: the
+// store's usage drops, the quota's watcher sees room and the prefetcher
+// catches up with what peers hold and this device lacks.
+TEST_F(TransferTest, PrefetchStoppedAtTheQuotaResumesWhenThereIsRoom) {
+  Device* a = Add("a");
+  Device* b = Add("b",
+                  {{"min_free_bytes", "0"},
+                   {"store_quota_bytes", "300K"},
+                   {"store_usage_interval", "200ms"},
+                   {"prefetch_rules", "thumb/grid@2x=eager"}},
+                  {{"usage_flush_interval", "100ms"}});
+  StartAll({{a, b}});
+  const size_t kSize = 200 << 10;
+  auto thumb = [&](const std::string& variant, int seed) {
+    return Publish(a,
+                   RandomKeyProto(v1::SIDECAR_KIND_THUMB, variant,
+                                  v1::SIDECAR_FORMAT_WEBP),
+                   MakeWebp(kSize, seed));
+  };
+  auto local = [&](const v1::SidecarKey& k) {
+    return Resolve(b, k).outcome() == ResolveResponse::OUTCOME_LOCAL;
+  };
+  // The first, of a lazy variant, is fetched on request; the usage is
+  // read again.
+  v1::SidecarKey first = thumb("grid@1x", 900);
+  ASSERT_TRUE(
+      WaitFor([&] { return KnowsRemote(b, first, 1); }, absl::Seconds(5)));
+  {
+    v1::FetchRequest req;
+    *req.add_keys() = first;
+    req.set_priority(v1::PRIORITY_INTERACTIVE);
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(10));
+    v1::FetchResponse resp;
+    ASSERT_TRUE(b->xfer->api()->Fetch(&ctx, req, &resp).ok());
+    ASSERT_EQ(WaitJob(b, resp.results(0).job_id(), absl::Seconds(20)).state(),
+              v1::JOB_STATE_DONE);
+  }
+  absl::SleepFor(absl::Milliseconds(600));
+  // The second, eager, would pass the quota: refused, not fetched.
+  v1::SidecarKey second = thumb("grid@2x", 901);
+  ASSERT_TRUE(
+      WaitFor([&] { return KnowsRemote(b, second, 1); }, absl::Seconds(5)));
+  absl::SleepFor(absl::Seconds(2));
+  ASSERT_FALSE(local(second));
+  ASSERT_TRUE(local(first));
+
+  // The person deletes the first (lazy: not fetched again): room again,
+  // and the second comes.
+  {
+    v1::RemoveRequest req;
+    *req.add_keys() = first;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    v1::RemoveResponse resp;
+    ASSERT_TRUE(b->avail->api()->Remove(&ctx, req, &resp).ok());
+  }
+  EXPECT_TRUE(WaitFor([&] { return local(second); }, absl::Seconds(20)))
+      << [&] {
+           v1::ListJobsRequest req;
+           grpc::ClientContext ctx;
+           SetDeadline(&ctx, absl::Seconds(5));
+           v1::ListJobsResponse resp;
+           (void)b->xfer->api()->ListJobs(&ctx, req, &resp);
+           return resp.DebugString();
+         }();
+}
+
 }  // namespace
 }  // namespace sidecar::testing
