@@ -599,9 +599,28 @@ uint64_t FillFile(const std::string& path, uint64_t max) {
 // reserved; one that cannot have it ends saying so; nothing partial is ever
 // left in the store or its .incoming; the services keep answering; and once
 // there is room the same sidecars come whole.
-TEST_F(TransferTest, FullDiskNeverLeavesPartialSidecars) {
-  Device* a = Add("a");
-  Device* b = Add("b", {{"min_free_bytes", "0"}, {"max_attempts", "2"}});
+// A full disk, in the three ways it can come: before a fetch, while one
+// writes, and in the middle of a batch. `xflags` are b's extra flags.
+class FullDiskTest : public TransferTest {
+ protected:
+  void Run(std::map<std::string, std::string> xflags);
+};
+
+TEST_F(FullDiskTest, NeverLeavesPartialSidecars) { Run({}); }
+
+// The same with a store quota larger than the disk (as a quota set for a
+// bigger disk): the disk fills first, and nothing changes.
+TEST_F(FullDiskTest, NeverLeavesPartialSidecarsUnderAStoreQuota) {
+  Run({{"store_quota_bytes", "1G"}, {"store_usage_interval", "200ms"}});
+}
+
+void FullDiskTest::Run(std::map<std::string, std::string> xflags) {
+  // Device names carry the line of the call: one per variant here.
+  const std::string variant = xflags.empty() ? "" : "q";
+  Device* a = Add("a" + variant);
+  xflags["min_free_bytes"] = "0";
+  xflags["max_attempts"] = "2";
+  Device* b = Add("b" + variant, xflags);
   const std::string root = b->avail->sidecar_root();
   const uint64_t kDisk = 24 << 20;
   absl::StatusOr<std::unique_ptr<TmpfsMount>> disk =
