@@ -317,13 +317,29 @@ grpc::Status AvailabilityService::ListMissing(grpc::ServerContext*,
   std::sort(candidates.begin(), candidates.end(), EntryKeyLess);
   candidates.erase(std::unique(candidates.begin(), candidates.end()),
                    candidates.end());
+  // Whether a peer advertises a newer generator version of `k` than `mine`.
+  auto stale = [&](const EntryKey& k, const Entry& mine) {
+    const absl::string_view have = GeneratorVersionOf(mine);
+    for (const PeerCache::OriginView& v : views) {
+      if (v.entries == self) continue;
+      const Entry* theirs = v.entries->Find(k);
+      if (theirs != nullptr && !theirs->removed() &&
+          IsNewerGeneratorVersion(GeneratorVersionOf(*theirs), have)) {
+        return true;
+      }
+    }
+    return false;
+  };
   std::optional<EntryKey> last;
   for (const EntryKey& k : candidates) {
     if (bound && EntryKeyLess(*bound, k)) break;
     if (resp->keys_size() == static_cast<int>(limit)) break;
     last = k;
     const Entry* mine = self ? self->Find(k) : nullptr;
-    if (mine != nullptr && !mine->removed()) continue;
+    if (mine != nullptr && !mine->removed() &&
+        !(req->include_stale() && stale(k, *mine))) {
+      continue;
+    }
     KeyToProto(KeyOf(k), resp->add_keys());
   }
   // More may follow whenever a peer stopped early or the page filled up.

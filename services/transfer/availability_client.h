@@ -44,6 +44,14 @@ struct Resolution {
   std::vector<std::string> conflicting_versions;
 };
 
+// Whether a fetch has something to do for a key resolved as `r`: it is
+// remote, or the copy here is stale and an online holder has a newer one.
+inline bool NeedsFetch(const Resolution& r) {
+  return r.outcome == v1::ResolveResponse::OUTCOME_REMOTE ||
+         (r.outcome == v1::ResolveResponse::OUTCOME_LOCAL && r.stale &&
+          !r.sources.empty());
+}
+
 class AvailabilityClient {
  public:
   // `address`: the local availability service. Every call has `timeout`.

@@ -152,7 +152,8 @@ BatchLane::Resolve(Batch& b) {
   // Group by the best source.
   for (size_t i = 0; i < b.jobs.size(); ++i) {
     const Resolution& r = (*b.res)[i];
-    if (r.outcome == v1::ResolveResponse::OUTCOME_LOCAL) {
+    if (r.outcome == v1::ResolveResponse::OUTCOME_LOCAL &&
+        !(b.priority == v1::PRIORITY_PREFETCH && NeedsFetch(r))) {
       b.already_local.push_back(b.jobs[i].id);
     } else if (r.sources.empty()) {
       b.fallback.push_back({i, "no online device has it"});

@@ -299,7 +299,10 @@ void Fetcher::RunJob(Job job) {
       availability_->Resolve(job.key, v1::RESOLVE_MODE_FETCH_ONLY);
   if (!r.ok()) {
     result = r.status();
-  } else if (r->outcome == v1::ResolveResponse::OUTCOME_LOCAL) {
+  } else if (r->outcome == v1::ResolveResponse::OUTCOME_LOCAL &&
+             !(job.priority == v1::PRIORITY_PREFETCH && NeedsFetch(*r))) {
+    // A stale copy is refreshed by prefetch only: a request is served by
+    // the copy here.
     finish(v1::JOB_STATE_DONE, "already present locally",
            absl::StatusCode::kOk);
     result = absl::OkStatus();

@@ -173,6 +173,7 @@ void Prefetcher::CatchUp() {
     for (Kind k : kinds) req.add_kinds(k);
     req.set_page_size(options_.catch_up_page);
     req.set_page_token(token);
+    req.set_include_stale(true);  // refresh stale copies of eager kinds
     v1::ListMissingResponse resp;
     grpc::ClientContext ctx;
     SetDeadline(&ctx, absl::Seconds(10));
@@ -214,9 +215,7 @@ void Prefetcher::Queue(std::vector<SidecarKey> keys) {
   }
   std::vector<SidecarKey> wanted;
   for (size_t i = 0; i < unique.size(); ++i) {
-    if ((*res)[i].outcome == v1::ResolveResponse::OUTCOME_REMOTE) {
-      wanted.push_back(unique[i]);
-    }
+    if (NeedsFetch((*res)[i])) wanted.push_back(unique[i]);
   }
   if (wanted.empty()) return;
   absl::StatusOr<std::vector<Job>> jobs =

@@ -1616,5 +1616,47 @@ TEST_F(TransferTest, PrefetchStoppedAtTheQuotaResumesWhenThereIsRoom) {
          }();
 }
 
+// Prefetch refreshes a stale copy of an eager kind: a peer advertises a
+// newer generator version of a thumbnail this device holds, and the newer
+// bytes replace the old ones. A request is still served by the copy here,
+// and a lazy kind is left as it is.
+TEST_F(TransferTest, PrefetchRefreshesStaleCopiesOfEagerKinds) {
+  Device* a = Add("a");
+  Device* b = Add("b", {{"prefetch_rules", "thumb=eager"}});
+  StartAll({{a, b}});
+  v1::SidecarKey thumb = RandomKeyProto(v1::SIDECAR_KIND_THUMB, "grid@2x",
+                                        v1::SIDECAR_FORMAT_WEBP);
+  v1::SidecarKey ocr =
+      RandomKeyProto(v1::SIDECAR_KIND_OCR, "text", v1::SIDECAR_FORMAT_TEXT);
+  const std::string old_thumb = MakeWebp(30000, 41);
+  const std::string new_thumb = MakeWebp(31000, 42);
+  ASSERT_TRUE(
+      PublishSidecar(b->avail.get(), thumb, old_thumb, "thumbgen 1.1").ok());
+  ASSERT_TRUE(PublishSidecar(b->avail.get(), ocr, "old text", "ocr 1").ok());
+  ASSERT_TRUE(PublishSidecar(a->avail.get(), ocr, "newer text", "ocr 2").ok());
+  ASSERT_TRUE(
+      PublishSidecar(a->avail.get(), thumb, new_thumb, "thumbgen 1.2").ok());
+  const std::string path =
+      b->avail->sidecar_root() + "/" + RelativePath(*KeyFromProto(thumb));
+  // The file is replaced first, then registered with the new version.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return ReadAll(path) == new_thumb &&
+               Resolve(b, thumb).generator_version() == "thumbgen 1.2";
+      },
+      absl::Seconds(20)));
+  ResolveResponse r = Resolve(b, thumb);
+  EXPECT_EQ(r.outcome(), ResolveResponse::OUTCOME_LOCAL);
+  EXPECT_FALSE(r.stale()) << r.reason();
+  EXPECT_EQ(r.generator_version(), "thumbgen 1.2");
+  // The lazy kind: still the old copy, reported stale.
+  r = Resolve(b, ocr);
+  EXPECT_EQ(r.outcome(), ResolveResponse::OUTCOME_LOCAL);
+  EXPECT_TRUE(r.stale());
+  EXPECT_EQ(ReadAll(b->avail->sidecar_root() + "/" +
+                    RelativePath(*KeyFromProto(ocr))),
+            "old text");
+}
+
 }  // namespace
 }  // namespace sidecar::testing

@@ -61,8 +61,8 @@ absl::Status AvailabilityProcess::StartWithExtraFlags(
   };
   std::map<std::string, std::string> flags = options_.flags;
   for (const auto& [k, v] : extra) flags[k] = v;
-  absl::Status s = process_.Start(std::move(argv), flags, log_, port_file_,
-                                  options_.name);
+  absl::Status s =
+      process_.Start(std::move(argv), flags, log_, port_file_, options_.name);
   if (!s.ok()) return s;
   absl::StatusOr<int> port = ReadPortFile(port_file_);
   if (!port.ok()) return port.status();
@@ -75,8 +75,8 @@ absl::Status AvailabilityProcess::StartWithExtraFlags(
 }
 
 absl::Status PublishSidecar(AvailabilityProcess* device,
-                            const v1::SidecarKey& key,
-                            const std::string& bytes) {
+                            const v1::SidecarKey& key, const std::string& bytes,
+                            const std::string& generator_version) {
   absl::StatusOr<SidecarKey> k = KeyFromProto(key);
   if (!k.ok()) return k.status();
   std::filesystem::path path =
@@ -89,6 +89,7 @@ absl::Status PublishSidecar(AvailabilityProcess* device,
   l->set_size(bytes.size());
   l->set_sha256(std::string(DigestBytes(Sha256Of(bytes))));
   l->set_status(v1::SIDECAR_STATUS_READY);
+  l->set_generator_version(generator_version);
   grpc::ClientContext ctx;
   SetDeadline(&ctx, absl::Seconds(10));
   v1::RegisterResponse resp;

@@ -97,8 +97,8 @@ class AvailabilityProcess {
 // registers it READY (size and SHA-256 from the bytes), as an application
 // that made the sidecar would.
 absl::Status PublishSidecar(AvailabilityProcess* device,
-                            const v1::SidecarKey& key,
-                            const std::string& bytes);
+                            const v1::SidecarKey& key, const std::string& bytes,
+                            const std::string& generator_version = "");
 
 // Pairs `joiner` with `inviter` as a person would with sidecarctl: a code
 // from the inviter's CreateInvite, given to the joiner's JoinLibrary with
