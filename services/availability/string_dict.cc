@@ -12,6 +12,10 @@ StringDict::StringDict(const Limits& limits,
   for (absl::string_view v : well_known) AddLocked(v);
 }
 
+StringDict::~StringDict() {
+  for (const std::string* s : names_) delete s;
+}
+
 absl::StatusOr<uint16_t> StringDict::Intern(absl::string_view name) {
   absl::MutexLock lock(&mu_);
   if (auto it = ids_.find(name); it != ids_.end()) return it->second;

@@ -75,6 +75,10 @@ class StringDict {
   size_t added_by(const Uuid& peer) const ABSL_LOCKS_EXCLUDED(mu_);
   const Limits& limits() const { return limits_; }
 
+  // Frees the names. Only a dictionary nobody reads any more may be
+  // destroyed: the process-wide ones never are.
+  ~StringDict();
+
  private:
   // Stores `name` under the next id. REQUIRES: mu_ held, name not present,
   // next_ < capacity.
