@@ -1096,10 +1096,19 @@ TEST_F(TransferTest, ThumbnailsArePrefetchedProxiesAreNot) {
   // The proxy is known but stays remote.
   ResolveResponse r = Resolve(b, proxy);
   EXPECT_EQ(r.outcome(), ResolveResponse::OUTCOME_REMOTE);
-  grpc::ClientContext ctx;
-  v1::ListJobsRequest lr;
+  // A batch registers its sidecars, then ends their jobs: wait for that.
   v1::ListJobsResponse jobs;
-  ASSERT_TRUE(b->xfer->api()->ListJobs(&ctx, lr, &jobs).ok());
+  auto all_done = [&] {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    jobs.Clear();
+    if (!b->xfer->api()->ListJobs(&ctx, {}, &jobs).ok()) return false;
+    for (const auto& j : jobs.jobs()) {
+      if (j.state() != v1::JOB_STATE_DONE) return false;
+    }
+    return true;
+  };
+  EXPECT_TRUE(WaitFor(all_done, absl::Seconds(10)));
   EXPECT_EQ(jobs.jobs_size(), 5);
   for (const auto& j : jobs.jobs()) {
     EXPECT_EQ(j.priority(), v1::PRIORITY_PREFETCH);
