@@ -62,17 +62,10 @@ bool Bandwidth::Yielding(v1::Priority p) const {
 }
 
 void Bandwidth::Take(uint64_t bytes, v1::Priority p) {
-  const int level = Level(p);
-  {
-    absl::MutexLock lock(&mu_);
-    auto may_go = [this, level]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-      return cancelled_ || !HigherActive(level);
-    };
-    mu_.Await(absl::Condition(&may_go));
-    if (cancelled_) return;
-  }
+  // After Cancel the buckets are cancelled too and return at once.
+  WaitTurn(p, absl::InfiniteDuration());
   total_.Acquire(bytes);
-  if (level == 0) background_.Acquire(bytes);
+  if (Level(p) == 0) background_.Acquire(bytes);
 }
 
 bool Bandwidth::WaitTurn(v1::Priority p, absl::Duration max_pause) {

@@ -343,7 +343,7 @@ void BatchLane::Conclude(Batch& b) {
                  "cannot schedule its retry");
   }
   if (!b.yielded.empty()) {
-    absl::StatusOr<uint64_t> n = jobs_->Requeue(b.yielded);
+    absl::StatusOr<uint64_t> n = jobs_->GiveBack(b.yielded);
     if (!n.ok()) {
       // They stay RUNNING until the next start resumes them.
       SC_LOG(WARNING) << "batch: cannot put " << b.yielded.size()

@@ -356,7 +356,12 @@ class PgJobStore final : public JobStore {
   absl::StatusOr<std::optional<StoredPrefetchPolicy>> LoadPrefetchPolicy()
       override;
   absl::Status SavePrefetchPolicy(const StoredPrefetchPolicy& policy) override;
-  absl::StatusOr<uint64_t> Requeue(absl::Span<const std::string> ids) override;
+  absl::StatusOr<uint64_t> GiveBack(absl::Span<const std::string> ids) override;
+  // Runs prepared `statement` (with retries) and returns the rows it
+  // changed.
+  absl::StatusOr<uint64_t> ExecCount(const std::string& statement,
+                                     const pg::Params& params)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Runs a claiming UPDATE that marks its jobs with `token`, in a
   // transaction; a retry after a lost COMMIT finds them by the token.
   absl::StatusOr<std::vector<Job>> Claim(const std::string& statement,
@@ -550,6 +555,17 @@ absl::StatusOr<std::vector<Job>> PgJobStore::CreateMany(
 
 namespace {
 
+// A uuid[] literal of job ids; INVALID_ARGUMENT if one is not a UUID.
+absl::StatusOr<std::string> IdArray(absl::Span<const std::string> ids) {
+  std::string array = "{";
+  for (size_t i = 0; i < ids.size(); ++i) {
+    std::optional<std::string> c = CanonicalId(ids[i]);
+    if (!c) return absl::InvalidArgumentError("job ids are UUIDs");
+    absl::StrAppend(&array, i ? "," : "", *c);
+  }
+  return array + "}";
+}
+
 // A smallint[] literal of kinds.
 std::string KindArray(absl::Span<const Kind> kinds) {
   std::string out = "{";
@@ -560,6 +576,19 @@ std::string KindArray(absl::Span<const Kind> kinds) {
 }
 
 }  // namespace
+
+absl::StatusOr<uint64_t> PgJobStore::ExecCount(const std::string& statement,
+                                               const pg::Params& params) {
+  absl::MutexLock lock(&mu_);
+  uint64_t n = 0;
+  SC_RETURN_IF_ERROR(conn_->RunWithRetry(
+      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
+        SC_ASSIGN_OR_RETURN(pg::Result r, conn.ExecPrepared(statement, params));
+        n = r.affected_rows();
+        return absl::OkStatus();
+      }));
+  return n;
+}
 
 absl::StatusOr<std::vector<Job>> PgJobStore::Claim(const std::string& statement,
                                                    const std::string& token,
@@ -685,13 +714,7 @@ absl::StatusOr<uint64_t> PgJobStore::FinishMany(
         "jobs end in DONE, GENERATE or CANCELLED");
   }
   if (ids.empty()) return 0;
-  std::string array = "{";
-  for (size_t i = 0; i < ids.size(); ++i) {
-    std::optional<std::string> c = CanonicalId(ids[i]);
-    if (!c) return absl::InvalidArgumentError("job ids are UUIDs");
-    absl::StrAppend(&array, i ? "," : "", *c);
-  }
-  array += "}";
+  SC_ASSIGN_OR_RETURN(std::string array, IdArray(ids));
   std::string size_array = "{";
   for (size_t i = 0; i < ids.size(); ++i) {
     absl::StrAppend(
@@ -699,41 +722,15 @@ absl::StatusOr<uint64_t> PgJobStore::FinishMany(
         sizes.empty() ? std::string("NULL") : std::to_string(sizes[i]));
   }
   size_array += "}";
-  const pg::Params params = {array, std::to_string(state), std::string(reason),
-                             size_array};
-  absl::MutexLock lock(&mu_);
-  uint64_t n = 0;
-  absl::Status s = conn_->RunWithRetry(
-      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
-        absl::StatusOr<pg::Result> r = conn.ExecPrepared("finish_many", params);
-        if (!r.ok()) return r.status();
-        n = r->affected_rows();
-        return absl::OkStatus();
-      });
-  if (!s.ok()) return s;
-  return n;
+  return ExecCount("finish_many", {array, std::to_string(state),
+                                   std::string(reason), size_array});
 }
 
-absl::StatusOr<uint64_t> PgJobStore::Requeue(
+absl::StatusOr<uint64_t> PgJobStore::GiveBack(
     absl::Span<const std::string> ids) {
   if (ids.empty()) return 0;
-  std::string array = "{";
-  for (size_t i = 0; i < ids.size(); ++i) {
-    std::optional<std::string> c = CanonicalId(ids[i]);
-    if (!c) return absl::InvalidArgumentError("job ids are UUIDs");
-    absl::StrAppend(&array, i ? "," : "", *c);
-  }
-  array += "}";
-  absl::MutexLock lock(&mu_);
-  uint64_t n = 0;
-  SC_RETURN_IF_ERROR(conn_->RunWithRetry(
-      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
-        SC_ASSIGN_OR_RETURN(pg::Result r,
-                            conn.ExecPrepared("give_back", {array}));
-        n = r.affected_rows();
-        return absl::OkStatus();
-      }));
-  return n;
+  SC_ASSIGN_OR_RETURN(std::string array, IdArray(ids));
+  return ExecCount("give_back", {array});
 }
 
 absl::StatusOr<std::optional<Job>> PgJobStore::Get(absl::string_view id) {
@@ -866,16 +863,7 @@ absl::StatusOr<Job> PgJobStore::Finish(absl::string_view id, v1::JobState state,
 }
 
 absl::StatusOr<uint64_t> PgJobStore::RequeueRunning() {
-  absl::MutexLock lock(&mu_);
-  uint64_t out = 0;
-  absl::Status s = conn_->RunWithRetry(
-      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
-        absl::StatusOr<pg::Result> r = conn.ExecPrepared("requeue", {});
-        if (!r.ok()) return r.status();
-        out = r->affected_rows();
-        return absl::OkStatus();
-      });
-  if (!s.ok()) return s;
+  SC_ASSIGN_OR_RETURN(uint64_t out, ExecCount("requeue", {}));
   if (out > 0) SC_LOG(INFO) << "requeued " << out << " interrupted jobs";
   return out;
 }
@@ -897,18 +885,7 @@ absl::StatusOr<std::optional<absl::Time>> PgJobStore::NextWakeup() {
 }
 
 absl::StatusOr<uint64_t> PgJobStore::PruneFinished(absl::Time before) {
-  absl::MutexLock lock(&mu_);
-  uint64_t out = 0;
-  absl::Status s = conn_->RunWithRetry(
-      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
-        absl::StatusOr<pg::Result> r =
-            conn.ExecPrepared("prune", {TimeArg(before)});
-        if (!r.ok()) return r.status();
-        out = r->affected_rows();
-        return absl::OkStatus();
-      });
-  if (!s.ok()) return s;
-  return out;
+  return ExecCount("prune", {TimeArg(before)});
 }
 
 }  // namespace

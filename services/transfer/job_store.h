@@ -168,7 +168,7 @@ class JobStore {
   // Puts RUNNING jobs among `ids` back to QUEUED as if never claimed (their
   // claim's attempt is not counted): for work that yielded to foreground
   // work before it started. Returns how many it put back.
-  virtual absl::StatusOr<uint64_t> Requeue(
+  virtual absl::StatusOr<uint64_t> GiveBack(
       absl::Span<const std::string> ids) = 0;
 
   // Puts an active job into WAITING_RETRY until `next_attempt_at`, with

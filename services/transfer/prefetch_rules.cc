@@ -99,30 +99,27 @@ PrefetchRules PrefetchRules::EagerKinds(const std::vector<Kind>& kinds) {
   return out;
 }
 
-PrefetchMode PrefetchRules::ModeOf(const SidecarKey& key) const {
+const PrefetchRule* PrefetchRules::Match(const SidecarKey& key) const {
   const PrefetchRule* kind_rule = nullptr;
   for (const PrefetchRule& r : rules_) {
     if (r.kind != key.kind) continue;
     if (r.variant.empty()) {
       kind_rule = &r;
     } else if (r.variant == key.variant) {
-      return r.mode;
+      return &r;
     }
   }
-  return kind_rule != nullptr ? kind_rule->mode : PrefetchMode::kLazy;
+  return kind_rule;
+}
+
+PrefetchMode PrefetchRules::ModeOf(const SidecarKey& key) const {
+  const PrefetchRule* r = Match(key);
+  return r != nullptr ? r->mode : PrefetchMode::kLazy;
 }
 
 std::string PrefetchRules::RuleFor(const SidecarKey& key) const {
-  const PrefetchRule* kind_rule = nullptr;
-  for (const PrefetchRule& r : rules_) {
-    if (r.kind != key.kind) continue;
-    if (r.variant.empty()) {
-      kind_rule = &r;
-    } else if (r.variant == key.variant) {
-      return RuleText(r);
-    }
-  }
-  return kind_rule != nullptr ? RuleText(*kind_rule) : std::string();
+  const PrefetchRule* r = Match(key);
+  return r != nullptr ? RuleText(*r) : std::string();
 }
 
 std::vector<Kind> PrefetchRules::EagerKindList() const {

@@ -71,6 +71,10 @@ class PrefetchRules {
   bool operator==(const PrefetchRules&) const = default;
 
  private:
+  // The rule that decides for `key`: its variant's, else its kind's, else
+  // none.
+  const PrefetchRule* Match(const SidecarKey& key) const;
+
   std::vector<PrefetchRule> rules_;  // sorted: (kind, variant)
 };
 

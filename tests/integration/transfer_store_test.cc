@@ -597,7 +597,7 @@ TEST_F(JobStoreTest, ClaimBatchTakesAtMostMaxOfOnePriorityWithAStalePlan) {
 // A batch that yields to foreground work gives its unreceived jobs back as
 // if never claimed: QUEUED, no attempt counted, batchable again. Jobs no
 // longer RUNNING are left alone.
-TEST_F(JobStoreTest, RequeueGivesClaimedJobsBackUnattempted) {
+TEST_F(JobStoreTest, GiveBackReturnsClaimedJobsUnattempted) {
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
   std::vector<SidecarKey> keys;
@@ -612,7 +612,7 @@ TEST_F(JobStoreTest, RequeueGivesClaimedJobsBackUnattempted) {
 
   std::vector<std::string> ids;
   for (const Job& j : *batch) ids.push_back(j.id);
-  auto n = store->Requeue(ids);
+  auto n = store->GiveBack(ids);
   ASSERT_TRUE(n.ok()) << n.status();
   EXPECT_EQ(*n, 4u);  // the finished one stays DONE
   EXPECT_EQ(MustGet(*store, ids[0]).state, v1::JOB_STATE_DONE);
@@ -624,7 +624,7 @@ TEST_F(JobStoreTest, RequeueGivesClaimedJobsBackUnattempted) {
   auto again = store->ClaimBatch(absl::Now(), 10, thumbs);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->size(), 4u);
-  EXPECT_FALSE(store->Requeue({"not-a-uuid"}).ok());
+  EXPECT_FALSE(store->GiveBack({"not-a-uuid"}).ok());
 }
 
 TEST_F(JobStoreTest, SurvivesServerRestart) {
