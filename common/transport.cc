@@ -560,6 +560,7 @@ absl::Status ServerHost::Start() {
         ": address in use or not valid (use host:port, port 0 for any, or "
         "unix:/path)"));
   }
+  poller_ = std::make_unique<PollerThread>();
   SetServing(true);
   return absl::OkStatus();
 }
@@ -590,6 +591,7 @@ void ServerHost::Shutdown(absl::Duration drain) {
   server_->Shutdown(std::chrono::system_clock::now());
   server_->Wait();
   server_.reset();
+  poller_.reset();
 }
 
 void ServerHost::ShutdownAll(const std::vector<ServerHost*>& hosts,

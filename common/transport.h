@@ -37,6 +37,7 @@
 #include "absl/time/time.h"
 #include "common/device_key.h"
 #include "common/peer_trust.h"
+#include "common/poller_thread.h"
 
 namespace sidecar {
 
@@ -191,6 +192,8 @@ class ServerHost {
   std::optional<PeerListener> peer_;
   std::vector<grpc::Service*> services_;
   std::unique_ptr<grpc::Server> server_;
+  // Keeps gRPC polling while the server runs (poller_thread.h).
+  std::unique_ptr<PollerThread> poller_;
   int port_ = 0;
   // Counted by a server interceptor; shared with it, as gRPC owns it.
   std::shared_ptr<std::atomic<int64_t>> calls_in_flight_ =
