@@ -2,6 +2,9 @@
 
 #include <utility>
 
+#include "common/log.h"
+#include "common/thread_priority.h"
+
 namespace sidecar {
 
 ThreadPool::ThreadPool(ThreadPoolOptions options) : options_(options) {
@@ -41,6 +44,10 @@ size_t ThreadPool::queued() const {
 }
 
 void ThreadPool::WorkerLoop() {
+  if (options_.nice > 0) {
+    absl::Status s = LowerThisThreadPriority(options_.nice);
+    if (!s.ok()) SC_LOG(DEBUG) << "thread pool: " << s;
+  }
   for (;;) {
     std::function<void()> task;
     {

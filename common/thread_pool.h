@@ -28,6 +28,9 @@ struct ThreadPoolOptions {
   int threads = 4;
   // Bound of the queue for TrySchedule (0: unbounded). Schedule ignores it.
   size_t max_queued = 0;
+  // Workers run at this nice value when above 0 (thread_priority.h): for
+  // pools of background bulk work.
+  int nice = 0;
 };
 
 class ThreadPool {

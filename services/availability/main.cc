@@ -2,8 +2,8 @@
 // with peer devices and answers "who has sidecar X?".
 #include <unistd.h>
 
-#include <atomic>
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -20,6 +20,8 @@
 #include "common/peer_trust.h"
 #include "common/service_flags.h"
 #include "common/state_dir.h"
+#include "common/thread_pool.h"
+#include "common/thread_priority.h"
 #include "common/transport.h"
 #include "services/availability/availability_service.h"
 #include "services/availability/fork_healer.h"
@@ -284,10 +286,10 @@ int Main() {
   };
   peers.set_self_view_listener(on_self_view);
 
-  UsageRecorder usage(store->get(),
-                      {.flush_interval = std::max(
-                           absl::Milliseconds(10),
-                           absl::GetFlag(FLAGS_usage_flush_interval))});
+  UsageRecorder usage(
+      store->get(),
+      {.flush_interval = std::max(absl::Milliseconds(10),
+                                  absl::GetFlag(FLAGS_usage_flush_interval))});
   usage.Start();
 
   AvailabilityService::Deps deps{
@@ -298,7 +300,9 @@ int Main() {
   deps.transfer_address_fixed = !absl::GetFlag(FLAGS_transfer_address).empty();
   deps.usage = &usage;
   AvailabilityService local_api(deps);
-  PeerService peer_api(&cache, &peers, &library, &pairing);
+  // Exchange answers are planned and encoded here, at background priority.
+  ThreadPool exchange_encoder({.threads = 1, .nice = kBackgroundNice});
+  PeerService peer_api(&cache, &peers, &library, &pairing, &exchange_encoder);
   peer_api.set_self_view_listener(on_self_view);
   ServerHost local_host(LocalListenerFromFlags(state_dir, "availability"));
   const std::string local_address = local_host.address();

@@ -7,6 +7,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/thread_priority.h"
 #include "common/transport.h"
 #include "services/availability/exchange_receiver.h"
 
@@ -233,6 +234,12 @@ absl::Duration PeerManager::NextRoundDelay() {
 }
 
 void PeerManager::Run(Peer* p) {
+  // Gossip is background work: decoding and applying a snapshot of a million
+  // entries must not take the CPU from threads answering local requests.
+  // Pings run here too, so a busy CPU inflates RTTs of every peer alike.
+  if (absl::Status s = LowerThisThreadPriority(kBackgroundNice); !s.ok()) {
+    SC_LOG(DEBUG) << "gossip with " << p->device_id.ToString() << ": " << s;
+  }
   for (;;) {
     bool round;
     {

@@ -8,11 +8,11 @@
 #include "common/log.h"
 #include "common/ordered_reactor.h"
 #include "common/request_limits.h"
+#include "common/thread_pool.h"
 #include "common/transport.h"
 #include "services/availability/local_inventory.h"
 
 namespace sidecar::availability {
-namespace {
 
 // One origin's part of an Exchange answer.
 struct Outgoing {
@@ -21,14 +21,32 @@ struct Outgoing {
   std::vector<Entry> deltas;  // when !snapshot, ascending seq
 };
 
+// The answer to one Exchange, made off gRPC's threads.
+struct ExchangePlan {
+  std::deque<Outgoing> work;
+  v1::Summary summary;
+};
+
+namespace {
+
+// Writes an Exchange answer. Planning it (hashing the own state, collecting
+// deltas) and encoding each message run as tasks on `encoder`, a pool of
+// background priority, which then starts the write: a snapshot of a million
+// entries costs a few hundred milliseconds of CPU that gRPC's threads, which
+// also answer local requests, must not spend. One task at a time per answer:
+// the next message is encoded when the previous one has been sent.
 class ExchangeReactor final : public OrderedWriteReactor<v1::ExchangeResponse> {
  public:
-  ExchangeReactor(std::deque<Outgoing> work, v1::Summary summary,
+  ExchangeReactor(ThreadPool* encoder, std::function<ExchangePlan()> plan,
                   uint32_t max_message_bytes)
-      : work_(std::move(work)),
-        summary_(std::move(summary)),
-        per_message_(EntriesPerMessage(max_message_bytes)) {
-    NextOrFinish();
+      : encoder_(encoder), per_message_(EntriesPerMessage(max_message_bytes)) {
+    PublishConstruction();
+    encoder_->Schedule([this, plan = std::move(plan)] {
+      ExchangePlan p = plan();
+      work_ = std::move(p.work);
+      summary_ = std::move(p.summary);
+      NextOrFinish();
+    });
   }
 
   void OnWriteDone(bool ok) override {
@@ -37,7 +55,7 @@ class ExchangeReactor final : public OrderedWriteReactor<v1::ExchangeResponse> {
       Finish(grpc::Status(grpc::StatusCode::CANCELLED, "peer went away"));
       return;
     }
-    NextOrFinish();
+    encoder_->Schedule([this] { NextOrFinish(); });
   }
 
   void OnDone() override {
@@ -47,6 +65,7 @@ class ExchangeReactor final : public OrderedWriteReactor<v1::ExchangeResponse> {
 
  private:
   // Encodes the next message (CPU only, no waiting) and starts its write.
+  // Runs on the encoder pool.
   void NextOrFinish() {
     while (!work_.empty()) {
       Outgoing& o = work_.front();
@@ -93,9 +112,11 @@ class ExchangeReactor final : public OrderedWriteReactor<v1::ExchangeResponse> {
     Finish(grpc::Status::OK);
   }
 
+  ThreadPool* const encoder_;
+  const size_t per_message_;
+  // Used by one task or reaction at a time (each starts the next).
   std::deque<Outgoing> work_;
   v1::Summary summary_;
-  const size_t per_message_;
   size_t pos_ = 0;
   bool summary_sent_ = false;
   v1::ExchangeResponse msg_;
@@ -136,11 +157,13 @@ class Reject final : public OrderedWriteReactor<v1::ExchangeResponse> {
 }  // namespace
 
 PeerService::PeerService(PeerCache* cache, PeerDirectory* directory,
-                         Library* library, Pairing* pairing)
+                         Library* library, Pairing* pairing,
+                         ThreadPool* encoder)
     : cache_(cache),
       directory_(directory),
       library_(library),
-      pairing_(pairing) {}
+      pairing_(pairing),
+      encoder_(encoder) {}
 
 grpc::Status PeerService::Ping(grpc::ServerContext* ctx,
                                const v1::PingRequest* req,
@@ -259,14 +282,23 @@ grpc::ServerWriteReactor<v1::ExchangeResponse>* PeerService::Exchange(
   std::erase_if(*digest, [&](const DigestEntry& d) {
     return !library_->IsMember(d.origin);
   });
-  absl::flat_hash_map<Uuid, const DigestEntry*> theirs;
   for (const DigestEntry& d : *digest) {
-    theirs[d.origin] = &d;
     if (d.origin == cache_->self_id() && self_view_listener_) {
       self_view_listener_(*who, d);
     }
   }
+  return new ExchangeReactor(
+      encoder_,
+      [this, from = req->from(), digest = std::move(*digest)] {
+        return PlanExchange(from, digest);
+      },
+      req->max_message_bytes());
+}
 
+ExchangePlan PeerService::PlanExchange(const v1::Hello& from,
+                                       const std::vector<DigestEntry>& digest) {
+  absl::flat_hash_map<Uuid, const DigestEntry*> theirs;
+  for (const DigestEntry& d : digest) theirs[d.origin] = &d;
   std::vector<PeerCache::OriginView> views = cache_->Views();
   // The own state goes with its signed head, of exactly those entries.
   if (std::optional<PeerCache::OriginView> self = cache_->SignedSelfView()) {
@@ -276,8 +308,8 @@ grpc::ServerWriteReactor<v1::ExchangeResponse>* PeerService::Exchange(
   }
   absl::flat_hash_set<Uuid> known;
   for (const auto& v : views) known.insert(v.info.device_id);
-  Uuid caller = *Uuid::FromBytes(req->from().device_id());
-  std::deque<Outgoing> work;
+  Uuid caller = *Uuid::FromBytes(from.device_id());
+  ExchangePlan plan;
   bool caller_ahead = false;
   for (PeerCache::OriginView& v : views) {
     if (!library_->IsMember(v.info.device_id)) continue;
@@ -291,37 +323,35 @@ grpc::ServerWriteReactor<v1::ExchangeResponse>* PeerService::Exchange(
     // the caller would refuse it otherwise. The own state goes without one
     // if this device cannot sign.
     if (!v.head && v.info.device_id != cache_->self_id()) continue;
-    SendPlan plan = PlanSend(v.state, remote);
-    if (plan == SendPlan::kNothing) continue;
+    SendPlan send = PlanSend(v.state, remote);
+    if (send == SendPlan::kNothing) continue;
     Outgoing o;
     o.view = std::move(v);
-    if (plan == SendPlan::kDelta) {
+    if (send == SendPlan::kDelta) {
       o.deltas = OriginTable::Since(o.view.entries->entries(), remote->max_seq);
       if (DeltaBetterAsSnapshot(o.deltas.size(), o.view.entries->size())) {
         o.deltas.clear();
-        plan = SendPlan::kSnapshot;
+        send = SendPlan::kSnapshot;
       }
     }
-    o.snapshot = plan == SendPlan::kSnapshot;
-    work.push_back(std::move(o));
+    o.snapshot = send == SendPlan::kSnapshot;
+    plan.work.push_back(std::move(o));
   }
   // Origins the caller knows and we do not at all.
-  for (const DigestEntry& d : *digest) {
+  for (const DigestEntry& d : digest) {
     if (d.origin != cache_->self_id() && !known.contains(d.origin) &&
         RemoteIsAhead(nullptr, d)) {
       caller_ahead = true;
     }
   }
-  directory_->OnInboundHello(req->from(), caller_ahead);
-  SC_LOG(DEBUG) << "exchange from " << req->from().peer_address() << ": "
-                << digest->size() << " origins in digest, sending "
-                << work.size() << " origins, caller ahead: " << caller_ahead;
-
-  v1::Summary summary;
-  *summary.mutable_self() = directory_->SelfHello();
-  DigestToProto(cache_->Digest(), summary.mutable_digest());
-  return new ExchangeReactor(std::move(work), std::move(summary),
-                             req->max_message_bytes());
+  directory_->OnInboundHello(from, caller_ahead);
+  SC_LOG(DEBUG) << "exchange from " << from.peer_address() << ": "
+                << digest.size() << " origins in digest, sending "
+                << plan.work.size()
+                << " origins, caller ahead: " << caller_ahead;
+  *plan.summary.mutable_self() = directory_->SelfHello();
+  DigestToProto(cache_->Digest(), plan.summary.mutable_digest());
+  return plan;
 }
 
 }  // namespace sidecar::availability

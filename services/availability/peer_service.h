@@ -2,6 +2,8 @@
 // Exchange answers a digest with what the caller lacks, as a stream written
 // through the callback API: each message is encoded when the previous one has
 // been sent, so a slow peer costs memory for one message, not the whole set.
+// Planning and encoding run on a pool of background priority
+// (thread_priority.h), never on gRPC's threads.
 //
 // Served on the peer listener only (mutual TLS): every method but Join is
 // for members, which the listener checks by key before a handler runs; each
@@ -15,6 +17,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
+#include "common/thread_pool.h"
 #include "services/availability/library.h"
 #include "services/availability/pairing.h"
 #include "services/availability/peer_cache.h"
@@ -23,12 +26,16 @@
 
 namespace sidecar::availability {
 
+struct ExchangePlan;  // peer_service.cc
+
 class PeerService final
     : public v1::Peer::WithCallbackMethod_Exchange<v1::Peer::Service> {
  public:
-  // Pointers must outlive the service.
+  // Pointers must outlive the service; `encoder` (best a pool of one thread
+  // at kBackgroundNice) must also outlive the server's shutdown, which waits
+  // for the answers its tasks finish.
   PeerService(PeerCache* cache, PeerDirectory* directory, Library* library,
-              Pairing* pairing);
+              Pairing* pairing, ThreadPool* encoder);
 
   grpc::Status Ping(grpc::ServerContext* ctx, const v1::PingRequest* req,
                     v1::PingResponse* resp) override;
@@ -56,7 +63,13 @@ class PeerService final
   PeerDirectory* const directory_;
   Library* const library_;
   Pairing* const pairing_;
+  ThreadPool* const encoder_;
   SelfViewListener self_view_listener_;
+
+  // What an Exchange from `from`, whose digest (members only) is `digest`,
+  // is answered with. Runs on the encoder pool.
+  ExchangePlan PlanExchange(const v1::Hello& from,
+                            const std::vector<DigestEntry>& digest);
 
   // Logs a caller's refusal of this device's previous answer, once per
   // caller and code (a member that keeps refusing must not fill the log).
