@@ -1,8 +1,25 @@
 #include "services/availability/entry_set.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 
 namespace sidecar::availability {
+
+void ReserveEntries(Entries* entries, size_t n) {
+  entries->reserve(n);
+  constexpr uintptr_t kHuge = 2 << 20;
+  const size_t bytes = entries->capacity() * sizeof(Entry);
+  if (bytes < 4 * kHuge) return;
+  // The whole huge pages inside the array; the kernel may decline (THP
+  // off), which only costs the page faults it would have saved.
+  uintptr_t begin = reinterpret_cast<uintptr_t>(entries->data());
+  uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1);
+  uintptr_t last = (begin + bytes) & ~(kHuge - 1);
+  if (last > first) {
+    madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+  }
+}
 
 EntrySet::EntrySet(Entries sorted) : entries_(std::move(sorted)) {
   // About eight entries per bucket; at most 2^18 buckets (1 MiB).

@@ -17,6 +17,12 @@ namespace sidecar::availability {
 
 using Entries = std::vector<Entry>;
 
+// Reserves room for `n` entries in an empty `entries`. A large array (a
+// snapshot of a million entries is 64 MB) asks the kernel for transparent
+// huge pages before it is filled, so that filling it takes one page fault
+// per 2 MiB instead of one per 4 KiB.
+void ReserveEntries(Entries* entries, size_t n);
+
 class EntrySet {
  public:
   EntrySet() : EntrySet(Entries()) {}

@@ -24,6 +24,24 @@ bool VerifyGeneration(const DeviceCertificate& origin, uint64_t generation,
                          signature);
 }
 
+namespace {
+
+// The parts of a snapshot as one array, in order; frees each part as it is
+// copied.
+std::vector<Entry> JoinParts(std::vector<std::vector<Entry>> parts,
+                             size_t total) {
+  if (parts.size() == 1) return std::move(parts[0]);
+  std::vector<Entry> all;
+  ReserveEntries(&all, total);
+  for (std::vector<Entry>& part : parts) {
+    all.insert(all.end(), part.begin(), part.end());
+    std::vector<Entry>().swap(part);
+  }
+  return all;
+}
+
+}  // namespace
+
 ExchangeReceiver::ExchangeReceiver(PeerCache* cache, const MemberKeys* members,
                                    Uuid sender, ReceiveLimits limits)
     : cache_(cache), members_(members), sender_(sender), limits_(limits) {}
@@ -31,7 +49,9 @@ ExchangeReceiver::ExchangeReceiver(PeerCache* cache, const MemberKeys* members,
 size_t ExchangeReceiver::pending_capacity_bytes() const {
   size_t n = 0;
   for (const auto& [id, p] : deltas_) n += p.entries.capacity();
-  for (const auto& [id, p] : snapshots_) n += p.entries.capacity();
+  for (const auto& [id, p] : snapshots_) {
+    for (const auto& part : p.parts) n += part.capacity();
+  }
   return n * sizeof(Entry);
 }
 
@@ -73,14 +93,15 @@ absl::Status ExchangeReceiver::OnMessage(const v1::ExchangeResponse& msg) {
   }
 }
 
-absl::Status ExchangeReceiver::Decode(const v1::EntryBatch& b, Pending* p) {
+absl::Status ExchangeReceiver::Decode(const v1::EntryBatch& b,
+                                      std::vector<Entry>* out) {
   const size_t n = b.kinds().size();
   if (pending_entries_ + n > limits_.max_pending_entries) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "exchange answer would hold more than ", limits_.max_pending_entries,
         " entries before applying them"));
   }
-  absl::Status s = DecodeEntries(b, b.up_to_seq(), sender_, &p->entries);
+  absl::Status s = DecodeEntries(b, b.up_to_seq(), sender_, out);
   if (s.ok()) pending_entries_ += n;
   return s;
 }
@@ -97,7 +118,7 @@ absl::Status ExchangeReceiver::OnDelta(const v1::EntryBatch& b,
   if (it == deltas_.end()) {
     it = deltas_.emplace(origin, std::move(header)).first;
   }
-  SC_RETURN_IF_ERROR(Decode(b, &it->second));
+  SC_RETURN_IF_ERROR(Decode(b, &it->second.entries));
   Pending& p = it->second;
   p.up_to_seq = b.up_to_seq();
   p.head = std::move(head);
@@ -161,7 +182,7 @@ absl::Status ExchangeReceiver::OnSnapshot(const v1::EntryBatch& b,
   const Uuid origin = header.info.device_id;
   if (b.first()) {
     if (auto old = snapshots_.find(origin); old != snapshots_.end()) {
-      pending_entries_ -= old->second.entries.size();
+      pending_entries_ -= old->second.held();
       snapshots_.erase(old);
     }
     skipped_.erase(origin);
@@ -187,11 +208,17 @@ absl::Status ExchangeReceiver::OnSnapshot(const v1::EntryBatch& b,
     }
     return absl::InvalidArgumentError("snapshot part without its first part");
   }
-  SC_RETURN_IF_ERROR(Decode(b, &it->second));
+  Pending& part_of = it->second;
+  std::vector<Entry> part;
+  part.reserve(b.kinds().size());  // bytes that arrived, not the peer's word
+  SC_RETURN_IF_ERROR(Decode(b, &part));
+  part_of.part_entries += part.size();
+  part_of.parts.push_back(std::move(part));
   if (!b.last()) return absl::OkStatus();
   Pending p = std::move(it->second);
   snapshots_.erase(it);
-  pending_entries_ -= p.entries.size();
+  pending_entries_ -= p.held();
+  p.entries = JoinParts(std::move(p.parts), p.part_entries);
   // The head of the last part is the one the whole snapshot must match.
   std::optional<SignedHead> head = HeadFromProto(b.origin());
   if (p.source == InfoSource::kRelay && !HeadIsSigned(origin, head)) {
@@ -215,7 +242,7 @@ absl::Status ExchangeReceiver::FlushDelta(const Uuid& origin) {
   if (it == deltas_.end()) return absl::OkStatus();
   Pending d = std::move(it->second);
   deltas_.erase(it);
-  pending_entries_ -= d.entries.size();
+  pending_entries_ -= d.held();
   if (d.source == InfoSource::kRelay) {
     if (!ReachesHead(d)) {  // the answer ended before the head's seq
       SC_LOG(DEBUG) << "relayed deltas of " << origin.ToString() << " from "

@@ -100,13 +100,19 @@ class ExchangeReceiver {
     uint64_t up_to_seq = 0;
     uint64_t floor_seq = 0;
     std::optional<SignedHead> head;  // of the latest batch
-    std::vector<Entry> entries;
+    std::vector<Entry> entries;      // deltas
+    // A snapshot's parts, one per message, joined once at its last part: a
+    // single array of the exact size, instead of regrowing (and copying
+    // and faulting in) one array for every doubling.
+    std::vector<std::vector<Entry>> parts;
+    size_t part_entries = 0;
+    size_t held() const { return entries.size() + part_entries; }
   };
 
   absl::Status OnDelta(const v1::EntryBatch& b, Pending header);
   absl::Status OnSnapshot(const v1::EntryBatch& b, Pending header);
-  // Decodes `b` into `p`, keeping pending_entries_ within its bound.
-  absl::Status Decode(const v1::EntryBatch& b, Pending* p);
+  // Decodes `b` into `out`, keeping pending_entries_ within its bound.
+  absl::Status Decode(const v1::EntryBatch& b, std::vector<Entry>* out);
   // Whether a snapshot of `header`'s generation may replace the cache's.
   bool MayStartGeneration(const Pending& header);
   // Applies and forgets origin's pending deltas. RESOURCE_EXHAUSTED if the

@@ -388,6 +388,33 @@ TEST_F(ExchangeReceiverTest, SizeHintReservesNothing) {
   EXPECT_EQ(LiveCount(*origin_), 0u);  // a partial snapshot is dropped
 }
 
+TEST_F(ExchangeReceiverTest, SnapshotPartsAreJoinedInOrder) {
+  auto part = [&](int first, int count, bool is_first, bool is_last) {
+    v1::ExchangeResponse m = Batch(*origin_, v1::EntryBatch::MODE_SNAPSHOT, 5,
+                                   Entries(first, count, first + 1), 25);
+    m.mutable_batch()->set_first(is_first);
+    m.mutable_batch()->set_last(is_last);
+    return m;
+  };
+  ExchangeReceiver r(cache_.get(), &members_, origin_->device_id());
+  ASSERT_TRUE(r.OnMessage(part(0, 10, true, false)).ok());
+  ASSERT_TRUE(r.OnMessage(part(10, 10, false, false)).ok());
+  EXPECT_EQ(r.pending_entries(), 20u);
+  ASSERT_TRUE(r.OnMessage(part(20, 5, false, true)).ok());
+  EXPECT_EQ(r.pending_entries(), 0u);
+  ASSERT_TRUE(r.Finish().ok());
+  std::optional<PeerCache::OriginView> v = cache_->View(origin_->device_id());
+  ASSERT_TRUE(v.has_value());
+  const std::vector<Entry> want = Entries(0, 25, 1);
+  ASSERT_EQ(v->entries->size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(std::memcmp(&v->entries->entries()[i], &want[i], sizeof(Entry)),
+              0)
+        << "entry " << i;
+  }
+  EXPECT_EQ(v->state.max_seq, 25u);
+}
+
 TEST_F(ExchangeReceiverTest, PendingEntriesAreBounded) {
   v1::ExchangeResponse part =
       Batch(*origin_, v1::EntryBatch::MODE_SNAPSHOT, 5, Entries(0, 40, 1), 40);
