@@ -901,7 +901,7 @@ int RunChurn(PgServer* pg, const std::string& dir, uint64_t n, int rounds) {
   while (true) {
     after = StatsOf((*d)->conninfo());
     peak_bytes = std::max(peak_bytes, after.bytes);
-    if (after.log_rows <= after.live + after.live / 2 + 1000) break;
+    if (after.log_rows <= after.live) break;  // tombstones gone too
     if (absl::Now() - start > absl::Minutes(30)) break;
     absl::SleepFor(absl::Milliseconds(200));
   }
