@@ -27,6 +27,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 
 typedef struct pg_conn PGconn;
 typedef struct pg_result PGresult;
@@ -171,6 +172,17 @@ class Connection {
   // the cursor stays open until that transaction ends.
   absl::Status StreamCursor(absl::string_view sql, const Params& params,
                             int batch_rows, const RowFn& fn);
+
+  // Callback of CopyOutBinary: the fields of one row, each a value in
+  // PostgreSQL's binary send format (network byte order), nullopt for NULL.
+  // Valid only during the call.
+  using BinaryRowFn = std::function<absl::Status(
+      absl::Span<const std::optional<absl::string_view>> fields)>;
+  // Runs `COPY (query) TO STDOUT (FORMAT binary)` and passes each row to
+  // `fn` as it arrives: no text parsing, and rows are handled while the
+  // server still produces the next ones. If `fn` fails, the rest is
+  // discarded and its error returned. INTERNAL if the stream is malformed.
+  absl::Status CopyOutBinary(absl::string_view query, const BinaryRowFn& fn);
 
   // Runs `fn` inside BEGIN ... COMMIT. If `fn` fails, rolls back and returns
   // its error. If the connection is lost at any point, reconnects and runs

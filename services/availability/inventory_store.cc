@@ -1,7 +1,9 @@
 #include "services/availability/inventory_store.h"
 
+#include <cstring>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
@@ -81,19 +83,22 @@ FROM unnest($1::bigint[], $2::uuid[], $3::smallint[], $4::text[],
             $5::smallint[], $6::bool[], $7::bigint[], $8::text[], $9::text[])
      AS t(q, u, k, v, f, r, sz, h, g))sql";
 
-// Latest change per key. The sort runs in memory with the session's
-// work_mem raised for it (see LoadAdvertised).
-constexpr char kLoadAdvertisedSql[] = R"sql(
-SELECT DISTINCT ON (content_uuid, kind, variant, format)
-       seq, content_uuid, kind, variant, format, removed, size, sha256,
-       generator_version
-FROM change_log
-ORDER BY content_uuid, kind, variant, format, seq DESC)sql";
+// Every change-log row, in table order: no sort in the server (a key's
+// rows are deduplicated by the caller, newest seq first; compaction keeps
+// them few).
+constexpr char kLoadAdvertisedSql[] =
+    "SELECT seq, content_uuid, kind, variant, format, removed, size, sha256, "
+    "generator_version FROM change_log";
 
 constexpr char kResetIdentitySql[] =
-    "UPDATE device_identity SET generation = "
+    "UPDATE device_identity SET floor_seq = 0, generation = "
     "greatest((extract(epoch FROM clock_timestamp()) * 1000000)::bigint, "
     "generation + 1) RETURNING device_id, generation";
+
+// Rows of a seq range that are not kept (see CompactRange).
+constexpr char kCompactRangeSql[] =
+    "DELETE FROM change_log WHERE seq >= $1 AND seq < $2 "
+    "AND seq <> ALL($3::bigint[])";
 
 constexpr char kRewriteLogSql[] = R"sql(
 INSERT INTO change_log (seq, content_uuid, kind, variant, format, removed,
@@ -174,6 +179,44 @@ absl::StatusOr<LocalRecord> RecordFromRow(const pg::Result& r, int row) {
   if (!used.ok()) return used.status();
   rec.last_used = absl::FromUnixMicros(*used);
   return rec;
+}
+
+// Big-endian integers of PostgreSQL's binary format.
+template <typename T>
+bool BinaryInt(const std::optional<absl::string_view>& field, T* out) {
+  if (!field.has_value() || field->size() != sizeof(T)) return false;
+  using U = std::make_unsigned_t<T>;
+  U v = 0;
+  for (char ch : *field) v = static_cast<U>(v << 8 | uint8_t(ch));
+  *out = static_cast<T>(v);
+  return true;
+}
+
+// One row of kLoadAdvertisedSql in binary format into `c`.
+absl::Status ChangeFromBinaryRow(
+    absl::Span<const std::optional<absl::string_view>> f, ChangeRecord* c) {
+  int64_t seq, size;
+  int16_t kind, format;
+  if (f.size() != 9 || !BinaryInt(f[0], &seq) || !f[1] || f[1]->size() != 16 ||
+      !BinaryInt(f[2], &kind) || !f[3] || !BinaryInt(f[4], &format) || !f[5] ||
+      f[5]->size() != 1 || !BinaryInt(f[6], &size) ||
+      (f[7] && f[7]->size() != 32) || !f[8]) {
+    return absl::InternalError("malformed change-log row");
+  }
+  c->seq = static_cast<uint64_t>(seq);
+  std::memcpy(c->key.content.bytes.data(), f[1]->data(), 16);
+  c->key.kind = static_cast<Kind>(kind);
+  c->key.variant.assign(f[3]->data(), f[3]->size());
+  c->key.format = static_cast<Format>(format);
+  c->removed = (*f[5])[0] != 0;
+  c->size = static_cast<uint64_t>(size);
+  if (f[7]) {
+    std::memcpy(c->sha256.data(), f[7]->data(), 32);
+  } else {
+    c->sha256 = {};
+  }
+  c->generator_version.assign(f[8]->data(), f[8]->size());
+  return absl::OkStatus();
 }
 
 absl::Status ValidateKey(const SidecarKey& key, const char* what,
@@ -299,9 +342,11 @@ absl::StatusOr<ApplyParams> BuildApplyParams(
 
 class PgInventoryStore final : public InventoryStore {
  public:
-  PgInventoryStore(std::unique_ptr<pg::Connection> conn,
+  PgInventoryStore(std::string conninfo, std::unique_ptr<pg::Connection> conn,
                    DeviceIdentity identity)
-      : conn_(std::move(conn)), identity_(identity) {}
+      : conninfo_(std::move(conninfo)),
+        conn_(std::move(conn)),
+        identity_(identity) {}
 
   DeviceIdentity identity() const override {
     absl::MutexLock lock(&identity_mu_);
@@ -311,6 +356,12 @@ class PgInventoryStore final : public InventoryStore {
   absl::Status LoadAdvertised(
       const std::function<void(const ChangeRecord&)>& fn) override;
   absl::StatusOr<uint64_t> MaxSeq() override;
+  absl::StatusOr<uint64_t> FloorSeq() override;
+  absl::StatusOr<uint64_t> SeqLoggedBefore(absl::Time t) override;
+  absl::StatusOr<uint64_t> CompactRange(uint64_t from, uint64_t to,
+                                        absl::Span<const uint64_t> keep,
+                                        uint64_t floor) override;
+  absl::Status VacuumChangeLog() override;
   absl::StatusOr<ApplyResult> Apply(
       absl::Span<const LocalRecord> upserts,
       absl::Span<const SidecarKey> removes,
@@ -331,6 +382,12 @@ class PgInventoryStore final : public InventoryStore {
                           const std::string& record) override;
 
  private:
+  // Runs one query that returns a single bigint.
+  absl::StatusOr<uint64_t> QueryUint(const std::string& name,
+                                     const pg::Params& params)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  const std::string conninfo_;  // for VacuumChangeLog's own connection
   // Held for every use of the connection (one statement at a time).
   absl::Mutex mu_;
   const std::unique_ptr<pg::Connection> conn_ ABSL_PT_GUARDED_BY(mu_);
@@ -343,7 +400,7 @@ absl::Status PgInventoryStore::LoadAdvertised(
     const std::function<void(const ChangeRecord&)>& fn) {
   absl::MutexLock lock(&mu_);
   bool delivered = false;
-  return conn_->RunTransaction(
+  return conn_->RunWithRetry(
       kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
         // Once rows went to `fn`, a retry would deliver them twice.
         if (delivered) {
@@ -351,30 +408,11 @@ absl::Status PgInventoryStore::LoadAdvertised(
               "lost the PostgreSQL connection while loading the change log; "
               "start again");
         }
-        if (auto r = conn.Exec("SET LOCAL work_mem = '256MB'"); !r.ok()) {
-          return r.status();
-        }
-        ChangeRecord c;
-        return conn.StreamParams(
-            kLoadAdvertisedSql, {},
-            [&](const pg::Result& r, int row) -> absl::Status {
-              absl::StatusOr<int64_t> seq = r.GetInt64(row, 0);
-              if (!seq.ok()) return seq.status();
-              c.seq = static_cast<uint64_t>(*seq);
-              absl::StatusOr<SidecarKey> key = KeyFromRow(r, row, 1);
-              if (!key.ok()) return key.status();
-              c.key = std::move(*key);
-              c.removed = r.Get(row, 5) == "t";
-              absl::StatusOr<int64_t> size = r.GetInt64(row, 6);
-              if (!size.ok()) return size.status();
-              c.size = static_cast<uint64_t>(*size);
-              c.sha256 = {};
-              if (!r.IsNull(row, 7)) {
-                absl::StatusOr<Sha256Digest> d = DigestFromBytea(r.Get(row, 7));
-                if (!d.ok()) return d.status();
-                c.sha256 = *d;
-              }
-              c.generator_version = std::string(r.Get(row, 8));
+        ChangeRecord c;  // reused: its strings keep their buffers
+        return conn.CopyOutBinary(
+            kLoadAdvertisedSql,
+            [&](absl::Span<const std::optional<absl::string_view>> f) {
+              SC_RETURN_IF_ERROR(ChangeFromBinaryRow(f, &c));
               delivered = true;
               fn(c);
               return absl::OkStatus();
@@ -382,12 +420,13 @@ absl::Status PgInventoryStore::LoadAdvertised(
       });
 }
 
-absl::StatusOr<uint64_t> PgInventoryStore::MaxSeq() {
+absl::StatusOr<uint64_t> PgInventoryStore::QueryUint(const std::string& name,
+                                                     const pg::Params& params) {
   absl::MutexLock lock(&mu_);
   uint64_t out = 0;
   absl::Status s = conn_->RunWithRetry(
       kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
-        absl::StatusOr<pg::Result> r = conn.ExecPrepared("max_seq", {});
+        absl::StatusOr<pg::Result> r = conn.ExecPrepared(name, params);
         if (!r.ok()) return r.status();
         absl::StatusOr<int64_t> v = r->GetInt64(0, 0);
         if (!v.ok()) return v.status();
@@ -396,6 +435,55 @@ absl::StatusOr<uint64_t> PgInventoryStore::MaxSeq() {
       });
   if (!s.ok()) return s;
   return out;
+}
+
+absl::StatusOr<uint64_t> PgInventoryStore::MaxSeq() {
+  return QueryUint("max_seq", {});
+}
+
+absl::StatusOr<uint64_t> PgInventoryStore::FloorSeq() {
+  return QueryUint("floor_seq", {});
+}
+
+absl::StatusOr<uint64_t> PgInventoryStore::SeqLoggedBefore(absl::Time t) {
+  return QueryUint(
+      "seq_logged_before",
+      {absl::FormatTime(absl::RFC3339_full, t, absl::UTCTimeZone())});
+}
+
+absl::StatusOr<uint64_t> PgInventoryStore::CompactRange(
+    uint64_t from, uint64_t to, absl::Span<const uint64_t> keep,
+    uint64_t floor) {
+  pg::ArrayBuilder kept;
+  kept.Reserve(keep.size() * 10);
+  for (uint64_t seq : keep) kept.AddInt(static_cast<int64_t>(seq));
+  const pg::Params params = {std::to_string(from), std::to_string(to),
+                             kept.Finish()};
+  absl::MutexLock lock(&mu_);
+  uint64_t deleted = 0;
+  absl::Status s = conn_->RunTransaction(
+      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
+        // Not prepared: a custom plan sees the array as a constant, which
+        // PostgreSQL hashes for <> ALL.
+        absl::StatusOr<pg::Result> r =
+            conn.ExecParams(kCompactRangeSql, params);
+        if (!r.ok()) return r.status();
+        deleted = r->affected_rows();
+        return conn.ExecPrepared("raise_floor", {std::to_string(floor)})
+            .status();
+      });
+  if (!s.ok()) return s;
+  return deleted;
+}
+
+absl::Status PgInventoryStore::VacuumChangeLog() {
+  pg::ConnectOptions options;
+  options.connect_timeout = kRetryTimeout;
+  options.application_name = "sidecar-availability-vacuum";
+  absl::StatusOr<std::unique_ptr<pg::Connection>> conn =
+      pg::Connection::Open(conninfo_, options);
+  if (!conn.ok()) return conn.status();
+  return (*conn)->Exec("VACUUM change_log").status();
 }
 
 absl::StatusOr<InventoryStore::ApplyResult> PgInventoryStore::Apply(
@@ -634,7 +722,7 @@ absl::StatusOr<DeviceIdentity> LoadIdentity(pg::Connection& conn,
             out.replaced_device_id = *old;
             r = c.ExecParams(
                 absl::StrCat("UPDATE device_identity SET device_id = $1, "
-                             "generation = greatest(",
+                             "floor_seq = 0, generation = greatest(",
                              kNowMicros, ", generation + 1)"),
                 {want->ToString()});
             if (!r.ok()) return r.status();
@@ -676,7 +764,15 @@ absl::Status PrepareStatements(pg::Connection& conn) {
       {"append_changes", kAppendChangesSql},
       {"append_changes_retry",
        absl::StrCat(kAppendChangesSql, " ON CONFLICT (seq) DO NOTHING")},
-      {"max_seq", "SELECT coalesce(max(seq), 0) FROM change_log"},
+      {"max_seq",
+       "SELECT greatest((SELECT coalesce(max(seq), 0) FROM change_log), "
+       "(SELECT floor_seq FROM device_identity))"},
+      {"floor_seq", "SELECT floor_seq FROM device_identity"},
+      {"seq_logged_before",
+       "SELECT coalesce((SELECT seq FROM change_log WHERE at < $1 "
+       "ORDER BY seq DESC LIMIT 1), 0)"},
+      {"raise_floor",
+       "UPDATE device_identity SET floor_seq = greatest(floor_seq, $1)"},
       {"get", absl::StrCat("SELECT ", kRecordColumns,
                            " FROM sidecars WHERE content_uuid = $1 AND "
                            "kind = $2 AND variant = $3 AND format = $4")},
@@ -739,7 +835,8 @@ absl::StatusOr<std::unique_ptr<InventoryStore>> InventoryStore::Open(
   SC_LOG(INFO) << "inventory store open: device "
                << identity->device_id.ToString() << " generation "
                << identity->generation;
-  return std::make_unique<PgInventoryStore>(std::move(*conn), *identity);
+  return std::make_unique<PgInventoryStore>(conninfo, std::move(*conn),
+                                            *identity);
 }
 
 }  // namespace sidecar::availability

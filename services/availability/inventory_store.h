@@ -93,16 +93,37 @@ class InventoryStore {
   // A copy: ResetChangeLog may replace it meanwhile. Thread-safe.
   virtual DeviceIdentity identity() const = 0;
 
-  // Calls `fn` once per key that has a change-log entry, with its latest
-  // change (READY entries and tombstones), in unspecified order. Used once at
-  // start-up to rebuild the in-memory advertised state; must handle 6M rows
-  // in seconds (stream with single-row mode or a cursor; never materialize
-  // everything twice).
+  // Calls `fn` once per change-log row (READY entries and tombstones), in
+  // unspecified order. A key may come more than once (superseded rows that
+  // compaction has not removed yet): its row with the highest seq is its
+  // latest change. Used at start-up to rebuild the in-memory advertised
+  // state; streams the rows in binary form, without a sort in the server.
   virtual absl::Status LoadAdvertised(
       const std::function<void(const ChangeRecord&)>& fn) = 0;
 
-  // Highest sequence number in the change log (0 if empty).
+  // Highest sequence number the change log reached: its highest row, or the
+  // floor if compaction dropped every row above it (0 if empty).
   virtual absl::StatusOr<uint64_t> MaxSeq() = 0;
+
+  // The floor: the highest seq of a tombstone compaction dropped in this
+  // generation (0 if none). A peer that has not seen it needs a snapshot.
+  virtual absl::StatusOr<uint64_t> FloorSeq() = 0;
+
+  // The highest seq of a row logged before `t`, 0 if none. Reads the newest
+  // rows backwards until the first one older than `t`.
+  virtual absl::StatusOr<uint64_t> SeqLoggedBefore(absl::Time t) = 0;
+
+  // In one transaction: deletes the change-log rows with from <= seq < to
+  // whose seq is not in `keep` (ascending), and raises the floor to `floor`
+  // if it is lower. Returns the number of rows deleted. The caller knows
+  // which rows are still the latest of their key (see LocalInventory).
+  virtual absl::StatusOr<uint64_t> CompactRange(uint64_t from, uint64_t to,
+                                                absl::Span<const uint64_t> keep,
+                                                uint64_t floor) = 0;
+
+  // VACUUMs the change log on a connection of its own (the store's stays
+  // free), so that the space of deleted rows is reused.
+  virtual absl::Status VacuumChangeLog() = 0;
 
   struct ApplyResult {
     uint32_t upserted = 0;
@@ -145,7 +166,7 @@ class InventoryStore {
       std::optional<Kind> kind, uint32_t limit) = 0;
 
   // Starts a new generation: deletes the change log and rewrites it as one
-  // entry per READY sidecar, seq 1..n. Returns the new identity.
+  // entry per READY sidecar, seq 1..n, floor 0. Returns the new identity.
   virtual absl::StatusOr<DeviceIdentity> ResetChangeLog() = 0;
 
   // The library's membership records (serialized v1::MemberRecord), one

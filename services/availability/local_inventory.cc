@@ -1,10 +1,14 @@
 #include "services/availability/local_inventory.h"
 
+#include <algorithm>
+
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "services/availability/generator_version.h"
+#include "services/availability/variant_dict.h"
 
 namespace sidecar::availability {
 
@@ -39,37 +43,70 @@ uint64_t LocalInventory::generation() const {
   return store_->identity().generation;
 }
 
+namespace {
+
+// Interns names through a global dictionary, remembering the last few: a
+// device has a handful of variants and generator versions, so a load of
+// millions of rows takes the dictionaries' locks a handful of times.
+class InternMemo {
+ public:
+  using InternFn = std::function<absl::StatusOr<uint16_t>(absl::string_view)>;
+  explicit InternMemo(InternFn intern) : intern_(std::move(intern)) {}
+
+  absl::StatusOr<uint16_t> Intern(const std::string& name) {
+    auto it = ids_.find(name);
+    if (it != ids_.end()) return it->second;
+    absl::StatusOr<uint16_t> id = intern_(name);
+    if (id.ok()) ids_.emplace(name, *id);
+    return id;
+  }
+
+ private:
+  const InternFn intern_;
+  absl::flat_hash_map<std::string, uint16_t> ids_;
+};
+
+}  // namespace
+
 absl::Status LocalInventory::LoadLocked() {
+  const absl::Time start = absl::Now();
   std::vector<Entry> entries;
+  InternMemo variants(
+      [](absl::string_view v) { return VariantDict::Global().Intern(v); });
+  InternMemo versions([](absl::string_view v) {
+    return GeneratorVersionDict::Global().Intern(v);
+  });
   absl::Status bad = absl::OkStatus();
   absl::Status s = store_->LoadAdvertised([&](const ChangeRecord& c) {
     if (!bad.ok()) return;
-    absl::StatusOr<EntryKey> k = ToEntryKey(c.key);
-    if (!k.ok()) {
-      bad = k.status();
-      return;
-    }
-    absl::StatusOr<uint16_t> version =
-        GeneratorVersionDict::Global().Intern(c.generator_version);
-    if (!version.ok()) {
-      bad = version.status();
+    absl::StatusOr<uint16_t> variant = variants.Intern(c.key.variant);
+    absl::StatusOr<uint16_t> version = versions.Intern(c.generator_version);
+    if (!variant.ok() || !version.ok()) {
+      bad = variant.ok() ? version.status() : variant.status();
       return;
     }
     entries.push_back(Entry::Make(c.key.content, c.key.kind, c.key.format,
-                                  k->variant, c.size, c.sha256, c.seq,
-                                  c.removed, *version));
+                                  *variant, c.size, c.sha256, c.seq, c.removed,
+                                  *version));
   });
   if (!s.ok()) return s;
   if (!bad.ok()) return bad;
+  const absl::Time loaded = absl::Now();
   absl::StatusOr<uint64_t> max_seq = store_->MaxSeq();
   if (!max_seq.ok()) return max_seq.status();
+  absl::StatusOr<uint64_t> floor = store_->FloorSeq();
+  if (!floor.ok()) return floor.status();
   max_seq_ = *max_seq;
-  size_t n = entries.size();
+  log_rows_ = entries.size();
+  last_compaction_ = absl::Now();
+  compact_at_rows_ = 0;
   const uint64_t generation = store_->identity().generation;
   cache_->InitSelf(generation,
                    sign_generation_ ? sign_generation_(generation) : "",
-                   max_seq_, std::move(entries));
-  SC_LOG(INFO) << "loaded " << n << " advertised entries, max seq " << max_seq_;
+                   max_seq_, *floor, std::move(entries));
+  SC_LOG(INFO) << "loaded " << log_rows_ << " change-log rows in "
+               << loaded - start << ", own origin built in "
+               << absl::Now() - loaded << "; max seq " << max_seq_;
   return absl::OkStatus();
 }
 
@@ -142,6 +179,7 @@ absl::StatusOr<LocalInventory::RegisterResult> LocalInventory::Register(
   result.changes = static_cast<uint32_t>(changes.size());
   if (!changes.empty()) {
     max_seq_ = seq;
+    log_rows_ += changes.size();
     cache_->ApplySelf(std::move(entries), seq);
   }
   result.max_seq = max_seq_;
@@ -176,10 +214,85 @@ absl::StatusOr<LocalInventory::RemoveResult> LocalInventory::Remove(
   result.not_found = applied->not_found;
   if (!changes.empty()) {
     max_seq_ = seq;
+    log_rows_ += changes.size();
     cache_->ApplySelf(std::move(entries), seq);
   }
   result.max_seq = max_seq_;
   if (!changes.empty() && on_change_) on_change_();
+  return result;
+}
+
+uint64_t LocalInventory::log_rows() const {
+  absl::MutexLock lock(&write_mu_);
+  return log_rows_;
+}
+
+bool LocalInventory::CompactionDue(absl::Duration retention) const {
+  std::optional<PeerCache::OriginView> self = cache_->View(cache_->self_id());
+  if (!self) return false;
+  absl::MutexLock lock(&write_mu_);
+  const uint64_t live = self->live_count;
+  if (log_rows_ > live + live / 2 + 1000 && log_rows_ >= compact_at_rows_) {
+    return true;
+  }
+  return self->state.entry_count > live &&
+         absl::Now() - last_compaction_ > retention;
+}
+
+absl::StatusOr<LocalInventory::CompactResult> LocalInventory::CompactLog(
+    absl::Time tombstones_before, uint64_t batch_seqs) {
+  uint64_t generation, max_seq, floor;
+  std::shared_ptr<const EntrySet> entries;
+  {
+    absl::MutexLock lock(&write_mu_);
+    generation = store_->identity().generation;
+    max_seq = max_seq_;
+    std::optional<PeerCache::OriginView> self = cache_->View(cache_->self_id());
+    if (!self) return absl::InternalError("no own origin");
+    entries = self->entries;
+    floor = self->state.floor_seq;
+  }
+  absl::StatusOr<uint64_t> cutoff = store_->SeqLoggedBefore(tombstones_before);
+  if (!cutoff.ok()) return cutoff.status();
+  // The latest row of every key stays, unless it is a tombstone old enough
+  // to drop. Rows logged after the snapshot are beyond max_seq: untouched.
+  std::vector<uint64_t> keep, dropped;
+  keep.reserve(entries->size());
+  for (const Entry& e : entries->entries()) {
+    (e.removed() && e.seq() <= *cutoff ? dropped : keep).push_back(e.seq());
+  }
+  entries.reset();
+  std::sort(keep.begin(), keep.end());
+  std::sort(dropped.begin(), dropped.end());
+  CompactResult result;
+  auto k = keep.begin();
+  auto d = dropped.begin();
+  for (uint64_t from = 1; from <= max_seq; from += batch_seqs) {
+    const uint64_t to = std::min(max_seq + 1, from + batch_seqs);
+    auto k_end = std::lower_bound(k, keep.end(), to);
+    while (d != dropped.end() && *d < to) floor = std::max(floor, *d++);
+    absl::MutexLock lock(&write_mu_);
+    if (store_->identity().generation != generation) break;
+    absl::StatusOr<uint64_t> deleted = store_->CompactRange(
+        from, to,
+        absl::MakeConstSpan(keep.data() + (k - keep.begin()), k_end - k),
+        floor);
+    if (!deleted.ok()) return deleted.status();
+    result.deleted += *deleted;
+    log_rows_ -= std::min(log_rows_, *deleted);
+    k = k_end;
+  }
+  {
+    absl::MutexLock lock(&write_mu_);
+    if (store_->identity().generation == generation) {
+      cache_->CompactSelf(floor);
+    }
+    result.floor_seq = floor;
+    result.log_rows = log_rows_;
+    last_compaction_ = absl::Now();
+    compact_at_rows_ = log_rows_ + std::max<uint64_t>(1000, keep.size() / 2);
+  }
+  if (result.deleted > 0) SC_RETURN_IF_ERROR(store_->VacuumChangeLog());
   return result;
 }
 

@@ -59,6 +59,27 @@ class LocalInventory {
 
   uint64_t max_seq() const;
   uint64_t generation() const;
+  // Rows in the database's change log, superseded ones included.
+  uint64_t log_rows() const;
+
+  struct CompactResult {
+    uint64_t deleted = 0;    // change-log rows
+    uint64_t floor_seq = 0;  // the floor afterwards
+    uint64_t log_rows = 0;   // rows left
+  };
+  // Compacts the change log: deletes rows superseded by a newer row of
+  // their key, and tombstones logged before `tombstones_before` (raising
+  // the floor to the highest one dropped), then drops those tombstones from
+  // the own origin too. Works through seqs `batch_seqs` at a time, each
+  // batch one transaction under the write lock (writes wait for one batch
+  // at most), then VACUUMs the table so its space is reused. Stops early,
+  // OK, if a new generation starts meanwhile.
+  absl::StatusOr<CompactResult> CompactLog(absl::Time tombstones_before,
+                                           uint64_t batch_seqs = 100000);
+  // Whether CompactLog is due: the log holds more than 1.5 rows per live
+  // entry and has grown since the last pass by half the live entries, or
+  // tombstones wait and the last pass is older than `retention`.
+  bool CompactionDue(absl::Duration retention) const;
 
   // Checks one record as received over the API: READY needs a 32-byte
   // checksum; size at most 1 TiB; generator_version at most 128 bytes of
@@ -77,6 +98,11 @@ class LocalInventory {
   // has seen seq n has seen everything below n.
   mutable absl::Mutex write_mu_;
   uint64_t max_seq_ ABSL_GUARDED_BY(write_mu_) = 0;
+  uint64_t log_rows_ ABSL_GUARDED_BY(write_mu_) = 0;
+  // CompactionDue: the last pass and the row count at which the next one
+  // is due by growth alone.
+  absl::Time last_compaction_ ABSL_GUARDED_BY(write_mu_);
+  uint64_t compact_at_rows_ ABSL_GUARDED_BY(write_mu_) = 0;
 };
 
 }  // namespace sidecar::availability

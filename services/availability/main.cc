@@ -28,6 +28,7 @@
 #include "services/availability/inventory_store.h"
 #include "services/availability/library.h"
 #include "services/availability/local_inventory.h"
+#include "services/availability/log_compactor.h"
 #include "services/availability/log_mark.h"
 #include "services/availability/pairing.h"
 #include "services/availability/peer_cache.h"
@@ -91,6 +92,13 @@ ABSL_FLAG(uint64_t, max_entries_per_origin,
           sidecar::availability::kMaxEntriesPerOrigin,
           "entries cached per other device; a peer's answer that would "
           "exceed it is refused (RESOURCE_EXHAUSTED)");
+ABSL_FLAG(absl::Duration, tombstone_retention, absl::Hours(72),
+          "change-log compaction keeps withdrawn sidecars' tombstones this "
+          "long: a peer last in contact longer ago gets a snapshot instead "
+          "of deltas");
+ABSL_FLAG(absl::Duration, compaction_check_interval, absl::Seconds(30),
+          "how often to check whether the change log needs compaction "
+          "(more than 1.5 rows per live sidecar, or old tombstones)");
 ABSL_FLAG(bool, verbose, false, "log debug messages");
 
 namespace sidecar::availability {
@@ -276,6 +284,13 @@ int Main() {
     SC_LOG(ERROR) << "cannot load the inventory: " << s;
     return 1;
   }
+  LogCompactor compactor(
+      &inventory,
+      {.check_interval =
+           std::max(absl::Milliseconds(10),
+                    absl::GetFlag(FLAGS_compaction_check_interval)),
+       .tombstone_retention = absl::GetFlag(FLAGS_tombstone_retention)});
+  compactor.Start();
   ForkHealer healer(
       &inventory, &cache,
       [&peers](uint64_t generation) { peers.SetSelfGeneration(generation); },
@@ -366,6 +381,7 @@ int Main() {
   ServerHost::ShutdownAll({&peer_host, &local_host}, drain);
   SC_LOG(INFO) << "stopped; calls in flight drained in "
                << absl::Now() - drain_start;
+  compactor.Stop();
   usage.Stop();  // the last uses
   return 0;
 }

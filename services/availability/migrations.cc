@@ -85,6 +85,12 @@ SELECT row_number() OVER (ORDER BY content_uuid, kind, variant, format),
        generator_version
 FROM sidecars WHERE status = 2;
 )sql"},
+    {5, "change-log floor", R"sql(
+-- Compaction deletes superseded change-log rows and tombstones older than
+-- the retention; floor_seq is the highest seq of a dropped tombstone: a peer
+-- that has not seen it needs a snapshot. A new generation resets it.
+ALTER TABLE device_identity ADD COLUMN floor_seq bigint NOT NULL DEFAULT 0;
+)sql"},
 };
 
 }  // namespace

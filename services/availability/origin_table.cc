@@ -100,6 +100,12 @@ void OriginTable::ApplyDelta(std::vector<Entry> batch, uint64_t up_to_seq,
   entries_ = std::make_shared<const EntrySet>(std::move(merged_entries));
 }
 
+void OriginTable::InstallCompacted(std::shared_ptr<const EntrySet> compacted,
+                                   uint64_t floor) {
+  entries_ = std::move(compacted);
+  floor_seq_ = std::max(floor_seq_, floor);
+}
+
 void OriginTable::Replace(uint64_t generation, uint64_t max_seq,
                           uint64_t floor_seq, Entries sorted) {
   generation_ = generation;

@@ -88,6 +88,13 @@ class OriginTable {
   void ApplyDelta(std::vector<Entry> batch, uint64_t up_to_seq,
                   std::vector<Entry>* changed);
 
+  // Installs `compacted`, the entries of this table without tombstones of
+  // seq <= floor, and raises the floor to `floor`: a peer that has not seen
+  // the floor then gets a snapshot. The live entries, and so the digest and
+  // the signed head, stay as they were.
+  void InstallCompacted(std::shared_ptr<const EntrySet> compacted,
+                        uint64_t floor);
+
   // Replaces everything with `sorted` (sorted by KeyLess, one entry per key).
   void Replace(uint64_t generation, uint64_t max_seq, uint64_t floor_seq,
                Entries sorted);

@@ -38,12 +38,31 @@ OriginTable* PeerCache::FindOrCreate(const OriginInfo& info, InfoSource source,
 }
 
 void PeerCache::InitSelf(uint64_t generation, std::string generation_signature,
-                         uint64_t max_seq, std::vector<Entry> entries) {
+                         uint64_t max_seq, uint64_t floor_seq,
+                         std::vector<Entry> entries) {
   OriginTable::SortAndDedupe(&entries);
   absl::MutexLock lock(&mu_);
   OriginTable* self = origins_.at(self_id_).get();
-  self->Replace(generation, max_seq, 0, std::move(entries));
+  self->Replace(generation, max_seq, floor_seq, std::move(entries));
   self->set_generation_signature(std::move(generation_signature));
+}
+
+void PeerCache::CompactSelf(uint64_t floor) {
+  std::shared_ptr<const EntrySet> old;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    old = origins_.at(self_id_)->entries();
+  }
+  Entries kept;
+  kept.reserve(old->size());
+  for (const Entry& e : old->entries()) {
+    if (!e.removed() || e.seq() > floor) kept.push_back(e);
+  }
+  auto compacted = std::make_shared<const EntrySet>(std::move(kept));
+  absl::MutexLock lock(&mu_);
+  OriginTable* self = origins_.at(self_id_).get();
+  if (self->entries() != old) return;  // a new generation meanwhile
+  self->InstallCompacted(std::move(compacted), floor);
 }
 
 uint64_t PeerCache::Generation(const Uuid& origin) const {

@@ -41,8 +41,14 @@ class PeerCache {
 
   // Installs the own origin's state as loaded from the database (again,
   // after a new generation); `generation_signature` is what peers relay.
+  // `entries` may hold several entries per key (the highest seq wins).
   void InitSelf(uint64_t generation, std::string generation_signature,
-                uint64_t max_seq, std::vector<Entry> entries);
+                uint64_t max_seq, uint64_t floor_seq,
+                std::vector<Entry> entries);
+  // Drops the own origin's tombstones of seq <= floor and raises its floor
+  // (change-log compaction). The copy is made without the lock; the caller
+  // serializes own-origin writes (LocalInventory), so none is lost.
+  void CompactSelf(uint64_t floor);
   // Applies local changes (already persisted) to the own origin.
   void ApplySelf(std::vector<Entry> changes, uint64_t up_to_seq);
   // The own origin's entry for `key`, or nullptr-equivalent nullopt.

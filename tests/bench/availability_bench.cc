@@ -20,6 +20,20 @@
 // fresh device C, side by side in one run:
 //
 //   availability_bench --bench=busy --busy_entries=1000000
+//
+// --bench=start: a device holding N sidecars, from its launch until its
+// local API answers and until it serves its own state (a WhoHas of its last
+// key lists it), beside reading the same change-log rows with SELECT
+// count(*) and with a binary COPY that does nothing with them:
+//
+//   availability_bench --bench=start --start_entries=1000000,6000000
+//
+// --bench=churn: change-log rows, live sidecars and table bytes of a device
+// of N sidecars before and after every sidecar is replaced --churn_rounds
+// times (and some removed), with compaction running as in production but
+// with --tombstone_retention=0:
+//
+//   availability_bench --bench=churn --churn_entries=1000000
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -41,8 +55,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/civil_time.h"
 #include "absl/time/clock.h"
+#include "common/pg/connection.h"
+#include "common/request_limits.h"
 #include "common/sha256.h"
 #include "common/transport.h"
 #include "services/availability/inventory_store.h"
@@ -67,6 +84,16 @@ ABSL_FLAG(int, busy_rounds, 3,
           "--bench=busy: rounds, each with new devices; phases pooled");
 ABSL_FLAG(absl::Duration, idle_window, absl::Seconds(2),
           "--bench=busy: how long each idle phase is sampled");
+ABSL_FLAG(std::vector<std::string>, start_entries, {"1000000"},
+          "--bench=start: sidecars on the device, one run each");
+ABSL_FLAG(int, start_runs, 3, "--bench=start: starts per size (median)");
+ABSL_FLAG(std::string, before_binary, "",
+          "--bench=start: also time this sidecar-availability (e.g. one "
+          "built from main), on the same rows with the schema before "
+          "migration 5");
+ABSL_FLAG(uint64_t, churn_entries, 1000000, "--bench=churn: live sidecars");
+ABSL_FLAG(int, churn_rounds, 10,
+          "--bench=churn: times every sidecar is registered anew");
 
 namespace sidecar::bench {
 namespace {
@@ -660,6 +687,246 @@ int RunBusy(PgServer* pg, const std::string& dir, uint64_t n) {
   return ok ? 0 : 1;
 }
 
+// --bench=start -----------------------------------------------------------
+
+std::unique_ptr<pg::Connection> Connect(const std::string& conninfo) {
+  auto conn = pg::Connection::Open(conninfo);
+  Check(conn.status(), "connect");
+  return std::move(*conn);
+}
+
+// Whether `d` lists itself as a holder of `key` (its own state is served).
+bool HoldsSelf(AvailabilityProcess* d, const SidecarKey& key,
+               const std::string& self_id) {
+  v1::WhoHasRequest req;
+  KeyToProto(key, req.add_keys());
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, absl::Seconds(5));
+  v1::WhoHasResponse resp;
+  if (!d->api()->WhoHas(&ctx, req, &resp).ok()) return false;
+  for (const v1::Holder& h : resp.results(0).holders()) {
+    if (resp.devices(h.device()).device_id() == self_id) return true;
+  }
+  return false;
+}
+
+struct StartTimes {
+  double api_s = 0;   // launch -> local API answers
+  double full_s = 0;  // launch -> own state served
+};
+
+// Starts `d` (already seeded) and stops it again.
+StartTimes TimeStart(AvailabilityProcess* d, uint64_t n) {
+  StartTimes t;
+  const absl::Time launch = absl::Now();
+  Check(d->Start(), "start device");
+  std::string id = DeviceId(d);
+  t.api_s = absl::ToDoubleSeconds(absl::Now() - launch);
+  while (!HoldsSelf(d, KeyFor(n - 1), id)) {
+    if (absl::Now() - launch > absl::Minutes(5)) {
+      std::cerr << "device does not serve its own state\n";
+      std::exit(1);
+    }
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  t.full_s = absl::ToDoubleSeconds(absl::Now() - launch);
+  d->Stop();
+  return t;
+}
+
+// The schema as a binary from before migration 5 expects it.
+void DowngradeSchema(const std::string& conninfo) {
+  auto conn = Connect(conninfo);
+  Check(conn->Exec("DELETE FROM schema_migrations WHERE version = 5; "
+                   "ALTER TABLE device_identity DROP COLUMN floor_seq")
+            .status(),
+        "schema before migration 5");
+}
+
+// A device of `binary` holding n sidecars: started once empty (it makes its
+// key and identity; a database seeded first would be rewritten in key order
+// by that start), then seeded in seq order with random keys, as a device's
+// log grows.
+std::unique_ptr<AvailabilityProcess> SeededDevice(PgServer* pg,
+                                                  const std::string& dir,
+                                                  const std::string& binary,
+                                                  const std::string& name,
+                                                  uint64_t n) {
+  auto d = AvailabilityProcess::Create(binary, pg, dir, {name, {}, {}});
+  Check(d.status(), "create device");
+  Check((*d)->Start(), "first start");
+  (*d)->Stop();
+  Seed((*d)->conninfo(), n);
+  return std::move(*d);
+}
+
+// Median seconds from launch until `d` serves its own state, over runs.
+double MedianStart(AvailabilityProcess* d, uint64_t n) {
+  std::vector<double> full_s;
+  for (int run = 0; run < absl::GetFlag(FLAGS_start_runs); ++run) {
+    full_s.push_back(TimeStart(d, n).full_s);
+  }
+  return Median(full_s);
+}
+
+int RunStart(PgServer* pg, const std::string& dir, uint64_t n) {
+  std::cout << "\n== start of a device holding " << n << " sidecars ==\n";
+  auto d = SeededDevice(pg, dir, absl::GetFlag(FLAGS_binary),
+                        absl::StrCat("start", n), n);
+  std::vector<double> count_s, copy_s, api_s, full_s;
+  for (int run = 0; run < absl::GetFlag(FLAGS_start_runs); ++run) {
+    auto conn = Connect(d->conninfo());
+    absl::Time t = absl::Now();
+    Check(conn->Exec("SELECT count(*) FROM change_log").status(), "count");
+    count_s.push_back(absl::ToDoubleSeconds(absl::Now() - t));
+    uint64_t rows = 0;
+    t = absl::Now();
+    Check(conn->CopyOutBinary("SELECT * FROM change_log",
+                              [&](auto) {
+                                ++rows;
+                                return absl::OkStatus();
+                              }),
+          "copy");
+    copy_s.push_back(absl::ToDoubleSeconds(absl::Now() - t));
+    conn.reset();
+    StartTimes ours = TimeStart(d.get(), n);
+    api_s.push_back(ours.api_s);
+    full_s.push_back(ours.full_s);
+    std::cout << absl::StrFormat(
+        "run %d: count(*) %.3f s, binary COPY of %d rows %.3f s; ours: local "
+        "API answers after %.3f s, own state served after %.3f s\n",
+        run, count_s.back(), rows, copy_s.back(), ours.api_s, ours.full_s);
+  }
+  std::cout << absl::StrFormat(
+      "median: count(*) %.3f s, COPY %.3f s; ours: API %.3f s, own state "
+      "%.3f s; ours/COPY = %.2f, ours/count(*) = %.2f\n",
+      Median(count_s), Median(copy_s), Median(api_s), Median(full_s),
+      Median(full_s) / Median(copy_s), Median(full_s) / Median(count_s));
+  const std::string before_bin = absl::GetFlag(FLAGS_before_binary);
+  if (!before_bin.empty()) {
+    // The same rows for a binary from before migration 5.
+    auto before =
+        SeededDevice(pg, dir, before_bin, absl::StrCat("before", n), n);
+    DowngradeSchema(before->conninfo());
+    double before_s = MedianStart(before.get(), n);
+    std::cout << absl::StrFormat(
+        "before (%s): own state served after %.3f s (median); before/ours = "
+        "%.2f, before/COPY = %.2f\n",
+        before_bin, before_s, before_s / Median(full_s),
+        before_s / Median(copy_s));
+  }
+  return 0;
+}
+
+// --bench=churn -----------------------------------------------------------
+
+struct LogStats {
+  uint64_t log_rows = 0;
+  uint64_t live = 0;
+  uint64_t bytes = 0;
+};
+
+LogStats StatsOf(const std::string& conninfo) {
+  auto conn = Connect(conninfo);
+  auto r = conn->Exec(
+      "SELECT (SELECT count(*) FROM change_log), (SELECT count(*) FROM "
+      "sidecars WHERE status = 2), pg_total_relation_size('change_log')");
+  Check(r.status(), "stats");
+  return {static_cast<uint64_t>(*r->GetInt64(0, 0)),
+          static_cast<uint64_t>(*r->GetInt64(0, 1)),
+          static_cast<uint64_t>(*r->GetInt64(0, 2))};
+}
+
+std::string Describe(const LogStats& s) {
+  return absl::StrFormat(
+      "%d log rows, %d live (%.2f rows/live), %.1f MB", s.log_rows, s.live,
+      static_cast<double>(s.log_rows) / std::max<uint64_t>(s.live, 1),
+      s.bytes / 1e6);
+}
+
+// Registers keys [0, n) READY with content of round `round`, in API calls.
+void RegisterRound(AvailabilityProcess* d, uint64_t n, int round) {
+  for (uint64_t base = 0; base < n; base += kMaxKeysPerRequest) {
+    v1::RegisterRequest req;
+    for (uint64_t i = base; i < std::min(n, base + kMaxKeysPerRequest); ++i) {
+      v1::LocalSidecar* s = req.add_sidecars();
+      KeyToProto(KeyFor(i), s->mutable_key());
+      s->set_size(40000 + (i + round) % 10000);
+      Sha256Digest h = Sha256Of(absl::StrCat("bytes-", i, "-", round));
+      s->set_sha256(std::string(reinterpret_cast<const char*>(h.data()), 32));
+      s->set_status(v1::SIDECAR_STATUS_READY);
+      s->set_generator_version("bench");
+    }
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(60));
+    v1::RegisterResponse resp;
+    Check(FromGrpcStatus(d->api()->Register(&ctx, req, &resp)), "Register");
+  }
+}
+
+int RunChurn(PgServer* pg, const std::string& dir, uint64_t n, int rounds) {
+  std::cout << "\n== change log of " << n << " sidecars under " << rounds
+            << "x churn ==\n";
+  auto d =
+      AvailabilityProcess::Create(absl::GetFlag(FLAGS_binary), pg, dir,
+                                  {absl::StrCat("churn", n),
+                                   {},
+                                   {{"tombstone_retention", "0s"},
+                                    {"compaction_check_interval", "100ms"}}});
+  Check(d.status(), "create device");
+  Seed((*d)->conninfo(), n);
+  Check((*d)->Start(), "start device");
+  const LogStats before = StatsOf((*d)->conninfo());
+  std::cout << "before: " << Describe(before) << " (the baseline)\n";
+  uint64_t peak_bytes = before.bytes;
+  double peak_ratio = 0;
+  const absl::Time start = absl::Now();
+  for (int round = 1; round <= rounds; ++round) {
+    RegisterRound(d->get(), n, round);
+    LogStats s = StatsOf((*d)->conninfo());
+    peak_bytes = std::max(peak_bytes, s.bytes);
+    peak_ratio = std::max(peak_ratio, static_cast<double>(s.log_rows) /
+                                          std::max<uint64_t>(s.live, 1));
+    std::cout << "after round " << round << ": " << Describe(s) << "\n";
+  }
+  // Some withdrawn for good: one in ten.
+  for (uint64_t base = 0; base < n; base += 10 * kMaxKeysPerRequest) {
+    v1::RemoveRequest req;
+    for (uint64_t i = base; i < std::min(n, base + 10 * kMaxKeysPerRequest);
+         i += 10) {
+      KeyToProto(KeyFor(i), req.add_keys());
+    }
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(60));
+    v1::RemoveResponse resp;
+    Check(FromGrpcStatus((*d)->api()->Remove(&ctx, req, &resp)), "Remove");
+  }
+  const absl::Duration churn = absl::Now() - start;
+  // Compaction catches up in the background.
+  LogStats after;
+  while (true) {
+    after = StatsOf((*d)->conninfo());
+    peak_bytes = std::max(peak_bytes, after.bytes);
+    if (after.log_rows <= after.live) break;  // tombstones gone too
+    if (absl::Now() - start > absl::Minutes(30)) break;
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  std::cout << absl::StrFormat(
+      "after %d rounds and removing 1 in 10 (%s): %s\n"
+      "  log rows/live %.2f (peak between rounds %.2f; without compaction "
+      "%.2f); table bytes after/before %.2f, peak/before %.2f\n",
+      rounds, absl::FormatDuration(churn), Describe(after),
+      static_cast<double>(after.log_rows) / std::max<uint64_t>(after.live, 1),
+      peak_ratio,
+      static_cast<double>(n * (rounds + 1) + n / 10) /
+          std::max<uint64_t>(after.live, 1),
+      static_cast<double>(after.bytes) / before.bytes,
+      static_cast<double>(peak_bytes) / before.bytes);
+  const bool ok = after.log_rows <= 2 * after.live + 1000;
+  if (!ok) std::cerr << "change log above 2x the live sidecars\n";
+  return ok ? 0 : 1;
+}
+
 }  // namespace
 }  // namespace sidecar::bench
 
@@ -684,8 +951,22 @@ int main(int argc, char** argv) {
     } else if (bench == "busy") {
       rc |=
           sidecar::bench::RunBusy(&pg, dir, absl::GetFlag(FLAGS_busy_entries));
+    } else if (bench == "start") {
+      for (const std::string& s : absl::GetFlag(FLAGS_start_entries)) {
+        uint64_t n = 0;
+        if (!absl::SimpleAtoi(s, &n) || n == 0) {
+          std::cerr << "bad --start_entries " << s << "\n";
+          return 2;
+        }
+        rc |= sidecar::bench::RunStart(&pg, dir, n);
+      }
+    } else if (bench == "churn") {
+      rc |=
+          sidecar::bench::RunChurn(&pg, dir, absl::GetFlag(FLAGS_churn_entries),
+                                   absl::GetFlag(FLAGS_churn_rounds));
     } else {
-      std::cerr << "unknown --bench " << bench << " (scale, busy)\n";
+      std::cerr << "unknown --bench " << bench
+                << " (scale, busy, start, churn)\n";
       return 2;
     }
   }

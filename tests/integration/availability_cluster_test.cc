@@ -2,6 +2,7 @@
 // with its own database on a real PostgreSQL: A <-> B <-> C, where A and C
 // never talk. The seed's test_cross_device_sidecar_availability, in spirit.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -11,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/pg/connection.h"
 #include "common/sha256.h"
 #include "common/sidecar_key.h"
 #include "common/transport.h"
@@ -527,6 +529,91 @@ TEST_F(ClusterTest, RestartsKeepInventoryAndPeersRelearn) {
   Publish(a_, more);
   EXPECT_TRUE(
       WaitFor([&] { return AllHeldBy(c_, more, a_id_); }, absl::Seconds(5)));
+}
+
+// A compacts its change log while B is frozen: withdrawn sidecars' tombstones
+// go, the floor rises above what B has seen, and B, thawed, takes a snapshot
+// and ends with exactly A's state (deltas would leave the withdrawn ones).
+TEST_F(ClusterTest, PeerBehindTheCompactionFloorGetsASnapshot) {
+  a_ = AddDevice("a", {{"tombstone_retention", "0s"},
+                       {"compaction_check_interval", "100ms"}});
+  b_ = AddDevice("b", {{"gossip_interval", "1s"}, {"gossip_jitter", "0"}});
+  for (auto* d : {a_, b_}) ASSERT_TRUE(d->Start().ok()) << d->log_path();
+  ASSERT_EQ(Pair(a_, b_), absl::OkStatus());
+  a_id_ = DeviceId(a_);
+  std::vector<Sidecar> s;
+  for (int i = 0; i < 20; ++i) s.push_back(MakeSidecar(i));
+  Publish(a_, s);
+  ASSERT_TRUE(
+      WaitFor([&] { return AllHeldBy(b_, s, a_id_); }, absl::Seconds(5)));
+  auto seen = PeerEntry(b_, a_id_);
+  ASSERT_TRUE(seen.has_value());
+
+  ASSERT_EQ(kill(b_->pid(), SIGSTOP), 0);
+  v1::RemoveRequest remove;
+  for (int i = 0; i < 10; ++i) *remove.add_keys() = s[i].key;
+  {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    v1::RemoveResponse resp;
+    ASSERT_TRUE(a_->api()->Remove(&ctx, remove, &resp).ok());
+  }
+  std::vector<Sidecar> replaced;
+  for (int i = 10; i < 15; ++i) {
+    replaced.push_back(s[i]);
+    replaced.back().bytes += " v2";
+  }
+  Publish(a_, replaced);
+  // A's log keeps one row per live sidecar, and its floor is above B.
+  auto conn = pg::Connection::Open(a_->conninfo());
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  auto compacted = WaitFor(
+      [&] {
+        auto r = (*conn)->Exec(
+            "SELECT (SELECT count(*) FROM change_log), floor_seq "
+            "FROM device_identity");
+        return r.ok() && *r->GetInt64(0, 0) == 10 &&
+               static_cast<uint64_t>(*r->GetInt64(0, 1)) > seen->max_seq();
+      },
+      absl::Seconds(10));
+  kill(b_->pid(), SIGCONT);
+  ASSERT_TRUE(compacted.has_value()) << a_->log_path();
+
+  grpc::ClientContext ctx;
+  v1::DeviceInfo a_info;
+  ASSERT_TRUE(a_->api()->GetDevice(&ctx, {}, &a_info).ok());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto p = PeerEntry(b_, a_id_);
+        return p && p->max_seq() == a_info.max_seq();
+      },
+      absl::Seconds(10)))
+      << b_->log_path();
+  auto p = PeerEntry(b_, a_id_);
+  EXPECT_EQ(p->sidecars(), 10u);
+  EXPECT_EQ(p->generation(), seen->generation());
+  v1::WhoHasResponse r = WhoHas(b_, s);
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(Holders(r, i), i < 10 ? std::vector<std::string>{}
+                                    : std::vector<std::string>{a_id_})
+        << i;
+  }
+  // The replaced ones carry the new checksum.
+  v1::WhoHasResponse r2 = WhoHas(b_, replaced);
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_EQ(r2.results(i).holders_size(), 1);
+    EXPECT_EQ(r2.results(i).holders(0).sha256(),
+              std::string(DigestBytes(Sha256Of(replaced[i].bytes))));
+  }
+  // A restart of A loads the same state: same max seq and floor.
+  EXPECT_EQ(a_->Stop(), 0);
+  ASSERT_TRUE(a_->Start().ok());
+  grpc::ClientContext ctx2;
+  v1::DeviceInfo again;
+  ASSERT_TRUE(a_->api()->GetDevice(&ctx2, {}, &again).ok());
+  EXPECT_EQ(again.max_seq(), a_info.max_seq());
+  EXPECT_EQ(again.generation(), a_info.generation());
+  EXPECT_EQ(again.local_ready(), 10u);
 }
 
 TEST_F(ClusterTest, StoppedDeviceGoesOfflineAndComesBack) {

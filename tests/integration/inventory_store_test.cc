@@ -65,13 +65,18 @@ ChangeRecord Withdraw(uint64_t seq, const SidecarKey& key) {
   return ChangeRecord{seq, key, true, 0, {}};
 }
 
-std::map<SidecarKey, ChangeRecord> LoadAll(InventoryStore& store) {
+// The latest change per key, as LocalInventory takes them.
+std::map<SidecarKey, ChangeRecord> LoadAll(InventoryStore& store,
+                                           uint64_t* rows = nullptr) {
   std::map<SidecarKey, ChangeRecord> out;
+  uint64_t n = 0;
   absl::Status s = store.LoadAdvertised([&](const ChangeRecord& c) {
-    EXPECT_TRUE(out.emplace(c.key, c).second)
-        << "key delivered twice: " << KeyDebugString(c.key);
+    ++n;
+    auto [it, added] = out.emplace(c.key, c);
+    if (!added && it->second.seq < c.seq) it->second = c;
   });
   EXPECT_TRUE(s.ok()) << s;
+  if (rows != nullptr) *rows = n;
   return out;
 }
 
@@ -495,14 +500,67 @@ TEST_F(InventoryStoreTest, LoadAdvertisedStreamsManyRows) {
     if (c.removed) {
       ++removed;
       EXPECT_GT(c.seq, static_cast<uint64_t>(rows));
+      EXPECT_EQ(c.sha256, Sha256Digest{});
+    } else {
+      EXPECT_EQ(c.size, c.seq);
+      EXPECT_EQ(c.key.variant, "grid@2x");
     }
   });
   absl::Duration took = absl::Now() - start;
   ASSERT_TRUE(s.ok()) << s;
-  EXPECT_EQ(count, rows);
+  EXPECT_EQ(count, rows + rows / 10);  // every row, superseded ones too
   EXPECT_EQ(removed, rows / 10);
   std::cerr << "LoadAdvertised of " << rows + rows / 10 << " log rows (" << rows
             << " keys): " << absl::FormatDuration(took) << "\n";
+}
+
+TEST_F(InventoryStoreTest, CompactRangeKeepsListedRowsAndRaisesFloor) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  LocalRecord a = Ready(KeyFor(1), 10), b = Ready(KeyFor(2), 20);
+  LocalRecord a2 = Ready(a.key, 11);
+  ASSERT_TRUE(
+      store->Apply({a, b}, {}, {Advertise(1, a), Advertise(2, b)}).ok());
+  ASSERT_TRUE(store->Apply({a2}, {}, {Advertise(3, a2)}).ok());
+  ASSERT_TRUE(store->Apply({}, {b.key}, {Withdraw(4, b.key)}).ok());
+  // Seq 1 is superseded by 3; b's tombstone (4) is dropped with the floor.
+  const uint64_t keep[] = {3};
+  absl::StatusOr<uint64_t> deleted = store->CompactRange(1, 5, keep, 4);
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(*deleted, 3u);
+  uint64_t rows = 0;
+  std::map<SidecarKey, ChangeRecord> got = LoadAll(*store, &rows);
+  EXPECT_EQ(rows, 1u);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got.at(a.key).seq, 3u);
+  EXPECT_EQ(*store->FloorSeq(), 4u);
+  // The log's highest row is gone, but its seq is never handed out again.
+  EXPECT_EQ(*store->MaxSeq(), 4u);
+  ASSERT_TRUE(store->VacuumChangeLog().ok());
+
+  // The floor survives a reopen; only a new generation resets it.
+  store.reset();
+  store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(*store->FloorSeq(), 4u);
+  EXPECT_TRUE(store->CompactRange(1, 2, {}, 2).ok());
+  EXPECT_EQ(*store->FloorSeq(), 4u);  // never lowered
+  ASSERT_TRUE(store->ResetChangeLog().ok());
+  EXPECT_EQ(*store->FloorSeq(), 0u);
+}
+
+TEST_F(InventoryStoreTest, SeqLoggedBeforeFindsTheLastOlderRow) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  LocalRecord a = Ready(KeyFor(1), 10);
+  ASSERT_TRUE(store->Apply({a}, {}, {Advertise(1, a)}).ok());
+  absl::SleepFor(absl::Milliseconds(20));
+  const absl::Time between = absl::Now();
+  absl::SleepFor(absl::Milliseconds(20));
+  ASSERT_TRUE(store->Apply({}, {a.key}, {Withdraw(2, a.key)}).ok());
+  EXPECT_EQ(*store->SeqLoggedBefore(between - absl::Hours(1)), 0u);
+  EXPECT_EQ(*store->SeqLoggedBefore(between), 1u);
+  EXPECT_EQ(*store->SeqLoggedBefore(absl::Now() + absl::Hours(1)), 2u);
 }
 
 TEST(InventoryStoreOpenTest, UnreachableServerIsUnavailableAfterTimeout) {

@@ -350,7 +350,7 @@ TEST_F(ExchangeReceiverTest, OwnHeadIsSignedAndFollowsTheOwnState) {
   EXPECT_FALSE(cache_->SignedSelfView().has_value());  // no signer yet
   cache_->set_signer(
       [this](absl::string_view statement) { return self_->Sign(statement); });
-  cache_->InitSelf(3, "", 10, Entries(0, 10, 1));
+  cache_->InitSelf(3, "", 10, 0, Entries(0, 10, 1));
   std::optional<PeerCache::OriginView> view = cache_->SignedSelfView();
   ASSERT_TRUE(view.has_value() && view->head.has_value());
   const SignedHead head = *view->head;

@@ -74,7 +74,7 @@ TEST(OriginTableTest, SinceReturnsAscendingSeq) {
 
 TEST(PeerCacheTest, LookupFindsLiveHoldersOnly) {
   PeerCache cache({U(1)}, nullptr);
-  cache.InitSelf(10, "", 1, {E(100, 1)});
+  cache.InitSelf(10, "", 1, 0, {E(100, 1)});
   ASSERT_TRUE(cache
                   .ReplaceRemote({U(2)}, InfoSource::kOrigin, 7, 2, 0,
                                  {E(100, 1), E(101, 2)})
