@@ -156,8 +156,14 @@ std::optional<std::string> Property(const grpc::ServerContextBase& ctx,
 }  // namespace
 
 std::shared_ptr<grpc::Channel> MakeLocalChannel(const std::string& address) {
+  grpc::ChannelArguments args = ChannelArgs();
+  // A new channel gets a connection of its own. In gRPC's global pool it
+  // would share the subchannel of an older channel to the same address,
+  // and after the service restarted, that one may still be waiting out its
+  // reconnect backoff: the new channel's first call would then fail at once.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
-                                   ChannelArgs());
+                                   args);
 }
 
 std::shared_ptr<grpc::Channel> MakePeerChannel(const std::string& address,

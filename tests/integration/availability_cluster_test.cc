@@ -580,6 +580,7 @@ TEST_F(ClusterTest, PeerBehindTheCompactionFloorGetsASnapshot) {
   ASSERT_TRUE(compacted.has_value()) << a_->log_path();
 
   grpc::ClientContext ctx;
+  SetDeadline(&ctx, absl::Seconds(5));
   v1::DeviceInfo a_info;
   ASSERT_TRUE(a_->api()->GetDevice(&ctx, {}, &a_info).ok());
   ASSERT_TRUE(WaitFor(
@@ -609,6 +610,9 @@ TEST_F(ClusterTest, PeerBehindTheCompactionFloorGetsASnapshot) {
   EXPECT_EQ(a_->Stop(), 0);
   ASSERT_TRUE(a_->Start().ok());
   grpc::ClientContext ctx2;
+  // The channel's connection went with the old process: wait for the new.
+  ctx2.set_wait_for_ready(true);
+  SetDeadline(&ctx2, absl::Seconds(10));
   v1::DeviceInfo again;
   ASSERT_TRUE(a_->api()->GetDevice(&ctx2, {}, &again).ok());
   EXPECT_EQ(again.max_seq(), a_info.max_seq());
