@@ -1,5 +1,7 @@
 #include "services/availability/fork_healer.h"
 
+#include <utility>
+
 #include "common/log.h"
 
 namespace sidecar::availability {
@@ -73,34 +75,45 @@ void ForkHealer::Heal(const DigestEntry& claim, const Uuid& claimant) {
   if (on_healed_) on_healed_(*generation);
 }
 
+void ForkHealer::NoteChange() {
+  absl::MutexLock lock(&mu_);
+  changed_ = true;
+}
+
 void ForkHealer::Run() {
+  // While the log moves, the mark is written at most once per interval.
   constexpr absl::Duration kMarkInterval = absl::Seconds(1);
   absl::Time last_try = absl::InfinitePast();
   LogPosition written;
   while (true) {
     std::optional<std::pair<DigestEntry, Uuid>> claim;
+    bool mark = false;
     {
       absl::MutexLock lock(&mu_);
-      // A heal costs a snapshot to every peer: at most one per interval.
-      const absl::Time now = absl::Now();
-      const bool may_heal = now >= last_try + min_interval_;
-      auto ready = [this, may_heal]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || (requested_ && may_heal);
+      auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || requested_ || changed_;
       };
-      absl::Time deadline = now + kMarkInterval;
-      if (!may_heal) deadline = std::min(deadline, last_try + min_interval_);
-      mu_.AwaitWithDeadline(absl::Condition(&ready), deadline);
+      mu_.Await(absl::Condition(&woken));  // no timer while idle
       if (stopping_) break;
-      if (requested_ && may_heal) {
+      // A heal costs a snapshot to every peer: at most one per interval.
+      if (requested_ && absl::Now() >= last_try + min_interval_) {
         claim.emplace(claim_, claimant_);
         requested_ = false;
+      }
+      mark = std::exchange(changed_, false);
+      if (!claim && !mark) {  // a heal that must wait out the interval
+        mu_.AwaitWithDeadline(absl::Condition(&stopping_),
+                              last_try + min_interval_);
+        continue;
       }
     }
     if (claim) {
       last_try = absl::Now();
       Heal(claim->first, claim->second);
     }
-    UpdateMark(&written);
+    if (mark) UpdateMark(&written);
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(&stopping_), kMarkInterval);
   }
   UpdateMark(&written);
 }

@@ -11,8 +11,9 @@
 // the next gossip round.
 //
 // The healer's thread also keeps the change-log mark (log_mark.h) up to date,
-// about once a second, so that a start on a database that went back in time
-// is caught before any peer is asked.
+// at most a second behind the log (NoteChange), so that a start on a database
+// that went back in time is caught before any peer is asked. An idle device's
+// healer sleeps without a timer.
 //
 // Thread-safe. OnPeerView never blocks on the database: the heal runs on the
 // healer's own thread, at most once per `min_interval`, so a confused or
@@ -49,6 +50,10 @@ class ForkHealer {
   // whose origin is this device). Cheap; never blocks on I/O.
   void OnPeerView(const Uuid& peer, const DigestEntry& view);
 
+  // The own change log moved (a commit or a new generation): the mark is
+  // written within about a second. Cheap; never blocks on I/O.
+  void NoteChange() ABSL_LOCKS_EXCLUDED(mu_);
+
   // Ends the healer's thread after a heal in progress. Idempotent.
   void Stop();
 
@@ -70,6 +75,9 @@ class ForkHealer {
 
   mutable absl::Mutex mu_;
   bool requested_ ABSL_GUARDED_BY(mu_) = false;
+  // The log moved since the mark was last written (true at start: the
+  // first pass writes the mark of what was loaded).
+  bool changed_ ABSL_GUARDED_BY(mu_) = true;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   DigestEntry claim_ ABSL_GUARDED_BY(mu_);
   Uuid claimant_ ABSL_GUARDED_BY(mu_);

@@ -275,8 +275,14 @@ int Main() {
   }
   Pairing pairing(&*key, &library, [&peers] { return peers.SelfHello(); });
 
+  // The healer keeps the change-log mark; it exists once the inventory does.
+  std::atomic<ForkHealer*> mark_keeper{nullptr};
   LocalInventory inventory(
-      store->get(), &cache, [&peers] { peers.RequestPromptRound(); },
+      store->get(), &cache,
+      [&peers, &mark_keeper] {
+        peers.RequestPromptRound();
+        if (ForkHealer* h = mark_keeper.load()) h->NoteChange();
+      },
       [&key, &id](uint64_t generation) {
         return key->Sign(GenerationStatement(id.device_id, generation));
       });
@@ -295,6 +301,7 @@ int Main() {
       &inventory, &cache,
       [&peers](uint64_t generation) { peers.SetSelfGeneration(generation); },
       absl::StrCat(state_dir, "/", kLogMarkFile));
+  mark_keeper = &healer;
   const SelfViewListener on_self_view = [&healer](const Uuid& peer,
                                                   const DigestEntry& view) {
     healer.OnPeerView(peer, view);
@@ -375,6 +382,7 @@ int Main() {
   if (join_thread.joinable()) join_thread.join();
   const absl::Time peers_stop = absl::Now();
   peers.Stop();
+  mark_keeper = nullptr;
   healer.Stop();
   SC_LOG(INFO) << "peers stopped in " << absl::Now() - peers_stop;
   const absl::Time drain_start = absl::Now();
