@@ -47,8 +47,11 @@ class StoreQuota {
   const QuotaConfig& config() const { return config_; }
 
   // Replaces the usage with what the availability service reports, and
-  // forgets the bytes admitted since the last refresh (they are now in it,
-  // or their fetches ended).
+  // forgets the bytes admitted since the last refresh: mostly they are in
+  // it now, or their fetches ended. A fetch still running, or registered
+  // just after the report was read, is forgotten too, so admissions may pass
+  // the quota by that much until the next refresh, which then evicts
+  // (Evictor's loop).
   void SetUsage(const std::vector<v1::KindUsage>& kinds);
   // Counts `bytes` of a fetch of `kind` that was let in.
   void Admitted(Kind kind, uint64_t bytes);

@@ -27,9 +27,9 @@ TEST(ThreadPoolTest, OneWorkerRunsTasksInOrder) {
 
 TEST(ThreadPoolTest, DestructorRunsQueuedTasksAndTheirFollowUps) {
   std::atomic<int> ran{0};
+  absl::Notification release;  // outlives the pool's workers
   {
     ThreadPool pool({.threads = 2});
-    absl::Notification release;
     pool.Schedule([&] { release.WaitForNotification(); });
     for (int i = 0; i < 10; ++i) {
       pool.Schedule([&] {
@@ -43,8 +43,8 @@ TEST(ThreadPoolTest, DestructorRunsQueuedTasksAndTheirFollowUps) {
 }
 
 TEST(ThreadPoolTest, TryScheduleRefusesBeyondTheBound) {
+  absl::Notification started, release;  // outlive the pool's workers
   ThreadPool pool({.threads = 1, .max_queued = 2});
-  absl::Notification started, release;
   pool.Schedule([&] {
     started.Notify();
     release.WaitForNotification();
