@@ -11,52 +11,6 @@
 
 namespace sidecar::transfer {
 
-absl::StatusOr<uint64_t> ParseByteSize(absl::string_view text) {
-  std::string t = absl::AsciiStrToLower(absl::StripAsciiWhitespace(text));
-  auto bad = [&] {
-    return absl::InvalidArgumentError(
-        absl::StrCat("'", text,
-                     "' is not a size: write bytes or a number with k, M, G or "
-                     "T (binary units), e.g. 512M or 2G"));
-  };
-  if (t.empty()) return bad();
-  for (absl::string_view suffix : {"ib", "b"}) {
-    if (t.size() > suffix.size() && absl::EndsWith(t, suffix)) {
-      t.resize(t.size() - suffix.size());
-      break;
-    }
-  }
-  uint64_t unit = 1;
-  switch (t.back()) {
-    case 'k':
-      unit = 1ull << 10;
-      break;
-    case 'm':
-      unit = 1ull << 20;
-      break;
-    case 'g':
-      unit = 1ull << 30;
-      break;
-    case 't':
-      unit = 1ull << 40;
-      break;
-    default:
-      break;
-  }
-  if (unit != 1) t.pop_back();
-  uint64_t whole = 0;
-  if (absl::SimpleAtoi(t, &whole)) {
-    if (whole > UINT64_MAX / unit) return bad();
-    return whole * unit;
-  }
-  double d = 0;
-  if (unit == 1 || !absl::SimpleAtod(t, &d) || !std::isfinite(d) || d < 0 ||
-      d * static_cast<double>(unit) > 1.8e19) {
-    return bad();
-  }
-  return static_cast<uint64_t>(d * static_cast<double>(unit));
-}
-
 absl::StatusOr<QuotaConfig> QuotaConfig::Parse(uint64_t total,
                                                absl::string_view kinds) {
   QuotaConfig c;

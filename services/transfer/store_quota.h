@@ -18,14 +18,11 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/bytes_format.h"
 #include "common/sidecar_key.h"
 #include "sidecar/v1/availability.pb.h"
 
 namespace sidecar::transfer {
-
-// "2G", "512M", "64k", "1.5G", "1048576", "2GiB": binary units (k = 1024).
-// INVALID_ARGUMENT with the text for anything else.
-absl::StatusOr<uint64_t> ParseByteSize(absl::string_view text);
 
 struct QuotaConfig {
   uint64_t total = 0;                 // 0: no total quota

@@ -33,24 +33,6 @@ v1::KindUsage Usage(Kind kind, uint64_t own, uint64_t fetched) {
   return u;
 }
 
-TEST(ParseByteSizeTest, UnitsAndErrors) {
-  EXPECT_EQ(*ParseByteSize("0"), 0u);
-  EXPECT_EQ(*ParseByteSize("1048576"), 1048576u);
-  EXPECT_EQ(*ParseByteSize("64k"), 64u << 10);
-  EXPECT_EQ(*ParseByteSize("512M"), 512u << 20);
-  EXPECT_EQ(*ParseByteSize("2G"), 2ull << 30);
-  EXPECT_EQ(*ParseByteSize("2GiB"), 2ull << 30);
-  EXPECT_EQ(*ParseByteSize("1.5G"), 3ull << 29);
-  EXPECT_EQ(*ParseByteSize("1T"), 1ull << 40);
-  for (const char* bad : {"", "G", "-1", "2X", "1.5", "99999999999999999999"}) {
-    absl::StatusOr<uint64_t> v = ParseByteSize(bad);
-    EXPECT_FALSE(v.ok()) << bad;
-    if (!v.ok()) {
-      EXPECT_NE(v.status().message().find("e.g. 512M"), std::string::npos);
-    }
-  }
-}
-
 TEST(QuotaConfigTest, ParsesKindsAndNamesWhatIsWrong) {
   absl::StatusOr<QuotaConfig> c = QuotaConfig::Parse(0, "thumb:2G, proxy:20G");
   ASSERT_TRUE(c.ok()) << c.status();
