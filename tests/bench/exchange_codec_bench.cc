@@ -12,13 +12,12 @@
 #include "services/availability/exchange_receiver.h"
 #include "services/availability/gossip_protocol.h"
 #include "services/availability/peer_cache.h"
+#include "tests/support/test_data.h"
 
 namespace sidecar::availability {
 namespace {
 
 constexpr int kEntries = 1'000'000;
-constexpr const char* kVariants[] = {"grid@2x", "grid@1x",   "icon@1x",
-                                     "icon@2x", "detail@1x", "detail@2x"};
 
 class OneMember : public MemberKeys {
  public:
@@ -44,12 +43,7 @@ struct Snapshot {
   Snapshot() {
     entries.reserve(kEntries);
     for (int i = 0; i < kEntries; ++i) {
-      Sha256Digest h = Sha256Of(absl::StrCat("content-", i / 6));
-      SidecarKey k;
-      std::memcpy(k.content.bytes.data(), h.data(), 16);
-      k.kind = v1::SIDECAR_KIND_THUMB;
-      k.variant = kVariants[i % 6];
-      k.format = v1::SIDECAR_FORMAT_WEBP;
+      SidecarKey k = testing::BenchKey(i);
       entries.push_back(Entry::Make(k.content, k.kind, k.format,
                                     ToEntryKey(k)->variant, 40000 + i % 9000,
                                     Sha256Of(absl::StrCat(i)), i + 1, false));

@@ -7,32 +7,30 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "services/availability/availability_service.h"
+#include "tests/support/test_data.h"
 
 namespace sidecar::availability {
 namespace {
 
 constexpr int kEntries = 1'000'000;
 constexpr int kKeys = 10'000;
-constexpr const char* kVariants[] = {"grid@2x", "grid@1x",   "icon@1x",
-                                     "icon@2x", "detail@1x", "detail@2x"};
 
-SidecarKey KeyFor(uint64_t i) {
-  Sha256Digest h = Sha256Of(absl::StrCat("content-", i / 6));
-  SidecarKey k;
-  std::memcpy(k.content.bytes.data(), h.data(), 16);
-  k.kind = v1::SIDECAR_KIND_THUMB;
-  k.variant = kVariants[i % 6];
-  k.format = v1::SIDECAR_FORMAT_WEBP;
-  return k;
-}
+SidecarKey KeyFor(uint64_t i) { return testing::BenchKey(i); }
 
 struct World {
   WatchHub hub;
   PeerCache cache{OriginInfo{Uuid::Random()}, &hub};
   // No library: the handler under test never asks for one.
   PeerManager peers{{}, &cache, &hub, v1::Hello(), nullptr, nullptr};
-  AvailabilityService service{{nullptr, nullptr, &cache, &peers, &hub,
-                               "/nonexistent", nullptr, nullptr, {}}};
+  AvailabilityService service{{nullptr,
+                               nullptr,
+                               &cache,
+                               &peers,
+                               &hub,
+                               "/nonexistent",
+                               nullptr,
+                               nullptr,
+                               {}}};
   v1::WhoHasRequest request;
   std::vector<SidecarKey> probe;
 

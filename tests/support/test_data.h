@@ -9,7 +9,10 @@
 #include <random>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/sha256.h"
+#include "common/sidecar_key.h"
 #include "common/uuid.h"
 #include "sidecar/v1/sidecar.pb.h"
 
@@ -24,6 +27,23 @@ inline std::string RandomBytes(size_t n, uint64_t seed) {
     std::memcpy(&s[i], &v, std::min<size_t>(8, n - i));
   }
   return s;
+}
+
+// The renditions of every content in the benchmarks' libraries.
+inline constexpr const char* kBenchVariants[] = {
+    "grid@2x", "grid@1x", "icon@1x", "icon@2x", "detail@1x", "detail@2x"};
+
+// Key i of a benchmark library of thumbnails: six renditions per content
+// (kBenchVariants[i % 6]), content ids spread like random UUIDs, the same
+// in every run and every benchmark.
+inline SidecarKey BenchKey(uint64_t i) {
+  Sha256Digest h = Sha256Of(absl::StrCat("content-", i / 6));
+  SidecarKey k;
+  std::memcpy(k.content.bytes.data(), h.data(), 16);
+  k.kind = v1::SIDECAR_KIND_THUMB;
+  k.variant = kBenchVariants[i % 6];
+  k.format = v1::SIDECAR_FORMAT_WEBP;
+  return k;
 }
 
 // A key with a new random content id.
