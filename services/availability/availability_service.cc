@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <deque>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
@@ -100,6 +101,13 @@ grpc::Status AvailabilityService::GetDevice(grpc::ServerContext*,
   if (auto v = d_.cache->View(d_.cache->self_id())) {
     resp->set_local_ready(v->live_count);
   }
+  resp->set_profile(self.leaf() ? "leaf" : "full");
+  uint64_t mirrored = 0;
+  for (const PeerCache::OriginView& v : d_.cache->Views()) {
+    if (v.info.device_id != d_.cache->self_id()) mirrored += v.entries->size();
+  }
+  resp->set_mirrored_entries(mirrored);
+  resp->set_mirror_budget_entries(d_.mirror_budget_entries);
   return grpc::Status::OK;
 }
 
@@ -439,8 +447,11 @@ grpc::Status AvailabilityService::WhoHasImpl(const v1::WhoHasRequest* req,
     return it->second;
   };
 
+  // A leaf mirrors little: what it does not know, a full member may.
+  KeyAnswers delegated;
+  if (d_.delegation != nullptr) d_.delegation->Lookup(*keys, &delegated);
   std::vector<std::vector<PeerManager::DirectAnswer>> direct;
-  if (req->query_peers()) {
+  if (req->query_peers() && d_.delegation == nullptr) {
     std::vector<SidecarKey> unknown;
     for (size_t i = 0; i < keys->size(); ++i) {
       if (!held(i)) unknown.push_back((*keys)[i]);
@@ -470,6 +481,23 @@ grpc::Status AvailabilityService::WhoHasImpl(const v1::WhoHasRequest* req,
       absl::string_view version = GeneratorVersionOf(*e);
       holder->set_generator_version(std::string(version));
       copies.push_back({version, e->sha256, e->size()});
+    }
+    if (!delegated.empty()) {
+      for (const DelegatedHolder& a : delegated[i]) {
+        bool mirrored = false;
+        for (size_t v = 0; v < nv && !mirrored; ++v) {
+          mirrored = found[i * nv + v] != nullptr &&
+                     views[v].info.device_id == a.device;
+        }
+        if (mirrored) continue;
+        auto view = d_.cache->View(a.device);
+        v1::Holder* holder = kh->add_holders();
+        holder->set_device(device_ref(a.device, view ? &view->info : nullptr));
+        holder->set_size(a.size);
+        holder->set_sha256(std::string(DigestBytes(a.sha256)));
+        holder->set_generator_version(a.generator_version);
+        copies.push_back({a.generator_version, a.sha256, a.size});
+      }
     }
     for (std::string& c : ConflictingVersions(copies)) {
       kh->add_conflicting_versions(std::move(c));
@@ -536,6 +564,8 @@ grpc::Status AvailabilityService::ResolveOne(const v1::ResolveRequest& r,
     absl::string_view version;  // in GeneratorVersionDict: never freed
   };
   std::vector<Holder> holders;
+  // Versions of delegated holders, which the views do not keep alive.
+  std::deque<std::string> delegated_versions;
   std::optional<Entry> self;
   if (ek) {
     std::vector<PeerCache::OriginView> views = d_.cache->Views();
@@ -656,7 +686,24 @@ grpc::Status AvailabilityService::ResolveOne(const v1::ResolveRequest& r,
     return generate("no ready local copy and the mode is local-only");
   }
 
-  if (holders.empty() && req->query_peers()) {
+  // A leaf asks a full member (or the online peers) about the holders it
+  // does not mirror; only now, so that a ready local copy costs no call.
+  if (d_.delegation != nullptr) {
+    KeyAnswers delegated;
+    d_.delegation->Lookup({*key}, &delegated);
+    for (DelegatedHolder& a : delegated[0]) {
+      if (a.device == d_.cache->self_id()) continue;
+      bool mirrored =
+          std::any_of(holders.begin(), holders.end(),
+                      [&](const Holder& h) { return h.device == a.device; });
+      if (mirrored) continue;
+      auto view = d_.cache->View(a.device);
+      delegated_versions.push_back(std::move(a.generator_version));
+      holders.push_back({a.device, view ? view->info : OriginInfo{}, a.size,
+                         a.sha256, delegated_versions.back()});
+    }
+  }
+  if (holders.empty() && req->query_peers() && d_.delegation == nullptr) {
     std::vector<std::vector<PeerManager::DirectAnswer>> answers;
     d_.peers->QueryPeers({*key}, &answers);
     for (const auto& a : answers[0]) {
@@ -708,6 +755,8 @@ grpc::Status AvailabilityService::ListPeers(grpc::ServerContext*,
     out->set_rtt_micros(
         static_cast<uint32_t>(absl::ToInt64Microseconds(p.rtt)));
     out->set_last_error(p.last_error);
+    out->set_leaf(p.leaf);
+    out->set_not_mirrored(p.not_mirrored);
     out->set_throughput_bytes_per_sec(static_cast<uint64_t>(p.throughput));
     if (p.device_id) {
       out->set_device_id(p.device_id->ToString());

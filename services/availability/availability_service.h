@@ -5,9 +5,9 @@
 #define SIDECAR_SERVICES_AVAILABILITY_AVAILABILITY_SERVICE_H_
 
 #include <string>
-
 #include <vector>
 
+#include "services/availability/delegation.h"
 #include "services/availability/inventory_store.h"
 #include "services/availability/library.h"
 #include "services/availability/local_inventory.h"
@@ -41,6 +41,11 @@ class AvailabilityService final
     bool transfer_address_fixed = false;
     // Records LOCAL answers of Resolve as uses; may be null.
     UsageRecorder* usage = nullptr;
+    // A leaf's: asked about holders beyond what this device mirrors (WhoHas,
+    // and Resolve without a ready local copy). Null on a full device.
+    Delegation* delegation = nullptr;
+    // A leaf's bound on mirrored entries (GetDevice); 0 on a full device.
+    size_t mirror_budget_entries = 0;
   };
   explicit AvailabilityService(Deps deps);
 

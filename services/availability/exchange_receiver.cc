@@ -83,6 +83,14 @@ absl::Status ExchangeReceiver::OnMessage(const v1::ExchangeResponse& msg) {
   header.up_to_seq = b.up_to_seq();
   header.floor_seq = b.floor_seq();
   header.head = HeadFromProto(b.origin());
+  if (b.over_budget()) {
+    // Answers a subscription (a leaf's): the origin has more matching
+    // entries than this device takes. Only the origin may say so of itself.
+    if (header.source == InfoSource::kOrigin) {
+      over_budget_ = b.snapshot_entries();
+    }
+    return absl::OkStatus();
+  }
   switch (b.mode()) {
     case v1::EntryBatch::MODE_DELTA:
       return OnDelta(b, std::move(header));

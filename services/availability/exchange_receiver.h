@@ -88,6 +88,9 @@ class ExchangeReceiver {
   const absl::Status& first_relayed_refusal() const {
     return first_relayed_refusal_;
   }
+  // When the sender said its entries matching this device's subscription
+  // are too many to send (EntryBatch.over_budget): how many it has.
+  const std::optional<uint64_t>& over_budget() const { return over_budget_; }
   // Entries held now, and the capacity reserved for them (bytes).
   size_t pending_entries() const { return pending_entries_; }
   size_t pending_capacity_bytes() const;
@@ -150,6 +153,7 @@ class ExchangeReceiver {
   size_t relayed_refused_ = 0;
   absl::Status first_relayed_refusal_;
   bool learned_ = false;
+  std::optional<uint64_t> over_budget_;
   std::optional<v1::Hello> hello_;
   google::protobuf::RepeatedPtrField<v1::OriginDigest> digest_;
 };

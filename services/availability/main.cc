@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/bytes_format.h"
 #include "common/config.h"
 #include "common/device_key.h"
 #include "common/log.h"
@@ -24,6 +26,7 @@
 #include "common/thread_priority.h"
 #include "common/transport.h"
 #include "services/availability/availability_service.h"
+#include "services/availability/delegation.h"
 #include "services/availability/fork_healer.h"
 #include "services/availability/inventory_store.h"
 #include "services/availability/library.h"
@@ -34,6 +37,7 @@
 #include "services/availability/peer_cache.h"
 #include "services/availability/peer_manager.h"
 #include "services/availability/peer_service.h"
+#include "services/availability/subscription.h"
 #include "services/availability/watch_hub.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:7100",
@@ -99,6 +103,28 @@ ABSL_FLAG(absl::Duration, tombstone_retention, absl::Hours(72),
 ABSL_FLAG(absl::Duration, compaction_check_interval, absl::Seconds(30),
           "how often to check whether the change log needs compaction "
           "(more than 1.5 rows per live sidecar, or old tombstones)");
+ABSL_FLAG(std::string, profile, "full",
+          "full: mirror what every peer has (a desktop, a home server); "
+          "leaf: a phone, which mirrors only --subscribe_kinds of each "
+          "peer's own sidecars within --leaf_cache_bytes, asks a full member "
+          "(--delegate) about the rest, and is pinged rarely");
+ABSL_FLAG(std::string, subscribe_kinds, "thumb",
+          "leaf: kinds of the peers' sidecars to mirror, e.g. thumb,ocr "
+          "(empty: none)");
+ABSL_FLAG(std::string, subscribe_variants, "",
+          "leaf: only these variants of the subscribed kinds, e.g. grid@2x "
+          "(empty: all)");
+ABSL_FLAG(std::string, leaf_cache_bytes, "8M",
+          "leaf: memory for mirrored entries of all peers together; a peer "
+          "with more subscribed entries is not mirrored but asked about");
+ABSL_FLAG(std::string, delegate, "",
+          "leaf: the member (name or device id) to ask first about who has "
+          "a sidecar, best an always-on one; empty: the online full member "
+          "with the lowest round-trip time");
+ABSL_FLAG(absl::Duration, delegate_cache_ttl, absl::Seconds(30),
+          "leaf: how long a delegated answer is reused");
+ABSL_FLAG(absl::Duration, leaf_ping_interval, absl::Seconds(60),
+          "how often a leaf pings its peers, and is pinged by them (battery)");
 ABSL_FLAG(bool, verbose, false, "log debug messages");
 
 namespace sidecar::availability {
@@ -240,7 +266,29 @@ int Main() {
                << key->certificate().Fingerprint() << ", state in "
                << state_dir;
 
+  const std::string profile = absl::GetFlag(FLAGS_profile);
+  if (profile != "full" && profile != "leaf") {
+    SC_LOG(ERROR) << "--profile must be full or leaf, not \"" << profile
+                  << "\"";
+    return 2;
+  }
+  const bool leaf = profile == "leaf";
+  absl::StatusOr<SubscriptionSpec> subscription =
+      ParseSubscriptionSpec(absl::GetFlag(FLAGS_subscribe_kinds),
+                            absl::GetFlag(FLAGS_subscribe_variants));
+  absl::StatusOr<uint64_t> leaf_bytes =
+      ParseByteSize(absl::GetFlag(FLAGS_leaf_cache_bytes));
+  if (!subscription.ok() || !leaf_bytes.ok()) {
+    SC_LOG(ERROR) << (subscription.ok() ? leaf_bytes.status().message()
+                                        : subscription.status().message());
+    return 2;
+  }
+  // What one mirrored entry costs in memory: the entry and its share of
+  // the table's slack.
+  const size_t leaf_entries = *leaf_bytes / kLeafBytesPerEntry;
+
   v1::Hello self;
+  self.set_leaf(leaf);
   self.set_device_id(std::string(id.device_id.AsBytes()));
   self.set_generation(id.generation);
   self.set_name(absl::GetFlag(FLAGS_name));
@@ -248,9 +296,10 @@ int Main() {
 
   OriginInfo self_info{id.device_id, "", self.transfer_address(), self.name()};
   WatchHub hub;
-  PeerCache cache(
-      self_info, &hub,
-      static_cast<size_t>(absl::GetFlag(FLAGS_max_entries_per_origin)));
+  size_t max_per_origin =
+      static_cast<size_t>(absl::GetFlag(FLAGS_max_entries_per_origin));
+  if (leaf) max_per_origin = std::min(max_per_origin, leaf_entries);
+  PeerCache cache(self_info, &hub, max_per_origin);
   cache.set_signer(
       [&key](absl::string_view statement) { return key->Sign(statement); });
   PeerTrust trust;
@@ -266,6 +315,16 @@ int Main() {
   opts.exchange_timeout = absl::GetFlag(FLAGS_exchange_timeout);
   opts.contact_learned_peers = absl::GetFlag(FLAGS_contact_learned_peers);
   opts.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  opts.leaf_ping_interval = absl::GetFlag(FLAGS_leaf_ping_interval);
+  if (leaf) {
+    opts.leaf = true;
+    opts.subscription = *subscription;
+    opts.leaf_cache_entries = leaf_entries;
+    // A phone wakes for its peers rarely: pings at the leaf interval, and
+    // a peer is offline after two missed ones.
+    opts.ping_interval = std::max(opts.ping_interval, opts.leaf_ping_interval);
+    opts.offline_after = std::max(opts.offline_after, opts.ping_interval * 2.5);
+  }
   PeerManager peers(opts, &cache, &hub, self, &library, &*key);
   library.set_listener(
       [&peers](const Library::Change& c) { peers.OnLibraryChange(c); });
@@ -321,11 +380,22 @@ int Main() {
   deps.join_timeout = absl::GetFlag(FLAGS_rpc_timeout) * 2;
   deps.transfer_address_fixed = !absl::GetFlag(FLAGS_transfer_address).empty();
   deps.usage = &usage;
+  std::optional<Delegation> delegation;
+  if (leaf) {
+    delegation.emplace(
+        DelegationOptions{.preferred = absl::GetFlag(FLAGS_delegate),
+                          .ttl = absl::GetFlag(FLAGS_delegate_cache_ttl),
+                          .timeout = absl::GetFlag(FLAGS_rpc_timeout)},
+        &peers, &library);
+    deps.delegation = &*delegation;
+    deps.mirror_budget_entries = leaf_entries;
+  }
   AvailabilityService local_api(deps);
   // Exchange answers are planned and encoded here, at background priority.
   ThreadPool exchange_encoder({.threads = 1, .nice = kBackgroundNice});
   PeerService peer_api(&cache, &peers, &library, &pairing, &exchange_encoder);
   peer_api.set_self_view_listener(on_self_view);
+  peer_api.set_leaf(leaf);
   ServerHost local_host(LocalListenerFromFlags(state_dir, "availability"));
   const std::string local_address = local_host.address();
   local_host.AddService(&local_api);
@@ -355,6 +425,15 @@ int Main() {
   // first Exchange a peer asks for.
   exchange_encoder.Schedule([&cache] { cache.SignedSelfView(); });
   peers.Start();
+  if (leaf) {
+    SC_LOG(INFO) << "leaf profile: mirroring " << leaf_entries
+                 << " entries at most (--leaf_cache_bytes), kinds \""
+                 << absl::GetFlag(FLAGS_subscribe_kinds) << "\"; lookups "
+                 << "beyond them go to "
+                 << (absl::GetFlag(FLAGS_delegate).empty()
+                         ? std::string("the nearest full member")
+                         : absl::GetFlag(FLAGS_delegate));
+  }
   SC_LOG(INFO) << "peer API (mutual TLS) on port " << peer_host.port()
                << ", advertised as " << advertise << "; local API on "
                << local_address << "; sidecar root " << root.string();

@@ -63,6 +63,12 @@ struct PeerManager::Peer {
   absl::Time next_round ABSL_GUARDED_BY(mu);
   absl::Time prompt_at ABSL_GUARDED_BY(mu) = absl::InfiniteFuture();
   absl::Time last_round ABSL_GUARDED_BY(mu) = absl::InfinitePast();
+  // Its Hello says it is a leaf.
+  bool is_leaf ABSL_GUARDED_BY(mu) = false;
+  // This device, a leaf, does not mirror p until then (p has more entries
+  // than the budget), and mirrors it in that mode now.
+  absl::Time over_budget_until ABSL_GUARDED_BY(mu) = absl::InfinitePast();
+  bool mirroring ABSL_GUARDED_BY(mu) = true;
   // Kinds of refusal already logged for this peer (logged once each).
   absl::flat_hash_set<absl::StatusCode> refusals_logged ABSL_GUARDED_BY(mu);
   // Why its last answer was refused, to tell it with the next request.
@@ -281,7 +287,7 @@ bool PeerManager::AwaitContactLocked(Peer* p, bool* round) {
       p->next_round = now + NextRoundDelay();
     } else {
       // Rounds do not push pings back: pings keep measuring round-trip.
-      p->next_ping = now + options_.ping_interval;
+      p->next_ping = now + PingInterval(p);
     }
     return true;
   }
@@ -366,6 +372,7 @@ absl::Status PeerManager::DoExchange(Peer* p, v1::Hello* their_hello) {
   if (!target.ok()) return target.status();
   v1::ExchangeRequest req;
   *req.mutable_from() = SelfHello();
+  if (options_.leaf) *req.mutable_subscription() = LeafSubscription(p);
   DigestToProto(cache_->Digest(), req.mutable_digest());
   req.set_max_message_bytes(options_.max_message_bytes);
   {
@@ -379,7 +386,13 @@ absl::Status PeerManager::DoExchange(Peer* p, v1::Hello* their_hello) {
   std::unique_ptr<grpc::ClientReader<v1::ExchangeResponse>> reader =
       target->stub->Exchange(&ctx, req);
 
-  ExchangeReceiver receiver(cache_, library_, p->device_id);
+  ReceiveLimits limits;
+  // A leaf holds no more before applying than it may keep.
+  if (options_.leaf) {
+    limits.max_pending_entries =
+        std::min(limits.max_pending_entries, options_.leaf_cache_entries + 1);
+  }
+  ExchangeReceiver receiver(cache_, library_, p->device_id, limits);
   absl::Status failure = absl::OkStatus();
   v1::ExchangeResponse msg;
   while (failure.ok() && reader->Read(&msg)) failure = receiver.OnMessage(msg);
@@ -403,9 +416,19 @@ absl::Status PeerManager::DoExchange(Peer* p, v1::Hello* their_hello) {
   SC_LOG(DEBUG) << "exchange with " << target->address << ": " << s.error_code()
                 << " " << s.error_message();
   EndCall(p);
-  // Gossip on: our digest is now ahead of our other peers', and a prompt
-  // round lets them see it and pull (A -> B -> C without A and C talking).
-  if (receiver.learned()) RequestPromptRound();
+  if (options_.leaf) {
+    std::optional<uint64_t> over = receiver.over_budget();
+    // Deltas that would pass the bound count as the peer being too big.
+    if (!over && failure.code() == absl::StatusCode::kResourceExhausted) {
+      over = options_.leaf_cache_entries + 1;
+    }
+    CheckLeafBudget(p, over);
+  } else if (receiver.learned()) {
+    // Gossip on: our digest is now ahead of our other peers', and a prompt
+    // round lets them see it and pull (A -> B -> C without A and C
+    // talking). A leaf relays nothing.
+    RequestPromptRound();
+  }
   if (receiver.relayed_states_refused() > 0) {
     bool first;
     {
@@ -450,6 +473,88 @@ absl::Status PeerManager::DoExchange(Peer* p, v1::Hello* their_hello) {
   return FromGrpcStatus(s);
 }
 
+absl::Duration PeerManager::PingInterval(const Peer* p) const {
+  p->mu.AssertHeld();
+  if (!p->is_leaf) return options_.ping_interval;
+  return std::max(options_.ping_interval, options_.leaf_ping_interval);
+}
+
+absl::Duration PeerManager::OfflineAfter(const Peer* p) const {
+  p->mu.AssertHeld();
+  if (!p->is_leaf) return options_.offline_after;
+  return std::max(options_.offline_after, PingInterval(p) * 2.5);
+}
+
+v1::Subscription PeerManager::LeafSubscription(Peer* p) {
+  bool mirror;
+  bool switched;
+  {
+    absl::MutexLock lock(&mu_);
+    p->mu.AssertHeld();
+    mirror = absl::Now() >= p->over_budget_until;
+    switched = mirror != p->mirroring;
+    p->mirroring = mirror;
+  }
+  // What is held of p was sent for the other mode: start afresh.
+  if (switched) cache_->DropOrigin(p->device_id);
+  if (!mirror) return SubscriptionToProto(SubscriptionSpec{}, 0);
+  uint64_t others = 0;
+  for (const PeerCache::OriginView& v : cache_->Views()) {
+    if (v.info.device_id != cache_->self_id() &&
+        v.info.device_id != p->device_id) {
+      others += v.entries->size();
+    }
+  }
+  uint64_t room = options_.leaf_cache_entries > others
+                      ? options_.leaf_cache_entries - others
+                      : 0;
+  return SubscriptionToProto(options_.subscription, room);
+}
+
+void PeerManager::CheckLeafBudget(Peer* p,
+                                  const std::optional<uint64_t>& over_budget) {
+  std::optional<PeerCache::OriginView> view = cache_->View(p->device_id);
+  uint64_t held = view && view->entries ? view->entries->size() : 0;
+  uint64_t total = 0;
+  for (const PeerCache::OriginView& v : cache_->Views()) {
+    if (v.info.device_id != cache_->self_id()) total += v.entries->size();
+  }
+  if (!over_budget && total <= options_.leaf_cache_entries) return;
+  uint64_t count = over_budget.value_or(held);
+  {
+    absl::MutexLock lock(&mu_);
+    p->mu.AssertHeld();
+    p->over_budget_until = absl::Now() + options_.over_budget_retry;
+    SC_LOG(INFO) << "peer " << p->name << " has " << count
+                 << " subscribed entries, more than this leaf keeps ("
+                 << options_.leaf_cache_entries
+                 << " in all); its sidecars are found by delegation";
+  }
+  if (held > 0) cache_->DropOrigin(p->device_id);
+}
+
+std::vector<PeerManager::Delegate> PeerManager::DelegateCandidates(
+    const std::optional<Uuid>& preferred) const {
+  std::vector<std::pair<absl::Duration, Delegate>> found;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& p : peers_) {
+      p->mu.AssertHeld();
+      if (p->retired || !p->online || p->is_leaf) continue;
+      absl::Duration rank = p->rtt;
+      if (preferred && *preferred == p->device_id)
+        rank = -absl::InfiniteDuration();
+      found.push_back({rank, Delegate{p->device_id, p->stub}});
+    }
+  }
+  std::stable_sort(
+      found.begin(), found.end(),
+      [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<Delegate> out;
+  for (auto& [rank, d] : found) out.push_back(std::move(d));
+  return out;
+}
+
 void PeerManager::RecordResult(Peer* p, const absl::Status& s,
                                const v1::Hello& hello, absl::Duration rtt) {
   p->mu.AssertHeld();
@@ -457,7 +562,7 @@ void PeerManager::RecordResult(Peer* p, const absl::Status& s,
   if (!s.ok()) {
     if (s.code() == absl::StatusCode::kCancelled && stopping_) return;
     p->last_error = std::string(s.message());
-    if (p->online && now - p->last_contact >= options_.offline_after) {
+    if (p->online && now - p->last_contact >= OfflineAfter(p)) {
       p->online = false;
       SC_LOG(INFO) << "peer " << p->address << " is offline: " << s.message();
       if (hub_) {
@@ -480,6 +585,7 @@ void PeerManager::RecordResult(Peer* p, const absl::Status& s,
     }
     p->name = hello.name();
     p->transfer_address = hello.transfer_address();
+    p->is_leaf = hello.leaf();
     cache_->NoteOrigin(InfoFromHello(hello));
     if (hello.members_digest() != library_->Digest()) {
       p->need_member_sync = true;
@@ -588,6 +694,8 @@ std::vector<PeerStatus> PeerManager::List() const {
     s.last_contact = p->last_contact;
     s.rtt = p->rtt;
     s.last_error = p->last_error;
+    s.leaf = p->is_leaf;
+    s.not_mirrored = options_.leaf && absl::Now() < p->over_budget_until;
     auto it = transfer_stats_.find(p->device_id);
     if (it != transfer_stats_.end()) s.throughput = it->second.throughput;
     out.push_back(std::move(s));

@@ -30,6 +30,7 @@
 #include "services/availability/library.h"
 #include "services/availability/peer_cache.h"
 #include "services/availability/peer_directory.h"
+#include "services/availability/subscription.h"
 #include "services/availability/watch_hub.h"
 #include "sidecar/v1/peer.grpc.pb.h"
 
@@ -48,6 +49,18 @@ struct PeerManagerOptions {
   bool contact_learned_peers = true;
   uint32_t max_message_bytes = 0;  // 0: protocol default
   size_t max_peers = 64;
+  // The leaf profile (a phone): mirror of each peer only its own entries
+  // that `subscription` names, at most leaf_cache_entries of all peers
+  // together; a peer with more is not mirrored (its sidecars are found by
+  // delegation) and asked again after over_budget_retry.
+  bool leaf = false;
+  SubscriptionSpec subscription;
+  // Bound on the entries of all peers together (kLeafBytesPerEntry each).
+  size_t leaf_cache_entries = 0;
+  absl::Duration over_budget_retry = absl::Hours(1);
+  // Peers whose Hello says they are leaves are pinged this rarely (battery)
+  // and called offline after missing two pings.
+  absl::Duration leaf_ping_interval = absl::Seconds(60);
 };
 
 // What is known of a device's reachability and speed, for ranking.
@@ -70,6 +83,8 @@ struct PeerStatus {
   absl::Duration rtt = absl::ZeroDuration();
   std::string last_error;
   double throughput = 0;
+  bool leaf = false;          // its Hello says so
+  bool not_mirrored = false;  // this leaf does not mirror it (over budget)
 };
 
 class PeerManager : public PeerDirectory {
@@ -126,6 +141,16 @@ class PeerManager : public PeerDirectory {
     uint64_t size = 0;
     Sha256Digest sha256{};
   };
+  // A member to delegate lookups to (a leaf's WhoHas and Resolve).
+  struct Delegate {
+    Uuid device;
+    std::shared_ptr<v1::Peer::Stub> stub;
+  };
+  // The online peers that are not leaves, `preferred` (if online) first,
+  // then by round-trip time.
+  std::vector<Delegate> DelegateCandidates(
+      const std::optional<Uuid>& preferred) const;
+
   // Asks every online peer "which of these keys do you have?" in parallel,
   // each call bounded by rpc_timeout. answers[i] lists who has keys[i].
   void QueryPeers(const std::vector<SidecarKey>& keys,
@@ -168,6 +193,18 @@ class PeerManager : public PeerDirectory {
   void RecordResult(Peer* p, const absl::Status& s, const v1::Hello& hello,
                     absl::Duration rtt) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Duration NextRoundDelay();
+  // How often p is pinged, and how long without contact makes it offline.
+  absl::Duration PingInterval(const Peer* p) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Duration OfflineAfter(const Peer* p) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A leaf's subscription for its next pull from p. Drops what is mirrored
+  // of p when it switches between mirroring p and not (an over-budget
+  // peer), so that the pull brings a whole snapshot.
+  v1::Subscription LeafSubscription(Peer* p);
+  // After a leaf's pull from p: stops mirroring p if it has more than the
+  // budget allows (said so, or grew past it with deltas).
+  void CheckLeafBudget(Peer* p, const std::optional<uint64_t>& over_budget);
 
   const PeerManagerOptions options_;
   PeerCache* const cache_;

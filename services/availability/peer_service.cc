@@ -11,6 +11,7 @@
 #include "common/thread_pool.h"
 #include "common/transport.h"
 #include "services/availability/local_inventory.h"
+#include "services/availability/subscription.h"
 
 namespace sidecar::availability {
 
@@ -18,7 +19,17 @@ namespace sidecar::availability {
 struct Outgoing {
   PeerCache::OriginView view;
   bool snapshot = false;
-  std::vector<Entry> deltas;  // when !snapshot, ascending seq
+  // A leaf's subscription: `list` holds the matching entries, for a
+  // snapshot too.
+  bool filtered = false;
+  // A filtered snapshot with more entries than the leaf takes: none go.
+  bool over_budget = false;
+  uint64_t matching = 0;    // when over_budget
+  std::vector<Entry> list;  // deltas (ascending seq), or a filtered snapshot
+  absl::Span<const Entry> entries() const {
+    if (snapshot && !filtered) return view.entries->entries();
+    return list;
+  }
 };
 
 // The answer to one Exchange, made off gRPC's threads.
@@ -69,8 +80,8 @@ class ExchangeReactor final : public OrderedWriteReactor<v1::ExchangeResponse> {
   void NextOrFinish() {
     while (!work_.empty()) {
       Outgoing& o = work_.front();
-      const Entries& all = o.view.entries->entries();
-      size_t total = o.snapshot ? all.size() : o.deltas.size();
+      absl::Span<const Entry> all = o.entries();
+      size_t total = all.size();
       if (pos_ > 0 && pos_ >= total) {
         work_.pop_front();
         pos_ = 0;
@@ -89,13 +100,16 @@ class ExchangeReactor final : public OrderedWriteReactor<v1::ExchangeResponse> {
         b->set_last(pos_ + n == total);
         b->set_up_to_seq(o.view.state.max_seq);
         b->set_floor_seq(o.view.state.floor_seq);
-        EncodeEntries(absl::MakeConstSpan(all).subspan(pos_, n), b);
+        if (o.over_budget) {
+          b->set_over_budget(true);
+          b->set_snapshot_entries(o.matching);
+        }
+        EncodeEntries(all.subspan(pos_, n), b);
       } else {
         b->set_mode(v1::EntryBatch::MODE_DELTA);
         bool last = pos_ + n == total;
-        b->set_up_to_seq(last ? o.view.state.max_seq
-                              : o.deltas[pos_ + n - 1].seq());
-        EncodeEntries(absl::MakeConstSpan(o.deltas).subspan(pos_, n), b);
+        b->set_up_to_seq(last ? o.view.state.max_seq : all[pos_ + n - 1].seq());
+        EncodeEntries(all.subspan(pos_, n), b);
       }
       pos_ += n;
       if (total == 0) pos_ = 1;  // an empty snapshot is one message
@@ -143,6 +157,31 @@ absl::StatusOr<Uuid> Caller(const grpc::ServerContextBase& ctx,
         who->ToString(), ")"));
   }
   return *who;
+}
+
+// The keys a peer asks about (HasKeys, WhoHas), as cache keys: nullopt for
+// a key with a variant never seen here, which nothing can match. Looking
+// them up never adds to the variant dictionary. RESOURCE_EXHAUSTED beyond
+// kMaxKeysPerRequest, INVALID_ARGUMENT naming the first bad key.
+absl::StatusOr<std::vector<std::optional<EntryKey>>> QueriedKeys(
+    absl::string_view method,
+    const google::protobuf::RepeatedPtrField<v1::SidecarKey>& keys) {
+  if (static_cast<size_t>(keys.size()) > kMaxKeysPerRequest) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(method, " takes at most ", kMaxKeysPerRequest,
+                     " keys; split the request"));
+  }
+  std::vector<std::optional<EntryKey>> out;
+  out.reserve(keys.size());
+  for (int i = 0; i < keys.size(); ++i) {
+    absl::StatusOr<SidecarKey> key = KeyFromProto(keys[i]);
+    if (!key.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("keys[", i, "]: ", key.status().message()));
+    }
+    out.push_back(FindEntryKey(*key));
+  }
+  return out;
 }
 
 class Reject final : public OrderedWriteReactor<v1::ExchangeResponse> {
@@ -225,21 +264,11 @@ grpc::Status PeerService::HasKeys(grpc::ServerContext* ctx,
   absl::StatusOr<Uuid> caller =
       Caller(*ctx, library_->trust(), req->has_from() ? &req->from() : nullptr);
   if (!caller.ok()) return ToGrpcStatus(caller.status());
-  if (static_cast<size_t>(req->keys_size()) > kMaxKeysPerRequest) {
-    return grpc::Status(
-        grpc::StatusCode::RESOURCE_EXHAUSTED,
-        absl::StrCat("HasKeys takes at most ", kMaxKeysPerRequest,
-                     " keys; split the request"));
-  }
-  for (int i = 0; i < req->keys_size(); ++i) {
-    absl::StatusOr<SidecarKey> key = KeyFromProto(req->keys(i));
-    if (!key.ok()) {
-      return grpc::Status(
-          grpc::StatusCode::INVALID_ARGUMENT,
-          absl::StrCat("keys[", i, "]: ", key.status().message()));
-    }
+  absl::StatusOr<std::vector<std::optional<EntryKey>>> keys =
+      QueriedKeys("HasKeys", req->keys());
+  if (!keys.ok()) return ToGrpcStatus(keys.status());
+  for (const std::optional<EntryKey>& ek : *keys) {
     v1::HasKeysResponse::Entry* out = resp->add_entries();
-    std::optional<EntryKey> ek = FindEntryKey(*key);
     if (!ek) continue;
     std::optional<Entry> e = cache_->FindSelf(*ek);
     if (e && !e->removed()) {
@@ -278,6 +307,13 @@ grpc::ServerWriteReactor<v1::ExchangeResponse>* PeerService::Exchange(
       bad.ok() ? DigestFromProto(req->digest())
                : absl::StatusOr<std::vector<DigestEntry>>(bad);
   if (!digest.ok()) return new Reject(ToGrpcStatus(digest.status()));
+  std::optional<Subscription> sub;
+  if (req->has_subscription()) {
+    absl::StatusOr<Subscription> s =
+        Subscription::FromProto(req->subscription());
+    if (!s.ok()) return new Reject(ToGrpcStatus(s.status()));
+    sub = std::move(*s);
+  }
   // What the caller claims to know of non-members does not count.
   std::erase_if(*digest, [&](const DigestEntry& d) {
     return !library_->IsMember(d.origin);
@@ -289,14 +325,44 @@ grpc::ServerWriteReactor<v1::ExchangeResponse>* PeerService::Exchange(
   }
   return new ExchangeReactor(
       encoder_,
-      [this, from = req->from(), digest = std::move(*digest)] {
-        return PlanExchange(from, digest);
+      [this, from = req->from(), digest = std::move(*digest),
+       sub = std::move(sub)] {
+        return PlanExchange(from, digest, sub ? &*sub : nullptr);
       },
       req->max_message_bytes());
 }
 
+namespace {
+
+// What a leaf subscribed to of this device's own entries: the matching
+// deltas, or the matching snapshot unless it is larger than the leaf takes.
+// No head: the leaf takes it first-hand, and a head describes every entry.
+void FilterForLeaf(const Subscription& sub, Outgoing* o) {
+  o->view.head.reset();
+  o->filtered = true;
+  if (!o->snapshot) {
+    std::erase_if(o->list, [&](const Entry& e) { return !sub.Matches(e); });
+    return;
+  }
+  const Entries& all = o->view.entries->entries();
+  uint64_t matching = 0;
+  for (const Entry& e : all) matching += sub.Matches(e);
+  if (matching > sub.max_entries()) {
+    o->over_budget = true;
+    o->matching = matching;
+    return;
+  }
+  o->list.reserve(matching);
+  for (const Entry& e : all) {
+    if (sub.Matches(e)) o->list.push_back(e);
+  }
+}
+
+}  // namespace
+
 ExchangePlan PeerService::PlanExchange(const v1::Hello& from,
-                                       const std::vector<DigestEntry>& digest) {
+                                       const std::vector<DigestEntry>& digest,
+                                       const Subscription* sub) {
   absl::flat_hash_map<Uuid, const DigestEntry*> theirs;
   for (const DigestEntry& d : digest) theirs[d.origin] = &d;
   std::vector<PeerCache::OriginView> views = cache_->Views();
@@ -309,16 +375,23 @@ ExchangePlan PeerService::PlanExchange(const v1::Hello& from,
   absl::flat_hash_set<Uuid> known;
   for (const auto& v : views) known.insert(v.info.device_id);
   Uuid caller = *Uuid::FromBytes(from.device_id());
+  // A leaf knows only what it subscribed to of other origins, and this
+  // device, if a leaf, only that of them: only the caller's own origin
+  // says whether it is ahead.
+  const bool own_only = sub != nullptr || leaf_;
   ExchangePlan plan;
   bool caller_ahead = false;
   for (PeerCache::OriginView& v : views) {
     if (!library_->IsMember(v.info.device_id)) continue;
     auto it = theirs.find(v.info.device_id);
     const DigestEntry* remote = it == theirs.end() ? nullptr : it->second;
-    if (remote != nullptr && RemoteIsAhead(&v.state, *remote)) {
+    if (remote != nullptr && RemoteIsAhead(&v.state, *remote) &&
+        (!own_only || v.info.device_id == caller)) {
       caller_ahead = true;
     }
     if (v.info.device_id == caller) continue;  // it knows itself best
+    // A leaf is sent this device's own entries only.
+    if (sub != nullptr && v.info.device_id != cache_->self_id()) continue;
     // Another origin's state goes on only with that origin's head for it;
     // the caller would refuse it otherwise. The own state goes without one
     // if this device cannot sign.
@@ -328,19 +401,20 @@ ExchangePlan PeerService::PlanExchange(const v1::Hello& from,
     Outgoing o;
     o.view = std::move(v);
     if (send == SendPlan::kDelta) {
-      o.deltas = OriginTable::Since(o.view.entries->entries(), remote->max_seq);
-      if (DeltaBetterAsSnapshot(o.deltas.size(), o.view.entries->size())) {
-        o.deltas.clear();
+      o.list = OriginTable::Since(o.view.entries->entries(), remote->max_seq);
+      if (DeltaBetterAsSnapshot(o.list.size(), o.view.entries->size())) {
+        o.list.clear();
         send = SendPlan::kSnapshot;
       }
     }
     o.snapshot = send == SendPlan::kSnapshot;
+    if (sub != nullptr) FilterForLeaf(*sub, &o);
     plan.work.push_back(std::move(o));
   }
   // Origins the caller knows and we do not at all.
   for (const DigestEntry& d : digest) {
     if (d.origin != cache_->self_id() && !known.contains(d.origin) &&
-        RemoteIsAhead(nullptr, d)) {
+        (!own_only || d.origin == caller) && RemoteIsAhead(nullptr, d)) {
       caller_ahead = true;
     }
   }
@@ -350,8 +424,54 @@ ExchangePlan PeerService::PlanExchange(const v1::Hello& from,
                 << plan.work.size()
                 << " origins, caller ahead: " << caller_ahead;
   *plan.summary.mutable_self() = directory_->SelfHello();
-  DigestToProto(cache_->Digest(), plan.summary.mutable_digest());
+  std::vector<DigestEntry> mine = cache_->Digest();
+  // A leaf offers its own origin only: it relays nothing.
+  if (leaf_) {
+    std::erase_if(mine, [&](const DigestEntry& d) {
+      return d.origin != cache_->self_id();
+    });
+  }
+  DigestToProto(mine, plan.summary.mutable_digest());
   return plan;
+}
+
+grpc::Status PeerService::WhoHas(grpc::ServerContext* ctx,
+                                 const v1::PeerWhoHasRequest* req,
+                                 v1::PeerWhoHasResponse* resp) {
+  absl::StatusOr<Uuid> caller = Caller(*ctx, library_->trust(), &req->from());
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  absl::StatusOr<std::vector<std::optional<EntryKey>>> keys =
+      QueriedKeys("WhoHas", req->keys());
+  if (!keys.ok()) return ToGrpcStatus(keys.status());
+  std::vector<PeerCache::OriginView> views = cache_->Views();
+  // A leaf's partial mirrors say nothing of what a device lacks: only its
+  // own entries count (those of other origins lack a head).
+  std::erase_if(views, [&](const PeerCache::OriginView& v) {
+    return !library_->IsMember(v.info.device_id) ||
+           (leaf_ && v.info.device_id != cache_->self_id());
+  });
+  std::vector<const Entry*> found;
+  PeerCache::Lookup(views, *keys, &found);
+  const size_t nv = views.size();
+  std::vector<int> device_index(nv, -1);
+  resp->mutable_results()->Reserve(req->keys_size());
+  for (size_t i = 0; i < keys->size(); ++i) {
+    v1::PeerWhoHasResponse::KeyHolders* kh = resp->add_results();
+    for (size_t v = 0; v < nv; ++v) {
+      const Entry* e = found[i * nv + v];
+      if (e == nullptr) continue;
+      if (device_index[v] < 0) {
+        device_index[v] = resp->devices_size();
+        resp->add_devices(std::string(views[v].info.device_id.AsBytes()));
+      }
+      v1::PeerWhoHasResponse::Holder* h = kh->add_holders();
+      h->set_device(static_cast<uint32_t>(device_index[v]));
+      h->set_size(e->size());
+      h->set_sha256(std::string(DigestBytes(e->sha256)));
+      h->set_generator_version(std::string(GeneratorVersionOf(*e)));
+    }
+  }
+  return grpc::Status::OK;
 }
 
 }  // namespace sidecar::availability

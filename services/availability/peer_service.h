@@ -27,6 +27,7 @@
 namespace sidecar::availability {
 
 struct ExchangePlan;  // peer_service.cc
+class Subscription;
 
 class PeerService final
     : public v1::Peer::WithCallbackMethod_Exchange<v1::Peer::Service> {
@@ -44,6 +45,11 @@ class PeerService final
   grpc::ServerWriteReactor<v1::ExchangeResponse>* Exchange(
       grpc::CallbackServerContext* ctx,
       const v1::ExchangeRequest* req) override;
+  // Holders of each key among every origin known here (a leaf: its own
+  // entries only). At most kMaxKeysPerRequest keys.
+  grpc::Status WhoHas(grpc::ServerContext* ctx,
+                      const v1::PeerWhoHasRequest* req,
+                      v1::PeerWhoHasResponse* resp) override;
   grpc::Status SyncMembers(grpc::ServerContext* ctx,
                            const v1::SyncMembersRequest* req,
                            v1::SyncMembersResponse* resp) override;
@@ -55,6 +61,10 @@ class PeerService final
     self_view_listener_ = std::move(l);
   }
 
+  // This device runs as a leaf: it offers and relays nothing but its own
+  // entries (set before serving).
+  void set_leaf(bool leaf) { leaf_ = leaf; }
+
   // The method any TLS client may call (pairing), for the listener.
   static constexpr char kOpenMethod[] = "/sidecar.v1.Peer/Join";
 
@@ -65,11 +75,14 @@ class PeerService final
   Pairing* const pairing_;
   ThreadPool* const encoder_;
   SelfViewListener self_view_listener_;
+  bool leaf_ = false;
 
   // What an Exchange from `from`, whose digest (members only) is `digest`,
-  // is answered with. Runs on the encoder pool.
+  // is answered with; `sub`, when not null, is the caller's subscription (a
+  // leaf). Runs on the encoder pool.
   ExchangePlan PlanExchange(const v1::Hello& from,
-                            const std::vector<DigestEntry>& digest);
+                            const std::vector<DigestEntry>& digest,
+                            const Subscription* sub);
 
   // Logs a caller's refusal of this device's previous answer, once per
   // caller and code (a member that keeps refusing must not fill the log).

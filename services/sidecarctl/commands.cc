@@ -71,6 +71,13 @@ std::string DeviceLabel(absl::string_view name, absl::string_view id) {
 
 // ---- device ---------------------------------------------------------------
 
+// What this device holds of the others: a leaf's against its budget.
+std::string Mirrored(const v1::DeviceInfo& d) {
+  if (d.mirror_budget_entries() == 0) return absl::StrCat(d.mirrored_entries());
+  return absl::StrCat(d.mirrored_entries(), " of at most ",
+                      d.mirror_budget_entries(), " (leaf)");
+}
+
 int RunDevice(CommandContext& ctx, const Args&) {
   grpc::ClientContext cc;
   ctx.SetCallDeadline(&cc);
@@ -85,6 +92,8 @@ int RunDevice(CommandContext& ctx, const Args&) {
                             {"generation", absl::StrCat(d.generation())},
                             {"change log max seq", absl::StrCat(d.max_seq())},
                             {"ready sidecars", absl::StrCat(d.local_ready())},
+                            {"profile", d.profile()},
+                            {"mirrored entries", Mirrored(d)},
                         });
   return kExitOk;
 }
@@ -496,11 +505,15 @@ int RunPeers(CommandContext& ctx, const Args&) {
       {"NAME", "DEVICE", "PEER ADDRESS", "STATE", "FROM", "RTT", "SIDECARS",
        "LAST CONTACT", "LAST ERROR"}};
   for (const v1::PeerInfo& p : resp.peers()) {
-    rows.push_back({p.name().empty() ? "?" : p.name(), ShortId(p.device_id()),
-                    p.peer_address(), p.online() ? "online" : "offline",
-                    p.configured() ? "paired" : "library", Rtt(p.rtt_micros()),
-                    absl::StrCat(p.sidecars()), Ago(p.last_contact(), now),
-                    p.last_error().empty() ? "-" : p.last_error()});
+    rows.push_back(
+        {p.name().empty() ? "?" : p.name(), ShortId(p.device_id()),
+         p.peer_address(),
+         absl::StrCat(p.online() ? "online" : "offline",
+                      p.leaf() ? ", leaf" : ""),
+         p.configured() ? "paired" : "library", Rtt(p.rtt_micros()),
+         p.not_mirrored() ? "not mirrored" : absl::StrCat(p.sidecars()),
+         Ago(p.last_contact(), now),
+         p.last_error().empty() ? "-" : p.last_error()});
   }
   PrintTable(ctx.out(), rows);
   return kExitOk;

@@ -34,6 +34,17 @@
 // with --tombstone_retention=0:
 //
 //   availability_bench --bench=churn --churn_entries=1000000
+//
+// --bench=leaf: a phone (--profile=leaf, subscribed to one thumbnail
+// variant, default budget) paired with a full device A of N sidecars:
+// the leaf's resident memory beside an empty full device's; WhoHas of 100
+// keys on the leaf, delegated to A (new keys every call, then the same
+// keys again from the leaf's cache), beside the same WhoHas answered by A
+// from its own memory; the bytes of the leaf's unchanged
+// gossip rounds; and the leaf's wake-ups (context switches) while idle,
+// beside an idle full device's:
+//
+//   availability_bench --bench=leaf --leaf_entries=6000000
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -42,7 +53,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <numeric>
@@ -66,6 +79,7 @@
 #include "tests/support/availability_process.h"
 #include "tests/support/pg_server.h"
 #include "tests/support/tcp_proxy.h"
+#include "tests/support/test_data.h"
 
 ABSL_FLAG(std::vector<std::string>, scales, {"1000000"},
           "numbers of sidecars on device A, one run each");
@@ -92,6 +106,9 @@ ABSL_FLAG(std::string, before_binary, "",
           "built from main), on the same rows with the schema before "
           "migration 5");
 ABSL_FLAG(uint64_t, churn_entries, 1000000, "--bench=churn: live sidecars");
+ABSL_FLAG(uint64_t, leaf_entries, 1000000,
+          "--bench=leaf: sidecars on the full device A");
+ABSL_FLAG(int, leaf_calls, 200, "--bench=leaf: WhoHas calls per series");
 ABSL_FLAG(int, churn_rounds, 10,
           "--bench=churn: times every sidecar is registered anew");
 
@@ -105,19 +122,7 @@ using testing::AvailabilityProcess;
 using testing::PgServer;
 using testing::TcpProxy;
 
-constexpr const char* kVariants[] = {"grid@2x", "grid@1x",   "icon@1x",
-                                     "icon@2x", "detail@1x", "detail@2x"};
-
-SidecarKey KeyFor(uint64_t i) {
-  // Six renditions per content; content ids spread like random UUIDs.
-  Sha256Digest h = Sha256Of(absl::StrCat("content-", i / 6));
-  SidecarKey k;
-  std::memcpy(k.content.bytes.data(), h.data(), 16);
-  k.kind = v1::SIDECAR_KIND_THUMB;
-  k.variant = kVariants[i % 6];
-  k.format = v1::SIDECAR_FORMAT_WEBP;
-  return k;
-}
+SidecarKey KeyFor(uint64_t i) { return testing::BenchKey(i); }
 
 void Check(const absl::Status& s, const char* what) {
   if (!s.ok()) {
@@ -833,6 +838,195 @@ int RunStart(PgServer* pg, const std::string& dir, uint64_t n) {
   return 0;
 }
 
+// --bench=leaf ------------------------------------------------------------
+
+// Voluntary and involuntary context switches of a process: how often it
+// woke up.
+int64_t ContextSwitches(int pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  int64_t total = 0;
+  while (std::getline(in, line)) {
+    int64_t v = 0;
+    if (std::sscanf(line.c_str(), "voluntary_ctxt_switches: %ld", &v) == 1 ||
+        std::sscanf(line.c_str(), "nonvoluntary_ctxt_switches: %ld", &v) == 1) {
+      total += v;
+    }
+  }
+  // Threads' switches are in /proc/PID/task/*/status; sum them.
+  std::error_code ec;
+  for (const auto& t : std::filesystem::directory_iterator(
+           absl::StrCat("/proc/", pid, "/task"), ec)) {
+    if (t.path().filename() == std::to_string(pid)) continue;
+    std::ifstream ts(t.path() / "status");
+    while (std::getline(ts, line)) {
+      int64_t v = 0;
+      if (std::sscanf(line.c_str(), "voluntary_ctxt_switches: %ld", &v) == 1 ||
+          std::sscanf(line.c_str(), "nonvoluntary_ctxt_switches: %ld", &v) ==
+              1) {
+        total += v;
+      }
+    }
+  }
+  return total;
+}
+
+// Milliseconds of `calls` WhoHas calls of 100 keys each on `d`; key i of
+// call c is key(c, i). *held: keys with any holder.
+std::vector<double> TimeWhoHas(AvailabilityProcess* d, int calls,
+                               const std::function<SidecarKey(int, int)>& key,
+                               size_t* held) {
+  std::vector<double> ms;
+  *held = 0;
+  for (int c = 0; c < calls; ++c) {
+    v1::WhoHasRequest req;
+    for (int i = 0; i < 100; ++i) KeyToProto(key(c, i), req.add_keys());
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(10));
+    v1::WhoHasResponse resp;
+    absl::Time s = absl::Now();
+    Check(FromGrpcStatus(d->api()->WhoHas(&ctx, req, &resp)), "WhoHas");
+    ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - s));
+    for (const auto& r : resp.results()) *held += r.holders_size() > 0;
+  }
+  return ms;
+}
+
+double P99(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[std::min(v.size() - 1, v.size() * 99 / 100)];
+}
+
+int RunLeaf(PgServer* pg, const std::string& dir, uint64_t n) {
+  std::cout << "\n== a leaf beside a full device A of " << n
+            << " sidecars ==\n";
+  auto a = SeededDevice(pg, dir, absl::GetFlag(FLAGS_binary),
+                        absl::StrCat("leafa", n), n);
+  auto proxy = TcpProxy::Start("127.0.0.1", 0);
+  Check(proxy.status(), "proxy");
+  Check(a->StartWithExtraFlags(
+            {{"advertise_address", (*proxy)->address()}, {"verbose", "true"}}),
+        "start A");
+  (*proxy)->Retarget(a->port());
+  const std::string a_id = DeviceId(a.get());
+  auto empty = AvailabilityProcess::Create(absl::GetFlag(FLAGS_binary), pg, dir,
+                                           {absl::StrCat("leafe", n), {}, {}});
+  Check(empty.status(), "create empty");
+  Check((*empty)->Start(), "start empty");
+  // The leaf as a phone runs it, one variant subscribed: A has n/6 of them.
+  auto leaf = AvailabilityProcess::Create(absl::GetFlag(FLAGS_binary), pg, dir,
+                                          {absl::StrCat("leaf", n),
+                                           {},
+                                           {{"profile", "leaf"},
+                                            {"subscribe_kinds", "thumb"},
+                                            {"subscribe_variants", "grid@2x"},
+                                            {"verbose", "true"}}});
+  Check(leaf.status(), "create leaf");
+  Check((*leaf)->Start(), "start leaf");
+  Check(Pair(a.get(), leaf->get(), (*proxy)->address()), "pair leaf with A");
+  const absl::Time paired = absl::Now();
+  // Until A's answer is in: mirrored, or found too big.
+  while (true) {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    v1::ListPeersResponse resp;
+    bool settled = false;
+    if ((*leaf)->api()->ListPeers(&ctx, {}, &resp).ok()) {
+      for (const auto& p : resp.peers()) {
+        settled |= p.device_id() == a_id &&
+                   (p.not_mirrored() || p.sidecars() == (n + 5) / 6);
+      }
+    }
+    if (settled) break;
+    if (absl::Now() - paired > absl::Minutes(5)) {
+      std::cerr << "the leaf did not settle with A\n";
+      return 1;
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  absl::SleepFor(absl::Milliseconds(500));
+  grpc::ClientContext ictx;
+  SetDeadline(&ictx, absl::Seconds(5));
+  v1::DeviceInfo info;
+  Check(FromGrpcStatus((*leaf)->api()->GetDevice(&ictx, {}, &info)), "info");
+  const int64_t rss_leaf = RssBytes((*leaf)->pid());
+  const int64_t rss_empty = RssBytes((*empty)->pid());
+  const int64_t rss_a = RssBytes(a->pid());
+  std::cout << absl::StrFormat(
+      "memory: leaf %.1f MiB (mirrors %d entries, budget %d), empty full "
+      "device %.1f MiB, A (full, %d own entries) %.1f MiB; leaf/empty = "
+      "%.2f\n",
+      rss_leaf / 1048576.0, info.mirrored_entries(),
+      info.mirror_budget_entries(), rss_empty / 1048576.0, n, rss_a / 1048576.0,
+      static_cast<double>(rss_leaf) / rss_empty);
+
+  // Delegated WhoHas of 100 keys: half held by A, half unknown; new keys
+  // every call (no cached answer), then the same keys again (cached).
+  const int calls = absl::GetFlag(FLAGS_leaf_calls);
+  auto key = [&](int c, int i) {
+    uint64_t j = static_cast<uint64_t>(c) * 100 + i;
+    return i % 2 ? KeyFor((j * 7919ull) % n) : KeyFor(n + j);
+  };
+  size_t held_leaf = 0, held_cached = 0, held_a = 0;
+  std::vector<double> leaf_ms = TimeWhoHas(leaf->get(), calls, key, &held_leaf);
+  std::vector<double> cached_ms =
+      TimeWhoHas(leaf->get(), calls, key, &held_cached);
+  std::vector<double> a_ms = TimeWhoHas(a.get(), calls, key, &held_a);
+  std::cout << absl::StrFormat(
+      "WhoHas 100 keys on the leaf, delegated to A: median %.2f ms, p99 "
+      "%.2f ms (%d of %d keys held); again from the leaf's cache: median "
+      "%.2f ms\n  baseline: A answering the same from its own memory: "
+      "median %.2f ms, p99 %.2f ms (%d held); delegated/A = %.2f\n",
+      Median(leaf_ms), P99(leaf_ms), held_leaf, calls * 100, Median(cached_ms),
+      Median(a_ms), P99(a_ms), held_a,
+      Median(leaf_ms) / std::max(Median(a_ms), 1e-3));
+
+  // The leaf's wake-ups while idle, beside an idle full device's.
+  const absl::Duration window = absl::GetFlag(FLAGS_round_window);
+  absl::SleepFor(absl::Seconds(1));  // the last answers settle
+  int64_t leaf_cs = ContextSwitches((*leaf)->pid());
+  int64_t empty_cs = ContextSwitches((*empty)->pid());
+  int64_t a_cs = ContextSwitches(a->pid());
+  absl::SleepFor(window);
+  leaf_cs = ContextSwitches((*leaf)->pid()) - leaf_cs;
+  empty_cs = ContextSwitches((*empty)->pid()) - empty_cs;
+  a_cs = ContextSwitches(a->pid()) - a_cs;
+  const double secs = absl::ToDoubleSeconds(window);
+  std::cout << absl::StrFormat(
+      "idle wake-ups (context switches, all threads) over %s: leaf %.1f/s; "
+      "baselines: full device without peers %.1f/s, A (full, the leaf its "
+      "only peer) %.1f/s\n",
+      absl::FormatDuration(window), leaf_cs / secs, empty_cs / secs,
+      a_cs / secs);
+
+  // Bytes of the leaf's unchanged gossip rounds (a leaf pulling every
+  // second, so that the window holds many).
+  auto r = AvailabilityProcess::Create(absl::GetFlag(FLAGS_binary), pg, dir,
+                                       {absl::StrCat("leafr", n),
+                                        {},
+                                        {{"profile", "leaf"},
+                                         {"subscribe_kinds", "thumb"},
+                                         {"subscribe_variants", "grid@2x"},
+                                         {"gossip_interval", "1s"},
+                                         {"gossip_jitter", "0"},
+                                         {"leaf_ping_interval", "1h"},
+                                         {"verbose", "true"}}});
+  Check(r.status(), "create R");
+  Check((*r)->Start(), "start R");
+  Check(Pair(a.get(), r->get(), (*proxy)->address()), "pair R with A");
+  absl::SleepFor(absl::Seconds(3));  // first rounds, and any snapshot
+  (*proxy)->ResetCounters();
+  int rounds0 = CountLines((*r)->log_path(), "] exchange with");
+  absl::SleepFor(window);
+  int rounds = CountLines((*r)->log_path(), "] exchange with") - rounds0;
+  uint64_t bytes = (*proxy)->bytes_up() + (*proxy)->bytes_down();
+  std::cout << absl::StrFormat(
+      "the leaf's unchanged gossip rounds: %d rounds, %d bytes of TCP "
+      "payload both ways: %.0f bytes per round\n",
+      rounds, bytes, rounds ? static_cast<double>(bytes) / rounds : 0.0);
+  return rounds > 0 ? 0 : 1;
+}
+
 // --bench=churn -----------------------------------------------------------
 
 struct LogStats {
@@ -975,13 +1169,16 @@ int main(int argc, char** argv) {
         }
         rc |= sidecar::bench::RunStart(&pg, dir, n);
       }
+    } else if (bench == "leaf") {
+      rc |=
+          sidecar::bench::RunLeaf(&pg, dir, absl::GetFlag(FLAGS_leaf_entries));
     } else if (bench == "churn") {
       rc |=
           sidecar::bench::RunChurn(&pg, dir, absl::GetFlag(FLAGS_churn_entries),
                                    absl::GetFlag(FLAGS_churn_rounds));
     } else {
       std::cerr << "unknown --bench " << bench
-                << " (scale, busy, start, churn)\n";
+                << " (scale, busy, start, churn, leaf)\n";
       return 2;
     }
   }

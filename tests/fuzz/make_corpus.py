@@ -229,6 +229,30 @@ SEEDS = {
         "short_device": field_bytes(1, hello(b"\x01\x02")) +
         field_bytes(2, sidecar_key()),
     },
+    "leaf_messages": {
+        # A delegate's answer for 2 keys (first byte 4 = 2 << 1).
+        "answer": b"\x04" + field_bytes(1, b"\x22" * 16) +
+        field_bytes(1, b"\x44" * 16) +
+        field_bytes(2, field_bytes(1, field_varint(1, 0) +
+                                   field_varint(2, 1234) +
+                                   field_bytes(3, bytes.fromhex(SHA)) +
+                                   field_bytes(4, "thumbgen 1.2"))) +
+        field_bytes(2, field_bytes(1, field_varint(1, 1) +
+                                   field_varint(2, 99) +
+                                   field_bytes(3, bytes.fromhex(SHA)))),
+        "answer_non_member": b"\x02" + field_bytes(1, b"\x23" * 16) +
+        field_bytes(2, field_bytes(1, field_varint(1, 0) +
+                                   field_bytes(3, bytes.fromhex(SHA)))),
+        "answer_bad_index": b"\x02" + field_bytes(1, b"\x22" * 16) +
+        field_bytes(2, field_bytes(1, field_varint(1, 7) +
+                                   field_bytes(3, bytes.fromhex(SHA)))),
+        # Subscriptions (odd first byte).
+        "subscription": b"\x01" + field_varint(1, 1) + field_varint(1, 5) +
+        field_bytes(2, "grid@2x") + field_varint(3, 100000),
+        "subscription_bad_kind": b"\x01" + field_varint(1, 99),
+        "subscription_bad_variant": b"\x01" + field_varint(1, 1) +
+        field_bytes(2, "../x"),
+    },
     "read_request": {
         "whole": field_bytes(1, sidecar_key()),
         "range": field_bytes(1, sidecar_key(UUID2, 3, "preview", 2)) +

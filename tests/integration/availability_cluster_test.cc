@@ -1111,5 +1111,178 @@ TEST_F(ClusterTest, DirectQueryFindsWhatGossipHasNotYetCarried) {
   EXPECT_EQ(Holders(resp, 0), std::vector<std::string>{a_id_});
 }
 
+Sidecar MakeOcr(int i) {
+  Sidecar s = MakeSidecar(i, "text");
+  s.key.set_kind(v1::SIDECAR_KIND_OCR);
+  s.key.set_format(v1::SIDECAR_FORMAT_JSON);
+  return s;
+}
+
+// Flags of a leaf in these tests: pinged as often as the others, so that
+// the test need not wait a minute.
+std::map<std::string, std::string> LeafFlags(
+    std::map<std::string, std::string> more = {}) {
+  more.emplace("profile", "leaf");
+  more.emplace("subscribe_kinds", "thumb");
+  more.emplace("leaf_ping_interval", "200ms");
+  more.emplace("offline_after", "1s");
+  return more;
+}
+
+// A phone as a leaf between a full device A and a device C paired only with
+// the phone: it mirrors only the thumbnails A has, asks A about the rest,
+// offers its own sidecars, and relays nothing of A's to C.
+TEST_F(ClusterTest, LeafMirrorsSubscriptionAndDelegates) {
+  a_ = AddDevice("a", {{"contact_learned_peers", "false"},
+                       {"leaf_ping_interval", "200ms"}});
+  // Devices are named "<name>_<test>"; C, a full device too but in contact
+  // with the leaf only, must not be the one asked.
+  b_ = AddDevice(
+      "leaf", LeafFlags({{"delegate",
+                          absl::StrCat("a_", ::testing::UnitTest::GetInstance()
+                                                 ->current_test_info()
+                                                 ->name())}}));
+  c_ = AddDevice("c", {{"contact_learned_peers", "false"},
+                       {"leaf_ping_interval", "200ms"}});
+  for (auto* d : {a_, b_, c_}) ASSERT_TRUE(d->Start().ok()) << d->log_path();
+  ASSERT_EQ(Pair(a_, b_), absl::OkStatus());
+  ASSERT_EQ(Pair(b_, c_), absl::OkStatus());
+  a_id_ = DeviceId(a_);
+  b_id_ = DeviceId(b_);
+  c_id_ = DeviceId(c_);
+  std::vector<Sidecar> thumbs = {MakeSidecar(1), MakeSidecar(2),
+                                 MakeSidecar(3)};
+  std::vector<Sidecar> ocr = {MakeOcr(4), MakeOcr(5)};
+  Publish(a_, thumbs);
+  Publish(a_, ocr);
+  std::vector<Sidecar> mine = {MakeSidecar(6)};
+  Publish(b_, mine);
+
+  // The leaf mirrors A's thumbnails, not its OCR text.
+  auto mirrored = WaitFor(
+      [&] {
+        auto p = PeerEntry(b_, a_id_);
+        return p && p->sidecars() == thumbs.size();
+      },
+      absl::Seconds(5));
+  ASSERT_TRUE(mirrored.has_value()) << b_->log_path();
+  // A and C learn the leaf's own sidecar.
+  ASSERT_TRUE(
+      WaitFor([&] { return AllHeldBy(a_, mine, b_id_); }, absl::Seconds(5)));
+  ASSERT_TRUE(
+      WaitFor([&] { return AllHeldBy(c_, mine, b_id_); }, absl::Seconds(5)));
+  absl::SleepFor(absl::Milliseconds(600));  // more rounds, to be sure
+  EXPECT_EQ(PeerEntry(b_, a_id_)->sidecars(), thumbs.size());
+  EXPECT_FALSE(PeerEntry(b_, a_id_)->not_mirrored());
+  EXPECT_TRUE(PeerEntry(a_, b_id_)->leaf());
+  EXPECT_FALSE(PeerEntry(b_, a_id_)->leaf());
+  {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    v1::DeviceInfo info;
+    ASSERT_TRUE(b_->api()->GetDevice(&ctx, {}, &info).ok());
+    EXPECT_EQ(info.profile(), "leaf");
+    EXPECT_EQ(info.mirrored_entries(), thumbs.size());
+    EXPECT_EQ(info.mirror_budget_entries(), (8u << 20) / 72);
+  }
+
+  // Who has the OCR text: A, through delegation, with its version.
+  v1::WhoHasResponse r = WhoHas(b_, ocr);
+  for (size_t i = 0; i < ocr.size(); ++i) {
+    EXPECT_EQ(Holders(r, i), std::vector<std::string>{a_id_}) << i;
+  }
+  ASSERT_GT(r.results(0).holders_size(), 0);
+  EXPECT_EQ(r.results(0).holders(0).generator_version(), "test-1");
+  ResolveResponse res = Resolve(b_, ocr[0].key);
+  EXPECT_EQ(res.outcome(), ResolveResponse::OUTCOME_REMOTE) << res.reason();
+  ASSERT_EQ(res.sources_size(), 1);
+  EXPECT_EQ(res.sources(0).device_id(), a_id_);
+  EXPECT_EQ(res.sources(0).transfer_address(), TransferAddressOf("a"));
+  // Mirrored and delegated answers agree: A once per thumbnail.
+  r = WhoHas(b_, thumbs);
+  for (size_t i = 0; i < thumbs.size(); ++i) {
+    EXPECT_EQ(Holders(r, i), std::vector<std::string>{a_id_}) << i;
+  }
+
+  // C, which talks to the leaf only, learns nothing of A from it.
+  EXPECT_FALSE(PeerEntry(c_, a_id_).has_value() &&
+               PeerEntry(c_, a_id_)->sidecars() > 0);
+  r = WhoHas(c_, thumbs);
+  for (size_t i = 0; i < thumbs.size(); ++i) EXPECT_TRUE(Holders(r, i).empty());
+}
+
+// A leaf whose budget is smaller than what a peer has mirrors none of it,
+// and still finds every sidecar by delegation.
+TEST_F(ClusterTest, LeafOverBudgetMirrorsNothing) {
+  a_ = AddDevice("a", {{"leaf_ping_interval", "200ms"}});
+  // Room for two entries; A has three thumbnails.
+  b_ = AddDevice("leaf", LeafFlags({{"leaf_cache_bytes", "144"}}));
+  for (auto* d : {a_, b_}) ASSERT_TRUE(d->Start().ok()) << d->log_path();
+  ASSERT_EQ(Pair(a_, b_), absl::OkStatus());
+  a_id_ = DeviceId(a_);
+  std::vector<Sidecar> thumbs = {MakeSidecar(1), MakeSidecar(2),
+                                 MakeSidecar(3)};
+  Publish(a_, thumbs);
+  ASSERT_TRUE(
+      WaitFor([&] { return AllHeldBy(b_, thumbs, a_id_); }, absl::Seconds(5)));
+  auto refused = WaitFor(
+      [&] {
+        std::ifstream log(b_->log_path());
+        std::string text((std::istreambuf_iterator<char>(log)), {});
+        return text.find("more than this leaf keeps") != std::string::npos;
+      },
+      absl::Seconds(5));
+  ASSERT_TRUE(refused.has_value()) << b_->log_path();
+  auto pulls = [&] {
+    std::ifstream log(b_->log_path());
+    std::string line;
+    int n = 0;
+    while (std::getline(log, line)) {
+      n += line.find("] exchange with ") != std::string::npos;
+    }
+    return n;
+  };
+  absl::SleepFor(absl::Milliseconds(300));
+  const int before = pulls();
+  absl::SleepFor(absl::Seconds(1));
+  // No retry storm: the leaf does not keep pulling what it cannot keep
+  // (pings come every 200 ms here; a pull at each would be 5).
+  EXPECT_LE(pulls() - before, 2) << b_->log_path();
+  auto p = PeerEntry(b_, a_id_);
+  ASSERT_TRUE(p.has_value());
+  EXPECT_EQ(p->sidecars(), 0u);
+  EXPECT_TRUE(p->not_mirrored());
+}
+
+// With no full member answering, a leaf asks the online peers directly:
+// another leaf tells it what it holds itself.
+TEST_F(ClusterTest, LeafAsksPeersWithoutDelegate) {
+  a_ = AddDevice("a", {{"leaf_ping_interval", "200ms"}});
+  b_ = AddDevice("leaf1", LeafFlags({{"delegate_cache_ttl", "200ms"}}));
+  c_ = AddDevice("leaf2", LeafFlags());
+  for (auto* d : {a_, b_, c_}) ASSERT_TRUE(d->Start().ok()) << d->log_path();
+  ASSERT_EQ(Pair(a_, b_), absl::OkStatus());
+  ASSERT_EQ(Pair(a_, c_), absl::OkStatus());
+  a_id_ = DeviceId(a_);
+  c_id_ = DeviceId(c_);
+  std::vector<Sidecar> ocr = {MakeOcr(1)};
+  Publish(c_, ocr);
+  // Through A first.
+  ASSERT_TRUE(
+      WaitFor([&] { return AllHeldBy(b_, ocr, c_id_); }, absl::Seconds(5)))
+      << b_->log_path();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto p = PeerEntry(b_, c_id_);
+        return p && p->online();
+      },
+      absl::Seconds(5)));
+  ASSERT_EQ(kill(a_->pid(), SIGSTOP), 0);
+  absl::SleepFor(absl::Milliseconds(300));  // the cached answer expires
+  v1::WhoHasResponse r = WhoHas(b_, ocr);
+  kill(a_->pid(), SIGCONT);
+  EXPECT_EQ(Holders(r, 0), std::vector<std::string>{c_id_}) << b_->log_path();
+}
+
 }  // namespace
 }  // namespace sidecar::testing

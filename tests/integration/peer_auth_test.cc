@@ -25,6 +25,7 @@
 #include "common/pairing_code.h"
 #include "common/peer_trust.h"
 #include "common/pg/connection.h"
+#include "common/request_limits.h"
 #include "common/sha256.h"
 #include "common/sidecar_key.h"
 #include "common/transport.h"
@@ -804,6 +805,56 @@ TEST_F(StrangerTest, NonMemberIsRefusedOnHasKeys) {
   ASSERT_EQ(resp.entries_size(), 1);
   EXPECT_TRUE(resp.entries(0).has());
   EXPECT_EQ(resp.entries(0).size(), bytes_.size());
+}
+
+grpc::Status CallWhoHas(v1::Peer::Stub* stub, const v1::Hello& from,
+                        std::vector<v1::SidecarKey> keys,
+                        v1::PeerWhoHasResponse* resp) {
+  v1::PeerWhoHasRequest req;
+  *req.mutable_from() = from;
+  for (v1::SidecarKey& k : keys) *req.add_keys() = std::move(k);
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, absl::Seconds(5));
+  return stub->WhoHas(&ctx, req, resp);
+}
+
+// A leaf's delegated lookup: members only, each speaking for itself, with
+// bounded and valid keys.
+TEST_F(StrangerTest, NonMemberIsRefusedOnWhoHas) {
+  ASSERT_NO_FATAL_FAILURE(SetUpDevices(false));
+  v1::PeerWhoHasResponse resp;
+  grpc::Status s = CallWhoHas(PeerStubAs(stranger_->key(), a_).get(),
+                              stranger_->Hello(), {key_}, &resp);
+  EXPECT_EQ(s.error_code(), StatusCode::UNAUTHENTICATED) << Describe(s);
+  EXPECT_EQ(resp.results_size(), 0);
+  ExpectStrangerUnknown();
+
+  auto member = PeerStubAs(member_->key(), a_);
+  // A member speaking as another device.
+  s = CallWhoHas(member.get(), stranger_->Hello(), {key_}, &resp);
+  EXPECT_EQ(s.error_code(), StatusCode::PERMISSION_DENIED) << Describe(s);
+  v1::SidecarKey bad = key_;
+  bad.set_variant("../x");
+  s = CallWhoHas(member.get(), member_->Hello(), {key_, bad}, &resp);
+  EXPECT_EQ(s.error_code(), StatusCode::INVALID_ARGUMENT) << Describe(s);
+  EXPECT_NE(s.error_message().find("keys[1]"), std::string::npos);
+  s = CallWhoHas(member.get(), member_->Hello(),
+                 std::vector<v1::SidecarKey>(kMaxKeysPerRequest + 1, key_),
+                 &resp);
+  EXPECT_EQ(s.error_code(), StatusCode::RESOURCE_EXHAUSTED) << Describe(s);
+
+  // The positive control: A names itself for its sidecar.
+  resp.Clear();
+  s = CallWhoHas(member.get(), member_->Hello(), {key_, RandomKeyProto()},
+                 &resp);
+  ASSERT_TRUE(s.ok()) << Describe(s);
+  ASSERT_EQ(resp.results_size(), 2);
+  ASSERT_EQ(resp.results(0).holders_size(), 1);
+  EXPECT_EQ(resp.results(1).holders_size(), 0);
+  const auto& h = resp.results(0).holders(0);
+  ASSERT_LT(h.device(), static_cast<uint32_t>(resp.devices_size()));
+  EXPECT_EQ(Uuid::FromBytes(resp.devices(h.device()))->ToString(), a_->id);
+  EXPECT_EQ(h.size(), bytes_.size());
 }
 
 TEST_F(StrangerTest, NonMemberIsRefusedOnSyncMembers) {
