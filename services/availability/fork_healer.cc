@@ -101,8 +101,15 @@ void ForkHealer::Run() {
         requested_ = false;
       }
       mark = std::exchange(changed_, false);
-      if (!claim && !mark) {  // a heal that must wait out the interval
-        mu_.AwaitWithDeadline(absl::Condition(&stopping_),
+      if (!claim && !mark) {
+        // A heal that must wait out the interval. A change of the log
+        // meanwhile wakes it: the next pass marks it (within about a
+        // second, as NoteChange promises) and then comes back here to wait
+        // out what is left of the interval.
+        auto stop_or_change = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return stopping_ || changed_;
+        };
+        mu_.AwaitWithDeadline(absl::Condition(&stop_or_change),
                               last_try + min_interval_);
         continue;
       }

@@ -61,7 +61,11 @@ void PeerCache::CompactSelf(uint64_t floor) {
   auto compacted = std::make_shared<const EntrySet>(std::move(kept));
   absl::MutexLock lock(&mu_);
   OriginTable* self = origins_.at(self_id_).get();
-  if (self->entries() != old) return;  // a new generation meanwhile
+  // Any change to the own entries since the copy (ApplySelf, or InitSelf
+  // for a new generation) would be lost: skip then. None can come while the
+  // only caller, LocalInventory::CompactLog, holds LocalInventory's write
+  // lock, which every change of the own origin takes; this is a safeguard.
+  if (self->entries() != old) return;
   self->InstallCompacted(std::move(compacted), floor);
 }
 

@@ -32,6 +32,9 @@ struct BatchLane::Batch {
   std::vector<std::string> from_name;
   // Ids of jobs finished DONE with fetched bytes.
   std::vector<std::string> done;
+  // The store quota's admissions of the jobs fetched, released once their
+  // sidecars are registered (Install), or when the batch ends.
+  std::vector<Evictor::Admission> admitted;
   // When each stage ended, for the log.
   absl::Time resolved, received_all, installed, registered;
 };
@@ -159,12 +162,13 @@ BatchLane::Resolve(Batch& b) {
       b.fallback.push_back({i, "no online device has it"});
     } else if (r.sources[0].size > options_.max_item_bytes) {
       b.fallback.push_back({i, "large: fetched on its own"});
-    } else if (absl::Status q = hooks_.admit
-                                    ? hooks_.admit(b.jobs[i], r.sources[0].size)
-                                    : absl::OkStatus();
+    } else if (absl::StatusOr<Evictor::Admission> q =
+                   hooks_.admit ? hooks_.admit(b.jobs[i], r.sources[0].size)
+                                : Evictor::Admission();
                !q.ok()) {
-      b.fallback.push_back({i, std::string(q.message())});
+      b.fallback.push_back({i, std::string(q.status().message())});
     } else {
+      b.admitted.push_back(std::move(*q));
       auto& [src, members] = by_source[r.sources[0].transfer_address];
       if (members.empty()) src = r.sources[0];  // the first one named
       members.push_back(i);
@@ -290,6 +294,9 @@ void BatchLane::Install(Batch& b) {
   }
   absl::Status reg = availability_->RegisterReadyMany(ready);
   b.registered = absl::Now();
+  // Registered, or never will be by this batch (items set aside are
+  // admitted again when the workers retry them).
+  b.admitted.clear();
   FinishDone(b, ready, ready_index, reg);
 }
 

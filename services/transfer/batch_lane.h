@@ -32,6 +32,7 @@
 #include "absl/time/time.h"
 #include "services/transfer/availability_client.h"
 #include "services/transfer/bandwidth.h"
+#include "services/transfer/evictor.h"
 #include "services/transfer/job_events.h"
 #include "services/transfer/job_store.h"
 #include "services/transfer/prefetch_gate.h"
@@ -76,8 +77,11 @@ class BatchLane {
     // A job's status for its watchers.
     std::function<v1::JobStatus(const Job&)> status_of;
     // The store quota, asked per job before its bytes are read; a job it
-    // refuses is set aside for the workers with the reason. May be null.
-    std::function<absl::Status(const Job&, uint64_t bytes)> admit;
+    // refuses is set aside for the workers with the reason. The batch holds
+    // the Admissions until its sidecars are registered. May be null.
+    std::function<absl::StatusOr<Evictor::Admission>(const Job&,
+                                                     uint64_t bytes)>
+        admit;
   };
 
   // Pointers must outlive the lane.

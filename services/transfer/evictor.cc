@@ -154,6 +154,30 @@ Evictor::Evictor(Options options, Backend* backend)
 
 Evictor::~Evictor() { Stop(); }
 
+Evictor::Admission::Admission(Admission&& other) noexcept
+    : evictor_(std::exchange(other.evictor_, nullptr)),
+      kind_(other.kind_),
+      bytes_(other.bytes_) {}
+
+Evictor::Admission& Evictor::Admission::operator=(Admission&& other) noexcept {
+  if (this != &other) {
+    Release();
+    evictor_ = std::exchange(other.evictor_, nullptr);
+    kind_ = other.kind_;
+    bytes_ = other.bytes_;
+  }
+  return *this;
+}
+
+void Evictor::Admission::Release() {
+  if (Evictor* e = std::exchange(evictor_, nullptr)) e->Ended(kind_, bytes_);
+}
+
+void Evictor::Ended(Kind kind, uint64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  quota_.Ended(kind, bytes);
+}
+
 absl::StatusOr<uint64_t> Evictor::Recover() {
   absl::MutexLock elock(&evict_mu_);
   uint64_t deleted = 0;
@@ -196,13 +220,20 @@ absl::StatusOr<uint64_t> Evictor::Recover() {
 }
 
 absl::Status Evictor::Refresh() {
+  // Numbered before the read, so that fetches ending while it runs stay
+  // counted (StoreQuota::SetUsage).
+  uint64_t read;
+  {
+    absl::MutexLock lock(&mu_);
+    read = quota_.StartRead();
+  }
   absl::StatusOr<std::vector<v1::KindUsage>> usage = backend_->LocalUsage();
   absl::MutexLock lock(&mu_);
   if (!usage.ok()) {
     last_error_ = std::string(usage.status().message());
     return usage.status();
   }
-  quota_.SetUsage(*usage);
+  quota_.SetUsage(read, *usage);  // false: a later read was set already
   refreshed_ = true;
   return absl::OkStatus();
 }
@@ -247,8 +278,9 @@ void Evictor::Loop() {
   }
 }
 
-absl::Status Evictor::Admit(v1::Priority priority, Kind kind, uint64_t bytes) {
-  if (!enabled()) return absl::OkStatus();
+absl::StatusOr<Evictor::Admission> Evictor::Admit(v1::Priority priority,
+                                                  Kind kind, uint64_t bytes) {
+  if (!enabled()) return Admission();
   bool first = false;
   {
     absl::MutexLock lock(&mu_);
@@ -264,7 +296,7 @@ absl::Status Evictor::Admit(v1::Priority priority, Kind kind, uint64_t bytes) {
     need = quota_.NeedFor(kind, bytes);
     if (need.none()) {
       quota_.Admitted(kind, bytes);
-      return absl::OkStatus();
+      return Admission(this, kind, bytes);
     }
     if (priority == v1::PRIORITY_PREFETCH) {
       if (!refused_prefetch_ || bytes < refused_bytes_) {
@@ -302,7 +334,7 @@ absl::Status Evictor::Admit(v1::Priority priority, Kind kind, uint64_t bytes) {
                             : absl::StrCat(" (", evict_error.message(), ")"));
   }
   quota_.Admitted(kind, bytes);
-  return absl::OkStatus();
+  return Admission(this, kind, bytes);
 }
 
 absl::StatusOr<Evictor::Result> Evictor::MakeRoom(Kind kind, uint64_t need) {

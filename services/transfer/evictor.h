@@ -18,6 +18,9 @@
 // refused with a reason for its job; an interactive or normal fetch makes
 // room by evicting (and goes ahead even if nothing could be evicted: the
 // quota then shows as exceeded, --min_free_bytes still guards the disk).
+// An admitted fetch holds an Admission until it has registered its sidecar
+// (or failed): its bytes count until then, and after that until a usage
+// read that started later (StoreQuota).
 // A background thread refreshes the usage from the availability service
 // every refresh interval and evicts while the store is over its quota
 // (e.g. the application registered more, or the quota was lowered).
@@ -101,13 +104,42 @@ class Evictor {
 
   bool enabled() const { return options_.quota.enabled(); }
 
+  // The bytes of one admitted fetch, counted in the store's usage while it
+  // is held (Admit). Release (or destroy) it once the fetch has registered
+  // its sidecar READY or never will (failed, cancelled, stopped): not
+  // before, or a usage read in between could miss the fetch. The bytes
+  // count on after the release until a read started later is set.
+  // Move-only; the Evictor must outlive it.
+  class Admission {
+   public:
+    Admission() = default;  // counts nothing (no quota)
+    Admission(Admission&& other) noexcept;
+    Admission& operator=(Admission&& other) noexcept;
+    Admission(const Admission&) = delete;
+    Admission& operator=(const Admission&) = delete;
+    ~Admission() { Release(); }
+
+    // The fetch ended (see above). Idempotent.
+    void Release();
+
+   private:
+    friend class Evictor;
+    Admission(Evictor* evictor, Kind kind, uint64_t bytes)
+        : evictor_(evictor), kind_(kind), bytes_(bytes) {}
+
+    Evictor* evictor_ = nullptr;  // null: released, or nothing counted
+    Kind kind_ = v1::SIDECAR_KIND_UNSPECIFIED;
+    uint64_t bytes_ = 0;
+  };
+
   // At start, before any fetch runs: for every journal left by a crash,
   // deletes the files of its keys that are not READY here, then the
   // journal. Keeps a journal it cannot check (availability unreachable) for
   // the next start. Returns how many files it deleted.
   absl::StatusOr<uint64_t> Recover() ABSL_LOCKS_EXCLUDED(evict_mu_);
 
-  // Reads the usage from the availability service.
+  // Reads the usage from the availability service. Bytes of admissions
+  // still held, or released after the read started, stay counted.
   absl::Status Refresh() ABSL_LOCKS_EXCLUDED(mu_);
 
   // Starts the background thread: Refresh, then EnforceQuota, every
@@ -116,11 +148,13 @@ class Evictor {
   void Start(std::function<void()> on_room = nullptr) ABSL_LOCKS_EXCLUDED(mu_);
   void Stop() ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Before a fetch of `bytes` more of `kind`: OK (the bytes are counted),
-  // or for PRIORITY_PREFETCH RESOURCE_EXHAUSTED with StoreQuota::
-  // PrefetchRefusal. Other priorities evict to make room first. Costs a
-  // mutex and a few map lookups unless the quota is reached.
-  absl::Status Admit(v1::Priority priority, Kind kind, uint64_t bytes)
+  // Before a fetch of `bytes` more of `kind`: the Admission that counts
+  // them (empty if there is no quota), or for PRIORITY_PREFETCH
+  // RESOURCE_EXHAUSTED with StoreQuota::PrefetchRefusal. Other priorities
+  // evict to make room first. Costs a mutex and a few map lookups unless
+  // the quota is reached.
+  absl::StatusOr<Admission> Admit(v1::Priority priority, Kind kind,
+                                  uint64_t bytes)
       ABSL_LOCKS_EXCLUDED(mu_, evict_mu_);
 
   struct Result {
@@ -147,6 +181,8 @@ class Evictor {
   absl::Status EvictBatch(const std::vector<EvictionCandidate>& batch)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(evict_mu_);
   void Loop() ABSL_LOCKS_EXCLUDED(mu_);
+  // Admission::Release's.
+  void Ended(Kind kind, uint64_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
 
   const Options options_;
   Backend* const backend_;

@@ -35,6 +35,10 @@ struct Fetcher::Attempt {
   std::atomic<bool> progress_error_logged{false};
   std::atomic<uint64_t> verified{0};
   absl::Time started = absl::Now();
+  // The store quota's count of this attempt's bytes: released once the
+  // sidecar is registered (Commit), or when the attempt ends. RunJob's
+  // thread only.
+  Evictor::Admission admission;
 
   absl::Mutex mu;
   // PublishProgress's: several streams of a job publish (FetchMulti).
@@ -339,8 +343,13 @@ void Fetcher::RunJob(Job job) {
         a.size - std::min<uint64_t>(a.size, a.verified.load()),
         options_.min_free_bytes);
     if (space.ok() && options_.admit) {
-      space = options_.admit(
+      absl::StatusOr<Evictor::Admission> admitted = options_.admit(
           job, a.size - std::min<uint64_t>(a.size, a.verified.load()));
+      if (admitted.ok()) {
+        a.admission = std::move(*admitted);
+      } else {
+        space = admitted.status();
+      }
     }
     if (!space.ok()) {
       finish(v1::JOB_STATE_GENERATE, std::string(space.message()),
@@ -643,7 +652,10 @@ absl::Status Fetcher::Commit(Attempt* a, const FetchSource& from,
     if (reg.ok()) break;
     absl::SleepFor(absl::Milliseconds(200) * (i + 1));
   }
+  // A failed registration may still have been applied: its admission is
+  // released when RunJob ends.
   if (!reg.ok()) return reg;
+  a->admission.Release();  // a usage read from now on includes the sidecar
   a->verified = a->size;
   // Committed and registered either way; a job that ended meanwhile keeps
   // the state it ended in.

@@ -37,6 +37,7 @@
 #include "services/transfer/availability_client.h"
 #include "services/transfer/bandwidth.h"
 #include "services/transfer/batch_lane.h"
+#include "services/transfer/evictor.h"
 #include "services/transfer/job_events.h"
 #include "services/transfer/job_store.h"
 #include "services/transfer/prefetch_gate.h"
@@ -78,9 +79,12 @@ struct FetcherOptions {
   // (BatchLaneOptions::yield_after).
   absl::Duration batch_yield_after = absl::Seconds(1);
   // The store quota (Evictor::Admit), asked before a job fetches `bytes`
-  // more; a non-OK answer ends the job GENERATE with its message. Null: no
-  // quota.
-  std::function<absl::Status(const Job& job, uint64_t bytes)> admit;
+  // more; a non-OK answer ends the job GENERATE with its message. The
+  // Admission is held until the attempt has registered its sidecar or
+  // ended. Null: no quota.
+  std::function<absl::StatusOr<Evictor::Admission>(const Job& job,
+                                                   uint64_t bytes)>
+      admit;
   // The limit on prefetch attempts at once and the metered pause: workers
   // and batch lanes claim prefetch jobs only with a slot of it (a batch
   // holds one). Null: no limit.

@@ -50,14 +50,29 @@ uint64_t QuotaConfig::KindQuota(Kind kind) const {
   return it == per_kind.end() ? 0 : it->second;
 }
 
-void StoreQuota::SetUsage(const std::vector<v1::KindUsage>& kinds) {
+uint64_t StoreQuota::StartRead() { return ++reads_started_; }
+
+bool StoreQuota::SetUsage(uint64_t read,
+                          const std::vector<v1::KindUsage>& kinds) {
+  if (read <= read_set_) return false;
+  read_set_ = read;
   usage_.clear();
-  admitted_.clear();
   for (const v1::KindUsage& k : kinds) usage_[k.kind()] = k;
+  // Ended before `read` started: registered before it, so in `kinds`.
+  ended_.erase(ended_.begin(), ended_.lower_bound(read));
+  return true;
 }
 
 void StoreQuota::Admitted(Kind kind, uint64_t bytes) {
-  admitted_[kind] += bytes;
+  running_[kind] += bytes;
+}
+
+void StoreQuota::Ended(Kind kind, uint64_t bytes) {
+  uint64_t& r = running_[kind];
+  bytes = std::min(r, bytes);
+  r -= bytes;
+  if (r == 0) running_.erase(kind);
+  if (bytes > 0) ended_[reads_started_][kind] += bytes;
 }
 
 void StoreQuota::Evicted(Kind kind, uint64_t count, uint64_t bytes) {
@@ -72,10 +87,16 @@ uint64_t StoreQuota::UsedOf(Kind kind) const {
   if (auto it = usage_.find(kind); it != usage_.end()) {
     used += it->second.own_bytes() + it->second.fetched_bytes();
   }
-  if (auto it = admitted_.find(kind); it != admitted_.end()) {
-    used += it->second;
+  return used + AdmittedOf(kind);
+}
+
+uint64_t StoreQuota::AdmittedOf(Kind kind) const {
+  uint64_t sum = 0;
+  if (auto it = running_.find(kind); it != running_.end()) sum += it->second;
+  for (const auto& [read, kinds] : ended_) {
+    if (auto it = kinds.find(kind); it != kinds.end()) sum += it->second;
   }
-  return used;
+  return sum;
 }
 
 uint64_t StoreQuota::Used() const {
@@ -87,8 +108,16 @@ uint64_t StoreQuota::Used() const {
 }
 
 uint64_t StoreQuota::admitted() const {
+  uint64_t sum = running();
+  for (const auto& [read, kinds] : ended_) {
+    for (const auto& [kind, b] : kinds) sum += b;
+  }
+  return sum;
+}
+
+uint64_t StoreQuota::running() const {
   uint64_t sum = 0;
-  for (const auto& [kind, b] : admitted_) sum += b;
+  for (const auto& [kind, b] : running_) sum += b;
   return sum;
 }
 

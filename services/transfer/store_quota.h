@@ -3,8 +3,18 @@
 // A device may cap what its sidecars use in total (--store_quota_bytes) and
 // per kind (--store_kind_quotas=thumb:2G,proxy:20G). Usage counts every
 // READY sidecar, those this device generated (own: never evicted) and those
-// fetched from peers (evictable), plus bytes admitted for fetches since the
-// last refresh. The Evictor owns one and does the I/O.
+// fetched from peers (evictable), as last read from the availability
+// service, plus the bytes admitted for fetches the read may not include:
+// those still running, and those that ended after the read started. The
+// Evictor owns one and does the I/O.
+//
+// Why by read: a read of the usage runs without the Evictor's lock, while
+// fetches start and end. A fetch's bytes are sure to be in a read only if
+// the fetch ended (registered its sidecar, or gave up) before the read
+// started; until such a read is set they are counted as admitted, so that
+// no admission passes the quota by a fetch a read missed. The price is a
+// bounded overcount: a fetch whose sidecar a read did find, but which ended
+// after that read started, counts twice until the next read is set.
 //
 // Not thread-safe: the Evictor guards it with its mutex.
 #ifndef SIDECAR_SERVICES_TRANSFER_STORE_QUOTA_H_
@@ -43,15 +53,23 @@ class StoreQuota {
 
   const QuotaConfig& config() const { return config_; }
 
-  // Replaces the usage with what the availability service reports, and
-  // forgets the bytes admitted since the last refresh: mostly they are in
-  // it now, or their fetches ended. A fetch still running, or registered
-  // just after the report was read, is forgotten too, so admissions may pass
-  // the quota by that much until the next refresh, which then evicts
-  // (Evictor's loop).
-  void SetUsage(const std::vector<v1::KindUsage>& kinds);
-  // Counts `bytes` of a fetch of `kind` that was let in.
+  // A read of the usage starts: returns its number, for SetUsage. Call it
+  // before asking the availability service.
+  uint64_t StartRead();
+  // Replaces the usage with what read `read` (StartRead's number) returned.
+  // Bytes of fetches still running stay counted, and so do those of fetches
+  // that ended after the read started (the read may have missed them);
+  // those of fetches that ended before it started are in the usage now and
+  // stop counting. Returns false, changing nothing, if a read started later
+  // was set already (two refreshes raced): its usage is the newer one.
+  bool SetUsage(uint64_t read, const std::vector<v1::KindUsage>& kinds);
+  // Counts `bytes` of a fetch of `kind` that was let in, until the fetch
+  // ends (Ended) and a read started after that is set.
   void Admitted(Kind kind, uint64_t bytes);
+  // The fetch admitted for `bytes` of `kind` ended: it registered its
+  // sidecar, or failed, or never will register it. Its bytes count until a
+  // read started after now is set.
+  void Ended(Kind kind, uint64_t bytes);
   // `bytes` of fetched sidecars of `kind` (`count` of them) were evicted.
   void Evicted(Kind kind, uint64_t count, uint64_t bytes);
 
@@ -78,12 +96,24 @@ class StoreQuota {
   // The usage per kind as last set, evictions applied (admitted bytes not
   // included).
   const std::map<Kind, v1::KindUsage>& usage() const { return usage_; }
+  // Admitted bytes counted beside the usage: of fetches running, and of
+  // fetches ended since the last read set started.
   uint64_t admitted() const;
+  // Of fetches running only.
+  uint64_t running() const;
 
  private:
+  uint64_t AdmittedOf(Kind kind) const;
+
   QuotaConfig config_;
   std::map<Kind, v1::KindUsage> usage_;
-  std::map<Kind, uint64_t> admitted_;
+  // Bytes of fetches admitted and not ended yet.
+  std::map<Kind, uint64_t> running_;
+  // Bytes of fetches that ended, by the number of the last read started
+  // before they ended: SetUsage(read) drops those under `read`.
+  std::map<uint64_t, std::map<Kind, uint64_t>> ended_;
+  uint64_t reads_started_ = 0;
+  uint64_t read_set_ = 0;  // the number of the read last set; 0: none
 };
 
 }  // namespace sidecar::transfer

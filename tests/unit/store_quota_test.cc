@@ -7,10 +7,13 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -57,7 +60,7 @@ TEST(QuotaConfigTest, ParsesKindsAndNamesWhatIsWrong) {
 
 TEST(StoreQuotaTest, NeedCountsOwnFetchedAndAdmittedBytes) {
   StoreQuota q(*QuotaConfig::Parse(1000, "thumb:300"));
-  q.SetUsage({Usage(kThumb, 100, 150), Usage(kProxy, 400, 200)});
+  q.SetUsage(q.StartRead(), {Usage(kThumb, 100, 150), Usage(kProxy, 400, 200)});
   EXPECT_EQ(q.Used(), 850u);
   EXPECT_EQ(q.UsedOf(kThumb), 250u);
   EXPECT_TRUE(q.NeedFor(kThumb, 50).none());
@@ -77,11 +80,83 @@ TEST(StoreQuotaTest, NeedCountsOwnFetchedAndAdmittedBytes) {
 
   q.Evicted(kThumb, 1, 150);
   EXPECT_EQ(q.UsedOf(kThumb), 150u);
-  // A refresh replaces the usage and forgets admitted bytes.
-  q.SetUsage({Usage(kThumb, 100, 250), Usage(kProxy, 700, 0)});
+  // A read replaces the usage; the fetch ended before it started, so the
+  // read has its bytes and they stop counting as admitted.
+  q.Ended(kThumb, 50);
+  q.SetUsage(q.StartRead(), {Usage(kThumb, 100, 250), Usage(kProxy, 700, 0)});
+  EXPECT_EQ(q.admitted(), 0u);
   EXPECT_TRUE(q.Over());
   EXPECT_EQ(q.NeedFor(kThumb, 0).of_kind, 50u);
   EXPECT_EQ(q.NeedFor(kProxy, 0).total, 50u);
+}
+
+// The interleaving that let admissions pass the quota: a fetch is admitted,
+// the usage is read while it runs (its sidecar is not registered yet), and
+// the next admission must still see its bytes.
+TEST(StoreQuotaTest, ARunningFetchStaysCountedAcrossReads) {
+  StoreQuota q(*QuotaConfig::Parse(300, ""));
+  q.SetUsage(q.StartRead(), {Usage(kThumb, 100, 0)});
+  ASSERT_TRUE(q.NeedFor(kThumb, 150).none());
+  q.Admitted(kThumb, 150);
+  uint64_t read = q.StartRead();
+  ASSERT_TRUE(q.SetUsage(read, {Usage(kThumb, 100, 0)}));
+  EXPECT_EQ(q.Used(), 250u);
+  EXPECT_EQ(q.NeedFor(kThumb, 100).total, 50u);
+  // Reads while it runs change nothing.
+  q.SetUsage(q.StartRead(), {Usage(kThumb, 100, 0)});
+  EXPECT_EQ(q.running(), 150u);
+  EXPECT_EQ(q.Used(), 250u);
+}
+
+// A fetch that ends (registers its sidecar) after a read started may be
+// missing from that read: it counts until a read started after its end.
+TEST(StoreQuotaTest, EndedBytesCountUntilAReadStartedAfterTheEnd) {
+  StoreQuota q(*QuotaConfig::Parse(300, "thumb:250"));
+  q.SetUsage(q.StartRead(), {Usage(kThumb, 100, 0)});
+  q.Admitted(kThumb, 150);
+  uint64_t read = q.StartRead();  // reads the database without the fetch
+  q.Ended(kThumb, 150);           // registered just after
+  EXPECT_EQ(q.running(), 0u);
+  ASSERT_TRUE(q.SetUsage(read, {Usage(kThumb, 100, 0)}));
+  EXPECT_EQ(q.admitted(), 150u);
+  EXPECT_EQ(q.UsedOf(kThumb), 250u);
+  EXPECT_EQ(q.NeedFor(kThumb, 1).of_kind, 1u);
+  // The next read has it: counted once.
+  ASSERT_TRUE(q.SetUsage(q.StartRead(), {Usage(kThumb, 100, 150)}));
+  EXPECT_EQ(q.admitted(), 0u);
+  EXPECT_EQ(q.UsedOf(kThumb), 250u);
+
+  // Ended before the read started: the read has it.
+  q.Admitted(kThumb, 20);
+  q.Admitted(kProxy, 30);
+  q.Ended(kThumb, 20);
+  read = q.StartRead();
+  q.Ended(kProxy, 30);  // a failed fetch, ended while the read ran
+  ASSERT_TRUE(q.SetUsage(read, {Usage(kThumb, 100, 170)}));
+  EXPECT_EQ(q.UsedOf(kThumb), 270u);
+  EXPECT_EQ(q.UsedOf(kProxy), 30u);
+  EXPECT_EQ(q.Used(), 300u);
+  // Overcounted (never registered) for one read at most.
+  ASSERT_TRUE(q.SetUsage(q.StartRead(), {Usage(kThumb, 100, 170)}));
+  EXPECT_EQ(q.Used(), 270u);
+  EXPECT_EQ(q.admitted(), 0u);
+}
+
+// Two refreshes at once: the read started first may be set last; it is
+// older, so it changes nothing (the newer one may have dropped bytes of
+// fetches the older one missed).
+TEST(StoreQuotaTest, AnOlderReadSetLastIsIgnored) {
+  StoreQuota q(*QuotaConfig::Parse(1000, ""));
+  q.Admitted(kThumb, 40);
+  uint64_t older = q.StartRead();
+  q.Ended(kThumb, 40);
+  uint64_t newer = q.StartRead();
+  ASSERT_TRUE(q.SetUsage(newer, {Usage(kThumb, 0, 40)}));
+  EXPECT_EQ(q.Used(), 40u);
+  EXPECT_FALSE(q.SetUsage(older, {}));
+  EXPECT_EQ(q.Used(), 40u);
+  EXPECT_FALSE(q.SetUsage(newer, {}));
+  EXPECT_EQ(q.Used(), 40u);
 }
 
 EvictionCandidate Cand(uint8_t n, uint64_t size, Kind kind = kThumb) {
@@ -125,8 +200,15 @@ class FakeBackend : public Evictor::Backend {
   std::string root;
   bool fail_remove = false;
   bool crash_after_remove = false;  // Remove works, then an error
+  // Runs in LocalUsage after the usage was read, before it is returned.
+  std::function<void()> after_usage_read;
 
   absl::StatusOr<std::vector<v1::KindUsage>> LocalUsage() override {
+    std::vector<v1::KindUsage> out = ReadUsage();
+    if (after_usage_read) after_usage_read();
+    return out;
+  }
+  std::vector<v1::KindUsage> ReadUsage() const {
     std::map<Kind, v1::KindUsage> m;
     for (const Item& i : items) {
       v1::KindUsage& u = m[i.c.key.kind];
@@ -266,17 +348,118 @@ TEST_F(EvictorTest, PrefetchIsRefusedInteractiveMakesRoom) {
   Add(100, false, 1);
   SidecarKey old = Add(100, true, 1).c.key;
   std::unique_ptr<Evictor> e = Make(250);
-  absl::Status s = e->Admit(v1::PRIORITY_PREFETCH, kThumb, 100);
+  absl::Status s = e->Admit(v1::PRIORITY_PREFETCH, kThumb, 100).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_NE(s.message().find("store quota of 250 B reached (200 B used"),
             std::string::npos)
       << s;
   EXPECT_TRUE(std::filesystem::exists(File(old)));
-  EXPECT_TRUE(e->Admit(v1::PRIORITY_PREFETCH, kThumb, 50).ok());
+  absl::StatusOr<Evictor::Admission> fifty =
+      e->Admit(v1::PRIORITY_PREFETCH, kThumb, 50);
+  EXPECT_TRUE(fifty.ok());
   // 250 of 250 now (with the 50 admitted): an interactive 100 evicts.
   EXPECT_TRUE(e->Admit(v1::PRIORITY_INTERACTIVE, kThumb, 100).ok());
   EXPECT_FALSE(std::filesystem::exists(File(old)));
   EXPECT_EQ(e->Report().evicted_count(), 1u);
+}
+
+// The old interleaving, through the Evictor: a fetch admitted before a
+// usage refresh whose read misses it (its sidecar is not registered yet)
+// stays counted, so the next prefetch that would pass the quota is refused.
+TEST_F(EvictorTest, AFetchRunningDuringARefreshStaysCounted) {
+  Add(100, /*fetched=*/false, 1);
+  std::unique_ptr<Evictor> e = Make(300);
+  ASSERT_TRUE(e->Refresh().ok());
+  absl::StatusOr<Evictor::Admission> running =
+      e->Admit(v1::PRIORITY_PREFETCH, kThumb, 150);
+  ASSERT_TRUE(running.ok()) << running.status();
+  ASSERT_TRUE(e->Refresh().ok());  // the background refresh
+  EXPECT_EQ(e->Report().used_bytes(), 250u);
+  absl::StatusOr<Evictor::Admission> next =
+      e->Admit(v1::PRIORITY_PREFETCH, kThumb, 100);
+  EXPECT_EQ(next.status().code(), absl::StatusCode::kResourceExhausted)
+      << "admitted 100 with 100 + 150 of 300 in use";
+  EXPECT_TRUE(e->Admit(v1::PRIORITY_PREFETCH, kThumb, 50).ok());
+}
+
+// A fetch registers its sidecar and ends while a refresh reads the usage,
+// after the read got to the database: its bytes count until the next
+// refresh, which has them; then they count once.
+TEST_F(EvictorTest, AFetchEndingDuringARefreshCountsUntilTheNextOne) {
+  Add(100, /*fetched=*/false, 1);
+  std::unique_ptr<Evictor> e = Make(300);
+  ASSERT_TRUE(e->Refresh().ok());
+  absl::StatusOr<Evictor::Admission> fetch =
+      e->Admit(v1::PRIORITY_NORMAL, kThumb, 150);
+  ASSERT_TRUE(fetch.ok()) << fetch.status();
+  backend_.after_usage_read = [&] {
+    Add(150, /*fetched=*/true, 1);  // registered
+    fetch->Release();
+  };
+  ASSERT_TRUE(e->Refresh().ok());
+  backend_.after_usage_read = nullptr;
+  EXPECT_EQ(e->Report().used_bytes(), 250u);
+  EXPECT_EQ(e->Admit(v1::PRIORITY_PREFETCH, kThumb, 51).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  ASSERT_TRUE(e->Refresh().ok());
+  EXPECT_EQ(e->Report().used_bytes(), 250u);
+  EXPECT_EQ(e->Report().evictable_bytes(), 150u);
+  EXPECT_TRUE(e->Admit(v1::PRIORITY_PREFETCH, kThumb, 50).ok());
+}
+
+// Released bytes stop counting at the next refresh: those of a fetch that
+// registered its sidecar are in the usage then, those of one that failed
+// are nowhere. A moved Admission releases once.
+TEST_F(EvictorTest, ReleasedBytesStopCountingAtTheNextRefresh) {
+  std::unique_ptr<Evictor> e = Make(1000);
+  ASSERT_TRUE(e->Refresh().ok());
+  absl::StatusOr<Evictor::Admission> done =
+      e->Admit(v1::PRIORITY_NORMAL, kThumb, 200);
+  absl::StatusOr<Evictor::Admission> failed =
+      e->Admit(v1::PRIORITY_NORMAL, kProxy, 300);
+  ASSERT_TRUE(done.ok() && failed.ok());
+  EXPECT_EQ(e->Report().used_bytes(), 500u);
+  Add(200, /*fetched=*/true, 1);
+  done->Release();
+  done->Release();  // idempotent
+  {
+    Evictor::Admission moved = std::move(*failed);
+    Evictor::Admission again;
+    again = std::move(moved);
+  }  // released here, once
+  // Until a refresh, both still count (the usage read before them ended).
+  EXPECT_EQ(e->Report().used_bytes(), 500u);
+  ASSERT_TRUE(e->Refresh().ok());
+  EXPECT_EQ(e->Report().used_bytes(), 200u);
+  ASSERT_TRUE(e->Refresh().ok());
+  EXPECT_EQ(e->Report().used_bytes(), 200u);
+}
+
+// Fetches start and end while refreshes run (for ThreadSanitizer, and the
+// count): once all have ended, a refresh leaves only the usage read.
+TEST_F(EvictorTest, AdmissionsAndRefreshesAtOnceLeaveNothingBehind) {
+  Add(100, /*fetched=*/false, 1);
+  std::unique_ptr<Evictor> e = Make(1ull << 40);
+  std::atomic<bool> done{false};
+  std::thread refresher([&] {
+    while (!done) EXPECT_TRUE(e->Refresh().ok());
+  });
+  std::vector<std::thread> fetchers;
+  for (int t = 0; t < 4; ++t) {
+    fetchers.emplace_back([&, t] {
+      for (int i = 0; i < 2000; ++i) {
+        absl::StatusOr<Evictor::Admission> a =
+            e->Admit(t % 2 ? v1::PRIORITY_PREFETCH : v1::PRIORITY_NORMAL,
+                     t % 2 ? kThumb : kProxy, 1 + i % 7);
+        ASSERT_TRUE(a.ok()) << a.status();
+      }
+    });
+  }
+  for (std::thread& f : fetchers) f.join();
+  done = true;
+  refresher.join();
+  ASSERT_TRUE(e->Refresh().ok());
+  EXPECT_EQ(e->Report().used_bytes(), 100u);
 }
 
 TEST_F(EvictorTest, KindQuotaEvictsOnlyThatKind) {
