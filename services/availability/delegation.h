@@ -32,7 +32,8 @@ class PeerManager;
 
 struct DelegationOptions {
   // The member to ask first: a device id or a member name (--delegate).
-  // Empty: the online full member with the lowest round-trip time.
+  // Empty: PeerManager::DelegateCandidates' order (the full member that
+  // knows the most origins, the nearest among equals).
   std::string preferred;
   absl::Duration ttl = absl::Seconds(30);
   size_t cache_capacity = 20000;

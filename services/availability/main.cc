@@ -120,7 +120,7 @@ ABSL_FLAG(std::string, leaf_cache_bytes, "8M",
 ABSL_FLAG(std::string, delegate, "",
           "leaf: the member (name or device id) to ask first about who has "
           "a sidecar, best an always-on one; empty: the online full member "
-          "with the lowest round-trip time");
+          "that knows the most devices, the nearest among equals");
 ABSL_FLAG(absl::Duration, delegate_cache_ttl, absl::Seconds(30),
           "leaf: how long a delegated answer is reused");
 ABSL_FLAG(absl::Duration, leaf_ping_interval, absl::Seconds(60),
@@ -431,7 +431,8 @@ int Main() {
                  << absl::GetFlag(FLAGS_subscribe_kinds) << "\"; lookups "
                  << "beyond them go to "
                  << (absl::GetFlag(FLAGS_delegate).empty()
-                         ? std::string("the nearest full member")
+                         ? std::string(
+                               "the full member that knows the most devices")
                          : absl::GetFlag(FLAGS_delegate));
   }
   SC_LOG(INFO) << "peer API (mutual TLS) on port " << peer_host.port()

@@ -69,6 +69,9 @@ struct PeerManager::Peer {
   // than the budget), and mirrors it in that mode now.
   absl::Time over_budget_until ABSL_GUARDED_BY(mu) = absl::InfinitePast();
   bool mirroring ABSL_GUARDED_BY(mu) = true;
+  // Origins its last Exchange summary listed: how much of the library it
+  // knows, for choosing a delegate.
+  size_t origins_known ABSL_GUARDED_BY(mu) = 0;
   // Kinds of refusal already logged for this peer (logged once each).
   absl::flat_hash_set<absl::StatusCode> refusals_logged ABSL_GUARDED_BY(mu);
   // Why its last answer was refused, to tell it with the next request.
@@ -399,7 +402,13 @@ absl::Status PeerManager::DoExchange(Peer* p, v1::Hello* their_hello) {
   // What arrived completely is a consistent prefix: keep it. Partial
   // snapshots are dropped.
   failure.Update(receiver.Finish());
-  if (receiver.summary_hello()) *their_hello = *receiver.summary_hello();
+  if (receiver.summary_hello()) {
+    *their_hello = *receiver.summary_hello();
+    absl::MutexLock lock(&mu_);
+    p->mu.AssertHeld();
+    p->origins_known =
+        std::min<size_t>(receiver.summary_digest().size(), kMaxDigestOrigins);
+  }
   if (self_view_listener_) {
     absl::StatusOr<std::vector<DigestEntry>> theirs =
         DigestFromProto(receiver.summary_digest());
@@ -535,23 +544,33 @@ void PeerManager::CheckLeafBudget(Peer* p,
 
 std::vector<PeerManager::Delegate> PeerManager::DelegateCandidates(
     const std::optional<Uuid>& preferred) const {
-  std::vector<std::pair<absl::Duration, Delegate>> found;
+  struct Ranked {
+    bool preferred;
+    size_t origins;
+    absl::Duration rtt;
+    Delegate delegate;
+  };
+  std::vector<Ranked> found;
   {
     absl::MutexLock lock(&mu_);
     for (const auto& p : peers_) {
       p->mu.AssertHeld();
       if (p->retired || !p->online || p->is_leaf) continue;
-      absl::Duration rank = p->rtt;
-      if (preferred && *preferred == p->device_id)
-        rank = -absl::InfiniteDuration();
-      found.push_back({rank, Delegate{p->device_id, p->stub}});
+      found.push_back({preferred && *preferred == p->device_id,
+                       p->origins_known, p->rtt,
+                       Delegate{p->device_id, p->stub}});
     }
   }
-  std::stable_sort(
-      found.begin(), found.end(),
-      [](const auto& a, const auto& b) { return a.first < b.first; });
+  // The one named first, then those that know more of the library (an
+  // always-on home server knows every device), then the nearest.
+  std::stable_sort(found.begin(), found.end(),
+                   [](const Ranked& a, const Ranked& b) {
+                     if (a.preferred != b.preferred) return a.preferred;
+                     if (a.origins != b.origins) return a.origins > b.origins;
+                     return a.rtt < b.rtt;
+                   });
   std::vector<Delegate> out;
-  for (auto& [rank, d] : found) out.push_back(std::move(d));
+  for (Ranked& r : found) out.push_back(std::move(r.delegate));
   return out;
 }
 

@@ -146,8 +146,9 @@ class PeerManager : public PeerDirectory {
     Uuid device;
     std::shared_ptr<v1::Peer::Stub> stub;
   };
-  // The online peers that are not leaves, `preferred` (if online) first,
-  // then by round-trip time.
+  // The online peers that are not leaves: `preferred` (if online) first,
+  // then those whose last Exchange summary listed more origins, then by
+  // round-trip time.
   std::vector<Delegate> DelegateCandidates(
       const std::optional<Uuid>& preferred) const;
 
