@@ -1183,7 +1183,7 @@ TEST_F(ClusterTest, LeafMirrorsSubscriptionAndDelegates) {
     ASSERT_TRUE(b_->api()->GetDevice(&ctx, {}, &info).ok());
     EXPECT_EQ(info.profile(), "leaf");
     EXPECT_EQ(info.mirrored_entries(), thumbs.size());
-    EXPECT_EQ(info.mirror_budget_entries(), (8u << 20) / 72);
+    EXPECT_EQ(info.mirror_budget_entries(), (8u << 20) / 96);
   }
 
   // Who has the OCR text: A, through delegation, with its version.
@@ -1216,7 +1216,7 @@ TEST_F(ClusterTest, LeafMirrorsSubscriptionAndDelegates) {
 TEST_F(ClusterTest, LeafOverBudgetMirrorsNothing) {
   a_ = AddDevice("a", {{"leaf_ping_interval", "200ms"}});
   // Room for two entries; A has three thumbnails.
-  b_ = AddDevice("leaf", LeafFlags({{"leaf_cache_bytes", "144"}}));
+  b_ = AddDevice("leaf", LeafFlags({{"leaf_cache_bytes", "192"}}));
   for (auto* d : {a_, b_}) ASSERT_TRUE(d->Start().ok()) << d->log_path();
   ASSERT_EQ(Pair(a_, b_), absl::OkStatus());
   a_id_ = DeviceId(a_);
