@@ -11,7 +11,12 @@
 # guards reported as a race. So this script first builds Abseil's
 # synchronization library and what it links (about 20 shared libraries, under
 # a minute) from Debian's own source package of the installed version, with
-# -fsanitize=thread, into build-tsan/absl-tsan/lib. They keep Debian's
+# -fsanitize=thread, into build-tsan/absl-tsan/lib. The random pool too: it
+# inlines SpinLock::Lock, and uninstrumented it would call the instrumented
+# SpinLock::SlowLock, when the lock is contended, without the annotations
+# that precede it, and ThreadSanitizer aborts ("CHECK failed: ...
+# ignore_sync > 0"). Not all of Abseil: absl::Status instrumented, which
+# uninstrumented gRPC hands between threads, draws false reports. They keep Debian's
 # sonames; scripts/test-sanitized.sh tsan puts that directory first on
 # LD_LIBRARY_PATH, so the tests, the services they start and gRPC all lock
 # through the instrumented Mutex. gRPC itself stays uninstrumented
@@ -52,7 +57,8 @@ enable_deb_src() {
 build_absl() {
   local version
   version="$(dpkg-query -W -f='${Version}' libabsl-dev)"
-  if [[ -e "$ABSL_LIB/.version" && "$(cat "$ABSL_LIB/.version")" == "$version" ]]; then
+  # "+pool": with the random pool (an older build-tsan/ lacks it).
+  if [[ -e "$ABSL_LIB/.version" && "$(cat "$ABSL_LIB/.version")" == "$version +pool" ]]; then
     return 0
   fi
   local src="$OUT/absl-src"
@@ -67,10 +73,11 @@ build_absl() {
     -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_STANDARD=17 \
     -DBUILD_SHARED_LIBS=ON -DCMAKE_CXX_FLAGS="-fsanitize=thread" \
     -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=thread" >/dev/null
-  make -C "$src/build" -j"$JOBS" synchronization >/dev/null
+  make -C "$src/build" -j"$JOBS" synchronization random_internal_pool_urbg \
+    >/dev/null
   mkdir -p "$ABSL_LIB"
   find "$src/build" -name 'libabsl_*.so*' -exec cp -a {} "$ABSL_LIB/" \;
-  echo "$version" >"$ABSL_LIB/.version"
+  echo "$version +pool" >"$ABSL_LIB/.version"
   echo "build-tsan: Abseil $version with ThreadSanitizer in $ABSL_LIB"
 }
 
