@@ -125,6 +125,9 @@ ABSL_FLAG(absl::Duration, delegate_cache_ttl, absl::Seconds(30),
           "leaf: how long a delegated answer is reused");
 ABSL_FLAG(absl::Duration, leaf_ping_interval, absl::Seconds(60),
           "how often a leaf pings its peers, and is pinged by them (battery)");
+ABSL_FLAG(absl::Duration, leaf_prompt_delay, absl::Seconds(30),
+          "how long after a change here a leaf peer is prompted (a busy "
+          "device wakes a phone at most this often)");
 ABSL_FLAG(bool, verbose, false, "log debug messages");
 
 namespace sidecar::availability {
@@ -316,6 +319,7 @@ int Main() {
   opts.contact_learned_peers = absl::GetFlag(FLAGS_contact_learned_peers);
   opts.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   opts.leaf_ping_interval = absl::GetFlag(FLAGS_leaf_ping_interval);
+  opts.leaf_prompt_delay = absl::GetFlag(FLAGS_leaf_prompt_delay);
   if (leaf) {
     opts.leaf = true;
     opts.subscription = *subscription;

@@ -686,10 +686,14 @@ void PeerManager::OnInboundHello(const v1::Hello& hello, bool caller_is_ahead) {
 
 void PeerManager::RequestPromptRound() {
   absl::MutexLock lock(&mu_);
-  absl::Time due = absl::Now() + options_.prompt_delay;
+  const absl::Time now = absl::Now();
   for (auto& p : peers_) {
     p->mu.AssertHeld();
     if (p->retired) continue;
+    const absl::Time due =
+        now + (p->is_leaf
+                   ? std::max(options_.prompt_delay, options_.leaf_prompt_delay)
+                   : options_.prompt_delay);
     if (p->prompt_at > due) {
       p->prompt_at = due;
       p->cv.Signal();

@@ -61,6 +61,9 @@ struct PeerManagerOptions {
   // Peers whose Hello says they are leaves are pinged this rarely (battery)
   // and called offline after missing two pings.
   absl::Duration leaf_ping_interval = absl::Seconds(60);
+  // A change here prompts a round with a leaf this late, not prompt_delay:
+  // a desktop busy importing wakes a phone at most this often.
+  absl::Duration leaf_prompt_delay = absl::Seconds(30);
 };
 
 // What is known of a device's reachability and speed, for ranking.
@@ -119,7 +122,8 @@ class PeerManager : public PeerDirectory {
   // or are cancelled.
   void Stop();
 
-  // Pull from every online peer prompt_delay from now (debounced: changes
+  // Pull from every online peer prompt_delay from now (leaves:
+  // leaf_prompt_delay; debounced: changes
   // within the window share one round), so they see our digest and pull.
   void RequestPromptRound();
 

@@ -55,6 +55,7 @@ class ClusterTest : public ::sidecar::testing::ProcessTest {
     flags.emplace("ping_interval", "200ms");
     flags.emplace("offline_after", "1s");
     flags.emplace("prompt_delay", "100ms");
+    flags.emplace("leaf_prompt_delay", "100ms");
     flags.emplace("gossip_interval", "5m");  // prompt rounds must do the work
     flags.emplace("rpc_timeout", "1s");
     flags.emplace("verbose", "true");
@@ -1252,6 +1253,40 @@ TEST_F(ClusterTest, LeafOverBudgetMirrorsNothing) {
   ASSERT_TRUE(p.has_value());
   EXPECT_EQ(p->sidecars(), 0u);
   EXPECT_TRUE(p->not_mirrored());
+}
+
+// A full device's changes reach a leaf leaf_prompt_delay later, not
+// prompt_delay (a desktop importing must not keep a phone awake).
+TEST_F(ClusterTest, LeafIsPromptedAfterTheLeafDelay) {
+  a_ = AddDevice(
+      "a", {{"leaf_ping_interval", "200ms"}, {"leaf_prompt_delay", "2s"}});
+  b_ = AddDevice("leaf", LeafFlags());
+  for (auto* d : {a_, b_}) ASSERT_TRUE(d->Start().ok()) << d->log_path();
+  ASSERT_EQ(Pair(a_, b_), absl::OkStatus());
+  a_id_ = DeviceId(a_);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto p = PeerEntry(b_, a_id_);
+        return p && p->online();
+      },
+      absl::Seconds(5)));
+  absl::SleepFor(absl::Milliseconds(500));  // start-up rounds done
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < 5; ++i) {
+    Publish(a_, {MakeSidecar(i)});
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  auto mirrored = [&](uint64_t n) {
+    auto p = PeerEntry(b_, a_id_);
+    return p && p->sidecars() == n;
+  };
+  // Not before the delay (A's own devices would have it in 0.1 s)...
+  absl::SleepFor(absl::Seconds(1) - (absl::Now() - start));
+  EXPECT_TRUE(mirrored(0)) << b_->log_path();
+  // ...then all five.
+  ASSERT_TRUE(WaitFor([&] { return mirrored(5); }, absl::Seconds(10)))
+      << b_->log_path();
+  EXPECT_GE(absl::Now() - start, absl::Seconds(2));
 }
 
 // With no full member answering, a leaf asks the online peers directly:
