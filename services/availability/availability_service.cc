@@ -102,11 +102,7 @@ grpc::Status AvailabilityService::GetDevice(grpc::ServerContext*,
     resp->set_local_ready(v->live_count);
   }
   resp->set_profile(self.leaf() ? "leaf" : "full");
-  uint64_t mirrored = 0;
-  for (const PeerCache::OriginView& v : d_.cache->Views()) {
-    if (v.info.device_id != d_.cache->self_id()) mirrored += v.entries->size();
-  }
-  resp->set_mirrored_entries(mirrored);
+  resp->set_mirrored_entries(d_.cache->RemoteEntries());
   resp->set_mirror_budget_entries(d_.mirror_budget_entries);
   return grpc::Status::OK;
 }

@@ -392,4 +392,13 @@ size_t PeerCache::TotalEntries() const {
   return n;
 }
 
+size_t PeerCache::RemoteEntries(const std::optional<Uuid>& except) const {
+  absl::ReaderMutexLock lock(&mu_);
+  size_t n = 0;
+  for (const auto& [id, t] : origins_) {
+    if (id != self_id_ && id != except) n += t->entry_count();
+  }
+  return n;
+}
+
 }  // namespace sidecar::availability

@@ -132,6 +132,9 @@ class PeerCache {
 
   // Total entries held (tombstones included) across all origins.
   size_t TotalEntries() const;
+  // Entries held (tombstones included) of the remote origins, all but
+  // `except` if given: what a leaf counts against its mirror budget.
+  size_t RemoteEntries(const std::optional<Uuid>& except = std::nullopt) const;
 
  private:
   // The table of info.device_id, made if missing. A new table starts at

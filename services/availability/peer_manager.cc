@@ -507,13 +507,7 @@ v1::Subscription PeerManager::LeafSubscription(Peer* p) {
   // What is held of p was sent for the other mode: start afresh.
   if (switched) cache_->DropOrigin(p->device_id);
   if (!mirror) return SubscriptionToProto(SubscriptionSpec{}, 0);
-  uint64_t others = 0;
-  for (const PeerCache::OriginView& v : cache_->Views()) {
-    if (v.info.device_id != cache_->self_id() &&
-        v.info.device_id != p->device_id) {
-      others += v.entries->size();
-    }
-  }
+  const uint64_t others = cache_->RemoteEntries(p->device_id);
   uint64_t room = options_.leaf_cache_entries > others
                       ? options_.leaf_cache_entries - others
                       : 0;
@@ -524,10 +518,7 @@ void PeerManager::CheckLeafBudget(Peer* p,
                                   const std::optional<uint64_t>& over_budget) {
   std::optional<PeerCache::OriginView> view = cache_->View(p->device_id);
   uint64_t held = view && view->entries ? view->entries->size() : 0;
-  uint64_t total = 0;
-  for (const PeerCache::OriginView& v : cache_->Views()) {
-    if (v.info.device_id != cache_->self_id()) total += v.entries->size();
-  }
+  const uint64_t total = cache_->RemoteEntries();
   if (!over_budget && total <= options_.leaf_cache_entries) return;
   uint64_t count = over_budget.value_or(held);
   {

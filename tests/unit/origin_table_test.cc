@@ -139,6 +139,23 @@ TEST(PeerCacheTest, SnapshotOutOfOrderIsSorted) {
   EXPECT_EQ(v->live_count, 3u);
 }
 
+TEST(PeerCacheTest, RemoteEntriesLeaveOutSelfAndTheOneExcepted) {
+  PeerCache cache({U(1)}, nullptr);
+  cache.InitSelf(10, "", 2, 0, {E(100, 1), E(101, 2)});
+  ASSERT_TRUE(cache
+                  .ReplaceRemote({U(2)}, InfoSource::kOrigin, 7, 3, 0,
+                                 {E(100, 1), E(101, 2), E(102, 3, 0, true)})
+                  .ok());
+  ASSERT_TRUE(
+      cache.ReplaceRemote({U(3)}, InfoSource::kOrigin, 5, 1, 0, {E(200, 1)})
+          .ok());
+  EXPECT_EQ(cache.TotalEntries(), 6u);
+  EXPECT_EQ(cache.RemoteEntries(), 4u);  // tombstones count: they take room
+  EXPECT_EQ(cache.RemoteEntries(U(2)), 1u);
+  EXPECT_EQ(cache.RemoteEntries(U(3)), 3u);
+  EXPECT_EQ(cache.RemoteEntries(U(9)), 4u);
+}
+
 TEST(EntrySetTest, FindsEveryKeyAndNoOther) {
   for (int n : {0, 1, 7, 100, 5000}) {
     std::vector<Entry> v;
