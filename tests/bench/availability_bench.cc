@@ -840,26 +840,17 @@ int RunStart(PgServer* pg, const std::string& dir, uint64_t n) {
 
 // --bench=leaf ------------------------------------------------------------
 
-// Voluntary and involuntary context switches of a process: how often it
-// woke up.
+// Voluntary and involuntary context switches of a process's live threads:
+// how often it woke up. Each thread's are in /proc/PID/task/TID/status, the
+// main thread's included.
 int64_t ContextSwitches(int pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
-  std::string line;
   int64_t total = 0;
-  while (std::getline(in, line)) {
-    int64_t v = 0;
-    if (std::sscanf(line.c_str(), "voluntary_ctxt_switches: %ld", &v) == 1 ||
-        std::sscanf(line.c_str(), "nonvoluntary_ctxt_switches: %ld", &v) == 1) {
-      total += v;
-    }
-  }
-  // Threads' switches are in /proc/PID/task/*/status; sum them.
   std::error_code ec;
   for (const auto& t : std::filesystem::directory_iterator(
            absl::StrCat("/proc/", pid, "/task"), ec)) {
-    if (t.path().filename() == std::to_string(pid)) continue;
-    std::ifstream ts(t.path() / "status");
-    while (std::getline(ts, line)) {
+    std::ifstream in(t.path() / "status");
+    std::string line;
+    while (std::getline(in, line)) {
       int64_t v = 0;
       if (std::sscanf(line.c_str(), "voluntary_ctxt_switches: %ld", &v) == 1 ||
           std::sscanf(line.c_str(), "nonvoluntary_ctxt_switches: %ld", &v) ==
