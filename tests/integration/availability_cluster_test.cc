@@ -186,6 +186,17 @@ class ClusterTest : public ::sidecar::testing::ProcessTest {
     return std::nullopt;
   }
 
+  // Whether `d` comes to list device `id` as online within 5 s.
+  bool WaitOnline(AvailabilityProcess* d, const std::string& id) {
+    return WaitFor(
+               [&] {
+                 auto p = PeerEntry(d, id);
+                 return p && p->online();
+               },
+               absl::Seconds(5))
+        .has_value();
+  }
+
   std::vector<std::unique_ptr<AvailabilityProcess>> devices_;
   AvailabilityProcess *a_ = nullptr, *b_ = nullptr, *c_ = nullptr;
   std::string a_id_, b_id_, c_id_;
@@ -1092,12 +1103,7 @@ TEST_F(ClusterTest, DirectQueryFindsWhatGossipHasNotYetCarried) {
   ASSERT_TRUE(b_->Start().ok());
   ASSERT_EQ(Pair(a_, b_), absl::OkStatus());
   a_id_ = DeviceId(a_);
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto p = PeerEntry(b_, a_id_);
-        return p && p->online();
-      },
-      absl::Seconds(5)));
+  ASSERT_TRUE(WaitOnline(b_, a_id_));
   absl::SleepFor(absl::Milliseconds(300));  // start-up rounds done
   std::vector<Sidecar> s = {MakeSidecar(1)};
   Publish(a_, s);
@@ -1264,12 +1270,7 @@ TEST_F(ClusterTest, LeafIsPromptedAfterTheLeafDelay) {
   for (auto* d : {a_, b_}) ASSERT_TRUE(d->Start().ok()) << d->log_path();
   ASSERT_EQ(Pair(a_, b_), absl::OkStatus());
   a_id_ = DeviceId(a_);
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto p = PeerEntry(b_, a_id_);
-        return p && p->online();
-      },
-      absl::Seconds(5)));
+  ASSERT_TRUE(WaitOnline(b_, a_id_));
   absl::SleepFor(absl::Milliseconds(500));  // start-up rounds done
   const absl::Time start = absl::Now();
   for (int i = 0; i < 5; ++i) {
@@ -1306,12 +1307,7 @@ TEST_F(ClusterTest, LeafAsksPeersWithoutDelegate) {
   ASSERT_TRUE(
       WaitFor([&] { return AllHeldBy(b_, ocr, c_id_); }, absl::Seconds(5)))
       << b_->log_path();
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto p = PeerEntry(b_, c_id_);
-        return p && p->online();
-      },
-      absl::Seconds(5)));
+  ASSERT_TRUE(WaitOnline(b_, c_id_));
   ASSERT_EQ(kill(a_->pid(), SIGSTOP), 0);
   absl::SleepFor(absl::Milliseconds(300));  // the cached answer expires
   v1::WhoHasResponse r = WhoHas(b_, ocr);
