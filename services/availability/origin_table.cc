@@ -40,6 +40,15 @@ const Entry* OriginTable::Find(const EntryKey& key) const {
 }
 
 void OriginTable::SortAndDedupe(std::vector<Entry>* entries) {
+  // A snapshot arrives in key order, one entry per key (the sender's
+  // EntrySet): one pass that checks it beats a sort that confirms it.
+  auto unordered = [](const Entry& a, const Entry& b) {
+    return !KeyLess(a, b);
+  };
+  if (std::adjacent_find(entries->begin(), entries->end(), unordered) ==
+      entries->end()) {
+    return;
+  }
   std::sort(entries->begin(), entries->end(),
             [](const Entry& a, const Entry& b) {
               if (KeyLess(a, b)) return true;
