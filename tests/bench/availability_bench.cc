@@ -47,6 +47,7 @@
 //   availability_bench --bench=leaf --leaf_entries=6000000
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -71,6 +72,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/civil_time.h"
 #include "absl/time/clock.h"
+#include "common/device_key.h"
 #include "common/pg/connection.h"
 #include "common/request_limits.h"
 #include "common/sha256.h"
@@ -192,11 +194,41 @@ std::string DeviceId(AvailabilityProcess* d) {
   return info.device_id();
 }
 
-// Copies `bytes` over a loopback TCP connection, reader and writer on two
-// threads; the floor any exchange protocol could reach on this machine.
-// A raw copy of `bytes` over loopback TCP; through a TcpProxy (as the
-// exchange goes in RunScale) when `via_proxy`.
-absl::Duration RawTcpCopy(uint64_t bytes, bool via_proxy = false) {
+// TLS for the copy baseline: a throwaway device certificate, and TLS 1.3
+// with OpenSSL's default suites, the library gRPC uses here.
+struct CopyTls {
+  SSL_CTX* server = nullptr;
+  SSL_CTX* client = nullptr;
+};
+
+CopyTls MakeCopyTls(const std::string& dir) {
+  const std::string state = dir + "/tls-copy";
+  if (DeviceKey::Absent(state)) {
+    Check(DeviceKey::Create(state, "tls-copy").status(), "copy certificate");
+  }
+  CopyTls t;
+  t.server = SSL_CTX_new(TLS_server_method());
+  t.client = SSL_CTX_new(TLS_client_method());
+  for (SSL_CTX* ctx : {t.server, t.client}) {
+    SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+  }
+  if (SSL_CTX_use_certificate_chain_file(
+          t.server, (state + "/" + kDeviceCertFile).c_str()) != 1 ||
+      SSL_CTX_use_PrivateKey_file(t.server,
+                                  (state + "/" + kDeviceKeyFile).c_str(),
+                                  SSL_FILETYPE_PEM) != 1) {
+    std::cerr << "TLS copy baseline: cannot load its certificate\n";
+    std::exit(1);
+  }
+  return t;
+}
+
+// A copy of `bytes` over loopback TCP, reader and writer on two threads:
+// the floor any exchange protocol could reach on this machine. Through a
+// TcpProxy (as the exchange goes in RunScale) when `via_proxy`; inside TLS
+// when `tls` is given.
+absl::Duration RawTcpCopy(uint64_t bytes, bool via_proxy = false,
+                          const CopyTls* tls = nullptr) {
   int l = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -216,23 +248,49 @@ absl::Duration RawTcpCopy(uint64_t bytes, bool via_proxy = false) {
   std::thread writer([&] {
     int c = ::socket(AF_INET, SOCK_STREAM, 0);
     ::connect(c, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    SSL* ssl = nullptr;
+    if (tls != nullptr) {
+      ssl = SSL_new(tls->client);
+      SSL_set_fd(ssl, c);
+      if (SSL_connect(ssl) != 1) {
+        std::cerr << "TLS copy baseline: handshake failed\n";
+        std::exit(1);
+      }
+    }
     std::vector<char> buf(1 << 20, 'x');
     for (uint64_t sent = 0; sent < bytes;) {
-      ssize_t w =
-          ::write(c, buf.data(), std::min<uint64_t>(buf.size(), bytes - sent));
+      const int n =
+          static_cast<int>(std::min<uint64_t>(buf.size(), bytes - sent));
+      const int w = ssl ? SSL_write(ssl, buf.data(), n)
+                        : static_cast<int>(::write(c, buf.data(), n));
       if (w <= 0) break;
       sent += w;
+    }
+    if (ssl) {
+      SSL_shutdown(ssl);
+      SSL_free(ssl);
     }
     ::close(c);
   });
   int s = ::accept(l, nullptr, nullptr);
+  SSL* ssl = nullptr;
+  if (tls != nullptr) {
+    ssl = SSL_new(tls->server);
+    SSL_set_fd(ssl, s);
+    if (SSL_accept(ssl) != 1) {
+      std::cerr << "TLS copy baseline: handshake failed\n";
+      std::exit(1);
+    }
+  }
   std::vector<char> buf(1 << 20);
   while (true) {
-    ssize_t r = ::read(s, buf.data(), buf.size());
+    const int r = ssl ? SSL_read(ssl, buf.data(), static_cast<int>(buf.size()))
+                      : static_cast<int>(::read(s, buf.data(), buf.size()));
     if (r <= 0) break;
   }
   writer.join();
   absl::Duration d = absl::Now() - start;
+  if (ssl) SSL_free(ssl);
   ::close(s);
   ::close(l);
   return d;
@@ -348,6 +406,10 @@ void RunScale(PgServer* pg, const std::string& dir, uint64_t n) {
   absl::Duration answer = done - ExchangeStart(a->get(), b->get(), launch);
   absl::Duration raw = RawTcpCopy(wire);
   absl::Duration raw_proxied = RawTcpCopy(wire, /*via_proxy=*/true);
+  const CopyTls tls = MakeCopyTls(dir);
+  absl::Duration tls_proxied = RawTcpCopy(wire, /*via_proxy=*/true, &tls);
+  SSL_CTX_free(tls.server);
+  SSL_CTX_free(tls.client);
   std::cout << absl::StrFormat(
       "initial exchange: %s end to end (B launch -> B knows all), %s from "
       "B's first byte (pairing included), %s from A's answer; %.1f MB on the "
@@ -365,6 +427,11 @@ void RunScale(PgServer* pg, const std::string& dir, uint64_t n) {
       "exchange/raw via proxy = %.2f from A's answer\n",
       absl::FormatDuration(raw_proxied),
       absl::ToDoubleSeconds(answer) / absl::ToDoubleSeconds(raw_proxied));
+  std::cout << absl::StrFormat(
+      "  baseline TLS 1.3 copy through the same proxy (the floor with the "
+      "peers' encryption): %s; exchange/TLS copy = %.2f from A's answer\n",
+      absl::FormatDuration(tls_proxied),
+      absl::ToDoubleSeconds(answer) / absl::ToDoubleSeconds(tls_proxied));
 
   // 4. Memory: B with n entries against an identical empty device.
   auto empty = AvailabilityProcess::Create(absl::GetFlag(FLAGS_binary), pg, dir,
