@@ -40,6 +40,14 @@ const Entry* OriginTable::Find(const EntryKey& key) const {
 }
 
 void OriginTable::SortAndDedupe(std::vector<Entry>* entries) {
+  // Already strictly sorted (a snapshot read from disk, merged with what
+  // the change log added since): nothing to do, and checking is one pass
+  // where std::sort would take n log n comparisons.
+  auto not_less = [](const Entry& a, const Entry& b) { return !KeyLess(a, b); };
+  if (std::adjacent_find(entries->begin(), entries->end(), not_less) ==
+      entries->end()) {
+    return;
+  }
   std::sort(entries->begin(), entries->end(),
             [](const Entry& a, const Entry& b) {
               if (KeyLess(a, b)) return true;
