@@ -204,6 +204,8 @@ absl::Status LocalInventory::LoadLocked(bool use_snapshot) {
   last_compaction_ = absl::Now();
   compact_at_rows_ = 0;
   const uint64_t snapshot_entries = snap ? snap->entries.size() : 0;
+  on_disk_.reset();
+  if (snap) on_disk_ = snap->info;
   Entries entries =
       snap ? MergeSnapshot(std::move(snap->entries), *std::move(rows), *floor)
            : *std::move(rows);
@@ -236,7 +238,7 @@ uint64_t LocalInventory::rows_loaded() const {
   return rows_loaded_;
 }
 
-absl::Status LocalInventory::WriteSnapshot() {
+absl::StatusOr<bool> LocalInventory::WriteSnapshot() {
   absl::MutexLock serial(&snapshot_mu_);
   std::string path;
   SelfSnapshotInfo info;
@@ -244,15 +246,19 @@ absl::Status LocalInventory::WriteSnapshot() {
   {
     // No own-origin change comes between the view and log_rows_.
     absl::MutexLock lock(&write_mu_);
-    if (snapshot_path_.empty()) return absl::OkStatus();
+    if (snapshot_path_.empty()) return false;
     std::optional<PeerCache::OriginView> self = cache_->View(cache_->self_id());
     if (!self) return absl::InternalError("no own origin");
     path = snapshot_path_;
     info = {cache_->self_id(), self->state.generation, self->state.max_seq,
             self->state.floor_seq, log_rows_};
     entries = std::move(self->entries);
+    if (on_disk_ == info) return false;
   }
-  return WriteSelfSnapshot(path, info, entries->entries());
+  SC_RETURN_IF_ERROR(WriteSelfSnapshot(path, info, entries->entries()));
+  absl::MutexLock lock(&write_mu_);
+  on_disk_ = info;
+  return true;
 }
 
 absl::Status LocalInventory::ValidateRecord(const LocalRecord& r) {

@@ -47,8 +47,10 @@ class LocalInventory {
 
   // Writes the snapshot of the own origin (none without a snapshot path).
   // Writes and lookups go on meanwhile: the entries are an immutable set,
-  // taken with the state they belong to. One at a time.
-  absl::Status WriteSnapshot();
+  // taken with the state they belong to. One at a time. Returns whether it
+  // wrote: not when the file already holds this state (the one Load
+  // started from or the last one written), as after a run without changes.
+  absl::StatusOr<bool> WriteSnapshot();
 
   // Change-log rows Load read from the database: all of them, or only those
   // logged after the snapshot. Many means a snapshot is worth writing now.
@@ -141,6 +143,9 @@ class LocalInventory {
   uint64_t compact_at_rows_ ABSL_GUARDED_BY(write_mu_) = 0;
   std::string snapshot_path_ ABSL_GUARDED_BY(write_mu_);
   uint64_t rows_loaded_ ABSL_GUARDED_BY(write_mu_) = 0;
+  // What the snapshot file holds, if this process knows it (it started
+  // from it or wrote it): the same state need not be written again.
+  std::optional<SelfSnapshotInfo> on_disk_ ABSL_GUARDED_BY(write_mu_);
   // Serializes WriteSnapshot (one temporary file). Never held with
   // write_mu_ for long: the file is written with write_mu_ released.
   absl::Mutex snapshot_mu_ ABSL_ACQUIRED_BEFORE(write_mu_);

@@ -227,12 +227,17 @@ constexpr uint64_t kSnapshotAfterRows = 100000;
 // harmless (the next start reads the change log instead).
 void WriteSnapshotLogged(LocalInventory* inventory, absl::string_view when) {
   const absl::Time start = absl::Now();
-  if (absl::Status s = inventory->WriteSnapshot(); !s.ok()) {
-    SC_LOG(WARNING) << "own-origin snapshot not written " << when << ": " << s;
-    return;
+  absl::StatusOr<bool> written = inventory->WriteSnapshot();
+  if (!written.ok()) {
+    SC_LOG(WARNING) << "own-origin snapshot not written " << when << ": "
+                    << written.status();
+  } else if (*written) {
+    SC_LOG(INFO) << "own-origin snapshot written " << when << " in "
+                 << absl::Now() - start;
+  } else {
+    SC_LOG(INFO) << "own-origin snapshot " << when
+                 << ": the file already holds this state";
   }
-  SC_LOG(INFO) << "own-origin snapshot written " << when << " in "
-               << absl::Now() - start;
 }
 
 int Main() {

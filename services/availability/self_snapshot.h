@@ -50,6 +50,8 @@ struct SelfSnapshotInfo {
   uint64_t floor_seq = 0;
   // Change-log rows, superseded ones included, when it was taken.
   uint64_t log_rows = 0;
+
+  bool operator==(const SelfSnapshotInfo&) const = default;
 };
 
 struct SelfSnapshot {
