@@ -96,6 +96,16 @@ std::string LoadAdvertisedSql(absl::string_view op, uint64_t seq) {
   return absl::StrCat(kLoadAdvertisedSql, " WHERE seq ", op, " ", seq);
 }
 
+// The rows after `seq`. The upper bound changes no result: it makes the
+// condition a range, which a table without statistics yet (a log just
+// filled) estimates at 0.5% of its rows rather than a third, so the
+// planner reads the index instead of the whole table (0.4 s at 6M rows
+// to return none).
+std::string LoadAdvertisedAfterSql(uint64_t seq) {
+  return absl::StrCat(LoadAdvertisedSql(">", seq), " AND seq <= ",
+                      std::numeric_limits<int64_t>::max());
+}
+
 constexpr char kResetIdentitySql[] =
     "UPDATE device_identity SET floor_seq = 0, generation = "
     "greatest((extract(epoch FROM clock_timestamp()) * 1000000)::bigint, "
@@ -367,7 +377,7 @@ class PgInventoryStore final : public InventoryStore {
       uint64_t after_seq,
       const std::function<void(const ChangeRecord&)>& fn) override {
     if (after_seq == 0) return LoadAdvertised(fn);
-    return CopyChanges(LoadAdvertisedSql(">", after_seq), fn);
+    return CopyChanges(LoadAdvertisedAfterSql(after_seq), fn);
   }
   absl::StatusOr<std::optional<ChangeRecord>> ChangeAt(uint64_t seq) override;
   absl::StatusOr<uint64_t> MaxSeq() override;
