@@ -90,6 +90,22 @@ constexpr char kLoadAdvertisedSql[] =
     "SELECT seq, content_uuid, kind, variant, format, removed, size, sha256, "
     "generator_version FROM change_log";
 
+// kLoadAdvertisedSql restricted by seq (the primary key's index), e.g.
+// " WHERE seq > 42". COPY takes no parameters: the number is formatted in.
+std::string LoadAdvertisedSql(absl::string_view op, uint64_t seq) {
+  return absl::StrCat(kLoadAdvertisedSql, " WHERE seq ", op, " ", seq);
+}
+
+// The rows after `seq`. The upper bound changes no result: it makes the
+// condition a range, which a table without statistics yet (a log just
+// filled) estimates at 0.5% of its rows rather than a third, so the
+// planner reads the index instead of the whole table (0.4 s at 6M rows
+// to return none).
+std::string LoadAdvertisedAfterSql(uint64_t seq) {
+  return absl::StrCat(LoadAdvertisedSql(">", seq), " AND seq <= ",
+                      std::numeric_limits<int64_t>::max());
+}
+
 constexpr char kResetIdentitySql[] =
     "UPDATE device_identity SET floor_seq = 0, generation = "
     "greatest((extract(epoch FROM clock_timestamp()) * 1000000)::bigint, "
@@ -354,7 +370,16 @@ class PgInventoryStore final : public InventoryStore {
   }
 
   absl::Status LoadAdvertised(
-      const std::function<void(const ChangeRecord&)>& fn) override;
+      const std::function<void(const ChangeRecord&)>& fn) override {
+    return CopyChanges(kLoadAdvertisedSql, fn);
+  }
+  absl::Status LoadAdvertisedAfter(
+      uint64_t after_seq,
+      const std::function<void(const ChangeRecord&)>& fn) override {
+    if (after_seq == 0) return LoadAdvertised(fn);
+    return CopyChanges(LoadAdvertisedAfterSql(after_seq), fn);
+  }
+  absl::StatusOr<std::optional<ChangeRecord>> ChangeAt(uint64_t seq) override;
   absl::StatusOr<uint64_t> MaxSeq() override;
   absl::StatusOr<uint64_t> FloorSeq() override;
   absl::StatusOr<uint64_t> SeqLoggedBefore(absl::Time t) override;
@@ -382,6 +407,12 @@ class PgInventoryStore final : public InventoryStore {
                           const std::string& record) override;
 
  private:
+  // Streams the change-log rows `sql` (columns of kLoadAdvertisedSql)
+  // selects to `fn`, in binary form.
+  absl::Status CopyChanges(const std::string& sql,
+                           const std::function<void(const ChangeRecord&)>& fn)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
   // Runs one query that returns a single bigint.
   absl::StatusOr<uint64_t> QueryUint(const std::string& name,
                                      const pg::Params& params)
@@ -396,7 +427,8 @@ class PgInventoryStore final : public InventoryStore {
   DeviceIdentity identity_ ABSL_GUARDED_BY(identity_mu_);
 };
 
-absl::Status PgInventoryStore::LoadAdvertised(
+absl::Status PgInventoryStore::CopyChanges(
+    const std::string& sql,
     const std::function<void(const ChangeRecord&)>& fn) {
   absl::MutexLock lock(&mu_);
   bool delivered = false;
@@ -410,14 +442,21 @@ absl::Status PgInventoryStore::LoadAdvertised(
         }
         ChangeRecord c;  // reused: its strings keep their buffers
         return conn.CopyOutBinary(
-            kLoadAdvertisedSql,
-            [&](absl::Span<const std::optional<absl::string_view>> f) {
+            sql, [&](absl::Span<const std::optional<absl::string_view>> f) {
               SC_RETURN_IF_ERROR(ChangeFromBinaryRow(f, &c));
               delivered = true;
               fn(c);
               return absl::OkStatus();
             });
       });
+}
+
+absl::StatusOr<std::optional<ChangeRecord>> PgInventoryStore::ChangeAt(
+    uint64_t seq) {
+  std::optional<ChangeRecord> out;
+  SC_RETURN_IF_ERROR(CopyChanges(LoadAdvertisedSql("=", seq),
+                                 [&](const ChangeRecord& c) { out = c; }));
+  return out;
 }
 
 absl::StatusOr<uint64_t> PgInventoryStore::QueryUint(const std::string& name,

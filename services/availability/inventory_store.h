@@ -101,6 +101,19 @@ class InventoryStore {
   virtual absl::Status LoadAdvertised(
       const std::function<void(const ChangeRecord&)>& fn) = 0;
 
+  // As LoadAdvertised, for the rows with seq > `after_seq` only (a start
+  // from a snapshot of the own origin taken at that seq). Reads the seq
+  // index when they are few.
+  virtual absl::Status LoadAdvertisedAfter(
+      uint64_t after_seq,
+      const std::function<void(const ChangeRecord&)>& fn) = 0;
+
+  // The change-log row of `seq`; nullopt if there is none (never logged,
+  // or compacted away). One index lookup: how a start checks that a
+  // snapshot taken at `seq` still describes this database.
+  virtual absl::StatusOr<std::optional<ChangeRecord>> ChangeAt(
+      uint64_t seq) = 0;
+
   // Highest sequence number the change log reached: its highest row, or the
   // floor if compaction dropped every row above it (0 if empty).
   virtual absl::StatusOr<uint64_t> MaxSeq() = 0;

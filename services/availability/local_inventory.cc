@@ -8,6 +8,7 @@
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "services/availability/generator_version.h"
+#include "services/availability/origin_table.h"
 #include "services/availability/variant_dict.h"
 
 namespace sidecar::availability {
@@ -22,7 +23,7 @@ LocalInventory::LocalInventory(InventoryStore* store, PeerCache* cache,
 
 absl::Status LocalInventory::Load() {
   absl::MutexLock lock(&write_mu_);
-  return LoadLocked();
+  return LoadLocked(/*use_snapshot=*/true);
 }
 
 absl::StatusOr<uint64_t> LocalInventory::StartNewGeneration() {
@@ -32,7 +33,8 @@ absl::StatusOr<uint64_t> LocalInventory::StartNewGeneration() {
     absl::StatusOr<DeviceIdentity> id = store_->ResetChangeLog();
     if (!id.ok()) return id.status();
     generation = id->generation;
-    SC_RETURN_IF_ERROR(LoadLocked());
+    // A new generation: any snapshot is of an older one.
+    SC_RETURN_IF_ERROR(LoadLocked(/*use_snapshot=*/false));
   }
   if (on_change_) on_change_();
   return generation;
@@ -68,46 +70,195 @@ class InternMemo {
 
 }  // namespace
 
-absl::Status LocalInventory::LoadLocked() {
-  const absl::Time start = absl::Now();
-  std::vector<Entry> entries;
+absl::StatusOr<Entries> LocalInventory::LoadRows(uint64_t after_seq) {
+  Entries entries;
   InternMemo variants(
       [](absl::string_view v) { return VariantDict::Global().Intern(v); });
   InternMemo versions([](absl::string_view v) {
     return GeneratorVersionDict::Global().Intern(v);
   });
   absl::Status bad = absl::OkStatus();
-  absl::Status s = store_->LoadAdvertised([&](const ChangeRecord& c) {
-    if (!bad.ok()) return;
-    absl::StatusOr<uint16_t> variant = variants.Intern(c.key.variant);
-    absl::StatusOr<uint16_t> version = versions.Intern(c.generator_version);
-    if (!variant.ok() || !version.ok()) {
-      bad = variant.ok() ? version.status() : variant.status();
-      return;
-    }
-    entries.push_back(Entry::Make(c.key.content, c.key.kind, c.key.format,
-                                  *variant, c.size, c.sha256, c.seq, c.removed,
-                                  *version));
-  });
+  absl::Status s =
+      store_->LoadAdvertisedAfter(after_seq, [&](const ChangeRecord& c) {
+        if (!bad.ok()) return;
+        absl::StatusOr<uint16_t> variant = variants.Intern(c.key.variant);
+        absl::StatusOr<uint16_t> version = versions.Intern(c.generator_version);
+        if (!variant.ok() || !version.ok()) {
+          bad = variant.ok() ? version.status() : variant.status();
+          return;
+        }
+        entries.push_back(Entry::Make(c.key.content, c.key.kind, c.key.format,
+                                      *variant, c.size, c.sha256, c.seq,
+                                      c.removed, *version));
+      });
   if (!s.ok()) return s;
   if (!bad.ok()) return bad;
-  const absl::Time loaded = absl::Now();
+  return entries;
+}
+
+bool LocalInventory::SnapshotHoldsRow(const SelfSnapshot& snapshot,
+                                      const ChangeRecord& row) {
+  for (const Entry& e : snapshot.entries) {
+    if (e.seq() != row.seq) continue;
+    return KeyOf(e) == row.key && e.removed() == row.removed &&
+           (row.removed || (e.sha256 == row.sha256 && e.size() == row.size));
+  }
+  return false;
+}
+
+absl::StatusOr<std::optional<SelfSnapshot>> LocalInventory::UsableSnapshot(
+    uint64_t max_seq, uint64_t floor) {
+  auto unusable = [&](absl::string_view why) {
+    SC_LOG(INFO) << "own-origin snapshot " << snapshot_path_ << " not used ("
+                 << why << "): loading the whole change log";
+    return std::nullopt;
+  };
+  absl::StatusOr<SelfSnapshot> snap = ReadSelfSnapshot(snapshot_path_);
+  if (!snap.ok()) {
+    if (absl::IsNotFound(snap.status())) return unusable("there is none");
+    return unusable(snap.status().ToString());
+  }
+  const SelfSnapshotInfo& info = snap->info;
+  const DeviceIdentity id = store_->identity();
+  if (info.device_id != id.device_id || info.generation != id.generation) {
+    return unusable(absl::StrCat(
+        "of device ", info.device_id.ToString(), " generation ",
+        info.generation, "; the database is generation ", id.generation));
+  }
+  if (info.max_seq > max_seq || info.floor_seq > floor) {
+    return unusable(absl::StrCat("reaches seq ", info.max_seq,
+                                 " beyond the database's ", max_seq,
+                                 ": restored from a backup?"));
+  }
+  if (floor > info.max_seq) {
+    // Tombstones logged after the snapshot may be gone with their keys.
+    return unusable(absl::StrCat("compaction raised the floor to ", floor,
+                                 ", above its seq ", info.max_seq));
+  }
+  if (info.max_seq > 0) {
+    absl::StatusOr<std::optional<ChangeRecord>> row =
+        store_->ChangeAt(info.max_seq);
+    if (!row.ok()) return row.status();
+    if (!row->has_value() || !SnapshotHoldsRow(*snap, **row)) {
+      return unusable(absl::StrCat("the database's row at seq ", info.max_seq,
+                                   " is not the one it holds"));
+    }
+  }
+  return std::move(*snap);
+}
+
+namespace {
+
+// The own origin from `snapshot` and the change-log rows logged after it
+// (`rows`, any order, a key perhaps more than once): the newest entry of
+// each key, without the snapshot's tombstones at or below `floor` (those
+// compaction dropped from the log since).
+Entries MergeSnapshot(Entries snapshot, Entries rows, uint64_t floor) {
+  OriginTable::SortAndDedupe(&rows);
+  const auto dropped = [floor](const Entry& e) {
+    return e.removed() && e.seq() <= floor;
+  };
+  if (rows.empty() && std::none_of(snapshot.begin(), snapshot.end(), dropped)) {
+    return snapshot;
+  }
+  Entries out;
+  ReserveEntries(&out, snapshot.size() + rows.size());
+  auto a = snapshot.begin();
+  auto b = rows.begin();
+  while (a != snapshot.end() || b != rows.end()) {
+    if (b == rows.end() || (a != snapshot.end() && KeyLess(*a, *b))) {
+      if (!dropped(*a)) out.push_back(*a);
+      ++a;
+      continue;
+    }
+    // Rows are newer than anything in the snapshot: a row replaces the
+    // snapshot's entry of its key.
+    if (a != snapshot.end() && !KeyLess(*b, *a)) ++a;
+    out.push_back(*b++);
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::Status LocalInventory::LoadLocked(bool use_snapshot) {
+  const absl::Time start = absl::Now();
   absl::StatusOr<uint64_t> max_seq = store_->MaxSeq();
   if (!max_seq.ok()) return max_seq.status();
   absl::StatusOr<uint64_t> floor = store_->FloorSeq();
   if (!floor.ok()) return floor.status();
+  std::optional<SelfSnapshot> snap;
+  if (use_snapshot && !snapshot_path_.empty()) {
+    absl::StatusOr<std::optional<SelfSnapshot>> usable =
+        UsableSnapshot(*max_seq, *floor);
+    if (!usable.ok()) return usable.status();
+    snap = std::move(*usable);
+  }
+  const absl::Time snapshot_read = absl::Now();
+  absl::StatusOr<Entries> rows = LoadRows(snap ? snap->info.max_seq : 0);
+  if (!rows.ok()) return rows.status();
+  const absl::Time loaded = absl::Now();
   max_seq_ = *max_seq;
-  log_rows_ = entries.size();
+  rows_loaded_ = rows->size();
+  log_rows_ = rows->size() + (snap ? snap->info.log_rows : 0);
   last_compaction_ = absl::Now();
   compact_at_rows_ = 0;
+  const uint64_t snapshot_entries = snap ? snap->entries.size() : 0;
+  on_disk_.reset();
+  if (snap) on_disk_ = snap->info;
+  Entries entries =
+      snap ? MergeSnapshot(std::move(snap->entries), *std::move(rows), *floor)
+           : *std::move(rows);
   const uint64_t generation = store_->identity().generation;
   cache_->InitSelf(generation,
                    sign_generation_ ? sign_generation_(generation) : "",
                    max_seq_, *floor, std::move(entries));
-  SC_LOG(INFO) << "loaded " << log_rows_ << " change-log rows in "
-               << loaded - start << ", own origin built in "
-               << absl::Now() - loaded << "; max seq " << max_seq_;
+  if (snap) {
+    SC_LOG(INFO) << "own origin from its snapshot (" << snapshot_entries
+                 << " entries at seq " << snap->info.max_seq << ", read in "
+                 << snapshot_read - start << ") and " << rows_loaded_
+                 << " change-log rows after it (" << loaded - snapshot_read
+                 << "), built in " << absl::Now() - loaded << "; max seq "
+                 << max_seq_;
+  } else {
+    SC_LOG(INFO) << "loaded " << rows_loaded_ << " change-log rows in "
+                 << loaded - snapshot_read << ", own origin built in "
+                 << absl::Now() - loaded << "; max seq " << max_seq_;
+  }
   return absl::OkStatus();
+}
+
+void LocalInventory::set_snapshot_path(std::string path) {
+  absl::MutexLock lock(&write_mu_);
+  snapshot_path_ = std::move(path);
+}
+
+uint64_t LocalInventory::rows_loaded() const {
+  absl::MutexLock lock(&write_mu_);
+  return rows_loaded_;
+}
+
+absl::StatusOr<bool> LocalInventory::WriteSnapshot() {
+  absl::MutexLock serial(&snapshot_mu_);
+  std::string path;
+  SelfSnapshotInfo info;
+  std::shared_ptr<const EntrySet> entries;
+  {
+    // No own-origin change comes between the view and log_rows_.
+    absl::MutexLock lock(&write_mu_);
+    if (snapshot_path_.empty()) return false;
+    std::optional<PeerCache::OriginView> self = cache_->View(cache_->self_id());
+    if (!self) return absl::InternalError("no own origin");
+    path = snapshot_path_;
+    info = {cache_->self_id(), self->state.generation, self->state.max_seq,
+            self->state.floor_seq, log_rows_};
+    entries = std::move(self->entries);
+    if (on_disk_ == info) return false;
+  }
+  SC_RETURN_IF_ERROR(WriteSelfSnapshot(path, info, entries->entries()));
+  absl::MutexLock lock(&write_mu_);
+  on_disk_ = info;
+  return true;
 }
 
 absl::Status LocalInventory::ValidateRecord(const LocalRecord& r) {

@@ -7,6 +7,7 @@
 #define SIDECAR_SERVICES_AVAILABILITY_LOCAL_INVENTORY_H_
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "common/request_limits.h"
 #include "services/availability/inventory_store.h"
 #include "services/availability/peer_cache.h"
+#include "services/availability/self_snapshot.h"
 
 namespace sidecar::availability {
 
@@ -31,8 +33,28 @@ class LocalInventory {
                  std::function<void()> on_change,
                  GenerationSigner sign_generation = nullptr);
 
+  // Lets Load start from the snapshot of the own origin in `path`
+  // (SelfSnapshot) and WriteSnapshot write it there. Call before Load.
+  void set_snapshot_path(std::string path);
+
   // Rebuilds the own origin in the cache from the database. Call once.
+  // With a snapshot path: from the snapshot if it is of this database's
+  // device and generation, not beyond its max seq, not older than its
+  // floor, and the row at its max seq is the one it holds; then only the
+  // rows logged after it are read. Otherwise (and the reason is logged)
+  // from every row. Either way the own origin is the same.
   absl::Status Load();
+
+  // Writes the snapshot of the own origin (none without a snapshot path).
+  // Writes and lookups go on meanwhile: the entries are an immutable set,
+  // taken with the state they belong to. One at a time. Returns whether it
+  // wrote: not when the file already holds this state (the one Load
+  // started from or the last one written), as after a run without changes.
+  absl::StatusOr<bool> WriteSnapshot();
+
+  // Change-log rows Load read from the database: all of them, or only those
+  // logged after the snapshot. Many means a snapshot is worth writing now.
+  uint64_t rows_loaded() const;
 
   // Starts a new generation of the change log (InventoryStore::
   // ResetChangeLog) and rebuilds the own origin from it, so that peers
@@ -87,8 +109,24 @@ class LocalInventory {
   static absl::Status ValidateRecord(const LocalRecord& r);
 
  private:
-  // REQUIRES: write_mu_ held.
-  absl::Status LoadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Builds the own origin from the database, starting from the snapshot
+  // if `use_snapshot` and it is usable.
+  absl::Status LoadLocked(bool use_snapshot)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // The snapshot, if there is one and it describes the database whose
+  // change log reached `max_seq` with floor `floor`; logs why not if not.
+  // Errors are the database's.
+  absl::StatusOr<std::optional<SelfSnapshot>> UsableSnapshot(uint64_t max_seq,
+                                                             uint64_t floor)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Whether the change-log row `row` is the entry of `snapshot` with the
+  // same seq (a database restored or rewritten under the file differs).
+  static bool SnapshotHoldsRow(const SelfSnapshot& snapshot,
+                               const ChangeRecord& row);
+  // The change-log rows with seq > `after_seq` as entries (a key may come
+  // more than once).
+  absl::StatusOr<Entries> LoadRows(uint64_t after_seq)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
 
   InventoryStore* const store_;
   PeerCache* const cache_;
@@ -103,6 +141,14 @@ class LocalInventory {
   // is due by growth alone.
   absl::Time last_compaction_ ABSL_GUARDED_BY(write_mu_);
   uint64_t compact_at_rows_ ABSL_GUARDED_BY(write_mu_) = 0;
+  std::string snapshot_path_ ABSL_GUARDED_BY(write_mu_);
+  uint64_t rows_loaded_ ABSL_GUARDED_BY(write_mu_) = 0;
+  // What the snapshot file holds, if this process knows it (it started
+  // from it or wrote it): the same state need not be written again.
+  std::optional<SelfSnapshotInfo> on_disk_ ABSL_GUARDED_BY(write_mu_);
+  // Serializes WriteSnapshot (one temporary file). Never held with
+  // write_mu_ for long: the file is written with write_mu_ released.
+  absl::Mutex snapshot_mu_ ABSL_ACQUIRED_BEFORE(write_mu_);
 };
 
 }  // namespace sidecar::availability

@@ -37,6 +37,7 @@
 #include "services/availability/peer_cache.h"
 #include "services/availability/peer_manager.h"
 #include "services/availability/peer_service.h"
+#include "services/availability/self_snapshot.h"
 #include "services/availability/subscription.h"
 #include "services/availability/watch_hub.h"
 
@@ -128,6 +129,10 @@ ABSL_FLAG(absl::Duration, leaf_ping_interval, absl::Seconds(60),
 ABSL_FLAG(absl::Duration, leaf_prompt_delay, absl::Seconds(30),
           "how long after a change here a leaf peer is prompted (a busy "
           "device wakes a phone at most this often)");
+ABSL_FLAG(bool, start_snapshot, true,
+          "keep a snapshot of this device's own sidecars in the state "
+          "directory (own_origin.snapshot), written at shutdown, and start "
+          "from it, reading only newer change-log rows from the database");
 ABSL_FLAG(bool, verbose, false, "log debug messages");
 
 namespace sidecar::availability {
@@ -212,6 +217,27 @@ absl::Status ResetIfBehindMark(InventoryStore* store,
                   << "): restored from a backup? Starting a new generation";
   absl::StatusOr<DeviceIdentity> reset = store->ResetChangeLog();
   return reset.status();
+}
+
+// Rows a start may read from the change log before a snapshot is written
+// right away (about 0.1 s of loading; writing takes less).
+constexpr uint64_t kSnapshotAfterRows = 100000;
+
+// Writes the own origin's snapshot; a failure is logged and otherwise
+// harmless (the next start reads the change log instead).
+void WriteSnapshotLogged(LocalInventory* inventory, absl::string_view when) {
+  const absl::Time start = absl::Now();
+  absl::StatusOr<bool> written = inventory->WriteSnapshot();
+  if (!written.ok()) {
+    SC_LOG(WARNING) << "own-origin snapshot not written " << when << ": "
+                    << written.status();
+  } else if (*written) {
+    SC_LOG(INFO) << "own-origin snapshot written " << when << " in "
+                 << absl::Now() - start;
+  } else {
+    SC_LOG(INFO) << "own-origin snapshot " << when
+                 << ": the file already holds this state";
+  }
 }
 
 int Main() {
@@ -349,9 +375,25 @@ int Main() {
       [&key, &id](uint64_t generation) {
         return key->Sign(GenerationStatement(id.device_id, generation));
       });
+  const bool snapshots = absl::GetFlag(FLAGS_start_snapshot);
+  if (snapshots) {
+    inventory.set_snapshot_path(
+        absl::StrCat(state_dir, "/", kSelfSnapshotFile));
+  }
   if (absl::Status s = inventory.Load(); !s.ok()) {
     SC_LOG(ERROR) << "cannot load the inventory: " << s;
     return 1;
+  }
+  // A start that read many rows from the database writes a snapshot at
+  // once, in the background, so that the next start is fast even if this
+  // run ends in a crash rather than a shutdown.
+  // (A jthread: joined on every return.)
+  std::jthread snapshot_thread;
+  if (snapshots && inventory.rows_loaded() >= kSnapshotAfterRows) {
+    snapshot_thread = std::jthread([&inventory] {
+      (void)LowerThisThreadPriority(kBackgroundNice);
+      WriteSnapshotLogged(&inventory, "after a slow start");
+    });
   }
   LogCompactor compactor(
       &inventory,
@@ -475,6 +517,9 @@ int Main() {
                << absl::Now() - drain_start;
   compactor.Stop();
   usage.Stop();  // the last uses
+  if (snapshot_thread.joinable()) snapshot_thread.join();
+  // Nothing changes the own origin any more: the next start reads this.
+  if (snapshots) WriteSnapshotLogged(&inventory, "at shutdown");
   return 0;
 }
 

@@ -40,8 +40,9 @@ const Entry* OriginTable::Find(const EntryKey& key) const {
 }
 
 void OriginTable::SortAndDedupe(std::vector<Entry>* entries) {
-  // A snapshot arrives in key order, one entry per key (the sender's
-  // EntrySet): one pass that checks it beats a sort that confirms it.
+  // Input already in key order, one entry per key (a snapshot from the
+  // wire, or the own origin read from its snapshot file): one pass that
+  // checks it beats a sort that confirms it.
   auto unordered = [](const Entry& a, const Entry& b) {
     return !KeyLess(a, b);
   };

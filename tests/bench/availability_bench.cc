@@ -23,8 +23,10 @@
 //
 // --bench=start: a device holding N sidecars, from its launch until its
 // local API answers and until it serves its own state (a WhoHas of its last
-// key lists it), beside reading the same change-log rows with SELECT
-// count(*) and with a binary COPY that does nothing with them:
+// key lists it), starting from its own-origin snapshot and, alternately,
+// with --start_snapshot=false (every change-log row), beside reading the
+// same rows with SELECT count(*) and with a binary COPY that does nothing
+// with them:
 //
 //   availability_bench --bench=start --start_entries=1000000,6000000
 //
@@ -802,11 +804,13 @@ struct StartTimes {
   double full_s = 0;  // launch -> own state served
 };
 
-// Starts `d` (already seeded) and stops it again.
-StartTimes TimeStart(AvailabilityProcess* d, uint64_t n) {
+// Starts `d` (already seeded), with `flags` for this run, and stops it
+// again.
+StartTimes TimeStart(AvailabilityProcess* d, uint64_t n,
+                     const std::map<std::string, std::string>& flags = {}) {
   StartTimes t;
   const absl::Time launch = absl::Now();
-  Check(d->Start(), "start device");
+  Check(d->StartWithExtraFlags(flags), "start device");
   std::string id = DeviceId(d);
   t.api_s = absl::ToDoubleSeconds(absl::Now() - launch);
   while (!HoldsSelf(d, KeyFor(n - 1), id)) {
@@ -856,11 +860,48 @@ double MedianStart(AvailabilityProcess* d, uint64_t n) {
   return Median(full_s);
 }
 
+// The last "own-origin snapshot written ... in X" of `d`'s log (at
+// shutdown, or in the background after a start that read many rows), in
+// seconds; -1 if none.
+double SnapshotWriteSeconds(AvailabilityProcess* d) {
+  std::ifstream log(d->log_path());
+  const std::string marker = "own-origin snapshot written ";
+  std::string line;
+  double out = -1;
+  while (std::getline(log, line)) {
+    size_t at = line.find(marker);
+    if (at == std::string::npos) continue;
+    size_t in = line.find(" in ", at);
+    absl::Duration took;
+    if (in != std::string::npos &&
+        absl::ParseDuration(line.substr(in + 4), &took)) {
+      out = absl::ToDoubleSeconds(took);
+    }
+  }
+  return out;
+}
+
 int RunStart(PgServer* pg, const std::string& dir, uint64_t n) {
   std::cout << "\n== start of a device holding " << n << " sidecars ==\n";
   auto d = SeededDevice(pg, dir, absl::GetFlag(FLAGS_binary),
                         absl::StrCat("start", n), n);
-  std::vector<double> count_s, copy_s, api_s, full_s;
+  // The first start reads the seeded rows and writes the own-origin
+  // snapshot (at shutdown); the timed ones start from it.
+  StartTimes first = TimeStart(d.get(), n);
+  const std::string snapshot =
+      absl::StrCat(d->state_dir(), "/own_origin.snapshot");
+  std::error_code ec;
+  const uint64_t snapshot_bytes = std::filesystem::file_size(snapshot, ec);
+  // Later runs change nothing, so they do not write it again.
+  const double write_s = SnapshotWriteSeconds(d.get());
+  std::cout << absl::StrFormat(
+      "first start (whole change log) %.3f s; snapshot %d bytes (%.1f per "
+      "sidecar), written in %.3f s\n",
+      first.full_s, snapshot_bytes, double(snapshot_bytes) / double(n),
+      write_s);
+  const std::map<std::string, std::string> no_snapshot = {
+      {"start_snapshot", "false"}};
+  std::vector<double> count_s, copy_s, api_s, full_s, load_api_s, load_s;
   for (int run = 0; run < absl::GetFlag(FLAGS_start_runs); ++run) {
     auto conn = Connect(d->conninfo());
     absl::Time t = absl::Now();
@@ -879,16 +920,25 @@ int RunStart(PgServer* pg, const std::string& dir, uint64_t n) {
     StartTimes ours = TimeStart(d.get(), n);
     api_s.push_back(ours.api_s);
     full_s.push_back(ours.full_s);
+    // The same device without its snapshot: every change-log row.
+    StartTimes load = TimeStart(d.get(), n, no_snapshot);
+    load_api_s.push_back(load.api_s);
+    load_s.push_back(load.full_s);
     std::cout << absl::StrFormat(
-        "run %d: count(*) %.3f s, binary COPY of %d rows %.3f s; ours: local "
-        "API answers after %.3f s, own state served after %.3f s\n",
-        run, count_s.back(), rows, copy_s.back(), ours.api_s, ours.full_s);
+        "run %d: count(*) %.3f s, binary COPY of %d rows %.3f s; ours from "
+        "the snapshot: local API answers after %.3f s, own state served "
+        "after %.3f s; ours with --start_snapshot=false: %.3f s, %.3f s\n",
+        run, count_s.back(), rows, copy_s.back(), ours.api_s, ours.full_s,
+        load.api_s, load.full_s);
   }
   std::cout << absl::StrFormat(
-      "median: count(*) %.3f s, COPY %.3f s; ours: API %.3f s, own state "
-      "%.3f s; ours/COPY = %.2f, ours/count(*) = %.2f\n",
-      Median(count_s), Median(copy_s), Median(api_s), Median(full_s),
-      Median(full_s) / Median(copy_s), Median(full_s) / Median(count_s));
+      "median: count(*) %.3f s, COPY %.3f s; own state served: from the "
+      "snapshot %.3f s (API %.3f s), whole change log %.3f s (API %.3f s); "
+      "whole log/snapshot = %.2f; snapshot/COPY = %.2f; snapshot %d bytes, "
+      "written in %.3f s\n",
+      Median(count_s), Median(copy_s), Median(full_s), Median(api_s),
+      Median(load_s), Median(load_api_s), Median(load_s) / Median(full_s),
+      Median(full_s) / Median(copy_s), snapshot_bytes, write_s);
   const std::string before_bin = absl::GetFlag(FLAGS_before_binary);
   if (!before_bin.empty()) {
     // The same rows for a binary from before migration 5.

@@ -902,6 +902,145 @@ TEST_F(ClusterTest, ChangeLogResetIsToldApartFromAStaleCopy) {
       WaitFor([&] { return AllHeldBy(c_, more, a_id_); }, absl::Seconds(5)));
 }
 
+// --- Fast start from the own-origin snapshot (--start_snapshot) ---
+
+// What a device serves of its own sidecars: its position and count, and its
+// WhoHas answer for `keys` (sizes, checksums, generator versions).
+std::string OwnState(ClusterTest* t, AvailabilityProcess* d,
+                     const std::vector<Sidecar>& keys) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, absl::Seconds(5));
+  v1::DeviceInfo info;
+  EXPECT_TRUE(d->api()->GetDevice(&ctx, {}, &info).ok());
+  std::string out =
+      absl::StrCat("generation ", info.generation(), " max_seq ",
+                   info.max_seq(), " ready ", info.local_ready(), "\n");
+  v1::WhoHasResponse r = t->WhoHas(d, keys);
+  for (const auto& k : r.results()) absl::StrAppend(&out, k.DebugString(), "|");
+  return out;
+}
+
+// Occurrences of `text` in `d`'s log (all its runs).
+int LogCount(AvailabilityProcess* d, const std::string& text) {
+  std::ifstream log(d->log_path());
+  std::string all((std::istreambuf_iterator<char>(log)),
+                  std::istreambuf_iterator<char>());
+  int n = 0;
+  for (size_t at = all.find(text); at != std::string::npos;
+       at = all.find(text, at + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+void RemoveSidecars(AvailabilityProcess* d, const std::vector<Sidecar>& s) {
+  v1::RemoveRequest req;
+  for (const Sidecar& x : s) *req.add_keys() = x.key;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, absl::Seconds(5));
+  v1::RemoveResponse resp;
+  ASSERT_TRUE(d->api()->Remove(&ctx, req, &resp).ok());
+}
+
+constexpr char kFromSnapshot[] = "own origin from its snapshot";
+constexpr char kSnapshotUnused[] = "not used (";
+
+// The state a start serves from its snapshot plus the newer change-log rows
+// (written by a run that kept no snapshot) equals a full load's.
+TEST_F(ClusterTest, StartFromSnapshotServesWhatAFullLoadServes) {
+  AvailabilityProcess* a = AddDevice("a", {});
+  ASSERT_TRUE(a->Start().ok());
+  std::vector<Sidecar> all;
+  for (int i = 0; i < 30; ++i)
+    all.push_back(MakeSidecar(i, i % 2 ? "grid@2x" : "snap-variant"));
+  std::vector<Sidecar> first(all.begin(), all.begin() + 20);
+  Publish(a, first, "gen-1");
+  RemoveSidecars(a, {all[0], all[1], all[2]});
+  Publish(a, {all[3], all[4]}, "gen-2");  // new generator version
+  EXPECT_EQ(a->Stop(), 0);
+  const std::string file = absl::StrCat(a->state_dir(), "/own_origin.snapshot");
+  ASSERT_TRUE(std::filesystem::exists(file));
+  EXPECT_EQ(LogCount(a, "own-origin snapshot written at shutdown"), 1);
+
+  // A run without snapshots changes more; the file stays as it was.
+  ASSERT_TRUE(a->StartWithExtraFlags({{"start_snapshot", "false"}}).ok());
+  Publish(a, std::vector<Sidecar>(all.begin() + 20, all.end()), "gen-3");
+  RemoveSidecars(a, {all[5], all[21]});
+  Publish(a, {all[0]}, "gen-3");  // back after its tombstone
+  Publish(a, {all[6]}, "gen-4");
+  EXPECT_EQ(a->Stop(), 0);
+  EXPECT_EQ(LogCount(a, kFromSnapshot), 0);
+
+  ASSERT_TRUE(a->Start().ok());
+  EXPECT_EQ(LogCount(a, kFromSnapshot), 1) << a->log_path();
+  const std::string from_snapshot = OwnState(this, a, all);
+  EXPECT_EQ(a->Stop(), 0);
+  ASSERT_TRUE(a->StartWithExtraFlags({{"start_snapshot", "false"}}).ok());
+  EXPECT_EQ(OwnState(this, a, all), from_snapshot);
+  // One more change the snapshot (written by the run before) lacks.
+  std::vector<Sidecar> later = {MakeSidecar(99)};
+  Publish(a, later);
+  all.push_back(later[0]);
+  const std::string full = OwnState(this, a, all);
+  EXPECT_EQ(a->Stop(), 0);
+
+  ASSERT_TRUE(a->Start().ok());
+  EXPECT_EQ(LogCount(a, kFromSnapshot), 2) << a->log_path();
+  EXPECT_EQ(OwnState(this, a, all), full);
+}
+
+// A snapshot of an older generation (the log was reset) is ignored.
+TEST_F(ClusterTest, SnapshotOfAnotherGenerationIsIgnored) {
+  AvailabilityProcess* a = AddDevice("a", {});
+  ASSERT_TRUE(a->Start().ok());
+  std::vector<Sidecar> s;
+  for (int i = 0; i < 6; ++i) s.push_back(MakeSidecar(i));
+  Publish(a, s);
+  RemoveSidecars(a, {s[0]});
+  EXPECT_EQ(a->Stop(), 0);
+  ASSERT_TRUE(a->StartWithExtraFlags({{"reset_change_log", "true"}}).ok());
+  EXPECT_EQ(LogCount(a, kFromSnapshot), 0);
+  EXPECT_GE(LogCount(a, kSnapshotUnused), 1) << a->log_path();
+  const std::string reset = OwnState(this, a, s);
+  EXPECT_NE(reset.find("max_seq 5 ready 5"), std::string::npos) << reset;
+  EXPECT_EQ(a->Stop(), 0);
+  ASSERT_TRUE(a->StartWithExtraFlags({{"start_snapshot", "false"}}).ok());
+  EXPECT_EQ(OwnState(this, a, s), reset);
+}
+
+// A damaged snapshot (a flipped byte, then a truncated file) is ignored,
+// saying why, and the service serves the right state.
+TEST_F(ClusterTest, DamagedSnapshotIsIgnored) {
+  AvailabilityProcess* a = AddDevice("a", {});
+  ASSERT_TRUE(a->Start().ok());
+  std::vector<Sidecar> s;
+  for (int i = 0; i < 6; ++i) s.push_back(MakeSidecar(i));
+  Publish(a, s);
+  const std::string want = OwnState(this, a, s);
+  EXPECT_EQ(a->Stop(), 0);
+  const std::string file = absl::StrCat(a->state_dir(), "/own_origin.snapshot");
+  const auto size = std::filesystem::file_size(file);
+  {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(size / 2);
+    char c;
+    f.read(&c, 1);
+    c ^= 0x01;
+    f.seekp(size / 2);
+    f.write(&c, 1);
+  }
+  ASSERT_TRUE(a->Start().ok());
+  EXPECT_EQ(LogCount(a, "checksum mismatch"), 1) << a->log_path();
+  EXPECT_EQ(LogCount(a, kFromSnapshot), 0);
+  EXPECT_EQ(OwnState(this, a, s), want);
+  EXPECT_EQ(a->Stop(), 0);
+  std::filesystem::resize_file(file, size - 7);
+  ASSERT_TRUE(a->Start().ok());
+  EXPECT_EQ(LogCount(a, "truncated or damaged"), 1) << a->log_path();
+  EXPECT_EQ(LogCount(a, kFromSnapshot), 0);
+  EXPECT_EQ(OwnState(this, a, s), want);
+}
+
 // Runs a PostgreSQL client tool (pg_dump, pg_restore) of the test server's
 // version; returns its exit status.
 int RunPgTool(const std::string& tool, const std::string& args) {

@@ -343,6 +343,53 @@ TEST_F(InventoryStoreTest, LoadAdvertisedGivesLatestChangePerKey) {
   EXPECT_EQ(cb.sha256, Sha256Digest{});
 }
 
+// What a start from a snapshot taken at seq 2 reads: the rows after it, and
+// the row at it to check that the snapshot still describes this log.
+TEST_F(InventoryStoreTest, LoadAdvertisedAfterAndChangeAt) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  LocalRecord a = Ready(KeyFor(1), 10);
+  LocalRecord b = Ready(KeyFor(2), 20);
+  LocalRecord a2 = Ready(a.key, 11);
+  ASSERT_TRUE(
+      store->Apply({a, b}, {}, {Advertise(1, a), Advertise(2, b)}).ok());
+  ASSERT_TRUE(store->Apply({a2}, {}, {Advertise(3, a2)}).ok());
+  ASSERT_TRUE(store->Apply({}, {b.key}, {Withdraw(4, b.key)}).ok());
+
+  std::vector<uint64_t> seqs;
+  ASSERT_TRUE(store
+                  ->LoadAdvertisedAfter(
+                      2, [&](const ChangeRecord& c) { seqs.push_back(c.seq); })
+                  .ok());
+  std::sort(seqs.begin(), seqs.end());
+  EXPECT_EQ(seqs, (std::vector<uint64_t>{3, 4}));
+  seqs.clear();
+  ASSERT_TRUE(store
+                  ->LoadAdvertisedAfter(
+                      0, [&](const ChangeRecord& c) { seqs.push_back(c.seq); })
+                  .ok());
+  EXPECT_EQ(seqs.size(), 4u);
+  seqs.clear();
+  ASSERT_TRUE(store
+                  ->LoadAdvertisedAfter(
+                      4, [&](const ChangeRecord& c) { seqs.push_back(c.seq); })
+                  .ok());
+  EXPECT_TRUE(seqs.empty());
+
+  absl::StatusOr<std::optional<ChangeRecord>> at2 = store->ChangeAt(2);
+  ASSERT_TRUE(at2.ok()) << at2.status();
+  ASSERT_TRUE(at2->has_value());
+  EXPECT_EQ((*at2)->key, b.key);
+  EXPECT_FALSE((*at2)->removed);
+  EXPECT_EQ((*at2)->sha256, *b.sha256);
+  absl::StatusOr<std::optional<ChangeRecord>> at4 = store->ChangeAt(4);
+  ASSERT_TRUE(at4.ok() && at4->has_value());
+  EXPECT_TRUE((*at4)->removed);
+  absl::StatusOr<std::optional<ChangeRecord>> at9 = store->ChangeAt(9);
+  ASSERT_TRUE(at9.ok()) << at9.status();
+  EXPECT_FALSE(at9->has_value());
+}
+
 TEST_F(InventoryStoreTest, ResetChangeLogStartsNewGeneration) {
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);

@@ -43,6 +43,13 @@ class FakeStore : public InventoryStore {
       const std::function<void(const ChangeRecord&)>&) override {
     return absl::OkStatus();
   }
+  absl::Status LoadAdvertisedAfter(
+      uint64_t, const std::function<void(const ChangeRecord&)>&) override {
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::optional<ChangeRecord>> ChangeAt(uint64_t) override {
+    return std::nullopt;
+  }
   absl::StatusOr<uint64_t> MaxSeq() override {
     absl::MutexLock lock(&mu_);
     return max_seq_;
