@@ -169,7 +169,12 @@ absl::Status CheckHeader(const FileHeader& h, uint64_t file_bytes,
 }
 
 // Maps ids of the writing process to ids of `dict`; -1: not in the file.
+// Sized to the dictionary's capacity, which covers every id an entry's
+// bits can hold, so that a crafted id cannot index past it.
 using IdMap = std::vector<int32_t>;
+static_assert(VariantDict::kCapacity == 65536, "variant ids are 16 bits");
+static_assert(GeneratorVersionDict::kCapacity == kMaxVersionId + 1,
+              "version ids are 11 bits");
 
 // Parses the names section into `variant_ids` and `version_ids`, interning
 // every name.

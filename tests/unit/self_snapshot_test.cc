@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/crc32c.h"
 #include "services/availability/generator_version.h"
 #include "services/availability/origin_table.h"
 #include "services/availability/variant_dict.h"
@@ -198,6 +199,29 @@ TEST_F(SelfSnapshotTest, WrongMagicVersionAndAbsurdCountsAreDataLoss) {
   WriteBytes(std::string(100000, '\0'));  // not a snapshot at all
   EXPECT_EQ(ReadSelfSnapshot(path_).status().code(),
             absl::StatusCode::kDataLoss);
+}
+
+// A file whose checksum is right but whose entry names a variant id its
+// names section does not (crafted, not damaged) is refused.
+TEST_F(SelfSnapshotTest, EntryIdsPastTheDictionaryAreDataLoss) {
+  Entries entries =
+      Make(3, &VariantDict::Global(), &GeneratorVersionDict::Global());
+  ASSERT_TRUE(WriteSelfSnapshot(path_, info_, entries).ok());
+  std::string bytes = ReadBytes();
+  const size_t first_entry =
+      bytes.size() - sizeof(uint32_t) - entries.size() * sizeof(Entry);
+  Entry e;
+  std::memcpy(&e, bytes.data() + first_entry, sizeof(e));
+  e.seq_bits |= uint64_t{0xffff} << 48;  // variant id 65535
+  std::memcpy(bytes.data() + first_entry, &e, sizeof(e));
+  const uint32_t crc =
+      Crc32c(absl::string_view(bytes.data(), bytes.size() - sizeof(crc)));
+  std::memcpy(bytes.data() + bytes.size() - sizeof(crc), &crc, sizeof(crc));
+  WriteBytes(bytes);
+  absl::StatusOr<SelfSnapshot> read = ReadSelfSnapshot(path_);
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << read.status();
+  EXPECT_NE(read.status().message().find("bad entry 0"), std::string::npos)
+      << read.status();
 }
 
 // The writing process and the reading one interned names in different
