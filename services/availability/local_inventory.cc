@@ -98,12 +98,17 @@ absl::StatusOr<Entries> LocalInventory::LoadRows(uint64_t after_seq) {
 
 bool LocalInventory::SnapshotHoldsRow(const SelfSnapshot& snapshot,
                                       const ChangeRecord& row) {
-  for (const Entry& e : snapshot.entries) {
-    if (e.seq() != row.seq) continue;
-    return KeyOf(e) == row.key && e.removed() == row.removed &&
-           (row.removed || (e.sha256 == row.sha256 && e.size() == row.size));
-  }
-  return false;
+  // The snapshot is sorted by key: a binary search, not a pass over
+  // millions of entries.
+  std::optional<EntryKey> key = FindEntryKey(row.key);
+  if (!key) return false;
+  const Entries& entries = snapshot.entries;
+  auto it = std::lower_bound(
+      entries.begin(), entries.end(), *key,
+      [](const Entry& e, const EntryKey& k) { return KeyLess(e, k); });
+  if (it == entries.end() || !KeyEqual(*it, *key)) return false;
+  return it->seq() == row.seq && it->removed() == row.removed &&
+         (row.removed || (it->sha256 == row.sha256 && it->size() == row.size));
 }
 
 absl::StatusOr<std::optional<SelfSnapshot>> LocalInventory::UsableSnapshot(
