@@ -169,12 +169,14 @@ absl::Status CheckHeader(const FileHeader& h, uint64_t file_bytes,
 }
 
 // Maps ids of the writing process to ids of `dict`; -1: not in the file.
-// Sized to the dictionary's capacity, which covers every id an entry's
-// bits can hold, so that a crafted id cannot index past it.
+// Sized to the reading dictionary's capacity.
 using IdMap = std::vector<int32_t>;
-static_assert(VariantDict::kCapacity == 65536, "variant ids are 16 bits");
-static_assert(GeneratorVersionDict::kCapacity == kMaxVersionId + 1,
-              "version ids are 11 bits");
+
+// The id `id` maps to, -1 if none (a reader's dictionary may be smaller
+// than the id space of an entry's bits).
+int32_t Mapped(const IdMap& map, uint16_t id) {
+  return id < map.size() ? map[id] : -1;
+}
 
 // Parses the names section into `variant_ids` and `version_ids`, interning
 // every name.
@@ -226,11 +228,16 @@ bool IsIdentity(const IdMap& map) {
 absl::Status CheckAndRemap(Entries* entries, uint64_t max_seq,
                            const IdMap& variant_ids, const IdMap& version_ids,
                            const std::string& path) {
-  std::array<bool, 64 * 64> kind_format{};
-  for (int k = 0; k < 64; ++k) {
-    for (int f = 0; f < 64; ++f)
-      kind_format[k * 64 + f] = ValidateKindFormat(k, f).ok();
-  }
+  // Which (kind, format) pairs are valid, for the 6 + 6 bits an entry has:
+  // made once (a refusal is a Status with a message, 4,000 of them).
+  static const std::array<bool, 64 * 64> kind_format = [] {
+    std::array<bool, 64 * 64> valid{};
+    for (int k = 0; k < 64; ++k) {
+      for (int f = 0; f < 64; ++f)
+        valid[k * 64 + f] = ValidateKindFormat(k, f).ok();
+    }
+    return valid;
+  }();
   const bool remap = !IsIdentity(variant_ids) || !IsIdentity(version_ids);
   bool sorted = true;
   Entry prev_in_file{};  // the previous entry with the writer's ids
@@ -240,8 +247,8 @@ absl::Status CheckAndRemap(Entries* entries, uint64_t max_seq,
       return absl::DataLossError(absl::StrCat(path, ": entries not sorted"));
     }
     prev_in_file = e;
-    const int32_t variant = variant_ids[e.variant()];
-    const int32_t version = version_ids[e.version()];
+    const int32_t variant = Mapped(variant_ids, e.variant());
+    const int32_t version = Mapped(version_ids, e.version());
     if (variant < 0 || version < 0 || e.seq() == 0 || e.seq() > max_seq ||
         !kind_format[static_cast<int>(e.kind()) * 64 +
                      static_cast<int>(e.format())]) {

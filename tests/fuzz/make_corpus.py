@@ -141,6 +141,31 @@ def stream(*messages):
 U1 = bytes.fromhex(UUID.replace("-", ""))
 U2 = bytes.fromhex(UUID2.replace("-", ""))
 
+def self_snapshot(entries, names, max_seq=10, floor=0, generation=7,
+                  version=1, magic=b"SCOWNSNP"):
+    """An own-origin snapshot file (services/availability/self_snapshot.h),
+    little-endian; the fuzz target rewrites the CRC, so it is left zero.
+    `entries`: (content byte, kind, format, variant id, size, seq, removed,
+    version id); `names`: (is_variant, id, name)."""
+    names_blob = b"".join(struct.pack("<HH", i, len(n)) + n.encode()
+                          for v, i, n in names if v)
+    names_blob += b"".join(struct.pack("<HH", i, len(n)) + n.encode()
+                           for v, i, n in names if not v)
+    header = struct.pack("<8sII16sQQQQQIIQ", magic, version, 88,
+                         bytes(range(16)), generation, max_seq, floor,
+                         len(entries), len(entries),
+                         sum(1 for v, _, _ in names if v),
+                         sum(1 for v, _, _ in names if not v),
+                         len(names_blob))
+    body = b""
+    for c, kind, fmt, var, size, seq, removed, ver in entries:
+        size_bits = (size | kind << 40 | fmt << 46 | int(removed) << 52 |
+                     ver << 53)
+        body += (bytes([c]) * 16 + hashlib.sha256(bytes([c])).digest() +
+                 struct.pack("<QQ", size_bits, seq | var << 48))
+    return header + names_blob + body + b"\0\0\0\0"
+
+
 SEEDS = {
     "sidecar_key": {
         "uri_thumb": f"sidecar://{UUID}/thumbs/grid@2x.webp",
@@ -291,6 +316,26 @@ SEEDS = {
         "bad_size": f"sidecar://{UUID}/thumbs/grid@2x.webp -1 {SHA}\n",
         "bad_sha": f"sidecar://{UUID}/thumbs/grid@2x.webp 1 abc\n",
         "two_fields": f"sidecar://{UUID}/thumbs/grid@2x.webp 1\n",
+    },
+    "self_snapshot": {
+        "three": self_snapshot(
+            [(1, 1, 1, 5, 1000, 3, False, 0),
+             (2, 1, 1, 5, 2000, 9, False, 2),
+             (3, 1, 1, 5, 0, 10, True, 0)],
+            [(True, 5, "grid@2x"), (False, 0, ""),
+             (False, 2, "thumbgen 1.2")]),
+        "empty": self_snapshot([], [], max_seq=0),
+        "unsorted": self_snapshot(
+            [(2, 1, 1, 5, 1000, 3, False, 0),
+             (1, 1, 1, 5, 2000, 4, False, 0)],
+            [(True, 5, "grid@2x"), (False, 0, "")]),
+        "unnamed_variant": self_snapshot(
+            [(1, 1, 1, 9, 1000, 3, False, 0)],
+            [(True, 5, "grid@2x"), (False, 0, "")]),
+        "seq_above_max": self_snapshot(
+            [(1, 1, 1, 5, 1000, 11, False, 0)],
+            [(True, 5, "grid@2x"), (False, 0, "")]),
+        "bad_magic": self_snapshot([], [], magic=b"NOTASNAP"),
     },
     "pairing_code": {
         "typed": "7KQ2-M9XD-4HTV-B1ZR",
