@@ -23,9 +23,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "services/availability/entry_set.h"
-#include "services/availability/origin_table.h"
 #include "services/availability/peer_cache.h"
-#include "tests/support/test_data.h"
+#include "tests/support/bench_entries.h"
 
 ABSL_FLAG(std::string, cases, "1000000x1,1000000x5,6000000x2",
           "comma-separated KEYSxORIGINS: sidecars, and devices holding each");
@@ -37,20 +36,6 @@ namespace {
 size_t HeapInUse() {
   struct mallinfo2 m = mallinfo2();
   return m.uordblks + m.hblkhd;
-}
-
-// One origin's advertisement of `keys` sidecars, in key order.
-Entries Advertised(uint64_t keys) {
-  Entries entries;
-  ReserveEntries(&entries, keys);
-  for (uint64_t i = 0; i < keys; ++i) {
-    SidecarKey k = testing::BenchKey(i);
-    entries.push_back(Entry::Make(k.content, k.kind, k.format,
-                                  ToEntryKey(k)->variant, 40000 + i % 9000,
-                                  Sha256Of(absl::StrCat(i)), i + 1, false));
-  }
-  OriginTable::SortAndDedupe(&entries);
-  return entries;
 }
 
 // Heap bytes of a cache in which `origins` remote devices advertise
@@ -103,10 +88,10 @@ std::vector<Case> ParseCases(const std::string& flag) {
 int Run() {
   constexpr double kRawKeyBytes = 16 + 4 + 8 + 32;
   // What the first cache allocates once per process is not per key.
-  CacheBytes(Advertised(1000), 1);
+  CacheBytes(testing::BenchEntries(1000), 1);
   for (const Case& c : ParseCases(absl::GetFlag(FLAGS_cases))) {
     const absl::Time start = absl::Now();
-    const Entries entries = Advertised(c.keys);
+    const Entries entries = testing::BenchEntries(c.keys);
     const double one = static_cast<double>(CacheBytes(entries, 1)) / c.keys;
     const double all =
         c.origins == 1

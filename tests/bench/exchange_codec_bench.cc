@@ -12,7 +12,7 @@
 #include "services/availability/exchange_receiver.h"
 #include "services/availability/gossip_protocol.h"
 #include "services/availability/peer_cache.h"
-#include "tests/support/test_data.h"
+#include "tests/support/bench_entries.h"
 
 namespace sidecar::availability {
 namespace {
@@ -41,14 +41,7 @@ struct Snapshot {
   size_t bytes = 0;
 
   Snapshot() {
-    entries.reserve(kEntries);
-    for (int i = 0; i < kEntries; ++i) {
-      SidecarKey k = testing::BenchKey(i);
-      entries.push_back(Entry::Make(k.content, k.kind, k.format,
-                                    ToEntryKey(k)->variant, 40000 + i % 9000,
-                                    Sha256Of(absl::StrCat(i)), i + 1, false));
-    }
-    OriginTable::SortAndDedupe(&entries);
+    entries = testing::BenchEntries(kEntries);
     wire = Encode();
     for (const std::string& w : wire) bytes += w.size();
   }
