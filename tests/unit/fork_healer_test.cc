@@ -21,6 +21,7 @@
 #include "services/availability/local_inventory.h"
 #include "services/availability/log_mark.h"
 #include "services/availability/peer_cache.h"
+#include "tests/support/unused_inventory_store.h"
 
 namespace sidecar::availability {
 namespace {
@@ -28,7 +29,7 @@ namespace {
 // What LocalInventory's load, registration and new generation need: an
 // empty change log whose seqs only count, and a generation ResetChangeLog
 // raises. Everything else is unused here.
-class FakeStore : public InventoryStore {
+class FakeStore : public testing::UnusedInventoryStore {
  public:
   explicit FakeStore(Uuid id) {
     id_.device_id = id;
@@ -55,15 +56,6 @@ class FakeStore : public InventoryStore {
     return max_seq_;
   }
   absl::StatusOr<uint64_t> FloorSeq() override { return 0; }
-  absl::StatusOr<uint64_t> SeqLoggedBefore(absl::Time) override {
-    return Unused();
-  }
-  absl::StatusOr<uint64_t> CompactRange(uint64_t, uint64_t,
-                                        absl::Span<const uint64_t>,
-                                        uint64_t) override {
-    return Unused();
-  }
-  absl::Status VacuumChangeLog() override { return Unused(); }
   absl::StatusOr<ApplyResult> Apply(
       absl::Span<const LocalRecord> upserts, absl::Span<const SidecarKey>,
       absl::Span<const ChangeRecord> changes) override {
@@ -73,40 +65,14 @@ class FakeStore : public InventoryStore {
     r.upserted = static_cast<uint32_t>(upserts.size());
     return r;
   }
-  absl::StatusOr<std::vector<LocalRecord>> List(
-      const std::optional<SidecarKey>&, uint32_t,
-      std::optional<v1::SidecarStatus>) override {
-    return Unused();
-  }
-  absl::StatusOr<std::optional<LocalRecord>> Get(const SidecarKey&) override {
-    return Unused();
-  }
-  absl::Status TouchUsed(absl::Span<const SidecarKey>, absl::Time) override {
-    return Unused();
-  }
-  absl::StatusOr<std::vector<KindUsage>> Usage() override { return Unused(); }
-  absl::StatusOr<std::vector<LocalRecord>> ListEvictable(std::optional<Kind>,
-                                                         uint32_t) override {
-    return Unused();
-  }
   absl::StatusOr<DeviceIdentity> ResetChangeLog() override {
     absl::MutexLock lock(&mu_);
     ++id_.generation;
     max_seq_ = 0;  // no READY sidecar to log again
     return id_;
   }
-  absl::StatusOr<std::vector<std::string>> LoadMembers() override {
-    return Unused();
-  }
-  absl::Status SaveMember(const Uuid&, const std::string&) override {
-    return Unused();
-  }
 
  private:
-  static absl::Status Unused() {
-    return absl::UnimplementedError("not used by this test");
-  }
-
   mutable absl::Mutex mu_;
   DeviceIdentity id_ ABSL_GUARDED_BY(mu_);
   uint64_t max_seq_ ABSL_GUARDED_BY(mu_) = 0;

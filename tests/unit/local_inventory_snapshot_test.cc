@@ -16,13 +16,14 @@
 #include "services/availability/local_inventory.h"
 #include "services/availability/peer_cache.h"
 #include "services/availability/self_snapshot.h"
+#include "tests/support/unused_inventory_store.h"
 
 namespace sidecar::availability {
 namespace {
 
 // The change log and identity in memory; what LocalInventory's load,
 // writes and compaction use. Everything else is unused here.
-class MemoryStore : public InventoryStore {
+class MemoryStore : public testing::UnusedInventoryStore {
  public:
   explicit MemoryStore(Uuid id) : id_{.device_id = id, .generation = 7} {}
 
@@ -81,29 +82,6 @@ class MemoryStore : public InventoryStore {
     r.upserted = static_cast<uint32_t>(upserts.size());
     return r;
   }
-  absl::StatusOr<std::vector<LocalRecord>> List(
-      const std::optional<SidecarKey>&, uint32_t,
-      std::optional<v1::SidecarStatus>) override {
-    return Unused();
-  }
-  absl::StatusOr<std::optional<LocalRecord>> Get(const SidecarKey&) override {
-    return Unused();
-  }
-  absl::Status TouchUsed(absl::Span<const SidecarKey>, absl::Time) override {
-    return Unused();
-  }
-  absl::StatusOr<std::vector<KindUsage>> Usage() override { return Unused(); }
-  absl::StatusOr<std::vector<LocalRecord>> ListEvictable(std::optional<Kind>,
-                                                         uint32_t) override {
-    return Unused();
-  }
-  absl::StatusOr<DeviceIdentity> ResetChangeLog() override { return Unused(); }
-  absl::StatusOr<std::vector<std::string>> LoadMembers() override {
-    return Unused();
-  }
-  absl::Status SaveMember(const Uuid&, const std::string&) override {
-    return Unused();
-  }
 
   size_t rows() {
     absl::MutexLock lock(&mu_);
@@ -111,10 +89,6 @@ class MemoryStore : public InventoryStore {
   }
 
  private:
-  static absl::Status Unused() {
-    return absl::UnimplementedError("not used by this test");
-  }
-
   const DeviceIdentity id_;
   absl::Mutex mu_;
   std::vector<ChangeRecord> log_ ABSL_GUARDED_BY(mu_);  // ascending seq
