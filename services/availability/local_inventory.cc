@@ -113,12 +113,14 @@ bool LocalInventory::SnapshotHoldsRow(const SelfSnapshot& snapshot,
 
 absl::StatusOr<std::optional<SelfSnapshot>> LocalInventory::UsableSnapshot(
     uint64_t max_seq, uint64_t floor) {
-  auto unusable = [&](absl::string_view why) {
-    SC_LOG(INFO) << "own-origin snapshot " << snapshot_path_ << " not used ("
-                 << why << "): loading the whole change log";
+  // A copy: the analysis cannot see that the lambda runs under write_mu_.
+  const std::string path = snapshot_path_;
+  auto unusable = [&path](absl::string_view why) {
+    SC_LOG(INFO) << "own-origin snapshot " << path << " not used (" << why
+                 << "): loading the whole change log";
     return std::nullopt;
   };
-  absl::StatusOr<SelfSnapshot> snap = ReadSelfSnapshot(snapshot_path_);
+  absl::StatusOr<SelfSnapshot> snap = ReadSelfSnapshot(path);
   if (!snap.ok()) {
     if (absl::IsNotFound(snap.status())) return unusable("there is none");
     return unusable(snap.status().ToString());
