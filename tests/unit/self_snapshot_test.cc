@@ -203,7 +203,7 @@ TEST_F(SelfSnapshotTest, WrongMagicVersionAndAbsurdCountsAreDataLoss) {
 
 // A file whose checksum is right but whose entry names a variant id its
 // names section does not (crafted, not damaged) is refused.
-TEST_F(SelfSnapshotTest, EntryIdsPastTheDictionaryAreDataLoss) {
+TEST_F(SelfSnapshotTest, EntryIdsItsNamesDoNotListAreDataLoss) {
   Entries entries =
       Make(3, &VariantDict::Global(), &GeneratorVersionDict::Global());
   ASSERT_TRUE(WriteSelfSnapshot(path_, info_, entries).ok());
