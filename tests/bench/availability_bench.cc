@@ -80,6 +80,7 @@
 #include "common/sha256.h"
 #include "common/transport.h"
 #include "services/availability/inventory_store.h"
+#include "services/availability/self_snapshot.h"
 #include "tests/support/availability_process.h"
 #include "tests/support/pg_server.h"
 #include "tests/support/tcp_proxy.h"
@@ -889,7 +890,7 @@ int RunStart(PgServer* pg, const std::string& dir, uint64_t n) {
   // snapshot (at shutdown); the timed ones start from it.
   StartTimes first = TimeStart(d.get(), n);
   const std::string snapshot =
-      absl::StrCat(d->state_dir(), "/own_origin.snapshot");
+      absl::StrCat(d->state_dir(), "/", availability::kSelfSnapshotFile);
   std::error_code ec;
   const uint64_t snapshot_bytes = std::filesystem::file_size(snapshot, ec);
   // Later runs change nothing, so they do not write it again.

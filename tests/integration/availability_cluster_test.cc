@@ -17,6 +17,7 @@
 #include "common/sidecar_key.h"
 #include "common/transport.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "services/availability/self_snapshot.h"
 #include "tests/support/availability_process.h"
 #include "tests/support/pg_test.h"
 #include "tests/support/test_peer.h"
@@ -958,7 +959,8 @@ TEST_F(ClusterTest, StartFromSnapshotServesWhatAFullLoadServes) {
   RemoveSidecars(a, {all[0], all[1], all[2]});
   Publish(a, {all[3], all[4]}, "gen-2");  // new generator version
   EXPECT_EQ(a->Stop(), 0);
-  const std::string file = absl::StrCat(a->state_dir(), "/own_origin.snapshot");
+  const std::string file =
+      absl::StrCat(a->state_dir(), "/", availability::kSelfSnapshotFile);
   ASSERT_TRUE(std::filesystem::exists(file));
   EXPECT_EQ(LogCount(a, "own-origin snapshot written at shutdown"), 1);
 
@@ -1018,7 +1020,8 @@ TEST_F(ClusterTest, DamagedSnapshotIsIgnored) {
   Publish(a, s);
   const std::string want = OwnState(this, a, s);
   EXPECT_EQ(a->Stop(), 0);
-  const std::string file = absl::StrCat(a->state_dir(), "/own_origin.snapshot");
+  const std::string file =
+      absl::StrCat(a->state_dir(), "/", availability::kSelfSnapshotFile);
   const auto size = std::filesystem::file_size(file);
   {
     std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
