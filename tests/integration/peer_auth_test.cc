@@ -1833,9 +1833,11 @@ TEST_F(PeerAuthTest, MemberCannotChangeWhatOthersBelieveAThirdDeviceHolds) {
   // so that B pulls from it.
   PeerTrust trust;
   trust.Set({a->cert, b->cert});
-  ServerHost host(PeerListener{"127.0.0.1:0", &m->key(), &trust, {}});
   v1::Hello m_hello = m->Hello();
+  // Declared before the host, so that the host (destroyed first) has shut
+  // down before the relay goes: B may be pulling from M as the test ends.
   ForgingRelay relay(m_hello, victim, *held);
+  ServerHost host(PeerListener{"127.0.0.1:0", &m->key(), &trust, {}});
   host.AddService(&relay);
   ASSERT_TRUE(host.Start().ok());
   m_hello.set_peer_address(absl::StrCat("127.0.0.1:", host.port()));
