@@ -429,7 +429,7 @@ absl::StatusOr<Evictor::Result> Evictor::EnforceQuota() {
   {
     absl::MutexLock lock(&mu_);
     for (const auto& [kind, q] : quota_.config().per_kind) {
-      if (uint64_t n = quota_.NeedFor(kind, 0).of_kind; n > 0) {
+      if (uint64_t n = quota_.ExcessOfRead(kind).of_kind; n > 0) {
         over.push_back({kind, n});
       }
     }
@@ -443,7 +443,7 @@ absl::StatusOr<Evictor::Result> Evictor::EnforceQuota() {
   uint64_t n = 0;
   {
     absl::MutexLock lock(&mu_);
-    n = quota_.NeedFor(v1::SIDECAR_KIND_UNSPECIFIED, 0).total;
+    n = quota_.ExcessOfRead(v1::SIDECAR_KIND_UNSPECIFIED).total;
   }
   if (n > 0) {
     absl::StatusOr<Result> r = MakeRoom(v1::SIDECAR_KIND_UNSPECIFIED, n);

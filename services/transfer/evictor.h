@@ -22,8 +22,9 @@
 // (or failed): its bytes count until then, and after that until a usage
 // read that started later (StoreQuota).
 // A background thread refreshes the usage from the availability service
-// every refresh interval and evicts while the store is over its quota
-// (e.g. the application registered more, or the quota was lowered).
+// every refresh interval and evicts while what the read found passes the
+// quota (e.g. the application registered more, or the quota was lowered);
+// not for bytes admissions still count (StoreQuota::ExcessOfRead).
 //
 // Thread-safe.
 #ifndef SIDECAR_SERVICES_TRANSFER_EVICTOR_H_
@@ -167,7 +168,8 @@ class Evictor {
   // left. Errors only if nothing could be done at all.
   absl::StatusOr<Result> MakeRoom(Kind kind, uint64_t need)
       ABSL_LOCKS_EXCLUDED(mu_, evict_mu_);
-  // Evicts while the store is over a quota (per kind, then in total).
+  // Evicts while the usage as read passes a quota (per kind, then in
+  // total); admitted bytes do not count here (StoreQuota::ExcessOfRead).
   absl::StatusOr<Result> EnforceQuota() ABSL_LOCKS_EXCLUDED(mu_, evict_mu_);
 
   // What uses the store, for GetStoreUsage.

@@ -83,11 +83,19 @@ void StoreQuota::Evicted(Kind kind, uint64_t count, uint64_t bytes) {
 }
 
 uint64_t StoreQuota::UsedOf(Kind kind) const {
-  uint64_t used = 0;
-  if (auto it = usage_.find(kind); it != usage_.end()) {
-    used += it->second.own_bytes() + it->second.fetched_bytes();
-  }
-  return used + AdmittedOf(kind);
+  return ReadOf(kind) + AdmittedOf(kind);
+}
+
+uint64_t StoreQuota::ReadOf(Kind kind) const {
+  auto it = usage_.find(kind);
+  if (it == usage_.end()) return 0;
+  return it->second.own_bytes() + it->second.fetched_bytes();
+}
+
+uint64_t StoreQuota::Read() const {
+  uint64_t sum = 0;
+  for (const auto& [kind, u] : usage_) sum += u.own_bytes() + u.fetched_bytes();
+  return sum;
 }
 
 uint64_t StoreQuota::AdmittedOf(Kind kind) const {
@@ -99,13 +107,7 @@ uint64_t StoreQuota::AdmittedOf(Kind kind) const {
   return sum;
 }
 
-uint64_t StoreQuota::Used() const {
-  uint64_t used = admitted();
-  for (const auto& [kind, u] : usage_) {
-    used += u.own_bytes() + u.fetched_bytes();
-  }
-  return used;
-}
+uint64_t StoreQuota::Used() const { return Read() + admitted(); }
 
 uint64_t StoreQuota::admitted() const {
   uint64_t sum = running();
@@ -121,17 +123,22 @@ uint64_t StoreQuota::running() const {
   return sum;
 }
 
-StoreQuota::Need StoreQuota::NeedFor(Kind kind, uint64_t bytes) const {
+StoreQuota::Need StoreQuota::Excess(Kind kind, uint64_t used_of_kind,
+                                    uint64_t used) const {
   Need n;
-  if (uint64_t q = config_.KindQuota(kind); q > 0) {
-    uint64_t after = UsedOf(kind) + bytes;
-    if (after > q) n.of_kind = after - q;
+  if (uint64_t q = config_.KindQuota(kind); q > 0 && used_of_kind > q) {
+    n.of_kind = used_of_kind - q;
   }
-  if (config_.total > 0) {
-    uint64_t after = Used() + bytes;
-    if (after > config_.total) n.total = after - config_.total;
-  }
+  if (config_.total > 0 && used > config_.total) n.total = used - config_.total;
   return n;
+}
+
+StoreQuota::Need StoreQuota::NeedFor(Kind kind, uint64_t bytes) const {
+  return Excess(kind, UsedOf(kind) + bytes, Used() + bytes);
+}
+
+StoreQuota::Need StoreQuota::ExcessOfRead(Kind kind) const {
+  return Excess(kind, ReadOf(kind), Read());
 }
 
 bool StoreQuota::Over() const {

@@ -85,6 +85,12 @@ class StoreQuota {
     bool none() const { return of_kind == 0 && total == 0; }
   };
   Need NeedFor(Kind kind, uint64_t bytes) const;
+  // What the usage as last read (evictions applied) passes the quotas by:
+  // `kind`'s quota and the total. Admitted bytes are left out: this is
+  // what the background enforcement evicts, and it must not evict for the
+  // overcount above (a fetch the read found, still counted as admitted).
+  // Fetches are let in under the quota; the next read shows what they add.
+  Need ExcessOfRead(Kind kind) const;
   // NeedFor(kind, 0) for every kind with a quota, and the total.
   bool Over() const;
 
@@ -104,6 +110,11 @@ class StoreQuota {
 
  private:
   uint64_t AdmittedOf(Kind kind) const;
+  // Bytes the last read found (evictions applied), of one kind or in all.
+  uint64_t ReadOf(Kind kind) const;
+  uint64_t Read() const;
+  // What `used` (of the kind, and in all) passes the quotas by.
+  Need Excess(Kind kind, uint64_t used_of_kind, uint64_t used) const;
 
   QuotaConfig config_;
   std::map<Kind, v1::KindUsage> usage_;

@@ -145,6 +145,30 @@ TEST(StoreQuotaTest, EndedBytesCountUntilAReadStartedAfterTheEnd) {
 // Two refreshes at once: the read started first may be set last; it is
 // older, so it changes nothing (the newer one may have dropped bytes of
 // fetches the older one missed).
+// The overcount (a fetch the read found, ended after the read started)
+// counts against admissions, but is not an excess to evict: only what the
+// read found is.
+TEST(StoreQuotaTest, ExcessOfReadLeavesTheOvercountOut) {
+  StoreQuota q(*QuotaConfig::Parse(300, "thumb:250"));
+  q.SetUsage(q.StartRead(), {Usage(kThumb, 100, 0)});
+  q.Admitted(kThumb, 150);
+  uint64_t read = q.StartRead();
+  q.Ended(kThumb, 150);  // registered before the read got to the database
+  ASSERT_TRUE(q.SetUsage(read, {Usage(kThumb, 100, 150)}));
+  EXPECT_EQ(q.Used(), 400u);
+  EXPECT_EQ(q.NeedFor(kThumb, 0).total, 100u);
+  EXPECT_TRUE(q.ExcessOfRead(kThumb).none());
+  EXPECT_TRUE(q.ExcessOfRead(v1::SIDECAR_KIND_UNSPECIFIED).none());
+  // A real excess: the application registered more, evictions applied.
+  ASSERT_TRUE(q.SetUsage(q.StartRead(),
+                         {Usage(kThumb, 100, 200), Usage(kProxy, 50, 0)}));
+  EXPECT_EQ(q.ExcessOfRead(kThumb).of_kind, 50u);
+  EXPECT_EQ(q.ExcessOfRead(kThumb).total, 50u);
+  EXPECT_EQ(q.ExcessOfRead(kProxy).of_kind, 0u);
+  q.Evicted(kThumb, 1, 50);
+  EXPECT_TRUE(q.ExcessOfRead(kThumb).none());
+}
+
 TEST(StoreQuotaTest, AnOlderReadSetLastIsIgnored) {
   StoreQuota q(*QuotaConfig::Parse(1000, ""));
   q.Admitted(kThumb, 40);
@@ -405,6 +429,32 @@ TEST_F(EvictorTest, AFetchEndingDuringARefreshCountsUntilTheNextOne) {
   EXPECT_EQ(e->Report().used_bytes(), 250u);
   EXPECT_EQ(e->Report().evictable_bytes(), 150u);
   EXPECT_TRUE(e->Admit(v1::PRIORITY_PREFETCH, kThumb, 50).ok());
+}
+
+// The background enforcement does not evict for that overcount: a store
+// exactly at its quota, with a fetch counted twice until the next read,
+// keeps every sidecar. (It evicted one, in a transfer_fetch_test run.)
+TEST_F(EvictorTest, TheOvercountOfARefreshEvictsNothing) {
+  Add(100, /*fetched=*/false, 1);
+  SidecarKey older = Add(100, /*fetched=*/true, 1).c.key;
+  std::unique_ptr<Evictor> e = Make(300);
+  ASSERT_TRUE(e->Refresh().ok());
+  absl::StatusOr<Evictor::Admission> fetch =
+      e->Admit(v1::PRIORITY_NORMAL, kThumb, 100);
+  ASSERT_TRUE(fetch.ok()) << fetch.status();
+  SidecarKey fetched = Add(100, /*fetched=*/true, 1).c.key;  // registered
+  backend_.after_usage_read = [&] { fetch->Release(); };
+  ASSERT_TRUE(e->Refresh().ok());  // found it, and it ended meanwhile
+  backend_.after_usage_read = nullptr;
+  ASSERT_EQ(e->Report().used_bytes(), 400u) << "the overcount is gone";
+  absl::StatusOr<Evictor::Result> r = e->EnforceQuota();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->evicted, 0u);
+  EXPECT_TRUE(std::filesystem::exists(File(older)));
+  EXPECT_TRUE(std::filesystem::exists(File(fetched)));
+  ASSERT_TRUE(e->Refresh().ok());
+  EXPECT_EQ(e->Report().used_bytes(), 300u);
+  EXPECT_EQ(e->Report().evicted_count(), 0u);
 }
 
 // Released bytes stop counting at the next refresh: those of a fetch that
