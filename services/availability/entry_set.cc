@@ -41,14 +41,20 @@ uint32_t EntrySet::Bucket(const Uuid& u) const {
   return top >> (32 - bits_);
 }
 
-const Entry* EntrySet::Find(const EntryKey& key) const {
+size_t EntrySet::LowerBound(const EntryKey& key) const {
   uint32_t b = Bucket(key.content);
   auto first = entries_.begin() + starts_[b];
   auto last = entries_.begin() + starts_[b + 1];
-  auto it = std::lower_bound(
-      first, last, key,
-      [](const Entry& e, const EntryKey& k) { return KeyLess(e, k); });
-  if (it != last && KeyEqual(*it, key)) return &*it;
+  // Entries of later buckets are all greater, so `last` bounds it.
+  return std::lower_bound(
+             first, last, key,
+             [](const Entry& e, const EntryKey& k) { return KeyLess(e, k); }) -
+         entries_.begin();
+}
+
+const Entry* EntrySet::Find(const EntryKey& key) const {
+  size_t i = LowerBound(key);
+  if (i < entries_.size() && KeyEqual(entries_[i], key)) return &entries_[i];
   return nullptr;
 }
 

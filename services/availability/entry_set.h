@@ -26,7 +26,8 @@ void ReserveEntries(Entries* entries, size_t n);
 class EntrySet {
  public:
   EntrySet() : EntrySet(Entries()) {}
-  // REQUIRES: `sorted` is sorted by KeyLess with one entry per key.
+  // REQUIRES: `sorted` is sorted by KeyLess with one entry per key (only
+  // LowerBound also works with several).
   explicit EntrySet(Entries sorted);
 
   const Entries& entries() const { return entries_; }
@@ -35,6 +36,10 @@ class EntrySet {
 
   // The entry for `key` (live or tombstone), or nullptr.
   const Entry* Find(const EntryKey& key) const;
+
+  // The index of the first entry whose key is not less than `key`, or
+  // size(): where the entries of `key` start, if it has any.
+  size_t LowerBound(const EntryKey& key) const;
 
   // out[i] = Find(*keys[i]) (nullptr for nullopt keys). Faster than calling
   // Find in a loop: memory for a group of keys is prefetched in stages, so

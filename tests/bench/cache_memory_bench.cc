@@ -9,6 +9,10 @@
 // format, variant, size, checksum: 60 bytes) and the same keys held by a
 // single origin, which is what perfect sharing would cost plus the holders.
 //
+// The same origins are also put into a HolderTable (each distinct record
+// stored once), with the time its last WithOrigin took: what replacing one
+// origin's entries costs there.
+//
 //   cache_memory_bench --cases=1000000x1,1000000x5,6000000x2
 #include <malloc.h>
 
@@ -23,6 +27,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "services/availability/entry_set.h"
+#include "services/availability/holder_table.h"
 #include "services/availability/peer_cache.h"
 #include "tests/support/bench_entries.h"
 
@@ -64,6 +69,32 @@ size_t CacheBytes(const Entries& entries, int origins) {
   return used;
 }
 
+struct TableFigures {
+  size_t bytes = 0;
+  absl::Duration last_change;
+};
+
+// Heap bytes of a HolderTable in which `origins` slots hold `entries`.
+TableFigures TableBytes(const Entries& entries, int origins) {
+  const size_t before = HeapInUse();
+  TableFigures f;
+  {
+    HolderTable table;
+    for (int o = 0; o < origins; ++o) {
+      const absl::Time start = absl::Now();
+      table = table.WithOrigin(o, entries);
+      f.last_change = absl::Now() - start;
+    }
+    if (table.rows() != entries.size() ||
+        table.count(origins - 1) != entries.size()) {
+      std::cerr << "the table holds " << table.rows() << " rows\n";
+      std::exit(1);
+    }
+    f.bytes = HeapInUse() - before;
+  }
+  return f;
+}
+
 struct Case {
   uint64_t keys = 0;
   int origins = 0;
@@ -103,6 +134,13 @@ int Run() {
         "per key/one origin = %.2f, per key/raw = %.2f (%s)\n",
         c.keys, c.origins, all, all / c.origins, one, kRawKeyBytes, all / one,
         all / kRawKeyBytes, absl::FormatDuration(absl::Now() - start));
+    const TableFigures table = TableBytes(entries, c.origins);
+    const double shared = static_cast<double>(table.bytes) / c.keys;
+    std::cout << absl::StrFormat(
+        "  holder table: %.1f bytes per key; /cache = %.2f, /raw = %.2f; "
+        "replacing one origin took %s\n",
+        shared, shared / all, shared / kRawKeyBytes,
+        absl::FormatDuration(table.last_change));
   }
   return 0;
 }
