@@ -563,6 +563,15 @@ TEST_F(ClusterTest, PeerBehindTheCompactionFloorGetsASnapshot) {
   ASSERT_TRUE(seen.has_value());
 
   ASSERT_EQ(kill(b_->pid(), SIGSTOP), 0);
+  // Replaced first, withdrawn last: the tombstones make a compaction due,
+  // and it must find every superseded row there. (The other way round, a
+  // compaction between the two left the superseded rows for later.)
+  std::vector<Sidecar> replaced;
+  for (int i = 10; i < 15; ++i) {
+    replaced.push_back(s[i]);
+    replaced.back().bytes += " v2";
+  }
+  Publish(a_, replaced);
   v1::RemoveRequest remove;
   for (int i = 0; i < 10; ++i) *remove.add_keys() = s[i].key;
   {
@@ -571,12 +580,6 @@ TEST_F(ClusterTest, PeerBehindTheCompactionFloorGetsASnapshot) {
     v1::RemoveResponse resp;
     ASSERT_TRUE(a_->api()->Remove(&ctx, remove, &resp).ok());
   }
-  std::vector<Sidecar> replaced;
-  for (int i = 10; i < 15; ++i) {
-    replaced.push_back(s[i]);
-    replaced.back().bytes += " v2";
-  }
-  Publish(a_, replaced);
   // A's log keeps one row per live sidecar, and its floor is above B.
   auto conn = pg::Connection::Open(a_->conninfo());
   ASSERT_TRUE(conn.ok()) << conn.status();
