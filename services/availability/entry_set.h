@@ -26,22 +26,24 @@ void ReserveEntries(Entries* entries, size_t n);
 class EntrySet {
  public:
   EntrySet() : EntrySet(Entries()) {}
-  // REQUIRES: `sorted` is sorted by KeyLess with one entry per key (only
-  // LowerBound also works with several).
+  // REQUIRES: `sorted` is sorted by KeyLess, with one entry per key for
+  // Find to be the key's only entry (it is the first of several).
   explicit EntrySet(Entries sorted);
 
   const Entries& entries() const { return entries_; }
   size_t size() const { return entries_.size(); }
   bool empty() const { return entries_.empty(); }
 
-  // The entry for `key` (live or tombstone), or nullptr.
+  // The entry for `key` (live or tombstone), or nullptr. The first one, in
+  // a set with several per key.
   const Entry* Find(const EntryKey& key) const;
 
   // The index of the first entry whose key is not less than `key`, or
   // size(): where the entries of `key` start, if it has any.
   size_t LowerBound(const EntryKey& key) const;
 
-  // out[i] = Find(*keys[i]) (nullptr for nullopt keys). Faster than calling
+  // out[i] = Find(*keys[i]) (nullptr for nullopt keys): the first entry of
+  // the key, in a set with several per key. Faster than calling
   // Find in a loop: memory for a group of keys is prefetched in stages, so
   // cache misses overlap instead of queueing.
   void FindMany(absl::Span<const std::optional<EntryKey>> keys,

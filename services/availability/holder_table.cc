@@ -16,21 +16,6 @@ size_t Words(size_t rows) { return (rows + 63) / 64; }
 
 HolderTable::HolderTable() : rows_(std::make_shared<EntrySet>()) {}
 
-std::shared_ptr<const HolderTable::Seqs> HolderTable::Seqs::Of(
-    const std::vector<uint64_t>& seqs) {
-  auto out = std::make_shared<Seqs>();
-  if (seqs.empty()) return out;
-  auto [lo, hi] = std::minmax_element(seqs.begin(), seqs.end());
-  if (*hi - *lo > std::numeric_limits<uint32_t>::max()) {
-    out->wide = seqs;
-    return out;
-  }
-  out->base = *lo;
-  out->narrow.reserve(seqs.size());
-  for (uint64_t s : seqs) out->narrow.push_back(static_cast<uint32_t>(s - *lo));
-  return out;
-}
-
 void HolderTable::Column::BuildRanks() {
   ranks.assign((bits.size() + kWordsPerRank - 1) / kWordsPerRank, 0);
   uint32_t sum = 0;
@@ -67,14 +52,31 @@ size_t HolderTable::count(Slot slot) const {
 }
 
 std::optional<Entry> HolderTable::Find(Slot slot, const EntryKey& key) const {
+  return FindFrom(slot, key, rows_->LowerBound(key));
+}
+
+std::optional<Entry> HolderTable::FindFrom(Slot slot, const EntryKey& key,
+                                           size_t first) const {
   if (slot >= columns_.size()) return std::nullopt;
   const Column& c = columns_[slot];
   const Entries& rows = rows_->entries();
-  for (size_t r = rows_->LowerBound(key);
-       r < rows.size() && KeyEqual(rows[r], key); ++r) {
+  for (size_t r = first; r < rows.size() && KeyEqual(rows[r], key); ++r) {
     if (c.Holds(r)) return WithSeq(rows[r], c.seqs->at(c.Rank(r)));
   }
   return std::nullopt;
+}
+
+void HolderTable::FirstRows(absl::Span<const std::optional<EntryKey>> keys,
+                            uint32_t* out) const {
+  const Entries& rows = rows_->entries();
+  std::vector<const Entry*> found(keys.size());
+  // Find gives the first entry of a key among several.
+  rows_->FindMany(keys, found.data());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    out[i] = found[i] == nullptr
+                 ? static_cast<uint32_t>(rows.size())
+                 : static_cast<uint32_t>(found[i] - rows.data());
+  }
 }
 
 Entries HolderTable::EntriesOf(Slot slot) const {
@@ -94,6 +96,9 @@ HolderTable HolderTable::WithOrigin(Slot slot, const Entries& sorted) const {
     const std::vector<uint64_t>& bits = columns_[c].bits;
     for (size_t w = 0; w < bits.size(); ++w) kept[w] |= bits[w];
   }
+  size_t n_kept = 0;
+  for (uint64_t w : kept)
+    n_kept += static_cast<size_t>(__builtin_popcountll(w));
 
   auto kept_row = [&](size_t i) { return (kept[i / 64] >> (i % 64)) & 1; };
   // The merge of the kept old rows and `sorted`, in row order: calls
@@ -115,44 +120,66 @@ HolderTable HolderTable::WithOrigin(Slot slot, const Entries& sorted) const {
            take_new ? static_cast<ptrdiff_t>(j++) : -1);
     }
   };
-  // Counted first, so that the rows take exactly their room: over a
-  // million rows, an array reserved for old + new rows would waste 64 MB.
-  size_t n_rows = 0;
-  merge([&](ptrdiff_t, ptrdiff_t) { ++n_rows; });
+  // The rows take exactly their room: over a million rows, an array
+  // reserved for kept + new rows would waste 64 MB where they are the same
+  // sidecars. Without kept rows, every entry of `sorted` is a row.
+  size_t n_rows = sorted.size();
+  if (n_kept > 0) {
+    n_rows = 0;
+    merge([&](ptrdiff_t, ptrdiff_t) { ++n_rows; });
+  }
 
+  // The new column's seqs, written in the merge: narrow if they span less
+  // than 2^32.
+  auto seqs = std::make_shared<Seqs>();
+  if (!sorted.empty()) {
+    uint64_t lo = sorted[0].seq(), hi = lo;
+    for (const Entry& e : sorted) {
+      lo = std::min(lo, e.seq());
+      hi = std::max(hi, e.seq());
+    }
+    if (hi - lo > std::numeric_limits<uint32_t>::max()) {
+      seqs->wide.reserve(sorted.size());
+    } else {
+      seqs->base = lo;
+      seqs->narrow.reserve(sorted.size());
+    }
+  }
+  const bool wide = seqs->wide.capacity() > 0;
+
+  HolderTable out;
+  out.columns_.resize(n_columns);
+  const size_t words = Words(n_rows);
+  for (Column& col : out.columns_) col.bits.assign(words, 0);
+  Column& mine = out.columns_[slot];
   Entries rows;
   ReserveEntries(&rows, n_rows);
   // Where each kept old row went.
-  std::vector<uint32_t> moved(old_rows.size(),
+  std::vector<uint32_t> moved(n_kept > 0 ? old_rows.size() : 0,
                               std::numeric_limits<uint32_t>::max());
-  std::vector<uint64_t> seqs;
-  seqs.reserve(sorted.size());
-  std::vector<uint32_t> mine;  // the rows `slot` holds, ascending
-  mine.reserve(sorted.size());
   merge([&](ptrdiff_t i, ptrdiff_t j) {
-    const uint32_t at = static_cast<uint32_t>(rows.size());
+    const size_t at = rows.size();
     if (i >= 0) {
       rows.push_back(old_rows[i]);
-      moved[i] = at;
+      moved[i] = static_cast<uint32_t>(at);
     } else {
       rows.push_back(RecordOf(sorted[j]));
     }
     if (j >= 0) {
-      seqs.push_back(sorted[j].seq());
-      mine.push_back(at);
+      const uint64_t seq = sorted[j].seq();
+      if (wide) {
+        seqs->wide.push_back(seq);
+      } else {
+        seqs->narrow.push_back(static_cast<uint32_t>(seq - seqs->base));
+      }
+      mine.Set(at);
     }
   });
+  mine.seqs = std::move(seqs);
 
-  HolderTable out;
-  out.columns_.resize(n_columns);
-  const size_t words = Words(rows.size());
   for (size_t c = 0; c < n_columns; ++c) {
     Column& col = out.columns_[c];
-    col.bits.assign(words, 0);
-    if (c == slot) {
-      for (uint32_t r : mine) col.Set(r);
-      col.seqs = Seqs::Of(seqs);
-    } else if (c < columns_.size()) {
+    if (c != slot && c < columns_.size()) {
       const Column& was = columns_[c];
       for (size_t w = 0; w < was.bits.size(); ++w) {
         for (uint64_t word = was.bits[w]; word != 0; word &= word - 1) {
@@ -160,6 +187,116 @@ HolderTable HolderTable::WithOrigin(Slot slot, const Entries& sorted) const {
         }
       }
       col.seqs = was.seqs;  // same rows, same order
+    }
+    col.BuildRanks();
+  }
+  out.rows_ = std::make_shared<EntrySet>(std::move(rows));
+  return out;
+}
+
+HolderTable HolderTable::WithChanges(Slot slot, const Entries& changes) const {
+  if (slot >= columns_.size()) return WithOrigin(slot, changes);
+  const Entries& old_rows = rows_->entries();
+  const Column& was = columns_[slot];
+  std::vector<uint64_t> others(Words(old_rows.size()), 0);
+  for (size_t c = 0; c < columns_.size(); ++c) {
+    if (c == slot) continue;
+    const std::vector<uint64_t>& bits = columns_[c].bits;
+    for (size_t w = 0; w < bits.size(); ++w) others[w] |= bits[w];
+  }
+  auto other_holds = [&](size_t i) { return (others[i / 64] >> (i % 64)) & 1; };
+
+  Entries rows;
+  // At most the old rows and one new row per change; a few rows more than
+  // needed at worst, as changes are few.
+  ReserveEntries(&rows, old_rows.size() + changes.size());
+  std::vector<uint32_t> moved(old_rows.size(),
+                              std::numeric_limits<uint32_t>::max());
+  std::vector<uint32_t> held;  // rows the slot holds, ascending
+  std::vector<uint64_t> seqs;  // their seqs
+  held.reserve(was.seqs->size() + changes.size());
+  seqs.reserve(was.seqs->size() + changes.size());
+  size_t k_old = 0;                 // the slot's seqs passed
+  const Entry* replaced = nullptr;  // the last change taken: its key's
+                                    // other rows are no longer the slot's
+  auto take_change = [&](size_t j, ptrdiff_t same_row) {
+    const uint32_t at = static_cast<uint32_t>(rows.size());
+    if (same_row >= 0) {
+      rows.push_back(old_rows[same_row]);
+      moved[same_row] = at;
+    } else {
+      rows.push_back(RecordOf(changes[j]));
+    }
+    held.push_back(at);
+    seqs.push_back(changes[j].seq());
+    replaced = &changes[j];
+  };
+  size_t i = 0, j = 0;
+  while (i < old_rows.size() || j < changes.size()) {
+    if (j < changes.size() &&
+        (i == old_rows.size() || !RowLess(old_rows[i], changes[j]))) {
+      // The change comes first in row order, or is this very row.
+      const bool same =
+          i < old_rows.size() && !RowLess(changes[j], old_rows[i]);
+      if (same) {
+        if (was.Holds(i)) ++k_old;
+        take_change(j, static_cast<ptrdiff_t>(i++));
+      } else {
+        take_change(j, -1);
+      }
+      ++j;
+      continue;
+    }
+    // An old row before the next change.
+    const bool mine = was.Holds(i);
+    const bool replaced_here =
+        (replaced != nullptr &&
+         KeyEqual(old_rows[i], EntryKey::Of(*replaced))) ||
+        (j < changes.size() && KeyEqual(old_rows[i], EntryKey::Of(changes[j])));
+    const bool stays_mine = mine && !replaced_here;
+    if (stays_mine || other_holds(i)) {
+      const uint32_t at = static_cast<uint32_t>(rows.size());
+      rows.push_back(old_rows[i]);
+      moved[i] = at;
+      if (stays_mine) {
+        held.push_back(at);
+        seqs.push_back(was.seqs->at(k_old));
+      }
+    }
+    if (mine) ++k_old;
+    ++i;
+  }
+
+  HolderTable out;
+  out.columns_.resize(columns_.size());
+  const size_t words = Words(rows.size());
+  for (size_t c = 0; c < columns_.size(); ++c) {
+    Column& col = out.columns_[c];
+    col.bits.assign(words, 0);
+    if (c == slot) {
+      for (uint32_t r : held) col.Set(r);
+      auto s = std::make_shared<Seqs>();
+      uint64_t lo =
+          seqs.empty() ? 0 : *std::min_element(seqs.begin(), seqs.end());
+      uint64_t hi =
+          seqs.empty() ? 0 : *std::max_element(seqs.begin(), seqs.end());
+      if (hi - lo > std::numeric_limits<uint32_t>::max()) {
+        s->wide = std::move(seqs);
+      } else {
+        s->base = lo;
+        s->narrow.reserve(seqs.size());
+        for (uint64_t q : seqs)
+          s->narrow.push_back(static_cast<uint32_t>(q - lo));
+      }
+      col.seqs = std::move(s);
+    } else {
+      const Column& other = columns_[c];
+      for (size_t w = 0; w < other.bits.size(); ++w) {
+        for (uint64_t word = other.bits[w]; word != 0; word &= word - 1) {
+          col.Set(moved[w * 64 + static_cast<size_t>(__builtin_ctzll(word))]);
+        }
+      }
+      col.seqs = other.seqs;
     }
     col.BuildRanks();
   }

@@ -26,6 +26,7 @@
 #include <optional>
 #include <vector>
 
+#include "absl/types/span.h"
 #include "services/availability/entry.h"
 #include "services/availability/entry_set.h"
 
@@ -50,12 +51,38 @@ class HolderTable {
   // REQUIRES: `sorted` is sorted by KeyLess with one entry per key.
   HolderTable WithOrigin(Slot slot, const Entries& sorted) const;
 
+  // A table in which `slot` holds what it holds here with `changes`
+  // applied: each replaces the entry of its key, if there is one. Costs
+  // one pass over the rows, not over the slot's entries: for small
+  // changes. REQUIRES: `changes` sorted by KeyLess, one entry per key.
+  HolderTable WithChanges(Slot slot, const Entries& changes) const;
+
   // The entry `slot` holds for `key` (live or tombstone), if any.
   std::optional<Entry> Find(Slot slot, const EntryKey& key) const;
 
+  // For many keys and slots at once: out[i] is the index of the first row
+  // of *keys[i] (rows() if it has none, or for nullopt), looked up once
+  // for all slots, with memory prefetched in stages (EntrySet::FindMany).
+  void FirstRows(absl::Span<const std::optional<EntryKey>> keys,
+                 uint32_t* out) const;
+  // The entry `slot` holds for `key`, whose rows start at `first`
+  // (FirstRows), if any.
+  std::optional<Entry> FindFrom(Slot slot, const EntryKey& key,
+                                size_t first) const;
+
   // Calls fn(const Entry&) for each entry of `slot`, in key order.
   template <typename Fn>
-  void ForEach(Slot slot, Fn&& fn) const;
+  void ForEach(Slot slot, Fn&& fn) const {
+    ForEachAfter(slot, nullptr, [&](const Entry& e) {
+      fn(e);
+      return true;
+    });
+  }
+  // Calls fn(const Entry&) -> bool for each entry of `slot` whose key is
+  // greater than `*after` (all if null), in key order, until it returns
+  // false.
+  template <typename Fn>
+  void ForEachAfter(Slot slot, const EntryKey* after, Fn&& fn) const;
   // The entries of `slot`, in key order (as WithOrigin took them).
   Entries EntriesOf(Slot slot) const;
 
@@ -76,7 +103,6 @@ class HolderTable {
     uint64_t at(size_t i) const {
       return wide.empty() ? base + narrow[i] : wide[i];
     }
-    static std::shared_ptr<const Seqs> Of(const std::vector<uint64_t>& seqs);
   };
   struct Column {
     std::vector<uint64_t> bits;   // bit r: holds row r
@@ -103,15 +129,24 @@ class HolderTable {
 };
 
 template <typename Fn>
-void HolderTable::ForEach(Slot slot, Fn&& fn) const {
+void HolderTable::ForEachAfter(Slot slot, const EntryKey* after,
+                               Fn&& fn) const {
   if (slot >= columns_.size()) return;
   const Column& c = columns_[slot];
   const Entries& rows = rows_->entries();
-  size_t k = 0;
-  for (size_t w = 0; w < c.bits.size(); ++w) {
-    for (uint64_t word = c.bits[w]; word != 0; word &= word - 1) {
-      size_t row = w * 64 + static_cast<size_t>(__builtin_ctzll(word));
-      fn(WithSeq(rows[row], c.seqs->at(k++)));
+  size_t row = 0;
+  if (after != nullptr) {
+    row = rows_->LowerBound(*after);
+    while (row < rows.size() && KeyEqual(rows[row], *after)) ++row;
+  }
+  if (row >= rows.size()) return;
+  size_t k = c.Rank(row);
+  for (size_t w = row / 64; w < c.bits.size(); ++w) {
+    uint64_t word = c.bits[w];
+    if (w == row / 64) word &= ~((uint64_t{1} << (row % 64)) - 1);
+    for (; word != 0; word &= word - 1) {
+      size_t r = w * 64 + static_cast<size_t>(__builtin_ctzll(word));
+      if (!fn(WithSeq(rows[r], c.seqs->at(k++)))) return;
     }
   }
 }

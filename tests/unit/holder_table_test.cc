@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <random>
@@ -58,6 +59,22 @@ class HolderTableModel {
     table_ = table_.WithOrigin(slot, sorted);
   }
 
+  // Applies `changes` (sorted, one per key) to `slot` in both.
+  void Change(HolderTable::Slot slot, const Entries& changes) {
+    Entries& e = model_[slot];
+    for (const Entry& c : changes) {
+      auto it = std::lower_bound(
+          e.begin(), e.end(), c,
+          [](const Entry& a, const Entry& b) { return KeyLess(a, b); });
+      if (it != e.end() && !KeyLess(c, *it)) {
+        *it = c;
+      } else {
+        e.insert(it, c);
+      }
+    }
+    table_ = table_.WithChanges(slot, changes);
+  }
+
   // Every slot reads back as the model; lookups of every key agree; the
   // rows are the distinct records.
   void Check(uint32_t keys) const {
@@ -71,6 +88,23 @@ class HolderTableModel {
         ASSERT_TRUE(SameEntry(back[i], entries[i])) << "entry " << i;
       }
       for (const Entry& e : entries) records.insert(RecordBytes(e));
+      // From after a key (present or not), and stopping early.
+      for (uint32_t k = 0; k < keys; k += 7) {
+        EntryKey after = EntryKey::Of(Make(k, 0, 1));
+        std::vector<Entry> want;
+        for (const Entry& e : entries) {
+          if (KeyLess(Make(k, 0, 1), e) && want.size() < 5) want.push_back(e);
+        }
+        std::vector<Entry> got;
+        table_.ForEachAfter(slot, &after, [&](const Entry& e) {
+          got.push_back(e);
+          return got.size() < 5;
+        });
+        ASSERT_EQ(got.size(), want.size()) << "after key " << k;
+        for (size_t i = 0; i < got.size(); ++i) {
+          ASSERT_TRUE(SameEntry(got[i], want[i])) << "after key " << k;
+        }
+      }
       for (uint32_t k = 0; k < keys; ++k) {
         EntryKey key = EntryKey::Of(Make(k, 0, 1));
         const Entry* want = nullptr;
@@ -79,6 +113,15 @@ class HolderTableModel {
         }
         std::optional<Entry> got = table_.Find(slot, key);
         ASSERT_EQ(got.has_value(), want != nullptr) << "key " << k;
+        // The same through the rows found once for all slots.
+        std::optional<EntryKey> one = key;
+        uint32_t first = 0;
+        table_.FirstRows(absl::MakeConstSpan(&one, 1), &first);
+        std::optional<Entry> again = table_.FindFrom(slot, key, first);
+        ASSERT_EQ(again.has_value(), got.has_value()) << "key " << k;
+        if (got) {
+          ASSERT_TRUE(SameEntry(*again, *got)) << "key " << k;
+        }
         if (want) {
           ASSERT_TRUE(SameEntry(*got, *want)) << "key " << k;
         }
@@ -151,10 +194,22 @@ TEST_P(HolderTableRandomTest, ReadsBackAsPerSlotArrays) {
   std::mt19937_64 rng(GetParam());
   const uint32_t keys = 64 + static_cast<uint32_t>(rng() % 400);
   HolderTableModel m;
-  for (int step = 0; step < 24; ++step) {
+  for (int step = 0; step < 48; ++step) {
     HolderTable::Slot slot = static_cast<HolderTable::Slot>(rng() % 6);
-    Entries e = rng() % 8 == 0 ? Entries() : RandomOrigin(rng, keys, rng());
-    m.Set(slot, std::move(e));
+    if (rng() % 2 == 0) {
+      // A few changes: copies, disagreements, tombstones, new keys.
+      Entries changes;
+      for (int n = static_cast<int>(rng() % 12); n > 0; --n) {
+        int flavour = rng() % 3 == 0 ? static_cast<int>(rng() % 4) : 0;
+        changes.push_back(Make(static_cast<uint32_t>(rng() % keys), flavour,
+                               1 + rng() % 5000));
+      }
+      OriginTable::SortAndDedupe(&changes);
+      m.Change(slot, changes);
+    } else {
+      Entries e = rng() % 8 == 0 ? Entries() : RandomOrigin(rng, keys, rng());
+      m.Set(slot, std::move(e));
+    }
     ASSERT_NO_FATAL_FAILURE(m.Check(keys)) << "after step " << step;
   }
 }
