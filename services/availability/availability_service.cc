@@ -288,7 +288,7 @@ grpc::Status AvailabilityService::ListMissing(grpc::ServerContext*,
   // that stopped early, so keys up to there can be answered.
   constexpr size_t kScanCap = 1 << 20;
   std::vector<PeerCache::OriginView> views = d_.cache->Views();
-  std::shared_ptr<const EntrySet> self;
+  std::optional<OriginEntries> self;
   std::vector<EntryKey> candidates;
   std::optional<EntryKey> bound;
   for (const PeerCache::OriginView& v : views) {
@@ -296,26 +296,25 @@ grpc::Status AvailabilityService::ListMissing(grpc::ServerContext*,
       self = v.entries;
       continue;
     }
-    const Entries& es = v.entries->entries();
-    auto it = es.begin();
-    if (after) {
-      it = std::upper_bound(es.begin(), es.end(), *after,
-                            [](const EntryKey& k, const Entry& e) {
-                              return EntryKeyLess(k, EntryKey::Of(e));
-                            });
-    }
     size_t taken = 0, scanned = 0;
-    for (; it != es.end() && taken < limit && scanned < kScanCap;
-         ++it, ++scanned) {
-      if (it->removed() || !kind_wanted[static_cast<uint8_t>(it->kind())]) {
-        continue;
+    std::optional<EntryKey> last_scanned;
+    bool stopped = false;
+    v.entries.ForEachAfter(after ? &*after : nullptr, [&](const Entry& e) {
+      if (taken >= limit || scanned >= kScanCap) {
+        stopped = true;
+        return false;
       }
-      candidates.push_back(EntryKey::Of(*it));
+      ++scanned;
+      last_scanned = EntryKey::Of(e);
+      if (e.removed() || !kind_wanted[static_cast<uint8_t>(e.kind())]) {
+        return true;
+      }
+      candidates.push_back(*last_scanned);
       ++taken;
-    }
-    if (it != es.end()) {
-      EntryKey last = EntryKey::Of(*std::prev(it));
-      if (!bound || EntryKeyLess(last, *bound)) bound = last;
+      return true;
+    });
+    if (stopped && last_scanned) {
+      if (!bound || EntryKeyLess(*last_scanned, *bound)) bound = last_scanned;
     }
   }
   std::sort(candidates.begin(), candidates.end(), EntryKeyLess);
@@ -325,9 +324,9 @@ grpc::Status AvailabilityService::ListMissing(grpc::ServerContext*,
   auto stale = [&](const EntryKey& k, const Entry& mine) {
     const absl::string_view have = GeneratorVersionOf(mine);
     for (const PeerCache::OriginView& v : views) {
-      if (v.entries == self) continue;
-      const Entry* theirs = v.entries->Find(k);
-      if (theirs != nullptr && !theirs->removed() &&
+      if (v.info.device_id == d_.cache->self_id()) continue;
+      std::optional<Entry> theirs = v.entries.Find(k);
+      if (theirs && !theirs->removed() &&
           IsNewerGeneratorVersion(GeneratorVersionOf(*theirs), have)) {
         return true;
       }
@@ -339,8 +338,8 @@ grpc::Status AvailabilityService::ListMissing(grpc::ServerContext*,
     if (bound && EntryKeyLess(*bound, k)) break;
     if (resp->keys_size() == static_cast<int>(limit)) break;
     last = k;
-    const Entry* mine = self ? self->Find(k) : nullptr;
-    if (mine != nullptr && !mine->removed() &&
+    std::optional<Entry> mine = self ? self->Find(k) : std::nullopt;
+    if (mine && !mine->removed() &&
         !(req->include_stale() && stale(k, *mine))) {
       continue;
     }
@@ -408,11 +407,11 @@ grpc::Status AvailabilityService::WhoHasImpl(const v1::WhoHasRequest* req,
   for (const SidecarKey& k : *keys) ekeys.push_back(FindEntryKey(k));
   std::vector<PeerCache::OriginView> views = d_.cache->Views();
   const size_t nv = views.size();
-  std::vector<const Entry*> found;
+  PeerCache::Found found;
   PeerCache::Lookup(views, ekeys, &found);
   auto held = [&](size_t i) {
     for (size_t v = 0; v < nv; ++v)
-      if (found[i * nv + v] != nullptr) return true;
+      if (found.At(i, v) != nullptr) return true;
     return false;
   };
   absl::flat_hash_map<Uuid, DeviceStats> stats = d_.peers->Stats();
@@ -468,7 +467,7 @@ grpc::Status AvailabilityService::WhoHasImpl(const v1::WhoHasRequest* req,
     v1::KeyHolders* kh = resp->add_results();
     copies.clear();
     for (size_t v = 0; v < nv; ++v) {
-      const Entry* e = found[i * nv + v];
+      const Entry* e = found.At(i, v);
       if (e == nullptr) continue;
       v1::Holder* holder = kh->add_holders();
       holder->set_device(device_ref(views[v].info.device_id, &views[v].info));
@@ -482,8 +481,8 @@ grpc::Status AvailabilityService::WhoHasImpl(const v1::WhoHasRequest* req,
       for (const DelegatedHolder& a : delegated[i]) {
         bool mirrored = false;
         for (size_t v = 0; v < nv && !mirrored; ++v) {
-          mirrored = found[i * nv + v] != nullptr &&
-                     views[v].info.device_id == a.device;
+          mirrored =
+              found.At(i, v) != nullptr && views[v].info.device_id == a.device;
         }
         if (mirrored) continue;
         auto view = d_.cache->View(a.device);
@@ -565,10 +564,10 @@ grpc::Status AvailabilityService::ResolveOne(const v1::ResolveRequest& r,
   std::optional<Entry> self;
   if (ek) {
     std::vector<PeerCache::OriginView> views = d_.cache->Views();
-    std::vector<const Entry*> found;
+    PeerCache::Found found;
     PeerCache::Lookup(views, absl::MakeConstSpan(&ek, 1), &found);
     for (size_t v = 0; v < views.size(); ++v) {
-      const Entry* e = found[v];
+      const Entry* e = found.At(0, v);
       if (e == nullptr) continue;
       if (views[v].info.device_id == d_.cache->self_id()) {
         self = *e;

@@ -62,10 +62,9 @@ SELECT kind, fetched, count(*), coalesce(sum(size), 0)::bigint
 FROM sidecars WHERE status = 2 GROUP BY kind, fetched ORDER BY kind)sql";
 
 std::string EvictableSql(bool kind) {
-  return absl::StrCat("SELECT ", kRecordColumns,
-                      " FROM sidecars WHERE fetched AND status = 2",
-                      kind ? " AND kind = $2" : "",
-                      " ORDER BY last_used LIMIT $1");
+  return absl::StrCat(
+      "SELECT ", kRecordColumns, " FROM sidecars WHERE fetched AND status = 2",
+      kind ? " AND kind = $2" : "", " ORDER BY last_used LIMIT $1");
 }
 
 constexpr char kDeleteSql[] = R"sql(
@@ -102,8 +101,8 @@ std::string LoadAdvertisedSql(absl::string_view op, uint64_t seq) {
 // planner reads the index instead of the whole table (0.4 s at 6M rows
 // to return none).
 std::string LoadAdvertisedAfterSql(uint64_t seq) {
-  return absl::StrCat(LoadAdvertisedSql(">", seq), " AND seq <= ",
-                      std::numeric_limits<int64_t>::max());
+  return absl::StrCat(LoadAdvertisedSql(">", seq),
+                      " AND seq <= ", std::numeric_limits<int64_t>::max());
 }
 
 constexpr char kResetIdentitySql[] =
@@ -304,7 +303,7 @@ absl::StatusOr<ApplyParams> BuildApplyParams(
       g.Add(rec.generator_version);
       fe.AddBool(rec.fetched);
     }
-    out.upserts = {u.Finish(),  k.Finish(), v.Finish(), f.Finish(),
+    out.upserts = {u.Finish(),  k.Finish(), v.Finish(),  f.Finish(),
                    sz.Finish(), h.Finish(), st.Finish(), p.Finish(),
                    g.Finish(),  fe.Finish()};
     out.upsert_count = static_cast<uint32_t>(unique.size());
@@ -617,9 +616,9 @@ absl::Status PgInventoryStore::TouchUsed(absl::Span<const SidecarKey> keys,
     v.Add(key.variant);
     f.AddInt(key.format);
   }
-  pg::Params params = {u.Finish(), k.Finish(), v.Finish(), f.Finish(),
-                       absl::FormatTime(absl::RFC3339_full, at,
-                                        absl::UTCTimeZone())};
+  pg::Params params = {
+      u.Finish(), k.Finish(), v.Finish(), f.Finish(),
+      absl::FormatTime(absl::RFC3339_full, at, absl::UTCTimeZone())};
   absl::MutexLock lock(&mu_);
   return conn_->RunWithRetry(
       kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
@@ -664,9 +663,9 @@ absl::StatusOr<std::vector<LocalRecord>> PgInventoryStore::ListEvictable(
   pg::Params params = {std::to_string(limit)};
   if (kind) params.push_back(std::to_string(*kind));
   absl::MutexLock lock(&mu_);
-  return pg::QueryPrepared<LocalRecord>(
-      *conn_, kRetryTimeout, kind ? "evictable_kind" : "evictable", params,
-      RecordFromRow);
+  return pg::QueryPrepared<LocalRecord>(*conn_, kRetryTimeout,
+                                        kind ? "evictable_kind" : "evictable",
+                                        params, RecordFromRow);
 }
 
 absl::StatusOr<DeviceIdentity> PgInventoryStore::ResetChangeLog() {

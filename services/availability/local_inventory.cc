@@ -249,7 +249,7 @@ absl::StatusOr<bool> LocalInventory::WriteSnapshot() {
   absl::MutexLock serial(&snapshot_mu_);
   std::string path;
   SelfSnapshotInfo info;
-  std::shared_ptr<const EntrySet> entries;
+  std::shared_ptr<const EntrySet> entries;  // the own origin's array
   {
     // No own-origin change comes between the view and log_rows_.
     absl::MutexLock lock(&write_mu_);
@@ -259,7 +259,7 @@ absl::StatusOr<bool> LocalInventory::WriteSnapshot() {
     path = snapshot_path_;
     info = {cache_->self_id(), self->state.generation, self->state.max_seq,
             self->state.floor_seq, log_rows_};
-    entries = std::move(self->entries);
+    entries = self->entries.Array();
     if (on_disk_ == info) return false;
   }
   SC_RETURN_IF_ERROR(WriteSelfSnapshot(path, info, entries->entries()));
@@ -400,7 +400,7 @@ bool LocalInventory::CompactionDue(absl::Duration retention) const {
 absl::StatusOr<LocalInventory::CompactResult> LocalInventory::CompactLog(
     absl::Time tombstones_before, uint64_t batch_seqs) {
   uint64_t generation, max_seq, floor;
-  std::shared_ptr<const EntrySet> entries;
+  std::optional<OriginEntries> entries;
   {
     absl::MutexLock lock(&write_mu_);
     generation = store_->identity().generation;
@@ -416,9 +416,9 @@ absl::StatusOr<LocalInventory::CompactResult> LocalInventory::CompactLog(
   // to drop. Rows logged after the snapshot are beyond max_seq: untouched.
   std::vector<uint64_t> keep, dropped;
   keep.reserve(entries->size());
-  for (const Entry& e : entries->entries()) {
+  entries->ForEach([&](const Entry& e) {
     (e.removed() && e.seq() <= *cutoff ? dropped : keep).push_back(e.seq());
-  }
+  });
   entries.reset();
   std::sort(keep.begin(), keep.end());
   std::sort(dropped.begin(), dropped.end());

@@ -5,9 +5,7 @@
 namespace sidecar::availability {
 
 OriginTable::OriginTable(OriginInfo info, uint64_t generation)
-    : info_(std::move(info)),
-      generation_(generation),
-      entries_(std::make_shared<const EntrySet>()) {}
+    : info_(std::move(info)), generation_(generation) {}
 
 void OriginTable::UpdateInfo(const OriginInfo& info) {
   if (!info.peer_address.empty()) info_.peer_address = info.peer_address;
@@ -35,10 +33,6 @@ void OriginTable::AdoptState(OriginTable&& other) {
   hasher_ = std::move(other.hasher_);
 }
 
-const Entry* OriginTable::Find(const EntryKey& key) const {
-  return entries_->Find(key);
-}
-
 void OriginTable::SortAndDedupe(std::vector<Entry>* entries) {
   // Input already in key order, one entry per key (a snapshot from the
   // wire, or the own origin read from its snapshot file): one pass that
@@ -63,56 +57,71 @@ void OriginTable::SortAndDedupe(std::vector<Entry>* entries) {
                  entries->end());
 }
 
+bool OriginTable::Take(const Entry* old, const Entry& change,
+                       std::vector<Entry>* changed) {
+  if (old != nullptr && change.seq() <= old->seq()) return false;
+  hasher_.Touch(change.content);
+  const bool was_live = old != nullptr && !old->removed();
+  const bool is_live = !change.removed();
+  live_count_ += is_live;
+  live_count_ -= was_live;
+  const bool differs =
+      was_live != is_live || (is_live && (old->size() != change.size() ||
+                                          old->sha256 != change.sha256));
+  if (differs && changed) changed->push_back(change);
+  max_seq_ = std::max(max_seq_, change.seq());
+  return true;
+}
+
 void OriginTable::ApplyDelta(std::vector<Entry> batch, uint64_t up_to_seq,
                              std::vector<Entry>* changed) {
   max_seq_ = std::max(max_seq_, up_to_seq);
   if (batch.empty()) return;
   SortAndDedupe(&batch);
-  const Entries& old = entries_->entries();
-  Entries merged_entries;
-  Entries* merged = &merged_entries;
-  merged->reserve(old.size() + batch.size());
+  // In a column of the shared table, a few changes are looked up and
+  // applied in one pass over its rows, without reading the column out.
+  if (const auto& table = entries_.table();
+      table != nullptr && batch.size() <= entries_.size() / 4 + 1024) {
+    Entries winners;
+    for (const Entry& b : batch) {
+      std::optional<Entry> a = entries_.Find(EntryKey::Of(b));
+      if (Take(a ? &*a : nullptr, b, changed)) winners.push_back(b);
+    }
+    if (!winners.empty()) {
+      entries_ = OriginEntries(std::make_shared<const HolderTable>(
+                                   table->WithChanges(slot_, winners)),
+                               slot_);
+    }
+    return;
+  }
+  // A column is read into an array first: the merge walks it in order.
+  const std::shared_ptr<const EntrySet> old_array = entries_.Array();
+  const Entries& old = old_array->entries();
+  Entries merged;
+  merged.reserve(old.size() + batch.size());
   auto a = old.begin();
   auto b = batch.begin();
   while (a != old.end() || b != batch.end()) {
     if (b == batch.end() || (a != old.end() && KeyLess(*a, *b))) {
-      merged->push_back(*a++);
+      merged.push_back(*a++);
       continue;
     }
     if (a == old.end() || KeyLess(*b, *a)) {  // new key
-      hasher_.Touch(b->content);
-      if (!b->removed()) {
-        ++live_count_;
-        if (changed) changed->push_back(*b);
-      }
-      max_seq_ = std::max(max_seq_, b->seq());
-      merged->push_back(*b++);
+      Take(nullptr, *b, changed);
+      merged.push_back(*b++);
       continue;
     }
     // Same key: the newer change wins.
-    if (b->seq() > a->seq()) {
-      hasher_.Touch(b->content);
-      bool was_live = !a->removed(), is_live = !b->removed();
-      live_count_ += is_live;
-      live_count_ -= was_live;
-      bool differs =
-          was_live != is_live ||
-          (is_live && (a->size() != b->size() || a->sha256 != b->sha256));
-      if (differs && changed) changed->push_back(*b);
-      max_seq_ = std::max(max_seq_, b->seq());
-      merged->push_back(*b);
-    } else {
-      merged->push_back(*a);
-    }
+    merged.push_back(Take(&*a, *b, changed) ? *b : *a);
     ++a;
     ++b;
   }
-  entries_ = std::make_shared<const EntrySet>(std::move(merged_entries));
+  entries_ = OriginEntries(std::make_shared<const EntrySet>(std::move(merged)));
 }
 
 void OriginTable::InstallCompacted(std::shared_ptr<const EntrySet> compacted,
                                    uint64_t floor) {
-  entries_ = std::move(compacted);
+  entries_ = OriginEntries(std::move(compacted));
   floor_seq_ = std::max(floor_seq_, floor);
 }
 
@@ -123,15 +132,16 @@ void OriginTable::Replace(uint64_t generation, uint64_t max_seq,
   floor_seq_ = floor_seq;
   live_count_ = 0;
   for (const Entry& e : sorted) live_count_ += !e.removed();
-  entries_ = std::make_shared<const EntrySet>(std::move(sorted));
+  entries_ = OriginEntries(std::make_shared<const EntrySet>(std::move(sorted)));
   hasher_.TouchAll();
 }
 
-std::vector<Entry> OriginTable::Since(const Entries& entries, uint64_t since) {
+std::vector<Entry> OriginTable::Since(const OriginEntries& entries,
+                                      uint64_t since) {
   std::vector<Entry> out;
-  for (const Entry& e : entries) {
+  entries.ForEach([&](const Entry& e) {
     if (e.seq() > since) out.push_back(e);
-  }
+  });
   std::sort(out.begin(), out.end(),
             [](const Entry& a, const Entry& b) { return a.seq() < b.seq(); });
   return out;

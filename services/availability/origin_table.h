@@ -6,18 +6,22 @@
 // It also keeps the origin's latest signed head (state_hash.h) and what is
 // needed to recompute the digest of its state cheaply after small changes.
 //
-// Entries live in an immutable, shared EntrySet: readers (gossip senders,
-// lookups) take a reference and need no lock while they read; writers build a
-// new vector and swap it in. Not thread-safe itself; PeerCache serializes.
+// Entries live in immutable OriginEntries: readers (gossip senders,
+// lookups) take a copy and need no lock while they read; writers build a
+// new array and swap it in. A change leaves the table with an array of its
+// own; PeerCache may then move it into the HolderTable that remote origins
+// share (ShareInto). Not thread-safe itself; PeerCache serializes.
 #ifndef SIDECAR_SERVICES_AVAILABILITY_ORIGIN_TABLE_H_
 #define SIDECAR_SERVICES_AVAILABILITY_ORIGIN_TABLE_H_
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "services/availability/entry_set.h"
+#include "services/availability/origin_entries.h"
 #include "services/availability/state_hash.h"
 
 namespace sidecar::availability {
@@ -52,8 +56,18 @@ class OriginTable {
   uint64_t max_seq() const { return max_seq_; }
   uint64_t floor_seq() const { return floor_seq_; }
   uint64_t live_count() const { return live_count_; }
-  size_t entry_count() const { return entries_->size(); }
-  std::shared_ptr<const EntrySet> entries() const { return entries_; }
+  size_t entry_count() const { return entries_.size(); }
+  const OriginEntries& entries() const { return entries_; }
+
+  // The slot of this origin's column in the shared HolderTable (PeerCache
+  // assigns it to remote origins).
+  HolderTable::Slot slot() const { return slot_; }
+  void set_slot(HolderTable::Slot slot) { slot_ = slot; }
+  // Reads the entries from column slot() of `table` from now on.
+  // REQUIRES: that column holds exactly this table's entries.
+  void ShareInto(std::shared_ptr<const HolderTable> table) {
+    entries_ = OriginEntries(std::move(table), slot_);
+  }
 
   // The origin's signed head if it describes this table's state (the same
   // generation and max_seq), else nullptr.
@@ -69,7 +83,7 @@ class OriginTable {
   // The digest of the table's live entries (StateHashOf), recomputing only
   // what changed since the last call.
   Sha256Digest ComputeStateHash() {
-    return hasher_.Compute(entries_->entries());
+    return hasher_.Compute(entries_.Array()->entries());
   }
   // For ComputeStateHash without the caller's lock (StateHasher::Fork).
   StateHasher ForkHasher() { return hasher_.Fork(); }
@@ -78,8 +92,10 @@ class OriginTable {
   // table that was changed and verified; keeps this table's info.
   void AdoptState(OriginTable&& other);
 
-  // The entry for `key` (live or tombstone), or nullptr.
-  const Entry* Find(const EntryKey& key) const;
+  // The entry for `key` (live or tombstone), if any.
+  std::optional<Entry> Find(const EntryKey& key) const {
+    return entries_.Find(key);
+  }
 
   // Merges `batch` (any order; several entries per key allowed) into the
   // table: per key the highest seq wins, and an entry older than what is
@@ -100,18 +116,24 @@ class OriginTable {
                Entries sorted);
 
   // Entries of `entries` with seq > since, in ascending seq order.
-  static std::vector<Entry> Since(const Entries& entries, uint64_t since);
+  static std::vector<Entry> Since(const OriginEntries& entries, uint64_t since);
 
   // Sorts by key and keeps one entry per key (the highest seq).
   static void SortAndDedupe(std::vector<Entry>* entries);
 
  private:
+  // Whether `change` replaces `old` (null: the key is new): it does if it is
+  // newer. If so, counts it (live entries, digest, max_seq) and appends it
+  // to `changed` (if not null) when it changes what is advertised.
+  bool Take(const Entry* old, const Entry& change, std::vector<Entry>* changed);
+
   OriginInfo info_;
   uint64_t generation_;
   uint64_t max_seq_ = 0;
   uint64_t floor_seq_ = 0;
   uint64_t live_count_ = 0;
-  std::shared_ptr<const EntrySet> entries_;
+  OriginEntries entries_;
+  HolderTable::Slot slot_ = 0;
   SignedHead head_;
   StateHasher hasher_;  // touched by every change to entries_
 };

@@ -46,8 +46,9 @@ absl::StatusOr<Pairing::Invite> Pairing::CreateInvite(absl::Duration ttl) {
   for (const Pending& p : invites_) live += !p.used && now <= p.expires_at;
   if (live >= options_.max_live_invites) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        live, " pairing codes are still valid; use one or wait until they "
-              "expire"));
+        live,
+        " pairing codes are still valid; use one or wait until they "
+        "expire"));
   }
   Pending p{PairingCode::Make(key_->certificate().key_sha256), now + ttl};
   invites_.push_back(p);
@@ -96,16 +97,16 @@ absl::StatusOr<v1::JoinResponse> Pairing::HandleJoin(
           "`sidecarctl pair invite`");
     }
     if (now > hit->expires_at) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "this pairing code expired at ", Clock(hit->expires_at),
-          "; make a new one with `sidecarctl pair invite`"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("this pairing code expired at ", Clock(hit->expires_at),
+                       "; make a new one with `sidecarctl pair invite`"));
     }
     hit->used = true;  // one use, whatever happens next
     matched = hit->code;
   }
   const v1::Hello& h = request.from();
-  absl::StatusOr<v1::MemberRecord> admitted = library_->Admit(
-      caller, h.name(), h.peer_address(), h.transfer_address());
+  absl::StatusOr<v1::MemberRecord> admitted =
+      library_->Admit(caller, h.name(), h.peer_address(), h.transfer_address());
   if (!admitted.ok()) return admitted.status();
   SC_LOG(INFO) << "paired with " << h.name() << " ("
                << caller.device_id.ToString() << ")";
@@ -149,8 +150,9 @@ absl::StatusOr<Pairing::JoinResult> Pairing::JoinAt(const PairingCode& code,
   if (!inviter.ok()) return inviter.status();
   if (inviter->device_id == key_->device_id()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(address, " is this device; give the address of the "
-                              "device that made the code"));
+        absl::StrCat(address,
+                     " is this device; give the address of the "
+                     "device that made the code"));
   }
   if (!code.MatchesInviter(inviter->key_sha256)) {
     return absl::PermissionDeniedError(absl::StrCat(

@@ -16,6 +16,7 @@ PeerCache::PeerCache(OriginInfo self, WatchHub* hub,
       hub_(hub),
       max_entries_per_origin_(max_entries_per_origin) {
   absl::MutexLock lock(&mu_);
+  shared_ = std::make_shared<const HolderTable>();
   origins_.emplace(self_id_, std::make_unique<OriginTable>(std::move(self), 0));
 }
 
@@ -25,16 +26,63 @@ OriginTable* PeerCache::FindOrCreate(const OriginInfo& info, InfoSource source,
   if (it == origins_.end()) {
     OriginInfo first = info;
     first.generation_signature.clear();  // set by Replace, with its entries
-    it = origins_
-             .emplace(info.device_id,
-                      std::make_unique<OriginTable>(std::move(first), 0))
-             .first;
-  } else if (source == InfoSource::kOrigin) {
+    return AddRemote(std::move(first));
+  }
+  if (source == InfoSource::kOrigin) {
     it->second->UpdateInfo(info);
   } else {
     it->second->FillInfo(info);
   }
   return it->second.get();
+}
+
+OriginTable* PeerCache::AddRemote(OriginInfo info) {
+  const Uuid id = info.device_id;
+  auto t = std::make_unique<OriginTable>(std::move(info), 0);
+  if (free_slots_.empty()) {
+    t->set_slot(next_slot_++);
+  } else {
+    t->set_slot(free_slots_.back());
+    free_slots_.pop_back();
+  }
+  // Its column is empty (a freed slot's was emptied): it reads from there.
+  t->ShareInto(shared_);
+  return origins_.emplace(id, std::move(t)).first->second.get();
+}
+
+void PeerCache::Share(const Uuid& origin) {
+  std::shared_ptr<const HolderTable> base;
+  std::shared_ptr<const EntrySet> array;
+  HolderTable::Slot slot = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = origins_.find(origin);
+    if (it == origins_.end()) return;
+    const OriginEntries& entries = it->second->entries();
+    if (entries.array() == nullptr) {
+      // Changed in place (OriginTable::ApplyDelta): its new table was made
+      // from the shared one while share_mu_ kept the other origins as they
+      // are there, so it is the shared table now.
+      if (entries.table() != shared_) Repoint(entries.table());
+      return;
+    }
+    array = entries.Array();
+    slot = it->second->slot();
+    base = shared_;
+  }
+  // Without mu_: lookups go on meanwhile. share_mu_ keeps other remote
+  // origins (and this one) as they are in `base`.
+  auto next = std::make_shared<const HolderTable>(
+      base->WithOrigin(slot, array->entries()));
+  absl::MutexLock lock(&mu_);
+  Repoint(std::move(next));
+}
+
+void PeerCache::Repoint(std::shared_ptr<const HolderTable> table) {
+  shared_ = std::move(table);
+  for (auto& [id, t] : origins_) {
+    if (id != self_id_) t->ShareInto(shared_);
+  }
 }
 
 void PeerCache::InitSelf(uint64_t generation, std::string generation_signature,
@@ -48,16 +96,16 @@ void PeerCache::InitSelf(uint64_t generation, std::string generation_signature,
 }
 
 void PeerCache::CompactSelf(uint64_t floor) {
-  std::shared_ptr<const EntrySet> old;
+  OriginEntries old;
   {
     absl::ReaderMutexLock lock(&mu_);
     old = origins_.at(self_id_)->entries();
   }
   Entries kept;
-  kept.reserve(old->size());
-  for (const Entry& e : old->entries()) {
+  kept.reserve(old.size());
+  old.ForEach([&](const Entry& e) {
     if (!e.removed() || e.seq() > floor) kept.push_back(e);
-  }
+  });
   auto compacted = std::make_shared<const EntrySet>(std::move(kept));
   absl::MutexLock lock(&mu_);
   OriginTable* self = origins_.at(self_id_).get();
@@ -65,7 +113,7 @@ void PeerCache::CompactSelf(uint64_t floor) {
   // for a new generation) would be lost: skip then. None can come while the
   // only caller, LocalInventory::CompactLog, holds LocalInventory's write
   // lock, which every change of the own origin takes; this is a safeguard.
-  if (self->entries() != old) return;
+  if (!self->entries().SameAs(old)) return;
   self->InstallCompacted(std::move(compacted), floor);
 }
 
@@ -86,14 +134,12 @@ void PeerCache::ApplySelf(std::vector<Entry> changes, uint64_t up_to_seq) {
 }
 
 std::optional<Entry> PeerCache::FindSelf(const EntryKey& key) const {
-  std::shared_ptr<const EntrySet> entries;
+  OriginEntries entries;
   {
     absl::ReaderMutexLock lock(&mu_);
     entries = origins_.at(self_id_)->entries();
   }
-  const Entry* e = entries->Find(key);
-  if (e == nullptr) return std::nullopt;
-  return *e;
+  return entries.Find(key);
 }
 
 namespace {
@@ -128,7 +174,7 @@ std::optional<PeerCache::OriginView> PeerCache::SignedSelfView() {
   SignedHead head;
   head.generation = view.state.generation;
   head.max_seq = view.state.max_seq;
-  head.state = hasher.Compute(view.entries->entries());
+  head.state = hasher.Compute(view.entries.Array()->entries());
   head.signature = signer_(HeadStatement(self_id_, head));
   {
     absl::MutexLock lock(&mu_);
@@ -151,7 +197,7 @@ absl::Status PeerCache::CheckDelta(const OriginTable& t, const Uuid& origin,
   }
   if (t.entry_count() + batch.size() > max_entries_per_origin_) {
     size_t added = 0;
-    for (const Entry& e : batch) added += t.Find(EntryKey::Of(e)) == nullptr;
+    for (const Entry& e : batch) added += !t.Find(EntryKey::Of(e));
     if (t.entry_count() + added > max_entries_per_origin_) {
       return absl::ResourceExhaustedError(
           absl::StrCat("origin ", origin.ToString(), " would hold ",
@@ -190,6 +236,7 @@ absl::Status PeerCache::ApplyRemoteDelta(const OriginInfo& info,
                                          const SignedHead* head) {
   if (info.device_id == self_id_) return absl::OkStatus();
   std::vector<Entry> changed;
+  absl::MutexLock share(&share_mu_);
   if (source == InfoSource::kRelay) {
     absl::Status s = ApplyRelayedDelta(info, generation, up_to_seq,
                                        std::move(batch), head, &changed);
@@ -201,6 +248,7 @@ absl::Status PeerCache::ApplyRemoteDelta(const OriginInfo& info,
     t->ApplyDelta(std::move(batch), up_to_seq, hub_ ? &changed : nullptr);
     if (head != nullptr) t->set_head(*head);
   }
+  Share(info.device_id);
   if (hub_) hub_->PublishEntries(info.device_id, /*is_local=*/false, changed);
   return absl::OkStatus();
 }
@@ -220,7 +268,7 @@ absl::Status PeerCache::ApplyRelayedDelta(const OriginInfo& info,
   // Check a changed copy without the lock: hashing can take milliseconds,
   // and lookups must not wait for it.
   std::optional<OriginTable> candidate;
-  std::shared_ptr<const EntrySet> base;  // held so its address stays unique
+  OriginEntries base;  // held so its address stays unique
   {
     absl::MutexLock lock(&mu_);
     OriginTable* t = FindOrCreate(info, InfoSource::kRelay, generation);
@@ -233,7 +281,7 @@ absl::Status PeerCache::ApplyRelayedDelta(const OriginInfo& info,
   SC_RETURN_IF_ERROR(CheckAgainstHead(origin, *head, &*candidate));
   absl::MutexLock lock(&mu_);
   auto it = origins_.find(origin);
-  if (it == origins_.end() || it->second->entries() != base ||
+  if (it == origins_.end() || !it->second->entries().SameAs(base) ||
       it->second->generation() != generation) {
     return absl::AbortedError(
         absl::StrCat("origin ", origin.ToString(),
@@ -260,6 +308,7 @@ absl::Status PeerCache::ReplaceRemote(const OriginInfo& info, InfoSource source,
         absl::StrCat("relayed snapshot of origin ", origin.ToString(),
                      " without the origin's signed head"));
   }
+  absl::MutexLock share(&share_mu_);
   // Snapshots usually arrive in key order already; sorting is the fallback
   // for custom variants whose ids differ between processes.
   if (!std::is_sorted(
@@ -303,6 +352,7 @@ absl::Status PeerCache::ReplaceRemote(const OriginInfo& info, InfoSource source,
     }
     t->AdoptState(std::move(candidate));
   }
+  Share(origin);
   // Receiving a large snapshot leaves many freed message buffers in malloc's
   // arenas; hand them back so the process's footprint is the cache itself.
   malloc_trim(0);
@@ -318,8 +368,22 @@ absl::Status PeerCache::ReplaceRemote(const OriginInfo& info, InfoSource source,
 void PeerCache::DropOrigin(const Uuid& origin) {
   if (origin == self_id_) return;
   {
+    absl::MutexLock share(&share_mu_);
+    std::shared_ptr<const HolderTable> base;
+    HolderTable::Slot slot = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = origins_.find(origin);
+      if (it == origins_.end()) return;
+      slot = it->second->slot();
+      origins_.erase(it);
+      base = shared_;
+    }
+    // Its column is emptied before the slot is handed out again.
+    auto next = std::make_shared<const HolderTable>(base->WithOrigin(slot, {}));
     absl::MutexLock lock(&mu_);
-    if (origins_.erase(origin) == 0) return;
+    Repoint(std::move(next));
+    free_slots_.push_back(slot);
   }
   malloc_trim(0);
   if (hub_) {
@@ -335,7 +399,7 @@ void PeerCache::NoteOrigin(const OriginInfo& info) {
   absl::MutexLock lock(&mu_);
   auto it = origins_.find(info.device_id);
   if (it == origins_.end()) {
-    origins_.emplace(info.device_id, std::make_unique<OriginTable>(info, 0));
+    AddRemote(info);
   } else {
     it->second->UpdateInfo(info);
   }
@@ -371,16 +435,38 @@ std::vector<PeerCache::OriginView> PeerCache::Views() const {
 
 void PeerCache::Lookup(absl::Span<const OriginView> views,
                        absl::Span<const std::optional<EntryKey>> keys,
-                       std::vector<const Entry*>* found) {
+                       Found* found) {
   const size_t nv = views.size();
-  found->assign(keys.size() * nv, nullptr);
+  found->views_ = nv;
+  found->found_.assign(keys.size() * nv, nullptr);
+  found->copies_.clear();
   std::vector<const Entry*> column(keys.size());
+  std::vector<uint32_t> first(keys.size());
+  const HolderTable* looked_up = nullptr;
   for (size_t v = 0; v < nv; ++v) {
-    if (views[v].entries->empty()) continue;
-    views[v].entries->FindMany(keys, column.data());
+    const OriginEntries& entries = views[v].entries;
+    if (entries.empty()) continue;
+    if (const EntrySet* array = entries.array()) {
+      array->FindMany(keys, column.data());
+      for (size_t i = 0; i < keys.size(); ++i) {
+        const Entry* e = column[i];
+        if (e != nullptr && !e->removed()) found->found_[i * nv + v] = e;
+      }
+      continue;
+    }
+    // Columns of one shared table: each key's rows are found once for all.
+    const HolderTable& table = *entries.table();
+    if (&table != looked_up) {
+      table.FirstRows(keys, first.data());
+      looked_up = &table;
+    }
     for (size_t i = 0; i < keys.size(); ++i) {
-      const Entry* e = column[i];
-      if (e != nullptr && !e->removed()) (*found)[i * nv + v] = e;
+      if (!keys[i] || first[i] >= table.rows()) continue;
+      std::optional<Entry> e =
+          table.FindFrom(entries.slot(), *keys[i], first[i]);
+      if (e && !e->removed()) {
+        found->found_[i * nv + v] = &found->copies_.emplace_back(*e);
+      }
     }
   }
 }

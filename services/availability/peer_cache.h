@@ -1,12 +1,17 @@
 // PeerCache: what every known origin device advertises, this device included,
-// held in memory (about 64 bytes per entry) and rebuilt from gossip after a
-// restart. The own origin is fed by LocalInventory; remote origins by gossip.
+// held in memory and rebuilt from gossip after a restart. The own origin is
+// fed by LocalInventory and keeps an array of its own (64 bytes per entry);
+// remote origins are fed by gossip and share one HolderTable, in which a
+// sidecar that several of them hold alike is stored once (about 64 bytes,
+// plus 4 per holder).
 //
-// Thread-safe. Lookups copy shared pointers to the immutable entry vectors
-// under a reader lock and then search without any lock.
+// Thread-safe. Lookups copy the immutable OriginEntries under a reader lock
+// and then search without any lock. Changes to remote origins are
+// serialized (share_mu_): each rebuilds the shared table without mu_ held.
 #ifndef SIDECAR_SERVICES_AVAILABILITY_PEER_CACHE_H_
 #define SIDECAR_SERVICES_AVAILABILITY_PEER_CACHE_H_
 
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -18,6 +23,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "services/availability/gossip_protocol.h"
+#include "services/availability/holder_table.h"
+#include "services/availability/origin_entries.h"
 #include "services/availability/origin_table.h"
 #include "services/availability/state_hash.h"
 #include "services/availability/watch_hub.h"
@@ -77,7 +84,8 @@ class PeerCache {
   absl::Status ApplyRemoteDelta(const OriginInfo& info, InfoSource source,
                                 uint64_t generation, uint64_t up_to_seq,
                                 std::vector<Entry> batch,
-                                const SignedHead* head = nullptr);
+                                const SignedHead* head = nullptr)
+      ABSL_LOCKS_EXCLUDED(share_mu_, mu_);
 
   // Replaces all that is known of a remote origin with a snapshot. Ignored
   // when the origin is this device or the cached generation is newer.
@@ -87,7 +95,8 @@ class PeerCache {
   absl::Status ReplaceRemote(const OriginInfo& info, InfoSource source,
                              uint64_t generation, uint64_t max_seq,
                              uint64_t floor_seq, std::vector<Entry> entries,
-                             const SignedHead* head = nullptr);
+                             const SignedHead* head = nullptr)
+      ABSL_LOCKS_EXCLUDED(share_mu_, mu_);
 
   // The generation cached for `origin`, 0 if none.
   uint64_t Generation(const Uuid& origin) const;
@@ -98,7 +107,7 @@ class PeerCache {
 
   // Forgets everything known of a remote origin (a device removed from the
   // library). Publishes one RESET event. Never the own origin.
-  void DropOrigin(const Uuid& origin);
+  void DropOrigin(const Uuid& origin) ABSL_LOCKS_EXCLUDED(share_mu_, mu_);
 
   // (origin, generation, max_seq) for every origin with any state.
   std::vector<DigestEntry> Digest() const;
@@ -107,7 +116,7 @@ class PeerCache {
     OriginInfo info;
     OriginState state;
     uint64_t live_count = 0;
-    std::shared_ptr<const EntrySet> entries;
+    OriginEntries entries;
     // The origin's signed head for exactly this state, if this device has
     // it: only then may the state be relayed.
     std::optional<SignedHead> head;
@@ -123,12 +132,24 @@ class PeerCache {
   // million entries the first time), outside the lock that lookups take.
   std::optional<OriginView> SignedSelfView() ABSL_LOCKS_EXCLUDED(head_mu_);
 
-  // Looks every key up in every view. Afterwards found[i * views.size() + v]
-  // is the live entry of views[v] for keys[i], or nullptr. `views` must come
-  // from Views() and outlive the use of `found`.
+  // What Lookup found: At(i, v) is the live entry of views[v] for keys[i],
+  // or nullptr. Valid while the views it was made from are.
+  class Found {
+   public:
+    const Entry* At(size_t key, size_t view) const {
+      return found_[key * views_ + view];
+    }
+
+   private:
+    friend class PeerCache;
+    size_t views_ = 0;
+    std::vector<const Entry*> found_;
+    std::deque<Entry> copies_;  // entries read from shared columns
+  };
+  // Looks every key up in every view. `views` must come from Views().
   static void Lookup(absl::Span<const OriginView> views,
                      absl::Span<const std::optional<EntryKey>> keys,
-                     std::vector<const Entry*>* found);
+                     Found* found);
 
   // Total entries held (tombstones included) across all origins.
   size_t TotalEntries() const;
@@ -145,6 +166,17 @@ class PeerCache {
   OriginTable* FindOrCreate(const OriginInfo& info, InfoSource source,
                             uint64_t generation)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A new remote origin's table, with a free slot. REQUIRES: mu_ held.
+  OriginTable* AddRemote(OriginInfo info) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a change to remote origin `origin`: moves its entries, if they
+  // became an array of their own, into the shared table, or adopts the
+  // table its change in place made; and points every remote origin at the
+  // new table. Nothing if its entries are in the shared table already.
+  void Share(const Uuid& origin) ABSL_EXCLUSIVE_LOCKS_REQUIRED(share_mu_)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Makes `table` the shared table and points every remote origin at it.
+  void Repoint(std::shared_ptr<const HolderTable> table)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Whether the state of `candidate` (a changed copy of `origin`'s table) is
   // the one `head` describes: PERMISSION_DENIED, saying how it differs, if
@@ -157,7 +189,7 @@ class PeerCache {
                                  uint64_t up_to_seq, std::vector<Entry> batch,
                                  const SignedHead* head,
                                  std::vector<Entry>* changed)
-      ABSL_LOCKS_EXCLUDED(mu_);
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(share_mu_) ABSL_LOCKS_EXCLUDED(mu_);
   // Checks bounds and generation for ApplyRemoteDelta.
   // REQUIRES: mu_ held.
   absl::Status CheckDelta(const OriginTable& t, const Uuid& origin,
@@ -168,9 +200,16 @@ class PeerCache {
   const Uuid self_id_;
   WatchHub* const hub_;
   const size_t max_entries_per_origin_;
+  // Serializes changes to remote origins (their entries and the shared
+  // table). Acquired before mu_.
+  absl::Mutex share_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   mutable absl::Mutex mu_;
   absl::flat_hash_map<Uuid, std::unique_ptr<OriginTable>> origins_
       ABSL_GUARDED_BY(mu_);
+  // The entries of all remote origins, each in the column of its slot.
+  std::shared_ptr<const HolderTable> shared_ ABSL_GUARDED_BY(mu_);
+  std::vector<HolderTable::Slot> free_slots_ ABSL_GUARDED_BY(mu_);
+  HolderTable::Slot next_slot_ ABSL_GUARDED_BY(mu_) = 0;
   // Serializes RefreshSelfHead (its fork and adopt of the own hasher must
   // not interleave). Acquired before mu_.
   absl::Mutex head_mu_ ABSL_ACQUIRED_BEFORE(mu_);

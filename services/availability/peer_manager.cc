@@ -517,7 +517,7 @@ v1::Subscription PeerManager::LeafSubscription(Peer* p) {
 void PeerManager::CheckLeafBudget(Peer* p,
                                   const std::optional<uint64_t>& over_budget) {
   std::optional<PeerCache::OriginView> view = cache_->View(p->device_id);
-  uint64_t held = view && view->entries ? view->entries->size() : 0;
+  uint64_t held = view ? view->entries.size() : 0;
   const uint64_t total = cache_->RemoteEntries();
   if (!over_budget && total <= options_.leaf_cache_entries) return;
   uint64_t count = over_budget.value_or(held);

@@ -26,8 +26,11 @@ struct Outgoing {
   bool over_budget = false;
   uint64_t matching = 0;    // when over_budget
   std::vector<Entry> list;  // deltas (ascending seq), or a filtered snapshot
+  // An unfiltered snapshot: the origin's entries as an array (a column of
+  // the shared table is read into one when the answer is planned).
+  std::shared_ptr<const EntrySet> array;
   absl::Span<const Entry> entries() const {
-    if (snapshot && !filtered) return view.entries->entries();
+    if (snapshot && !filtered) return array->entries();
     return list;
   }
 };
@@ -344,18 +347,18 @@ void FilterForLeaf(const Subscription& sub, Outgoing* o) {
     std::erase_if(o->list, [&](const Entry& e) { return !sub.Matches(e); });
     return;
   }
-  const Entries& all = o->view.entries->entries();
+  const OriginEntries& all = o->view.entries;
   uint64_t matching = 0;
-  for (const Entry& e : all) matching += sub.Matches(e);
+  all.ForEach([&](const Entry& e) { matching += sub.Matches(e); });
   if (matching > sub.max_entries()) {
     o->over_budget = true;
     o->matching = matching;
     return;
   }
   o->list.reserve(matching);
-  for (const Entry& e : all) {
+  all.ForEach([&](const Entry& e) {
     if (sub.Matches(e)) o->list.push_back(e);
-  }
+  });
 }
 
 }  // namespace
@@ -401,14 +404,15 @@ ExchangePlan PeerService::PlanExchange(const v1::Hello& from,
     Outgoing o;
     o.view = std::move(v);
     if (send == SendPlan::kDelta) {
-      o.list = OriginTable::Since(o.view.entries->entries(), remote->max_seq);
-      if (DeltaBetterAsSnapshot(o.list.size(), o.view.entries->size())) {
+      o.list = OriginTable::Since(o.view.entries, remote->max_seq);
+      if (DeltaBetterAsSnapshot(o.list.size(), o.view.entries.size())) {
         o.list.clear();
         send = SendPlan::kSnapshot;
       }
     }
     o.snapshot = send == SendPlan::kSnapshot;
     if (sub != nullptr) FilterForLeaf(*sub, &o);
+    if (o.snapshot && !o.filtered) o.array = o.view.entries.Array();
     plan.work.push_back(std::move(o));
   }
   // Origins the caller knows and we do not at all.
@@ -450,7 +454,7 @@ grpc::Status PeerService::WhoHas(grpc::ServerContext* ctx,
     return !library_->IsMember(v.info.device_id) ||
            (leaf_ && v.info.device_id != cache_->self_id());
   });
-  std::vector<const Entry*> found;
+  PeerCache::Found found;
   PeerCache::Lookup(views, *keys, &found);
   const size_t nv = views.size();
   std::vector<int> device_index(nv, -1);
@@ -458,7 +462,7 @@ grpc::Status PeerService::WhoHas(grpc::ServerContext* ctx,
   for (size_t i = 0; i < keys->size(); ++i) {
     v1::PeerWhoHasResponse::KeyHolders* kh = resp->add_results();
     for (size_t v = 0; v < nv; ++v) {
-      const Entry* e = found[i * nv + v];
+      const Entry* e = found.At(i, v);
       if (e == nullptr) continue;
       if (device_index[v] < 0) {
         device_index[v] = resp->devices_size();

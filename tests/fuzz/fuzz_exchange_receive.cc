@@ -127,16 +127,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const PeerCache::OriginView& v : cache.Views()) {
     const Uuid& id = v.info.device_id;
     if (id == self) {
-      FUZZ_CHECK(v.state.generation == 0 && v.entries->empty());
+      FUZZ_CHECK(v.state.generation == 0 && v.entries.empty());
       continue;
     }
     FUZZ_CHECK(id.bytes[0] % 2 == 0);
-    FUZZ_CHECK(v.entries->size() <= kEntriesBound);
+    FUZZ_CHECK(v.entries.size() <= kEntriesBound);
     // What a relay brought is exactly a state its origin signed.
-    if (id != Filled(2) && !v.entries->empty()) {
+    if (id != Filled(2) && !v.entries.empty()) {
       FUZZ_CHECK(v.head.has_value());
       FUZZ_CHECK(v.head->state ==
-                 availability::StateHashOf(v.entries->entries()));
+                 availability::StateHashOf(v.entries.Array()->entries()));
     }
     FUZZ_CHECK(v.info.peer_address.empty() ||
                availability::IsDialableAddress(v.info.peer_address));

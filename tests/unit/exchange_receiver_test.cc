@@ -297,7 +297,7 @@ TEST_F(ExchangeReceiverTest, RelayCannotChangeAnOriginWithinItsGeneration) {
           .ok());
   EXPECT_EQ(last_refused_, 1u);
   EXPECT_EQ(cache_->View(origin_->device_id())
-                ->entries->Find(EntryKey::Of(MakeEntry(3, 1)))
+                ->entries.Find(EntryKey::Of(MakeEntry(3, 1)))
                 ->removed(),
             false);
   unchanged("a withdrawn sidecar");
@@ -359,7 +359,7 @@ TEST_F(ExchangeReceiverTest, OwnHeadIsSignedAndFollowsTheOwnState) {
   EXPECT_EQ(head.state, StateHashOf(Entries(0, 10, 1)));
   // The view is of the state the head signs.
   EXPECT_EQ(view->state.max_seq, 10u);
-  EXPECT_EQ(StateHashOf(view->entries->entries()), head.state);
+  EXPECT_EQ(StateHashOf(view->entries.Array()->entries()), head.state);
   EXPECT_TRUE(VerifySignature(self_->certificate(),
                               HeadStatement(self_->device_id(), head),
                               head.signature));
@@ -406,10 +406,10 @@ TEST_F(ExchangeReceiverTest, SnapshotPartsAreJoinedInOrder) {
   std::optional<PeerCache::OriginView> v = cache_->View(origin_->device_id());
   ASSERT_TRUE(v.has_value());
   const std::vector<Entry> want = Entries(0, 25, 1);
-  ASSERT_EQ(v->entries->size(), want.size());
+  const std::vector<Entry> got = v->entries.Array()->entries();
+  ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < want.size(); ++i) {
-    EXPECT_EQ(std::memcmp(&v->entries->entries()[i], &want[i], sizeof(Entry)),
-              0)
+    EXPECT_EQ(std::memcmp(&got[i], &want[i], sizeof(Entry)), 0)
         << "entry " << i;
   }
   EXPECT_EQ(v->state.max_seq, 25u);
@@ -532,10 +532,10 @@ TEST_F(ExchangeReceiverTest, GeneratorVersionsArriveAndAreCoveredByTheHead) {
   ASSERT_TRUE(Receive(*origin_, {snap}).ok());
   auto view = cache_->View(origin_->device_id());
   ASSERT_TRUE(view.has_value());
-  const Entry* got = view->entries->Find(EntryKey::Of(state[1]));
-  ASSERT_NE(got, nullptr);
+  std::optional<Entry> got = view->entries.Find(EntryKey::Of(state[1]));
+  ASSERT_TRUE(got.has_value());
   EXPECT_EQ(GeneratorVersionOf(*got), "thumbgen 1.3");
-  EXPECT_EQ(GeneratorVersionOf(*view->entries->Find(EntryKey::Of(state[2]))),
+  EXPECT_EQ(GeneratorVersionOf(*view->entries.Find(EntryKey::Of(state[2]))),
             "");
 
   // A relay claims the origin's sidecar 1 was made by another version,
@@ -551,7 +551,7 @@ TEST_F(ExchangeReceiverTest, GeneratorVersionsArriveAndAreCoveredByTheHead) {
           .ok());
   EXPECT_EQ(last_refused_, 1u);
   EXPECT_EQ(GeneratorVersionOf(*cache_->View(origin_->device_id())
-                                    ->entries->Find(EntryKey::Of(state[1]))),
+                                    ->entries.Find(EntryKey::Of(state[1]))),
             "thumbgen 1.3");
   // The true change passes.
   ASSERT_TRUE(
@@ -561,7 +561,7 @@ TEST_F(ExchangeReceiverTest, GeneratorVersionsArriveAndAreCoveredByTheHead) {
           .ok());
   EXPECT_EQ(last_refused_, 0u);
   EXPECT_EQ(GeneratorVersionOf(*cache_->View(origin_->device_id())
-                                    ->entries->Find(EntryKey::Of(state[1]))),
+                                    ->entries.Find(EntryKey::Of(state[1]))),
             "");
 }
 
@@ -581,7 +581,9 @@ TEST_F(ExchangeReceiverTest, HostileGeneratorVersionsAreRefused) {
   m.mutable_batch()->set_generator_versions(0, std::string(129, 'v'));
   expect_refused(m, absl::StatusCode::kInvalidArgument, "too long");
   m = good;
-  m.mutable_batch()->set_generator_versions(0, "thumbgen \xff" "1.2");
+  m.mutable_batch()->set_generator_versions(0,
+                                            "thumbgen \xff"
+                                            "1.2");
   expect_refused(m, absl::StatusCode::kInvalidArgument, "not UTF-8");
   m = good;
   m.mutable_batch()->set_generator_versions(0, "thumbgen\n1.2");

@@ -174,7 +174,7 @@ class LocalInventorySnapshotTest : public ::testing::TestWithParam<int> {
     EXPECT_TRUE(inventory.Load().ok());
     std::optional<PeerCache::OriginView> view = cache.View(self_);
     EXPECT_TRUE(view.has_value());
-    return {view->state, view->live_count, view->entries->entries(),
+    return {view->state, view->live_count, view->entries.Array()->entries(),
             inventory.rows_loaded()};
   }
 
@@ -268,7 +268,7 @@ TEST_P(LocalInventorySnapshotTest, SnapshotNotMatchingTheRowAtItsSeq) {
   RandomWrites(10);
   std::optional<PeerCache::OriginView> view = cache_.View(self_);
   ASSERT_TRUE(view.has_value());
-  Entries entries = view->entries->entries();
+  Entries entries = view->entries.Array()->entries();
   for (Entry& e : entries) {
     // Live for a tombstone or the other way round: a row the log never held.
     if (e.seq() == view->state.max_seq) e.size_bits ^= uint64_t{1} << 52;

@@ -45,14 +45,14 @@ TEST(OriginTableTest, DeltaMergesNewestPerKey) {
   // withdrawn.
   changed.clear();
   t.ApplyDelta({E(1, 1, 999), E(2, 4, 200), E(3, 5, 0, true)}, 5, &changed);
-  ASSERT_NE(t.Find(K(1)), nullptr);
+  ASSERT_TRUE(t.Find(K(1)).has_value());
   EXPECT_EQ(t.Find(K(1))->size(), 100u);
   EXPECT_EQ(t.Find(K(2))->size(), 200u);
   EXPECT_TRUE(t.Find(K(3))->removed());
   EXPECT_EQ(t.live_count(), 2u);
   EXPECT_EQ(t.entry_count(), 3u);  // tombstone kept for relaying
   EXPECT_EQ(changed.size(), 2u);
-  EXPECT_EQ(t.Find(K(4)), nullptr);
+  EXPECT_FALSE(t.Find(K(4)).has_value());
 }
 
 TEST(OriginTableTest, DuplicateKeysInOneBatchKeepHighestSeq) {
@@ -65,11 +65,11 @@ TEST(OriginTableTest, DuplicateKeysInOneBatchKeepHighestSeq) {
 TEST(OriginTableTest, SinceReturnsAscendingSeq) {
   OriginTable t({U(1000)}, 1);
   t.ApplyDelta({E(5, 4), E(1, 2), E(9, 6), E(2, 1)}, 6, nullptr);
-  std::vector<Entry> d = OriginTable::Since(t.entries()->entries(), 2);
+  std::vector<Entry> d = OriginTable::Since(t.entries(), 2);
   ASSERT_EQ(d.size(), 2u);
   EXPECT_EQ(d[0].seq(), 4u);
   EXPECT_EQ(d[1].seq(), 6u);
-  EXPECT_TRUE(OriginTable::Since(t.entries()->entries(), 6).empty());
+  EXPECT_TRUE(OriginTable::Since(t.entries(), 6).empty());
 }
 
 TEST(PeerCacheTest, LookupFindsLiveHoldersOnly) {
@@ -98,13 +98,11 @@ TEST(PeerCacheTest, LookupFindsLiveHoldersOnly) {
   auto views = cache.Views();
   std::vector<std::optional<EntryKey>> keys = {K(100), K(101), K(103),
                                                std::nullopt};
-  std::vector<const Entry*> found;
+  PeerCache::Found found;
   PeerCache::Lookup(views, keys, &found);
-  ASSERT_EQ(found.size(), keys.size() * views.size());
   auto holders = [&](size_t i) {
     int n = 0;
-    for (size_t v = 0; v < views.size(); ++v)
-      n += found[i * views.size() + v] != nullptr;
+    for (size_t v = 0; v < views.size(); ++v) n += found.At(i, v) != nullptr;
     return n;
   };
   EXPECT_EQ(holders(0), 2);
@@ -133,9 +131,11 @@ TEST(PeerCacheTest, SnapshotOutOfOrderIsSorted) {
                   .ok());
   auto v = cache.View(U(2));
   ASSERT_TRUE(v.has_value());
+  Entries back = v->entries.Array()->entries();
   EXPECT_TRUE(std::is_sorted(
-      v->entries->entries().begin(), v->entries->entries().end(),
+      back.begin(), back.end(),
       [](const Entry& a, const Entry& b) { return KeyLess(a, b); }));
+  EXPECT_EQ(back.size(), 3u);
   EXPECT_EQ(v->live_count, 3u);
 }
 

@@ -139,7 +139,7 @@ TEST(StateHashTest, IncrementalDigestEqualsTheDigestFromScratch) {
     if (round % 3 == 0) {
       // Computed on a fork, while more changes land on the table.
       StateHasher fork = table.ForkHasher();
-      std::shared_ptr<const EntrySet> at_fork = table.entries();
+      std::shared_ptr<const EntrySet> at_fork = table.entries().Array();
       table.ApplyDelta(random_batch(1 + rng() % 50), seq, nullptr);
       EXPECT_EQ(fork.Compute(at_fork->entries()),
                 StateHashOf(at_fork->entries()));
@@ -150,7 +150,8 @@ TEST(StateHashTest, IncrementalDigestEqualsTheDigestFromScratch) {
     if (round == 20) {  // a snapshot replaces everything
       table.Replace(1, seq, 0, Sorted(random_batch(2000)));
     }
-    ASSERT_EQ(table.ComputeStateHash(), StateHashOf(table.entries()->entries()))
+    ASSERT_EQ(table.ComputeStateHash(),
+              StateHashOf(table.entries().Array()->entries()))
         << "round " << round;
   }
 }
@@ -160,10 +161,11 @@ TEST(StateHashTest, AdoptingAForkFromBeforeAReplaceKeepsNothingStale) {
   OriginTable table({RandomUuid(rng)}, 1);
   table.ApplyDelta({Make(RandomUuid(rng), 3, 1, 1)}, 1, nullptr);
   StateHasher fork = table.ForkHasher();
-  fork.Compute(table.entries()->entries());
+  fork.Compute(table.entries().Array()->entries());
   table.Replace(1, 2, 0, {Make(RandomUuid(rng), 3, 2, 2)});
   table.AdoptHasher(fork);  // from before the Replace: ignored
-  EXPECT_EQ(table.ComputeStateHash(), StateHashOf(table.entries()->entries()));
+  EXPECT_EQ(table.ComputeStateHash(),
+            StateHashOf(table.entries().Array()->entries()));
 }
 
 }  // namespace
