@@ -9,13 +9,17 @@
 // format, variant, size, checksum: 60 bytes) and the same keys held by a
 // single origin, which is what perfect sharing would cost plus the holders.
 //
-// The same origins are also put into a HolderTable (each distinct record
-// stored once), with the time its last WithOrigin took: what replacing one
-// origin's entries costs there.
+// A third baseline is the design before it: an array of 64-byte entries
+// per origin (EntrySets), which the same origins fill in this process.
+//
+// Then a delta of 100 changes to one origin: PeerCache::ApplyRemoteDelta
+// (merge, and the shared table rebuilt), beside OriginTable::ApplyDelta on
+// an array of its own, which is all a delta cost before; medians of 5.
 //
 //   cache_memory_bench --cases=1000000x1,1000000x5,6000000x2
 #include <malloc.h>
 
+#include <algorithm>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -26,8 +30,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/sha256.h"
 #include "services/availability/entry_set.h"
-#include "services/availability/holder_table.h"
+#include "services/availability/origin_table.h"
 #include "services/availability/peer_cache.h"
 #include "tests/support/bench_entries.h"
 
@@ -41,6 +46,13 @@ namespace {
 size_t HeapInUse() {
   struct mallinfo2 m = mallinfo2();
   return m.uordblks + m.hblkhd;
+}
+
+void Check(const absl::Status& s) {
+  if (!s.ok()) {
+    std::cerr << s << "\n";
+    std::exit(1);
+  }
 }
 
 // Heap bytes of a cache in which `origins` remote devices advertise
@@ -69,30 +81,63 @@ size_t CacheBytes(const Entries& entries, int origins) {
   return used;
 }
 
-struct TableFigures {
-  size_t bytes = 0;
-  absl::Duration last_change;
-};
-
-// Heap bytes of a HolderTable in which `origins` slots hold `entries`.
-TableFigures TableBytes(const Entries& entries, int origins) {
+// Heap bytes of `origins` arrays of `entries`: the cache before the
+// shared table.
+size_t ArrayBytes(const Entries& entries, int origins) {
   const size_t before = HeapInUse();
-  TableFigures f;
-  {
-    HolderTable table;
-    for (int o = 0; o < origins; ++o) {
-      const absl::Time start = absl::Now();
-      table = table.WithOrigin(o, entries);
-      f.last_change = absl::Now() - start;
-    }
-    if (table.rows() != entries.size() ||
-        table.count(origins - 1) != entries.size()) {
-      std::cerr << "the table holds " << table.rows() << " rows\n";
-      std::exit(1);
-    }
-    f.bytes = HeapInUse() - before;
+  std::vector<std::shared_ptr<const EntrySet>> arrays;
+  for (int o = 0; o < origins; ++o) {
+    arrays.push_back(std::make_shared<const EntrySet>(Entries(entries)));
   }
-  return f;
+  return HeapInUse() - before;
+}
+
+// 100 changes to the entries of `entries` (new sizes and checksums), at
+// seqs after theirs.
+Entries Changes(const Entries& entries, int round) {
+  Entries out;
+  const size_t step = std::max<size_t>(1, entries.size() / 100);
+  for (size_t i = 0; i < entries.size() && out.size() < 100; i += step) {
+    Entry e = entries[i];
+    e.sha256 = Sha256Of(absl::StrCat("changed ", i, " ", round));
+    e.seq_bits = (e.seq_bits & ~kMaxSeq) |
+                 (entries.size() + 1 + round * 100 + out.size());
+    out.push_back(e);
+  }
+  return out;
+}
+
+absl::Duration Median(std::vector<absl::Duration> d) {
+  std::sort(d.begin(), d.end());
+  return d[d.size() / 2];
+}
+
+// A delta of 100 changes to one of `origins` remote origins holding
+// `entries`: through the cache, and (baseline) on an array of its own.
+std::pair<absl::Duration, absl::Duration> DeltaTimes(const Entries& entries,
+                                                     int origins) {
+  PeerCache cache(OriginInfo{Uuid::Random()}, nullptr);
+  const OriginInfo changing{Uuid::Random()};
+  for (int o = 0; o < origins; ++o) {
+    const OriginInfo info = o == 0 ? changing : OriginInfo{Uuid::Random()};
+    Check(cache.ReplaceRemote(info, InfoSource::kOrigin, 1, entries.size(), 0,
+                              Entries(entries)));
+  }
+  OriginTable array(changing, 1);
+  array.Replace(1, entries.size(), 0, Entries(entries));
+  std::vector<absl::Duration> shared, alone;
+  for (int round = 0; round < 5; ++round) {
+    Entries batch = Changes(entries, round);
+    const uint64_t up_to = batch.back().seq();
+    absl::Time t = absl::Now();
+    Check(cache.ApplyRemoteDelta(changing, InfoSource::kOrigin, 1, up_to,
+                                 Entries(batch)));
+    shared.push_back(absl::Now() - t);
+    t = absl::Now();
+    array.ApplyDelta(std::move(batch), up_to, nullptr);
+    alone.push_back(absl::Now() - t);
+  }
+  return {Median(shared), Median(alone)};
 }
 
 struct Case {
@@ -134,13 +179,18 @@ int Run() {
         "per key/one origin = %.2f, per key/raw = %.2f (%s)\n",
         c.keys, c.origins, all, all / c.origins, one, kRawKeyBytes, all / one,
         all / kRawKeyBytes, absl::FormatDuration(absl::Now() - start));
-    const TableFigures table = TableBytes(entries, c.origins);
-    const double shared = static_cast<double>(table.bytes) / c.keys;
+    const double arrays =
+        static_cast<double>(ArrayBytes(entries, c.origins)) / c.keys;
     std::cout << absl::StrFormat(
-        "  holder table: %.1f bytes per key; /cache = %.2f, /raw = %.2f; "
-        "replacing one origin took %s\n",
-        shared, shared / all, shared / kRawKeyBytes,
-        absl::FormatDuration(table.last_change));
+        "  per-origin arrays (before): %.1f bytes per key; shared/arrays = "
+        "%.2f\n",
+        arrays, all / arrays);
+    auto [shared, alone] = DeltaTimes(entries, c.origins);
+    std::cout << absl::StrFormat(
+        "  a delta of 100 changes to one origin: %s through the cache, %s on "
+        "an array of its own (before); ratio %.2f\n",
+        absl::FormatDuration(shared), absl::FormatDuration(alone),
+        absl::FDivDuration(shared, alone));
   }
   return 0;
 }
