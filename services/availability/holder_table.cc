@@ -35,6 +35,42 @@ size_t HolderTable::Column::Rank(size_t row) const {
   return r + static_cast<size_t>(__builtin_popcountll(bits[word] & below));
 }
 
+std::shared_ptr<const HolderTable::Seqs> HolderTable::Seqs::Of(
+    std::vector<uint64_t> seqs) {
+  auto out = std::make_shared<Seqs>();
+  if (seqs.empty()) return out;
+  auto [lo, hi] = std::minmax_element(seqs.begin(), seqs.end());
+  if (*hi - *lo > std::numeric_limits<uint32_t>::max()) {
+    out->wide = std::move(seqs);
+    return out;
+  }
+  out->base = *lo;
+  out->narrow.reserve(seqs.size());
+  for (uint64_t q : seqs)
+    out->narrow.push_back(static_cast<uint32_t>(q - out->base));
+  return out;
+}
+
+void HolderTable::Column::SetMoved(const Column& was,
+                                   const std::vector<uint32_t>& moved) {
+  for (size_t w = 0; w < was.bits.size(); ++w) {
+    for (uint64_t word = was.bits[w]; word != 0; word &= word - 1) {
+      Set(moved[w * 64 + static_cast<size_t>(__builtin_ctzll(word))]);
+    }
+  }
+  seqs = was.seqs;  // the same rows, in the same order
+}
+
+std::vector<uint64_t> HolderTable::HeldByOthers(Slot slot) const {
+  std::vector<uint64_t> held(Words(rows_->size()), 0);
+  for (size_t c = 0; c < columns_.size(); ++c) {
+    if (c == slot) continue;
+    const std::vector<uint64_t>& bits = columns_[c].bits;
+    for (size_t w = 0; w < bits.size(); ++w) held[w] |= bits[w];
+  }
+  return held;
+}
+
 Entry HolderTable::RecordOf(const Entry& e) { return WithSeq(e, 0); }
 
 bool HolderTable::RowLess(const Entry& a, const Entry& b) {
@@ -90,12 +126,7 @@ HolderTable HolderTable::WithOrigin(Slot slot, const Entries& sorted) const {
   const Entries& old_rows = rows_->entries();
   const size_t n_columns = std::max<size_t>(columns_.size(), slot + 1);
   // Rows another slot holds stay; the others go unless `sorted` has them.
-  std::vector<uint64_t> kept(Words(old_rows.size()), 0);
-  for (size_t c = 0; c < columns_.size(); ++c) {
-    if (c == slot) continue;
-    const std::vector<uint64_t>& bits = columns_[c].bits;
-    for (size_t w = 0; w < bits.size(); ++w) kept[w] |= bits[w];
-  }
+  const std::vector<uint64_t> kept = HeldByOthers(slot);
   size_t n_kept = 0;
   for (uint64_t w : kept)
     n_kept += static_cast<size_t>(__builtin_popcountll(w));
@@ -180,13 +211,7 @@ HolderTable HolderTable::WithOrigin(Slot slot, const Entries& sorted) const {
   for (size_t c = 0; c < n_columns; ++c) {
     Column& col = out.columns_[c];
     if (c != slot && c < columns_.size()) {
-      const Column& was = columns_[c];
-      for (size_t w = 0; w < was.bits.size(); ++w) {
-        for (uint64_t word = was.bits[w]; word != 0; word &= word - 1) {
-          col.Set(moved[w * 64 + static_cast<size_t>(__builtin_ctzll(word))]);
-        }
-      }
-      col.seqs = was.seqs;  // same rows, same order
+      col.SetMoved(columns_[c], moved);
     }
     col.BuildRanks();
   }
@@ -198,12 +223,7 @@ HolderTable HolderTable::WithChanges(Slot slot, const Entries& changes) const {
   if (slot >= columns_.size()) return WithOrigin(slot, changes);
   const Entries& old_rows = rows_->entries();
   const Column& was = columns_[slot];
-  std::vector<uint64_t> others(Words(old_rows.size()), 0);
-  for (size_t c = 0; c < columns_.size(); ++c) {
-    if (c == slot) continue;
-    const std::vector<uint64_t>& bits = columns_[c].bits;
-    for (size_t w = 0; w < bits.size(); ++w) others[w] |= bits[w];
-  }
+  const std::vector<uint64_t> others = HeldByOthers(slot);
   auto other_holds = [&](size_t i) { return (others[i / 64] >> (i % 64)) & 1; };
 
   Entries rows;
@@ -275,28 +295,9 @@ HolderTable HolderTable::WithChanges(Slot slot, const Entries& changes) const {
     col.bits.assign(words, 0);
     if (c == slot) {
       for (uint32_t r : held) col.Set(r);
-      auto s = std::make_shared<Seqs>();
-      uint64_t lo =
-          seqs.empty() ? 0 : *std::min_element(seqs.begin(), seqs.end());
-      uint64_t hi =
-          seqs.empty() ? 0 : *std::max_element(seqs.begin(), seqs.end());
-      if (hi - lo > std::numeric_limits<uint32_t>::max()) {
-        s->wide = std::move(seqs);
-      } else {
-        s->base = lo;
-        s->narrow.reserve(seqs.size());
-        for (uint64_t q : seqs)
-          s->narrow.push_back(static_cast<uint32_t>(q - lo));
-      }
-      col.seqs = std::move(s);
+      col.seqs = Seqs::Of(std::move(seqs));
     } else {
-      const Column& other = columns_[c];
-      for (size_t w = 0; w < other.bits.size(); ++w) {
-        for (uint64_t word = other.bits[w]; word != 0; word &= word - 1) {
-          col.Set(moved[w * 64 + static_cast<size_t>(__builtin_ctzll(word))]);
-        }
-      }
-      col.seqs = other.seqs;
+      col.SetMoved(columns_[c], moved);
     }
     col.BuildRanks();
   }

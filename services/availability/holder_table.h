@@ -103,6 +103,8 @@ class HolderTable {
     uint64_t at(size_t i) const {
       return wide.empty() ? base + narrow[i] : wide[i];
     }
+    // Narrow if they span less than 2^32.
+    static std::shared_ptr<const Seqs> Of(std::vector<uint64_t> seqs);
   };
   struct Column {
     std::vector<uint64_t> bits;   // bit r: holds row r
@@ -115,8 +117,14 @@ class HolderTable {
     // Set bits before `row`: the index of its seq. REQUIRES: ranks built.
     size_t Rank(size_t row) const;
     void Set(size_t row) { bits[row / 64] |= uint64_t{1} << (row % 64); }
+    // Sets the bits `was` had, each row r moved to moved[r], and shares its
+    // seqs. REQUIRES: bits sized for the new rows.
+    void SetMoved(const Column& was, const std::vector<uint32_t>& moved);
     void BuildRanks();
   };
+
+  // Bit r: some slot other than `slot` holds row r.
+  std::vector<uint64_t> HeldByOthers(Slot slot) const;
 
   static Entry WithSeq(const Entry& record, uint64_t seq) {
     Entry e = record;
