@@ -220,6 +220,11 @@ absl::StatusOr<uint64_t> Evictor::Recover() {
 }
 
 absl::Status Evictor::Refresh() {
+  // Not while an eviction withdraws sidecars: a read that ran its query
+  // after the withdrawal, and was set before EvictRound applied Evicted,
+  // would lose the evicted bytes twice (a store at its quota looked 200
+  // KiB under it, and let a prefetch in, in a transfer_fetch_test run).
+  absl::MutexLock elock(&evict_mu_);
   // Numbered before the read, so that fetches ending while it runs stay
   // counted (StoreQuota::SetUsage).
   uint64_t read;

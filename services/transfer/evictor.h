@@ -140,8 +140,10 @@ class Evictor {
   absl::StatusOr<uint64_t> Recover() ABSL_LOCKS_EXCLUDED(evict_mu_);
 
   // Reads the usage from the availability service. Bytes of admissions
-  // still held, or released after the read started, stay counted.
-  absl::Status Refresh() ABSL_LOCKS_EXCLUDED(mu_);
+  // still held, or released after the read started, stay counted. Waits
+  // for an eviction in progress: a read that overlapped one could miss the
+  // evicted sidecars, and the eviction would then take them off again.
+  absl::Status Refresh() ABSL_LOCKS_EXCLUDED(mu_, evict_mu_);
 
   // Starts the background thread: Refresh, then EnforceQuota, every
   // refresh interval. `on_room` (may be null) runs when the store has room
@@ -190,7 +192,9 @@ class Evictor {
   Backend* const backend_;
   const std::string journal_dir_;
 
-  // Serializes evictions (and Recover); taken before mu_.
+  // Serializes evictions, Recover and usage reads (Refresh); taken before
+  // mu_. A read either sees an eviction whole, and StoreQuota::Evicted
+  // takes its bytes off after it, or does not see it at all.
   absl::Mutex evict_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   uint64_t journal_seq_ ABSL_GUARDED_BY(evict_mu_) = 0;
 

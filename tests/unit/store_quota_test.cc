@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "services/transfer/evictor.h"
 
@@ -226,6 +227,8 @@ class FakeBackend : public Evictor::Backend {
   bool crash_after_remove = false;  // Remove works, then an error
   // Runs in LocalUsage after the usage was read, before it is returned.
   std::function<void()> after_usage_read;
+  // Runs in Remove after the sidecars were withdrawn, before it returns.
+  std::function<void()> after_remove;
 
   absl::StatusOr<std::vector<v1::KindUsage>> LocalUsage() override {
     std::vector<v1::KindUsage> out = ReadUsage();
@@ -287,6 +290,7 @@ class FakeBackend : public Evictor::Backend {
       n += std::erase_if(items, [&](const Item& i) { return i.c.key == k; });
     }
     if (crash_after_remove) return absl::UnavailableError("deadline exceeded");
+    if (after_remove) after_remove();
     return n;
   }
   absl::StatusOr<std::vector<bool>> ReadyLocally(
@@ -455,6 +459,41 @@ TEST_F(EvictorTest, TheOvercountOfARefreshEvictsNothing) {
   ASSERT_TRUE(e->Refresh().ok());
   EXPECT_EQ(e->Report().used_bytes(), 300u);
   EXPECT_EQ(e->Report().evicted_count(), 0u);
+}
+
+// A background refresh reads the usage while an interactive fetch's
+// eviction is between withdrawing its sidecar and taking its bytes off the
+// usage: it waits for the eviction, so the evicted bytes come off once.
+// (Without the wait the read missed them, the eviction took them off again,
+// and a store at its quota looked 100 under it: a prefetch got in.)
+TEST_F(EvictorTest, ARefreshDuringAnEvictionTakesTheEvictedBytesOffOnce) {
+  Add(100, /*fetched=*/false, 1);
+  SidecarKey old = Add(100, /*fetched=*/true, 1).c.key;
+  Add(100, /*fetched=*/true, 1);
+  std::unique_ptr<Evictor> e = Make(300);
+  ASSERT_TRUE(e->Refresh().ok());
+  std::thread background;
+  absl::Notification read;
+  backend_.after_remove = [&] {
+    background = std::thread([&] {
+      EXPECT_TRUE(e->Refresh().ok());
+      read.Notify();
+    });
+    // Time for a refresh that does not wait to finish here.
+    read.WaitForNotificationWithTimeout(absl::Milliseconds(300));
+  };
+  absl::StatusOr<Evictor::Admission> fetch =
+      e->Admit(v1::PRIORITY_INTERACTIVE, kThumb, 100);
+  ASSERT_TRUE(fetch.ok()) << fetch.status();
+  backend_.after_remove = nullptr;
+  ASSERT_TRUE(background.joinable());
+  background.join();
+  EXPECT_FALSE(std::filesystem::exists(File(old)));
+  // 200 registered and the 100 admitted: at the quota.
+  EXPECT_EQ(e->Report().used_bytes(), 300u);
+  EXPECT_EQ(e->Admit(v1::PRIORITY_PREFETCH, kThumb, 100).status().code(),
+            absl::StatusCode::kResourceExhausted)
+      << "a prefetch got in with the store at its quota";
 }
 
 // Released bytes stop counting at the next refresh: those of a fetch that
