@@ -1,12 +1,18 @@
-// The flags both services define alike: --state_dir, --local_listen and
-// --local_listen_allow_network. In a library of their own (sidecar_service
-// _flags) that only the two service binaries link: sidecarctl defines its
-// own --state_dir.
+// The flags both services define alike: --state_dir, --local_listen,
+// --local_listen_allow_network and the --metrics_* flags. In a library of their
+// own (sidecar_service _flags) that only the two service binaries link:
+// sidecarctl defines its own --state_dir.
 #ifndef SIDECAR_COMMON_SERVICE_FLAGS_H_
 #define SIDECAR_COMMON_SERVICE_FLAGS_H_
 
+#include <memory>
 #include <string>
+#include <vector>
 
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/metrics.h"
+#include "common/readiness.h"
 #include "common/transport.h"
 
 namespace sidecar {
@@ -18,6 +24,21 @@ std::string StateDirFromFlags();
 // --local_listen, else its unix socket in `state_dir`.
 LocalListener LocalListenerFromFlags(const std::string& state_dir,
                                      const std::string& service);
+
+// Checks readiness now and then every --readiness_interval, setting the
+// named services' health on `hosts` (ServerHost::SetServiceServing). Stop
+// it (or destroy it) before the hosts shut down.
+std::unique_ptr<ReadinessMonitor> StartReadinessFromFlags(
+    std::vector<ReadinessCheck> checks, std::vector<ServerHost*> hosts);
+
+// With --metrics_listen set, turns the process's metrics on
+// (EnableProcessMetrics) and returns true. Call first in the service's
+// Main, before any server or channel is made.
+bool EnableMetricsFromFlags();
+
+// With --metrics_listen set: serves the metrics there, logs where, and
+// writes the port to --metrics_port_file if given. Null without it.
+absl::StatusOr<std::unique_ptr<MetricsExporter>> StartMetricsFromFlags();
 
 }  // namespace sidecar
 

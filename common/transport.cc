@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <grpc/grpc_security_constants.h>
+#include <grpcpp/create_channel.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/auth_metadata_processor.h>
@@ -32,6 +33,7 @@
 #include "common/config.h"
 #include "common/internal/openssl.h"
 #include "common/log.h"
+#include "common/metrics.h"
 
 namespace sidecar {
 
@@ -153,6 +155,22 @@ std::optional<std::string> Property(const grpc::ServerContextBase& ctx,
   return Property(*auth, name);
 }
 
+// A channel that records grpc_client_* metrics when the process has them.
+std::shared_ptr<grpc::Channel> CreateChannel(
+    const std::string& address,
+    const std::shared_ptr<grpc::ChannelCredentials>& creds,
+    const grpc::ChannelArguments& args) {
+  ProcessMetricsSet* metrics = ProcessMetrics();
+  if (metrics == nullptr)
+    return grpc::CreateCustomChannel(address, creds, args);
+  std::vector<
+      std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
+      interceptors;
+  interceptors.push_back(metrics->grpc_client.ClientInterceptorFactory());
+  return grpc::experimental::CreateCustomChannelWithInterceptors(
+      address, creds, args, std::move(interceptors));
+}
+
 }  // namespace
 
 std::shared_ptr<grpc::Channel> MakeLocalChannel(const std::string& address) {
@@ -162,8 +180,7 @@ std::shared_ptr<grpc::Channel> MakeLocalChannel(const std::string& address) {
   // and after the service restarted, that one may still be waiting out its
   // reconnect backoff: the new channel's first call would then fail at once.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
-                                   args);
+  return CreateChannel(address, grpc::InsecureChannelCredentials(), args);
 }
 
 std::shared_ptr<grpc::Channel> MakePeerChannel(const std::string& address,
@@ -184,7 +201,7 @@ std::shared_ptr<grpc::Channel> MakePeerChannel(const std::string& address,
     args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
     args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 << 10);
   }
-  return grpc::CreateCustomChannel(address, grpc::SslCredentials(tls), args);
+  return CreateChannel(address, grpc::SslCredentials(tls), args);
 }
 
 std::optional<Uuid> AuthenticatedDevice(const grpc::ServerContextBase& ctx,
@@ -520,6 +537,16 @@ void ServerHost::AddService(grpc::Service* service) {
   services_.push_back(service);
 }
 
+void ServerHost::AddService(grpc::Service* service,
+                            const std::string& health_name) {
+  services_.push_back(service);
+  health_names_.push_back(health_name);
+}
+
+void ServerHost::AddHealthName(const std::string& health_name) {
+  health_names_.push_back(health_name);
+}
+
 absl::Status ServerHost::Start() {
   if (local_ && !local_->allow_network &&
       !IsLocalOnlyAddress(listen_address_)) {
@@ -543,6 +570,9 @@ absl::Status ServerHost::Start() {
       interceptors;
   interceptors.push_back(
       std::make_unique<CallCounterFactory>(calls_in_flight_));
+  if (ProcessMetricsSet* metrics = ProcessMetrics()) {
+    interceptors.push_back(metrics->grpc_server.ServerInterceptorFactory());
+  }
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   const bool unix_socket = absl::StartsWith(listen_address_, "unix:");
   if (unix_socket) {
@@ -558,8 +588,13 @@ absl::Status ServerHost::Start() {
     }
     ::unlink(path.c_str());
   }
-  server_ = builder.BuildAndStart();
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  {
+    absl::MutexLock lock(&health_mu_);
+    server_ = std::move(server);
+  }
   if (!server_ || (!unix_socket && port_ == 0)) {
+    absl::MutexLock lock(&health_mu_);
     server_.reset();
     return absl::UnavailableError(absl::StrCat(
         "cannot listen on ", listen_address_,
@@ -572,8 +607,23 @@ absl::Status ServerHost::Start() {
 }
 
 void ServerHost::SetServing(bool serving) {
-  if (server_ && server_->GetHealthCheckService()) {
-    server_->GetHealthCheckService()->SetServingStatus(serving);
+  absl::MutexLock lock(&health_mu_);
+  serving_ = serving;
+  ApplyHealth();
+}
+
+void ServerHost::SetServiceServing(bool ready) {
+  absl::MutexLock lock(&health_mu_);
+  ready_ = ready;
+  ApplyHealth();
+}
+
+void ServerHost::ApplyHealth() {
+  if (!server_ || server_->GetHealthCheckService() == nullptr) return;
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  health->SetServingStatus("", serving_);
+  for (const std::string& name : health_names_) {
+    health->SetServingStatus(name, serving_ && ready_);
   }
 }
 
@@ -596,7 +646,10 @@ void ServerHost::Shutdown(absl::Duration drain) {
   // cancelled, and connections close without waiting for their clients.
   server_->Shutdown(std::chrono::system_clock::now());
   server_->Wait();
-  server_.reset();
+  {
+    absl::MutexLock lock(&health_mu_);  // SetServiceServing may run now
+    server_.reset();
+  }
   poller_.reset();
 }
 

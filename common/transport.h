@@ -34,6 +34,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/device_key.h"
 #include "common/peer_trust.h"
@@ -158,6 +159,14 @@ class ServerHost {
   // Services (sync, callback or mixed) must outlive the host. Call before
   // Start().
   void AddService(grpc::Service* service);
+  // As above, and grpc.health.v1 answers for `health_name` (the service's
+  // full name, e.g. "sidecar.v1.Availability") too: SERVING while the
+  // server serves and SetServiceServing has not said otherwise.
+  void AddService(grpc::Service* service, const std::string& health_name);
+  // Reports `health_name` as above for a service that another listener of
+  // this process serves: the local listener answers an orchestrator for
+  // the peer API too.
+  void AddHealthName(const std::string& health_name);
 
   // Binds and starts serving. With port 0 in the address, port() tells the
   // port the kernel chose. A local listener on a network address (without
@@ -166,8 +175,11 @@ class ServerHost {
   int port() const { return port_; }
   const std::string& address() const { return listen_address_; }
 
-  // Overall health (the "" service) as reported by grpc.health.v1.
-  void SetServing(bool serving);
+  // Overall health (the "" service) as reported by grpc.health.v1, and
+  // that of every named service (false overrides their readiness).
+  void SetServing(bool serving) ABSL_LOCKS_EXCLUDED(health_mu_);
+  // Readiness of the named services (see readiness.h); kept across Start.
+  void SetServiceServing(bool ready) ABSL_LOCKS_EXCLUDED(health_mu_);
 
   // Waits for SIGTERM or SIGINT and returns the signal. The caller then
   // ends its long-lived streams and calls Shutdown.
@@ -186,11 +198,17 @@ class ServerHost {
 
  private:
   std::shared_ptr<grpc::ServerCredentials> Credentials();
+  // Sets the health service's statuses. REQUIRES: health_mu_ held.
+  void ApplyHealth() ABSL_EXCLUSIVE_LOCKS_REQUIRED(health_mu_);
 
   std::string listen_address_;
   std::optional<LocalListener> local_;
   std::optional<PeerListener> peer_;
   std::vector<grpc::Service*> services_;
+  std::vector<std::string> health_names_;
+  absl::Mutex health_mu_;
+  bool serving_ ABSL_GUARDED_BY(health_mu_) = false;
+  bool ready_ ABSL_GUARDED_BY(health_mu_) = true;
   std::unique_ptr<grpc::Server> server_;
   // Keeps gRPC polling while the server runs (poller_thread.h).
   std::unique_ptr<PollerThread> poller_;

@@ -20,6 +20,7 @@
 #include "common/device_key.h"
 #include "common/log.h"
 #include "common/peer_trust.h"
+#include "common/readiness.h"
 #include "common/service_flags.h"
 #include "common/state_dir.h"
 #include "common/thread_pool.h"
@@ -242,6 +243,7 @@ void WriteSnapshotLogged(LocalInventory* inventory, absl::string_view when) {
 
 int Main() {
   SetLogTag("availability");
+  EnableMetricsFromFlags();  // before any server or channel is made
   // A signal before serving ends the process at once (nothing to drain).
   StartupSignalWatch startup_signals;
   if (absl::GetFlag(FLAGS_verbose)) SetMinLogLevel(LogLevel::kDebug);
@@ -444,16 +446,28 @@ int Main() {
   peer_api.set_leaf(leaf);
   ServerHost local_host(LocalListenerFromFlags(state_dir, "availability"));
   const std::string local_address = local_host.address();
-  local_host.AddService(&local_api);
+  local_host.AddService(&local_api, "sidecar.v1.Availability");
+  local_host.AddHealthName("sidecar.v1.Peer");  // served by peer_host
   ServerHost peer_host(PeerListener{
       absl::GetFlag(FLAGS_listen), &*key, &trust, {PeerService::kOpenMethod}});
-  peer_host.AddService(&peer_api);
+  peer_host.AddService(&peer_api, "sidecar.v1.Peer");
   startup_signals.Disarm();  // from here on a signal drains
   for (ServerHost* h : {&local_host, &peer_host}) {
     if (absl::Status s = h->Start(); !s.ok()) {
       SC_LOG(ERROR) << s.message();
       return 1;
     }
+  }
+  // Readiness per service name: what an orchestrator asks before sending
+  // work (the server as a whole stays SERVING; readiness.h).
+  std::unique_ptr<ReadinessMonitor> readiness = StartReadinessFromFlags(
+      {DatabaseCheck(absl::GetFlag(FLAGS_db), absl::Seconds(5))},
+      {&local_host, &peer_host});
+  absl::StatusOr<std::unique_ptr<MetricsExporter>> metrics_exporter =
+      StartMetricsFromFlags();
+  if (!metrics_exporter.ok()) {
+    SC_LOG(ERROR) << metrics_exporter.status().message();
+    return 1;
   }
   std::string advertise = absl::GetFlag(FLAGS_advertise_address);
   if (advertise.empty()) {
@@ -503,6 +517,8 @@ int Main() {
                << drain;
   local_host.SetServing(false);
   peer_host.SetServing(false);
+  if (*metrics_exporter) (*metrics_exporter)->StopSoon();
+  readiness->Stop();
   hub.Shutdown();  // Watch streams would otherwise hold the drain open
   stop_join = true;
   if (join_thread.joinable()) join_thread.join();

@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/peer_channels.h"
 #include "common/peer_trust.h"
+#include "common/readiness.h"
 #include "common/service_flags.h"
 #include "common/state_dir.h"
 #include "common/thread_pool.h"
@@ -141,6 +142,7 @@ namespace {
 
 int Main() {
   SetLogTag("transfer");
+  EnableMetricsFromFlags();  // before any server or channel is made
   // A signal before serving ends the process at once (nothing to drain).
   StartupSignalWatch startup_signals;
   if (absl::GetFlag(FLAGS_verbose)) SetMinLogLevel(LogLevel::kDebug);
@@ -323,16 +325,29 @@ int Main() {
 
   ServerHost local_host(LocalListenerFromFlags(state_dir, "transfer"));
   const std::string local_address = local_host.address();
-  local_host.AddService(&local_api);
+  local_host.AddService(&local_api, "sidecar.v1.Transfer");
+  local_host.AddHealthName("sidecar.v1.TransferPeer");  // served by peer_host
   ServerHost peer_host(
       PeerListener{absl::GetFlag(FLAGS_listen), &*key, &trust, {}});
-  peer_host.AddService(&peer_api);
+  peer_host.AddService(&peer_api, "sidecar.v1.TransferPeer");
   startup_signals.Disarm();  // from here on a signal drains
   for (ServerHost* h : {&local_host, &peer_host}) {
     if (absl::Status s = h->Start(); !s.ok()) {
       SC_LOG(ERROR) << s.message();
       return 1;
     }
+  }
+  // Readiness per service name: what an orchestrator asks before sending
+  // work (the server as a whole stays SERVING; readiness.h).
+  std::unique_ptr<ReadinessMonitor> readiness = StartReadinessFromFlags(
+      {DatabaseCheck(absl::GetFlag(FLAGS_db), absl::Seconds(5)),
+       WritableCheck("sidecar store", root.string())},
+      {&local_host, &peer_host});
+  absl::StatusOr<std::unique_ptr<MetricsExporter>> metrics_exporter =
+      StartMetricsFromFlags();
+  if (!metrics_exporter.ok()) {
+    SC_LOG(ERROR) << metrics_exporter.status().message();
+    return 1;
   }
   std::string advertise = absl::GetFlag(FLAGS_advertise_address);
   if (advertise.empty() || advertise.ends_with(":0")) {
@@ -370,6 +385,8 @@ int Main() {
                << drain;
   local_host.SetServing(false);
   peer_host.SetServing(false);
+  if (*metrics_exporter) (*metrics_exporter)->StopSoon();
+  readiness->Stop();
   events.Shutdown();
   prefetcher.Stop();
   follower = nullptr;

@@ -90,6 +90,9 @@
 ABSL_FLAG(std::vector<std::string>, scales, {"1000000"},
           "numbers of sidecars on device A, one run each");
 ABSL_FLAG(int, whohas_calls, 50, "WhoHas calls per measurement");
+ABSL_FLAG(bool, metrics, false,
+          "--bench=scale: both devices record and serve Prometheus metrics "
+          "(--metrics_listen=127.0.0.1:0), to measure what they cost");
 ABSL_FLAG(absl::Duration, round_window, absl::Seconds(10),
           "how long to count bytes of unchanged gossip rounds");
 ABSL_FLAG(std::string, binary, AVAILABILITY_BIN, "sidecar-availability");
@@ -358,11 +361,19 @@ absl::Time ExchangeStart(AvailabilityProcess* sender,
   return after;
 }
 
+// `flags`, with metrics on under --metrics.
+std::map<std::string, std::string> WithMetrics(
+    std::map<std::string, std::string> flags) {
+  if (absl::GetFlag(FLAGS_metrics)) flags["metrics_listen"] = "127.0.0.1:0";
+  return flags;
+}
+
 void RunScale(PgServer* pg, const std::string& dir, uint64_t n) {
   std::string tag = absl::StrCat(n);
   std::cout << "\n== " << n << " sidecars on device A ==\n";
-  auto a = AvailabilityProcess::Create(absl::GetFlag(FLAGS_binary), pg, dir,
-                                       {"a" + tag, {}, {{"verbose", "true"}}});
+  auto a = AvailabilityProcess::Create(
+      absl::GetFlag(FLAGS_binary), pg, dir,
+      {"a" + tag, {}, WithMetrics({{"verbose", "true"}})});
   Check(a.status(), "create A");
   Seed((*a)->conninfo(), n);
   // A is reached through a counting proxy: it advertises the proxy's
@@ -379,13 +390,14 @@ void RunScale(PgServer* pg, const std::string& dir, uint64_t n) {
   std::string a_id = DeviceId(a->get());
 
   // 1. Initial exchange through the counting proxy.
-  auto b = AvailabilityProcess::Create(absl::GetFlag(FLAGS_binary), pg, dir,
-                                       {"b" + tag,
-                                        {},
-                                        {{"gossip_interval", "1h"},
-                                         {"ping_interval", "1h"},
-                                         {"contact_learned_peers", "false"},
-                                         {"verbose", "true"}}});
+  auto b = AvailabilityProcess::Create(
+      absl::GetFlag(FLAGS_binary), pg, dir,
+      {"b" + tag,
+       {},
+       WithMetrics({{"gossip_interval", "1h"},
+                    {"ping_interval", "1h"},
+                    {"contact_learned_peers", "false"},
+                    {"verbose", "true"}})});
   Check(b.status(), "create B");
   (*proxy)->ResetCounters();
   absl::Time launch = absl::Now();

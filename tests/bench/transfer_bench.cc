@@ -89,6 +89,9 @@ ABSL_FLAG(int, thumb_bytes, 45000, "bytes of each thumbnail");
 ABSL_FLAG(int, fetch_batch, 1000, "keys per Fetch call");
 ABSL_FLAG(std::vector<std::string>, transfer_flags, {},
           "extra name=value flags of B's sidecar-transfer, e.g. workers=8");
+ABSL_FLAG(bool, metrics, false,
+          "every service records and serves Prometheus metrics "
+          "(--metrics_listen=127.0.0.1:0), to measure what they cost");
 ABSL_FLAG(std::string, nginx, "/usr/sbin/nginx", "nginx binary");
 ABSL_FLAG(std::string, rsync, "/usr/bin/rsync", "rsync binary");
 ABSL_FLAG(bool, keep, false, "keep the working directory");
@@ -272,6 +275,9 @@ std::unique_ptr<Device> MakeDevice(PgServer* pg, const std::string& dir,
   std::map<std::string, std::string> aflags = {{"prompt_delay", "50ms"},
                                                {"ping_interval", "1s"},
                                                {"offline_after", "20s"}};
+  if (absl::GetFlag(FLAGS_metrics)) {
+    aflags["metrics_listen"] = xflags["metrics_listen"] = "127.0.0.1:0";
+  }
   auto a = AvailabilityProcess::Create(absl::GetFlag(FLAGS_availability_bin),
                                        pg, dir, {name, {}, aflags});
   Check(a.status(), "availability " + name);

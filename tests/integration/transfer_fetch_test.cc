@@ -12,14 +12,18 @@
 #include <functional>
 #include <random>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/pg/connection.h"
 #include "common/sha256.h"
 #include "common/sidecar_key.h"
 #include "common/transport.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/support/availability_process.h"
 #include "tests/support/pg_test.h"
+#include "tests/support/prometheus_text.h"
 #include "tests/support/tcp_proxy.h"
 #include "tests/support/test_data.h"
 #include "tests/support/test_peer.h"
@@ -381,6 +385,71 @@ TEST_F(TransferTest, ThumbnailIsFetchedVerifiedAndThenServedOnward) {
   EXPECT_EQ(b->avail->Stop(), 0);
   std::cerr << "graceful stop of availability took " << absl::Now() - t0
             << "\n";
+}
+
+// gRPC metrics of real processes, scraped over HTTP as Prometheus does:
+// each side of a call counts it once, so b's transfer service (client)
+// and a's (server) agree on the peer reads of a fetch, and b's transfer
+// and availability services on the registration it made.
+TEST_F(TransferTest, MetricsCountTheCallsOfAFetchOnBothSides) {
+  auto metrics = [&](const std::string& file) {
+    return std::map<std::string, std::string>{
+        {"metrics_listen", "127.0.0.1:0"},
+        {"metrics_port_file", absl::StrCat(dir_, "/", file)}};
+  };
+  Device* a = Add("a", metrics("a_xfer.metrics"));
+  Device* b = Add("b", metrics("b_xfer.metrics"), metrics("b_avail.metrics"));
+  StartAll({{a, b}});
+  auto scrape = [&](const std::string& file) {
+    int port = 0;
+    EXPECT_TRUE(absl::SimpleAtoi(
+        absl::StripAsciiWhitespace(ReadAll(absl::StrCat(dir_, "/", file))),
+        &port));
+    absl::StatusOr<std::string> text = HttpGet(port, "/metrics");
+    EXPECT_TRUE(text.ok()) << text.status();
+    return text.ok() ? *text : std::string();
+  };
+  v1::SidecarKey key = Publish(a,
+                               RandomKeyProto(v1::SIDECAR_KIND_THUMB, "grid@2x",
+                                              v1::SIDECAR_FORMAT_WEBP),
+                               MakeWebp(30000, 3));
+  ASSERT_TRUE(
+      WaitFor([&] { return KnowsRemote(b, key, 1); }, absl::Seconds(5)));
+  FetchResult f = Fetch(b, key);
+  ASSERT_EQ(f.outcome(), FetchResult::OUTCOME_QUEUED) << f.reason();
+  ASSERT_EQ(WaitJob(b, f.job_id(), absl::Seconds(20)).state(),
+            v1::JOB_STATE_DONE);
+
+  const std::string a_xfer = scrape("a_xfer.metrics");
+  const std::string b_xfer = scrape("b_xfer.metrics");
+  const std::string b_avail = scrape("b_avail.metrics");
+  const std::map<std::string, std::string> peer_read = {
+      {"grpc_service", "sidecar.v1.TransferPeer"}};
+  std::optional<double> served =
+      SampleSum(a_xfer, "grpc_server_started_total", peer_read);
+  ASSERT_TRUE(served.has_value()) << a_xfer;
+  EXPECT_GE(*served, 1);
+  EXPECT_EQ(SampleSum(b_xfer, "grpc_client_started_total", peer_read), served);
+  EXPECT_GE(
+      SampleSum(a_xfer, "grpc_server_msg_sent_total", peer_read).value_or(0), 1)
+      << "the chunks";
+  const std::map<std::string, std::string> register_ok = {
+      {"grpc_service", "sidecar.v1.Availability"},
+      {"grpc_method", "Register"},
+      {"grpc_code", "OK"}};
+  EXPECT_EQ(SampleSum(b_xfer, "grpc_client_handled_total", register_ok), 1)
+      << b_xfer;
+  EXPECT_EQ(SampleSum(b_avail, "grpc_server_handled_total", register_ok), 1)
+      << b_avail;
+  EXPECT_EQ(SampleSum(b_avail, "grpc_server_handling_seconds_count",
+                      {{"grpc_service", "sidecar.v1.Availability"},
+                       {"grpc_method", "Register"}}),
+            1);
+  // a's availability service was not asked for metrics: it serves none.
+  EXPECT_EQ(ReadAll(a->avail->log_path()).find("metrics on"),
+            std::string::npos);
+  EXPECT_NE(ReadAll(b->avail->log_path()).find("metrics on http://127.0.0.1:"),
+            std::string::npos);
 }
 
 TEST_F(TransferTest, NoHolderOnlineSaysGeneratePromptly) {
@@ -1668,6 +1737,79 @@ TEST_F(TransferTest, PrefetchRefreshesStaleCopiesOfEagerKinds) {
   EXPECT_EQ(ReadAll(b->avail->sidecar_root() + "/" +
                     RelativePath(*KeyFromProto(ocr))),
             "old text");
+}
+
+// grpc.health.v1 per service name, as an orchestrator asks: each service
+// is ready while the database answers and (transfer) the store takes a
+// file; the server as a whole stays SERVING meanwhile, and a name that is
+// not served is NOT_FOUND.
+TEST_F(TransferTest, HealthPerServiceNameFollowsTheDatabaseAndTheStore) {
+  const std::map<std::string, std::string> fast = {
+      {"readiness_interval", "200ms"}};
+  Device* b = Add("b", fast, fast);
+  absl::StatusOr<std::unique_ptr<TmpfsMount>> disk =
+      TmpfsMount::Mount(b->avail->sidecar_root(), 4 << 20);
+  ASSERT_TRUE(disk.ok()) << disk.status();
+  StartAll({});
+  using grpc::health::v1::HealthCheckResponse;
+  auto health = [](const std::string& address, const std::string& service) {
+    auto stub = grpc::health::v1::Health::NewStub(MakeLocalChannel(address));
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, absl::Seconds(5));
+    grpc::health::v1::HealthCheckRequest req;
+    req.set_service(service);
+    HealthCheckResponse resp;
+    grpc::Status s = stub->Check(&ctx, req, &resp);
+    if (!s.ok()) return absl::StrCat("error ", s.error_code());
+    return std::string(HealthCheckResponse::ServingStatus_Name(resp.status()));
+  };
+  const std::string avail = b->avail->local_address();
+  const std::string xfer = b->xfer->local_address();
+  auto all = [&] {
+    return absl::StrCat(health(avail, ""), " ",
+                        health(avail, "sidecar.v1.Availability"), " ",
+                        health(avail, "sidecar.v1.Peer"), " | ",
+                        health(xfer, ""), " ",
+                        health(xfer, "sidecar.v1.Transfer"), " ",
+                        health(xfer, "sidecar.v1.TransferPeer"));
+  };
+  auto becomes = [&](const std::string& want) {
+    std::string got;
+    WaitFor(
+        [&] {
+          got = all();
+          return got == want;
+        },
+        absl::Seconds(10));
+    return got;
+  };
+  const std::string ready =
+      "SERVING SERVING SERVING | SERVING SERVING SERVING";
+  EXPECT_EQ(all(), ready);
+  EXPECT_EQ(health(avail, "sidecar.v1.Transfer"),
+            absl::StrCat("error ", grpc::NOT_FOUND));
+
+  // The store is full: transfer is unready, availability is not.
+  const std::string fill = b->avail->sidecar_root() + "/fill";
+  EXPECT_GT(FillFile(fill, 8 << 20), 0u);
+  EXPECT_EQ(becomes("SERVING SERVING SERVING | SERVING NOT_SERVING "
+                    "NOT_SERVING"),
+            "SERVING SERVING SERVING | SERVING NOT_SERVING NOT_SERVING");
+  EXPECT_NE(ReadAll(b->xfer->log_path()).find("not ready: the sidecar store"),
+            std::string::npos);
+  std::filesystem::remove(fill);
+  EXPECT_EQ(becomes(ready), ready);
+
+  // PostgreSQL stops: both are unready, and ready again when it is back.
+  ASSERT_TRUE(server_->Stop().ok());
+  EXPECT_EQ(becomes("SERVING NOT_SERVING NOT_SERVING | SERVING NOT_SERVING "
+                    "NOT_SERVING"),
+            "SERVING NOT_SERVING NOT_SERVING | SERVING NOT_SERVING "
+            "NOT_SERVING");
+  ASSERT_TRUE(server_->Start().ok());
+  EXPECT_EQ(becomes(ready), ready);
+  EXPECT_NE(ReadAll(b->avail->log_path()).find("not ready: PostgreSQL"),
+            std::string::npos);
 }
 
 }  // namespace

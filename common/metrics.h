@@ -1,0 +1,77 @@
+// A process's Prometheus metrics, and the HTTP listener that exports them.
+//
+// A service turns metrics on once, at start-up, before it makes servers or
+// channels (EnableProcessMetrics); from then on every ServerHost and every
+// channel made by transport.h records gRPC metrics (grpc_metrics.h), and
+// the service's own code registers its metrics in ProcessMetrics()->
+// registry. Without it nothing is recorded and the gRPC paths carry no
+// interceptor at all.
+//
+// The exporter serves GET /metrics (Prometheus text format) with
+// prometheus-cpp's civetweb server. Like the local API it stays off the
+// network unless told otherwise: a loopback address by default, any other
+// only with allow_network (a container's private network, where a
+// Prometheus of the same compose project scrapes it). It never listens
+// beside the peer API.
+#ifndef SIDECAR_COMMON_METRICS_H_
+#define SIDECAR_COMMON_METRICS_H_
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "common/grpc_metrics.h"
+#include "prometheus/exposer.h"
+#include "prometheus/registry.h"
+
+namespace sidecar {
+
+struct ProcessMetricsSet {
+  std::shared_ptr<prometheus::Registry> registry;
+  GrpcMetrics grpc_server;
+  GrpcMetrics grpc_client;
+
+  explicit ProcessMetricsSet(std::shared_ptr<prometheus::Registry> r);
+};
+
+// Makes the process's metrics (once; later calls return the same). Call in
+// main() before any server or channel exists.
+ProcessMetricsSet* EnableProcessMetrics();
+// The process's metrics, or null if they were never enabled.
+ProcessMetricsSet* ProcessMetrics();
+
+// GET http://ADDRESS/metrics for one registry.
+class MetricsExporter {
+ public:
+  // Listens on `address` (host:port, port 0 for any). A non-loopback host
+  // needs `allow_network`, else INVALID_ARGUMENT; a port in use is
+  // UNAVAILABLE.
+  static absl::StatusOr<std::unique_ptr<MetricsExporter>> Start(
+      const std::string& address, bool allow_network,
+      std::shared_ptr<prometheus::Registry> registry);
+  // Stops serving (StopSoon's, if it has not ended yet, is waited for).
+  ~MetricsExporter();
+
+  // Starts stopping in the background and returns at once: civetweb's
+  // stop takes up to 2 s (its poll quantum), which a service draining
+  // calls meanwhile need not wait for.
+  void StopSoon();
+
+  int port() const { return port_; }
+  // "http://127.0.0.1:PORT/metrics", for the log.
+  std::string url() const;
+
+ private:
+  MetricsExporter(std::unique_ptr<prometheus::Exposer> exposer,
+                  std::string host, int port);
+
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::thread stopping_;  // StopSoon's; owns exposer_ while it runs
+  std::string host_;
+  int port_;
+};
+
+}  // namespace sidecar
+
+#endif  // SIDECAR_COMMON_METRICS_H_
