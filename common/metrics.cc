@@ -17,8 +17,47 @@ ProcessMetricsSet* metrics = nullptr;
 
 }  // namespace
 
+void ScrapeTimeGauges::Add(Source source) {
+  absl::MutexLock lock(&mu_);
+  sources_.push_back(std::move(source));
+}
+
+void ScrapeTimeGauges::RemoveAll() {
+  absl::MutexLock lock(&mu_);
+  sources_.clear();
+}
+
+std::vector<prometheus::MetricFamily> ScrapeTimeGauges::Collect() const {
+  // Held while the sources run, so that RemoveAll waits for a scrape in
+  // progress before what they read goes away.
+  absl::MutexLock lock(&mu_);
+  std::vector<prometheus::MetricFamily> out;
+  for (const Source& s : sources_) {
+    for (prometheus::MetricFamily& f : s()) out.push_back(std::move(f));
+  }
+  return out;
+}
+
+prometheus::MetricFamily GaugeFamily(std::string name, std::string help,
+                                     std::vector<GaugeSample> samples,
+                                     prometheus::MetricType type) {
+  prometheus::MetricFamily f;
+  f.name = std::move(name);
+  f.help = std::move(help);
+  f.type = type;
+  for (GaugeSample& s : samples) {
+    prometheus::ClientMetric m;
+    for (auto& [k, v] : s.labels) m.label.push_back({k, std::move(v)});
+    m.gauge.value = s.value;
+    m.counter.value = s.value;
+    f.metric.push_back(std::move(m));
+  }
+  return f;
+}
+
 ProcessMetricsSet::ProcessMetricsSet(std::shared_ptr<prometheus::Registry> r)
     : registry(std::move(r)),
+      gauges(std::make_shared<ScrapeTimeGauges>()),
       grpc_server(GrpcMetrics::Side::kServer, *registry),
       grpc_client(GrpcMetrics::Side::kClient, *registry) {}
 
@@ -50,7 +89,8 @@ void MetricsExporter::StopSoon() {
 
 absl::StatusOr<std::unique_ptr<MetricsExporter>> MetricsExporter::Start(
     const std::string& address, bool allow_network,
-    std::shared_ptr<prometheus::Registry> registry) {
+    std::shared_ptr<prometheus::Registry> registry,
+    std::shared_ptr<ScrapeTimeGauges> gauges) {
   size_t colon = address.rfind(':');
   if (colon == std::string::npos || colon == 0 ||
       absl::StartsWith(address, "unix:")) {
@@ -82,9 +122,13 @@ absl::StatusOr<std::unique_ptr<MetricsExporter>> MetricsExporter::Start(
         absl::StrCat("cannot serve metrics on ", address, ": not listening"));
   }
   exposer->RegisterCollectable(registry);
+  if (gauges != nullptr) exposer->RegisterCollectable(gauges);
   std::string host = address.substr(0, colon);
-  return std::unique_ptr<MetricsExporter>(
+  auto e = std::unique_ptr<MetricsExporter>(
       new MetricsExporter(std::move(exposer), std::move(host), ports[0]));
+  e->registry_ = std::move(registry);
+  e->gauges_ = std::move(gauges);
+  return e;
 }
 
 std::string MetricsExporter::url() const {

@@ -16,19 +16,57 @@
 #ifndef SIDECAR_COMMON_METRICS_H_
 #define SIDECAR_COMMON_METRICS_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "common/grpc_metrics.h"
+#include "prometheus/collectable.h"
 #include "prometheus/exposer.h"
+#include "prometheus/metric_family.h"
 #include "prometheus/registry.h"
 
 namespace sidecar {
 
+// Gauges whose values are read at scrape time (peers online, jobs by
+// state, store use): each source is a function that returns its families.
+// Sources run on the exporter's thread, one scrape at a time per source
+// list; they must be quick and thread-safe, and stay valid until the
+// exporter stops (RemoveAll before what they read goes away).
+class ScrapeTimeGauges final : public prometheus::Collectable {
+ public:
+  using Source = std::function<std::vector<prometheus::MetricFamily>()>;
+
+  void Add(Source source) ABSL_LOCKS_EXCLUDED(mu_);
+  // Drops every source (a service shutting down).
+  void RemoveAll() ABSL_LOCKS_EXCLUDED(mu_);
+  std::vector<prometheus::MetricFamily> Collect() const override
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  mutable absl::Mutex mu_;
+  std::vector<Source> sources_ ABSL_GUARDED_BY(mu_);
+};
+
+// One family for ScrapeTimeGauges: `samples` are label sets with their
+// values. A gauge, or a counter (kept elsewhere, read at scrape time).
+struct GaugeSample {
+  std::vector<std::pair<std::string, std::string>> labels;
+  double value = 0;
+};
+prometheus::MetricFamily GaugeFamily(
+    std::string name, std::string help, std::vector<GaugeSample> samples,
+    prometheus::MetricType type = prometheus::MetricType::Gauge);
+
 struct ProcessMetricsSet {
   std::shared_ptr<prometheus::Registry> registry;
+  std::shared_ptr<ScrapeTimeGauges> gauges;
   GrpcMetrics grpc_server;
   GrpcMetrics grpc_client;
 
@@ -49,7 +87,8 @@ class MetricsExporter {
   // UNAVAILABLE.
   static absl::StatusOr<std::unique_ptr<MetricsExporter>> Start(
       const std::string& address, bool allow_network,
-      std::shared_ptr<prometheus::Registry> registry);
+      std::shared_ptr<prometheus::Registry> registry,
+      std::shared_ptr<ScrapeTimeGauges> gauges = nullptr);
   // Stops serving (StopSoon's, if it has not ended yet, is waited for).
   ~MetricsExporter();
 
@@ -67,6 +106,9 @@ class MetricsExporter {
                   std::string host, int port);
 
   std::unique_ptr<prometheus::Exposer> exposer_;
+  // Kept alive while exposer_ holds weak pointers to them.
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::shared_ptr<ScrapeTimeGauges> gauges_;
   std::thread stopping_;  // StopSoon's; owns exposer_ while it runs
   std::string host_;
   int port_;

@@ -72,7 +72,7 @@ absl::StatusOr<std::unique_ptr<MetricsExporter>> StartMetricsFromFlags() {
   if (address.empty() || metrics == nullptr) return nullptr;
   absl::StatusOr<std::unique_ptr<MetricsExporter>> e = MetricsExporter::Start(
       address, absl::GetFlag(FLAGS_metrics_listen_allow_network),
-      metrics->registry);
+      metrics->registry, metrics->gauges);
   if (!e.ok()) return e.status();
   SC_LOG(INFO) << "metrics on " << (*e)->url();
   if (std::string pf = absl::GetFlag(FLAGS_metrics_port_file); !pf.empty()) {

@@ -4,6 +4,7 @@
 #include "common/log.h"
 #include "common/request_limits.h"
 #include "common/transport.h"
+#include "services/transfer/transfer_metrics.h"
 
 namespace sidecar::transfer {
 namespace {
@@ -217,6 +218,7 @@ absl::StatusOr<uint32_t> AvailabilityClient::Remove(
 void AvailabilityClient::ReportTransfer(const std::string& device_id,
                                         uint64_t bytes, absl::Duration duration,
                                         bool ok, bool corrupt) {
+  if (metrics_ != nullptr) metrics_->Received(device_id, bytes, corrupt);
   v1::ReportTransferRequest req;
   req.set_device_id(device_id);
   req.set_bytes(bytes);

@@ -18,6 +18,8 @@
 
 namespace sidecar::transfer {
 
+class TransferMetrics;
+
 struct FetchSource {
   std::string device_id;
   std::string name;
@@ -100,8 +102,12 @@ class AvailabilityClient {
   absl::StatusOr<uint32_t> Remove(absl::Span<const SidecarKey> keys);
 
   // Reports a transfer's outcome (best effort; errors are logged only).
+  // Every transfer from a peer ends here, so it is counted here too, in
+  // `metrics` (set_metrics) if they are on.
   void ReportTransfer(const std::string& device_id, uint64_t bytes,
                       absl::Duration duration, bool ok, bool corrupt);
+  // Call before any transfer; `metrics` must outlive this client.
+  void set_metrics(TransferMetrics* metrics) { metrics_ = metrics; }
 
   v1::Availability::Stub* stub() { return stub_.get(); }
 
@@ -109,6 +115,7 @@ class AvailabilityClient {
   std::string address_;
   absl::Duration timeout_;
   std::unique_ptr<v1::Availability::Stub> stub_;
+  TransferMetrics* metrics_ = nullptr;
 };
 
 }  // namespace sidecar::transfer

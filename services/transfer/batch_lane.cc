@@ -1,5 +1,6 @@
 #include "services/transfer/batch_lane.h"
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
@@ -330,15 +331,34 @@ void BatchLane::FinishDone(
                  absl::StrCat(d.ids.front(), " (and ", d.ids.size() - 1,
                               " more of its batch)"),
                  "cannot record it done");
+    CountEnded(b, d.ids, finished);
   }
   if (!b.already_local.empty()) {
     absl::StatusOr<uint64_t> finished = jobs_->FinishMany(
         b.already_local, v1::JOB_STATE_DONE, "already present locally");
+    CountEnded(b, b.already_local, finished);
     WarnIfFailed(
         finished.status(),
         absl::StrCat(b.already_local.front(), " (and ",
                      b.already_local.size() - 1, " more of its batch)"),
         "cannot record it done");
+  }
+}
+
+void BatchLane::CountEnded(const Batch& b, const std::vector<std::string>& ids,
+                           const absl::StatusOr<uint64_t>& finished) {
+  if (options_.metrics == nullptr || !finished.ok()) return;
+  // FinishMany says how many it ended, not which: a job another path
+  // ended first (a cancel) is rare, and then the first ones count.
+  uint64_t left = *finished;
+  const absl::flat_hash_set<absl::string_view> ended(ids.begin(), ids.end());
+  const absl::Time now = absl::Now();
+  for (const Job& j : b.jobs) {
+    if (left == 0) break;
+    if (!ended.contains(j.id)) continue;
+    options_.metrics->JobEnded(j.priority, v1::JOB_STATE_DONE,
+                               now - j.created_at);
+    --left;
   }
 }
 

@@ -37,6 +37,7 @@
 #include "services/transfer/job_store.h"
 #include "services/transfer/prefetch_gate.h"
 #include "services/transfer/store_writer.h"
+#include "services/transfer/transfer_metrics.h"
 #include "sidecar/v1/transfer.grpc.pb.h"
 
 namespace sidecar::transfer {
@@ -58,6 +59,8 @@ struct BatchLaneOptions {
   // Batches of prefetch jobs are claimed only with a slot of this gate (one
   // per batch, held until the batch ends). Null: no limit.
   PrefetchGate* prefetch_gate = nullptr;
+  // Counts the jobs that end; null: metrics are off.
+  TransferMetrics* metrics = nullptr;
 };
 
 class BatchLane {
@@ -139,6 +142,10 @@ class BatchLane {
                   const std::vector<AvailabilityClient::ReadyItem>& ready,
                   const std::vector<size_t>& ready_index,
                   const absl::Status& reg);
+  // Counts `finished` of `ids` (jobs of `b` FinishMany ended DONE) in the
+  // metrics.
+  void CountEnded(const Batch& b, const std::vector<std::string>& ids,
+                  const absl::StatusOr<uint64_t>& finished);
   // Schedules the set-aside jobs for the workers, puts those the batch
   // yielded back in the queue, logs the batch and publishes what watched
   // jobs became.

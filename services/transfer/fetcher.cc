@@ -67,7 +67,8 @@ Fetcher::Fetcher(FetcherOptions options, JobStore* jobs, StoreWriter* store,
                            .max_item_bytes = options_.batch_max_item_bytes,
                            .stall_timeout = options_.stall_timeout,
                            .yield_after = options_.batch_yield_after,
-                           .prefetch_gate = options_.prefetch_gate},
+                           .prefetch_gate = options_.prefetch_gate,
+                           .metrics = options_.metrics},
           jobs, store, availability, bandwidth, events,
           BatchLane::Hooks{
               .stub = [this](const FetchSource& src,
@@ -291,6 +292,7 @@ void Fetcher::RunJob(Job job) {
     absl::Status s =
         jobs_->Finish(job.id, state, reason, static_cast<int>(code)).status();
     if (!s.ok()) SC_LOG(WARNING) << "job " << job.id << ": " << s;
+    if (s.ok()) CountEnded(job, state);
     if (state != v1::JOB_STATE_DONE) {
       WarnIfFailed(store_->Discard(job.id), job.id,
                    "cannot delete its partial data");
@@ -668,7 +670,13 @@ absl::Status Fetcher::Commit(Attempt* a, const FetchSource& from,
                    0)
           .status();
   if (!f.ok()) SC_LOG(WARNING) << "job " << a->job.id << ": " << f;
+  if (f.ok()) CountEnded(a->job, v1::JOB_STATE_DONE);
   return absl::OkStatus();
+}
+
+void Fetcher::CountEnded(const Job& job, v1::JobState state) {
+  if (options_.metrics == nullptr) return;
+  options_.metrics->JobEnded(job.priority, state, absl::Now() - job.created_at);
 }
 
 void Fetcher::StopAttempt(Attempt* a) {
@@ -718,6 +726,7 @@ absl::StatusOr<v1::JobState> Fetcher::Cancel(const std::string& job_id) {
   SC_RETURN_IF_ERROR(
       jobs_->Finish(job_id, v1::JOB_STATE_CANCELLED, "cancelled by request", 1)
           .status());
+  CountEnded(**job, v1::JOB_STATE_CANCELLED);
   WarnIfFailed(store_->Discard(job_id), job_id,
                "cannot delete its partial data");
   if (absl::StatusOr<std::optional<Job>> j = jobs_->Get(job_id);

@@ -43,11 +43,14 @@
 #include "services/transfer/prefetch_gate.h"
 #include "services/transfer/range_reader.h"
 #include "services/transfer/store_writer.h"
+#include "services/transfer/transfer_metrics.h"
 #include "sidecar/v1/transfer.grpc.pb.h"
 
 namespace sidecar::transfer {
 
 struct FetcherOptions {
+  // Counts the jobs that end; null: metrics are off.
+  TransferMetrics* metrics = nullptr;
   int workers = 3;
   // Workers that take only interactive jobs (small ones too), so that a new
   // interactive job starts at once, whatever the other workers and the
@@ -154,6 +157,8 @@ class Fetcher {
   // Stops a running attempt: its streams are cancelled and it commits
   // nothing. Records no state.
   void StopAttempt(Attempt* a);
+  // Counts `job` ended in `state` in the metrics, if they are on.
+  void CountEnded(const Job& job, v1::JobState state);
   // Records `verified` as the job's verified prefix. False, with the
   // attempt stopped, if the job has ended (FAILED_PRECONDITION: cancelled or
   // finished elsewhere). Other errors are logged once per attempt and the

@@ -217,6 +217,9 @@ absl::Status PrepareStatements(pg::Connection& conn) {
       {"list_active",
        absl::StrCat("SELECT ", kJobColumns, " FROM transfer_jobs WHERE ",
                     kActive, " ORDER BY created_at DESC, id DESC LIMIT $1")},
+      {"count_active",
+       "SELECT state, priority, count(*) FROM transfer_jobs "
+       "WHERE state IN (1, 2, 3) GROUP BY state, priority"},
       {"active_ids",
        absl::StrCat("SELECT id FROM transfer_jobs WHERE ", kActive)},
       {"claim",
@@ -343,6 +346,7 @@ class PgJobStore final : public JobStore {
   absl::StatusOr<std::vector<Job>> List(bool active_only,
                                         uint32_t limit) override;
   absl::StatusOr<std::vector<std::string>> ActiveIds() override;
+  absl::StatusOr<std::vector<ActiveCount>> CountActive() override;
   absl::StatusOr<std::optional<Job>> ClaimNext(
       absl::Time now, absl::Span<const Kind> leave_fresh,
       v1::Priority min_priority) override;
@@ -761,6 +765,31 @@ absl::StatusOr<std::vector<std::string>> PgJobStore::ActiveIds() {
         out.reserve(r->rows());
         for (int row = 0; row < r->rows(); ++row) {
           out.emplace_back(r->Get(row, 0));
+        }
+        return absl::OkStatus();
+      });
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<std::vector<JobStore::ActiveCount>> PgJobStore::CountActive() {
+  absl::MutexLock lock(&mu_);
+  std::vector<ActiveCount> out;
+  absl::Status s = conn_->RunWithRetry(
+      kRetryTimeout, [&](pg::Connection& conn, int) -> absl::Status {
+        out.clear();
+        absl::StatusOr<pg::Result> r = conn.ExecPrepared("count_active", {});
+        if (!r.ok()) return r.status();
+        for (int row = 0; row < r->rows(); ++row) {
+          absl::StatusOr<int64_t> state = r->GetInt64(row, 0);
+          absl::StatusOr<int64_t> priority = r->GetInt64(row, 1);
+          absl::StatusOr<int64_t> count = r->GetInt64(row, 2);
+          if (!state.ok()) return state.status();
+          if (!priority.ok()) return priority.status();
+          if (!count.ok()) return count.status();
+          out.push_back({static_cast<v1::JobState>(*state),
+                         static_cast<v1::Priority>(*priority),
+                         static_cast<uint64_t>(*count)});
         }
         return absl::OkStatus();
       });

@@ -102,6 +102,14 @@ class JobStore {
   // Ids of all active jobs (for StoreWriter::CleanupStray at start-up).
   virtual absl::StatusOr<std::vector<std::string>> ActiveIds() = 0;
 
+  // How many active jobs there are, by state and priority (for metrics).
+  struct ActiveCount {
+    v1::JobState state;
+    v1::Priority priority;
+    uint64_t count;
+  };
+  virtual absl::StatusOr<std::vector<ActiveCount>> CountActive() = 0;
+
   // Atomically takes the runnable job with the highest priority, oldest
   // first among equals, marks it RUNNING and adds one to its attempts.
   // Runnable: QUEUED, or WAITING_RETRY with next_attempt_at <= `now`.

@@ -38,6 +38,7 @@
 #include "services/transfer/prefetcher.h"
 #include "services/transfer/store_quota.h"
 #include "services/transfer/store_writer.h"
+#include "services/transfer/transfer_metrics.h"
 #include "services/transfer/transfer_service.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:7200",
@@ -208,6 +209,12 @@ int Main() {
 
   AvailabilityClient availability(availability_address,
                                   absl::GetFlag(FLAGS_rpc_timeout));
+  // This service's own series (transfer_metrics.h), if metrics are on.
+  std::unique_ptr<TransferMetrics> metrics;
+  if (ProcessMetricsSet* m = ProcessMetrics()) {
+    metrics = std::make_unique<TransferMetrics>(*m->registry);
+    availability.set_metrics(metrics.get());
+  }
   absl::StatusOr<uint64_t> quota_total =
       ParseByteSize(absl::GetFlag(FLAGS_store_quota_bytes));
   if (!quota_total.ok()) {
@@ -304,6 +311,11 @@ int Main() {
   fo.batch_max_jobs =
       static_cast<size_t>(std::max(0, absl::GetFlag(FLAGS_batch_max_jobs)));
   fo.prefetch_gate = &prefetch_gate;
+  fo.metrics = metrics.get();
+  if (ProcessMetricsSet* m = ProcessMetrics()) {
+    TransferMetrics::AddScrapeTimeGauges(m->gauges.get(), jobs->get(),
+                                         &evictor);
+  }
   if (evictor.enabled()) {
     fo.admit = [&evictor](const Job& job, uint64_t bytes) {
       return evictor.Admit(job.priority, job.key.kind, bytes);
@@ -386,6 +398,8 @@ int Main() {
   local_host.SetServing(false);
   peer_host.SetServing(false);
   if (*metrics_exporter) (*metrics_exporter)->StopSoon();
+  // What the scrape-time gauges read goes away after Main returns.
+  if (ProcessMetricsSet* m = ProcessMetrics()) m->gauges->RemoveAll();
   readiness->Stop();
   events.Shutdown();
   prefetcher.Stop();

@@ -177,6 +177,24 @@ class TransferTest : public ::sidecar::testing::ProcessTest {
     return s;
   }
 
+  // Flags that turn a service's metrics on, its port written to `file` in
+  // the test's directory (for Scrape).
+  std::map<std::string, std::string> Metrics(const std::string& file) {
+    return {{"metrics_listen", "127.0.0.1:0"},
+            {"metrics_port_file", absl::StrCat(dir_, "/", file)}};
+  }
+  // The metrics of the service started with Metrics(file), as Prometheus
+  // reads them.
+  std::string Scrape(const std::string& file) {
+    int port = 0;
+    EXPECT_TRUE(absl::SimpleAtoi(
+        absl::StripAsciiWhitespace(ReadAll(absl::StrCat(dir_, "/", file))),
+        &port));
+    absl::StatusOr<std::string> text = HttpGet(port, "/metrics");
+    EXPECT_TRUE(text.ok()) << text.status();
+    return text.ok() ? *text : std::string();
+  }
+
   v1::SidecarKey Publish(Device* d, const v1::SidecarKey& key,
                          const std::string& bytes) {
     absl::Status s = PublishSidecar(d->avail.get(), key, bytes);
@@ -392,27 +410,15 @@ TEST_F(TransferTest, ThumbnailIsFetchedVerifiedAndThenServedOnward) {
 // and a's (server) agree on the peer reads of a fetch, and b's transfer
 // and availability services on the registration it made.
 TEST_F(TransferTest, MetricsCountTheCallsOfAFetchOnBothSides) {
-  auto metrics = [&](const std::string& file) {
-    return std::map<std::string, std::string>{
-        {"metrics_listen", "127.0.0.1:0"},
-        {"metrics_port_file", absl::StrCat(dir_, "/", file)}};
-  };
-  Device* a = Add("a", metrics("a_xfer.metrics"));
-  Device* b = Add("b", metrics("b_xfer.metrics"), metrics("b_avail.metrics"));
+  Device* a = Add("a", Metrics("a_xfer.metrics"));
+  Device* b = Add("b", Metrics("b_xfer.metrics"), Metrics("b_avail.metrics"));
   StartAll({{a, b}});
-  auto scrape = [&](const std::string& file) {
-    int port = 0;
-    EXPECT_TRUE(absl::SimpleAtoi(
-        absl::StripAsciiWhitespace(ReadAll(absl::StrCat(dir_, "/", file))),
-        &port));
-    absl::StatusOr<std::string> text = HttpGet(port, "/metrics");
-    EXPECT_TRUE(text.ok()) << text.status();
-    return text.ok() ? *text : std::string();
-  };
+  auto scrape = [&](const std::string& file) { return Scrape(file); };
+  const std::string webp = MakeWebp(30000, 3);
   v1::SidecarKey key = Publish(a,
                                RandomKeyProto(v1::SIDECAR_KIND_THUMB, "grid@2x",
                                               v1::SIDECAR_FORMAT_WEBP),
-                               MakeWebp(30000, 3));
+                               webp);
   ASSERT_TRUE(
       WaitFor([&] { return KnowsRemote(b, key, 1); }, absl::Seconds(5)));
   FetchResult f = Fetch(b, key);
@@ -445,6 +451,28 @@ TEST_F(TransferTest, MetricsCountTheCallsOfAFetchOnBothSides) {
                       {{"grpc_service", "sidecar.v1.Availability"},
                        {"grpc_method", "Register"}}),
             1);
+  // The transfer service's own series: the bytes from a, the job done and
+  // how long it took, and nothing left queued.
+  EXPECT_EQ(SampleSum(b_xfer, "sidecar_transfer_received_bytes_total",
+                      {{"source", a->id}}),
+            webp.size())
+      << b_xfer;
+  EXPECT_EQ(SampleSum(b_xfer, "sidecar_transfer_verification_failures_total",
+                      {{"source", a->id}}),
+            0);
+  EXPECT_EQ(SampleSum(b_xfer, "sidecar_fetch_jobs_ended_total",
+                      {{"priority", "interactive"}, {"state", "done"}}),
+            1);
+  EXPECT_EQ(SampleSum(b_xfer, "sidecar_fetch_jobs_ended_total",
+                      {{"state", "generate"}}),
+            0);
+  EXPECT_EQ(SampleSum(b_xfer, "sidecar_fetch_seconds_count",
+                      {{"priority", "interactive"}}),
+            1);
+  EXPECT_EQ(SampleSum(b_xfer, "sidecar_fetch_jobs"), 0) << "a job still active";
+  EXPECT_EQ(testing::SampleCount(b_xfer, "sidecar_fetch_jobs"), 9)
+      << "3 states x 3 priorities";
+  EXPECT_EQ(SampleSum(b_xfer, "sidecar_prefetch_backlog"), 0);
   // a's availability service was not asked for metrics: it serves none.
   EXPECT_EQ(ReadAll(a->avail->log_path()).find("metrics on"),
             std::string::npos);
@@ -583,7 +611,7 @@ TEST_F(TransferTest, ReceiverKilledMidFetchResumesAfterRestart) {
 TEST_F(TransferTest, CorruptBytesAreNeverCommitted) {
   Device* bad = Add("bad");
   Device* good = Add("good");
-  Device* b = Add("b");
+  Device* b = Add("b", Metrics("b_xfer.metrics"));
   StartAll({{bad, b}, {good, b}});
   std::string bytes = RandomBytes(3 << 20, 9);
   v1::SidecarKey key =
@@ -623,6 +651,23 @@ TEST_F(TransferTest, CorruptBytesAreNeverCommitted) {
   v1::JobStatus done = WaitJob(b, f2.job_id(), absl::Seconds(60));
   ASSERT_EQ(done.state(), v1::JOB_STATE_DONE) << done.last_error();
   EXPECT_EQ(ReadAll(final_path), bytes);
+
+  // An operator sees which peer sent bad bytes, and what came of the jobs.
+  const std::string m = Scrape("b_xfer.metrics");
+  EXPECT_GE(SampleSum(m, "sidecar_transfer_verification_failures_total",
+                      {{"source", bad->id}})
+                .value_or(0),
+            1)
+      << m;
+  EXPECT_EQ(SampleSum(m, "sidecar_transfer_verification_failures_total",
+                      {{"source", good->id}}),
+            0);
+  EXPECT_EQ(SampleSum(m, "sidecar_fetch_jobs_ended_total",
+                      {{"priority", "interactive"}, {"state", "generate"}}),
+            1);
+  EXPECT_EQ(SampleSum(m, "sidecar_fetch_jobs_ended_total",
+                      {{"priority", "interactive"}, {"state", "done"}}),
+            1);
 }
 
 // A small real filesystem (tmpfs) under the receiver's whole store, mounted
@@ -1505,11 +1550,11 @@ TEST_F(TransferTest, MeteredPausesPrefetchAndTheLimitHolds) {
 // (its holder removed it) stays; GetStoreUsage tells what uses the space.
 TEST_F(TransferTest, StoreQuotaEvictsLeastRecentlyUsedFetchedSidecars) {
   Device* a = Add("a");
-  Device* b = Add("b",
-                  {{"min_free_bytes", "0"},
-                   {"store_quota_bytes", "600K"},
-                   {"store_usage_interval", "200ms"}},
-                  {{"usage_flush_interval", "100ms"}});
+  std::map<std::string, std::string> xfer = Metrics("b_xfer.metrics");
+  xfer.insert({{"min_free_bytes", "0"},
+               {"store_quota_bytes", "600K"},
+               {"store_usage_interval", "200ms"}});
+  Device* b = Add("b", xfer, {{"usage_flush_interval", "100ms"}});
   const std::string root = b->avail->sidecar_root();
   absl::StatusOr<std::unique_ptr<TmpfsMount>> disk =
       TmpfsMount::Mount(root, 16 << 20);
@@ -1627,6 +1672,12 @@ TEST_F(TransferTest, StoreQuotaEvictsLeastRecentlyUsedFetchedSidecars) {
   EXPECT_GE(u.kept_last_copies(), 1u);
   EXPECT_LE(u.used_bytes(), 600u << 10);
   EXPECT_GT(u.free_bytes(), 0u);
+  // The same, as Prometheus sees it.
+  const std::string m = Scrape("b_xfer.metrics");
+  EXPECT_EQ(SampleSum(m, "sidecar_store_quota_bytes"), 600 << 10) << m;
+  EXPECT_EQ(SampleSum(m, "sidecar_store_evicted_total"), 2);
+  EXPECT_EQ(SampleSum(m, "sidecar_store_evicted_bytes_total"), 2 * kSize);
+  EXPECT_LE(SampleSum(m, "sidecar_store_used_bytes").value_or(1e12), 600 << 10);
 }
 
 // Prefetch refused at the quota resumes by itself once there is room: the
@@ -1766,12 +1817,11 @@ TEST_F(TransferTest, HealthPerServiceNameFollowsTheDatabaseAndTheStore) {
   const std::string avail = b->avail->local_address();
   const std::string xfer = b->xfer->local_address();
   auto all = [&] {
-    return absl::StrCat(health(avail, ""), " ",
-                        health(avail, "sidecar.v1.Availability"), " ",
-                        health(avail, "sidecar.v1.Peer"), " | ",
-                        health(xfer, ""), " ",
-                        health(xfer, "sidecar.v1.Transfer"), " ",
-                        health(xfer, "sidecar.v1.TransferPeer"));
+    return absl::StrCat(
+        health(avail, ""), " ", health(avail, "sidecar.v1.Availability"), " ",
+        health(avail, "sidecar.v1.Peer"), " | ", health(xfer, ""), " ",
+        health(xfer, "sidecar.v1.Transfer"), " ",
+        health(xfer, "sidecar.v1.TransferPeer"));
   };
   auto becomes = [&](const std::string& want) {
     std::string got;
@@ -1783,8 +1833,7 @@ TEST_F(TransferTest, HealthPerServiceNameFollowsTheDatabaseAndTheStore) {
         absl::Seconds(10));
     return got;
   };
-  const std::string ready =
-      "SERVING SERVING SERVING | SERVING SERVING SERVING";
+  const std::string ready = "SERVING SERVING SERVING | SERVING SERVING SERVING";
   EXPECT_EQ(all(), ready);
   EXPECT_EQ(health(avail, "sidecar.v1.Transfer"),
             absl::StrCat("error ", grpc::NOT_FOUND));
