@@ -235,7 +235,10 @@ absl::Status ExchangeReceiver::OnSnapshot(const v1::EntryBatch& b,
   absl::Status s = cache_->ReplaceRemote(
       p.info, p.source, p.generation, b.up_to_seq(), b.floor_seq(),
       std::move(p.entries), head ? &*head : nullptr);
-  if (s.ok()) learned_ = true;
+  if (s.ok()) {
+    learned_ = true;
+    ++snapshots_applied_;
+  }
   if (s.code() == absl::StatusCode::kResourceExhausted) return s;
   if (s.code() == absl::StatusCode::kPermissionDenied) {
     RefuseRelayed(std::move(s));
@@ -262,7 +265,10 @@ absl::Status ExchangeReceiver::FlushDelta(const Uuid& origin) {
   absl::Status s = cache_->ApplyRemoteDelta(d.info, d.source, d.generation,
                                             d.up_to_seq, std::move(d.entries),
                                             d.head ? &*d.head : nullptr);
-  if (s.ok()) learned_ = true;
+  if (s.ok()) {
+    learned_ = true;
+    ++deltas_applied_;
+  }
   if (s.code() == absl::StatusCode::kResourceExhausted) return s;
   if (s.code() == absl::StatusCode::kPermissionDenied) {
     RefuseRelayed(std::move(s));

@@ -71,6 +71,9 @@ class ExchangeReceiver {
 
   // Whether anything was applied to the cache.
   bool learned() const { return learned_; }
+  // What was applied: whole snapshots, and origins' deltas.
+  size_t snapshots_applied() const { return snapshots_applied_; }
+  size_t deltas_applied() const { return deltas_applied_; }
   // The sender's Hello from the answer's summary, if one came.
   const std::optional<v1::Hello>& summary_hello() const { return hello_; }
   // The sender's digest from the summary; empty if none came.
@@ -153,6 +156,8 @@ class ExchangeReceiver {
   size_t relayed_refused_ = 0;
   absl::Status first_relayed_refusal_;
   bool learned_ = false;
+  size_t snapshots_applied_ = 0;
+  size_t deltas_applied_ = 0;
   std::optional<uint64_t> over_budget_;
   std::optional<v1::Hello> hello_;
   google::protobuf::RepeatedPtrField<v1::OriginDigest> digest_;

@@ -26,6 +26,7 @@
 #include "common/thread_pool.h"
 #include "common/thread_priority.h"
 #include "common/transport.h"
+#include "services/availability/availability_metrics.h"
 #include "services/availability/availability_service.h"
 #include "services/availability/delegation.h"
 #include "services/availability/fork_healer.h"
@@ -357,7 +358,18 @@ int Main() {
     opts.ping_interval = std::max(opts.ping_interval, opts.leaf_ping_interval);
     opts.offline_after = std::max(opts.offline_after, opts.ping_interval * 2.5);
   }
+  // This service's own series (availability_metrics.h), if metrics are on;
+  // made before the peers, which count in them until they stop.
+  std::unique_ptr<AvailabilityMetrics> metrics;
+  if (ProcessMetricsSet* m = ProcessMetrics()) {
+    metrics = std::make_unique<AvailabilityMetrics>(*m->registry);
+  }
   PeerManager peers(opts, &cache, &hub, self, &library, &*key);
+  if (metrics) {
+    peers.set_metrics(metrics.get());
+    AvailabilityMetrics::AddScrapeTimeGauges(ProcessMetrics()->gauges.get(),
+                                             &peers, &cache);
+  }
   library.set_listener(
       [&peers](const Library::Change& c) { peers.OnLibraryChange(c); });
   if (absl::Status s = library.Load(); !s.ok()) {
@@ -518,6 +530,8 @@ int Main() {
   local_host.SetServing(false);
   peer_host.SetServing(false);
   if (*metrics_exporter) (*metrics_exporter)->StopSoon();
+  // What the scrape-time gauges read goes away after Main returns.
+  if (ProcessMetricsSet* m = ProcessMetrics()) m->gauges->RemoveAll();
   readiness->Stop();
   hub.Shutdown();  // Watch streams would otherwise hold the drain open
   stop_join = true;

@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "common/thread_priority.h"
 #include "common/transport.h"
+#include "services/availability/availability_metrics.h"
 #include "services/availability/exchange_receiver.h"
 
 namespace sidecar::availability {
@@ -369,6 +370,7 @@ absl::Status PeerManager::DoPing(Peer* p, v1::Hello* their_hello,
 }
 
 absl::Status PeerManager::DoExchange(Peer* p, v1::Hello* their_hello) {
+  const absl::Time start = absl::Now();
   grpc::ClientContext ctx;
   SetDeadline(&ctx, options_.exchange_timeout);
   absl::StatusOr<CallTarget> target = BeginCall(p, &ctx);
@@ -398,7 +400,11 @@ absl::Status PeerManager::DoExchange(Peer* p, v1::Hello* their_hello) {
   ExchangeReceiver receiver(cache_, library_, p->device_id, limits);
   absl::Status failure = absl::OkStatus();
   v1::ExchangeResponse msg;
-  while (failure.ok() && reader->Read(&msg)) failure = receiver.OnMessage(msg);
+  uint64_t received_bytes = 0;
+  while (failure.ok() && reader->Read(&msg)) {
+    if (metrics_ != nullptr) received_bytes += msg.ByteSizeLong();
+    failure = receiver.OnMessage(msg);
+  }
   // What arrived completely is a consistent prefix: keep it. Partial
   // snapshots are dropped.
   failure.Update(receiver.Finish());
@@ -422,6 +428,14 @@ absl::Status PeerManager::DoExchange(Peer* p, v1::Hello* their_hello) {
   }
   if (!failure.ok()) ctx.TryCancel();
   grpc::Status s = reader->Finish();
+  if (metrics_ != nullptr) {
+    metrics_->RoundEnded(p->device_id,
+                         {.duration = absl::Now() - start,
+                          .bytes = received_bytes,
+                          .snapshots = receiver.snapshots_applied(),
+                          .deltas = receiver.deltas_applied()},
+                         failure, FromGrpcStatus(s));
+  }
   SC_LOG(DEBUG) << "exchange with " << target->address << ": " << s.error_code()
                 << " " << s.error_message();
   EndCall(p);

@@ -36,6 +36,8 @@
 
 namespace sidecar::availability {
 
+class AvailabilityMetrics;
+
 struct PeerManagerOptions {
   absl::Duration gossip_interval = absl::Minutes(5);
   double gossip_jitter = 0.2;  // +- fraction of the interval
@@ -126,6 +128,9 @@ class PeerManager : public PeerDirectory {
   // leaf_prompt_delay; debounced: changes
   // within the window share one round), so they see our digest and pull.
   void RequestPromptRound();
+  // Counts every exchange this device pulls in `metrics` (null: off). Call
+  // before Start(); `metrics` must outlive the manager.
+  void set_metrics(AvailabilityMetrics* metrics) { metrics_ = metrics; }
 
   // PeerDirectory:
   v1::Hello SelfHello() const override;
@@ -213,6 +218,7 @@ class PeerManager : public PeerDirectory {
 
   const PeerManagerOptions options_;
   PeerCache* const cache_;
+  AvailabilityMetrics* metrics_ = nullptr;
   WatchHub* const hub_;
   Library* const library_;
   const DeviceKey* const key_;

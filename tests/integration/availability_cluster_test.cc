@@ -10,6 +10,8 @@
 #include <fstream>
 #include <functional>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/pg/connection.h"
@@ -20,6 +22,8 @@
 #include "services/availability/self_snapshot.h"
 #include "tests/support/availability_process.h"
 #include "tests/support/pg_test.h"
+#include "tests/support/prometheus_text.h"
+#include "tests/support/test_data.h"
 #include "tests/support/test_peer.h"
 #include "tests/support/wait.h"
 
@@ -86,6 +90,17 @@ class ClusterTest : public ::sidecar::testing::ProcessTest {
     a_id_ = DeviceId(a_);
     b_id_ = DeviceId(b_);
     c_id_ = DeviceId(c_);
+  }
+
+  // The metrics of a device started with --metrics_port_file=`port_file`,
+  // as Prometheus reads them.
+  static std::string Scrape(const std::string& port_file) {
+    int port = 0;
+    EXPECT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(ReadAll(port_file)),
+                                 &port));
+    absl::StatusOr<std::string> text = testing::HttpGet(port, "/metrics");
+    EXPECT_TRUE(text.ok()) << text.status();
+    return text.ok() ? *text : std::string();
   }
 
   // The transfer address each device advertises (no transfer service runs).
@@ -1157,7 +1172,10 @@ TEST_F(ClusterTest, ForkedChangeLogHealsByThePeersDigests) {
 // once. B keeps at most 10 entries of any other device; A advertises 30.
 TEST_F(ClusterTest, ARefusedAnswerIsExplainedToItsSenderOnce) {
   a_ = AddDevice("a", {});
-  b_ = AddDevice("b", {{"max_entries_per_origin", "10"}});
+  const std::string port_file = absl::StrCat(dir_, "/b.metrics");
+  b_ = AddDevice("b", {{"max_entries_per_origin", "10"},
+                       {"metrics_listen", "127.0.0.1:0"},
+                       {"metrics_port_file", port_file}});
   for (auto* d : {a_, b_}) ASSERT_TRUE(d->Start().ok()) << d->log_path();
   ASSERT_EQ(Pair(b_, a_), absl::OkStatus());
   a_id_ = DeviceId(a_);
@@ -1190,6 +1208,18 @@ TEST_F(ClusterTest, ARefusedAnswerIsExplainedToItsSenderOnce) {
   EXPECT_GT(count(b_, "exchange with "), rounds) << "no further round";
   EXPECT_EQ(count(a_, told), 1u);
   EXPECT_GT(count(a_, "at most 10"), 0u) << "the reason is in the line";
+  // Logged once, but every refusal counts, against the peer that sent it.
+  const std::string m = Scrape(port_file);
+  const double refused =
+      testing::SampleSum(m, "sidecar_peer_rejected_total",
+                         {{"device_id", a_id_}, {"code", "ResourceExhausted"}})
+          .value_or(0);
+  EXPECT_GE(refused, 2) << m;
+  // Rounds go on meanwhile: a scrape may fall between the two counts.
+  EXPECT_GE(testing::SampleSum(m, "sidecar_gossip_rounds_total",
+                               {{"result", "refused"}})
+                .value_or(0),
+            2);
   // B never holds more of A's entries than it keeps.
   v1::WhoHasResponse r = WhoHas(b_, s);
   size_t held = 0;
@@ -1198,6 +1228,81 @@ TEST_F(ClusterTest, ARefusedAnswerIsExplainedToItsSenderOnce) {
     held += std::count(h.begin(), h.end(), a_id_);
   }
   EXPECT_LE(held, 10u);
+}
+
+// The availability service's metrics, scraped over HTTP as Prometheus does,
+// against what happened: b pulls a's state (a first snapshot, then a
+// delta), knows a's sidecars and sees a online; when a stops, a is down.
+TEST_F(ClusterTest, MetricsTellGossipPeersAndEntries) {
+  const std::string port_file = absl::StrCat(dir_, "/b.metrics");
+  a_ = AddDevice("a", {});
+  b_ = AddDevice("b", {{"metrics_listen", "127.0.0.1:0"},
+                       {"metrics_port_file", port_file}});
+  ASSERT_TRUE(a_->Start().ok());
+  ASSERT_TRUE(b_->Start().ok());
+  std::vector<Sidecar> first = {MakeSidecar(1), MakeSidecar(2)};
+  Publish(a_, first);
+  ASSERT_EQ(Pair(a_, b_), absl::OkStatus());
+  a_id_ = DeviceId(a_);
+  auto scrape = [&] { return Scrape(port_file); };
+  auto value = [&](const std::string& text, const std::string& name,
+                   const std::map<std::string, std::string>& labels = {}) {
+    return testing::SampleSum(text, name, labels).value_or(-1);
+  };
+  std::string m;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        m = scrape();
+        return value(m, "sidecar_origin_entries", {{"device_id", a_id_}}) == 2;
+      },
+      absl::Seconds(10)))
+      << m;
+  EXPECT_EQ(value(m, "sidecar_peer_up", {{"device_id", a_id_}}), 1);
+  EXPECT_EQ(value(m, "sidecar_peers", {{"state", "online"}}), 1);
+  EXPECT_EQ(value(m, "sidecar_peers", {{"state", "offline"}}), 0);
+  EXPECT_GE(value(m, "sidecar_gossip_applied_total", {{"kind", "snapshot"}}),
+            1);
+  const double rounds =
+      value(m, "sidecar_gossip_rounds_total", {{"result", "ok"}});
+  EXPECT_GE(rounds, 1);
+  // Observed after the round is counted: a scrape may fall between.
+  EXPECT_GE(value(m, "sidecar_gossip_round_seconds_count"), 1);
+  EXPECT_LE(value(m, "sidecar_gossip_round_seconds_count"),
+            value(m, "sidecar_gossip_rounds_total"));
+  EXPECT_GT(value(m, "sidecar_gossip_received_bytes_total"), 0);
+  EXPECT_EQ(value(m, "sidecar_gossip_rounds_total", {{"result", "refused"}}),
+            0);
+  EXPECT_EQ(testing::SampleCount(m, "sidecar_peer_rejected_total"), 0);
+  // a's own exchange answers, seen from b's side of the calls.
+  EXPECT_GE(value(m, "grpc_client_handled_total",
+                  {{"grpc_service", "sidecar.v1.Peer"},
+                   {"grpc_method", "Exchange"},
+                   {"grpc_code", "OK"}}),
+            1);
+
+  // One more sidecar comes as a delta.
+  Publish(a_, {MakeSidecar(3)});
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        m = scrape();
+        return value(m, "sidecar_origin_entries", {{"device_id", a_id_}}) == 3;
+      },
+      absl::Seconds(10)))
+      << m;
+  EXPECT_GE(value(m, "sidecar_gossip_applied_total", {{"kind", "delta"}}), 1);
+
+  // a stops: b marks it down (offline_after 1s).
+  EXPECT_EQ(a_->Stop(), 0);
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        m = scrape();
+        return value(m, "sidecar_peer_up", {{"device_id", a_id_}}) == 0;
+      },
+      absl::Seconds(10)))
+      << m;
+  EXPECT_EQ(value(m, "sidecar_peers", {{"state", "offline"}}), 1);
+  // What b knows of a stays.
+  EXPECT_EQ(value(m, "sidecar_origin_entries", {{"device_id", a_id_}}), 3);
 }
 
 TEST_F(ClusterTest, HealthServiceReportsServing) {

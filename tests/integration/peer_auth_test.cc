@@ -48,11 +48,6 @@ namespace {
 
 using grpc::StatusCode;
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
 std::string Describe(const grpc::Status& s) {
   return absl::StrCat("code ", s.error_code(), ": ", s.error_message());
 }

@@ -88,11 +88,6 @@ bool IsValidWebp(const std::string& b) {
   return at == b.size() && image;
 }
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
 struct Device {
   std::string name;
   std::unique_ptr<AvailabilityProcess> avail;

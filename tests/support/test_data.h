@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <string>
 
@@ -17,6 +19,12 @@
 #include "sidecar/v1/sidecar.pb.h"
 
 namespace sidecar::testing {
+
+// The whole of the file at `path` ("" if it cannot be read).
+inline std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
 
 // `n` pseudo-random bytes, the same for the same seed.
 inline std::string RandomBytes(size_t n, uint64_t seed) {
