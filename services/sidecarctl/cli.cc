@@ -19,6 +19,7 @@
 #include "common/state_dir.h"
 #include "common/transport.h"
 #include "services/sidecarctl/format.h"
+#include "services/sidecarctl/json_output.h"
 
 ABSL_FLAG(std::string, state_dir, "",
           "the device's state directory, where its services' sockets are "
@@ -33,13 +34,17 @@ ABSL_FLAG(std::string, transfer, "",
           "(default: $SIDECAR_TRANSFER, else unix:STATE_DIR/transfer.sock)");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(5),
           "deadline of each call, e.g. 5s, 500ms");
+ABSL_FLAG(bool, json, false,
+          "print the answer as one JSON document on stdout (the services' "
+          "messages in proto3's JSON form) instead of text; errors stay on "
+          "stderr");
 
 namespace sidecar::ctl {
 namespace {
 
 const std::vector<std::string>& GlobalFlags() {
   static const auto* flags = new std::vector<std::string>{
-      "state_dir", "availability", "transfer", "timeout"};
+      "state_dir", "availability", "transfer", "timeout", "json"};
   return *flags;
 }
 
@@ -105,6 +110,7 @@ CommandContext::CommandContext(std::ostream& out, std::ostream& err)
     : out_(out),
       err_(err),
       err_is_terminal_(&err == &std::cerr && isatty(STDERR_FILENO) == 1),
+      json_(absl::GetFlag(FLAGS_json)),
       state_dir_(FlagOrEnv(absl::GetFlag(FLAGS_state_dir), "SIDECAR_STATE_DIR",
                            DefaultStateDir())),
       availability_(FlagOrEnv(absl::GetFlag(FLAGS_availability),
@@ -128,6 +134,15 @@ v1::Transfer::Stub& CommandContext::transfer() {
     transfer_stub_ = v1::Transfer::NewStub(transfer_channel_);
   }
   return *transfer_stub_;
+}
+
+int CommandContext::PrintJson(absl::string_view document) {
+  out_ << document << "\n";
+  return kExitOk;
+}
+
+int CommandContext::PrintJson(const google::protobuf::Message& message) {
+  return PrintJson(MessageJson(message));
 }
 
 void CommandContext::SetCallDeadline(grpc::ClientContext* ctx) const {
@@ -264,7 +279,8 @@ absl::StatusOr<Invocation> ParseCommandLine(
 void PrintUsage(std::ostream& out, const std::vector<CommandSpec>& commands) {
   out << "usage: " << kProgram << " [--state_dir=DIR] "
       << "[--availability=ADDRESS]\n"
-      << "                  [--transfer=ADDRESS] [--timeout=DURATION]\n"
+      << "                  [--transfer=ADDRESS] [--timeout=DURATION] "
+      << "[--json]\n"
       << "                  COMMAND [ARGS...]\n\n"
       << "The services of a device are reached at their local API sockets "
       << "in its state\ndirectory, unix:STATE_DIR/availability.sock and "

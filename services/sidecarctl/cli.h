@@ -25,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "google/protobuf/message.h"
 #include "sidecar/v1/availability.grpc.pb.h"
 #include "sidecar/v1/transfer.grpc.pb.h"
 
@@ -44,8 +45,8 @@ enum ExitCode : int {
 };
 
 // Everything a command needs. Reads the global flags (--state_dir,
-// --availability, --transfer, --timeout) and their environment variables
-// when constructed, so construct it after ParseCommandLine. Not
+// --availability, --transfer, --timeout, --json) and their environment
+// variables when constructed, so construct it after ParseCommandLine. Not
 // thread-safe.
 class CommandContext {
  public:
@@ -55,6 +56,14 @@ class CommandContext {
   std::ostream& err() { return err_; }
   // True if err() is std::cerr and stderr is a terminal (progress bars).
   bool err_is_terminal() const { return err_is_terminal_; }
+  // --json: commands print one JSON document on out() instead of their
+  // text, and no progress.
+  bool json() const { return json_; }
+  // Writes `document` (JSON, one line) and a newline to out(); returns
+  // kExitOk.
+  int PrintJson(absl::string_view document);
+  // The same for a message in its JSON form (MessageJson).
+  int PrintJson(const google::protobuf::Message& message);
 
   // --state_dir, else $SIDECAR_STATE_DIR, else DefaultStateDir(): the
   // device's state directory, where its services' local API sockets are.
@@ -95,6 +104,7 @@ class CommandContext {
   std::ostream& out_;
   std::ostream& err_;
   const bool err_is_terminal_;
+  const bool json_;
   std::string state_dir_;
   std::string availability_;
   std::string transfer_;

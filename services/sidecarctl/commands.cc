@@ -21,6 +21,7 @@
 #include "common/sidecar_key.h"
 #include "services/sidecarctl/batch_file.h"
 #include "services/sidecarctl/format.h"
+#include "services/sidecarctl/json_output.h"
 
 ABSL_FLAG(std::string, file, "",
           "register: the sidecar's file, to compute its size and SHA-256");
@@ -84,6 +85,7 @@ int RunDevice(CommandContext& ctx, const Args&) {
   v1::DeviceInfo d;
   grpc::Status s = ctx.availability().GetDevice(&cc, {}, &d);
   if (!s.ok()) return ctx.AvailabilityError("device", s);
+  if (ctx.json()) return ctx.PrintJson(d);
   PrintTable(ctx.out(), {
                             {"device id", d.device_id()},
                             {"name", d.name()},
@@ -130,6 +132,7 @@ int RegisterBatch(CommandContext& ctx, const std::string& path,
   std::string line;
   v1::RegisterRequest req;
   uint64_t sent = 0, changes = 0, max_seq = 0;
+  v1::RegisterResponse sum;  // --json: the calls' answers added up
   auto flush = [&]() -> int {
     v1::RegisterResponse resp;
     if (int rc = SendRegister(ctx, req, &resp); rc != kExitOk) {
@@ -140,8 +143,12 @@ int RegisterBatch(CommandContext& ctx, const std::string& path,
     sent += req.sidecars_size();
     changes += resp.advertised_changes();
     max_seq = resp.max_seq();
+    sum.set_registered(sum.registered() + resp.registered());
+    sum.set_advertised_changes(sum.advertised_changes() +
+                               resp.advertised_changes());
+    sum.set_max_seq(resp.max_seq());
     req.clear_sidecars();
-    if (total > kMaxKeysPerRequest) {
+    if (total > kMaxKeysPerRequest && !ctx.json()) {
       ctx.out() << "  registered " << sent << "/" << total << "\n";
     }
     return kExitOk;
@@ -162,6 +169,7 @@ int RegisterBatch(CommandContext& ctx, const std::string& path,
   if (req.sidecars_size() > 0) {
     if (int rc = flush(); rc != kExitOk) return rc;
   }
+  if (ctx.json()) return ctx.PrintJson(sum);
   ctx.out() << "registered " << sent << " sidecars from " << path << " as "
             << StatusName(status) << " (" << changes
             << " change-log entries, max seq " << max_seq << ")\n";
@@ -223,6 +231,7 @@ int RunRegister(CommandContext& ctx, const Args& args) {
 
   v1::RegisterResponse resp;
   if (int rc = SendRegister(ctx, req, &resp); rc != kExitOk) return rc;
+  if (ctx.json()) return ctx.PrintJson(resp);
   ctx.out() << "registered " << FormatSidecarUri(*key) << " as "
             << StatusName(*status);
   if (!file.empty()) {
@@ -242,6 +251,7 @@ int RunRemove(CommandContext& ctx, const Args& args) {
   std::vector<v1::SidecarKey> keys;
   if (int rc = ParseUris(ctx, args, &keys); rc != kExitOk) return rc;
   uint64_t removed = 0, not_found = 0;
+  v1::RemoveResponse sum;  // --json: the calls' answers added up
   for (size_t i = 0; i < keys.size(); i += kMaxKeysPerRequest) {
     v1::RemoveRequest req;
     size_t end = std::min(keys.size(), i + kMaxKeysPerRequest);
@@ -259,7 +269,11 @@ int RunRemove(CommandContext& ctx, const Args& args) {
     }
     removed += resp.removed();
     not_found += resp.not_found();
+    sum.set_removed(sum.removed() + resp.removed());
+    sum.set_not_found(sum.not_found() + resp.not_found());
+    sum.set_max_seq(resp.max_seq());
   }
+  if (ctx.json()) return ctx.PrintJson(sum);
   ctx.out() << "removed " << removed << " sidecar" << (removed == 1 ? "" : "s");
   if (not_found > 0) {
     ctx.out() << "; " << not_found << " " << (not_found == 1 ? "was" : "were")
@@ -289,6 +303,7 @@ int RunMissing(CommandContext& ctx, const Args&) {
   int64_t shown = 0;
   std::string token;
   bool more = false;
+  v1::ListMissingResponse all;  // --json: the pages as one answer
   do {
     v1::ListMissingRequest req;
     for (Kind k : kinds) req.add_kinds(k);
@@ -303,12 +318,20 @@ int RunMissing(CommandContext& ctx, const Args&) {
     if (!s.ok()) return ctx.AvailabilityError("missing", s);
     for (const v1::SidecarKey& k : resp.keys()) {
       if (limit > 0 && shown >= limit) break;
-      ctx.out() << UriOf(k) << "\n";
+      if (ctx.json()) {
+        *all.add_keys() = k;
+      } else {
+        ctx.out() << UriOf(k) << "\n";
+      }
       ++shown;
     }
     token = resp.next_page_token();
     more = !token.empty();
   } while (more && (limit == 0 || shown < limit));
+  if (ctx.json()) {
+    all.set_next_page_token(token);
+    return ctx.PrintJson(all);
+  }
   ctx.out() << shown << " sidecar" << (shown == 1 ? "" : "s")
             << " held by peers and not here";
   if (more && limit > 0 && shown >= limit) {
@@ -333,6 +356,7 @@ int RunLs(CommandContext& ctx, const Args&) {
   int64_t shown = 0;
   std::string token;
   bool more = false;
+  v1::ListLocalResponse all;  // --json: the pages as one answer
   do {
     v1::ListLocalRequest req;
     int64_t page = 1000;
@@ -347,18 +371,26 @@ int RunLs(CommandContext& ctx, const Args&) {
     if (!s.ok()) return ctx.AvailabilityError("ls", s);
     for (const v1::LocalSidecar& sc : resp.sidecars()) {
       if (limit > 0 && shown >= limit) break;
+      ++shown;
+      if (ctx.json()) {
+        *all.add_sidecars() = sc;
+        continue;
+      }
       rows.push_back(
           {StatusName(sc.status()), HumanBytes(sc.size()),
            ShortSha(sc.sha256()),
            sc.generator_version().empty() ? "-" : sc.generator_version(),
            UriOf(sc.key())});
-      ++shown;
     }
-    PrintTablePart(ctx.out(), rows, &width);
+    if (!ctx.json()) PrintTablePart(ctx.out(), rows, &width);
     rows.clear();
     token = resp.next_page_token();
     more = !token.empty();
   } while (more && (limit == 0 || shown < limit));
+  if (ctx.json()) {
+    all.set_next_page_token(token);
+    return ctx.PrintJson(all);
+  }
   ctx.out() << shown << " sidecar" << (shown == 1 ? "" : "s");
   if (more) ctx.out() << " shown; more exist (raise --limit)";
   ctx.out() << "\n";
@@ -367,9 +399,34 @@ int RunLs(CommandContext& ctx, const Args&) {
 
 // ---- who-has --------------------------------------------------------------
 
+// Appends the answer of one WhoHas call to `all`, the answer for every key
+// so far: its devices once each (by id), its holders' indexes into them.
+void AppendWhoHas(const v1::WhoHasResponse& part, v1::WhoHasResponse* all) {
+  std::vector<uint32_t> index;  // part's device index -> all's
+  for (const v1::DeviceRef& d : part.devices()) {
+    int found = -1;
+    for (int k = 0; k < all->devices_size(); ++k) {
+      if (all->devices(k).device_id() == d.device_id()) found = k;
+    }
+    if (found < 0) {
+      found = all->devices_size();
+      *all->add_devices() = d;
+    }
+    index.push_back(static_cast<uint32_t>(found));
+  }
+  for (const v1::KeyHolders& r : part.results()) {
+    v1::KeyHolders* copy = all->add_results();
+    *copy = r;
+    for (v1::Holder& h : *copy->mutable_holders()) {
+      if (h.device() < index.size()) h.set_device(index[h.device()]);
+    }
+  }
+}
+
 int RunWhoHas(CommandContext& ctx, const Args& args) {
   std::vector<v1::SidecarKey> keys;
   if (int rc = ParseUris(ctx, args, &keys); rc != kExitOk) return rc;
+  v1::WhoHasResponse all;  // --json: the calls' answers as one
   for (size_t i = 0; i < keys.size(); i += kMaxKeysPerRequest) {
     v1::WhoHasRequest req;
     req.set_query_peers(absl::GetFlag(FLAGS_query_peers));
@@ -380,6 +437,10 @@ int RunWhoHas(CommandContext& ctx, const Args& args) {
     v1::WhoHasResponse resp;
     grpc::Status s = ctx.availability().WhoHas(&cc, req, &resp);
     if (!s.ok()) return ctx.AvailabilityError("who-has", s);
+    if (ctx.json()) {
+      AppendWhoHas(resp, &all);
+      continue;
+    }
     for (size_t j = i; j < end; ++j) {
       ctx.out() << UriOf(keys[j]) << "\n";
       const int r = static_cast<int>(j - i);
@@ -419,6 +480,7 @@ int RunWhoHas(CommandContext& ctx, const Args& args) {
       }
     }
   }
+  if (ctx.json()) return ctx.PrintJson(all);
   return kExitOk;
 }
 
@@ -440,6 +502,7 @@ int RunResolve(CommandContext& ctx, const Args& args) {
   v1::ResolveResponse resp;
   grpc::Status s = ctx.availability().Resolve(&cc, req, &resp);
   if (!s.ok()) return ctx.AvailabilityError("resolve", s);
+  if (ctx.json()) return ctx.PrintJson(resp);
 
   std::string outcome(absl::StripPrefix(
       v1::ResolveResponse::Outcome_Name(resp.outcome()), "OUTCOME_"));
@@ -495,6 +558,7 @@ int RunPeers(CommandContext& ctx, const Args&) {
   v1::ListPeersResponse resp;
   grpc::Status s = ctx.availability().ListPeers(&cc, {}, &resp);
   if (!s.ok()) return ctx.AvailabilityError("peers", s);
+  if (ctx.json()) return ctx.PrintJson(resp);
   if (resp.peers().empty()) {
     ctx.out() << "no peers: pair this device with another (sidecarctl pair "
                  "invite there, sidecarctl pair join here)\n";
@@ -559,6 +623,29 @@ class DeviceNames {
   std::set<std::string> asked_;
 };
 
+// One line of watch's text: time, event type, device, and what changed.
+std::string EventLine(const v1::AvailabilityEvent& ev, DeviceNames& names) {
+  std::string type(
+      absl::StripPrefix(v1::AvailabilityEvent::Type_Name(ev.type()), "TYPE_"));
+  std::string line = absl::StrFormat(
+      "%s  %-7s  %s",
+      absl::FormatTime("%H:%M:%E3S", absl::Now(), absl::LocalTimeZone()), type,
+      names.Label(ev.device_id()));
+  if (ev.is_local()) absl::StrAppend(&line, " [this device]");
+  if (ev.type() == v1::AvailabilityEvent::TYPE_ADDED ||
+      ev.type() == v1::AvailabilityEvent::TYPE_REMOVED) {
+    absl::StrAppend(&line, "  ", UriOf(ev.key()));
+  }
+  if (ev.type() == v1::AvailabilityEvent::TYPE_ADDED) {
+    absl::StrAppend(&line, "  ", HumanBytes(ev.size()), "  ",
+                    ShortSha(ev.sha256()));
+  }
+  if (ev.type() == v1::AvailabilityEvent::TYPE_RESET) {
+    absl::StrAppend(&line, "  (everything known of it was replaced)");
+  }
+  return line;
+}
+
 int RunWatch(CommandContext& ctx, const Args&) {
   const int64_t count = absl::GetFlag(FLAGS_count);
   if (count < 0)
@@ -592,25 +679,9 @@ int RunWatch(CommandContext& ctx, const Args&) {
   int64_t seen = 0;
   bool done = false;
   while (!done && reader->Read(&ev)) {
-    std::string type(absl::StripPrefix(
-        v1::AvailabilityEvent::Type_Name(ev.type()), "TYPE_"));
-    std::string line = absl::StrFormat(
-        "%s  %-7s  %s",
-        absl::FormatTime("%H:%M:%E3S", absl::Now(), absl::LocalTimeZone()),
-        type, names.Label(ev.device_id()));
-    if (ev.is_local()) absl::StrAppend(&line, " [this device]");
-    if (ev.type() == v1::AvailabilityEvent::TYPE_ADDED ||
-        ev.type() == v1::AvailabilityEvent::TYPE_REMOVED) {
-      absl::StrAppend(&line, "  ", UriOf(ev.key()));
-    }
-    if (ev.type() == v1::AvailabilityEvent::TYPE_ADDED) {
-      absl::StrAppend(&line, "  ", HumanBytes(ev.size()), "  ",
-                      ShortSha(ev.sha256()));
-    }
-    if (ev.type() == v1::AvailabilityEvent::TYPE_RESET) {
-      absl::StrAppend(&line, "  (everything known of it was replaced)");
-    }
-    ctx.out() << line << std::endl;
+    // With --json a stream is one document per event (JSON Lines).
+    ctx.out() << (ctx.json() ? MessageJson(ev) : EventLine(ev, names))
+              << std::endl;
     if (count > 0 && ++seen >= count) {
       done = true;
       cc.TryCancel();

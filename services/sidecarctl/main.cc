@@ -1,7 +1,7 @@
 // sidecarctl: a command-line client of the sidecar-sync services.
 //
 //   sidecarctl [--state_dir=DIR] [--availability=ADDRESS]
-//              [--transfer=ADDRESS] [--timeout=5s] COMMAND [ARGS...]
+//              [--transfer=ADDRESS] [--timeout=5s] [--json] COMMAND [ARGS...]
 //
 // The services are reached at their local API sockets in the device's state
 // directory (unix:DIR/availability.sock, unix:DIR/transfer.sock) unless

@@ -80,6 +80,7 @@ int RunPairInvite(CommandContext& ctx, const Args& args) {
   v1::CreateInviteResponse resp;
   grpc::Status s = ctx.availability().CreateInvite(&cc, req, &resp);
   if (!s.ok()) return ctx.AvailabilityError("pair invite", s);
+  if (ctx.json()) return ctx.PrintJson(resp);
 
   // The time of day; with the date too if that is not today.
   const absl::TimeZone tz = absl::LocalTimeZone();
@@ -125,6 +126,7 @@ int RunPairJoin(CommandContext& ctx, const Args& args) {
   v1::JoinLibraryResponse resp;
   grpc::Status s = ctx.availability().JoinLibrary(&cc, req, &resp);
   if (!s.ok()) return ctx.AvailabilityError("pair join", s, deadline);
+  if (ctx.json()) return ctx.PrintJson(resp);
   const v1::Member& inviter = resp.inviter();
   ctx.out() << "paired with " << NameAndId(inviter) << ", fingerprint "
             << (inviter.fingerprint().empty() ? "?" : inviter.fingerprint())
@@ -152,6 +154,7 @@ int RunDevices(CommandContext& ctx, const Args&) {
   v1::ListMembersResponse resp;
   grpc::Status s = ctx.availability().ListMembers(&cc, req, &resp);
   if (!s.ok()) return ctx.AvailabilityError("devices", s);
+  if (ctx.json()) return ctx.PrintJson(resp);
   if (resp.members().empty()) {
     ctx.out() << "no devices\n";
     return kExitOk;
@@ -226,6 +229,7 @@ int RunUnpair(CommandContext& ctx, const Args& args) {
     }
     return rc;
   }
+  if (ctx.json()) return ctx.PrintJson(resp);
   const v1::Member& m = resp.removed();
   ctx.out() << "removed " << (m.name().empty() ? "?" : m.name()) << " ("
             << m.device_id()

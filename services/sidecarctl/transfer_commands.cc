@@ -22,6 +22,7 @@
 #include "common/transport.h"
 #include "services/sidecarctl/commands.h"
 #include "services/sidecarctl/format.h"
+#include "services/sidecarctl/json_output.h"
 #include "services/sidecarctl/progress.h"
 
 ABSL_FLAG(std::string, priority, "normal",
@@ -75,8 +76,11 @@ class CallSlot {
   bool interrupted_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+// Writes one line of fetch's text; nothing with --json, whose document
+// comes at the end.
 void PrintOutcome(CommandContext& ctx, absl::string_view word,
                   absl::string_view uri, absl::string_view detail) {
+  if (ctx.json()) return;
   ctx.out() << absl::StrFormat("%-9s %s  %s", word, uri, detail) << std::endl;
 }
 
@@ -88,11 +92,12 @@ int Interrupted(CommandContext& ctx) {
   return kExitInterrupted;
 }
 
-// Follows job `job_id` until it ends, showing its progress; the final
+// Follows job `job_id` until it ends, showing its progress on `reporter`
+// unless it is null (--json); the final
 // status goes to *last. Returns the error of the call that failed (or
 // CANCELLED when interrupted).
 grpc::Status Follow(CommandContext& ctx, const std::string& job_id,
-                    ProgressReporter& reporter, CallSlot& slot,
+                    ProgressReporter* reporter, CallSlot& slot,
                     v1::JobStatus* last) {
   while (true) {
     grpc::ClientContext cc;
@@ -113,7 +118,7 @@ grpc::Status Follow(CommandContext& ctx, const std::string& job_id,
         cc.TryCancel();  // the service ends the call too; no need to wait
         break;
       }
-      reporter.Update(st);
+      if (reporter != nullptr) reporter->Update(st);
     }
     grpc::Status s = reader->Finish();
     slot.Reset();
@@ -149,6 +154,22 @@ int RunFetch(CommandContext& ctx, const Args& args) {
 
   // 1. Ask for every key, kMaxFetchKeysPerRequest at a time.
   std::vector<v1::FetchResult> results;
+  // --json: {"results": [FetchResult per key], "jobs": [final JobStatus of
+  // each job followed]}.
+  std::vector<std::string> followed;  // JSON of each final JobStatus
+  auto print_json = [&](int rc) {
+    if (ctx.json()) {
+      std::vector<std::string> decided;
+      for (const v1::FetchResult& r : results) {
+        decided.push_back(MessageJson(r));
+      }
+      ctx.PrintJson(JsonObject()
+                        .Add("results", JsonArray(decided))
+                        .Add("jobs", JsonArray(followed))
+                        .ToString());
+    }
+    return rc;
+  };
   for (size_t i = 0; i < keys.size(); i += kMaxFetchKeysPerRequest) {
     v1::FetchRequest req;
     req.set_priority(*priority);
@@ -208,21 +229,25 @@ int RunFetch(CommandContext& ctx, const Args& args) {
     }
   }
   if (absl::GetFlag(FLAGS_no_wait) || queued.empty()) {
-    return not_fetched ? kExitNotFetched : kExitOk;
+    return print_json(not_fetched ? kExitNotFetched : kExitOk);
   }
 
   // 3. Follow the jobs one after another (they run in parallel in the
   // service; a job that ended meanwhile reports its end at once).
-  ProgressReporter reporter(ctx.err(), ctx.err_is_terminal());
+  // No progress at all with --json: its readers are scripts.
+  std::optional<ProgressReporter> reporter;
+  if (!ctx.json()) reporter.emplace(ctx.err(), ctx.err_is_terminal());
   for (size_t i : queued) {
     const std::string& id = results[i].job_id();
     v1::JobStatus last;
-    grpc::Status s = Follow(ctx, id, reporter, slot, &last);
-    reporter.Clear();
+    grpc::Status s =
+        Follow(ctx, id, reporter ? &*reporter : nullptr, slot, &last);
+    if (reporter) reporter->Clear();
     if (slot.interrupted()) return Interrupted(ctx);
     if (!s.ok()) {
       return ctx.TransferError(absl::StrCat("following job ", id), s);
     }
+    if (ctx.json()) followed.push_back(MessageJson(last));
     const std::string uri = UriOf(keys[i]);
     switch (last.state()) {
       case v1::JOB_STATE_DONE:
@@ -243,7 +268,7 @@ int RunFetch(CommandContext& ctx, const Args& args) {
         break;
     }
   }
-  return not_fetched ? kExitNotFetched : kExitOk;
+  return print_json(not_fetched ? kExitNotFetched : kExitOk);
 }
 
 // ---- jobs -----------------------------------------------------------------
@@ -262,6 +287,7 @@ int RunStore(CommandContext& ctx, const Args&) {
   v1::GetStoreUsageResponse u;
   grpc::Status s = ctx.transfer().GetStoreUsage(&cc, {}, &u);
   if (!s.ok()) return ctx.TransferError("store", s);
+  if (ctx.json()) return ctx.PrintJson(u);
   auto quota = [](uint64_t q) {
     return q == 0 ? std::string("-") : HumanBytes(q);
   };
@@ -293,6 +319,10 @@ int RunStore(CommandContext& ctx, const Args&) {
 }
 
 void PrintPrefetchPolicy(CommandContext& ctx, const v1::PrefetchPolicy& p) {
+  if (ctx.json()) {
+    ctx.PrintJson(p);
+    return;
+  }
   ctx.out() << "rules: "
             << (p.rules().empty() ? std::string("(none: every kind lazy)")
                                   : p.rules())
@@ -396,6 +426,7 @@ int RunJobs(CommandContext& ctx, const Args&) {
   v1::ListJobsResponse resp;
   grpc::Status s = ctx.transfer().ListJobs(&cc, req, &resp);
   if (!s.ok()) return ctx.TransferError("jobs", s);
+  if (ctx.json()) return ctx.PrintJson(resp);
   if (resp.jobs().empty()) {
     ctx.out() << (req.active_only() ? "no active jobs\n" : "no jobs\n");
     return kExitOk;
@@ -462,6 +493,14 @@ int RunCancel(CommandContext& ctx, const Args& args) {
       ctx.err() << kProgram << ": \"sidecarctl jobs\" lists the jobs\n";
     }
     return rc;
+  }
+  if (ctx.json()) {
+    // CancelResponse has the state only; the id says which job it is.
+    return ctx.PrintJson(
+        JsonObject()
+            .Add("job_id", JsonString(id))
+            .Add("state", JsonString(v1::JobState_Name(resp.state())))
+            .ToString());
   }
   ctx.out() << "job " << id << (uri.empty() ? "" : absl::StrCat(" (", uri, ")"))
             << ": " << JobStateName(resp.state())
