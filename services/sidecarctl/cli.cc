@@ -104,6 +104,13 @@ std::string DescribeCallError(const grpc::Status& status,
   return DescribeRpcError(status, service, address, deadline);
 }
 
+// Colour only for a person at a terminal who has not asked for none.
+bool WantsColour(const std::ostream& out, bool json) {
+  const char* no_color = std::getenv("NO_COLOR");
+  return !json && &out == &std::cout && isatty(STDOUT_FILENO) == 1 &&
+         (no_color == nullptr || *no_color == '\0');
+}
+
 }  // namespace
 
 CommandContext::CommandContext(std::ostream& out, std::ostream& err)
@@ -111,6 +118,7 @@ CommandContext::CommandContext(std::ostream& out, std::ostream& err)
       err_(err),
       err_is_terminal_(&err == &std::cerr && isatty(STDERR_FILENO) == 1),
       json_(absl::GetFlag(FLAGS_json)),
+      out_in_colour_(WantsColour(out, json_)),
       state_dir_(FlagOrEnv(absl::GetFlag(FLAGS_state_dir), "SIDECAR_STATE_DIR",
                            DefaultStateDir())),
       availability_(FlagOrEnv(absl::GetFlag(FLAGS_availability),

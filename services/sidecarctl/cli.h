@@ -56,6 +56,9 @@ class CommandContext {
   std::ostream& err() { return err_; }
   // True if err() is std::cerr and stderr is a terminal (progress bars).
   bool err_is_terminal() const { return err_is_terminal_; }
+  // True if out() may carry ANSI colour: it is std::cout, stdout is a
+  // terminal, $NO_COLOR is unset (https://no-color.org) and not --json.
+  bool out_in_colour() const { return out_in_colour_; }
   // --json: commands print one JSON document on out() instead of their
   // text, and no progress.
   bool json() const { return json_; }
@@ -105,6 +108,7 @@ class CommandContext {
   std::ostream& err_;
   const bool err_is_terminal_;
   const bool json_;
+  const bool out_in_colour_;
   std::string state_dir_;
   std::string availability_;
   std::string transfer_;

@@ -111,6 +111,26 @@ std::string Ago(const google::protobuf::Timestamp& ts, absl::Time now) {
   return absl::StrCat(s / 86400, "d ago");
 }
 
+std::string Paint(absl::string_view text, Colour colour, bool enabled) {
+  if (!enabled) return std::string(text);
+  absl::string_view code;
+  switch (colour) {
+    case Colour::kRed:
+      code = "31";
+      break;
+    case Colour::kGreen:
+      code = "32";
+      break;
+    case Colour::kYellow:
+      code = "33";
+      break;
+    case Colour::kBold:
+      code = "1";
+      break;
+  }
+  return absl::StrCat("\x1b[", code, "m", text, "\x1b[0m");
+}
+
 void PrintTable(std::ostream& out,
                 const std::vector<std::vector<std::string>>& rows) {
   std::vector<size_t> width;

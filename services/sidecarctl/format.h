@@ -44,6 +44,12 @@ std::string Throughput(uint64_t bytes_per_sec);
 // "4s ago", "3m ago", "2h ago", "5d ago"; "never" for an unset timestamp.
 std::string Ago(const google::protobuf::Timestamp& ts, absl::Time now);
 
+// ANSI colours for text meant for a person at a terminal.
+enum class Colour { kRed, kGreen, kYellow, kBold };
+// `text` wrapped in the ANSI escapes of `colour` if `enabled`, else `text`
+// unchanged (a pipe, NO_COLOR, --json: see CommandContext::out_in_colour).
+std::string Paint(absl::string_view text, Colour colour, bool enabled);
+
 // Writes rows as left-aligned columns separated by two spaces. The first row
 // is the header. Trailing spaces are not written.
 void PrintTable(std::ostream& out,

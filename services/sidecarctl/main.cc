@@ -17,12 +17,15 @@
 #include "services/sidecarctl/cli.h"
 #include "services/sidecarctl/commands.h"
 #include "services/sidecarctl/pair_commands.h"
+#include "services/sidecarctl/status_command.h"
 #include "services/sidecarctl/transfer_commands.h"
 
 int main(int argc, char** argv) {
   using namespace sidecar::ctl;  // NOLINT(build/namespaces)
   // Command groups, in the order the usage lists them.
-  std::vector<CommandSpec> commands = AvailabilityCommands();
+  std::vector<CommandSpec> commands = StatusCommands();
+  for (CommandSpec& c : AvailabilityCommands())
+    commands.push_back(std::move(c));
   for (CommandSpec& c : PairCommands()) commands.push_back(std::move(c));
   for (CommandSpec& c : TransferCommands()) commands.push_back(std::move(c));
 
