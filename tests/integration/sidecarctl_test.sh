@@ -13,7 +13,12 @@
 # (1); then a third device, "gamma": `pair join` with a mistyped code and
 # with a used one (refused, exit 1), paired through beta and so accepted by
 # alpha (beta introduced it), then `unpair gamma` on alpha: removed on
-# alpha and beta, no longer a peer.
+# alpha and beta, no longer a peer. `status` on beta (device, members, jobs
+# by state, store, prefetch; colour on a terminal only, not with NO_COLOR;
+# paused prefetch when metered), `--json` of status, device, who-has, jobs,
+# fetch and prefetch (one JSON document holding the answer), and at the end
+# `status` on alpha with its transfer service stopped (exit 1, transfer
+# named unreachable, availability's part still shown).
 #
 #   sidecarctl_test.sh AVAILABILITY_BIN SIDECARCTL_BIN TRANSFER_BIN
 #
@@ -198,6 +203,21 @@ ctl() {
   return "$rc"
 }
 show() { sed 's/^/    /' "$WORK/out" "$WORK/err"; }
+# json_ok CONDITION...: $WORK/out is one line holding one JSON document,
+# which python3 parses, and each CONDITION (a Python expression over it,
+# named d) is true; else prints the first that is not and fails.
+json_ok() {
+  [[ "$(wc -l <"$WORK/out")" == 1 ]] || { echo "not one line of JSON" >&2; return 1; }
+  python3 -c 'import json,sys; json.load(sys.stdin)' <"$WORK/out" ||
+    { echo "not JSON" >&2; return 1; }
+  python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+for condition in sys.argv[2:]:
+    if not eval(condition, {"d": d}):
+        sys.exit("JSON check failed: " + condition)
+' "$WORK/out" "$@"
+}
 # eventually SECONDS DESCRIPTION COMMAND...: retries COMMAND every 0.1 s until
 # it succeeds, else fails after SECONDS with DESCRIPTION.
 eventually() {
@@ -468,6 +488,97 @@ ctl beta jobs --active || { rc=$?; show; fail "jobs --active exited $rc"; }
 grep -q "^no active jobs\$" "$WORK/out" || { show; fail "jobs --active lists jobs"; }
 pass "jobs --active: none"
 
+# ---- status: both services up ----------------------------------------------
+
+ctl beta status || { rc=$?; show; fail "status on beta exited $rc"; }
+grep -Eq "^device +beta $BETA_ID  peer address ${PEER[beta]}\$" "$WORK/out" ||
+  { show; fail "status on beta does not name beta, its id and peer address"; }
+grep -Eq "^members +1 online, 0 offline\$" "$WORK/out" ||
+  { show; fail "status on beta does not count alpha online"; }
+grep -Eq "^  alpha +online +last contact [0-9]+s ago\$" "$WORK/out" ||
+  { show; fail "status on beta does not show alpha online with its last contact"; }
+grep -Eq "^jobs +0 QUEUED, 0 RUNNING, 0 WAITING_RETRY, 1 DONE, 0 GENERATE, 0 CANCELLED  \(newest 1\)\$" "$WORK/out" ||
+  { show; fail "status on beta does not count its one DONE job by state"; }
+grep -Eq "^ +fetching nothing now\$" "$WORK/out" || { show; fail "status on beta shows something being fetched"; }
+grep -Eq "^store +used $SIZE B, no quota; .* free on the filesystem\$" "$WORK/out" ||
+  { show; fail "status on beta has no store line with $SIZE B used and no quota"; }
+grep -Eq "^prefetch +active; 0 of at most [0-9]+ running; rules " "$WORK/out" ||
+  { show; fail "status on beta does not say prefetch is active"; }
+grep -Eq "^last errors +none\$" "$WORK/out" || { show; fail "status on beta shows errors"; }
+grep -q $'\x1b' "$WORK/out" && { show; fail "status in a pipe writes ANSI escapes"; }
+[[ ! -s "$WORK/err" ]] || { show; fail "status on beta wrote to stderr"; }
+pass "status on beta: device, 1 member online, jobs by state, store, prefetch; no ANSI escapes in a pipe"
+
+# On a terminal (script(1) gives it one) the states are coloured, unless
+# NO_COLOR is set.
+on_tty() {
+  script -qec "$(printf '%q ' "$CTL_BIN" --state_dir="${STATE[beta]}" status)" /dev/null >"$WORK/out" 2>&1
+}
+on_tty || { rc=$?; show; fail "status on a terminal exited $rc"; }
+grep -q $'\x1b\\[32monline' "$WORK/out" || { show; fail "status on a terminal does not colour online green"; }
+NO_COLOR=1 on_tty || { rc=$?; show; fail "status on a terminal with NO_COLOR exited $rc"; }
+grep -q $'\x1b' "$WORK/out" && { show; fail "status with NO_COLOR writes ANSI escapes"; }
+grep -q "^members" "$WORK/out" || { show; fail "status with NO_COLOR on a terminal shows no members"; }
+pass "status on a terminal: coloured; with NO_COLOR: not"
+
+ctl beta prefetch set metered=yes || { rc=$?; show; fail "prefetch set metered=yes exited $rc"; }
+ctl beta status || { rc=$?; show; fail "status on metered beta exited $rc"; }
+grep -Eq "^prefetch +paused: this device's link is metered" "$WORK/out" ||
+  { show; fail "status on metered beta does not say prefetch is paused, and why"; }
+ctl beta --json prefetch set metered=no || { rc=$?; show; fail "prefetch set metered=no exited $rc"; }
+json_ok "d['metered'] is False and d['paused'] is False" ||
+  { show; fail "prefetch --json set metered=no does not answer the policy, not metered"; }
+pass "status on metered beta: prefetch paused (metered); prefetch --json set metered=no: the policy"
+
+# ---- --json ------------------------------------------------------------------
+
+ctl beta --json status || { rc=$?; show; fail "status --json on beta exited $rc"; }
+json_ok "d['device']['device_id'] == '$BETA_ID'" "d['device']['name'] == 'beta'" \
+  "d['availability']['reachable'] and d['transfer']['reachable']" \
+  "[(p['name'], p['online']) for p in d['peers']['peers']] == [('alpha', True)]" \
+  "d['jobs_by_state']['JOB_STATE_DONE'] == 1 and d['jobs_by_state']['JOB_STATE_QUEUED'] == 0" \
+  "d['jobs']['jobs'][0]['job_id'] == '$JOB_ID'" \
+  "d['store']['used_bytes'] == '$SIZE' and d['store']['quota_bytes'] == '0'" \
+  "d['prefetch']['paused'] is False and d['errors'] == {}" ||
+  { show; fail "status --json on beta is not the JSON expected"; }
+pass "status --json on beta: one JSON object, device id $BETA_ID, alpha online, 1 DONE job, store, prefetch"
+
+ctl beta device --json || { rc=$?; show; fail "device --json exited $rc"; }
+json_ok "d['device_id'] == '$BETA_ID'" "d['peer_address'] == '${PEER[beta]}'" \
+  "d['local_ready'] == '1'" || { show; fail "device --json on beta is not beta's DeviceInfo"; }
+pass "device --json: DeviceInfo with the id device shows ($BETA_ID)"
+
+ctl beta --json who-has "$URI" || { rc=$?; show; fail "who-has --json exited $rc"; }
+json_ok "sorted(x['name'] for x in d['devices']) == ['alpha', 'beta']" \
+  "len(d['results']) == 1 and len(d['results'][0]['holders']) == 2" ||
+  { show; fail "who-has --json on beta does not show alpha and beta holding it"; }
+pass "who-has --json: WhoHasResponse, alpha and beta hold it"
+
+ctl beta --json jobs || { rc=$?; show; fail "jobs --json exited $rc"; }
+json_ok "[(j['job_id'], j['state']) for j in d['jobs']] == [('$JOB_ID', 'JOB_STATE_DONE')]" ||
+  { show; fail "jobs --json on beta does not list job $JOB_ID DONE"; }
+pass "jobs --json: ListJobsResponse, job ${JOB_ID:0:8} JOB_STATE_DONE"
+
+ctl beta --json fetch "$URI" || { rc=$?; show; fail "fetch --json of a local sidecar exited $rc"; }
+json_ok "[r['outcome'] for r in d['results']] == ['OUTCOME_LOCAL']" \
+  "d['results'][0]['local_path'] == '$BETA_FILE'" "d['jobs'] == []" ||
+  { show; fail "fetch --json on beta does not say LOCAL at $BETA_FILE"; }
+rc=0
+ctl beta --json fetch "$UNKNOWN" || rc=$?
+[[ $rc -eq 3 ]] || { show; fail "fetch --json of an unknown sidecar exited $rc, not 3"; }
+json_ok "d['results'][0]['outcome'] == 'OUTCOME_GENERATE'" ||
+  { show; fail "fetch --json of an unknown sidecar does not say GENERATE"; }
+pass "fetch --json: {results, jobs}, LOCAL; an unknown sidecar GENERATE with exit 3"
+
+rc=0
+"$CTL_BIN" --state_dir="$WORK/nokey" --timeout=3s --json device \
+  >"$WORK/out" 2>"$WORK/err" || rc=$?
+[[ $rc -eq 1 ]] || { show; fail "device --json without services exited $rc, not 1"; }
+[[ ! -s "$WORK/out" ]] || { show; fail "device --json without services wrote to stdout"; }
+grep -q "cannot reach the availability service" "$WORK/err" ||
+  { show; fail "device --json without services does not say so on stderr"; }
+pass "device --json without services: exit 1, nothing on stdout, the error on stderr"
+
 # ---- cancel --------------------------------------------------------------
 
 rc=0
@@ -572,3 +683,33 @@ eventually 5 "beta did not learn that gamma was removed" removed_on_beta
 gamma_gone_from_beta_peers() { ctl beta peers && ! grep -q "^gamma " "$WORK/out"; }
 eventually 5 "beta's peers still list gamma" gamma_gone_from_beta_peers
 pass "gamma is no peer of alpha's, and beta has it removed (by alpha) too"
+
+# ---- status with the transfer service stopped ---------------------------------
+
+kill -TERM "${PID[alpha_xfer]}"
+wait "${PID[alpha_xfer]}" || true
+unset 'PID[alpha_xfer]'
+rc=0
+ctl alpha status || rc=$?
+[[ $rc -eq 1 ]] || { show; fail "status with the transfer service stopped exited $rc, not 1"; }
+grep -Eq "^transfer +the transfer service is unreachable at unix:${STATE[alpha]}/transfer.sock\$" "$WORK/out" ||
+  { show; fail "status does not say plainly that the transfer service is unreachable"; }
+grep -q "start it: sidecar-transfer --state_dir=${STATE[alpha]} " "$WORK/out" ||
+  { show; fail "status does not say how to start the transfer service"; }
+grep -Eq "^device +alpha $ALPHA_ID  peer address ${PEER[alpha]}\$" "$WORK/out" ||
+  { show; fail "status without transfer does not show alpha's device line"; }
+grep -Eq "^  beta +online " "$WORK/out" || { show; fail "status without transfer does not show beta online"; }
+grep -q "^jobs\|^store" "$WORK/out" && { show; fail "status without transfer shows jobs or store"; }
+grep -q "cannot reach the transfer service" "$WORK/err" ||
+  { show; fail "status without transfer does not report the error on stderr"; }
+pass "status with alpha's transfer service stopped: exit 1, transfer unreachable (how to start it), alpha and beta still shown"
+
+rc=0
+ctl alpha --json status || rc=$?
+[[ $rc -eq 1 ]] || { show; fail "status --json with the transfer service stopped exited $rc, not 1"; }
+json_ok "d['device']['device_id'] == '$ALPHA_ID'" \
+  "d['availability']['reachable'] and not d['transfer']['reachable']" \
+  "'cannot reach the transfer service' in d['transfer']['error']" \
+  "d['jobs'] is None and d['store'] is None and list(d['errors']) == ['jobs']" ||
+  { show; fail "status --json with the transfer service stopped is not the JSON expected"; }
+pass "status --json with the transfer service stopped: exit 1, transfer not reachable, alpha's device"
