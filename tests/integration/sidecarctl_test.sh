@@ -579,6 +579,28 @@ grep -q "cannot reach the availability service" "$WORK/err" ||
   { show; fail "device --json without services does not say so on stderr"; }
 pass "device --json without services: exit 1, nothing on stdout, the error on stderr"
 
+# ---- status shows the last errors: a fetch that fails at its source ---------
+
+# alpha advertises a sidecar it has no file for (a batch line: no file is
+# read), so each of beta's attempts fails at alpha and the job ends GENERATE.
+BROKEN="sidecar://5c6d7e8f-9a0b-4c1d-8e2f-3a4b5c6d7e8f/thumbs/grid@2x.webp"
+printf '%s 1000 %s\n' "$BROKEN" "$(printf x | sha256sum | cut -d' ' -f1)" >"$WORK/broken.batch"
+ctl alpha register --batch="$WORK/broken.batch" || { rc=$?; show; fail "register --batch of a sidecar without a file exited $rc"; }
+broken_known() { ctl beta who-has "$BROKEN" && grep -q "alpha" "$WORK/out"; }
+eventually 5 "beta's who-has did not show alpha holding $BROKEN" broken_known
+rc=0
+ctl beta fetch "$BROKEN" || rc=$?
+[[ $rc -eq 3 ]] || { show; fail "fetch of a sidecar alpha cannot send exited $rc, not 3"; }
+BROKEN_JOB="$(sed -nE 's/^QUEUED .* job ([0-9a-f-]{36})$/\1/p' "$WORK/out")"
+[[ -n "$BROKEN_JOB" ]] || { show; fail "fetch of a sidecar alpha cannot send was not queued"; }
+ctl beta status || { rc=$?; show; fail "status on beta after a failed fetch exited $rc"; }
+grep -Eq "^jobs +0 QUEUED, 0 RUNNING, 0 WAITING_RETRY, 1 DONE, 1 GENERATE, 0 CANCELLED  \(newest 2\)\$" "$WORK/out" ||
+  { show; fail "status on beta does not count the GENERATE job"; }
+grep -Eq "^last errors +1 job\$" "$WORK/out" || { show; fail "status on beta does not count 1 failed job"; }
+grep -Eq "^  ${BROKEN_JOB:0:8} +GENERATE  $BROKEN  [^ ]" "$WORK/out" ||
+  { show; fail "status on beta does not show job ${BROKEN_JOB:0:8} GENERATE with its error"; }
+pass "status after a fetch failing at its source: 1 GENERATE, last errors: $(grep -E "^  ${BROKEN_JOB:0:8} " "$WORK/out" | tr -s ' ')"
+
 # ---- cancel --------------------------------------------------------------
 
 rc=0
