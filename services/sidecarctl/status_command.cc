@@ -125,6 +125,8 @@ int ReportErrors(CommandContext& ctx, const Report& r) {
 
 // ---- text -------------------------------------------------------------
 
+// Writes status's text on ctx.out(): a column of labels, then each part,
+// coloured only if ctx.out_in_colour().
 class Screen {
  public:
   explicit Screen(CommandContext& ctx)
@@ -134,6 +136,7 @@ class Screen {
   void Line(absl::string_view label, absl::string_view text) {
     ctx_.out() << absl::StrFormat("%-*s%s", kLabel, label, text) << "\n";
   }
+  // `text` in colour `c` if this screen is coloured.
   std::string Paint(absl::string_view text, Colour c) const {
     return ::sidecar::ctl::Paint(text, c, colour_);
   }
@@ -238,7 +241,10 @@ void ShowStore(Screen& screen, const Answer<v1::GetStoreUsageResponse>& a) {
                 "no quota (this transfer service does not report store use)");
     return;
   }
-  if (!a.ok()) return screen.Failed("store", a.status);
+  if (!a.ok()) {
+    screen.Failed("store", a.status);
+    return;
+  }
   const v1::GetStoreUsageResponse& u = a.message;
   std::string line = absl::StrCat("used ", HumanBytes(u.used_bytes()));
   if (u.quota_bytes() == 0) {
@@ -266,7 +272,10 @@ void ShowPrefetch(Screen& screen, const Answer<v1::PrefetchPolicy>& a) {
     screen.Line("prefetch", "unknown (this transfer service has no policy)");
     return;
   }
-  if (!a.ok()) return screen.Failed("prefetch", a.status);
+  if (!a.ok()) {
+    screen.Failed("prefetch", a.status);
+    return;
+  }
   const v1::PrefetchPolicy& p = a.message;
   // The service pauses prefetch for one reason only: a metered link.
   std::string state = p.paused()
