@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/log.h"
 #include "common/state_dir.h"
@@ -17,6 +18,10 @@ ABSL_FLAG(std::string, local_listen, "",
 ABSL_FLAG(bool, local_listen_allow_network, false,
           "allow --local_listen on a non-loopback address (a container's "
           "private network; never a network other devices share)");
+ABSL_FLAG(std::string, log_format, "text",
+          "text: \"I1208 10:00:00.000000 transfer] message key=value ...\"; "
+          "json: one JSON object per line (ts, level, service, msg and the "
+          "fields, e.g. request_id)");
 ABSL_FLAG(absl::Duration, readiness_interval, absl::Seconds(10),
           "how often readiness is checked (the database answers, the store "
           "takes a file); grpc.health.v1 reports it per service name");
@@ -58,6 +63,19 @@ std::unique_ptr<ReadinessMonitor> StartReadinessFromFlags(
       });
   monitor->Start();
   return monitor;
+}
+
+absl::Status SetLogFormatFromFlags() {
+  const std::string f = absl::GetFlag(FLAGS_log_format);
+  if (f == "text") {
+    SetLogFormat(LogFormat::kText);
+  } else if (f == "json") {
+    SetLogFormat(LogFormat::kJson);
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--log_format ", f, ": give text or json"));
+  }
+  return absl::OkStatus();
 }
 
 bool EnableMetricsFromFlags() {

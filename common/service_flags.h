@@ -31,6 +31,10 @@ LocalListener LocalListenerFromFlags(const std::string& state_dir,
 std::unique_ptr<ReadinessMonitor> StartReadinessFromFlags(
     std::vector<ReadinessCheck> checks, std::vector<ServerHost*> hosts);
 
+// Sets the log format from --log_format (text or json); INVALID_ARGUMENT
+// for anything else. Call first in the service's Main.
+absl::Status SetLogFormatFromFlags();
+
 // With --metrics_listen set, turns the process's metrics on
 // (EnableProcessMetrics) and returns true. Call first in the service's
 // Main, before any server or channel is made.

@@ -25,6 +25,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -155,18 +156,56 @@ std::optional<std::string> Property(const grpc::ServerContextBase& ctx,
   return Property(*auth, name);
 }
 
-// A channel that records grpc_client_* metrics when the process has them.
+bool ValidRequestId(absl::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  for (char c : id) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' &&
+        c != '_' && c != '-') {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Sends the calling thread's request id (see RequestId) with each call.
+// Runs on the thread that starts the call.
+class RequestIdSender final : public grpc::experimental::Interceptor {
+ public:
+  void Intercept(grpc::experimental::InterceptorBatchMethods* m) override {
+    if (m->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::
+                PRE_SEND_INITIAL_METADATA)) {
+      std::string id = CurrentLogField("request_id");
+      if (ValidRequestId(id)) {
+        m->GetSendInitialMetadata()->emplace(kRequestIdHeader, std::move(id));
+      }
+    }
+    m->Proceed();
+  }
+};
+
+class RequestIdSenderFactory final
+    : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo*) override {
+    return new RequestIdSender();
+  }
+};
+
+// A channel that sends request ids, and records grpc_client_* metrics
+// when the process has them.
 std::shared_ptr<grpc::Channel> CreateChannel(
     const std::string& address,
     const std::shared_ptr<grpc::ChannelCredentials>& creds,
     const grpc::ChannelArguments& args) {
-  ProcessMetricsSet* metrics = ProcessMetrics();
-  if (metrics == nullptr)
-    return grpc::CreateCustomChannel(address, creds, args);
   std::vector<
       std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
       interceptors;
-  interceptors.push_back(metrics->grpc_client.ClientInterceptorFactory());
+  interceptors.push_back(std::make_unique<RequestIdSenderFactory>());
+  if (ProcessMetricsSet* metrics = ProcessMetrics()) {
+    interceptors.push_back(metrics->grpc_client.ClientInterceptorFactory());
+  }
   return grpc::experimental::CreateCustomChannelWithInterceptors(
       address, creds, args, std::move(interceptors));
 }
@@ -416,6 +455,14 @@ bool IsLocalOnlyAddress(const std::string& address) {
     return IN6_IS_ADDR_LOOPBACK(&v6);
   }
   return false;
+}
+
+std::string RequestId(const grpc::ServerContextBase& ctx) {
+  const auto& md = ctx.client_metadata();
+  auto it = md.find(kRequestIdHeader);
+  if (it == md.end()) return "";
+  absl::string_view id(it->second.data(), it->second.size());
+  return ValidRequestId(id) ? std::string(id) : "";
 }
 
 void SetDeadline(grpc::ClientContext* ctx, absl::Duration timeout) {

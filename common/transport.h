@@ -99,6 +99,14 @@ std::string AdvertisedAddress(const std::string& listen_address, int port);
 // Whether `address` is a unix socket or a loopback host:port.
 bool IsLocalOnlyAddress(const std::string& address);
 
+// Request ids: a call made on a thread whose log fields hold a
+// "request_id" (ScopedLogFields) carries it as metadata x-request-id, on
+// every channel made here; RequestId reads it back on the server, so the
+// services' logs of one fetch share it. At most 64 characters of
+// [A-Za-z0-9._-]; anything else is ignored ("").
+inline constexpr char kRequestIdHeader[] = "x-request-id";
+std::string RequestId(const grpc::ServerContextBase& ctx);
+
 // Sets a deadline of `timeout` from now on `ctx`.
 void SetDeadline(grpc::ClientContext* ctx, absl::Duration timeout);
 

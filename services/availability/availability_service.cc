@@ -8,6 +8,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/log.h"
 #include "common/request_limits.h"
 #include "common/transport.h"
 #include "google/protobuf/util/time_util.h"
@@ -107,9 +108,10 @@ grpc::Status AvailabilityService::GetDevice(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status AvailabilityService::Register(grpc::ServerContext*,
+grpc::Status AvailabilityService::Register(grpc::ServerContext* ctx,
                                            const v1::RegisterRequest* req,
                                            v1::RegisterResponse* resp) {
+  ScopedLogFields log_fields({{"request_id", RequestId(*ctx)}});
   if (static_cast<size_t>(req->sidecars_size()) > kMaxKeysPerRequest) {
     return TooMany("sidecars", req->sidecars_size());
   }
@@ -152,6 +154,9 @@ grpc::Status AvailabilityService::Register(grpc::ServerContext*,
   resp->set_registered(r->registered);
   resp->set_advertised_changes(r->changes);
   resp->set_max_seq(r->max_seq);
+  SC_LOG(DEBUG) << "registered " << r->registered << " of "
+                << req->sidecars_size() << " sidecars, " << r->changes
+                << " changes advertised (up to seq " << r->max_seq << ")";
   return grpc::Status::OK;
 }
 
@@ -510,10 +515,16 @@ grpc::Status AvailabilityService::WhoHasImpl(const v1::WhoHasRequest* req,
   return grpc::Status::OK;
 }
 
-grpc::Status AvailabilityService::Resolve(grpc::ServerContext*,
+grpc::Status AvailabilityService::Resolve(grpc::ServerContext* ctx,
                                           const v1::ResolveRequest* req,
                                           v1::ResolveResponse* resp) {
-  return ResolveOne(*req, resp);
+  ScopedLogFields log_fields({{"request_id", RequestId(*ctx)}});
+  grpc::Status s = ResolveOne(*req, resp);
+  SC_LOG(DEBUG) << "resolve " << req->key().content_uuid() << ": "
+                << (s.ok() ? v1::ResolveResponse::Outcome_Name(resp->outcome())
+                           : s.error_message())
+                << ", " << resp->sources_size() << " source(s)";
+  return s;
 }
 
 grpc::Status AvailabilityService::ResolveBatch(
@@ -766,8 +777,9 @@ grpc::Status AvailabilityService::ListPeers(grpc::ServerContext*,
 }
 
 grpc::Status AvailabilityService::ReportTransfer(
-    grpc::ServerContext*, const v1::ReportTransferRequest* req,
+    grpc::ServerContext* ctx, const v1::ReportTransferRequest* req,
     v1::ReportTransferResponse*) {
+  ScopedLogFields log_fields({{"request_id", RequestId(*ctx)}});
   absl::StatusOr<Uuid> id = Uuid::Parse(req->device_id());
   if (!id.ok()) {
     return Invalid(absl::StrCat("device_id: ", id.status().message()));

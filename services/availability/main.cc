@@ -244,6 +244,10 @@ void WriteSnapshotLogged(LocalInventory* inventory, absl::string_view when) {
 
 int Main() {
   SetLogTag("availability");
+  if (absl::Status s = SetLogFormatFromFlags(); !s.ok()) {
+    SC_LOG(ERROR) << s.message();
+    return 2;
+  }
   EnableMetricsFromFlags();  // before any server or channel is made
   // A signal before serving ends the process at once (nothing to drain).
   StartupSignalWatch startup_signals;

@@ -280,6 +280,9 @@ void Fetcher::PublishProgress(Attempt* a, bool force) {
 }
 
 void Fetcher::RunJob(Job job) {
+  // The job's id is the fetch's request id: in this service's log lines of
+  // it, and in the availability service's, which its calls carry it to.
+  ScopedLogFields log_fields({{"request_id", job.id}});
   Attempt a;
   a.job = job;
   a.verified = job.bytes_verified;

@@ -143,6 +143,10 @@ namespace {
 
 int Main() {
   SetLogTag("transfer");
+  if (absl::Status s = SetLogFormatFromFlags(); !s.ok()) {
+    SC_LOG(ERROR) << s.message();
+    return 2;
+  }
   EnableMetricsFromFlags();  // before any server or channel is made
   // A signal before serving ends the process at once (nothing to drain).
   StartupSignalWatch startup_signals;

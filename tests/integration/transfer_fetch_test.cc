@@ -2,6 +2,8 @@
 // PostgreSQL, real gRPC: fetching sidecars between them, with real faults
 // (killed processes, corrupted bytes). The seed's
 // test_cross_device_sidecar_fetch, in spirit, and the transfer faults.
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -15,6 +17,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/pg/connection.h"
 #include "common/sha256.h"
@@ -473,6 +476,52 @@ TEST_F(TransferTest, MetricsCountTheCallsOfAFetchOnBothSides) {
             std::string::npos);
   EXPECT_NE(ReadAll(b->avail->log_path()).find("metrics on http://127.0.0.1:"),
             std::string::npos);
+}
+
+// --log_format=json: every line of both services is one JSON object, and
+// a fetch's lines carry its request id (the job's id) in both services: the
+// transfer service's calls bring it to the availability service.
+TEST_F(TransferTest, AFetchCarriesOneRequestIdAcrossBothServicesLogs) {
+  const std::map<std::string, std::string> json = {{"log_format", "json"},
+                                                   {"verbose", "true"}};
+  Device* a = Add("a");
+  Device* b = Add("b", json, json);
+  StartAll({{a, b}});
+  v1::SidecarKey key = Publish(a,
+                               RandomKeyProto(v1::SIDECAR_KIND_THUMB, "grid@2x",
+                                              v1::SIDECAR_FORMAT_WEBP),
+                               MakeWebp(20000, 4));
+  ASSERT_TRUE(
+      WaitFor([&] { return KnowsRemote(b, key, 1); }, absl::Seconds(5)));
+  FetchResult f = Fetch(b, key);
+  ASSERT_EQ(f.outcome(), FetchResult::OUTCOME_QUEUED) << f.reason();
+  ASSERT_EQ(WaitJob(b, f.job_id(), absl::Seconds(20)).state(),
+            v1::JOB_STATE_DONE);
+  // Lines of the job in each log, each parsed as JSON.
+  auto lines_of_job = [&](const std::string& log, const std::string& service) {
+    int lines = 0, of_job = 0;
+    for (absl::string_view line : absl::StrSplit(ReadAll(log), '\n')) {
+      if (line.empty()) continue;
+      ++lines;
+      google::protobuf::Struct obj;
+      const auto parsed =
+          google::protobuf::util::JsonStringToMessage(std::string(line), &obj);
+      EXPECT_TRUE(parsed.ok()) << parsed.ToString() << ": " << line;
+      if (!parsed.ok()) continue;
+      const auto& fields = obj.fields();
+      EXPECT_EQ(fields.at("service").string_value(), service) << line;
+      EXPECT_TRUE(fields.contains("ts") && fields.contains("level") &&
+                  fields.contains("msg"))
+          << line;
+      auto id = fields.find("request_id");
+      of_job += id != fields.end() && id->second.string_value() == f.job_id();
+    }
+    EXPECT_GT(lines, 3) << log;
+    return of_job;
+  };
+  EXPECT_GE(lines_of_job(b->xfer->log_path(), "transfer"), 1);
+  // At least its Resolve and its Register.
+  EXPECT_GE(lines_of_job(b->avail->log_path(), "availability"), 2);
 }
 
 TEST_F(TransferTest, NoHolderOnlineSaysGeneratePromptly) {
