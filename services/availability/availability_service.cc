@@ -528,8 +528,10 @@ grpc::Status AvailabilityService::Resolve(grpc::ServerContext* ctx,
 }
 
 grpc::Status AvailabilityService::ResolveBatch(
-    grpc::ServerContext*, const v1::ResolveBatchRequest* req,
+    grpc::ServerContext* ctx, const v1::ResolveBatchRequest* req,
     v1::ResolveBatchResponse* resp) {
+  ScopedLogFields log_fields({{"request_id", RequestId(*ctx)}});
+  SC_LOG(DEBUG) << "resolve a batch of " << req->requests_size();
   if (static_cast<size_t>(req->requests_size()) > kMaxKeysPerRequest) {
     return TooMany("requests", req->requests_size());
   }

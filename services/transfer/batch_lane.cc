@@ -6,6 +6,7 @@
 #include "common/log.h"
 #include "common/sha256.h"
 #include "common/transport.h"
+#include "common/uuid.h"
 #include "services/transfer/job_log.h"
 
 namespace sidecar::transfer {
@@ -127,6 +128,20 @@ void BatchLane::Run(std::vector<Job> jobs) {
   b.start = absl::Now();
   b.jobs = std::move(jobs);
   if (!b.jobs.empty()) b.priority = b.jobs[0].priority;
+  // The batch's request id, on its log lines and its calls: its job's id
+  // when it holds one (as when a worker fetches it), else its own, logged
+  // with the jobs it stands for.
+  const std::string request_id =
+      b.jobs.size() == 1 ? b.jobs[0].id : "batch-" + Uuid::Random().ToString();
+  ScopedLogFields log_fields({{"request_id", request_id}});
+  if (b.jobs.size() > 1 && MinLogLevel() <= LogLevel::kDebug) {
+    std::string ids;
+    for (size_t i = 0; i < b.jobs.size() && i < 10; ++i) {
+      absl::StrAppend(&ids, i ? ", " : "", b.jobs[i].id);
+    }
+    SC_LOG(DEBUG) << "batch of " << b.jobs.size() << " jobs: " << ids
+                  << (b.jobs.size() > 10 ? ", ..." : "");
+  }
   // Lower priorities yield to this batch while it runs.
   Bandwidth::Lease lease = bandwidth_->Begin(b.priority);
   absl::flat_hash_map<std::string, std::pair<FetchSource, Members>> groups =
