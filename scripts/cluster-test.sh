@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the docker-compose cluster test (tests/cluster/cluster_test.sh) on a
 # Debian 12 machine, from nothing: as root it
-#   1. installs docker.io, docker-compose, debootstrap and webp (cwebp, for
-#      the test's thumbnails) from Debian's archive when missing;
+#   1. installs docker.io, docker-compose, debootstrap, webp (cwebp, for
+#      the test's thumbnails), curl and jq (the test queries Prometheus's
+#      HTTP API) from Debian's archive when missing;
 #   2. starts a Docker engine (dockerd --storage-driver=vfs) when none is
 #      running, and stops it again at the end;
 #   3. makes the base image debian:bookworm-slim locally when it is absent
@@ -31,7 +32,7 @@ die() {
 # ---- 1. packages -------------------------------------------------------------
 
 missing=()
-for pkg in docker.io docker-compose debootstrap webp; do
+for pkg in docker.io docker-compose debootstrap webp curl jq; do
   status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
   [[ "$status" == "install ok installed" ]] || missing+=("$pkg")
 done

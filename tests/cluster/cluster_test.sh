@@ -29,10 +29,20 @@
 #      reconnected, online again.
 #   5. A second "docker-compose up" (volumes kept): the pairing step runs
 #      again, skips the devices already paired and exits 0.
+# Prometheus (the compose file's "prometheus", deploy/prometheus), through its
+# HTTP API on 127.0.0.1 (curl and jq): after start-up, all six services are
+# scraped ("up") with their device labels and the rules are loaded; the
+# metrics port (9464) is on the devices' monitoring networks, not on mesh;
+# after scenarios 1 and 2, the laptop's received bytes (per source) and its
+# fetch jobs ended DONE match what the scenarios fetched; during the
+# partition (4), the desktop's and the home server's sidecar_peer_up for the
+# laptop is 0 and the alert SidecarDeviceOffline fires for it, and once the
+# laptop is back, peer_up is 1 again and no such alert is left.
 # Everything it started is removed when it exits (trap), also on failure.
 #
 # Needs a running Docker engine, docker-compose 1.29 and the base image
 # debian:bookworm-slim (scripts/cluster-test.sh provides all three).
+# Needs curl and jq on the host (scripts/cluster-test.sh installs them).
 # Environment: CLUSTER_PROJECT (compose project name, default
 # sidecar-cluster-test), CLUSTER_KEEP=1 (leave the cluster up after a failure,
 # for a look), CLUSTER_NO_BUILD=1 (use the images as they are).
@@ -58,6 +68,17 @@ export CLUSTER_LAPTOP_BANDWIDTH_LIMIT=2097152 CLUSTER_MAX_ATTEMPTS=12
 # (with the default, thumbnails would spread to every device by themselves).
 export CLUSTER_PREFETCH_KINDS=""
 export CLUSTER_BIND=127.0.0.1
+# Prometheus on any free host port ("docker-compose port prometheus 9090"),
+# scraping every second; SidecarDeviceOffline fires 3s after a device is
+# seen offline.
+export CLUSTER_PROMETHEUS_PORT="" CLUSTER_SCRAPE_INTERVAL=1s
+export CLUSTER_ALERT_OFFLINE_FOR=3s CLUSTER_ALERT_PREFETCH_STUCK_FOR=10m
+for tool in curl jq; do
+  command -v "$tool" >/dev/null || {
+    echo "cluster_test.sh: $tool is missing (apt-get install $tool)" >&2
+    exit 1
+  }
+done
 
 DEVICES=(desktop laptop homeserver)
 STORE=/var/lib/sidecar
@@ -162,6 +183,7 @@ all_healthy() {
   done
 }
 healthy() { [[ "$(health_of "${CID[$1]}")" == healthy ]]; }
+healthy_cid() { [[ "$(health_of "$1")" == healthy ]]; }
 exited() { [[ "$("$DOCKER" inspect -f '{{.State.Status}}' "$1")" == exited ]]; }
 
 # members DEVICE: how many devices DEVICE's library lists.
@@ -194,6 +216,77 @@ layout() {
   uuid="${rest%%/*}"
   hex="${uuid//-/}"
   echo "content/${hex:0:2}/${hex:2:2}/$rest"
+}
+
+# ---- Prometheus ----------------------------------------------------------------
+
+PROM=""  # http://127.0.0.1:PORT, once the cluster is up
+# prom_get PATH [CURL ARGS...]: a GET of Prometheus's HTTP API; the JSON
+# answer on stdout, or a failure (not "success", or no answer in 5s).
+prom_get() {
+  local path="$1" out
+  shift
+  out="$(curl -sS --fail --max-time 5 -G "$PROM$path" "$@")" || return 1
+  [[ "$(jq -r .status <<<"$out")" == success ]] || return 1
+  printf '%s\n' "$out"
+}
+# prom_value EXPR: the value of a query that gives one series (e.g. a
+# sum(...)); fails when it gives none or several.
+prom_value() {
+  local out
+  out="$(prom_get /api/v1/query --data-urlencode "query=$1")" || return 1
+  jq -re 'if (.data.result | length) == 1 then .data.result[0].value[1]
+          else error("not one series") end' <<<"$out"
+}
+# prom_is EXPR OP NUMBER: EXPR's value compares so (OP: == >= <= > <).
+prom_is() {
+  local v
+  v="$(prom_value "$1")" || return 1
+  case "$2" in
+    "==" | ">=" | "<=" | ">" | "<") ;;
+    *) die "prom_is: no operator $2" ;;
+  esac
+  awk -v v="$v" -v n="$3" "BEGIN { exit !((v + 0) $2 (n + 0)) }"
+}
+# targets_up N: Prometheus has N active targets, all of them up.
+targets_up() {
+  local out
+  out="$(prom_get /api/v1/targets --data-urlencode state=active)" || return 1
+  jq -e --argjson n "$1" '(.data.activeTargets | length) == $n and
+    all(.data.activeTargets[]; .health == "up")' <<<"$out" >/dev/null
+}
+# alert_state NAME LABEL=VALUE...: the state (pending, firing) of the alert
+# NAME whose labels include all those given, or nothing.
+alert_state() {
+  local name="$1" out sel
+  shift
+  sel='{}'
+  if (($#)); then
+    sel="$(printf '%s\n' "$@" | jq -R 'split("=") | {(.[0]): (.[1:] | join("="))}' | jq -s add)"
+  fi
+  out="$(prom_get /api/v1/alerts)" || return 1
+  jq -r --arg name "$name" --argjson sel "$sel" '[.data.alerts[] |
+    select(.labels.alertname == $name and
+           (.labels as $l | all($sel | to_entries[]; $l[.key] == .value)))
+    | .state] | first // empty' <<<"$out"
+}
+alert_is() {
+  local want="$1" st
+  shift
+  st="$(alert_state "$@")" || return 1
+  [[ " $want " == *" $st "* && -n "$st" ]]
+}
+no_alert() {
+  local st
+  st="$(alert_state "$@")" || return 1
+  [[ -z "$st" ]]
+}
+# device_id DEVICE: the full device id of DEVICE (the label device_id of
+# sidecar_peer_up), from its own library's member list.
+device_id() {
+  ctl "$1" devices --json |
+    jq -r --arg n "$1" 'first(.. | objects | select(.name? == $n) |
+      (.deviceId // .device_id // empty))'
 }
 
 # ---- real thumbnails ---------------------------------------------------------
@@ -254,9 +347,11 @@ if [[ "${CLUSTER_NO_BUILD:-0}" != 1 ]]; then
     -t sidecar-sync-build:latest "$CTX"
   "$DOCKER" build --network host -f "$CTX/deploy/Dockerfile" -t sidecar-sync:latest "$CTX"
   "$DOCKER" build --network host -t sidecar-postgres:latest deploy/postgres
+  "$DOCKER" build --network host -t sidecar-prometheus:latest deploy/prometheus
 fi
-"$DOCKER" image inspect sidecar-sync:latest sidecar-postgres:latest >/dev/null ||
-  die "the images sidecar-sync:latest and sidecar-postgres:latest are missing"
+"$DOCKER" image inspect sidecar-sync:latest sidecar-postgres:latest \
+  sidecar-prometheus:latest >/dev/null ||
+  die "the images sidecar-sync:latest, sidecar-postgres:latest and sidecar-prometheus:latest are missing"
 
 step "Starting the cluster: 3 devices x (PostgreSQL, availability, transfer), then pairing"
 "${DC[@]}" down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
@@ -282,6 +377,33 @@ for d in "${DEVICES[@]}"; do
     die "$d-availability does not run as user sidecar"
 done
 
+step "Prometheus scrapes the six services"
+PROM_CID="$(container prometheus)"
+wait_for 90 "prometheus is healthy" healthy_cid "$PROM_CID"
+hostport="$("${DC[@]}" port prometheus 9090)"
+[[ "$hostport" == 127.0.0.1:* ]] || die "Prometheus is published on $hostport, not on 127.0.0.1"
+PROM="http://$hostport"
+say "Prometheus at $PROM"
+[[ "$("$DOCKER" exec "$PROM_CID" id -un)" == prometheus ]] ||
+  die "prometheus does not run as user prometheus"
+wait_for 60 "Prometheus has 6 targets, all up" targets_up 6
+prom_get /api/v1/targets --data-urlencode state=active |
+  jq -r '.data.activeTargets[] | "      \(.labels.job)\t\(.labels.instance)\tdevice=\(.labels.device)\t\(.health)\t\(.scrapeUrl)"' |
+  sort
+for d in "${DEVICES[@]}"; do
+  for s in availability transfer; do
+    prom_is "count(up{job=\"$s\",device=\"$d\",instance=\"$d-$s\"} == 1)" == 1 ||
+      die "no target up with job=$s device=$d instance=$d-$s"
+  done
+done
+rules="$(prom_get /api/v1/rules | jq -r '[.data.groups[].rules[] | select(.health == "ok") | .name] | sort | join(" ")')"
+say "rules loaded: $rules"
+for r in SidecarDeviceOffline SidecarVerificationFailures SidecarPrefetchStuck \
+  device_source:sidecar_transfer_received_bytes:rate1m; do
+  [[ " $rules " == *" $r "* ]] || die "Prometheus has no healthy rule $r"
+done
+say "ok: the six targets are up, labelled by job, device and instance; rules loaded"
+
 step "Mutual TLS: paired devices, one key per device, local APIs off the network"
 for d in "${DEVICES[@]}"; do
   wait_for 60 "sidecarctl devices on the $d lists 3 devices" members_are "$d" 3
@@ -304,17 +426,33 @@ for d in "${DEVICES[@]}"; do
     "$DOCKER" exec "${CID[$d-availability]}" test -S "$STATE/$s.sock" ||
       die "$d: no local socket $STATE/$s.sock"
   done
-  # ...and the only TCP listeners are the peer listeners: nothing of the
-  # local API is on any network.
+  # ...and the only TCP listeners are the peer listeners and the metrics
+  # (9464, on the monitoring network only: see below): nothing of the local
+  # API is on any network.
   for spec in availability:7100 transfer:7200; do
     s="${spec%%:*}"
     ports="$(tcp_listen_ports "${CID[$d-$s]}" | tr '\n' ' ')"
-    [[ "$ports" == "${spec#*:} " ]] ||
-      die "$d-$s listens on TCP ports [${ports% }], not only ${spec#*:}"
+    [[ "$ports" == "${spec#*:} 9464 " ]] ||
+      die "$d-$s listens on TCP ports [${ports% }], not only ${spec#*:} and 9464"
   done
 done
 say "ok: each device's two containers share one key (0600); local APIs are" \
-  "unix sockets; TCP listeners are only 7100 (availability) and 7200 (transfer)"
+  "unix sockets; TCP listeners are only 7100 (availability) and 7200" \
+  "(transfer), and the metrics (9464)"
+# The metrics port is not on mesh: from another device's container, the
+# service's mesh address refuses 9464, and the metrics alias (on the
+# device's own monitoring network) does not even resolve.
+for target in desktop-availability desktop-transfer homeserver-transfer; do
+  if "$DOCKER" exec "${CID[laptop-transfer]}" timeout 5 bash -c "exec 3<>/dev/tcp/$target/9464" 2>/dev/null; then
+    die "the metrics port $target:9464 is reachable over mesh"
+  fi
+  if "$DOCKER" exec "${CID[laptop-transfer]}" getent hosts "$target-metrics" >/dev/null; then
+    die "$target-metrics resolves in the laptop's container"
+  fi
+done
+"$DOCKER" exec "${CID[desktop-transfer]}" timeout 5 bash -c "exec 3<>/dev/tcp/desktop-availability-metrics/9464" ||
+  die "desktop-transfer cannot reach desktop-availability-metrics:9464 on its monitoring network"
+say "ok: port 9464 is closed on mesh and reachable on the device's monitoring network"
 # Plaintext calls at the peer listeners, from the laptop's containers over
 # mesh: the ports are open (a TCP connection succeeds), but nothing gets
 # through without mutual TLS.
@@ -344,6 +482,11 @@ show homeserver peers
 # ---- 1. Scenario 1 -----------------------------------------------------------
 
 step "Scenario 1: the desktop generates thumbnails, the laptop fetches them"
+# Fetch jobs the laptop has ended DONE so far, as Prometheus sees them.
+DONE_Q='sum(sidecar_fetch_jobs_ended_total{device="laptop",state="done"}) or vector(0)'
+DONE0="$(prom_value "$DONE_Q")" || die "cannot query Prometheus: $DONE_Q"
+say "Prometheus: the laptop has ended $DONE0 fetch jobs DONE so far"
+THUMB_BYTES=0
 PHOTOS=(
   "7d9f3c2e-1a4b-4c8d-9e6f-0a1b2c3d4e5f 200 40 90"
   "b52e8a10-3c7d-4e9f-8a1b-2c3d4e5f6a7b 30 160 220"
@@ -358,6 +501,7 @@ for photo in "${PHOTOS[@]}"; do
     make_thumb "$WORK/thumb.webp" "$w" "$h" "$r" "$g" "$b"
     put desktop "$(layout "$uri")" <"$WORK/thumb.webp"
     cp "$WORK/thumb.webp" "$WORK/$uuid-$variant.webp"
+    THUMB_BYTES=$((THUMB_BYTES + $(stat -c %s "$WORK/thumb.webp")))
     ctl desktop register "$uri" --file="$STORE/$(layout "$uri")" \
       --generator=cluster-test-thumbnailer/1 >/dev/null
     THUMBS+=("$uri")
@@ -424,6 +568,44 @@ say "ok: fetched from the best source, $best"
   die "the laptop's copy of $S2 differs"
 say "ok: identical bytes"
 
+step "Prometheus: what the laptop fetched in scenarios 1 and 2"
+DESKTOP_ID="$(device_id desktop)"
+HOMESERVER_ID="$(device_id homeserver)"
+LAPTOP_ID="$(device_id laptop)"
+[[ -n "$DESKTOP_ID" && -n "$HOMESERVER_ID" && -n "$LAPTOP_ID" ]] ||
+  die "cannot tell the device ids (sidecarctl devices --json)"
+say "device ids: desktop $DESKTOP_ID, laptop $LAPTOP_ID, homeserver $HOMESERVER_ID"
+S2_BYTES=$((3 << 20))
+from_desktop=$THUMB_BYTES
+from_home=0
+case "$best" in
+  desktop*) from_desktop=$((from_desktop + S2_BYTES)) ;;
+  homeserver*) from_home=$S2_BYTES ;;
+  *) die "unexpected best source $best" ;;
+esac
+want_done=$((DONE0 + ${#THUMBS[@]} + 1))
+wait_for 30 "Prometheus: the laptop ended $want_done fetch jobs DONE (${#THUMBS[@]} + 1 more)" \
+  prom_is "$DONE_Q" ">=" "$want_done"
+prom_is "$DONE_Q" == "$want_done" ||
+  die "Prometheus: the laptop ended $(prom_value "$DONE_Q") jobs DONE, not $want_done"
+RECV_Q='sidecar_transfer_received_bytes_total{device="laptop",source="%s"}'
+# shellcheck disable=SC2059
+q_desktop="$(printf "$RECV_Q" "$DESKTOP_ID")"
+# shellcheck disable=SC2059
+q_home="$(printf "$RECV_Q" "$HOMESERVER_ID")"
+wait_for 30 "Prometheus: the laptop received >= $from_desktop bytes from the desktop" \
+  prom_is "$q_desktop" ">=" "$from_desktop"
+if ((from_home > 0)); then
+  wait_for 30 "Prometheus: the laptop received >= $from_home bytes from the home server" \
+    prom_is "$q_home" ">=" "$from_home"
+fi
+wait_for 30 "Prometheus: the laptop received >= $((THUMB_BYTES + S2_BYTES)) bytes in all" \
+  prom_is 'sum(sidecar_transfer_received_bytes_total{device="laptop"})' ">=" $((THUMB_BYTES + S2_BYTES))
+say "Prometheus: received by the laptop per source:"
+prom_get /api/v1/query --data-urlencode 'query=sidecar_transfer_received_bytes_total{device="laptop"}' |
+  jq -r '.data.result[] | "      source=\(.metric.source)\t\(.value[1]) bytes"'
+say "(the scenarios sent $from_desktop bytes from the desktop, $from_home from the home server)"
+
 # ---- 3. killed in the middle of a transfer -----------------------------------
 
 # big_fetch_with_kill HOLDER VICTIM URI: the HOLDER holds a 16 MiB sidecar;
@@ -482,6 +664,16 @@ done
 wait_for 60 "the desktop marks the laptop offline" peer_is desktop laptop offline
 wait_for 60 "the home server marks the laptop offline" peer_is homeserver laptop offline
 show desktop peers
+for d in desktop homeserver; do
+  wait_for 30 "Prometheus: the $d's sidecar_peer_up for the laptop is 0" \
+    prom_is "sidecar_peer_up{device=\"$d\",device_id=\"$LAPTOP_ID\"}" == 0
+done
+for d in desktop homeserver; do
+  wait_for 30 "Prometheus: SidecarDeviceOffline fires on the $d for the laptop" \
+    alert_is firing SidecarDeviceOffline device="$d" device_id="$LAPTOP_ID"
+done
+prom_get /api/v1/alerts | jq -r '.data.alerts[] |
+  "      \(.labels.alertname) \(.state) device=\(.labels.device) device_id=\(.labels.device_id // "")"'
 peer_is desktop homeserver online || die "the desktop lost the home server too"
 for s in availability transfer; do
   # With its service name as an alias again, so that peers find it by name.
@@ -491,6 +683,11 @@ done
 wait_for 60 "the desktop marks the laptop online again" peer_is desktop laptop online
 wait_for 60 "the home server marks the laptop online again" peer_is homeserver laptop online
 wait_for 60 "the laptop sees the desktop online again" peer_is laptop desktop online
+for d in desktop homeserver; do
+  wait_for 30 "Prometheus: the $d's sidecar_peer_up for the laptop is 1 again" \
+    prom_is "sidecar_peer_up{device=\"$d\",device_id=\"$LAPTOP_ID\"}" == 1
+done
+wait_for 30 "Prometheus: no SidecarDeviceOffline alert is left" no_alert SidecarDeviceOffline
 show homeserver peers
 
 # ---- 5. a second "up": pairing is idempotent --------------------------------
