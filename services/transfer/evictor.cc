@@ -283,26 +283,45 @@ void Evictor::Loop() {
   }
 }
 
+std::optional<Evictor::Admission> Evictor::AdmitIfRoom(Kind kind,
+                                                       uint64_t bytes) {
+  if (!quota_.NeedFor(kind, bytes).none()) return std::nullopt;
+  quota_.Admitted(kind, bytes);
+  return Admission(this, kind, bytes);
+}
+
 absl::StatusOr<Evictor::Admission> Evictor::Admit(v1::Priority priority,
                                                   Kind kind, uint64_t bytes) {
   if (!enabled()) return Admission();
   bool first = false;
+  bool recount = false;
   {
     absl::MutexLock lock(&mu_);
     first = !refreshed_;
+    if (!first) {
+      if (std::optional<Admission> a = AdmitIfRoom(kind, bytes)) {
+        return std::move(*a);
+      }
+      recount = quota_.ended() > 0;
+    }
   }
-  if (first) {
-    // The usage is not known yet (availability was away at start).
-    SC_RETURN_IF_ERROR(Refresh());
+  if (first || recount) {
+    // First: the usage is not known yet (availability was away at start).
+    // Recount: a fetch that ended since the last read started may be in it
+    // as well, counted twice (StoreQuota); read again before refusing or
+    // evicting for bytes that may not be there. (A fetch that had just
+    // ended made the next one evict a sidecar that fitted, in a
+    // transfer_fetch_test run.)
+    absl::Status s = Refresh();
+    if (first) SC_RETURN_IF_ERROR(s);
   }
   StoreQuota::Need need;
   {
     absl::MutexLock lock(&mu_);
-    need = quota_.NeedFor(kind, bytes);
-    if (need.none()) {
-      quota_.Admitted(kind, bytes);
-      return Admission(this, kind, bytes);
+    if (std::optional<Admission> a = AdmitIfRoom(kind, bytes)) {
+      return std::move(*a);
     }
+    need = quota_.NeedFor(kind, bytes);
     if (priority == v1::PRIORITY_PREFETCH) {
       if (!refused_prefetch_ || bytes < refused_bytes_) {
         refused_kind_ = kind;

@@ -33,6 +33,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -155,7 +156,9 @@ class Evictor {
   // them (empty if there is no quota), or for PRIORITY_PREFETCH
   // RESOURCE_EXHAUSTED with StoreQuota::PrefetchRefusal. Other priorities
   // evict to make room first. Costs a mutex and a few map lookups unless
-  // the quota is reached.
+  // the quota is reached; then, if fetches ended since the last usage read
+  // started, the usage is read again first (they may count twice), so that
+  // nothing is refused or evicted for bytes that are not there.
   absl::StatusOr<Admission> Admit(v1::Priority priority, Kind kind,
                                   uint64_t bytes)
       ABSL_LOCKS_EXCLUDED(mu_, evict_mu_);
@@ -178,6 +181,10 @@ class Evictor {
   v1::GetStoreUsageResponse Report() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
+  // Counts `bytes` of `kind` and returns their Admission if they fit under
+  // the quota as counted now; nullopt otherwise.
+  std::optional<Admission> AdmitIfRoom(Kind kind, uint64_t bytes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // One round: at most `options_.batch` candidates; evicts those chosen.
   absl::StatusOr<Result> EvictRound(Kind kind, uint64_t need)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(evict_mu_);

@@ -14,7 +14,8 @@
 // started; until such a read is set they are counted as admitted, so that
 // no admission passes the quota by a fetch a read missed. The price is a
 // bounded overcount: a fetch whose sidecar a read did find, but which ended
-// after that read started, counts twice until the next read is set.
+// after that read started, counts twice until the next read is set; the
+// Evictor reads again before it refuses or evicts on such a count.
 //
 // Not thread-safe: the Evictor guards it with its mutex.
 #ifndef SIDECAR_SERVICES_TRANSFER_STORE_QUOTA_H_
@@ -107,6 +108,9 @@ class StoreQuota {
   uint64_t admitted() const;
   // Of fetches running only.
   uint64_t running() const;
+  // Of fetches ended since the read last set started: the read may count
+  // them too (the overcount above). 0 after a read started later is set.
+  uint64_t ended() const { return admitted() - running(); }
 
  private:
   uint64_t AdmittedOf(Kind kind) const;

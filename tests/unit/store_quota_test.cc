@@ -461,6 +461,40 @@ TEST_F(EvictorTest, TheOvercountOfARefreshEvictsNothing) {
   EXPECT_EQ(e->Report().evicted_count(), 0u);
 }
 
+// A fetch ends while a refresh reads the usage, after the read found its
+// sidecar: it counts twice until the next read. A fetch admitted in that
+// window reads the usage again before it evicts or is refused. (The next
+// interactive fetch evicted the one just fetched, though both fitted, in a
+// transfer_fetch_test run.)
+TEST_F(EvictorTest, AFetchCountedTwiceIsCountedAgainBeforeAnEviction) {
+  for (v1::Priority next : {v1::PRIORITY_INTERACTIVE, v1::PRIORITY_PREFETCH}) {
+    SCOPED_TRACE(v1::Priority_Name(next));
+    backend_.items.clear();
+    Add(100, /*fetched=*/false, 1);
+    std::unique_ptr<Evictor> e = Make(300);
+    ASSERT_TRUE(e->Refresh().ok());
+    absl::StatusOr<Evictor::Admission> first =
+        e->Admit(v1::PRIORITY_INTERACTIVE, kThumb, 100);
+    ASSERT_TRUE(first.ok()) << first.status();
+    SidecarKey t0 = Add(100, /*fetched=*/true, 1).c.key;  // registered
+    backend_.after_usage_read = [&] { first->Release(); };
+    ASSERT_TRUE(e->Refresh().ok());  // found t0, and it ended meanwhile
+    backend_.after_usage_read = nullptr;
+    ASSERT_EQ(e->Report().used_bytes(), 300u) << "no overcount to test";
+
+    // 200 in use: 100 more fit exactly.
+    absl::StatusOr<Evictor::Admission> second = e->Admit(next, kThumb, 100);
+    ASSERT_TRUE(second.ok()) << second.status();
+    EXPECT_TRUE(std::filesystem::exists(File(t0)));
+    EXPECT_EQ(e->Report().evicted_count(), 0u);
+    EXPECT_EQ(e->Report().used_bytes(), 300u);
+    EXPECT_TRUE(backend_.calls.empty());
+    // And the quota still holds: nothing more gets in without evicting.
+    EXPECT_EQ(e->Admit(v1::PRIORITY_PREFETCH, kThumb, 1).status().code(),
+              absl::StatusCode::kResourceExhausted);
+  }
+}
+
 // A background refresh reads the usage while an interactive fetch's
 // eviction is between withdrawing its sidecar and taking its bytes off the
 // usage: it waits for the eviction, so the evicted bytes come off once.
