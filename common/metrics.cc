@@ -87,6 +87,13 @@ void MetricsExporter::StopSoon() {
   stopping_ = std::thread([e = std::move(exposer_)]() mutable { e.reset(); });
 }
 
+void MetricsExporter::Serve(std::shared_ptr<prometheus::Collectable> c,
+                            const std::string& uri) {
+  if (exposer_ == nullptr) return;
+  exposer_->RegisterCollectable(c, uri);
+  more_.push_back(std::move(c));
+}
+
 absl::StatusOr<std::unique_ptr<MetricsExporter>> MetricsExporter::Start(
     const std::string& address, bool allow_network,
     std::shared_ptr<prometheus::Registry> registry,

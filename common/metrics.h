@@ -97,6 +97,11 @@ class MetricsExporter {
   // calls meanwhile need not wait for.
   void StopSoon();
 
+  // Serves `collectable` at `uri` too ("/members/metrics"), until the
+  // exporter stops. Call before it is scraped there.
+  void Serve(std::shared_ptr<prometheus::Collectable> collectable,
+             const std::string& uri);
+
   int port() const { return port_; }
   // "http://127.0.0.1:PORT/metrics", for the log.
   std::string url() const;
@@ -109,6 +114,7 @@ class MetricsExporter {
   // Kept alive while exposer_ holds weak pointers to them.
   std::shared_ptr<prometheus::Registry> registry_;
   std::shared_ptr<ScrapeTimeGauges> gauges_;
+  std::vector<std::shared_ptr<prometheus::Collectable>> more_;
   std::thread stopping_;  // StopSoon's; owns exposer_ while it runs
   std::string host_;
   int port_;

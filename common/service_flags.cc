@@ -33,6 +33,11 @@ ABSL_FLAG(bool, metrics_listen_allow_network, false,
           "allow --metrics_listen on a non-loopback address (a container's "
           "private network that a Prometheus shares; never one other "
           "devices share)");
+ABSL_FLAG(bool, metrics_members, false,
+          "give this service's metrics to the library's members, on the peer "
+          "listener (mutual TLS, members only); the availability service "
+          "then relays every member's at /members/metrics of "
+          "--metrics_listen, so one Prometheus sees the whole library");
 ABSL_FLAG(std::string, metrics_port_file, "",
           "write the metrics port to this file once serving (for tests and "
           "scripts that use port 0)");
@@ -79,9 +84,20 @@ absl::Status SetLogFormatFromFlags() {
 }
 
 bool EnableMetricsFromFlags() {
-  if (absl::GetFlag(FLAGS_metrics_listen).empty()) return false;
+  if (absl::GetFlag(FLAGS_metrics_listen).empty() &&
+      !absl::GetFlag(FLAGS_metrics_members)) {
+    return false;
+  }
   EnableProcessMetrics();
   return true;
+}
+
+std::unique_ptr<MemberMetricsService> MemberMetricsServiceFromFlags() {
+  ProcessMetricsSet* metrics = ProcessMetrics();
+  if (!absl::GetFlag(FLAGS_metrics_members) || metrics == nullptr) {
+    return nullptr;
+  }
+  return std::make_unique<MemberMetricsService>(metrics);
 }
 
 absl::StatusOr<std::unique_ptr<MetricsExporter>> StartMetricsFromFlags() {

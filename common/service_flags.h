@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/member_metrics.h"
 #include "common/metrics.h"
 #include "common/readiness.h"
 #include "common/transport.h"
@@ -35,10 +36,14 @@ std::unique_ptr<ReadinessMonitor> StartReadinessFromFlags(
 // for anything else. Call first in the service's Main.
 absl::Status SetLogFormatFromFlags();
 
-// With --metrics_listen set, turns the process's metrics on
+// With --metrics_listen or --metrics_members set, turns the process's metrics on
 // (EnableProcessMetrics) and returns true. Call first in the service's
 // Main, before any server or channel is made.
 bool EnableMetricsFromFlags();
+
+// With --metrics_members set (and metrics on): the service that gives this
+// process's metrics to members, for the peer listener. Null without it.
+std::unique_ptr<MemberMetricsService> MemberMetricsServiceFromFlags();
 
 // With --metrics_listen set: serves the metrics there, logs where, and
 // writes the port to --metrics_port_file if given. Null without it.

@@ -50,9 +50,9 @@ absl::Status FromGrpcStatus(const grpc::Status& s) {
 
 namespace {
 
-grpc::ChannelArguments ChannelArgs() {
+grpc::ChannelArguments ChannelArgs(int max_receive = kMaxMessageBytes) {
   grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  args.SetMaxReceiveMessageSize(max_receive);
   args.SetMaxSendMessageSize(kMaxMessageBytes);
   // Reconnect promptly after a peer comes back; the default backoff grows to
   // two minutes, longer than a peer should stay marked offline.
@@ -230,7 +230,9 @@ std::shared_ptr<grpc::Channel> MakePeerChannel(const std::string& address,
   tls.pem_root_certs = callee.pem;  // the one certificate this channel trusts
   tls.pem_private_key = self.private_key_pem();
   tls.pem_cert_chain = self.certificate().pem;
-  grpc::ChannelArguments args = ChannelArgs();
+  grpc::ChannelArguments args =
+      ChannelArgs(traffic == TrafficClass::kMetrics ? kMaxMetricsAnswerBytes
+                                                    : kMaxMessageBytes);
   // The callee's certificate names it by device id, whatever host or
   // address it is reached at.
   args.SetSslTargetNameOverride(DeviceTlsName(callee.device_id));

@@ -61,8 +61,11 @@ std::shared_ptr<grpc::Channel> MakeLocalChannel(const std::string& address);
 //   kInteractive: fetches a person waits for;
 //   kBackground:  prefetch. Flow-control windows stay small (no BDP
 //                 probing), so that when prefetch pauses for foreground
-//                 work, little of it is still in flight to drain.
-enum class TrafficClass { kDefault, kInteractive, kBackground };
+//                 work, little of it is still in flight to drain;
+//   kMetrics:     member metrics (member_metrics.h), whose answers are
+//                 capped at kMaxMetricsAnswerBytes.
+enum class TrafficClass { kDefault, kInteractive, kBackground, kMetrics };
+inline constexpr int kMaxMetricsAnswerBytes = 4 << 20;
 
 // A mutual-TLS channel to the peer listener at `address` of the member
 // whose certificate is `callee`: the handshake fails unless the server

@@ -24,7 +24,8 @@ RUNS="${FUZZ_RUNS:-}"
 MIN_RUNS="${FUZZ_MIN_RUNS:-1000000}"
 PARALLEL="${FUZZ_JOBS:-2}"
 ALL_TARGETS=(sidecar_key entry_batch exchange_receive has_keys read_request
-  batch_read config batch_file pairing_code leaf_messages self_snapshot)
+  batch_read config batch_file pairing_code leaf_messages self_snapshot
+  metrics_wire)
 read -r -a TARGETS <<<"${FUZZ_TARGETS:-${ALL_TARGETS[*]}}"
 
 nice -n 10 "$ROOT/scripts/build-asan.sh" fuzz_targets >/dev/null

@@ -126,4 +126,17 @@ void AvailabilityMetrics::AddScrapeTimeGauges(ScrapeTimeGauges* gauges,
   });
 }
 
+std::vector<MemberEndpoint> MemberEndpointsOf(
+    const std::vector<PeerStatus>& peers) {
+  std::vector<MemberEndpoint> out;
+  for (const PeerStatus& p : peers) {
+    if (!p.device_id || !p.online) continue;
+    out.push_back({*p.device_id, "availability", p.address});
+    if (!p.transfer_address.empty()) {
+      out.push_back({*p.device_id, "transfer", p.transfer_address});
+    }
+  }
+  return out;
+}
+
 }  // namespace sidecar::availability

@@ -25,12 +25,14 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/member_metrics.h"
 #include "common/metrics.h"
 #include "common/uuid.h"
 #include "prometheus/counter.h"
@@ -42,6 +44,12 @@ namespace sidecar::availability {
 
 class PeerCache;
 class PeerManager;
+struct PeerStatus;
+
+// What MemberMetricsRelay scrapes: both services of every member online
+// (`peers`: PeerManager::List()), at the addresses its Hello gave.
+std::vector<MemberEndpoint> MemberEndpointsOf(
+    const std::vector<PeerStatus>& peers);
 
 class AvailabilityMetrics {
  public:

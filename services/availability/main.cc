@@ -467,6 +467,12 @@ int Main() {
   ServerHost peer_host(PeerListener{
       absl::GetFlag(FLAGS_listen), &*key, &trust, {PeerService::kOpenMethod}});
   peer_host.AddService(&peer_api, "sidecar.v1.Peer");
+  // With --metrics_members: this service's metrics, for members only, and
+  // (below) every member's, relayed at /members/metrics.
+  std::unique_ptr<MemberMetricsService> member_metrics =
+      MemberMetricsServiceFromFlags();
+  if (member_metrics) peer_host.AddService(member_metrics.get());
+  PeerChannels member_channels(&*key, &trust);
   startup_signals.Disarm();  // from here on a signal drains
   for (ServerHost* h : {&local_host, &peer_host}) {
     if (absl::Status s = h->Start(); !s.ok()) {
@@ -484,6 +490,13 @@ int Main() {
   if (!metrics_exporter.ok()) {
     SC_LOG(ERROR) << metrics_exporter.status().message();
     return 1;
+  }
+  if (*metrics_exporter && member_metrics) {
+    (*metrics_exporter)
+        ->Serve(std::make_shared<MemberMetricsRelay>(
+                    [&peers] { return MemberEndpointsOf(peers.List()); },
+                    &member_channels),
+                "/members/metrics");
   }
   std::string advertise = absl::GetFlag(FLAGS_advertise_address);
   if (advertise.empty()) {

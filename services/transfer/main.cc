@@ -346,6 +346,10 @@ int Main() {
   ServerHost peer_host(
       PeerListener{absl::GetFlag(FLAGS_listen), &*key, &trust, {}});
   peer_host.AddService(&peer_api, "sidecar.v1.TransferPeer");
+  // With --metrics_members: this service's metrics, for members only.
+  std::unique_ptr<MemberMetricsService> member_metrics =
+      MemberMetricsServiceFromFlags();
+  if (member_metrics) peer_host.AddService(member_metrics.get());
   startup_signals.Disarm();  // from here on a signal drains
   for (ServerHost* h : {&local_host, &peer_host}) {
     if (absl::Status s = h->Start(); !s.ok()) {

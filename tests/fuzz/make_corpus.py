@@ -47,6 +47,37 @@ def sidecar_key(uuid=UUID, kind=1, variant="grid@2x", fmt=1):
             field_bytes(3, variant) + field_varint(4, fmt))
 
 
+def field_double(num, v):
+    return varint(num << 3 | 1) + struct.pack("<d", v)
+
+
+def family(name, ftype, metrics, help_text="what it counts"):
+    """A sidecar.v1.MetricFamily; `metrics`: encoded Metric messages."""
+    out = field_bytes(1, name) + field_bytes(2, help_text)
+    if ftype:
+        out += field_varint(3, ftype)
+    for m in metrics:
+        out += field_bytes(4, m)
+    return out
+
+
+def metric(labels=(), value=None, count=None, total=None, buckets=(),
+           quantiles=()):
+    out = b"".join(field_bytes(1, field_bytes(1, k) + field_bytes(2, v))
+                   for k, v in labels)
+    if value is not None:
+        out += field_double(2, value)
+    if count is not None:
+        out += field_varint(3, count)
+    if total is not None:
+        out += field_double(4, total)
+    for q, v in quantiles:
+        out += field_bytes(5, field_double(1, q) + field_double(2, v))
+    for bound, c in buckets:
+        out += field_bytes(6, field_double(1, bound) + field_varint(2, c))
+    return out
+
+
 def hello(device=b"\x11" * 16):
     return (field_bytes(1, device) + field_varint(2, 3) +
             field_bytes(3, "10.0.0.2:7001") + field_bytes(4, "10.0.0.2:7002") +
@@ -336,6 +367,31 @@ SEEDS = {
             [(1, 1, 1, 5, 1000, 11, False, 0)],
             [(True, 5, "grid@2x"), (False, 0, "")]),
         "bad_magic": self_snapshot([], [], magic=b"NOTASNAP"),
+    },
+    "metrics_wire": {
+        "counter_gauge": field_bytes(1, family(
+            "grpc_server_handled_total", 1,
+            [metric([("grpc_method", "Read"), ("grpc_code", "OK")], 12.0),
+             metric([("grpc_method", "Read"), ("grpc_code", "NOT_FOUND")],
+                    1.0)])) +
+        field_bytes(1, family("sidecar_peers", 2,
+                              [metric([("state", "online")], 3.0)])),
+        "histogram": field_bytes(1, family(
+            "sidecar_fetch_seconds", 4,
+            [metric([("priority", "interactive")], count=3, total=0.5,
+                    buckets=[(0.1, 1), (1.0, 3), (float("inf"), 3)])])),
+        "summary": field_bytes(1, family(
+            "rpc_seconds", 3,
+            [metric(count=2, total=1.5, quantiles=[(0.5, 0.7), (0.9, 0.8)])])),
+        "help_newline": field_bytes(1, family(
+            "x_total", 1, [metric(value=1.0)],
+            "x\nfake_total 1e9")),
+        "label_quote": field_bytes(1, family(
+            "y", 2, [metric([("l", 'a"} 1\nz 2')], 1.0)])),
+        "reserved_label": field_bytes(1, family(
+            "z", 2, [metric([("member", "someone")], 1.0)])),
+        "bad_buckets": field_bytes(1, family(
+            "h", 4, [metric(count=3, buckets=[(1.0, 3), (0.5, 1)])])),
     },
     "pairing_code": {
         "typed": "7KQ2-M9XD-4HTV-B1ZR",

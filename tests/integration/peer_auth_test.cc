@@ -32,6 +32,7 @@
 #include "services/availability/gossip_protocol.h"
 #include "services/availability/library.h"
 #include "sidecar/v1/availability.grpc.pb.h"
+#include "sidecar/v1/metrics.grpc.pb.h"
 #include "sidecar/v1/peer.grpc.pb.h"
 #include "sidecar/v1/transfer.grpc.pb.h"
 #include "tests/support/availability_process.h"
@@ -426,13 +427,14 @@ class PeerAuthTest : public ::sidecar::testing::ProcessTest {
 
   // Starts the availability service, then the transfer service (peers
   // reach it through the counting proxy).
-  void Start(Device* d, std::map<std::string, std::string> extra = {}) {
+  void Start(Device* d, std::map<std::string, std::string> extra = {},
+             const std::map<std::string, std::string>& xfer_extra = {}) {
     ASSERT_NE(d, nullptr);
     if (d->proxy) extra.emplace("transfer_address", d->proxy->address());
     absl::Status s = d->avail->StartWithExtraFlags(extra);
     ASSERT_TRUE(s.ok()) << s;
     if (d->xfer) {
-      absl::Status x = d->xfer->Start();
+      absl::Status x = d->xfer->Start(xfer_extra);
       ASSERT_TRUE(x.ok()) << x;
       d->proxy->Retarget(d->xfer->port());
     }
@@ -700,10 +702,12 @@ class PeerAuthTest : public ::sidecar::testing::ProcessTest {
 // positive controls (what the stranger would have got).
 class StrangerTest : public PeerAuthTest {
  protected:
-  void SetUpDevices(bool transfer) {
+  // `a_flags`: for both of A's services.
+  void SetUpDevices(bool transfer,
+                    const std::map<std::string, std::string>& a_flags = {}) {
     a_ = Add("a", transfer);
     b_ = Add("b");
-    ASSERT_NO_FATAL_FAILURE(Start(a_));
+    ASSERT_NO_FATAL_FAILURE(Start(a_, a_flags, a_flags));
     ASSERT_NO_FATAL_FAILURE(Start(b_));
     ASSERT_EQ(Pair(a_->avail.get(), b_->avail.get()), absl::OkStatus());
     bytes_ = RandomBytes(20000, 1);
@@ -888,6 +892,37 @@ TEST_F(StrangerTest, NonMemberIsRefusedOnTransferRead) {
   ReadResult ok = CallRead(TransferStubAs(member_->key(), a_).get(), key_);
   ASSERT_TRUE(ok.status.ok()) << Describe(ok.status);
   EXPECT_EQ(ok.bytes, bytes_);
+}
+
+// Metrics under the pairing rules: with --metrics_members both services
+// give theirs on their peer listeners, to members only.
+TEST_F(StrangerTest, NonMemberIsRefusedOnMemberMetrics) {
+  ASSERT_NO_FATAL_FAILURE(SetUpDevices(true, {{"metrics_members", "true"}}));
+  ASSERT_TRUE(TransferAdmits(member_->key(), a_));
+  for (const std::string& address :
+       {a_->avail->address(), a_->xfer->address()}) {
+    SCOPED_TRACE(address);
+    auto scrape = [&](const DeviceKey& as, v1::ScrapeResponse* resp) {
+      auto stub = v1::MemberMetrics::NewStub(
+          MakePeerChannel(address, as, a_->cert, TrafficClass::kMetrics));
+      grpc::ClientContext ctx;
+      SetDeadline(&ctx, absl::Seconds(5));
+      return stub->Scrape(&ctx, {}, resp);
+    };
+    v1::ScrapeResponse refused;
+    grpc::Status s = scrape(stranger_->key(), &refused);
+    EXPECT_EQ(s.error_code(), StatusCode::UNAUTHENTICATED) << Describe(s);
+    EXPECT_EQ(refused.families_size(), 0);
+    v1::ScrapeResponse ok;
+    s = scrape(member_->key(), &ok);
+    ASSERT_TRUE(s.ok()) << Describe(s);
+    bool grpc_families = false;
+    for (const v1::MetricFamily& f : ok.families()) {
+      grpc_families |= f.name() == "grpc_server_handled_total";
+    }
+    EXPECT_TRUE(grpc_families) << ok.DebugString().substr(0, 2000);
+  }
+  ExpectStrangerUnknown();
 }
 
 TEST_F(StrangerTest, NonMemberIsRefusedOnTransferBatchRead) {

@@ -193,6 +193,22 @@ class TransferTest : public ::sidecar::testing::ProcessTest {
     return text.ok() ? *text : std::string();
   }
 
+  // Publishes `bytes` as a thumbnail of `from` and fetches it on `to`,
+  // interactively, to the end.
+  void PublishAndFetch(Device* from, Device* to, const std::string& bytes) {
+    v1::SidecarKey key =
+        Publish(from,
+                RandomKeyProto(v1::SIDECAR_KIND_THUMB, "grid@2x",
+                               v1::SIDECAR_FORMAT_WEBP),
+                bytes);
+    ASSERT_TRUE(
+        WaitFor([&] { return KnowsRemote(to, key, 1); }, absl::Seconds(5)));
+    FetchResult f = Fetch(to, key);
+    ASSERT_EQ(f.outcome(), FetchResult::OUTCOME_QUEUED) << f.reason();
+    ASSERT_EQ(WaitJob(to, f.job_id(), absl::Seconds(20)).state(),
+              v1::JOB_STATE_DONE);
+  }
+
   v1::SidecarKey Publish(Device* d, const v1::SidecarKey& key,
                          const std::string& bytes) {
     absl::Status s = PublishSidecar(d->avail.get(), key, bytes);
@@ -413,16 +429,7 @@ TEST_F(TransferTest, MetricsCountTheCallsOfAFetchOnBothSides) {
   StartAll({{a, b}});
   auto scrape = [&](const std::string& file) { return Scrape(file); };
   const std::string webp = MakeWebp(30000, 3);
-  v1::SidecarKey key = Publish(a,
-                               RandomKeyProto(v1::SIDECAR_KIND_THUMB, "grid@2x",
-                                              v1::SIDECAR_FORMAT_WEBP),
-                               webp);
-  ASSERT_TRUE(
-      WaitFor([&] { return KnowsRemote(b, key, 1); }, absl::Seconds(5)));
-  FetchResult f = Fetch(b, key);
-  ASSERT_EQ(f.outcome(), FetchResult::OUTCOME_QUEUED) << f.reason();
-  ASSERT_EQ(WaitJob(b, f.job_id(), absl::Seconds(20)).state(),
-            v1::JOB_STATE_DONE);
+  ASSERT_NO_FATAL_FAILURE(PublishAndFetch(a, b, webp));
 
   const std::string a_xfer = scrape("a_xfer.metrics");
   const std::string b_xfer = scrape("b_xfer.metrics");
@@ -475,6 +482,79 @@ TEST_F(TransferTest, MetricsCountTheCallsOfAFetchOnBothSides) {
   EXPECT_EQ(ReadAll(a->avail->log_path()).find("metrics on"),
             std::string::npos);
   EXPECT_NE(ReadAll(b->avail->log_path()).find("metrics on http://127.0.0.1:"),
+            std::string::npos);
+}
+
+// Metrics under the pairing rules. With --metrics_members, a's two services
+// give their metrics to members on their peer listeners (mutual TLS), and
+// b's availability service relays them at /members/metrics of its own
+// loopback listener, each series labelled with the member and the service.
+// c, a member that does not give its metrics, shows as not up; a is never
+// asked for a metrics port. (A stranger is refused: peer_auth_test.)
+TEST_F(TransferTest, MembersMetricsAreRelayedUnderThePairingRules) {
+  const std::map<std::string, std::string> give = {{"metrics_members", "true"}};
+  Device* a = Add("a", give, give);
+  std::map<std::string, std::string> relay = Metrics("b_avail.metrics");
+  relay.insert(give.begin(), give.end());
+  Device* b = Add("b", {}, relay);
+  Device* c = Add("c");
+  StartAll({{a, b}, {b, c}});
+  const std::string webp = MakeWebp(30000, 5);
+  ASSERT_NO_FATAL_FAILURE(PublishAndFetch(a, b, webp));
+
+  int port = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(ReadAll(
+                                   absl::StrCat(dir_, "/b_avail.metrics"))),
+                               &port));
+  auto up = [](const std::string& m, Device* d, const std::string& service) {
+    return SampleSum(m, "sidecar_member_scrape_up",
+                     {{"member", d->id}, {"service", service}});
+  };
+  std::string m;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        absl::StatusOr<std::string> got = HttpGet(port, "/members/metrics");
+        m = got.ok() ? *got : "";
+        return up(m, a, "availability") == 1 && up(m, a, "transfer") == 1 &&
+               up(m, c, "availability") == 0 && up(m, c, "transfer") == 0;
+      },
+      absl::Seconds(10)))
+      << m;
+  // a's series, as a's own services count them: the peer read it served
+  // for b's fetch, and its own sidecar among the entries it knows.
+  EXPECT_GE(SampleSum(m, "grpc_server_handled_total",
+                      {{"member", a->id},
+                       {"service", "transfer"},
+                       {"grpc_service", "sidecar.v1.TransferPeer"},
+                       {"grpc_code", "OK"}})
+                .value_or(0),
+            1)
+      << m;
+  EXPECT_GE(SampleSum(m, "sidecar_origin_entries",
+                      {{"member", a->id},
+                       {"service", "availability"},
+                       {"device_id", a->id}})
+                .value_or(0),
+            1)
+      << m;
+  // Nothing of b's own, and nothing of c but its absence.
+  EXPECT_EQ(
+      testing::SampleCount(m, "grpc_server_started_total", {{"member", b->id}}),
+      0);
+  EXPECT_EQ(
+      testing::SampleCount(m, "grpc_server_started_total", {{"member", c->id}}),
+      0);
+  // b's own /metrics is as before, without members' series.
+  absl::StatusOr<std::string> own = HttpGet(port, "/metrics");
+  ASSERT_TRUE(own.ok()) << own.status();
+  EXPECT_EQ(own->find("member="), std::string::npos);
+  // The relay says once why c is left out.
+  EXPECT_NE(ReadAll(b->avail->log_path())
+                .find("member metrics: availability of " + c->id +
+                      " left out: UNIMPLEMENTED"),
+            std::string::npos)
+      << ReadAll(b->avail->log_path());
+  EXPECT_EQ(ReadAll(a->avail->log_path()).find("metrics on"),
             std::string::npos);
 }
 
