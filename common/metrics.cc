@@ -61,6 +61,13 @@ ProcessMetricsSet::ProcessMetricsSet(std::shared_ptr<prometheus::Registry> r)
       grpc_server(GrpcMetrics::Side::kServer, *registry),
       grpc_client(GrpcMetrics::Side::kClient, *registry) {}
 
+std::string BoundedLabel::Of(const std::string& value) {
+  if (seen_.contains(value)) return value;
+  if (seen_.size() >= max_) return "other";
+  seen_.insert(value);
+  return value;
+}
+
 ProcessMetricsSet* EnableProcessMetrics() {
   absl::call_once(metrics_once, [] {
     // Never deleted: servers and channels may outlive main()'s locals.

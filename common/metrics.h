@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/grpc_metrics.h"
@@ -63,6 +64,21 @@ struct GaugeSample {
 prometheus::MetricFamily GaugeFamily(
     std::string name, std::string help, std::vector<GaugeSample> samples,
     prometheus::MetricType type = prometheus::MetricType::Gauge);
+
+// Label values that come from outside (peers' device ids): the first `max`
+// distinct values keep their own series, later ones share "other", so that
+// nothing a peer sends can grow a family past max + 1 series. Not
+// thread-safe: its owner guards it.
+class BoundedLabel {
+ public:
+  explicit BoundedLabel(size_t max) : max_(max) {}
+  // `value` itself, or "other" once `max` other values were given.
+  std::string Of(const std::string& value);
+
+ private:
+  const size_t max_;
+  absl::flat_hash_set<std::string> seen_;
+};
 
 struct ProcessMetricsSet {
   std::shared_ptr<prometheus::Registry> registry;

@@ -59,10 +59,7 @@ AvailabilityMetrics::AvailabilityMetrics(prometheus::Registry& registry)
 }
 
 std::string AvailabilityMetrics::DeviceLabel(const Uuid& id) {
-  if (devices_.contains(id)) return id.ToString();
-  if (devices_.size() >= kMaxDevices) return "other";
-  devices_.insert(id);
-  return id.ToString();
+  return device_labels_.Of(id.ToString());
 }
 
 void AvailabilityMetrics::RoundEnded(const Uuid& peer, const Round& round,

@@ -28,7 +28,6 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -89,7 +88,7 @@ class AvailabilityMetrics {
   prometheus::Counter* received_bytes_;
 
   absl::Mutex mu_;
-  absl::flat_hash_set<Uuid> devices_ ABSL_GUARDED_BY(mu_);
+  BoundedLabel device_labels_ ABSL_GUARDED_BY(mu_){kMaxDevices};
 };
 
 }  // namespace sidecar::availability

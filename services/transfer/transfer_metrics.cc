@@ -67,21 +67,16 @@ TransferMetrics::TransferMetrics(prometheus::Registry& registry)
     for (v1::JobState s : {v1::JOB_STATE_DONE, v1::JOB_STATE_GENERATE,
                            v1::JOB_STATE_CANCELLED}) {
       // Made up front, so that every series shows 0 before its first job.
-      ended_.Add({{"priority", PriorityName(p)}, {"state", StateName(s)}});
+      ended_by_[p][s] =
+          &ended_.Add({{"priority", PriorityName(p)}, {"state", StateName(s)}});
     }
   }
 }
 
 TransferMetrics::Source& TransferMetrics::SourceFor(const std::string& source) {
-  auto it = sources_.find(source);
+  const std::string label = source_labels_.Of(source);
+  auto it = sources_.find(label);
   if (it != sources_.end()) return it->second;
-  const std::string label =
-      sources_.size() < kMaxSources ? source : std::string("other");
-  if (label != source) {
-    if (auto other = sources_.find("other"); other != sources_.end()) {
-      return other->second;
-    }
-  }
   Source s{&bytes_.Add({{"source", label}}),
            &failures_.Add({{"source", label}})};
   return sources_.emplace(label, s).first->second;
@@ -100,9 +95,15 @@ void TransferMetrics::JobEnded(v1::Priority priority, v1::JobState state,
   if (priority < v1::PRIORITY_PREFETCH || priority > v1::PRIORITY_INTERACTIVE) {
     return;
   }
-  ended_
-      .Add({{"priority", PriorityName(priority)}, {"state", StateName(state)}})
-      .Increment();
+  prometheus::Counter* ended = nullptr;
+  if (state >= 0 && state < v1::JobState_ARRAYSIZE) {
+    ended = ended_by_[priority][state];
+  }
+  if (ended == nullptr) {  // a state not made up front (none so far)
+    ended = &ended_.Add(
+        {{"priority", PriorityName(priority)}, {"state", StateName(state)}});
+  }
+  ended->Increment();
   if (state == v1::JOB_STATE_DONE) {
     seconds_by_priority_[priority]->Observe(
         absl::ToDoubleSeconds(since_request));

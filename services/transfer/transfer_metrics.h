@@ -79,8 +79,12 @@ class TransferMetrics {
   prometheus::Family<prometheus::Histogram>& seconds_;
   // By priority (1..3); made up front, so JobEnded takes no lock.
   std::array<prometheus::Histogram*, 4> seconds_by_priority_{};
+  // By priority and end state, likewise (null: not made up front).
+  std::array<std::array<prometheus::Counter*, v1::JobState_ARRAYSIZE>, 4>
+      ended_by_{};
 
   absl::Mutex mu_;
+  BoundedLabel source_labels_ ABSL_GUARDED_BY(mu_){kMaxSources};
   absl::flat_hash_map<std::string, Source> sources_ ABSL_GUARDED_BY(mu_);
 };
 
