@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <utility>
 
@@ -10,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/sidecar_key.h"
 #include "services/sidecarctl/commands.h"
 #include "services/sidecarctl/format.h"
 #include "services/sidecarctl/json_output.h"
@@ -29,6 +31,9 @@ constexpr uint32_t kJobsLooked = 1000;
 constexpr int kShown = 5;
 // Width of the label column ("availability" and two spaces).
 constexpr int kLabel = 14;
+// Missing sidecars counted, at most (ListMissing pages of 10,000).
+constexpr uint64_t kMissingCounted = 100000;
+constexpr int kMissingPages = 20;
 
 // One call's answer, or why there is none.
 template <typename Message>
@@ -38,10 +43,19 @@ struct Answer {
   bool ok() const { return status.ok(); }
 };
 
+// What members hold and this device lacks (Availability.ListMissing),
+// counted by kind; `complete` unless the count stopped at its bound.
+struct Missing {
+  uint64_t count = 0;
+  bool complete = true;
+  std::map<std::string, uint64_t> by_kind;
+};
+
 // Everything status asked, from both services.
 struct Report {
   Answer<v1::DeviceInfo> device;
   Answer<v1::ListPeersResponse> peers;
+  Answer<Missing> missing;
   Answer<v1::ListJobsResponse> jobs;
   Answer<v1::GetStoreUsageResponse> store;
   Answer<v1::PrefetchPolicy> prefetch;
@@ -69,6 +83,29 @@ void Ask(CommandContext& ctx, Stub& stub, Method method, const Request& req,
   answer->status = (stub.*method)(&cc, req, &answer->message);
 }
 
+// Counts what ListMissing lists, a page at a time (pages may be short and
+// still have a token), up to kMissingCounted keys or kMissingPages pages.
+void CountMissing(CommandContext& ctx, v1::Availability::Stub& a,
+                  Answer<Missing>* out) {
+  v1::ListMissingRequest req;
+  req.set_page_size(10000);
+  Missing& m = out->message;
+  for (int page = 0; page < kMissingPages; ++page) {
+    Answer<v1::ListMissingResponse> got;
+    Ask(ctx, a, &v1::Availability::Stub::ListMissing, req, &got);
+    out->status = got.status;
+    if (!got.ok()) return;
+    for (const v1::SidecarKey& k : got.message.keys()) {
+      ++m.count;
+      ++m.by_kind[std::string(KindName(k.kind()))];
+    }
+    if (got.message.next_page_token().empty()) return;
+    if (m.count >= kMissingCounted) break;
+    req.set_page_token(got.message.next_page_token());
+  }
+  m.complete = false;
+}
+
 // Asks both services. The first call to each tells whether it is there; a
 // service that is not is asked nothing more, so that status takes one
 // timeout per missing service, not one per call.
@@ -81,8 +118,10 @@ Report Gather(CommandContext& ctx) {
   if (r.availability_reached) {
     Ask(ctx, a, &v1::Availability::Stub::ListPeers, v1::ListPeersRequest(),
         &r.peers);
+    CountMissing(ctx, a, &r.missing);
   } else {
     r.peers.status = r.device.status;
+    r.missing.status = r.device.status;
   }
 
   v1::Transfer::Stub& t = ctx.transfer();
@@ -114,7 +153,10 @@ int ReportErrors(CommandContext& ctx, const Report& r) {
     if (!s.ok() && !Unimplemented(s)) rc = ctx.TransferError(what, s);
   };
   availability("status: device", r.device.status);
-  if (r.availability_reached) availability("status: peers", r.peers.status);
+  if (r.availability_reached) {
+    availability("status: peers", r.peers.status);
+    availability("status: missing", r.missing.status);
+  }
   transfer("status: jobs", r.jobs.status);
   if (r.transfer_reached) {
     transfer("status: store", r.store.status);
@@ -201,6 +243,21 @@ void ShowPeers(Screen& screen, const v1::ListPeersResponse& peers) {
     }
     screen.Line(absl::StrCat("  ", name), line);
   }
+}
+
+void ShowMissing(Screen& screen, const Missing& m) {
+  if (m.count == 0) {
+    screen.Line("missing", "none: this device holds all its members advertise");
+    return;
+  }
+  std::vector<std::string> kinds;
+  for (const auto& [kind, n] : m.by_kind)
+    kinds.push_back(absl::StrCat(kind, " ", n));
+  screen.Line("missing", absl::StrCat(m.complete ? "" : "at least ", m.count,
+                                      " sidecar", m.count == 1 ? "" : "s",
+                                      " members hold and this device lacks (",
+                                      absl::StrJoin(kinds, ", "),
+                                      "; sidecarctl missing lists them)"));
 }
 
 bool IsActive(const v1::JobStatus& j) { return !IsFinalJobState(j.state()); }
@@ -338,6 +395,11 @@ void ShowText(CommandContext& ctx, const Report& r) {
     } else {
       screen.Failed("members", r.peers.status);
     }
+    if (r.missing.ok()) {
+      ShowMissing(screen, r.missing.message);
+    } else {
+      screen.Failed("missing", r.missing.status);
+    }
   }
   if (!r.transfer_reached) {
     screen.Unreachable("transfer", ctx.transfer_address(), "sidecar-transfer");
@@ -359,6 +421,17 @@ void ShowText(CommandContext& ctx, const Report& r) {
 template <typename Message>
 std::string JsonOrNull(const Answer<Message>& a) {
   return a.ok() ? MessageJson(a.message) : "null";
+}
+
+// {"count": N, "complete": bool, "by_kind": {"thumb": N, ...}}
+std::string MissingJson(const Missing& m) {
+  JsonObject kinds;
+  for (const auto& [kind, n] : m.by_kind) kinds.Add(kind, absl::StrCat(n));
+  JsonObject o;
+  o.Add("count", absl::StrCat(m.count));
+  o.Add("complete", m.complete ? "true" : "false");
+  o.Add("by_kind", kinds.ToString());
+  return o.ToString();
 }
 
 std::string JobsByStateJson(const v1::ListJobsResponse& jobs) {
@@ -397,7 +470,10 @@ std::string ErrorsJson(const Report& r) {
                                         s.error_message())));
   };
   add("device", r.device.status);
-  if (r.availability_reached) add("peers", r.peers.status);
+  if (r.availability_reached) {
+    add("peers", r.peers.status);
+    add("missing", r.missing.status);
+  }
   add("jobs", r.jobs.status);
   if (r.transfer_reached) {
     add("store", r.store.status);
@@ -415,6 +491,7 @@ void ShowJson(CommandContext& ctx, const Report& r) {
                                 r.jobs.status, "transfer", ctx.timeout()));
   o.Add("device", JsonOrNull(r.device));
   o.Add("peers", JsonOrNull(r.peers));
+  o.Add("missing", r.missing.ok() ? MissingJson(r.missing.message) : "null");
   o.Add("jobs_by_state",
         r.jobs.ok() ? JobsByStateJson(r.jobs.message) : "null");
   o.Add("jobs", JsonOrNull(r.jobs));
@@ -440,12 +517,15 @@ std::vector<CommandSpec> StatusCommands() {
   std::vector<CommandSpec> c;
   c.push_back(
       {.name = "status",
-       .summary = "is sync working here? this device, members, jobs, store, "
-                  "prefetch, last errors",
+       .summary =
+           "is sync working here? this device, members, what is missing, "
+           "jobs, store, prefetch, last errors",
        .details =
            "Asks both services of the device: the availability service for "
-           "this device and\nits members (online or offline, last contact), "
-           "the transfer service for its jobs\n(counted by state among the "
+           "this device, its\nmembers (online or offline, last contact) and "
+           "what "
+           "they hold that this device\nlacks (counted by kind), the "
+           "transfer service for its jobs\n(counted by state among the "
            "newest 1000; those active now), the store's use\nagainst its "
            "quota, the prefetch policy (paused or not, and why) and the "
            "jobs\nthat failed last. A service that does not answer is named "

@@ -490,7 +490,19 @@ pass "jobs --active: none"
 
 # ---- status: both services up ----------------------------------------------
 
+# missing_count: the number on status's "missing" line in $WORK/out (0 for
+# "none"), or nothing if the line is not one of its two forms.
+missing_count() {
+  if grep -Eq "^missing +none: this device holds all its members advertise\$" "$WORK/out"; then
+    echo 0
+  else
+    sed -nE 's/^missing +([0-9]+) sidecars? members hold and this device lacks \(([a-z_]+ [0-9]+(, )?)+; sidecarctl missing lists them\)$/\1/p' "$WORK/out"
+  fi
+}
+
 ctl beta status || { rc=$?; show; fail "status on beta exited $rc"; }
+MISSING0="$(missing_count)"
+[[ "$MISSING0" =~ ^[0-9]+$ ]] || { show; fail "status on beta has no missing line"; }
 grep -Eq "^device +beta $BETA_ID  peer address ${PEER[beta]}\$" "$WORK/out" ||
   { show; fail "status on beta does not name beta, its id and peer address"; }
 grep -Eq "^members +1 online, 0 offline\$" "$WORK/out" ||
@@ -507,7 +519,7 @@ grep -Eq "^prefetch +active; 0 of at most [0-9]+ running; rules " "$WORK/out" ||
 grep -Eq "^last errors +none\$" "$WORK/out" || { show; fail "status on beta shows errors"; }
 grep -q $'\x1b' "$WORK/out" && { show; fail "status in a pipe writes ANSI escapes"; }
 [[ ! -s "$WORK/err" ]] || { show; fail "status on beta wrote to stderr"; }
-pass "status on beta: device, 1 member online, jobs by state, store, prefetch; no ANSI escapes in a pipe"
+pass "status on beta: device, 1 member online, $MISSING0 missing, jobs by state, store, prefetch; no ANSI escapes in a pipe"
 
 # On a terminal (script(1) gives it one) the states are coloured, unless
 # NO_COLOR is set.
@@ -539,7 +551,8 @@ json_ok "d['device']['device_id'] == '$BETA_ID'" "d['device']['name'] == 'beta'"
   "d['jobs_by_state']['JOB_STATE_DONE'] == 1 and d['jobs_by_state']['JOB_STATE_QUEUED'] == 0" \
   "d['jobs']['jobs'][0]['job_id'] == '$JOB_ID'" \
   "d['store']['used_bytes'] == '$SIZE' and d['store']['quota_bytes'] == '0'" \
-  "d['prefetch']['paused'] is False and d['errors'] == {}" ||
+  "d['prefetch']['paused'] is False and d['errors'] == {}" \
+  "d['missing']['count'] == $MISSING0 and d['missing']['complete'] is True" ||
   { show; fail "status --json on beta is not the JSON expected"; }
 pass "status --json on beta: one JSON object, device id $BETA_ID, alpha online, 1 DONE job, store, prefetch"
 
@@ -597,9 +610,11 @@ ctl beta status || { rc=$?; show; fail "status on beta after a failed fetch exit
 grep -Eq "^jobs +0 QUEUED, 0 RUNNING, 0 WAITING_RETRY, 1 DONE, 1 GENERATE, 0 CANCELLED  \(newest 2\)\$" "$WORK/out" ||
   { show; fail "status on beta does not count the GENERATE job"; }
 grep -Eq "^last errors +1 job\$" "$WORK/out" || { show; fail "status on beta does not count 1 failed job"; }
+[[ "$(missing_count)" == "$((MISSING0 + 1))" ]] && grep -Eq "^missing .*[(, ]thumb [0-9]+" "$WORK/out" ||
+  { show; fail "status on beta does not count the sidecar it could not fetch as missing ($MISSING0 before)"; }
 grep -Eq "^  ${BROKEN_JOB:0:8} +GENERATE  $BROKEN  [^ ]" "$WORK/out" ||
   { show; fail "status on beta does not show job ${BROKEN_JOB:0:8} GENERATE with its error"; }
-pass "status after a fetch failing at its source: 1 GENERATE, last errors: $(grep -E "^  ${BROKEN_JOB:0:8} " "$WORK/out" | tr -s ' ')"
+pass "status after a fetch failing at its source: 1 GENERATE, $((MISSING0 + 1)) missing, last errors: $(grep -E "^  ${BROKEN_JOB:0:8} " "$WORK/out" | tr -s ' ')"
 
 # ---- cancel --------------------------------------------------------------
 
