@@ -3,7 +3,7 @@
 # checks them (promtool) and runs Prometheus with the result; extra
 # arguments go to Prometheus. "--check-only": fill in and check, then exit.
 set -eu
-SRC=/etc/prometheus/sidecar
+SRC="${PROMETHEUS_TEMPLATES:-/etc/prometheus/sidecar}"
 OUT="${PROMETHEUS_CONFIG_DIR:-/run/prometheus}"
 mkdir -p "$OUT"
 # A Prometheus duration: digits and a unit (ms, s, m, h, d, w, y), possibly
@@ -27,6 +27,16 @@ fill "$SRC/rules.yml.in" "$OUT/rules.yml"
 promtool check config "$OUT/prometheus.yml" >&2
 if [ "${1:-}" = "--check-only" ]; then
   promtool check rules "$OUT/rules.yml" >&2
+  # The rules' tests, on the rules filled in with the durations they assume.
+  mkdir -p "$OUT/test"
+  (
+    PROMETHEUS_SCRAPE_INTERVAL=15s
+    SIDECAR_OFFLINE_FOR=1m
+    SIDECAR_PREFETCH_STUCK_FOR=10m
+    fill "$SRC/rules.yml.in" "$OUT/test/rules.yml"
+  )
+  cp "$SRC/rules_test.yml" "$OUT/test/rules_test.yml"
+  promtool test rules "$OUT/test/rules_test.yml" >&2
   exit 0
 fi
 exec prometheus \

@@ -377,7 +377,7 @@ for d in "${DEVICES[@]}"; do
     die "$d-availability does not run as user sidecar"
 done
 
-step "Prometheus scrapes the six services"
+step "Prometheus scrapes the six services, and the library through the home server"
 PROM_CID="$(container prometheus)"
 wait_for 90 "prometheus is healthy" healthy_cid "$PROM_CID"
 hostport="$("${DC[@]}" port prometheus 9090)"
@@ -386,7 +386,7 @@ PROM="http://$hostport"
 say "Prometheus at $PROM"
 [[ "$("$DOCKER" exec "$PROM_CID" id -un)" == prometheus ]] ||
   die "prometheus does not run as user prometheus"
-wait_for 60 "Prometheus has 6 targets, all up" targets_up 6
+wait_for 60 "Prometheus has 7 targets, all up" targets_up 7
 prom_get /api/v1/targets --data-urlencode state=active |
   jq -r '.data.activeTargets[] | "      \(.labels.job)\t\(.labels.instance)\tdevice=\(.labels.device)\t\(.health)\t\(.scrapeUrl)"' |
   sort
@@ -402,7 +402,9 @@ for r in SidecarDeviceOffline SidecarVerificationFailures SidecarPrefetchStuck \
   device_source:sidecar_transfer_received_bytes:rate1m; do
   [[ " $rules " == *" $r "* ]] || die "Prometheus has no healthy rule $r"
 done
-say "ok: the six targets are up, labelled by job, device and instance; rules loaded"
+prom_is 'count(up{job="library",instance="homeserver-library"} == 1)' == 1 ||
+  die "the home server's relay of members' metrics (job library) is not up"
+say "ok: the six targets and the relay are up, labelled by job, device and instance; rules loaded"
 
 step "Mutual TLS: paired devices, one key per device, local APIs off the network"
 for d in "${DEVICES[@]}"; do
@@ -478,6 +480,17 @@ wait_for 60 "the desktop learned the home server and sees it online" \
   peer_is desktop homeserver online
 show desktop peers
 show homeserver peers
+
+step "Metrics under the pairing rules: the home server relays its members'"
+# Both services of the desktop and the laptop give their metrics to members
+# only (mutual TLS); the home server's availability service relays them.
+wait_for 60 "Prometheus: 4 members' services answer the home server's relay" \
+  prom_is 'count(sidecar_member_scrape_up{job="library"} == 1)' == 4
+prom_is 'count(sidecar_member_scrape_up{job="library"})' == 4 ||
+  die "the relay lists other endpoints than the 2 members' 2 services"
+prom_is 'count(count by (member, service) (grpc_server_started_total{job="library"}))' == 4 ||
+  die "the relay does not carry the members' gRPC series"
+say "ok: the desktop's and the laptop's services are read through the home server"
 
 # ---- 1. Scenario 1 -----------------------------------------------------------
 
@@ -588,6 +601,9 @@ wait_for 30 "Prometheus: the laptop ended $want_done fetch jobs DONE (${#THUMBS[
   prom_is "$DONE_Q" ">=" "$want_done"
 prom_is "$DONE_Q" == "$want_done" ||
   die "Prometheus: the laptop ended $(prom_value "$DONE_Q") jobs DONE, not $want_done"
+RELAYED_DONE_Q="sum(sidecar_fetch_jobs_ended_total{job=\"library\",member=\"$LAPTOP_ID\",service=\"transfer\",state=\"done\"})"
+wait_for 30 "Prometheus: the same $want_done jobs, read through the home server's relay" \
+  prom_is "$RELAYED_DONE_Q" == "$want_done"
 RECV_Q='sidecar_transfer_received_bytes_total{device="laptop",source="%s"}'
 # shellcheck disable=SC2059
 q_desktop="$(printf "$RECV_Q" "$DESKTOP_ID")"

@@ -13,10 +13,11 @@
 # (1); then a third device, "gamma": `pair join` with a mistyped code and
 # with a used one (refused, exit 1), paired through beta and so accepted by
 # alpha (beta introduced it), then `unpair gamma` on alpha: removed on
-# alpha and beta, no longer a peer. `status` on beta (device, members, jobs
-# by state, store, prefetch; colour on a terminal only, not with NO_COLOR;
-# paused prefetch when metered), `--json` of status, device, who-has, jobs,
-# fetch and prefetch (one JSON document holding the answer), and at the end
+# alpha and beta, no longer a peer. `status` on beta (device, members, what
+# is missing, jobs by state, store, prefetch; colour on a terminal only, not
+# with NO_COLOR; paused prefetch when metered), `--json` of status, device,
+# who-has, jobs, fetch, ls, peers, devices, resolve, store, prefetch and
+# missing (one JSON document holding the answer), and at the end
 # `status` on alpha with its transfer service stopped (exit 1, transfer
 # named unreachable, availability's part still shown).
 #
@@ -571,6 +572,18 @@ ctl beta --json jobs || { rc=$?; show; fail "jobs --json exited $rc"; }
 json_ok "[(j['job_id'], j['state']) for j in d['jobs']] == [('$JOB_ID', 'JOB_STATE_DONE')]" ||
   { show; fail "jobs --json on beta does not list job $JOB_ID DONE"; }
 pass "jobs --json: ListJobsResponse, job ${JOB_ID:0:8} JOB_STATE_DONE"
+
+# The other commands that read: one JSON document each, about what the
+# command shows (the text of any of its values, anywhere in it).
+json_mentions() { json_ok "__import__('json').dumps(d).find('$1') >= 0"; }
+for cmd in "ls|$UUID" "peers|$ALPHA_ID" "devices|$ALPHA_ID" "devices|$BETA_ID" \
+  "resolve $URI|OUTCOME_LOCAL" "store|$SIZE" "prefetch|max_concurrent_prefetch" \
+  "missing --kinds=thumb|"; do
+  # shellcheck disable=SC2086
+  ctl beta --json ${cmd%%|*} || { rc=$?; show; fail "${cmd%%|*} --json exited $rc"; }
+  json_mentions "${cmd#*|}" || { show; fail "${cmd%%|*} --json is not one JSON document with ${cmd#*|}"; }
+done
+pass "--json of ls, peers, devices, resolve, store, prefetch and missing: one JSON document each, with what they show"
 
 ctl beta --json fetch "$URI" || { rc=$?; show; fail "fetch --json of a local sidecar exited $rc"; }
 json_ok "[r['outcome'] for r in d['results']] == ['OUTCOME_LOCAL']" \
