@@ -7,6 +7,7 @@
 #include <string>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -55,6 +56,7 @@ struct Missing {
 struct Report {
   Answer<v1::DeviceInfo> device;
   Answer<v1::ListPeersResponse> peers;
+  Answer<v1::ListMembersResponse> members;
   Answer<Missing> missing;
   Answer<v1::ListJobsResponse> jobs;
   Answer<v1::GetStoreUsageResponse> store;
@@ -118,9 +120,12 @@ Report Gather(CommandContext& ctx) {
   if (r.availability_reached) {
     Ask(ctx, a, &v1::Availability::Stub::ListPeers, v1::ListPeersRequest(),
         &r.peers);
+    Ask(ctx, a, &v1::Availability::Stub::ListMembers, v1::ListMembersRequest(),
+        &r.members);
     CountMissing(ctx, a, &r.missing);
   } else {
     r.peers.status = r.device.status;
+    r.members.status = r.device.status;
     r.missing.status = r.device.status;
   }
 
@@ -155,6 +160,7 @@ int ReportErrors(CommandContext& ctx, const Report& r) {
   availability("status: device", r.device.status);
   if (r.availability_reached) {
     availability("status: peers", r.peers.status);
+    availability("status: members", r.members.status);
     availability("status: missing", r.missing.status);
   }
   transfer("status: jobs", r.jobs.status);
@@ -216,18 +222,45 @@ void ShowDevice(Screen& screen, const v1::DeviceInfo& d) {
                    d.peer_address().empty() ? "-" : d.peer_address()));
 }
 
-void ShowPeers(Screen& screen, const v1::ListPeersResponse& peers) {
+// Members of the library this device has no peer entry for: never
+// contacted from here (learned through another member, and not reached).
+std::vector<const v1::Member*> NeverContacted(
+    const v1::ListPeersResponse& peers,
+    const v1::ListMembersResponse& members) {
+  // A peer not reached yet has no device id, only the address it was
+  // given: the member it stands for is listed already.
+  absl::flat_hash_set<std::string> ids, addresses;
+  for (const v1::PeerInfo& p : peers.peers()) {
+    ids.insert(p.device_id());
+    addresses.insert(p.peer_address());
+  }
+  std::vector<const v1::Member*> out;
+  for (const v1::Member& m : members.members()) {
+    if (m.self() || m.removed() || ids.contains(m.device_id()) ||
+        (!m.peer_address().empty() && addresses.contains(m.peer_address()))) {
+      continue;
+    }
+    out.push_back(&m);
+  }
+  return out;
+}
+
+void ShowPeers(Screen& screen, const v1::ListPeersResponse& peers,
+               const v1::ListMembersResponse& members) {
+  const std::vector<const v1::Member*> never = NeverContacted(peers, members);
   int online = 0;
   for (const v1::PeerInfo& p : peers.peers()) online += p.online() ? 1 : 0;
-  if (peers.peers().empty()) {
+  if (peers.peers().empty() && never.empty()) {
     screen.Line("members",
                 screen.Paint("none: this device is alone (sidecarctl "
                              "pair invite / pair join)",
                              Colour::kYellow));
     return;
   }
-  screen.Line("members", absl::StrCat(online, " online, ",
-                                      peers.peers_size() - online, " offline"));
+  const int offline =
+      peers.peers_size() - online + static_cast<int>(never.size());
+  screen.Line("members",
+              absl::StrCat(online, " online, ", offline, " offline"));
   const absl::Time now = absl::Now();
   for (const v1::PeerInfo& p : peers.peers()) {
     std::string name = p.name();
@@ -242,6 +275,12 @@ void ShowPeers(Screen& screen, const v1::ListPeersResponse& peers) {
       absl::StrAppend(&line, "  (", p.last_error(), ")");
     }
     screen.Line(absl::StrCat("  ", name), line);
+  }
+  for (const v1::Member* m : never) {
+    screen.Line(absl::StrCat("  ", m->name().empty() ? ShortId(m->device_id())
+                                                     : m->name()),
+                absl::StrCat(screen.Paint("offline", Colour::kYellow),
+                             "  never contacted from this device"));
   }
 }
 
@@ -391,7 +430,10 @@ void ShowText(CommandContext& ctx, const Report& r) {
       screen.Failed("device", r.device.status);
     }
     if (r.peers.ok()) {
-      ShowPeers(screen, r.peers.message);
+      // Without the members (an error shown below), the peers alone.
+      ShowPeers(screen, r.peers.message,
+                r.members.ok() ? r.members.message : v1::ListMembersResponse());
+      if (!r.members.ok()) screen.Failed("", r.members.status);
     } else {
       screen.Failed("members", r.peers.status);
     }
@@ -472,6 +514,7 @@ std::string ErrorsJson(const Report& r) {
   add("device", r.device.status);
   if (r.availability_reached) {
     add("peers", r.peers.status);
+    add("members", r.members.status);
     add("missing", r.missing.status);
   }
   add("jobs", r.jobs.status);
@@ -491,6 +534,7 @@ void ShowJson(CommandContext& ctx, const Report& r) {
                                 r.jobs.status, "transfer", ctx.timeout()));
   o.Add("device", JsonOrNull(r.device));
   o.Add("peers", JsonOrNull(r.peers));
+  o.Add("members", JsonOrNull(r.members));
   o.Add("missing", r.missing.ok() ? MissingJson(r.missing.message) : "null");
   o.Add("jobs_by_state",
         r.jobs.ok() ? JobsByStateJson(r.jobs.message) : "null");
