@@ -556,6 +556,31 @@ TEST_F(TransferTest, MembersMetricsAreRelayedUnderThePairingRules) {
       << ReadAll(b->avail->log_path());
   EXPECT_EQ(ReadAll(a->avail->log_path()).find("metrics on"),
             std::string::npos);
+
+  // A member that hangs (a's transfer service stopped with SIGSTOP: its
+  // socket takes the call, nothing answers) is left out after the call's
+  // 2 s; the scrape still answers, with the rest.
+  ASSERT_EQ(::kill(a->xfer->pid(), SIGSTOP), 0);
+  const absl::Time t0 = absl::Now();
+  absl::StatusOr<std::string> slow =
+      HttpGet(port, "/members/metrics", absl::Seconds(20));
+  const absl::Duration took = absl::Now() - t0;
+  ASSERT_EQ(::kill(a->xfer->pid(), SIGCONT), 0);
+  ASSERT_TRUE(slow.ok()) << slow.status();
+  EXPECT_EQ(up(*slow, a, "transfer"), 0) << *slow;
+  EXPECT_EQ(up(*slow, a, "availability"), 1);
+  EXPECT_LT(took, absl::Seconds(8)) << "the relay waited past its 2 s";
+  EXPECT_NE(ReadAll(b->avail->log_path())
+                .find("member metrics: transfer of " + a->id +
+                      " left out: DEADLINE_EXCEEDED"),
+            std::string::npos);
+  // Running again, it is read again.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        absl::StatusOr<std::string> got = HttpGet(port, "/members/metrics");
+        return got.ok() && up(*got, a, "transfer") == 1;
+      },
+      absl::Seconds(10)));
 }
 
 // --log_format=json: every line of both services is one JSON object, and
