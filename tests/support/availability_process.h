@@ -104,7 +104,9 @@ absl::Status PublishSidecar(AvailabilityProcess* device,
 // from the inviter's CreateInvite, given to the joiner's JoinLibrary with
 // the inviter's address. Both must be running.
 // `via`: the address the joiner dials instead of the inviter's own (a
-// TcpProxy in front of it, to count bytes).
+// TcpProxy in front of it, to count bytes). A join that could not connect
+// (UNAVAILABLE, "failed to connect") is tried again with a new code, up to
+// 3 attempts in all.
 absl::Status Pair(AvailabilityProcess* inviter, AvailabilityProcess* joiner,
                   const std::string& via = "");
 
