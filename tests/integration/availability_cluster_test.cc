@@ -1249,47 +1249,52 @@ TEST_F(ClusterTest, MetricsTellGossipPeersAndEntries) {
                    const std::map<std::string, std::string>& labels = {}) {
     return testing::SampleSum(text, name, labels).value_or(-1);
   };
+  // A round is counted as it ends, after its entries were applied as they
+  // streamed in, and its counters one after another: a scrape may fall
+  // between any two. So wait for all of them (they fail the test if they
+  // never come), then check what must hold exactly.
+  const std::map<std::string, std::string> exchange_ok = {
+      {"grpc_service", "sidecar.v1.Peer"},
+      {"grpc_method", "Exchange"},
+      {"grpc_code", "OK"}};
   std::string m;
   ASSERT_TRUE(WaitFor(
       [&] {
         m = scrape();
-        return value(m, "sidecar_origin_entries", {{"device_id", a_id_}}) == 2;
+        return value(m, "sidecar_origin_entries", {{"device_id", a_id_}}) ==
+                   2 &&
+               value(m, "sidecar_peer_up", {{"device_id", a_id_}}) == 1 &&
+               value(m, "sidecar_gossip_rounds_total", {{"result", "ok"}}) >=
+                   1 &&
+               value(m, "sidecar_gossip_round_seconds_count") >= 1 &&
+               value(m, "sidecar_gossip_applied_total",
+                     {{"kind", "snapshot"}}) >= 1 &&
+               value(m, "sidecar_gossip_received_bytes_total") > 0 &&
+               // a's own exchange answers, seen from b's side of the calls.
+               value(m, "grpc_client_handled_total", exchange_ok) >= 1;
       },
       absl::Seconds(10)))
       << m;
-  EXPECT_EQ(value(m, "sidecar_peer_up", {{"device_id", a_id_}}), 1);
   EXPECT_EQ(value(m, "sidecar_peers", {{"state", "online"}}), 1);
   EXPECT_EQ(value(m, "sidecar_peers", {{"state", "offline"}}), 0);
-  EXPECT_GE(value(m, "sidecar_gossip_applied_total", {{"kind", "snapshot"}}),
-            1);
-  const double rounds =
-      value(m, "sidecar_gossip_rounds_total", {{"result", "ok"}});
-  EXPECT_GE(rounds, 1);
-  // Observed after the round is counted: a scrape may fall between.
-  EXPECT_GE(value(m, "sidecar_gossip_round_seconds_count"), 1);
   EXPECT_LE(value(m, "sidecar_gossip_round_seconds_count"),
             value(m, "sidecar_gossip_rounds_total"));
-  EXPECT_GT(value(m, "sidecar_gossip_received_bytes_total"), 0);
   EXPECT_EQ(value(m, "sidecar_gossip_rounds_total", {{"result", "refused"}}),
             0);
   EXPECT_EQ(testing::SampleCount(m, "sidecar_peer_rejected_total"), 0);
-  // a's own exchange answers, seen from b's side of the calls.
-  EXPECT_GE(value(m, "grpc_client_handled_total",
-                  {{"grpc_service", "sidecar.v1.Peer"},
-                   {"grpc_method", "Exchange"},
-                   {"grpc_code", "OK"}}),
-            1);
 
   // One more sidecar comes as a delta.
   Publish(a_, {MakeSidecar(3)});
   EXPECT_TRUE(WaitFor(
       [&] {
         m = scrape();
-        return value(m, "sidecar_origin_entries", {{"device_id", a_id_}}) == 3;
+        return value(m, "sidecar_origin_entries", {{"device_id", a_id_}}) ==
+                   3 &&
+               value(m, "sidecar_gossip_applied_total", {{"kind", "delta"}}) >=
+                   1;
       },
       absl::Seconds(10)))
       << m;
-  EXPECT_GE(value(m, "sidecar_gossip_applied_total", {{"kind", "delta"}}), 1);
 
   // a stops: b marks it down (offline_after 1s).
   EXPECT_EQ(a_->Stop(), 0);

@@ -432,7 +432,17 @@ TEST_F(TransferTest, MetricsCountTheCallsOfAFetchOnBothSides) {
   ASSERT_NO_FATAL_FAILURE(PublishAndFetch(a, b, webp));
 
   const std::string a_xfer = scrape("a_xfer.metrics");
-  const std::string b_xfer = scrape("b_xfer.metrics");
+  // The job is counted just after it is DONE in the job store, which is
+  // what WaitJob saw: a scrape may fall between.
+  std::string b_xfer;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        b_xfer = scrape("b_xfer.metrics");
+        return SampleSum(b_xfer, "sidecar_fetch_seconds_count",
+                         {{"priority", "interactive"}}) == 1;
+      },
+      absl::Seconds(5)))
+      << b_xfer;
   const std::string b_avail = scrape("b_avail.metrics");
   const std::map<std::string, std::string> peer_read = {
       {"grpc_service", "sidecar.v1.TransferPeer"}};
